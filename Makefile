@@ -1,0 +1,108 @@
+# surge — one GNU Makefile, pkg-config for every library.
+#   make            release build: build/surge
+#   make test       ASan+UBSan build, unit tests, integration tests, fuzz corpus replay
+#   make fuzz       libFuzzer targets with clang (build/fuzz/*)
+#   make lint       clang-format check and banned functions
+#   make bench-lb   load balancer benchmark against HAProxy and nginx (docs/benchmarks.md)
+#   make run        starts surge on embedded defaults
+# Variables: SANITIZE=1 (ASan+UBSan), WERROR=1 (default under CI=true), CC=...
+
+CC      ?= gcc
+PKGS    := libuv libcjson inih
+WERROR  ?= $(if $(CI),1,0)
+SANITIZE ?= 0
+
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+        -Wold-style-definition -Wpointer-arith -Wcast-align -Wwrite-strings \
+        -Wformat=2 -Wundef -Wvla -Wimplicit-fallthrough -Wno-unused-parameter
+ifeq ($(WERROR),1)
+WARN += -Werror
+endif
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lpthread -lm
+
+CFLAGS_BASE := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -g $(WARN) -Isrc $(PKG_CFLAGS)
+ifeq ($(SANITIZE),1)
+OUT     := build/asan
+CFLAGS  := $(CFLAGS_BASE) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+LDFLAGS := -fsanitize=address,undefined
+else
+OUT     := build
+CFLAGS  := $(CFLAGS_BASE) -O2
+LDFLAGS :=
+endif
+
+LIB_SRCS := $(wildcard src/base/*.c src/net/*.c src/http/*.c src/lb/*.c)
+CMD_SRCS := $(wildcard src/cmd/*.c)
+LIB_OBJS := $(LIB_SRCS:%.c=$(OUT)/obj/%.o)
+CMD_OBJS := $(CMD_SRCS:%.c=$(OUT)/obj/%.o)
+UNIT_SRCS := $(wildcard tests/unit/*/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(OUT)/tests/%)
+FUZZ_SRCS := $(wildcard fuzz/fuzz_*.c)
+
+.PHONY: all deps test unit fuzz lint format bench-lb run clean
+all: $(OUT)/surge
+
+deps:
+	@scripts/deps.sh build
+
+$(OUT)/obj/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(OUT)/libsurge.a: $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(OUT)/surge: $(CMD_OBJS) $(OUT)/libsurge.a
+	$(CC) $(LDFLAGS) -o $@ $(CMD_OBJS) $(OUT)/libsurge.a $(PKG_LIBS)
+
+# Unit tests: one Criterion binary per tests/unit/<layer>/test_<module>.c
+$(OUT)/tests/%: tests/unit/%.c $(OUT)/libsurge.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $< $(OUT)/libsurge.a $(PKG_LIBS) $(shell pkg-config --libs criterion 2>/dev/null) $(LDFLAGS)
+
+# Fuzz corpus replay: the fuzz targets linked with a plain file-reading driver.
+$(OUT)/fuzz/replay_%: fuzz/fuzz_%.c fuzz/replay_main.c $(OUT)/libsurge.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $< fuzz/replay_main.c $(OUT)/libsurge.a $(PKG_LIBS) $(LDFLAGS)
+
+unit: $(UNIT_BINS)
+
+test:
+	@scripts/deps.sh test
+	@$(MAKE) --no-print-directory SANITIZE=1 build/asan/surge \
+	    $(UNIT_SRCS:tests/unit/%.c=build/asan/tests/%) \
+	    $(FUZZ_SRCS:fuzz/fuzz_%.c=build/asan/fuzz/replay_%)
+	@scripts/run-tests.sh build/asan
+
+# libFuzzer builds: our sources compiled with clang and coverage instrumentation.
+FUZZ_CFLAGS := $(CFLAGS_BASE) -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
+fuzz:
+	@scripts/deps.sh fuzz
+	@mkdir -p build/fuzz
+	@for f in $(FUZZ_SRCS); do n=$$(basename $$f .c); \
+	  echo "clang $$n"; \
+	  clang $(FUZZ_CFLAGS) -o build/fuzz/$$n $$f $(LIB_SRCS) $(PKG_LIBS) || exit 1; done
+
+lint:
+	@scripts/deps.sh lint
+	@scripts/lint.sh
+
+format:
+	clang-format -i $$(git ls-files 'src/*.[ch]' 'tests/*.[ch]' 'fuzz/*.[ch]')
+
+bench-lb: all
+	@scripts/deps.sh bench
+	@scripts/bench-lb.sh
+
+run:
+	@scripts/deps.sh build
+	@$(MAKE) --no-print-directory all
+	@scripts/run.sh
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

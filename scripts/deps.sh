@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs the Debian packages surge needs, only those missing.
+#   scripts/deps.sh [build|test|fuzz|bench]...   (default: build)
+# build: compile surge; test: build + unit/integration tests; fuzz: clang
+# libFuzzer runtime; bench: nginx, HAProxy and wrk for the comparison runs.
+# Runs `apt-get update` at most once, then `apt-get install -y` the rest.
+set -euo pipefail
+
+build_pkgs=(build-essential pkg-config libuv1-dev libhttp-parser-dev libinih-dev
+            libcjson-dev libsodium-dev libsqlite3-dev)
+test_pkgs=(libcriterion-dev python3 python3-pytest curl)
+fuzz_pkgs=(clang libclang-rt-14-dev)
+bench_pkgs=(nginx-light haproxy wrk)
+lint_pkgs=(clang-format)
+
+want=()
+[ $# -eq 0 ] && set -- build
+for group in "$@"; do
+    case "$group" in
+    build) want+=("${build_pkgs[@]}") ;;
+    test)  want+=("${build_pkgs[@]}" "${test_pkgs[@]}" "${fuzz_pkgs[@]}") ;;
+    fuzz)  want+=("${build_pkgs[@]}" "${fuzz_pkgs[@]}") ;;
+    bench) want+=("${build_pkgs[@]}" "${bench_pkgs[@]}") ;;
+    lint)  want+=("${lint_pkgs[@]}") ;;
+    *) echo "deps.sh: unknown group '$group' (build|test|fuzz|bench|lint)" >&2; exit 2 ;;
+    esac
+done
+
+missing=()
+for p in "${want[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$p")
+    fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+# dedupe
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+if [ "$(id -u)" -ne 0 ]; then
+    echo "deps.sh: missing packages: ${missing[*]}; run as root or install them" >&2
+    exit 1
+fi
+echo "deps.sh: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+# Package install scripts must not start system services (nginx on :80):
+# the benchmarks start their own instances on loopback ports.
+policy=/usr/sbin/policy-rc.d
+made_policy=0
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; made_policy=1
+fi
+trap '[ $made_policy = 1 ] && rm -f "$policy"' EXIT
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

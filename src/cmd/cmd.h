@@ -1,0 +1,10 @@
+/* Subcommands: argument parsing only; the work lives in the layers below. */
+#ifndef SURGE_CMD_CMD_H
+#define SURGE_CMD_CMD_H
+#include <stdio.h>
+
+/* Each returns the process exit status: 0 ok, 2 usage or config error. */
+int cmd_lb(int argc, char **argv);
+void cmd_lb_help(FILE *out);
+
+#endif

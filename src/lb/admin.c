@@ -1,0 +1,432 @@
+#include "lb/admin.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/buf.h"
+#include "base/log.h"
+#include "http/http.h"
+#include "net/net.h"
+
+#define ADMIN_BODY_MAX (64 * 1024)
+#define ADMIN_RBUF_MAX (HTTP_DEFAULT_MAX_HEAD + ADMIN_BODY_MAX + 1024)
+#define ADMIN_OUT_MAX  (16 * 1024 * 1024)
+
+struct admin {
+    uv_tcp_t listener;
+    struct lb_worker *w;
+    struct list conns;
+    int listening;
+};
+
+struct admin_conn {
+    uv_tcp_t tcp;
+    uv_write_t wreq;
+    struct admin *a;
+    struct list link;
+    struct buf in, out;
+    struct http_msg req;
+    size_t body_off;
+    int have_head, writing, closing;
+};
+
+static void on_conn_closed(uv_handle_t *h)
+{
+    struct admin_conn *ac = h->data;
+    buf_free(&ac->in);
+    buf_free(&ac->out);
+    free(ac);
+}
+
+static void conn_close(struct admin_conn *ac)
+{
+    if (ac->closing)
+        return;
+    ac->closing = 1;
+    list_remove(&ac->link);
+    uv_close((uv_handle_t *)&ac->tcp, on_conn_closed);
+}
+
+static void conn_drive(struct admin_conn *ac);
+
+static void on_written(uv_write_t *req, int status)
+{
+    struct admin_conn *ac = req->handle->data;
+    ac->writing = 0;
+    if (ac->closing)
+        return;
+    if (status < 0 || !(ac->req.flags & HTTP_F_KEEP_ALIVE) || !ac->have_head) {
+        conn_close(ac);
+        return;
+    }
+    /* Next request on the same connection. */
+    buf_consume(&ac->in, ac->body_off + (size_t)ac->req.content_length);
+    http_msg_reset(&ac->req);
+    ac->have_head = 0;
+    conn_drive(ac);
+}
+
+static void respond(struct admin_conn *ac, int status, const char *ctype, const char *body,
+                    size_t len, const char *extra)
+{
+    int keep = ac->have_head && (ac->req.flags & HTTP_F_KEEP_ALIVE);
+    buf_reset(&ac->out);
+    buf_printf(&ac->out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n",
+               status, http_status_text(status), ctype, len, extra ? extra : "",
+               keep ? "" : "Connection: close\r\n");
+    uv_buf_t bufs[2] = {uv_buf_init(ac->out.data, (unsigned)ac->out.len),
+                        uv_buf_init((char *)body, (unsigned)len)};
+    /* The body may be a temporary: copy it behind the head. */
+    if (buf_append(&ac->out, body, len) == 0) {
+        bufs[0] = uv_buf_init(ac->out.data, (unsigned)ac->out.len);
+        ac->writing = 1;
+        if (uv_write(&ac->wreq, (uv_stream_t *)&ac->tcp, bufs, 1, on_written) < 0)
+            conn_close(ac);
+    } else {
+        conn_close(ac);
+    }
+}
+
+static void respond_json(struct admin_conn *ac, int status, cJSON *j, const char *extra)
+{
+    char *s = cJSON_PrintUnformatted(j);
+    respond(ac, status, "application/json", s, strlen(s), extra);
+    free(s);
+    cJSON_Delete(j);
+}
+
+static void respond_error(struct admin_conn *ac, int status, const char *msg, const char *extra)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "error", msg);
+    respond_json(ac, status, j, extra);
+}
+
+static const char *state_name(int s)
+{
+    return s == BACKEND_UP ? "up" : s == BACKEND_DOWN ? "down" : "draining";
+}
+
+static cJSON *backend_json(const struct backend *b)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "address", b->address);
+    cJSON_AddNumberToObject(o, "weight", backend_weight(b));
+    cJSON_AddStringToObject(o, "state", state_name(backend_state(b)));
+    cJSON_AddNumberToObject(o, "active", backend_active(b));
+    cJSON_AddNumberToObject(o, "requests", (double)__atomic_load_n(&b->requests, __ATOMIC_RELAXED));
+    cJSON_AddNumberToObject(o, "failures", (double)__atomic_load_n(&b->failures, __ATOMIC_RELAXED));
+    return o;
+}
+
+static void add_backend_json(struct backend *b, void *arg)
+{
+    cJSON_AddItemToArray((cJSON *)arg, backend_json(b));
+}
+
+static void get_backends(struct admin_conn *ac)
+{
+    cJSON *arr = cJSON_CreateArray();
+    pool_foreach(&ac->a->w->lb->pool, add_backend_json, arr);
+    respond_json(ac, 200, arr, NULL);
+}
+
+static void post_backends(struct admin_conn *ac, const char *body, size_t len)
+{
+    struct lb *lb = ac->a->w->lb;
+    cJSON *j = cJSON_ParseWithLength(body, len);
+    if (!j || !cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        respond_error(ac, 400, "body must be a JSON object {\"address\":\"H:P\",\"weight\":N}",
+                      NULL);
+        return;
+    }
+    const cJSON *addr = cJSON_GetObjectItemCaseSensitive(j, "address");
+    const cJSON *wt = cJSON_GetObjectItemCaseSensitive(j, "weight");
+    int weight = 1;
+    if (!cJSON_IsString(addr) || !addr->valuestring[0] || strchr(addr->valuestring, ',')) {
+        cJSON_Delete(j);
+        respond_error(ac, 400, "\"address\" must be a string \"HOST:PORT\"", NULL);
+        return;
+    }
+    if (wt) {
+        if (!cJSON_IsNumber(wt) || wt->valuedouble != (double)(int)wt->valuedouble ||
+            wt->valuedouble < 1 || wt->valuedouble > BACKEND_WEIGHT_MAX) {
+            cJSON_Delete(j);
+            respond_error(ac, 400, "\"weight\" must be an integer between 1 and 1000", NULL);
+            return;
+        }
+        weight = (int)wt->valuedouble;
+    }
+    char err[256], address[BACKEND_ADDR_MAX];
+    snprintf(address, sizeof address, "%s", addr->valuestring);
+    int rc = pool_add(&lb->pool, addr->valuestring, weight, err, sizeof err);
+    cJSON_Delete(j);
+    if (rc == -EEXIST) {
+        respond_error(ac, 409, err, NULL);
+        return;
+    }
+    if (rc < 0) {
+        respond_error(ac, 400, err, NULL);
+        return;
+    }
+    struct backend *b;
+    b = pool_find(&lb->pool, address);
+    if (b) {
+        respond_json(ac, 201, backend_json(b), NULL);
+        pool_unref(b);
+    } else {
+        respond_error(ac, 409, "backend was removed while being added", NULL);
+    }
+}
+
+static int url_decode(const char *s, size_t n, char *out, size_t outlen)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (j + 1 >= outlen)
+            return -1;
+        if (s[i] == '%' && i + 2 < n) {
+            char hex[3] = {s[i + 1], s[i + 2], 0};
+            char *end;
+            long v = strtol(hex, &end, 16);
+            if (*end || v <= 0)
+                return -1;
+            out[j++] = (char)v;
+            i += 2;
+        } else {
+            out[j++] = s[i];
+        }
+    }
+    out[j] = '\0';
+    return 0;
+}
+
+static void one_backend(struct admin_conn *ac, const char *target, size_t tlen, const char *body,
+                        size_t blen)
+{
+    struct lb *lb = ac->a->w->lb;
+    char address[BACKEND_ADDR_MAX];
+    if (url_decode(target, tlen, address, sizeof address) < 0 || !address[0]) {
+        respond_error(ac, 400, "bad backend address in path", NULL);
+        return;
+    }
+    int m = ac->req.method;
+    if (m == HTTP_DELETE) {
+        if (pool_drain(&lb->pool, address) < 0) {
+            respond_error(ac, 404, "no such backend", NULL);
+            return;
+        }
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "address", address);
+        cJSON_AddStringToObject(j, "state", "draining");
+        respond_json(ac, 202, j, NULL);
+        return;
+    }
+    if (m == HTTP_GET || m == HTTP_PUT || m == HTTP_PATCH) {
+        if (m != HTTP_GET) {
+            cJSON *j = cJSON_ParseWithLength(body, blen);
+            const cJSON *wt = cJSON_GetObjectItemCaseSensitive(j, "weight");
+            int ok = j && cJSON_IsNumber(wt) && wt->valuedouble == (double)(int)wt->valuedouble &&
+                     wt->valuedouble >= 1 && wt->valuedouble <= BACKEND_WEIGHT_MAX;
+            int weight = ok ? (int)wt->valuedouble : 0;
+            cJSON_Delete(j);
+            if (!ok) {
+                respond_error(ac, 400, "body must be {\"weight\":N} with N in 1..1000", NULL);
+                return;
+            }
+            if (pool_set_weight(&lb->pool, address, weight) < 0) {
+                respond_error(ac, 404, "no such backend", NULL);
+                return;
+            }
+        }
+        struct backend *b = pool_find(&lb->pool, address);
+        if (!b) {
+            respond_error(ac, 404, "no such backend", NULL);
+            return;
+        }
+        respond_json(ac, 200, backend_json(b), NULL);
+        pool_unref(b);
+        return;
+    }
+    respond_error(ac, 405, "method not allowed", "Allow: GET, PUT, PATCH, DELETE\r\n");
+}
+
+static void route(struct admin_conn *ac)
+{
+    const char *b = ac->in.data;
+    const struct http_msg *m = &ac->req;
+    const char *t = b + m->target.off;
+    size_t tlen = m->target.len;
+    const char *q = memchr(t, '?', tlen);
+    if (q)
+        tlen = (size_t)(q - t);
+    const char *body = b + ac->body_off;
+    size_t blen = (size_t)m->content_length;
+    int meth = m->method;
+
+    if (tlen == 8 && !memcmp(t, "/healthz", 8)) {
+        if (meth != HTTP_GET && meth != HTTP_HEAD) {
+            respond_error(ac, 405, "method not allowed", "Allow: GET\r\n");
+            return;
+        }
+        respond(ac, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
+    } else if (tlen == 8 && !memcmp(t, "/metrics", 8)) {
+        if (meth != HTTP_GET) {
+            respond_error(ac, 405, "method not allowed", "Allow: GET\r\n");
+            return;
+        }
+        struct buf out;
+        buf_init(&out, ADMIN_OUT_MAX);
+        if (metrics_render(&ac->a->w->lb->metrics, &out) < 0) {
+            buf_free(&out);
+            respond_error(ac, 500, "metrics too large", NULL);
+            return;
+        }
+        respond(ac, 200, "text/plain; version=0.0.4; charset=utf-8", out.data ? out.data : "",
+                out.len, NULL);
+        buf_free(&out);
+    } else if (tlen == 9 && !memcmp(t, "/backends", 9)) {
+        if (meth == HTTP_GET)
+            get_backends(ac);
+        else if (meth == HTTP_POST)
+            post_backends(ac, body, blen);
+        else
+            respond_error(ac, 405, "method not allowed", "Allow: GET, POST\r\n");
+    } else if (tlen > 10 && !memcmp(t, "/backends/", 10)) {
+        one_backend(ac, t + 10, tlen - 10, body, blen);
+    } else {
+        respond_error(ac, 404, "not found", NULL);
+    }
+}
+
+/* Parse from scratch each time bytes arrive (requests are tiny): simpler
+ * than tracking a partial parse, and the admin API is not a hot path. */
+static void conn_try(struct admin_conn *ac)
+{
+    if (ac->writing || ac->closing || ac->have_head)
+        return;
+    http_msg_reset(&ac->req);
+    size_t used;
+    int ev = http_msg_feed(&ac->req, ac->in.data, 0, ac->in.len, &used);
+    if (ev == HTTP_EV_NEED_MORE)
+        return;
+    if (ev == HTTP_EV_ERROR) {
+        respond_error(ac, ac->req.err_status, ac->req.err_reason, NULL);
+        return;
+    }
+    ac->have_head = 1;
+    ac->body_off = used;
+    if (ac->req.flags & HTTP_F_CHUNKED) {
+        respond_error(ac, 411, "send the body with Content-Length", NULL);
+        ac->req.flags &= ~HTTP_F_KEEP_ALIVE;
+        return;
+    }
+    if (ac->req.content_length > ADMIN_BODY_MAX) {
+        ac->req.flags &= ~HTTP_F_KEEP_ALIVE;
+        respond_error(ac, 413, "body too large", NULL);
+        return;
+    }
+}
+
+/* Answer the buffered request once its head and body are complete. */
+static void conn_drive(struct admin_conn *ac)
+{
+    if (!ac->have_head)
+        conn_try(ac);
+    if (ac->writing || ac->closing || !ac->have_head)
+        return;
+    if (ac->in.len < ac->body_off + ac->req.content_length)
+        return;
+    route(ac);
+}
+
+static void admin_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
+{
+    struct admin_conn *ac = h->data;
+    if (buf_reserve(&ac->in, 4096) < 0) {
+        out->base = NULL;
+        out->len = 0;
+        return;
+    }
+    out->base = ac->in.data + ac->in.len;
+    out->len = ac->in.cap - ac->in.len;
+}
+
+static void on_admin_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct admin_conn *ac = s->data;
+    if (nread < 0) {
+        if (nread == UV_ENOBUFS && !ac->writing) {
+            uv_read_stop(s);
+            ac->have_head = 0;
+            respond_error(ac, 431, "request too large", NULL);
+            return;
+        }
+        if (!ac->writing)
+            conn_close(ac);
+        else
+            ac->req.flags &= ~HTTP_F_KEEP_ALIVE;
+        return;
+    }
+    ac->in.len += (size_t)nread;
+    ac->in.data[ac->in.len] = '\0';
+    conn_drive(ac);
+}
+
+static void on_admin_conn(uv_stream_t *server, int status)
+{
+    struct admin *a = server->data;
+    if (status < 0)
+        return;
+    struct admin_conn *ac = xcalloc(1, sizeof *ac);
+    ac->a = a;
+    uv_tcp_init(&a->w->loop, &ac->tcp);
+    ac->tcp.data = ac;
+    list_insert_tail(&a->conns, &ac->link);
+    buf_init(&ac->in, ADMIN_RBUF_MAX);
+    buf_init(&ac->out, ADMIN_OUT_MAX);
+    http_msg_init(&ac->req, HTTP_REQUEST_KIND);
+    if (uv_accept(server, (uv_stream_t *)&ac->tcp) < 0) {
+        conn_close(ac);
+        return;
+    }
+    uv_read_start((uv_stream_t *)&ac->tcp, admin_alloc, on_admin_read);
+}
+
+int admin_start(struct lb_worker *w, struct sockaddr_storage *addr)
+{
+    struct admin *a = xcalloc(1, sizeof *a);
+    a->w = w;
+    list_init(&a->conns);
+    w->admin = a;
+    int rc = net_listen(&w->loop, &a->listener, addr, 0, 128, on_admin_conn);
+    a->listener.data = a;
+    a->listening = 1;
+    return rc;
+}
+
+static void on_admin_freed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void admin_stop(struct lb_worker *w)
+{
+    struct admin *a = w->admin;
+    if (!a)
+        return;
+    struct list *pos, *tmp;
+    list_foreach_safe(pos, tmp, &a->conns)
+    {
+        conn_close(list_entry(pos, struct admin_conn, link));
+    }
+    w->admin = NULL;
+    if (a->listening && !uv_is_closing((uv_handle_t *)&a->listener))
+        uv_close((uv_handle_t *)&a->listener, on_admin_freed);
+    else
+        free(a);
+}

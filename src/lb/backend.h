@@ -1,0 +1,53 @@
+/* A backend server in the pool, shared by every proxy thread.
+ *
+ * Fields marked (atomic) are read and written with __atomic builtins from
+ * any thread; the rest are set before the backend is published in the pool
+ * and never change. Per-thread proxy state (idle connection lists,
+ * latency histograms) hangs off `per_thread`, one slot per event loop. */
+#ifndef SURGE_LB_BACKEND_H
+#define SURGE_LB_BACKEND_H
+#include <netinet/in.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+enum backend_state { BACKEND_UP = 0, BACKEND_DOWN = 1, BACKEND_DRAINING = 2 };
+
+#define BACKEND_WEIGHT_MAX 1000
+#define BACKEND_ADDR_MAX   72
+
+struct backend_thread; /* per-thread proxy state, owned by the proxy */
+
+struct backend {
+    char address[BACKEND_ADDR_MAX]; /* "host:port" as configured: the identity */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    uint64_t id_hash; /* lb_hash64 of address: stable identity for hashing algorithms */
+    unsigned id;      /* unique per process, never reused */
+
+    int weight;        /* (atomic) configured weight, 1..BACKEND_WEIGHT_MAX */
+    int state;         /* (atomic) enum backend_state */
+    int active;        /* (atomic) requests in flight on this backend */
+    uint64_t requests; /* (atomic) requests sent */
+    uint64_t failures; /* (atomic) connect errors, resets, 5xx, timeouts */
+    int refs;          /* (atomic) pool + every connection that points here */
+
+    struct backend_thread *per_thread; /* [nthreads], owned by the proxy */
+    unsigned nthreads;
+};
+
+static inline int backend_weight(const struct backend *b)
+{
+    return __atomic_load_n(&b->weight, __ATOMIC_RELAXED);
+}
+
+static inline int backend_active(const struct backend *b)
+{
+    return __atomic_load_n(&b->active, __ATOMIC_RELAXED);
+}
+
+static inline int backend_state(const struct backend *b)
+{
+    return __atomic_load_n(&b->state, __ATOMIC_ACQUIRE);
+}
+
+#endif

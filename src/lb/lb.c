@@ -1,0 +1,264 @@
+#include "lb/lb.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/alloc.h"
+#include "base/log.h"
+#include "lb/admin.h"
+#include "lb/proxy.h"
+#include "net/net.h"
+
+#define SWEEP_MS 1000
+
+uint64_t lb_now_us(void)
+{
+    return uv_hrtime() / 1000;
+}
+
+uint64_t lb_worker_rand(struct lb_worker *w)
+{
+    /* xorshift128+: fast, and good enough for picking and request ids. */
+    uint64_t s1 = w->rng[0];
+    const uint64_t s0 = w->rng[1];
+    w->rng[0] = s0;
+    s1 ^= s1 << 23;
+    w->rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+    return w->rng[1] + s0;
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    proxy_sweep(t->data);
+}
+
+static int parse_hash_key(struct lb *lb)
+{
+    const char *k = lb->cfg.hash_key;
+    lb->hash_name = NULL;
+    lb->hash_name_len = 0;
+    if (!k || !strcmp(k, "ip"))
+        lb->hash_kind = LB_HASH_IP;
+    else if (!strcmp(k, "path"))
+        lb->hash_kind = LB_HASH_PATH;
+    else {
+        lb->hash_kind = !strncmp(k, "header:", 7) ? LB_HASH_HEADER : LB_HASH_COOKIE;
+        lb->hash_name = k + 7;
+        lb->hash_name_len = strlen(k + 7);
+    }
+    return 0;
+}
+
+int lb_init(struct lb *lb, char *err, size_t errlen)
+{
+    struct lb_config *cfg = &lb->cfg;
+    char why[256];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lb->start_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    log_set_level(cfg->log_level);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    lb->nthreads = cfg->threads ? (unsigned)cfg->threads : (unsigned)(ncpu > 0 ? ncpu : 1);
+    const struct lb_algo_ops *algo = lb_algos[cfg->algorithm];
+    parse_hash_key(lb);
+    metrics_init(&lb->metrics);
+    if (pool_init(&lb->pool, algo, lb->nthreads) < 0) {
+        snprintf(err, errlen, "cannot create the backend pool");
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->backends.n; i++) {
+        int rc = pool_add(&lb->pool, cfg->backends.items[i], 0, why, sizeof why);
+        if (rc < 0) {
+            snprintf(err, errlen, "--backend: %s", why);
+            return -1;
+        }
+    }
+    socklen_t len;
+    if (net_parse_listen(cfg->listen, &lb->listen_addr, &len, why, sizeof why) < 0) {
+        snprintf(err, errlen, "--listen: %s", why);
+        return -1;
+    }
+    if (cfg->admin && net_parse_listen(cfg->admin, &lb->admin_addr, &len, why, sizeof why) < 0) {
+        snprintf(err, errlen, "--admin: %s", why);
+        return -1;
+    }
+    lb_metrics_register(lb);
+
+    lb->workers = xcalloc(lb->nthreads, sizeof *lb->workers);
+    for (unsigned i = 0; i < lb->nthreads; i++) {
+        struct lb_worker *w = &lb->workers[i];
+        w->lb = lb;
+        w->id = i;
+        list_init(&w->clients);
+        list_init(&w->idle_ups);
+        w->buf_cache = xcalloc(64, sizeof *w->buf_cache);
+        w->msg_cache = xcalloc(64, sizeof *w->msg_cache);
+        if (getrandom(w->rng, sizeof w->rng, 0) != sizeof w->rng)
+            w->rng[0] = (uint64_t)ts.tv_nsec ^ i, w->rng[1] = 0x9e3779b97f4a7c15ULL;
+        w->rng[1] |= 1;
+        uv_loop_init(&w->loop);
+        w->loop.data = w;
+        int rc = net_listen(&w->loop, &w->listener, &lb->listen_addr, 1, 1024, proxy_on_accept);
+        w->listener.data = w;
+        if (rc < 0) {
+            char a[80];
+            net_addr_format((struct sockaddr *)&lb->listen_addr, a, sizeof a);
+            snprintf(err, errlen, "--listen: cannot listen on %s: %s", a, uv_strerror(rc));
+            return -1;
+        }
+        uv_timer_init(&w->loop, &w->sweep);
+        w->sweep.data = w;
+        uv_timer_start(&w->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+        uv_unref((uv_handle_t *)&w->sweep);
+    }
+    if (cfg->admin) {
+        int rc = admin_start(&lb->workers[0], &lb->admin_addr);
+        if (rc < 0) {
+            char a[80];
+            net_addr_format((struct sockaddr *)&lb->admin_addr, a, sizeof a);
+            snprintf(err, errlen, "--admin: cannot listen on %s: %s", a, uv_strerror(rc));
+            return -1;
+        }
+    }
+    char a[80];
+    net_addr_format((struct sockaddr *)&lb->listen_addr, a, sizeof a);
+    log_info("surge lb: listening on %s (%u threads, algorithm %s, %zu backends)", a, lb->nthreads,
+             algo->name, cfg->backends.n);
+    if (cfg->admin) {
+        net_addr_format((struct sockaddr *)&lb->admin_addr, a, sizeof a);
+        log_info("surge lb: admin API on %s", a);
+    }
+    return 0;
+}
+
+struct drain {
+    uv_timer_t timer;
+    uint64_t deadline_ms;
+};
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void on_drain_tick(uv_timer_t *t)
+{
+    struct lb_worker *w = t->data;
+    struct drain *d = container_of(t, struct drain, timer);
+    if (!list_empty(&w->clients) && uv_now(&w->loop) < d->deadline_ms)
+        return;
+    if (!list_empty(&w->clients))
+        log_warn("drain timeout: closing %s connections", "remaining");
+    proxy_close_all(w);
+    /* Everything else on this loop (timers, async, listener) ends now; the
+     * drain struct is freed after the loop has run its close callbacks. */
+    uv_walk(&w->loop, close_walk, NULL);
+}
+
+static void on_wakeup(uv_async_t *a)
+{
+    struct lb_worker *w = a->data;
+    if (w->stopping)
+        return;
+    w->stopping = 1;
+    if (!uv_is_closing((uv_handle_t *)&w->listener))
+        uv_close((uv_handle_t *)&w->listener, NULL);
+    admin_stop(w);
+    proxy_stop(w);
+    struct drain *d = xcalloc(1, sizeof *d);
+    d->deadline_ms = uv_now(&w->loop) + (uint64_t)w->lb->cfg.drain_timeout_ms;
+    uv_timer_init(&w->loop, &d->timer);
+    d->timer.data = w;
+    w->drain = d;
+    uv_timer_start(&d->timer, on_drain_tick, 0, 20);
+}
+
+static void worker_main(void *arg)
+{
+    struct lb_worker *w = arg;
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+}
+
+struct main_ctx {
+    struct lb *lb;
+    uv_signal_t term, intr, hup;
+    int signalled;
+};
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    struct main_ctx *m = s->data;
+    if (signum == SIGHUP) {
+        log_warn("SIGHUP: configuration reload is not available yet; keeping the running config");
+        return;
+    }
+    if (m->signalled++)
+        return;
+    log_info("surge lb: %s, draining", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    for (unsigned i = 0; i < m->lb->nthreads; i++)
+        uv_async_send(&m->lb->workers[i].wakeup);
+    uv_close((uv_handle_t *)&m->term, NULL);
+    uv_close((uv_handle_t *)&m->intr, NULL);
+    uv_close((uv_handle_t *)&m->hup, NULL);
+}
+
+int lb_run(struct lb *lb)
+{
+    signal(SIGPIPE, SIG_IGN);
+    for (unsigned i = 0; i < lb->nthreads; i++) {
+        struct lb_worker *w = &lb->workers[i];
+        uv_async_init(&w->loop, &w->wakeup, on_wakeup);
+        w->wakeup.data = w;
+    }
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct main_ctx m = {.lb = lb};
+    uv_signal_t *sigs[] = {&m.term, &m.intr, &m.hup};
+    int nums[] = {SIGTERM, SIGINT, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        uv_signal_init(&loop, sigs[i]);
+        sigs[i]->data = &m;
+        uv_signal_start(sigs[i], on_signal, nums[i]);
+    }
+    for (unsigned i = 0; i < lb->nthreads; i++)
+        uv_thread_create(&lb->workers[i].thread, worker_main, &lb->workers[i]);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    for (unsigned i = 0; i < lb->nthreads; i++)
+        uv_thread_join(&lb->workers[i].thread);
+    uv_loop_close(&loop);
+    log_info("surge lb: stopped");
+    return 0;
+}
+
+void lb_free(struct lb *lb)
+{
+    if (lb->workers) {
+        for (unsigned i = 0; i < lb->nthreads; i++) {
+            struct lb_worker *w = &lb->workers[i];
+            if (w->loop.data) {
+                uv_walk(&w->loop, close_walk, NULL);
+                uv_run(&w->loop, UV_RUN_DEFAULT);
+                uv_loop_close(&w->loop);
+            }
+            free(w->drain);
+            for (unsigned k = 0; k < w->nbuf_cache; k++)
+                free(w->buf_cache[k]);
+            free(w->buf_cache);
+            for (unsigned k = 0; k < w->nmsg_cache; k++)
+                free(w->msg_cache[k]);
+            free(w->msg_cache);
+        }
+        free(lb->workers);
+    }
+    if (lb->pool.algo)
+        pool_destroy(&lb->pool);
+    metrics_free(&lb->metrics);
+    lb_config_free(&lb->cfg);
+}

@@ -1,0 +1,101 @@
+/* surge lb: the load balancer's top-level context.
+ *
+ * One struct lb per process (no globals): the validated configuration, the
+ * backend pool, N workers (one thread + libuv loop + SO_REUSEPORT listener
+ * each), the admin API on worker 0's loop, and the metrics registry. The
+ * main thread owns the signal handlers and joins the workers on shutdown. */
+#ifndef SURGE_LB_LB_H
+#define SURGE_LB_LB_H
+#include <stdint.h>
+#include <uv.h>
+
+#include "base/config.h"
+#include "base/list.h"
+#include "base/metrics.h"
+#include "http/http.h"
+#include "lb/pool.h"
+
+struct lb_config {
+    char *config_file;
+    char *listen;
+    struct conf_list backends;
+    int algorithm; /* index into lb_algos */
+    char *admin;
+    long long threads; /* 0 = number of cores */
+    char *hash_key;
+    char *health_check;
+    long long health_interval_ms, rise, fall, retries;
+    long long timeout_connect_ms, timeout_header_ms, timeout_upstream_ms, timeout_idle_ms;
+    long long drain_timeout_ms;
+    int trust_forwarded;
+    int log_level;
+};
+
+extern const struct conf_entry lb_conf_table[];
+extern const size_t lb_conf_table_len;
+
+/* Parse command-line flags (after "lb") and an optional -c FILE, then
+ * validate everything. 0, or -1 with a one-line reason in err (the caller
+ * exits 2). cfg must be freed with lb_config_free in both cases. */
+int lb_config_parse(struct lb_config *cfg, int argc, char **argv, char *err, size_t errlen);
+void lb_config_free(struct lb_config *cfg);
+/* Print `surge help lb`. */
+void lb_config_help(FILE *out);
+
+enum lb_hash_kind { LB_HASH_IP, LB_HASH_HEADER, LB_HASH_COOKIE, LB_HASH_PATH };
+
+struct lb_stats { /* per worker; written by its thread, read with relaxed atomics */
+    uint64_t accepted, open, requests, lb_errors;
+    uint64_t responses[6]; /* by status class 1xx..5xx; [0] = aborted */
+};
+
+struct lb_worker {
+    struct lb *lb;
+    unsigned id;
+    uv_loop_t loop;
+    uv_thread_t thread;
+    uv_tcp_t listener;
+    uv_async_t wakeup;    /* stop request from the main thread */
+    uv_timer_t sweep;     /* closes stale idle upstream connections */
+    struct list clients;  /* every open client connection */
+    struct list idle_ups; /* every idle upstream connection */
+    uint64_t rng[2];      /* xorshift128+ state */
+    char **buf_cache;     /* free 16 KiB read buffers */
+    unsigned nbuf_cache;
+    struct http_msg **msg_cache; /* free request parsers */
+    unsigned nmsg_cache;
+    int stopping;
+    struct lb_stats stats;
+    struct admin *admin; /* worker 0 only */
+    struct drain *drain; /* set while stopping */
+};
+
+struct lb {
+    struct lb_config cfg;
+    struct pool pool;
+    unsigned nthreads;
+    struct lb_worker *workers;
+    struct sockaddr_storage listen_addr, admin_addr;
+    enum lb_hash_kind hash_kind;
+    const char *hash_name; /* header or cookie name */
+    size_t hash_name_len;
+    struct metrics_registry metrics;
+    uint64_t start_ms;
+};
+
+/* Build the balancer from a parsed config: pool, listeners (bound now so
+ * errors surface before threads start), workers. 0, or -1 with err set. */
+int lb_init(struct lb *lb, char *err, size_t errlen);
+/* Start the worker threads, wait for SIGTERM/SIGINT, drain, stop. Returns
+ * the process exit status. */
+int lb_run(struct lb *lb);
+void lb_free(struct lb *lb);
+
+/* Metrics families of the balancer (registered by lb_init). */
+void lb_metrics_register(struct lb *lb);
+
+/* Worker helpers shared by proxy.c and admin.c. */
+uint64_t lb_worker_rand(struct lb_worker *w);
+uint64_t lb_now_us(void);
+
+#endif

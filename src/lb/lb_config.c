@@ -1,0 +1,139 @@
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "lb/lb.h"
+
+static const char *const algo_names[] = {
+    "round_robin", "least_conn",      "ip_hash", "weighted_round_robin",
+    "p2c",         "consistent_hash", "random",  NULL};
+static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
+
+static int check_hash_key(const char *v, char *err, size_t errlen)
+{
+    if (!strcmp(v, "ip") || !strcmp(v, "path"))
+        return 0;
+    if ((!strncmp(v, "header:", 7) && v[7]) || (!strncmp(v, "cookie:", 7) && v[7]))
+        return 0;
+    snprintf(err, errlen, "must be ip, path, header:NAME or cookie:NAME");
+    return -1;
+}
+
+static int check_path(const char *v, char *err, size_t errlen)
+{
+    if (v[0] == '/' && !strpbrk(v, " \t\r\n"))
+        return 0;
+    snprintf(err, errlen, "must be a path starting with /");
+    return -1;
+}
+
+#define O(f) offsetof(struct lb_config, f)
+const struct conf_entry lb_conf_table[] = {
+    {"listen", CONF_STRING, O(listen), 0, 0, NULL, NULL, NULL, "HOST:PORT",
+     "address for client traffic (port 0 picks a free port)"},
+    {"backend", CONF_LIST, O(backends), 0, 0, NULL, NULL, NULL, "HOST:PORT[,weight=N]",
+     "a backend server; repeat for each (weight 1..1000, default 1)"},
+    {"algorithm", CONF_ENUM, O(algorithm), 0, 0, "round_robin", algo_names, NULL, "NAME",
+     "round_robin|least_conn|ip_hash|weighted_round_robin|p2c|consistent_hash|random"},
+    {"admin", CONF_STRING, O(admin), 0, 0, NULL, NULL, NULL, "HOST:PORT",
+     "admin API address (/backends, /metrics, /healthz); off when unset"},
+    {"threads", CONF_INT, O(threads), 1, 256, NULL, NULL, NULL, "N",
+     "event-loop threads (default: number of cores)"},
+    {"hash-key", CONF_STRING, O(hash_key), 0, 0, "ip", NULL, check_hash_key,
+     "ip|header:NAME|cookie:NAME|path", "key for consistent_hash"},
+    {"health-check", CONF_STRING, O(health_check), 0, 0, NULL, NULL, check_path, "PATH",
+     "turn on active health checks: GET PATH, 2xx/3xx passes"},
+    {"health-interval", CONF_MS, O(health_interval_ms), 100, 3600000, "2000", NULL, NULL, "MS",
+     "time between health checks"},
+    {"rise", CONF_INT, O(rise), 1, 100, "2", NULL, NULL, "N",
+     "consecutive passing checks that bring a backend up"},
+    {"fall", CONF_INT, O(fall), 1, 100, "3", NULL, NULL, "N",
+     "consecutive failing checks that take a backend down"},
+    {"retries", CONF_INT, O(retries), 0, 10, "1", NULL, NULL, "N",
+     "retries on another backend when it is safe"},
+    {"timeout-connect", CONF_MS, O(timeout_connect_ms), 1, 3600000, "3000", NULL, NULL, "MS",
+     "upstream connect timeout"},
+    {"timeout-header", CONF_MS, O(timeout_header_ms), 1, 3600000, "10000", NULL, NULL, "MS",
+     "time a client may take to send a request head (slowloris)"},
+    {"timeout-upstream", CONF_MS, O(timeout_upstream_ms), 1, 86400000, "60000", NULL, NULL, "MS",
+     "time for the backend to start its response (then 504)"},
+    {"timeout-idle", CONF_MS, O(timeout_idle_ms), 1, 86400000, "60000", NULL, NULL, "MS",
+     "keep-alive idle time of a client connection"},
+    {"drain-timeout", CONF_MS, O(drain_timeout_ms), 0, 3600000, "10000", NULL, NULL, "MS",
+     "on SIGTERM, how long in-flight requests may take to finish"},
+    {"trust-forwarded", CONF_BOOL, O(trust_forwarded), 0, 1, "false", NULL, NULL, NULL,
+     "trust the client's X-Forwarded-For/-Proto (ip_hash uses the left-most address)"},
+    {"log-level", CONF_ENUM, O(log_level), 0, 0, "info", level_names, NULL, "LEVEL",
+     "error|warn|info|debug"},
+};
+#undef O
+const size_t lb_conf_table_len = sizeof lb_conf_table / sizeof lb_conf_table[0];
+
+int lb_config_parse(struct lb_config *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+    memset(cfg, 0, sizeof *cfg);
+    if (conf_defaults(lb_conf_table, lb_conf_table_len, cfg, err, errlen) < 0)
+        return -1;
+    /* -c FILE is read first so that flags override the file. */
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) {
+            if (i + 1 >= argc) {
+                snprintf(err, errlen, "%s: missing value", argv[i]);
+                return -1;
+            }
+            if (conf_load_file(lb_conf_table, lb_conf_table_len, cfg, argv[i + 1], err, errlen) < 0)
+                return -1;
+        }
+    }
+    char *rest[64];
+    int nrest = 0, nflags = 0;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) {
+            i++;
+            continue;
+        }
+        if (nflags == (int)(sizeof rest / sizeof rest[0])) {
+            snprintf(err, errlen, "too many arguments");
+            return -1;
+        }
+        rest[nflags++] = argv[i];
+    }
+    char *positional[1];
+    if (conf_parse_args(lb_conf_table, lb_conf_table_len, cfg, nflags, rest, positional, 1, &nrest,
+                        err, errlen) < 0)
+        return -1;
+    if (nrest) {
+        snprintf(err, errlen, "unexpected argument '%s'", positional[0]);
+        return -1;
+    }
+    if (!cfg->listen) {
+        snprintf(err, errlen, "--listen HOST:PORT is required");
+        return -1;
+    }
+    if (cfg->backends.n == 0) {
+        snprintf(err, errlen, "at least one --backend HOST:PORT is required");
+        return -1;
+    }
+    return 0;
+}
+
+void lb_config_free(struct lb_config *cfg)
+{
+    conf_free(lb_conf_table, lb_conf_table_len, cfg);
+}
+
+void lb_config_help(FILE *out)
+{
+    fprintf(out, "usage: surge lb [-c FILE] --listen HOST:PORT --backend HOST:PORT[,weight=N] ...\n"
+                 "                [options]\n\n"
+                 "An HTTP/1.1 load balancer for any HTTP backends. Every option can also be set\n"
+                 "in an INI file given with -c FILE (`name = value`, `backend` repeated);\n"
+                 "command-line flags override the file. Durations take ms, s or m suffixes.\n\n"
+                 "  -c FILE   read settings from FILE\n");
+    conf_print_help(lb_conf_table, lb_conf_table_len, out);
+    fprintf(out, "\nAdmin API (--admin): GET /backends, POST /backends {\"address\",\"weight\"},\n"
+                 "DELETE /backends/HOST:PORT (drain), GET /metrics (Prometheus), GET /healthz.\n"
+                 "Exit status: 0 after SIGTERM/SIGINT, 2 on a usage or config error.\n");
+}

@@ -1,0 +1,160 @@
+/* The balancer's metrics families: one table, read live at each scrape. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lb/lb.h"
+
+enum bfield {
+    BF_REQUESTS,
+    BF_ERRORS,
+    BF_ACTIVE,
+    BF_UP,
+    BF_WEIGHT,
+    BF_CONNECTS,
+    BF_CONNECT_ERRORS,
+    BF_TTFB,
+    BF_TOTAL
+};
+
+struct bscrape {
+    struct metrics_emit *e;
+    enum bfield f;
+};
+
+static void emit_backend(struct backend *b, void *arg)
+{
+    struct bscrape *s = arg;
+    const char *labels[2] = {"backend", b->address};
+    uint64_t v = 0;
+    switch (s->f) {
+    case BF_REQUESTS:
+        v = __atomic_load_n(&b->requests, __ATOMIC_RELAXED);
+        break;
+    case BF_ERRORS:
+        v = __atomic_load_n(&b->failures, __ATOMIC_RELAXED);
+        break;
+    case BF_ACTIVE:
+        v = (uint64_t)backend_active(b);
+        break;
+    case BF_UP:
+        v = backend_state(b) == BACKEND_UP;
+        break;
+    case BF_WEIGHT:
+        v = (uint64_t)backend_weight(b);
+        break;
+    case BF_CONNECTS:
+    case BF_CONNECT_ERRORS:
+        for (unsigned i = 0; i < b->nthreads; i++)
+            v += __atomic_load_n(s->f == BF_CONNECTS ? &b->per_thread[i].connects
+                                                     : &b->per_thread[i].connect_fails,
+                                 __ATOMIC_RELAXED);
+        break;
+    case BF_TTFB:
+    case BF_TOTAL: {
+        struct hist h;
+        hist_init(&h);
+        for (unsigned i = 0; i < b->nthreads; i++)
+            hist_merge(&h, s->f == BF_TTFB ? &b->per_thread[i].ttfb : &b->per_thread[i].total);
+        metrics_emit_hist(s->e, labels, 1, &h);
+        hist_free(&h);
+        return;
+    }
+    }
+    metrics_emit_u64(s->e, labels, 1, v);
+}
+
+#define BACKEND_COLLECT(fn, field)                                                                 \
+    static void fn(struct metrics_emit *e, void *arg)                                              \
+    {                                                                                              \
+        struct lb *lb = arg;                                                                       \
+        struct bscrape s = {e, field};                                                             \
+        pool_foreach(&lb->pool, emit_backend, &s);                                                 \
+    }
+BACKEND_COLLECT(c_requests, BF_REQUESTS)
+BACKEND_COLLECT(c_errors, BF_ERRORS)
+BACKEND_COLLECT(c_active, BF_ACTIVE)
+BACKEND_COLLECT(c_up, BF_UP)
+BACKEND_COLLECT(c_weight, BF_WEIGHT)
+BACKEND_COLLECT(c_connects, BF_CONNECTS)
+BACKEND_COLLECT(c_connect_errors, BF_CONNECT_ERRORS)
+BACKEND_COLLECT(c_ttfb, BF_TTFB)
+BACKEND_COLLECT(c_total, BF_TOTAL)
+
+static uint64_t sum_stat(const struct lb *lb, size_t offset)
+{
+    uint64_t v = 0;
+    for (unsigned i = 0; i < lb->nthreads; i++)
+        v += __atomic_load_n((const uint64_t *)((const char *)&lb->workers[i].stats + offset),
+                             __ATOMIC_RELAXED);
+    return v;
+}
+
+#define STAT_COLLECT(fn, field)                                                                    \
+    static void fn(struct metrics_emit *e, void *arg)                                              \
+    {                                                                                              \
+        metrics_emit_u64(e, NULL, 0, sum_stat(arg, offsetof(struct lb_stats, field)));             \
+    }
+STAT_COLLECT(c_accepted, accepted)
+STAT_COLLECT(c_open, open)
+STAT_COLLECT(c_client_requests, requests)
+STAT_COLLECT(c_lb_errors, lb_errors)
+STAT_COLLECT(c_aborted, responses[0])
+
+static void c_responses(struct metrics_emit *e, void *arg)
+{
+    static const char *const classes[] = {"", "1xx", "2xx", "3xx", "4xx", "5xx"};
+    for (int k = 1; k < 6; k++) {
+        const char *labels[2] = {"code", classes[k]};
+        metrics_emit_u64(
+            e, labels, 1,
+            sum_stat(arg, offsetof(struct lb_stats, responses) + (size_t)k * sizeof(uint64_t)));
+    }
+}
+
+static void c_start(struct metrics_emit *e, void *arg)
+{
+    const struct lb *lb = arg;
+    metrics_emit_double(e, NULL, 0, (double)lb->start_ms / 1000.0);
+}
+
+void lb_metrics_register(struct lb *lb)
+{
+    const struct metric_desc descs[] = {
+        {"surge_lb_requests_total", "Requests sent to each backend.", METRIC_COUNTER, c_requests,
+         lb},
+        {"surge_lb_errors_total",
+         "Backend failures: connect errors, resets, timeouts and 5xx answers.", METRIC_COUNTER,
+         c_errors, lb},
+        {"surge_lb_in_flight", "Requests in flight on each backend.", METRIC_GAUGE, c_active, lb},
+        {"surge_lb_backend_up", "1 when the backend takes new requests.", METRIC_GAUGE, c_up, lb},
+        {"surge_lb_backend_weight", "Configured weight.", METRIC_GAUGE, c_weight, lb},
+        {"surge_lb_upstream_connects_total", "Upstream TCP connections opened.", METRIC_COUNTER,
+         c_connects, lb},
+        {"surge_lb_upstream_connect_errors_total", "Upstream connection attempts that failed.",
+         METRIC_COUNTER, c_connect_errors, lb},
+        {"surge_lb_upstream_ttfb_seconds",
+         "Time from sending a request to receiving the response head.", METRIC_HISTOGRAM, c_ttfb,
+         lb},
+        {"surge_lb_upstream_duration_seconds",
+         "Time from the request head arriving to the response being written.", METRIC_HISTOGRAM,
+         c_total, lb},
+        {"surge_lb_client_connections_total", "Client connections accepted.", METRIC_COUNTER,
+         c_accepted, lb},
+        {"surge_lb_client_connections", "Client connections open.", METRIC_GAUGE, c_open, lb},
+        {"surge_lb_client_requests_total", "Request heads received from clients.", METRIC_COUNTER,
+         c_client_requests, lb},
+        {"surge_lb_responses_total", "Responses sent to clients, by status class.", METRIC_COUNTER,
+         c_responses, lb},
+        {"surge_lb_local_responses_total",
+         "Responses the balancer made itself (4xx for bad input, 502/503/504).", METRIC_COUNTER,
+         c_lb_errors, lb},
+        {"surge_lb_responses_aborted_total",
+         "Responses cut off after they started (backend failed mid-body).", METRIC_COUNTER,
+         c_aborted, lb},
+        {"process_start_time_seconds", "Start time of the process since the Unix epoch.",
+         METRIC_GAUGE, c_start, lb},
+    };
+    for (size_t i = 0; i < sizeof descs / sizeof descs[0]; i++)
+        metrics_register(&lb->metrics, &descs[i]);
+}

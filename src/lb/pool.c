@@ -1,0 +1,300 @@
+#include "lb/pool.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/log.h"
+
+int pool_init(struct pool *p, const struct lb_algo_ops *algo, unsigned nthreads)
+{
+    memset(p, 0, sizeof *p);
+    if (pthread_rwlock_init(&p->lock, NULL) != 0)
+        return -ENOMEM;
+    p->algo = algo;
+    p->algo_state = algo->create();
+    p->nthreads = nthreads;
+    p->next_id = 1;
+    return 0;
+}
+
+static void backend_free(struct backend *b)
+{
+    for (unsigned i = 0; i < b->nthreads; i++) {
+        hist_free(&b->per_thread[i].ttfb);
+        hist_free(&b->per_thread[i].total);
+    }
+    free(b->per_thread);
+    free(b);
+}
+
+void pool_ref(struct backend *b)
+{
+    __atomic_fetch_add(&b->refs, 1, __ATOMIC_RELAXED);
+}
+
+void pool_unref(struct backend *b)
+{
+    if (__atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        backend_free(b);
+}
+
+void pool_destroy(struct pool *p)
+{
+    for (size_t i = 0; i < p->nall; i++)
+        pool_unref(p->all[i]);
+    free(p->all);
+    free(p->eligible);
+    p->algo->destroy(p->algo_state);
+    pthread_rwlock_destroy(&p->lock);
+}
+
+/* Rebuild the eligible list and the algorithm's view. Write lock held. */
+static void rebuild_locked(struct pool *p)
+{
+    p->eligible = xrealloc(p->eligible, (p->nall ? p->nall : 1) * sizeof *p->eligible);
+    p->neligible = 0;
+    for (size_t i = 0; i < p->nall; i++)
+        if (backend_state(p->all[i]) == BACKEND_UP)
+            p->eligible[p->neligible++] = p->all[i];
+    p->algo->rebuild(p->algo_state, p->eligible, p->neligible);
+}
+
+static ssize_t find_locked(struct pool *p, const char *address)
+{
+    for (size_t i = 0; i < p->nall; i++)
+        if (strcmp(p->all[i]->address, address) == 0)
+            return (ssize_t)i;
+    return -1;
+}
+
+int pool_parse_backend(const char *spec, char *address, size_t addrlen, int *weight,
+                       struct sockaddr_storage *ss, socklen_t *sslen, char *err, size_t errlen)
+{
+    char host[256];
+    const char *comma = strchr(spec, ',');
+    size_t alen = comma ? (size_t)(comma - spec) : strlen(spec);
+    *weight = 1;
+    if (comma) {
+        const char *opt = comma + 1;
+        if (strncmp(opt, "weight=", 7) != 0) {
+            snprintf(err, errlen, "backend '%s': unknown option (expected weight=N)", spec);
+            return -EINVAL;
+        }
+        char *end;
+        errno = 0;
+        long w = strtol(opt + 7, &end, 10);
+        if (errno || end == opt + 7 || *end || w < 1 || w > BACKEND_WEIGHT_MAX) {
+            snprintf(err, errlen, "backend '%s': weight must be between 1 and %d", spec,
+                     BACKEND_WEIGHT_MAX);
+            return -EINVAL;
+        }
+        *weight = (int)w;
+    }
+    if (alen == 0 || alen >= addrlen || alen >= sizeof host) {
+        snprintf(err, errlen, "backend '%s': expected HOST:PORT", spec);
+        return -EINVAL;
+    }
+    memcpy(address, spec, alen);
+    address[alen] = '\0';
+    const char *colon = strrchr(address, ':');
+    if (!colon || colon == address) {
+        snprintf(err, errlen, "backend '%s': expected HOST:PORT", spec);
+        return -EINVAL;
+    }
+    size_t hl = (size_t)(colon - address);
+    memcpy(host, address, hl);
+    host[hl] = '\0';
+    if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
+        memmove(host, host + 1, hl - 2);
+        host[hl - 2] = '\0';
+    }
+    char *end;
+    errno = 0;
+    long port = strtol(colon + 1, &end, 10);
+    if (errno || end == colon + 1 || *end || port < 1 || port > 65535) {
+        snprintf(err, errlen, "backend '%s': port must be between 1 and 65535", spec);
+        return -EINVAL;
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    int rc = getaddrinfo(host, colon + 1, &hints, &res);
+    if (rc != 0 || !res) {
+        snprintf(err, errlen, "backend '%s': cannot resolve '%s': %s", spec, host,
+                 gai_strerror(rc));
+        return -EINVAL;
+    }
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *sslen = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+int pool_add(struct pool *p, const char *spec, int weight_override, char *err, size_t errlen)
+{
+    struct backend *b = xcalloc(1, sizeof *b);
+    int weight;
+    int rc = pool_parse_backend(spec, b->address, sizeof b->address, &weight, &b->addr, &b->addrlen,
+                                err, errlen);
+    if (rc < 0) {
+        free(b);
+        return rc;
+    }
+    if (weight_override > 0)
+        weight = weight_override;
+    b->weight = weight;
+    b->state = BACKEND_UP;
+    b->refs = 1;
+    b->id_hash = lb_hash64(b->address, strlen(b->address));
+    b->nthreads = p->nthreads;
+    b->per_thread = xcalloc(p->nthreads, sizeof *b->per_thread);
+    for (unsigned i = 0; i < p->nthreads; i++) {
+        list_init(&b->per_thread[i].idle);
+        hist_init(&b->per_thread[i].ttfb);
+        hist_init(&b->per_thread[i].total);
+    }
+    pthread_rwlock_wrlock(&p->lock);
+    if (find_locked(p, b->address) >= 0) {
+        pthread_rwlock_unlock(&p->lock);
+        snprintf(err, errlen, "backend %s already exists", b->address);
+        backend_free(b);
+        return -EEXIST;
+    }
+    b->id = p->next_id++;
+    if (p->nall == p->capall) {
+        p->capall = p->capall ? p->capall * 2 : 8;
+        p->all = xrealloc(p->all, p->capall * sizeof *p->all);
+    }
+    p->all[p->nall++] = b;
+    rebuild_locked(p);
+    pthread_rwlock_unlock(&p->lock);
+    log_info("backend %s added (weight %d)", b->address, weight);
+    return 0;
+}
+
+/* Unlist entry i. Write lock held. */
+static void remove_locked(struct pool *p, size_t i)
+{
+    struct backend *b = p->all[i];
+    memmove(&p->all[i], &p->all[i + 1], (p->nall - i - 1) * sizeof *p->all);
+    p->nall--;
+    rebuild_locked(p);
+    log_info("backend %s removed", b->address);
+    pool_unref(b);
+}
+
+int pool_drain(struct pool *p, const char *address)
+{
+    pthread_rwlock_wrlock(&p->lock);
+    ssize_t i = find_locked(p, address);
+    if (i < 0) {
+        pthread_rwlock_unlock(&p->lock);
+        return -ENOENT;
+    }
+    struct backend *b = p->all[i];
+    __atomic_store_n(&b->state, BACKEND_DRAINING, __ATOMIC_RELEASE);
+    if (backend_active(b) == 0)
+        remove_locked(p, (size_t)i);
+    else {
+        rebuild_locked(p);
+        log_info("backend %s draining (%d in flight)", address, backend_active(b));
+    }
+    pthread_rwlock_unlock(&p->lock);
+    return 0;
+}
+
+int pool_set_weight(struct pool *p, const char *address, int weight)
+{
+    if (weight < 1 || weight > BACKEND_WEIGHT_MAX)
+        return -EINVAL;
+    pthread_rwlock_wrlock(&p->lock);
+    ssize_t i = find_locked(p, address);
+    if (i >= 0) {
+        __atomic_store_n(&p->all[i]->weight, weight, __ATOMIC_RELAXED);
+        rebuild_locked(p);
+    }
+    pthread_rwlock_unlock(&p->lock);
+    return i < 0 ? -ENOENT : 0;
+}
+
+int pool_set_state(struct pool *p, struct backend *b, int state)
+{
+    pthread_rwlock_wrlock(&p->lock);
+    ssize_t i = find_locked(p, b->address);
+    if (i >= 0 && backend_state(b) != BACKEND_DRAINING) {
+        __atomic_store_n(&b->state, state, __ATOMIC_RELEASE);
+        rebuild_locked(p);
+    }
+    pthread_rwlock_unlock(&p->lock);
+    return i < 0 ? -ENOENT : 0;
+}
+
+struct backend *pool_pick(struct pool *p, const struct lb_pick_ctx *ctx,
+                          const struct backend *exclude)
+{
+    struct backend *b = NULL;
+    pthread_rwlock_rdlock(&p->lock);
+    size_t n = p->neligible;
+    if (n) {
+        b = p->algo->pick(p->algo_state, p->eligible, n, ctx);
+        if (b == exclude && n > 1) {
+            /* A retry goes elsewhere: the next eligible backend in pool order. */
+            for (size_t i = 0; i < n; i++) {
+                if (p->eligible[i] == b) {
+                    b = p->eligible[(i + 1) % n];
+                    break;
+                }
+            }
+        }
+        __atomic_fetch_add(&b->active, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&b->requests, 1, __ATOMIC_RELAXED);
+        pool_ref(b);
+    }
+    pthread_rwlock_unlock(&p->lock);
+    return b;
+}
+
+void pool_release(struct pool *p, struct backend *b)
+{
+    int left = __atomic_sub_fetch(&b->active, 1, __ATOMIC_ACQ_REL);
+    if (left == 0 && backend_state(b) == BACKEND_DRAINING) {
+        pthread_rwlock_wrlock(&p->lock);
+        ssize_t i = find_locked(p, b->address);
+        if (i >= 0 && p->all[i] == b && backend_active(b) == 0)
+            remove_locked(p, (size_t)i);
+        pthread_rwlock_unlock(&p->lock);
+    }
+    pool_unref(b);
+}
+
+void pool_foreach(struct pool *p, void (*fn)(struct backend *b, void *arg), void *arg)
+{
+    pthread_rwlock_rdlock(&p->lock);
+    for (size_t i = 0; i < p->nall; i++)
+        fn(p->all[i], arg);
+    pthread_rwlock_unlock(&p->lock);
+}
+
+size_t pool_count(struct pool *p)
+{
+    pthread_rwlock_rdlock(&p->lock);
+    size_t n = p->nall;
+    pthread_rwlock_unlock(&p->lock);
+    return n;
+}
+
+struct backend *pool_find(struct pool *p, const char *address)
+{
+    struct backend *b = NULL;
+    pthread_rwlock_rdlock(&p->lock);
+    ssize_t i = find_locked(p, address);
+    if (i >= 0) {
+        b = p->all[i];
+        pool_ref(b);
+    }
+    pthread_rwlock_unlock(&p->lock);
+    return b;
+}

@@ -1,0 +1,86 @@
+/* The backend pool: the set of backends shared by every proxy thread, the
+ * chosen algorithm, and the rules for adding, draining and removing.
+ *
+ * Locking: a rwlock. pool_pick() and pool_foreach() take it for reading and
+ * run concurrently on every thread; changes (add, drain, weight, state,
+ * removal) take it for writing and rebuild the algorithm's view of the
+ * eligible backends (state up). Backend counters are atomics.
+ *
+ * Lifetime: a backend is reference counted. The pool holds one reference
+ * while the backend is listed; each proxy connection that points at it holds
+ * another. A drained backend leaves the list when its last in-flight request
+ * ends and is freed when its last reference goes. */
+#ifndef SURGE_LB_POOL_H
+#define SURGE_LB_POOL_H
+#include <pthread.h>
+#include <stddef.h>
+
+#include "base/hist.h"
+#include "base/list.h"
+#include "lb/algo.h"
+#include "lb/backend.h"
+
+/* Per-thread, per-backend state: only its own thread writes it. */
+struct backend_thread {
+    struct list idle;       /* idle upstream connections of this thread */
+    struct hist ttfb;       /* request sent -> response head, us */
+    struct hist total;      /* request head in -> response complete, us */
+    uint64_t connects;      /* (atomic) upstream connections opened */
+    uint64_t connect_fails; /* (atomic) */
+};
+
+struct pool {
+    pthread_rwlock_t lock;
+    const struct lb_algo_ops *algo;
+    void *algo_state;
+    struct backend **all; /* listed backends (up, down, draining) in order added */
+    size_t nall, capall;
+    struct backend **eligible; /* state up, as given to the algorithm */
+    size_t neligible;
+    unsigned nthreads;
+    unsigned next_id;
+};
+
+/* Initialise an empty pool for `nthreads` proxy threads. 0 on success. */
+int pool_init(struct pool *p, const struct lb_algo_ops *algo, unsigned nthreads);
+/* Drop the pool's references; backends still referenced by connections are
+ * freed by their last pool_unref(). Call after every thread stopped. */
+void pool_destroy(struct pool *p);
+
+/* Parse "host:port[,weight=N]" into address text and weight (default 1).
+ * 0, or -EINVAL with a one-line reason in err. Resolves the host. */
+int pool_parse_backend(const char *spec, char *address, size_t addrlen, int *weight,
+                       struct sockaddr_storage *ss, socklen_t *sslen, char *err, size_t errlen);
+/* Add a backend (state up). 0; -EEXIST when the address is listed (also when
+ * draining); -EINVAL with err set on a bad spec. */
+int pool_add(struct pool *p, const char *spec, int weight_override, char *err, size_t errlen);
+/* Drain: no new requests; removed when its in-flight requests end (at once
+ * when none). 0 or -ENOENT. */
+int pool_drain(struct pool *p, const char *address);
+/* Change a weight (1..BACKEND_WEIGHT_MAX). 0, -ENOENT, -EINVAL. */
+int pool_set_weight(struct pool *p, const char *address, int weight);
+/* Change a backend's state (health checks). 0 or -ENOENT. */
+int pool_set_state(struct pool *p, struct backend *b, int state);
+
+/* Choose a backend for a request, never `exclude` when another is eligible.
+ * On success the backend's active count and reference are taken (give them
+ * back with pool_release). NULL when no backend is eligible. Thread-safe. */
+struct backend *pool_pick(struct pool *p, const struct lb_pick_ctx *ctx,
+                          const struct backend *exclude);
+/* End of a request on b: active--, removal of a drained backend that became
+ * idle, and the reference taken by pool_pick dropped. */
+void pool_release(struct pool *p, struct backend *b);
+
+/* Reference counting for connections that keep a backend pointer. */
+void pool_ref(struct backend *b);
+void pool_unref(struct backend *b);
+
+/* Call fn for every listed backend under the read lock (fn must not call
+ * back into the pool). */
+void pool_foreach(struct pool *p, void (*fn)(struct backend *b, void *arg), void *arg);
+/* Number of listed backends. */
+size_t pool_count(struct pool *p);
+/* Find a listed backend by address and take a reference (pool_unref it). NULL if absent. */
+struct backend *pool_find(struct pool *p, const char *address);
+
+#endif

@@ -1,0 +1,22 @@
+/* The proxy: client connections, upstream connections and the request
+ * state machine between them, on one worker's loop. Everything here runs
+ * on the worker's thread; the only shared state is the pool (locked) and
+ * backend counters (atomic). */
+#ifndef SURGE_LB_PROXY_H
+#define SURGE_LB_PROXY_H
+#include <uv.h>
+
+#include "lb/lb.h"
+
+/* Listener callback: accept one client on the worker in server->data. */
+void proxy_on_accept(uv_stream_t *server, int status);
+/* Begin a graceful stop: idle clients close now, busy ones after their
+ * current response. */
+void proxy_stop(struct lb_worker *w);
+/* Close every remaining connection at once (drain deadline or exit). */
+void proxy_close_all(struct lb_worker *w);
+/* Close idle upstream connections that are too old or whose backend is
+ * draining. Called from the worker's sweep timer. */
+void proxy_sweep(struct lb_worker *w);
+
+#endif

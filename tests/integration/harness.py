@@ -1,0 +1,421 @@
+"""Helpers for the integration tests; the fixtures are in conftest.py.
+
+    RawConn(port)          raw client socket: send bytes, read whole responses
+                           (Content-Length, chunked or until close), keep-alive
+    one_request(port, ...) a request on a fresh connection
+    Upstream, Lb           handles on started processes (Lb.admin(), Lb.backends())
+    run_surge(*args)       run the binary to completion (CLI tests)
+    pattern(n)             the bytes fake_upstream's /bytes?n=N serves
+    free_port()            a loopback port nobody listens on
+    wait_until(predicate)  poll with a deadline
+"""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+
+def _repo_root():
+    for d in [HERE] + list(HERE.parents):
+        if (d / "Makefile").is_file() and (d / "src").is_dir():
+            return d
+    return HERE.parents[1]
+
+
+REPO_ROOT = _repo_root()
+SURGE_BIN = Path(os.environ.get("SURGE_BIN") or REPO_ROOT / "build" / "asan" / "surge")
+FAKE_UPSTREAM = HERE / "fake_upstream.py"
+READY_DEADLINE = 10.0
+STOP_GRACE = 5.0
+IO_TIMEOUT = 10.0
+SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "ThreadSanitizer")
+LISTEN_RE = re.compile(r"listening on ([0-9.]+):(\d+)")
+ADMIN_RE = re.compile(r"admin API on ([0-9.]+):(\d+)")
+
+
+def child_env():
+    env = dict(os.environ)
+    env.setdefault("ASAN_OPTIONS", "abort_on_error=1:detect_leaks=1:strict_string_checks=1")
+    env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+    return env
+
+
+def sanitizer_lines(text):
+    return [ln for ln in text.splitlines() if any(m in ln for m in SANITIZER_MARKERS)]
+
+
+def tail(text, n=40):
+    return "\n".join(text.splitlines()[-n:])
+
+
+def wait_until(predicate, timeout=5.0, interval=0.05):
+    """Polls predicate() until it returns a truthy value; returns the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+# ---------------------------------------------------------------------------
+# The bytes /bytes?n=N serves: byte i is i % 251.
+_BLOCK = bytes(i % 251 for i in range(251 * 1024))
+
+
+def pattern(n):
+    reps, rest = divmod(n, len(_BLOCK))
+    return _BLOCK * reps + _BLOCK[:rest]
+
+
+# ---------------------------------------------------------------------------
+# Raw HTTP/1.1 over a socket.
+class Response:
+    def __init__(self, version, status, reason, headers, body):
+        self.version = version
+        self.status = status
+        self.reason = reason
+        self.headers = headers  # [(name, value)] in order
+        self.body = body
+
+    def header(self, name):
+        vals = self.header_all(name)
+        return vals[0] if vals else None
+
+    def header_all(self, name):
+        name = name.lower()
+        return [v for k, v in self.headers if k.lower() == name]
+
+    def header_tokens(self, name):
+        return [t.strip().lower() for v in self.header_all(name) for t in v.split(",") if t.strip()]
+
+    @property
+    def backend(self):
+        return self.header("X-Backend-Id")
+
+    def json(self):
+        return json.loads(self.body.decode("utf-8"))
+
+    def __repr__(self):
+        body = self.body if len(self.body) <= 300 else self.body[:300] + b"..."
+        return "<Response %s %s %r headers=%r body=%r>" % (
+            self.status, self.reason, self.version, self.headers, body)
+
+
+class RawConn:
+    """One client connection: send raw bytes, read responses one at a time."""
+
+    def __init__(self, port, host="127.0.0.1", source=None, timeout=IO_TIMEOUT):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        if source:
+            self.sock.bind((source, 0))
+        self.sock.connect((host, port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.host = "%s:%d" % (host, port)
+        self.buf = bytearray()
+        self.eof = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def send(self, data, tolerate_reset=False):
+        """sendall; with tolerate_reset a peer that already closed is not an error
+        (the answer may still be waiting in our receive buffer)."""
+        try:
+            self.sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            if not tolerate_reset:
+                raise
+
+    def _fill(self):
+        data = self.sock.recv(262144)
+        if not data:
+            self.eof = True
+            raise EOFError("connection closed by peer; unparsed bytes: %r" % bytes(self.buf[:200]))
+        self.buf += data
+
+    def _readline(self):
+        while True:
+            i = self.buf.find(b"\n")
+            if i >= 0:
+                line = bytes(self.buf[:i + 1])
+                del self.buf[:i + 1]
+                return line
+            self._fill()
+
+    def _read_exact(self, n):
+        while len(self.buf) < n:
+            self._fill()
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
+        return data
+
+    def _read_to_eof(self):
+        while True:
+            try:
+                self._fill()
+            except EOFError:
+                break
+        data = bytes(self.buf)
+        self.buf.clear()
+        return data
+
+    def read_response(self, method="GET"):
+        """Reads one full response: status line, headers, body framed by
+        Content-Length, chunked, or the end of the connection."""
+        line = self._readline().decode("latin-1").rstrip("\r\n")
+        m = re.match(r"(HTTP/\d\.\d) (\d{3})(?: (.*))?$", line)
+        if not m:
+            raise AssertionError("bad status line %r (then %r)" % (line, bytes(self.buf[:200])))
+        version, status, reason = m.group(1), int(m.group(2)), m.group(3) or ""
+        headers = []
+        while True:
+            h = self._readline().decode("latin-1").rstrip("\r\n")
+            if h == "":
+                break
+            name, _, value = h.partition(":")
+            headers.append((name, value.strip(" \t")))
+        resp = Response(version, status, reason, headers, b"")
+        if method == "HEAD" or status < 200 or status in (204, 304):
+            return resp
+        if "chunked" in resp.header_tokens("transfer-encoding"):
+            parts = []
+            while True:
+                size_line = self._readline().decode("latin-1").strip()
+                size = int(size_line.split(";", 1)[0], 16)
+                if size == 0:
+                    while self._readline() not in (b"\r\n", b"\n"):
+                        pass
+                    break
+                parts.append(self._read_exact(size))
+                crlf = self._read_exact(2)
+                assert crlf == b"\r\n", "chunk not followed by CRLF: %r" % crlf
+            resp.body = b"".join(parts)
+        elif resp.header("content-length") is not None:
+            resp.body = self._read_exact(int(resp.header("content-length")))
+        else:
+            resp.body = self._read_to_eof()
+        return resp
+
+    def request(self, method, path, headers=(), body=None, version="HTTP/1.1"):
+        """Sends one request (Host added unless given; Content-Length for a body
+        unless a framing header is given) and reads its response."""
+        self.send(build_request(method, path, headers, body, version, self.host))
+        return self.read_response(method)
+
+    def wait_closed(self, timeout=3.0):
+        """Waits up to `timeout` s for the peer to close. Returns (closed,
+        extra_bytes): closed is True on EOF or reset, False if the connection
+        is still open at the deadline; extra_bytes is anything unread."""
+        extra = bytes(self.buf)
+        self.buf.clear()
+        saved = self.sock.gettimeout()
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False, extra
+                self.sock.settimeout(left)
+                data = self.sock.recv(65536)
+                if not data:
+                    return True, extra
+                extra += data
+        except ConnectionResetError:
+            return True, extra
+        except socket.timeout:
+            return False, extra
+        finally:
+            try:
+                self.sock.settimeout(saved)
+            except OSError:
+                pass
+
+
+def build_request(method, path, headers=(), body=None, version="HTTP/1.1", host="x"):
+    headers = list(headers.items() if isinstance(headers, dict) else headers)
+    names = {k.lower() for k, _ in headers}
+    lines = ["%s %s %s" % (method, path, version)]
+    if "host" not in names and host is not None:
+        lines.append("Host: %s" % host)
+    lines += ["%s: %s" % (k, v) for k, v in headers]
+    if body is not None and not names & {"content-length", "transfer-encoding"}:
+        lines.append("Content-Length: %d" % len(body))
+    data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return data + (body or b"")
+
+
+def one_request(port, method, path, headers=(), body=None, source=None):
+    """A request on a fresh connection, which is then closed."""
+    with RawConn(port, source=source) as c:
+        return c.request(method, path, headers, body)
+
+
+# ---------------------------------------------------------------------------
+# Processes.
+class Upstream:
+    def __init__(self, name, proc, host, port, log_path):
+        self.name = name
+        self.proc = proc
+        self.host = host
+        self.port = port
+        self.addr = "%s:%d" % (host, port)
+        self.log_path = log_path
+
+    def stats(self):
+        """{"connections", "requests"} asked of the upstream directly."""
+        resp = one_request(self.port, "GET", "/__stats", [("Connection", "close")])
+        assert resp.status == 200, resp
+        return resp.json()
+
+    def __repr__(self):
+        return "<Upstream %s %s>" % (self.name, self.addr)
+
+
+class Lb:
+    def __init__(self, proc, argv, log_path, port, admin_port):
+        self.proc = proc
+        self.argv = argv
+        self.log_path = log_path
+        self.port = port
+        self.admin_port = admin_port
+        self.stopped = False  # True once stop() was called
+
+    def stop(self, grace=5.0):
+        """SIGTERM and wait; returns the exit status (None if still running)."""
+        self.stopped = True
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")
+
+    def conn(self, source=None):
+        return RawConn(self.port, source=source)
+
+    def request(self, method, path, headers=(), body=None, source=None):
+        return one_request(self.port, method, path, headers, body, source)
+
+    def get(self, path="/", headers=(), source=None):
+        return self.request("GET", path, headers, source=source)
+
+    def admin(self, method, path, body=None):
+        assert self.admin_port, "lb started without admin=True"
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+        hdrs = [("Connection", "close")]
+        if body is not None:
+            hdrs.append(("Content-Type", "application/json"))
+        return one_request(self.admin_port, method, path, hdrs, body)
+
+    def backends(self):
+        resp = self.admin("GET", "/backends")
+        assert resp.status == 200, resp
+        return resp.json()
+
+
+class ProcessRegistry:
+    def __init__(self):
+        self.upstreams = []
+        self.lbs = []
+
+    def stop(self, proc):
+        """SIGTERM, wait, SIGKILL; by PID, only processes we started."""
+        if proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(STOP_GRACE)
+                return "did not exit within %.0f s of SIGTERM (killed)" % STOP_GRACE
+        return None
+
+    def teardown(self):
+        problems = []
+        for lb in reversed(self.lbs):
+            died_early = None if lb.stopped else lb.proc.poll()
+            note = self.stop(lb.proc)
+            text = lb.log()
+            bad = sanitizer_lines(text)
+            if bad:
+                problems.append("sanitizer report in %s:\n%s" % (lb.log_path, tail(text, 60)))
+            elif died_early is not None:
+                problems.append("surge lb exited by itself (status %s) before teardown:\n%s"
+                                % (died_early, tail(text)))
+            elif note:
+                problems.append("surge lb %s:\n%s" % (note, tail(text)))
+            elif lb.proc.returncode != 0:
+                problems.append("surge lb exited %s after SIGTERM (want 0):\n%s"
+                                % (lb.proc.returncode, tail(text)))
+        for up in self.upstreams:
+            self.stop(up.proc)
+            if up.proc.stdout:
+                up.proc.stdout.close()
+        return problems
+
+
+def backend_arg(b):
+    if isinstance(b, Upstream):
+        return b.addr
+    if isinstance(b, tuple):
+        return "%s,weight=%d" % (backend_arg(b[0]), b[1])
+    return str(b)
+
+
+def run_surge(*args, timeout=10.0):
+    """Runs the binary to completion; fails the test on a hang or a sanitizer report."""
+    if not SURGE_BIN.exists():
+        pytest.fail("surge binary not found at %s" % SURGE_BIN, pytrace=False)
+    argv = [str(SURGE_BIN)] + [str(a) for a in args]
+    try:
+        res = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                             timeout=timeout, env=child_env())
+    except subprocess.TimeoutExpired as e:
+        pytest.fail("`%s` still running after %.0f s; stderr: %r"
+                    % (" ".join(argv), timeout, e.stderr), pytrace=False)
+    res.stdout_text = res.stdout.decode(errors="replace")
+    res.stderr_text = res.stderr.decode(errors="replace")
+    bad = sanitizer_lines(res.stdout_text + res.stderr_text)
+    assert not bad, "sanitizer report from `%s`:\n%s" % (" ".join(argv), res.stderr_text)
+    return res
+
+
+def free_port():
+    """A loopback port with nothing listening: bound to 0 by us, then closed."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def assert_json_error(resp, status):
+    """resp has `status` and the JSON body {"error": "<non-empty text>"}."""
+    assert resp.status == status, resp
+    try:
+        doc = json.loads(resp.body)
+    except ValueError:
+        raise AssertionError("error body is not JSON: %r" % (resp,))
+    assert isinstance(doc, dict) and isinstance(doc.get("error"), str) and doc["error"], resp

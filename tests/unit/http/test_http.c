@@ -1,0 +1,1122 @@
+/* Unit tests for src/http/http.c: incremental HTTP/1.1 parsing.
+ *
+ * Every input goes through one harness that plays the caller: the bytes stay
+ * in one buffer at fixed offsets and arrive in segments (whole, byte by byte,
+ * or split in two at a position k). The harness records the events (heads,
+ * raw body byte counts, DONEs, the error status) as a text log, checks the
+ * contract on every call, and check() asserts that every chunking gives the
+ * same log as the whole input. */
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http/http.h"
+
+/* Criterion's eq(str, ...) wants char *, which -Wwrite-strings literals are not. */
+#define assert_str(got, want)                                                                      \
+    cr_assert(strcmp((got), (want)) == 0, "got \"%s\" want \"%s\"", (got), (want))
+
+#define MAX_MSGS 8
+
+struct rec_msg {
+    int method, status, version_major, version_minor;
+    char *target; /* NUL-terminated copies */
+    unsigned nheaders;
+    char *names[HTTP_MAX_HEADERS];
+    char *values[HTTP_MAX_HEADERS];
+    unsigned flags;
+    uint64_t content_length;
+    size_t start;      /* offset of the message's first byte */
+    size_t head_bytes; /* m->head_bytes at HTTP_EV_HEAD */
+    size_t body_bytes; /* sum of `used` after the head, up to HTTP_EV_DONE */
+    size_t end;        /* offset right after the message */
+    int done;
+};
+
+struct rec {
+    unsigned nmsgs; /* heads seen */
+    unsigned ndone;
+    struct rec_msg msgs[MAX_MSGS];
+    int err_status; /* 0: no error */
+    const char *err_reason;
+    size_t consumed; /* bytes consumed in total */
+    char *log;       /* every event, to compare chunkings */
+    size_t log_len, log_cap;
+};
+
+struct opts {
+    enum http_kind kind;
+    int request_was_head; /* set after every init/reset */
+    int no_eof;           /* don't signal end of stream after the input */
+    size_t max_head_bytes, max_uri_bytes; /* 0: default */
+};
+
+static const struct opts req_opts = {.kind = HTTP_REQUEST_KIND};
+static const struct opts res_opts = {.kind = HTTP_RESPONSE_KIND};
+
+enum chunking { CH_WHOLE, CH_BYTES, CH_SPLIT };
+
+__attribute__((format(printf, 2, 3))) static void rec_log(struct rec *r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    cr_assert(ge(int, n, 0));
+    if (r->log_len + (size_t)n + 1 > r->log_cap) {
+        r->log_cap = (r->log_len + (size_t)n + 1) * 2;
+        r->log = realloc(r->log, r->log_cap);
+        cr_assert(ne(ptr, r->log, NULL));
+    }
+    va_start(ap, fmt);
+    vsnprintf(r->log + r->log_len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    r->log_len += (size_t)n;
+}
+
+static char *dup_slice(const char *buf, struct http_slice s)
+{
+    char *p = malloc((size_t)s.len + 1);
+    cr_assert(ne(ptr, p, NULL));
+    memcpy(p, buf + s.off, s.len);
+    p[s.len] = '\0';
+    return p;
+}
+
+/* A slice must lie inside the message's head. */
+static void check_slice(struct http_slice s, size_t start, size_t head_end)
+{
+    cr_assert(ge(sz, (size_t)s.off, start), "slice at %u before the head at %zu", s.off, start);
+    cr_assert(le(sz, (size_t)s.off + s.len, head_end), "slice %u+%u past the head end %zu", s.off,
+              s.len, head_end);
+}
+
+static void rec_free(struct rec *r)
+{
+    for (unsigned i = 0; i < r->nmsgs && i < MAX_MSGS; i++) {
+        struct rec_msg *rm = &r->msgs[i];
+        free(rm->target);
+        for (unsigned h = 0; h < rm->nheaders; h++) {
+            free(rm->names[h]);
+            free(rm->values[h]);
+        }
+    }
+    free(r->log);
+    memset(r, 0, sizeof(*r));
+}
+
+static void record_head(struct rec *r, const struct http_msg *m, const char *buf, size_t start)
+{
+    size_t head_end = start + m->head_bytes;
+    if (m->kind == HTTP_REQUEST_KIND)
+        check_slice(m->target, start, head_end);
+    cr_assert(le(uint, m->nheaders, HTTP_MAX_HEADERS));
+    rec_log(r, "HEAD start=%zu bytes=%zu method=%d status=%d version=%d.%d flags=%#x cl=%llu ",
+            start, m->head_bytes, m->method, m->status, m->version_major, m->version_minor,
+            m->flags, (unsigned long long)m->content_length);
+    rec_log(r, "target=[%.*s] n=%u\n", (int)m->target.len, buf + m->target.off, m->nheaders);
+    for (unsigned i = 0; i < m->nheaders; i++) {
+        check_slice(m->headers[i].name, start, head_end);
+        check_slice(m->headers[i].value, start, head_end);
+        rec_log(r, "  [%.*s]=[%.*s]\n", (int)m->headers[i].name.len, buf + m->headers[i].name.off,
+                (int)m->headers[i].value.len, buf + m->headers[i].value.off);
+    }
+    if (r->nmsgs < MAX_MSGS) {
+        struct rec_msg *rm = &r->msgs[r->nmsgs];
+        rm->method = m->method;
+        rm->status = m->status;
+        rm->version_major = m->version_major;
+        rm->version_minor = m->version_minor;
+        rm->target = dup_slice(buf, m->target);
+        rm->nheaders = m->nheaders;
+        for (unsigned i = 0; i < m->nheaders; i++) {
+            rm->names[i] = dup_slice(buf, m->headers[i].name);
+            rm->values[i] = dup_slice(buf, m->headers[i].value);
+        }
+        rm->flags = m->flags;
+        rm->content_length = m->content_length;
+        rm->start = start;
+        rm->head_bytes = m->head_bytes;
+    }
+    r->nmsgs++;
+}
+
+static size_t next_avail(enum chunking ch, size_t k, size_t avail, size_t len)
+{
+    if (ch == CH_BYTES)
+        return avail + 1;
+    if (ch == CH_SPLIT && avail < k)
+        return k;
+    return len;
+}
+
+/* Feed in[0, len) as the caller would, in chunking ch, and record the events. */
+static void run(struct rec *r, const char *in, size_t len, const struct opts *o, enum chunking ch,
+                size_t k)
+{
+    memset(r, 0, sizeof(*r));
+    char *buf = malloc(len ? len : 1); /* exact size: ASan sees any overread */
+    struct http_msg *m = malloc(sizeof(*m));
+    struct http_header *saved = malloc(sizeof(m->headers));
+    cr_assert(buf && m && saved);
+    memcpy(buf, in, len);
+    http_msg_init(m, o->kind);
+    if (o->max_head_bytes)
+        m->max_head_bytes = o->max_head_bytes;
+    if (o->max_uri_bytes)
+        m->max_uri_bytes = o->max_uri_bytes;
+    m->request_was_head = o->request_was_head;
+
+    size_t off = 0, avail = 0, start = 0, head_end = 0, calls = 0;
+    int fresh = 1, in_body = 0, polled = 0, eof_sent = 0;
+    unsigned saved_n = 0, saved_flags = 0;
+    struct http_slice saved_target = {0, 0};
+    for (;;) {
+        if (off == avail && avail < len) {
+            avail = next_avail(ch, k, avail, len);
+            continue;
+        }
+        size_t give = avail - off;
+        int eof = 0;
+        if (give == 0) {
+            /* End of the input: a head may end a message without a body
+             * (polled with len 0); then close the stream, but only inside a
+             * message. */
+            if (in_body && !polled) {
+                polled = 1;
+            } else if (!o->no_eof && !fresh && !eof_sent) {
+                eof_sent = eof = 1;
+            } else {
+                break;
+            }
+        }
+        /* Each call consumes a byte or ends a message (which took >= 1 byte),
+         * except one poll and one end of stream. */
+        cr_assert(le(sz, ++calls, 2 * len + 8), "feeding loop does not progress");
+        size_t used = 0;
+        int ev;
+        if (eof) {
+            ev = http_msg_eof(m);
+        } else {
+            used = 0xdead;
+            ev = http_msg_feed(m, buf, off, give, &used);
+        }
+        cr_assert(le(sz, used, give), "used %zu of %zu given (event %d)", used, give, ev);
+        if (used)
+            fresh = 0;
+        switch (ev) {
+        case HTTP_EV_NEED_MORE:
+            cr_assert(eq(int, eof, 0), "NEED_MORE after end of stream");
+            cr_assert(eq(sz, used, give));
+            off += used;
+            break;
+        case HTTP_EV_HEAD:
+            cr_assert(eq(int, in_body, 0), "second HEAD without DONE");
+            off += used;
+            head_end = off;
+            cr_assert(eq(sz, m->head_bytes, head_end - start));
+            record_head(r, m, buf, start);
+            saved_n = m->nheaders;
+            saved_flags = m->flags;
+            saved_target = m->target;
+            memcpy(saved, m->headers, saved_n * sizeof(*saved));
+            in_body = 1;
+            polled = 0;
+            break;
+        case HTTP_EV_DONE:
+            cr_assert(in_body, "DONE without HEAD");
+            off += used;
+            /* The head stays valid until reset: the body must not change it. */
+            cr_assert(eq(uint, m->nheaders, saved_n));
+            cr_assert(eq(uint, m->flags, saved_flags));
+            cr_assert(eq(u32, m->target.off, saved_target.off));
+            cr_assert(eq(u32, m->target.len, saved_target.len));
+            cr_assert(memcmp(m->headers, saved, saved_n * sizeof(*saved)) == 0,
+                      "headers changed between HEAD and DONE");
+            rec_log(r, "DONE body=%zu end=%zu\n", off - head_end, off);
+            if (r->nmsgs && r->nmsgs <= MAX_MSGS) {
+                struct rec_msg *rm = &r->msgs[r->nmsgs - 1];
+                rm->body_bytes = off - head_end;
+                rm->end = off;
+                rm->done = 1;
+            }
+            r->ndone++;
+            if (m->flags & HTTP_F_UPGRADE)
+                goto out; /* the rest is another protocol */
+            http_msg_reset(m);
+            m->request_was_head = o->request_was_head;
+            start = off;
+            fresh = 1;
+            in_body = 0;
+            break;
+        case HTTP_EV_ERROR: {
+            r->err_status = m->err_status;
+            r->err_reason = m->err_reason;
+            cr_assert(ne(int, m->err_status, 0));
+            cr_assert(ne(ptr, (void *)m->err_reason, NULL));
+            rec_log(r, "ERROR %d\n", m->err_status);
+            size_t used2 = 0xdead;
+            cr_assert(eq(int, http_msg_feed(m, buf, off, avail - off, &used2), HTTP_EV_ERROR),
+                      "feeding after an error must fail again");
+            cr_assert(eq(sz, used2, 0));
+            cr_assert(eq(int, http_msg_eof(m), HTTP_EV_ERROR));
+            goto out;
+        }
+        default:
+            cr_fail("unknown event %d", ev);
+        }
+    }
+out:
+    r->consumed = off;
+    /* After an error, how much the failing call took depends on the chunking. */
+    if (!r->err_status)
+        rec_log(r, "END consumed=%zu\n", off);
+    free(saved);
+    free(m);
+    free(buf);
+}
+
+static const char *chunking_name(enum chunking ch)
+{
+    return ch == CH_WHOLE ? "whole" : ch == CH_BYTES ? "byte by byte" : "split";
+}
+
+static void compare(const struct rec *want, const struct rec *got, enum chunking ch, size_t k)
+{
+    int same = want->log_len == got->log_len && memcmp(want->log, got->log, want->log_len) == 0;
+    cr_assert(same, "%s (k=%zu) differs from whole:\n--- whole\n%.*s\n--- %s\n%.*s",
+              chunking_name(ch), k, (int)(want->log_len < 3000 ? want->log_len : 3000), want->log,
+              chunking_name(ch), (int)(got->log_len < 3000 ? got->log_len : 3000), got->log);
+}
+
+/* Run every chunking (every split point, or a sample of them when `sample`)
+ * and leave the whole-input result in *r. */
+static void check_n(struct rec *r, const char *in, size_t len, const struct opts *o, int sample)
+{
+    struct rec *got = malloc(sizeof(*got));
+    cr_assert(ne(ptr, got, NULL));
+    run(r, in, len, o, CH_WHOLE, 0);
+    run(got, in, len, o, CH_BYTES, 0);
+    compare(r, got, CH_BYTES, 0);
+    rec_free(got);
+    for (size_t k = 1; k < len; k++) {
+        if (sample && !(k < 4 || k + 4 > len || k % 997 == 0 || k == len / 2))
+            continue;
+        run(got, in, len, o, CH_SPLIT, k);
+        compare(r, got, CH_SPLIT, k);
+        rec_free(got);
+    }
+    free(got);
+}
+
+#define check(r, lit, o)        check_n((r), (lit), sizeof(lit) - 1, (o), 0)
+#define check_str(r, str, o)    check_n((r), (str), strlen(str), (o), 0)
+#define check_big(r, str, n, o) check_n((r), (str), (n), (o), 1)
+
+/* Expect one error with `status` and no complete message. */
+static void expect_error(const char *in, size_t len, const struct opts *o, int status)
+{
+    struct rec r;
+    check_n(&r, in, len, o, len > 2000);
+    cr_assert(eq(int, r.err_status, status), "input [%.*s]: status %d (%s), want %d",
+              (int)(len < 200 ? len : 200), in, r.err_status,
+              r.err_reason ? r.err_reason : "no error", status);
+    rec_free(&r);
+}
+
+#define reject(lit, status)     expect_error((lit), sizeof(lit) - 1, &req_opts, (status))
+#define reject_res(lit, status) expect_error((lit), sizeof(lit) - 1, &res_opts, (status))
+
+static void assert_header(const struct rec_msg *rm, unsigned i, const char *name, const char *value)
+{
+    cr_assert(lt(uint, i, rm->nheaders));
+    assert_str(rm->names[i], name);
+    assert_str(rm->values[i], value);
+}
+
+/* One message, complete, no error. */
+static const struct rec_msg *only_msg(const struct rec *r)
+{
+    cr_assert(eq(int, r->err_status, 0), "unexpected error %d (%s)", r->err_status,
+              r->err_reason ? r->err_reason : "");
+    cr_assert(eq(uint, r->nmsgs, 1));
+    cr_assert(eq(uint, r->ndone, 1));
+    return &r->msgs[0];
+}
+
+/* ---- requests ---------------------------------------------------------- */
+
+Test(http, simple_get)
+{
+    static const char in[] =
+        "GET /index.html?q=1 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: t/1\r\n\r\n";
+    struct rec r;
+    check(&r, in, &req_opts);
+    const struct rec_msg *rm = only_msg(&r);
+    cr_assert(eq(int, rm->method, HTTP_GET));
+    assert_str(rm->target, "/index.html?q=1");
+    cr_assert(eq(int, rm->version_major, 1));
+    cr_assert(eq(int, rm->version_minor, 1));
+    cr_assert(eq(uint, rm->nheaders, 2));
+    assert_header(rm, 0, "Host", "example.com");
+    assert_header(rm, 1, "User-Agent", "t/1");
+    cr_assert(eq(uint, rm->flags, HTTP_F_KEEP_ALIVE | HTTP_F_NO_BODY));
+    cr_assert(eq(sz, rm->head_bytes, sizeof(in) - 1));
+    cr_assert(eq(sz, rm->body_bytes, 0));
+    cr_assert(eq(sz, rm->end, sizeof(in) - 1));
+    cr_assert(eq(sz, r.consumed, sizeof(in) - 1));
+    assert_str(http_method_name(rm->method), "GET");
+    rec_free(&r);
+}
+
+Test(http, get_without_eof_completes_on_poll)
+{
+    /* The head's final LF is only handed to the parser on the next call: a
+     * call with len 0 reports the DONE without an end of stream. */
+    static const char in[] = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    struct rec r;
+    struct opts o = req_opts;
+    o.no_eof = 1;
+    check(&r, in, &o);
+    only_msg(&r);
+    cr_assert(eq(sz, r.consumed, sizeof(in) - 1));
+    rec_free(&r);
+}
+
+Test(http, post_with_content_length)
+{
+    static const char in[] = "POST /submit HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n"
+                             "hello world";
+    struct rec r;
+    check(&r, in, &req_opts);
+    const struct rec_msg *rm = only_msg(&r);
+    cr_assert(eq(int, rm->method, HTTP_POST));
+    cr_assert(eq(uint, rm->flags, HTTP_F_LENGTH | HTTP_F_KEEP_ALIVE));
+    cr_assert(eq(u64, rm->content_length, 11));
+    cr_assert(eq(sz, rm->head_bytes, sizeof(in) - 1 - 11));
+    cr_assert(eq(sz, rm->body_bytes, 11));
+    rec_free(&r);
+}
+
+Test(http, post_with_zero_content_length_has_no_body)
+{
+    struct rec r;
+    check(&r, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", &req_opts);
+    const struct rec_msg *rm = only_msg(&r);
+    cr_assert(eq(uint, rm->flags, HTTP_F_LENGTH | HTTP_F_KEEP_ALIVE | HTTP_F_NO_BODY));
+    cr_assert(eq(sz, rm->body_bytes, 0));
+    rec_free(&r);
+}
+
+Test(http, chunked_body_counts_framing)
+{
+    static const char in[] = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             "3\r\nabc\r\n0\r\n\r\n";
+    struct rec r;
+    check(&r, in, &req_opts);
+    const struct rec_msg *rm = only_msg(&r);
+    cr_assert(eq(uint, rm->flags, HTTP_F_CHUNKED | HTTP_F_KEEP_ALIVE));
+    cr_assert(eq(sz, rm->body_bytes, 13));
+    cr_assert(eq(sz, rm->end, sizeof(in) - 1));
+    rec_free(&r);
+}
+
+Test(http, chunk_extensions_and_trailers)
+{
+    static const char body[] = "5;name=value\r\nhello\r\n"
+                               "A ; a=1;b=\"x\"\r\n0123456789\r\n"
+                               "0;last\r\nX-Trailer: t\r\nX-Sum: 42\r\n\r\n";
+    static const char in[] = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+                             "X-Last: v\r\n\r\n"
+                             "5;name=value\r\nhello\r\n"
+                             "A ; a=1;b=\"x\"\r\n0123456789\r\n"
+                             "0;last\r\nX-Trailer: t\r\nX-Sum: 42\r\n\r\n";
+    struct rec r;
+    check(&r, in, &req_opts);
+    const struct rec_msg *rm = only_msg(&r);
+    cr_assert(eq(sz, rm->body_bytes, sizeof(body) - 1));
+    /* Trailers are body bytes: they do not join the head's header list
+     * (the harness also checks the list is unchanged at DONE). */
+    cr_assert(eq(uint, rm->nheaders, 3));
+    assert_header(rm, 2, "X-Last", "v");
+    rec_free(&r);
+}
+
+Test(http, trailers_after_many_headers)
+{
+    /* A full header list plus trailers: the trailers must not count. */
+    char in[8192];
+    size_t n = (size_t)snprintf(in, sizeof(in),
+                                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n");
+    for (int i = 2; i < HTTP_MAX_HEADERS; i++)
+        n += (size_t)snprintf(in + n, sizeof(in) - n, "X-%d: %d\r\n", i, i);
+    n += (size_t)snprintf(in + n, sizeof(in) - n, "\r\n1\r\nx\r\n0\r\nT-1: a\r\nT-2: b\r\n\r\n");
+    struct rec r;
+    check_big(&r, in, n, &req_opts);
+    const struct rec_msg *rm = only_msg(&r);
+    cr_assert(eq(uint, rm->nheaders, HTTP_MAX_HEADERS));
+    cr_assert(eq(sz, rm->end, n));
+    rec_free(&r);
+}
+
+Test(http, invalid_trailer_is_rejected)
+{
+    reject("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+           "0\r\nBad Name: x\r\n\r\n",
+           400);
+    reject("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+           "0\r\nT: a\r\n folded\r\n\r\n",
+           400);
+}
+
+Test(http, pipelined_requests_in_one_buffer)
+{
+    static const char get1[] = "GET /1 HTTP/1.1\r\nHost: a\r\n\r\n";
+    static const char post[] = "POST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nbody";
+    static const char get3[] = "GET /3 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    static const char in[] = "GET /1 HTTP/1.1\r\nHost: a\r\n\r\n"
+                             "POST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nbody"
+                             "GET /3 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    struct rec r;
+    check(&r, in, &req_opts);
+    cr_assert(eq(int, r.err_status, 0));
+    cr_assert(eq(uint, r.nmsgs, 3));
+    cr_assert(eq(uint, r.ndone, 3));
+    size_t l1 = sizeof(get1) - 1, l2 = sizeof(post) - 1, l3 = sizeof(get3) - 1;
+    assert_str(r.msgs[0].target, "/1");
+    cr_assert(eq(int, r.msgs[0].method, HTTP_GET));
+    cr_assert(eq(sz, r.msgs[0].start, 0));
+    cr_assert(eq(sz, r.msgs[0].head_bytes, l1));
+    cr_assert(eq(sz, r.msgs[0].end, l1));
+    assert_str(r.msgs[1].target, "/2");
+    cr_assert(eq(int, r.msgs[1].method, HTTP_POST));
+    cr_assert(eq(sz, r.msgs[1].start, l1));
+    cr_assert(eq(sz, r.msgs[1].head_bytes, l2 - 4));
+    cr_assert(eq(sz, r.msgs[1].body_bytes, 4));
+    cr_assert(eq(sz, r.msgs[1].end, l1 + l2));
+    assert_str(r.msgs[2].target, "/3");
+    cr_assert(eq(sz, r.msgs[2].start, l1 + l2));
+    cr_assert(eq(sz, r.msgs[2].head_bytes, l3));
+    cr_assert(eq(sz, r.msgs[2].end, l1 + l2 + l3));
+    cr_assert(eq(uint, r.msgs[0].flags & HTTP_F_KEEP_ALIVE, HTTP_F_KEEP_ALIVE));
+    cr_assert(eq(uint, r.msgs[2].flags & HTTP_F_KEEP_ALIVE, 0));
+    rec_free(&r);
+}
+
+Test(http, pipelined_chunked_then_get)
+{
+    static const char in[] = "POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             "2\r\nab\r\n0\r\n\r\n"
+                             "GET /n HTTP/1.1\r\nHost: a\r\n\r\n";
+    struct rec r;
+    check(&r, in, &req_opts);
+    cr_assert(eq(uint, r.ndone, 2));
+    cr_assert(eq(sz, r.msgs[0].body_bytes, 12));
+    assert_str(r.msgs[1].target, "/n");
+    cr_assert(eq(sz, r.msgs[1].start, r.msgs[0].end));
+    cr_assert(eq(sz, r.msgs[1].end, sizeof(in) - 1));
+    rec_free(&r);
+}
+
+Test(http, leading_empty_lines_count_in_head)
+{
+    static const char in[] = "\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    struct rec r;
+    check(&r, in, &req_opts);
+    const struct rec_msg *rm = only_msg(&r);
+    cr_assert(eq(sz, rm->head_bytes, sizeof(in) - 1));
+    rec_free(&r);
+}
+
+Test(http, http10_closes_unless_keep_alive)
+{
+    struct rec r;
+    check(&r, "GET / HTTP/1.0\r\n\r\n", &req_opts);
+    const struct rec_msg *rm = only_msg(&r);
+    cr_assert(eq(int, rm->version_major, 1));
+    cr_assert(eq(int, rm->version_minor, 0));
+    cr_assert(eq(uint, rm->flags, HTTP_F_NO_BODY));
+    rec_free(&r);
+
+    check(&r, "GET / HTTP/1.0\r\nHost: a\r\nConnection: Keep-Alive\r\n\r\n", &req_opts);
+    rm = only_msg(&r);
+    cr_assert(eq(uint, rm->flags, HTTP_F_NO_BODY | HTTP_F_KEEP_ALIVE));
+    rec_free(&r);
+
+    check(&r, "GET / HTTP/1.0\r\nConnection: foo, keep-alive , bar\r\n\r\n", &req_opts);
+    rm = only_msg(&r);
+    cr_assert(eq(uint, rm->flags & HTTP_F_KEEP_ALIVE, HTTP_F_KEEP_ALIVE));
+    rec_free(&r);
+}
+
+Test(http, connection_close)
+{
+    struct rec r;
+    check(&r, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", &req_opts);
+    cr_assert(eq(uint, only_msg(&r)->flags, HTTP_F_NO_BODY));
+    rec_free(&r);
+
+    check(&r, "GET / HTTP/1.1\r\nHost: a\r\nConnection: TE, Close\r\n\r\n", &req_opts);
+    cr_assert(eq(uint, only_msg(&r)->flags & HTTP_F_KEEP_ALIVE, 0));
+    rec_free(&r);
+
+    /* "close" only as a whole token */
+    check(&r, "GET / HTTP/1.1\r\nHost: a\r\nConnection: closed\r\n\r\n", &req_opts);
+    cr_assert(eq(uint, only_msg(&r)->flags & HTTP_F_KEEP_ALIVE, HTTP_F_KEEP_ALIVE));
+    rec_free(&r);
+}
+
+Test(http, keep_alive_flags)
+{
+    struct rec r;
+    check(&r, "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n", &req_opts);
+    cr_assert(eq(uint, only_msg(&r)->flags, HTTP_F_KEEP_ALIVE | HTTP_F_NO_BODY));
+    rec_free(&r);
+
+    /* close wins over keep-alive */
+    check(&r, "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
+          &req_opts);
+    cr_assert(eq(uint, only_msg(&r)->flags & HTTP_F_KEEP_ALIVE, 0));
+    rec_free(&r);
+}
+
+Test(http, upgrade_needs_connection_upgrade)
+{
+    static const char in[] = "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n"
+                             "Connection: keep-alive, Upgrade\r\n\r\n";
+    static const char in_frames[] = "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n"
+                                    "Connection: keep-alive, Upgrade\r\n\r\n"
+                                    "\x81\x05hello";
+    struct rec r;
+    check(&r, in, &req_opts);
+    cr_assert(eq(uint, only_msg(&r)->flags & HTTP_F_UPGRADE, HTTP_F_UPGRADE));
+    rec_free(&r);
+
+    /* The bytes after the head belong to the new protocol: not consumed. */
+    check(&r, in_frames, &req_opts);
+    cr_assert(eq(uint, only_msg(&r)->flags & HTTP_F_UPGRADE, HTTP_F_UPGRADE));
+    cr_assert(eq(sz, r.consumed, sizeof(in) - 1));
+    rec_free(&r);
+
+    check(&r, "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n", &req_opts);
+    cr_assert(eq(uint, only_msg(&r)->flags & HTTP_F_UPGRADE, 0));
+    rec_free(&r);
+
+    check(&r, "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\n\r\n", &req_opts);
+    cr_assert(eq(uint, only_msg(&r)->flags & HTTP_F_UPGRADE, 0));
+    rec_free(&r);
+}
+
+Test(http, expect_100_continue)
+{
+    struct rec r;
+    check(&r, "PUT /f HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 2\r\n\r\nok",
+          &req_opts);
+    const struct rec_msg *rm = only_msg(&r);
+    cr_assert(eq(uint, rm->flags & HTTP_F_EXPECT_100, HTTP_F_EXPECT_100));
+    cr_assert(eq(sz, rm->body_bytes, 2));
+    cr_assert(eq(int, rm->method, HTTP_PUT));
+    rec_free(&r);
+
+    check(&r, "PUT /f HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", &req_opts);
+    cr_assert(eq(uint, only_msg(&r)->flags & HTTP_F_EXPECT_100, 0));
+    rec_free(&r);
+}
+
+Test(http, header_values_are_trimmed)
+{
+    struct rec r;
+    check(&r, "GET / HTTP/1.1\r\nHost:a\r\nX-A:   v w \t \r\nX-B:\t\tx\t\r\n\r\n", &req_opts);
+    const struct rec_msg *rm = only_msg(&r);
+    cr_assert(eq(uint, rm->nheaders, 3));
+    assert_header(rm, 0, "Host", "a");
+    assert_header(rm, 1, "X-A", "v w");
+    assert_header(rm, 2, "X-B", "x");
+    rec_free(&r);
+}
+
+Test(http, empty_header_value_then_another_header)
+{
+    struct rec r;
+    check(&r, "GET / HTTP/1.1\r\nHost: a\r\nX:\r\nY: 1\r\nZ:   \r\n\r\n", &req_opts);
+    const struct rec_msg *rm = only_msg(&r);
+    cr_assert(eq(uint, rm->nheaders, 4));
+    assert_header(rm, 1, "X", "");
+    assert_header(rm, 2, "Y", "1");
+    assert_header(rm, 3, "Z", "");
+    rec_free(&r);
+}
+
+Test(http, many_headers_up_to_the_limit)
+{
+    char in[8192];
+    size_t n = (size_t)snprintf(in, sizeof(in), "GET / HTTP/1.1\r\nHost: a\r\n");
+    for (int i = 1; i < HTTP_MAX_HEADERS; i++)
+        n += (size_t)snprintf(in + n, sizeof(in) - n, "X-H%d: v%d\r\n", i, i);
+    n += (size_t)snprintf(in + n, sizeof(in) - n, "\r\n");
+    struct rec r;
+    check_big(&r, in, n, &req_opts);
+    const struct rec_msg *rm = only_msg(&r);
+    cr_assert(eq(uint, rm->nheaders, HTTP_MAX_HEADERS));
+    assert_header(rm, HTTP_MAX_HEADERS - 1, "X-H127", "v127");
+    rec_free(&r);
+}
+
+Test(http, http_list_has_tokens)
+{
+    static const char b[] = "keep-alive, Upgrade ,\tclose\t, , x-y";
+    struct http_slice all = {0, sizeof(b) - 1};
+    cr_assert(eq(int, http_list_has(b, all, "keep-alive"), 1));
+    cr_assert(eq(int, http_list_has(b, all, "upgrade"), 1));
+    cr_assert(eq(int, http_list_has(b, all, "close"), 1));
+    cr_assert(eq(int, http_list_has(b, all, "x-y"), 1));
+    cr_assert(eq(int, http_list_has(b, all, "keep"), 0));
+    cr_assert(eq(int, http_list_has(b, all, "alive"), 0));
+    cr_assert(eq(int, http_list_has(b, all, "upgrade ,"), 0));
+    cr_assert(eq(int, http_list_has(b, all, "x"), 0));
+    /* Only inside the slice */
+    struct http_slice first = {0, 10};
+    cr_assert(eq(int, http_list_has(b, first, "keep-alive"), 1));
+    cr_assert(eq(int, http_list_has(b, first, "close"), 0));
+    struct http_slice cut = {0, 8};
+    cr_assert(eq(int, http_list_has(b, cut, "keep-alive"), 0));
+    struct http_slice empty = {3, 0};
+    cr_assert(eq(int, http_list_has(b, empty, "keep-alive"), 0));
+    static const char single[] = "CLOSE";
+    cr_assert(eq(int, http_list_has(single, (struct http_slice){0, 5}, "close"), 1));
+}
+
+Test(http, http_header_is_ignores_case)
+{
+    struct http_msg m;
+    static const char b[] = "Content-LENGTH";
+    http_msg_init(&m, HTTP_REQUEST_KIND);
+    m.headers[0].name = (struct http_slice){0, sizeof(b) - 1};
+    m.nheaders = 1;
+    cr_assert(eq(int, http_header_is(&m, b, 0, "content-length"), 1));
+    cr_assert(eq(int, http_header_is(&m, b, 0, "content-lengt"), 0));
+    cr_assert(eq(int, http_header_is(&m, b, 0, "content-lengths"), 0));
+}
+
+Test(http, status_text)
+{
+    assert_str(http_status_text(404), "Not Found");
+    assert_str(http_status_text(200), "OK");
+    assert_str(http_status_text(431), "Request Header Fields Too Large");
+    assert_str(http_status_text(502), "Bad Gateway");
+    assert_str(http_status_text(799), "Unknown");
+    assert_str(http_status_text(-1), "Unknown");
+}
+
+Test(http, method_idempotent)
+{
+    static const int yes[] = {HTTP_GET,     HTTP_HEAD,   HTTP_PUT,
+                              HTTP_DELETE,  HTTP_OPTIONS, HTTP_TRACE};
+    static const int no[] = {HTTP_POST, HTTP_PATCH, HTTP_CONNECT, HTTP_LOCK};
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+        cr_assert(eq(int, http_method_idempotent(yes[i]), 1), "%s", http_method_name(yes[i]));
+    for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+        cr_assert(eq(int, http_method_idempotent(no[i]), 0), "%s", http_method_name(no[i]));
+    assert_str(http_method_name(HTTP_DELETE), "DELETE");
+}
+
+/* ---- request rejections ------------------------------------------------- */
+
+Test(http, content_length_with_transfer_encoding)
+{
+    reject("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+           "3\r\nabc\r\n0\r\n\r\n",
+           400);
+    reject("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"
+           "abc",
+           400);
+}
+
+Test(http, two_content_lengths)
+{
+    reject("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+           400);
+    reject("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+           400);
+    reject("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nabc", 400);
+    reject("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400);
+    reject("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", 400);
+}
+
+Test(http, whitespace_before_colon)
+{
+    reject("GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400);
+    reject("GET / HTTP/1.1\r\nHost: a\r\nX-A\t: b\r\n\r\n", 400);
+    reject("GET / HTTP/1.1\r\nHost: a\r\nBad Name: b\r\n\r\n", 400);
+    reject("GET / HTTP/1.1\r\nHost: a\r\n: b\r\n\r\n", 400);
+}
+
+Test(http, control_characters_in_header_value)
+{
+    reject("GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n", 400);
+    reject("GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", 400);
+    reject("GET / HTTP/1.1\r\nHost: a\r\nX: a\x7f\r\n\r\n", 400);
+    reject("GET / HTTP/1.1\r\nHost: a\r\nX: \x01\r\n\r\n", 400);
+    reject("GET / HTTP/1.1\r\nHost: a\r\nX: a\r\r\n\r\n", 400);
+}
+
+Test(http, obs_fold)
+{
+    reject("GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", 400);
+    reject("GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n\tb\r\n\r\n", 400);
+    /* folding after an empty value */
+    reject("GET / HTTP/1.1\r\nHost: a\r\nX:\r\n b\r\n\r\n", 400);
+    reject("GET / HTTP/1.1\r\nHost: a\r\nX:  \r\n\t b\r\n\r\n", 400);
+    reject("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n", 400);
+    reject("GET / HTTP/1.1\r\nHost:\r\n a\r\n\r\n", 400);
+    reject("GET / HTTP/1.1\r\nHost: a\r\n b\r\n\r\n", 400);
+}
+
+Test(http, invalid_chunk_size)
+{
+    reject("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400);
+    reject("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\r\n", 400);
+    reject("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n", 400);
+}
+
+Test(http, chunk_size_overflow)
+{
+    reject("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+           "FFFFFFFFFFFFFFFFFFFF\r\n",
+           400);
+    reject("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+           "10000000000000000\r\n",
+           400);
+}
+
+Test(http, unsupported_transfer_coding)
+{
+    reject("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 501);
+    reject("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501);
+    reject("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 501);
+    reject("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunkedx\r\n\r\n", 501);
+}
+
+Test(http, two_transfer_encodings)
+{
+    static const char in[] = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+                             "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    struct rec r;
+    check(&r, in, &req_opts);
+    cr_assert(r.err_status == 501 || r.err_status == 400, "status %d", r.err_status);
+    cr_assert(eq(uint, r.ndone, 0));
+    rec_free(&r);
+}
+
+Test(http, host_header_rules)
+{
+    reject("GET / HTTP/1.1\r\n\r\n", 400);
+    reject("GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400);
+    reject("GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n", 400);
+    reject("GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", 400);
+}
+
+/* A request whose head is exactly `total` bytes: one big header. */
+static char *big_head(size_t total, size_t *len)
+{
+    static const char pre[] = "GET / HTTP/1.1\r\nHost: a\r\nX-Big: ";
+    char *s = malloc(total + 1);
+    cr_assert(ne(ptr, s, NULL));
+    size_t np = sizeof(pre) - 1, fill = total - np - 4;
+    memcpy(s, pre, np);
+    memset(s + np, 'v', fill);
+    memcpy(s + np + fill, "\r\n\r\n", 4);
+    s[total] = '\0';
+    *len = total;
+    return s;
+}
+
+Test(http, head_size_limit)
+{
+    size_t len;
+    char *s = big_head(HTTP_DEFAULT_MAX_HEAD, &len);
+    struct rec r;
+    check_big(&r, s, len, &req_opts);
+    const struct rec_msg *rm = only_msg(&r);
+    cr_assert(eq(sz, rm->head_bytes, 65536));
+    rec_free(&r);
+    free(s);
+
+    s = big_head(HTTP_DEFAULT_MAX_HEAD + 1, &len);
+    expect_error(s, len, &req_opts, 431);
+    free(s);
+
+    /* Endless head: the limit cuts it even without an end. */
+    s = big_head(HTTP_DEFAULT_MAX_HEAD * 2, &len);
+    expect_error(s, len - 4, &req_opts, 431);
+    free(s);
+}
+
+Test(http, head_size_limit_configurable)
+{
+    static const char in[] = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    struct opts o = req_opts;
+    o.max_head_bytes = sizeof(in) - 1;
+    struct rec r;
+    check(&r, in, &o);
+    only_msg(&r);
+    rec_free(&r);
+    o.max_head_bytes = sizeof(in) - 2;
+    expect_error(in, sizeof(in) - 1, &o, 431);
+    o.kind = HTTP_RESPONSE_KIND;
+    o.max_head_bytes = 10;
+    expect_error("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 38, &o, 400);
+}
+
+Test(http, too_many_headers)
+{
+    char in[8192];
+    size_t n = (size_t)snprintf(in, sizeof(in), "GET / HTTP/1.1\r\nHost: a\r\n");
+    for (int i = 1; i <= HTTP_MAX_HEADERS; i++)
+        n += (size_t)snprintf(in + n, sizeof(in) - n, "X-H%d: v\r\n", i);
+    n += (size_t)snprintf(in + n, sizeof(in) - n, "\r\n");
+    expect_error(in, n, &req_opts, 431);
+}
+
+Test(http, too_many_headers_then_bad_byte_is_chunking_independent)
+{
+    /* One header too many whose name then turns invalid: the outcome must
+     * not depend on where the segments end. */
+    char in[8192];
+    size_t n = (size_t)snprintf(in, sizeof(in), "GET / HTTP/1.1\r\nHost: a\r\n");
+    for (int i = 1; i < HTTP_MAX_HEADERS; i++)
+        n += (size_t)snprintf(in + n, sizeof(in) - n, "X-H%d: v\r\n", i);
+    n += (size_t)snprintf(in + n, sizeof(in) - n, "abc@: v\r\n\r\n");
+    struct rec r;
+    check_big(&r, in, n, &req_opts);
+    cr_assert(r.err_status == 400 || r.err_status == 431, "status %d", r.err_status);
+    rec_free(&r);
+}
+
+static char *long_target(size_t target_len, const char *tail, size_t *len)
+{
+    size_t tl = strlen(tail);
+    char *s = malloc(target_len + tl + 64);
+    cr_assert(ne(ptr, s, NULL));
+    memcpy(s, "GET /", 5);
+    memset(s + 5, 'a', target_len - 1);
+    memcpy(s + 4 + target_len, tail, tl);
+    *len = 4 + target_len + tl;
+    s[*len] = '\0';
+    return s;
+}
+
+Test(http, uri_limit)
+{
+    size_t len;
+    char *s = long_target(HTTP_DEFAULT_MAX_URI, " HTTP/1.1\r\nHost: a\r\n\r\n", &len);
+    struct rec r;
+    check_big(&r, s, len, &req_opts);
+    const struct rec_msg *rm = only_msg(&r);
+    cr_assert(eq(sz, strlen(rm->target), 8192));
+    rec_free(&r);
+    free(s);
+
+    s = long_target(HTTP_DEFAULT_MAX_URI + 1, " HTTP/1.1\r\nHost: a\r\n\r\n", &len);
+    expect_error(s, len, &req_opts, 414);
+    free(s);
+}
+
+Test(http, uri_limit_then_bad_byte_is_chunking_independent)
+{
+    /* An overlong target with a byte the library rejects after the limit. */
+    size_t len;
+    char *s = long_target(HTTP_DEFAULT_MAX_URI + 100, "\x01 HTTP/1.1\r\nHost: a\r\n\r\n", &len);
+    struct rec r;
+    check_big(&r, s, len, &req_opts);
+    cr_assert(r.err_status == 400 || r.err_status == 414, "status %d", r.err_status);
+    rec_free(&r);
+    free(s);
+}
+
+Test(http, bad_request_targets)
+{
+    reject("GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    reject("GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    reject("GET /a\fb HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    reject("GET /a\x7f HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    reject("GET  HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+}
+
+Test(http, bad_methods_and_garbage)
+{
+    reject("FOO / HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    reject("GETX / HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    reject("get / HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    reject("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400);
+    reject("\x00\x00\x00\x00", 400);
+    reject("GET / HTTP/1.1 extra\r\nHost: a\r\n\r\n", 400);
+    reject("GET / HTTX/1.1\r\nHost: a\r\n\r\n", 400);
+    reject("GET / HTTP/1.1\r\nHost: a\r\nNoColon\r\n\r\n", 400);
+}
+
+Test(http, bare_cr_line_endings)
+{
+    reject("GET / HTTP/1.1\rHost: a\r\n\r\n", 400);
+    reject("GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n", 400);
+    /* A CR not followed by LF at the end of the head */
+    reject("GET / HTTP/1.1\r\nHost: a\r\n\rX", 400);
+    reject("GET / HTTP/1.1\r\nHost: a\r\n\rGET / HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+}
+
+Test(http, eof_inside_request)
+{
+    reject("GET / HTTP/1.1\r\nHost: a\r\n", 400);
+    reject("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nab", 400);
+    reject("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", 400);
+}
+
+/* ---- responses ---------------------------------------------------------- */
+
+Test(http, response_with_content_length)
+{
+    static const char in[] = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nServer: s\r\n\r\nhello";
+    struct rec r;
+    check(&r, in, &res_opts);
+    const struct rec_msg *rm = only_msg(&r);
+    cr_assert(eq(int, rm->status, 200));
+    cr_assert(eq(uint, rm->flags, HTTP_F_LENGTH | HTTP_F_KEEP_ALIVE));
+    cr_assert(eq(sz, rm->body_bytes, 5));
+    cr_assert(eq(sz, rm->head_bytes, sizeof(in) - 1 - 5));
+    assert_str(rm->target, "");
+    rec_free(&r);
+}
+
+Test(http, response_chunked)
+{
+    static const char in[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             "4\r\nwiki\r\n5\r\npedia\r\n0\r\n\r\n";
+    struct rec r;
+    check(&r, in, &res_opts);
+    const struct rec_msg *rm = only_msg(&r);
+    cr_assert(eq(uint, rm->flags, HTTP_F_CHUNKED | HTTP_F_KEEP_ALIVE));
+    cr_assert(eq(sz, rm->body_bytes, 24));
+    rec_free(&r);
+}
+
+Test(http, response_until_eof)
+{
+    static const char in[] = "HTTP/1.1 200 OK\r\nServer: s\r\n\r\nsome bytes";
+    struct rec r;
+    check(&r, in, &res_opts);
+    const struct rec_msg *rm = only_msg(&r);
+    cr_assert(eq(uint, rm->flags, HTTP_F_BODY_UNTIL_EOF));
+    cr_assert(eq(sz, rm->body_bytes, 10));
+    rec_free(&r);
+
+    /* Without the end of stream the message never completes. */
+    struct opts o = res_opts;
+    o.no_eof = 1;
+    check(&r, in, &o);
+    cr_assert(eq(uint, r.nmsgs, 1));
+    cr_assert(eq(uint, r.ndone, 0));
+    cr_assert(eq(int, r.err_status, 0));
+    rec_free(&r);
+
+    /* HTTP/1.0 with an empty body */
+    check(&r, "HTTP/1.0 200 OK\r\n\r\n", &res_opts);
+    rm = only_msg(&r);
+    cr_assert(eq(uint, rm->flags, HTTP_F_BODY_UNTIL_EOF));
+    cr_assert(eq(sz, rm->body_bytes, 0));
+    rec_free(&r);
+}
+
+Test(http, response_204_304_have_no_body)
+{
+    static const char in[] = "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"
+                             "HTTP/1.1 304 Not Modified\r\nContent-Length: 7\r\n\r\n"
+                             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    struct rec r;
+    check(&r, in, &res_opts);
+    cr_assert(eq(int, r.err_status, 0));
+    cr_assert(eq(uint, r.ndone, 3));
+    cr_assert(eq(int, r.msgs[0].status, 204));
+    cr_assert(eq(uint, r.msgs[0].flags & HTTP_F_NO_BODY, HTTP_F_NO_BODY));
+    cr_assert(eq(sz, r.msgs[0].body_bytes, 0));
+    cr_assert(eq(int, r.msgs[1].status, 304));
+    cr_assert(eq(uint, r.msgs[1].flags & HTTP_F_NO_BODY, HTTP_F_NO_BODY));
+    cr_assert(eq(sz, r.msgs[1].body_bytes, 0));
+    cr_assert(eq(int, r.msgs[2].status, 200));
+    cr_assert(eq(sz, r.msgs[2].body_bytes, 2));
+    cr_assert(eq(sz, r.msgs[2].end, sizeof(in) - 1));
+    rec_free(&r);
+}
+
+Test(http, response_to_head_has_no_body)
+{
+    static const char in[] = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
+    struct opts o = res_opts;
+    o.request_was_head = 1;
+    struct rec r;
+    check(&r, in, &o);
+    const struct rec_msg *rm = only_msg(&r);
+    cr_assert(eq(uint, rm->flags & HTTP_F_NO_BODY, HTTP_F_NO_BODY));
+    cr_assert(eq(u64, rm->content_length, 100));
+    cr_assert(eq(sz, rm->body_bytes, 0));
+    cr_assert(eq(sz, rm->end, sizeof(in) - 1));
+    rec_free(&r);
+
+    /* DONE right after the head, even without an end of stream */
+    o.no_eof = 1;
+    check(&r, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nHTTP/1.1 200 OK\r\n"
+              "Transfer-Encoding: chunked\r\n\r\n",
+          &o);
+    cr_assert(eq(uint, r.ndone, 2));
+    cr_assert(eq(int, r.err_status, 0));
+    rec_free(&r);
+}
+
+Test(http, continue_then_final_response)
+{
+    static const char in[] = "HTTP/1.1 100 Continue\r\n\r\n"
+                             "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc";
+    struct rec r;
+    check(&r, in, &res_opts);
+    cr_assert(eq(int, r.err_status, 0));
+    cr_assert(eq(uint, r.ndone, 2));
+    cr_assert(eq(int, r.msgs[0].status, 100));
+    cr_assert(eq(uint, r.msgs[0].flags & HTTP_F_NO_BODY, HTTP_F_NO_BODY));
+    cr_assert(eq(sz, r.msgs[0].end, 25));
+    cr_assert(eq(int, r.msgs[1].status, 200));
+    cr_assert(eq(sz, r.msgs[1].start, 25));
+    cr_assert(eq(sz, r.msgs[1].body_bytes, 3));
+    rec_free(&r);
+}
+
+Test(http, switching_protocols)
+{
+    static const char head[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                               "Connection: Upgrade\r\n\r\n";
+    static const char in[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                             "Connection: Upgrade\r\n\r\n\x81\x02hi";
+    struct rec r;
+    check(&r, in, &res_opts);
+    const struct rec_msg *rm = only_msg(&r);
+    cr_assert(eq(int, rm->status, 101));
+    cr_assert(eq(uint, rm->flags & (HTTP_F_UPGRADE | HTTP_F_NO_BODY),
+                 HTTP_F_UPGRADE | HTTP_F_NO_BODY));
+    cr_assert(eq(sz, r.consumed, sizeof(head) - 1));
+    rec_free(&r);
+}
+
+Test(http, response_rejections)
+{
+    reject_res("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", 400);
+    reject_res("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400);
+    reject_res("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxx", 400);
+    reject_res("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", 400);
+    reject_res("HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n", 400);
+    reject_res("HTTP/1.1 20 OK\r\n\r\n", 400);
+    reject_res("HTTX/1.1 200 OK\r\n\r\n", 400);
+    reject_res("HTTP/1.1 200 OK\rContent-Length: 0\r\n\r\n", 400);
+    reject_res("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\rX", 400);
+}
