@@ -190,7 +190,8 @@ def build(workdir):
     if rounds < 3:
         lines.append(f"Only {rounds} round(s): no run-to-run spread to judge noise by; "
                      f"treat every ratio above as indicative only.")
-    L.append("Interpretation (computed from the data above):")
+    L.append("Interpretation (computed from the data above; ratios are surge ÷ other medians, "
+             "for p99 below 1× is better):")
     L.append("")
     for x in lines:
         L.append(f"- {x}")

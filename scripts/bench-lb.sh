@@ -207,7 +207,14 @@ start_surge() {   # THREADS [extra args...]; returns 1 (and sets SURGE_STATUS) o
         SURGE_STATUS=''
         return 0
     fi
-    SURGE_STATUS="not run (failed to start: $(tail -1 "$logf" 2>/dev/null | tr -d '|\t' | cut -c1-100))"
+    local why rc=0
+    if kill -0 "$PID_SRG" 2>/dev/null; then
+        why="no 'listening on' or no 'hello' through it within 10 s"
+    else
+        wait "$PID_SRG" 2>/dev/null || rc=$?
+        why="exited with status $rc"
+    fi
+    SURGE_STATUS="not run (failed to start: $why; $(tail -1 "$logf" 2>/dev/null | tr -d '|\t' | cut -c1-100))"
     SURGE_EVER_FAILED=1
     stop_pid "$PID_SRG"; PID_SRG=''
     return 1

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "base/alloc.h"
 #include "base/buf.h"
@@ -255,6 +256,26 @@ static void one_backend(struct admin_conn *ac, const char *target, size_t tlen, 
     respond_error(ac, 405, "method not allowed", "Allow: GET, PUT, PATCH, DELETE\r\n");
 }
 
+/* Does the request carry "Authorization: Bearer <token>"? Compared in
+ * constant time so the token cannot be guessed byte by byte. */
+static int authorized(const struct admin_conn *ac, const char *token)
+{
+    const char *b = ac->in.data;
+    size_t tl = strlen(token);
+    for (unsigned i = 0; i < ac->req.nheaders; i++) {
+        const struct http_header *h = &ac->req.headers[i];
+        if (!http_header_is(&ac->req, b, i, "authorization") || h->value.len != tl + 7 ||
+            strncasecmp(b + h->value.off, "Bearer ", 7) != 0)
+            continue;
+        const unsigned char *v = (const unsigned char *)b + h->value.off + 7;
+        unsigned char diff = 0;
+        for (size_t k = 0; k < tl; k++)
+            diff |= v[k] ^ (unsigned char)token[k];
+        return diff == 0;
+    }
+    return 0;
+}
+
 static void route(struct admin_conn *ac)
 {
     const char *b = ac->in.data;
@@ -268,6 +289,11 @@ static void route(struct admin_conn *ac)
     size_t blen = (size_t)m->content_length;
     int meth = m->method;
 
+    const char *token = lb_cfg(ac->a->w->lb)->admin_token;
+    if (token && !(tlen == 8 && !memcmp(t, "/healthz", 8)) && !authorized(ac, token)) {
+        respond_error(ac, 401, "missing or wrong admin token", "WWW-Authenticate: Bearer\r\n");
+        return;
+    }
     if (tlen == 8 && !memcmp(t, "/healthz", 8)) {
         if (meth != HTTP_GET && meth != HTTP_HEAD) {
             respond_error(ac, 405, "method not allowed", "Allow: GET\r\n");

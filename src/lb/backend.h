@@ -31,6 +31,21 @@ struct backend {
     uint64_t failures; /* (atomic) connect errors, resets, 5xx, timeouts */
     int refs;          /* (atomic) pool + every connection that points here */
 
+    /* Why a listed backend is not up. state is derived from these by the
+     * pool (pool.c compute_state) under its write lock. */
+    int draining;              /* set once by pool_drain */
+    int hc_down;               /* (atomic) active checks failed `fall` times */
+    uint64_t ejected_until_ms; /* (atomic) passive ejection end, 0 when not ejected */
+    uint64_t slow_start_ms;    /* (atomic) when the current slow start began, 0 when none */
+    int consecutive_failures;  /* (atomic) passive: failures since the last success */
+    int ejections;             /* (atomic) times ejected: the ejection time doubles */
+    uint64_t state_changes;    /* (atomic) */
+    uint64_t checks_passed;    /* (atomic) */
+    uint64_t checks_failed;    /* (atomic) */
+    /* Active check bookkeeping: touched only on the health loop. */
+    int hc_pass_streak, hc_fail_streak, hc_running;
+    char hc_last_error[96];
+
     struct backend_thread *per_thread; /* [nthreads], owned by the proxy */
     unsigned nthreads;
 };

@@ -12,6 +12,7 @@
 #include "base/alloc.h"
 #include "base/log.h"
 #include "lb/admin.h"
+#include "lb/health.h"
 #include "lb/proxy.h"
 #include "net/net.h"
 
@@ -38,26 +39,9 @@ static void on_sweep(uv_timer_t *t)
     proxy_sweep(t->data);
 }
 
-static int parse_hash_key(struct lb *lb)
-{
-    const char *k = lb->cfg.hash_key;
-    lb->hash_name = NULL;
-    lb->hash_name_len = 0;
-    if (!k || !strcmp(k, "ip"))
-        lb->hash_kind = LB_HASH_IP;
-    else if (!strcmp(k, "path"))
-        lb->hash_kind = LB_HASH_PATH;
-    else {
-        lb->hash_kind = !strncmp(k, "header:", 7) ? LB_HASH_HEADER : LB_HASH_COOKIE;
-        lb->hash_name = k + 7;
-        lb->hash_name_len = strlen(k + 7);
-    }
-    return 0;
-}
-
 int lb_init(struct lb *lb, char *err, size_t errlen)
 {
-    struct lb_config *cfg = &lb->cfg;
+    struct lb_config *cfg = lb->cfg;
     char why[256];
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -66,12 +50,17 @@ int lb_init(struct lb *lb, char *err, size_t errlen)
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     lb->nthreads = cfg->threads ? (unsigned)cfg->threads : (unsigned)(ncpu > 0 ? ncpu : 1);
     const struct lb_algo_ops *algo = lb_algos[cfg->algorithm];
-    parse_hash_key(lb);
     metrics_init(&lb->metrics);
+    ratelimit_init(&lb->ratelimit);
     if (pool_init(&lb->pool, algo, lb->nthreads) < 0) {
         snprintf(err, errlen, "cannot create the backend pool");
         return -1;
     }
+    lb->pool.eject_after = (int)cfg->eject_after;
+    lb->pool.eject_base_ms = (uint64_t)cfg->eject_time_ms;
+    lb->pool.eject_max_ms = (uint64_t)cfg->eject_max_ms;
+    lb->pool.slow_start_ms = (uint64_t)cfg->slow_start_ms;
+    lb->pool.max_active = (int)cfg->backend_max_conns;
     for (size_t i = 0; i < cfg->backends.n; i++) {
         int rc = pool_add(&lb->pool, cfg->backends.items[i], 0, why, sizeof why);
         if (rc < 0) {
@@ -97,6 +86,8 @@ int lb_init(struct lb *lb, char *err, size_t errlen)
         w->id = i;
         list_init(&w->clients);
         list_init(&w->idle_ups);
+        list_init(&w->queue);
+        hist_init(&w->queue_wait);
         w->buf_cache = xcalloc(64, sizeof *w->buf_cache);
         w->msg_cache = xcalloc(64, sizeof *w->msg_cache);
         if (getrandom(w->rng, sizeof w->rng, 0) != sizeof w->rng)
@@ -112,6 +103,8 @@ int lb_init(struct lb *lb, char *err, size_t errlen)
             snprintf(err, errlen, "--listen: cannot listen on %s: %s", a, uv_strerror(rc));
             return -1;
         }
+        uv_timer_init(&w->loop, &w->queue_timer);
+        w->queue_timer.data = w;
         uv_timer_init(&w->loop, &w->sweep);
         w->sweep.data = w;
         uv_timer_start(&w->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
@@ -126,6 +119,7 @@ int lb_init(struct lb *lb, char *err, size_t errlen)
             return -1;
         }
     }
+    health_start(&lb->workers[0]);
     char a[80];
     net_addr_format((struct sockaddr *)&lb->listen_addr, a, sizeof a);
     log_info("surge lb: listening on %s (%u threads, algorithm %s, %zu backends)", a, lb->nthreads,
@@ -135,6 +129,98 @@ int lb_init(struct lb *lb, char *err, size_t errlen)
         log_info("surge lb: admin API on %s", a);
     }
     return 0;
+}
+
+struct addr_list {
+    char (*addr)[BACKEND_ADDR_MAX];
+    size_t n;
+};
+
+static void collect_address(struct backend *b, void *arg)
+{
+    struct addr_list *l = arg;
+    if (b->draining)
+        return;
+    l->addr = xrealloc(l->addr, (l->n + 1) * sizeof *l->addr);
+    snprintf(l->addr[l->n++], BACKEND_ADDR_MAX, "%s", b->address);
+}
+
+int lb_reload(struct lb *lb)
+{
+    const struct lb_config *cur = lb_cfg(lb);
+    char err[512], why[256];
+    if (!cur->config_file) {
+        log_warn("reload: started without -c FILE, nothing to reload");
+        return -1;
+    }
+    struct lb_config *n = xcalloc(1, sizeof *n);
+    size_t nb = 0;
+    char(*addrs)[BACKEND_ADDR_MAX] = NULL;
+    int *weights = NULL;
+    if (lb_config_parse(n, lb->argc, lb->argv, err, sizeof err) < 0)
+        goto fail;
+    /* Validate every backend before touching the running pool. */
+    addrs = xcalloc(n->backends.n, sizeof *addrs);
+    weights = xcalloc(n->backends.n, sizeof *weights);
+    for (nb = 0; nb < n->backends.n; nb++) {
+        struct sockaddr_storage ss;
+        socklen_t sl;
+        if (pool_parse_backend(n->backends.items[nb], addrs[nb], BACKEND_ADDR_MAX, &weights[nb],
+                               &ss, &sl, why, sizeof why) < 0) {
+            snprintf(err, sizeof err, "--backend: %s", why);
+            goto fail;
+        }
+    }
+    if (strcmp(n->listen, cur->listen) || n->threads != cur->threads ||
+        (n->admin && cur->admin ? strcmp(n->admin, cur->admin) != 0 : n->admin != cur->admin))
+        log_warn("reload: listen, admin and threads take effect only after a restart");
+
+    /* Apply: algorithm, pool parameters, then the backend set. */
+    pool_set_algo(&lb->pool, lb_algos[n->algorithm]);
+    __atomic_store_n(&lb->pool.eject_after, (int)n->eject_after, __ATOMIC_RELAXED);
+    __atomic_store_n(&lb->pool.eject_base_ms, (uint64_t)n->eject_time_ms, __ATOMIC_RELAXED);
+    __atomic_store_n(&lb->pool.eject_max_ms, (uint64_t)n->eject_max_ms, __ATOMIC_RELAXED);
+    __atomic_store_n(&lb->pool.slow_start_ms, (uint64_t)n->slow_start_ms, __ATOMIC_RELAXED);
+    __atomic_store_n(&lb->pool.max_active, (int)n->backend_max_conns, __ATOMIC_RELAXED);
+    log_set_level(n->log_level);
+    for (size_t i = 0; i < nb; i++) {
+        struct backend *b = pool_find(&lb->pool, addrs[i]);
+        if (!b) {
+            if (pool_add(&lb->pool, n->backends.items[i], 0, why, sizeof why) < 0)
+                log_warn("reload: %s", why);
+            continue;
+        }
+        if (b->draining)
+            log_warn("reload: backend %s is still draining; add it again later", addrs[i]);
+        else if (backend_weight(b) != weights[i])
+            pool_set_weight(&lb->pool, addrs[i], weights[i]);
+        pool_unref(b);
+    }
+    struct addr_list listed = {NULL, 0};
+    pool_foreach(&lb->pool, collect_address, &listed);
+    for (size_t i = 0; i < listed.n; i++) {
+        size_t k = 0;
+        while (k < nb && strcmp(addrs[k], listed.addr[i]))
+            k++;
+        if (k == nb)
+            pool_drain(&lb->pool, listed.addr[i]);
+    }
+    free(listed.addr);
+    struct lb_config *old = lb->cfg;
+    __atomic_store_n(&lb->cfg, n, __ATOMIC_RELEASE);
+    lb->retired = xrealloc(lb->retired, (lb->nretired + 1) * sizeof *lb->retired);
+    lb->retired[lb->nretired++] = old;
+    log_info("reload: configuration reloaded from %s (%zu backends)", n->config_file, nb);
+    free(addrs);
+    free(weights);
+    return 0;
+fail:
+    log_error("reload failed, keeping the running configuration: %s", err);
+    lb_config_free(n);
+    free(n);
+    free(addrs);
+    free(weights);
+    return -1;
 }
 
 struct drain {
@@ -171,9 +257,10 @@ static void on_wakeup(uv_async_t *a)
     if (!uv_is_closing((uv_handle_t *)&w->listener))
         uv_close((uv_handle_t *)&w->listener, NULL);
     admin_stop(w);
+    health_stop(w);
     proxy_stop(w);
     struct drain *d = xcalloc(1, sizeof *d);
-    d->deadline_ms = uv_now(&w->loop) + (uint64_t)w->lb->cfg.drain_timeout_ms;
+    d->deadline_ms = uv_now(&w->loop) + (uint64_t)lb_cfg(w->lb)->drain_timeout_ms;
     uv_timer_init(&w->loop, &d->timer);
     d->timer.data = w;
     w->drain = d;
@@ -196,7 +283,7 @@ static void on_signal(uv_signal_t *s, int signum)
 {
     struct main_ctx *m = s->data;
     if (signum == SIGHUP) {
-        log_warn("SIGHUP: configuration reload is not available yet; keeping the running config");
+        lb_reload(m->lb);
         return;
     }
     if (m->signalled++)
@@ -243,11 +330,14 @@ void lb_free(struct lb *lb)
         for (unsigned i = 0; i < lb->nthreads; i++) {
             struct lb_worker *w = &lb->workers[i];
             if (w->loop.data) {
+                admin_stop(w);
+                health_stop(w);
                 uv_walk(&w->loop, close_walk, NULL);
                 uv_run(&w->loop, UV_RUN_DEFAULT);
                 uv_loop_close(&w->loop);
             }
             free(w->drain);
+            hist_free(&w->queue_wait);
             for (unsigned k = 0; k < w->nbuf_cache; k++)
                 free(w->buf_cache[k]);
             free(w->buf_cache);
@@ -260,5 +350,15 @@ void lb_free(struct lb *lb)
     if (lb->pool.algo)
         pool_destroy(&lb->pool);
     metrics_free(&lb->metrics);
-    lb_config_free(&lb->cfg);
+    if (lb->ratelimit.slots)
+        ratelimit_free(&lb->ratelimit);
+    if (lb->cfg) {
+        lb_config_free(lb->cfg);
+        free(lb->cfg);
+    }
+    for (size_t i = 0; i < lb->nretired; i++) {
+        lb_config_free(lb->retired[i]);
+        free(lb->retired[i]);
+    }
+    free(lb->retired);
 }

@@ -14,6 +14,9 @@
 #include "base/metrics.h"
 #include "http/http.h"
 #include "lb/pool.h"
+#include "lb/ratelimit.h"
+
+enum lb_hash_kind { LB_HASH_IP, LB_HASH_HEADER, LB_HASH_COOKIE, LB_HASH_PATH };
 
 struct lb_config {
     char *config_file;
@@ -21,14 +24,23 @@ struct lb_config {
     struct conf_list backends;
     int algorithm; /* index into lb_algos */
     char *admin;
+    char *admin_token;
     long long threads; /* 0 = number of cores */
     char *hash_key;
     char *health_check;
-    long long health_interval_ms, rise, fall, retries;
+    long long health_interval_ms, health_timeout_ms, rise, fall, retries;
+    long long eject_after, eject_time_ms, eject_max_ms, slow_start_ms;
     long long timeout_connect_ms, timeout_header_ms, timeout_upstream_ms, timeout_idle_ms;
     long long drain_timeout_ms;
+    long long backend_max_conns, max_conns, queue_timeout_ms, queue_max;
+    long long rate_limit, rate_burst;
     int trust_forwarded;
     int log_level;
+    /* Derived by lb_config_parse. */
+    int key_kind;          /* 0: the algorithm hashes nothing; 1: client address; 2: --hash-key */
+    int hash_kind;         /* enum lb_hash_kind */
+    const char *hash_name; /* header or cookie name, inside hash_key */
+    size_t hash_name_len;
 };
 
 extern const struct conf_entry lb_conf_table[];
@@ -42,10 +54,10 @@ void lb_config_free(struct lb_config *cfg);
 /* Print `surge help lb`. */
 void lb_config_help(FILE *out);
 
-enum lb_hash_kind { LB_HASH_IP, LB_HASH_HEADER, LB_HASH_COOKIE, LB_HASH_PATH };
-
 struct lb_stats { /* per worker; written by its thread, read with relaxed atomics */
     uint64_t accepted, open, requests, lb_errors;
+    uint64_t in_flight, retrying, retries;
+    uint64_t queued, queue_timeouts, conn_limit_rejects;
     uint64_t responses[6]; /* by status class 1xx..5xx; [0] = aborted */
 };
 
@@ -59,27 +71,36 @@ struct lb_worker {
     uv_timer_t sweep;     /* closes stale idle upstream connections */
     struct list clients;  /* every open client connection */
     struct list idle_ups; /* every idle upstream connection */
-    uint64_t rng[2];      /* xorshift128+ state */
-    char **buf_cache;     /* free 16 KiB read buffers */
+    struct list queue;    /* requests waiting for a backend slot, oldest first */
+    uv_timer_t queue_timer;
+    struct hist queue_wait; /* us, recorded by this worker only */
+    uint64_t rng[2];        /* xorshift128+ state */
+    char **buf_cache;       /* free 16 KiB read buffers */
     unsigned nbuf_cache;
     struct http_msg **msg_cache; /* free request parsers */
     unsigned nmsg_cache;
     int stopping;
     struct lb_stats stats;
-    struct admin *admin; /* worker 0 only */
-    struct drain *drain; /* set while stopping */
+    struct admin *admin;   /* worker 0 only */
+    struct drain *drain;   /* set while stopping */
+    struct health *health; /* worker 0 only */
 };
 
 struct lb {
-    struct lb_config cfg;
+    /* The running configuration. A reload swaps in a complete new one;
+     * workers read it through lb_cfg() and old ones stay allocated (in
+     * retired) until exit, so a reader never sees freed memory. */
+    struct lb_config *cfg;
+    struct lb_config **retired;
+    size_t nretired;
+    int argc; /* the command line, re-applied over the file on reload */
+    char **argv;
     struct pool pool;
     unsigned nthreads;
     struct lb_worker *workers;
     struct sockaddr_storage listen_addr, admin_addr;
-    enum lb_hash_kind hash_kind;
-    const char *hash_name; /* header or cookie name */
-    size_t hash_name_len;
     struct metrics_registry metrics;
+    struct ratelimit ratelimit;
     uint64_t start_ms;
 };
 
@@ -93,6 +114,16 @@ void lb_free(struct lb *lb);
 
 /* Metrics families of the balancer (registered by lb_init). */
 void lb_metrics_register(struct lb *lb);
+
+static inline const struct lb_config *lb_cfg(const struct lb *lb)
+{
+    return __atomic_load_n(&lb->cfg, __ATOMIC_ACQUIRE);
+}
+
+/* SIGHUP: re-read the config file (flags still override it), validate the
+ * whole new config, then apply it; on any error keep the running one and
+ * log why. Main thread only. 0 or -1. */
+int lb_reload(struct lb *lb);
 
 /* Worker helpers shared by proxy.c and admin.c. */
 uint64_t lb_worker_rand(struct lb_worker *w);

@@ -1,8 +1,10 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "base/alloc.h"
 #include "base/log.h"
 #include "lb/lb.h"
 
@@ -39,6 +41,8 @@ const struct conf_entry lb_conf_table[] = {
      "round_robin|least_conn|ip_hash|weighted_round_robin|p2c|consistent_hash|random"},
     {"admin", CONF_STRING, O(admin), 0, 0, NULL, NULL, NULL, "HOST:PORT",
      "admin API address (/backends, /metrics, /healthz); off when unset"},
+    {"admin-token", CONF_STRING, O(admin_token), 0, 0, NULL, NULL, NULL, "TOKEN",
+     "require 'Authorization: Bearer TOKEN' on the admin API (also $SURGE_ADMIN_TOKEN)"},
     {"threads", CONF_INT, O(threads), 1, 256, NULL, NULL, NULL, "N",
      "event-loop threads (default: number of cores)"},
     {"hash-key", CONF_STRING, O(hash_key), 0, 0, "ip", NULL, check_hash_key,
@@ -47,10 +51,32 @@ const struct conf_entry lb_conf_table[] = {
      "turn on active health checks: GET PATH, 2xx/3xx passes"},
     {"health-interval", CONF_MS, O(health_interval_ms), 100, 3600000, "2000", NULL, NULL, "MS",
      "time between health checks"},
+    {"health-timeout", CONF_MS, O(health_timeout_ms), 10, 600000, "1000", NULL, NULL, "MS",
+     "time a health check may take"},
     {"rise", CONF_INT, O(rise), 1, 100, "2", NULL, NULL, "N",
      "consecutive passing checks that bring a backend up"},
     {"fall", CONF_INT, O(fall), 1, 100, "3", NULL, NULL, "N",
      "consecutive failing checks that take a backend down"},
+    {"eject-after", CONF_INT, O(eject_after), 0, 1000, "5", NULL, NULL, "N",
+     "consecutive failures (connect, reset, timeout, 5xx) that eject a backend; 0 = never"},
+    {"eject-time", CONF_MS, O(eject_time_ms), 100, 3600000, "10000", NULL, NULL, "MS",
+     "first ejection time; doubles with each ejection"},
+    {"eject-max", CONF_MS, O(eject_max_ms), 100, 86400000, "300000", NULL, NULL, "MS",
+     "longest ejection time"},
+    {"slow-start", CONF_MS, O(slow_start_ms), 0, 3600000, "10000", NULL, NULL, "MS",
+     "a returning backend's share ramps up over this time; 0 = at once"},
+    {"backend-max-conns", CONF_INT, O(backend_max_conns), 0, 1000000, "0", NULL, NULL, "N",
+     "requests in flight per backend; beyond, requests queue (0 = unlimited)"},
+    {"queue-timeout", CONF_MS, O(queue_timeout_ms), 1, 3600000, "5000", NULL, NULL, "MS",
+     "how long a request may wait for a backend slot before 503"},
+    {"queue-max", CONF_INT, O(queue_max), 0, 10000000, "1024", NULL, NULL, "N",
+     "requests that may wait at once; beyond, 503 at once"},
+    {"max-conns", CONF_INT, O(max_conns), 0, 10000000, "0", NULL, NULL, "N",
+     "client connections open at once; beyond, 503 and close (0 = unlimited)"},
+    {"rate-limit", CONF_INT, O(rate_limit), 0, 10000000, "0", NULL, NULL, "N",
+     "requests per second per client address, token bucket; 429 beyond (0 = off)"},
+    {"rate-burst", CONF_INT, O(rate_burst), 0, 10000000, "0", NULL, NULL, "N",
+     "token bucket size for --rate-limit (0 = same as the rate)"},
     {"retries", CONF_INT, O(retries), 0, 10, "1", NULL, NULL, "N",
      "retries on another backend when it is safe"},
     {"timeout-connect", CONF_MS, O(timeout_connect_ms), 1, 3600000, "3000", NULL, NULL, "MS",
@@ -85,6 +111,8 @@ int lb_config_parse(struct lb_config *cfg, int argc, char **argv, char *err, siz
             }
             if (conf_load_file(lb_conf_table, lb_conf_table_len, cfg, argv[i + 1], err, errlen) < 0)
                 return -1;
+            free(cfg->config_file);
+            cfg->config_file = xstrdup(argv[i + 1]);
         }
     }
     char *rest[64];
@@ -108,6 +136,32 @@ int lb_config_parse(struct lb_config *cfg, int argc, char **argv, char *err, siz
         snprintf(err, errlen, "unexpected argument '%s'", positional[0]);
         return -1;
     }
+    const char *env_token = getenv("SURGE_ADMIN_TOKEN");
+    if (!cfg->admin_token && env_token && env_token[0])
+        cfg->admin_token = xstrdup(env_token);
+    if (cfg->admin) {
+        /* "PORT" or ":PORT": the admin API stays on loopback unless told otherwise. */
+        const char *colon = strrchr(cfg->admin, ':');
+        if (!colon || colon == cfg->admin) {
+            char *spec = xmalloc(strlen(cfg->admin) + 11);
+            memcpy(spec, "127.0.0.1:", 10);
+            memcpy(spec + 10, colon ? colon + 1 : cfg->admin,
+                   strlen(colon ? colon + 1 : cfg->admin) + 1);
+            free(cfg->admin);
+            cfg->admin = spec;
+        }
+    }
+    const char *algo = algo_names[cfg->algorithm];
+    cfg->key_kind = !strcmp(algo, "ip_hash") ? 1 : !strcmp(algo, "consistent_hash") ? 2 : 0;
+    const char *k = cfg->hash_key;
+    cfg->hash_kind = LB_HASH_IP;
+    if (k && !strcmp(k, "path")) {
+        cfg->hash_kind = LB_HASH_PATH;
+    } else if (k && (!strncmp(k, "header:", 7) || !strncmp(k, "cookie:", 7))) {
+        cfg->hash_kind = k[0] == 'h' ? LB_HASH_HEADER : LB_HASH_COOKIE;
+        cfg->hash_name = k + 7;
+        cfg->hash_name_len = strlen(k + 7);
+    }
     if (!cfg->listen) {
         snprintf(err, errlen, "--listen HOST:PORT is required");
         return -1;
@@ -122,6 +176,8 @@ int lb_config_parse(struct lb_config *cfg, int argc, char **argv, char *err, siz
 void lb_config_free(struct lb_config *cfg)
 {
     conf_free(lb_conf_table, lb_conf_table_len, cfg);
+    free(cfg->config_file);
+    cfg->config_file = NULL;
 }
 
 void lb_config_help(FILE *out)

@@ -14,7 +14,11 @@ enum bfield {
     BF_CONNECTS,
     BF_CONNECT_ERRORS,
     BF_TTFB,
-    BF_TOTAL
+    BF_TOTAL,
+    BF_STATE_CHANGES,
+    BF_EJECTIONS,
+    BF_CHECKS_PASSED,
+    BF_CHECKS_FAILED,
 };
 
 struct bscrape {
@@ -42,6 +46,18 @@ static void emit_backend(struct backend *b, void *arg)
         break;
     case BF_WEIGHT:
         v = (uint64_t)backend_weight(b);
+        break;
+    case BF_STATE_CHANGES:
+        v = __atomic_load_n(&b->state_changes, __ATOMIC_RELAXED);
+        break;
+    case BF_EJECTIONS:
+        v = (uint64_t)__atomic_load_n(&b->ejections, __ATOMIC_RELAXED);
+        break;
+    case BF_CHECKS_PASSED:
+        v = __atomic_load_n(&b->checks_passed, __ATOMIC_RELAXED);
+        break;
+    case BF_CHECKS_FAILED:
+        v = __atomic_load_n(&b->checks_failed, __ATOMIC_RELAXED);
         break;
     case BF_CONNECTS:
     case BF_CONNECT_ERRORS:
@@ -80,6 +96,10 @@ BACKEND_COLLECT(c_connects, BF_CONNECTS)
 BACKEND_COLLECT(c_connect_errors, BF_CONNECT_ERRORS)
 BACKEND_COLLECT(c_ttfb, BF_TTFB)
 BACKEND_COLLECT(c_total, BF_TOTAL)
+BACKEND_COLLECT(c_state_changes, BF_STATE_CHANGES)
+BACKEND_COLLECT(c_ejections, BF_EJECTIONS)
+BACKEND_COLLECT(c_checks_passed, BF_CHECKS_PASSED)
+BACKEND_COLLECT(c_checks_failed, BF_CHECKS_FAILED)
 
 static uint64_t sum_stat(const struct lb *lb, size_t offset)
 {
@@ -100,6 +120,22 @@ STAT_COLLECT(c_open, open)
 STAT_COLLECT(c_client_requests, requests)
 STAT_COLLECT(c_lb_errors, lb_errors)
 STAT_COLLECT(c_aborted, responses[0])
+STAT_COLLECT(c_in_flight_all, in_flight)
+STAT_COLLECT(c_retries, retries)
+STAT_COLLECT(c_queued, queued)
+STAT_COLLECT(c_queue_timeouts, queue_timeouts)
+STAT_COLLECT(c_conn_limit, conn_limit_rejects)
+
+static void c_queue_wait(struct metrics_emit *e, void *arg)
+{
+    struct lb *lb = arg;
+    struct hist h;
+    hist_init(&h);
+    for (unsigned i = 0; i < lb->nthreads; i++)
+        hist_merge(&h, &lb->workers[i].queue_wait);
+    metrics_emit_hist(e, NULL, 0, &h);
+    hist_free(&h);
+}
 
 static void c_responses(struct metrics_emit *e, void *arg)
 {
@@ -152,6 +188,26 @@ void lb_metrics_register(struct lb *lb)
         {"surge_lb_responses_aborted_total",
          "Responses cut off after they started (backend failed mid-body).", METRIC_COUNTER,
          c_aborted, lb},
+        {"surge_lb_backend_state_changes_total", "Backend state changes (up, down, draining).",
+         METRIC_COUNTER, c_state_changes, lb},
+        {"surge_lb_backend_ejections_total", "Passive outlier ejections.", METRIC_COUNTER,
+         c_ejections, lb},
+        {"surge_lb_health_checks_passed_total", "Active health checks that passed.", METRIC_COUNTER,
+         c_checks_passed, lb},
+        {"surge_lb_health_checks_failed_total", "Active health checks that failed.", METRIC_COUNTER,
+         c_checks_failed, lb},
+        {"surge_lb_requests_in_flight", "Client requests being served.", METRIC_GAUGE,
+         c_in_flight_all, lb},
+        {"surge_lb_retries_total", "Requests retried on another backend.", METRIC_COUNTER,
+         c_retries, lb},
+        {"surge_lb_queue_length", "Requests waiting for a backend slot.", METRIC_GAUGE, c_queued,
+         lb},
+        {"surge_lb_queue_wait_seconds", "Time requests waited for a backend slot.",
+         METRIC_HISTOGRAM, c_queue_wait, lb},
+        {"surge_lb_queue_timeouts_total", "Requests answered 503 after waiting --queue-timeout.",
+         METRIC_COUNTER, c_queue_timeouts, lb},
+        {"surge_lb_connection_limit_rejects_total", "Connections refused over --max-conns.",
+         METRIC_COUNTER, c_conn_limit, lb},
         {"process_start_time_seconds", "Start time of the process since the Unix epoch.",
          METRIC_GAUGE, c_start, lb},
     };

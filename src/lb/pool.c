@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/alloc.h"
 #include "base/log.h"
@@ -71,6 +72,8 @@ static ssize_t find_locked(struct pool *p, const char *address)
             return (ssize_t)i;
     return -1;
 }
+
+static void refresh_locked(struct pool *p, struct backend *b, uint64_t now, const char *why);
 
 int pool_parse_backend(const char *spec, char *address, size_t addrlen, int *weight,
                        struct sockaddr_storage *ss, socklen_t *sslen, char *err, size_t errlen)
@@ -195,15 +198,27 @@ int pool_drain(struct pool *p, const char *address)
         return -ENOENT;
     }
     struct backend *b = p->all[i];
-    __atomic_store_n(&b->state, BACKEND_DRAINING, __ATOMIC_RELEASE);
+    b->draining = 1;
+    refresh_locked(p, b, pool_now_ms(), "no new requests; removed when idle");
     if (backend_active(b) == 0)
         remove_locked(p, (size_t)i);
     else {
-        rebuild_locked(p);
         log_info("backend %s draining (%d in flight)", address, backend_active(b));
     }
     pthread_rwlock_unlock(&p->lock);
     return 0;
+}
+
+void pool_set_algo(struct pool *p, const struct lb_algo_ops *algo)
+{
+    pthread_rwlock_wrlock(&p->lock);
+    if (p->algo != algo) {
+        p->algo->destroy(p->algo_state);
+        p->algo = algo;
+        p->algo_state = algo->create();
+        rebuild_locked(p);
+    }
+    pthread_rwlock_unlock(&p->lock);
 }
 
 int pool_set_weight(struct pool *p, const char *address, int weight)
@@ -220,38 +235,193 @@ int pool_set_weight(struct pool *p, const char *address, int weight)
     return i < 0 ? -ENOENT : 0;
 }
 
-int pool_set_state(struct pool *p, struct backend *b, int state)
+uint64_t pool_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static const char *state_name(int s)
+{
+    return s == BACKEND_UP ? "up" : s == BACKEND_DOWN ? "down" : "draining";
+}
+
+static int compute_state(const struct backend *b, uint64_t now)
+{
+    if (b->draining)
+        return BACKEND_DRAINING;
+    if (__atomic_load_n(&b->hc_down, __ATOMIC_RELAXED))
+        return BACKEND_DOWN;
+    uint64_t until = __atomic_load_n(&b->ejected_until_ms, __ATOMIC_RELAXED);
+    if (until && now < until)
+        return BACKEND_DOWN;
+    return BACKEND_UP;
+}
+
+/* Re-derive b's state; on a change log it, count it, start slow start when
+ * it comes back, and rebuild the algorithm's view. Write lock held. */
+static void refresh_locked(struct pool *p, struct backend *b, uint64_t now, const char *why)
+{
+    int old = backend_state(b), st = compute_state(b, now);
+    if (old == st)
+        return;
+    __atomic_store_n(&b->state, st, __ATOMIC_RELEASE);
+    __atomic_fetch_add(&b->state_changes, 1, __ATOMIC_RELAXED);
+    if (st == BACKEND_UP && p->slow_start_ms)
+        __atomic_store_n(&b->slow_start_ms, now ? now : 1, __ATOMIC_RELAXED);
+    if (find_locked(p, b->address) >= 0)
+        rebuild_locked(p);
+    if (st == BACKEND_UP)
+        log_info("backend %s is up (%s)", b->address, why);
+    else
+        log_warn("backend %s is %s (%s)", b->address, state_name(st), why);
+}
+
+void pool_set_health(struct pool *p, struct backend *b, int down, const char *why)
 {
     pthread_rwlock_wrlock(&p->lock);
-    ssize_t i = find_locked(p, b->address);
-    if (i >= 0 && backend_state(b) != BACKEND_DRAINING) {
-        __atomic_store_n(&b->state, state, __ATOMIC_RELEASE);
-        rebuild_locked(p);
+    __atomic_store_n(&b->hc_down, down, __ATOMIC_RELAXED);
+    refresh_locked(p, b, pool_now_ms(), why);
+    pthread_rwlock_unlock(&p->lock);
+}
+
+void pool_report_success(struct backend *b)
+{
+    /* Only write when needed: the common path stays read-only. */
+    if (__atomic_load_n(&b->consecutive_failures, __ATOMIC_RELAXED))
+        __atomic_store_n(&b->consecutive_failures, 0, __ATOMIC_RELAXED);
+}
+
+void pool_report_failure(struct pool *p, struct backend *b)
+{
+    int n = __atomic_add_fetch(&b->consecutive_failures, 1, __ATOMIC_RELAXED);
+    if (!p->eject_after || n < p->eject_after ||
+        __atomic_load_n(&b->ejected_until_ms, __ATOMIC_RELAXED))
+        return;
+    pthread_rwlock_wrlock(&p->lock);
+    uint64_t now = pool_now_ms();
+    size_t ejected = 0;
+    for (size_t i = 0; i < p->nall; i++) {
+        uint64_t u = __atomic_load_n(&p->all[i]->ejected_until_ms, __ATOMIC_RELAXED);
+        ejected += u && now < u;
+    }
+    if (find_locked(p, b->address) < 0 || b->draining || b->ejected_until_ms) {
+        /* gone, draining or already ejected by another thread */
+    } else if ((ejected + 1) * 2 > p->nall) {
+        log_warn("backend %s failed %d times in a row but stays in: ejecting it would leave "
+                 "less than half the pool",
+                 b->address, n);
+        __atomic_store_n(&b->consecutive_failures, 0, __ATOMIC_RELAXED);
+    } else {
+        int k = __atomic_fetch_add(&b->ejections, 1, __ATOMIC_RELAXED);
+        uint64_t ms = p->eject_base_ms;
+        for (int i = 0; i < k && ms < p->eject_max_ms; i++)
+            ms *= 2;
+        if (ms > p->eject_max_ms)
+            ms = p->eject_max_ms;
+        __atomic_store_n(&b->ejected_until_ms, now + ms, __ATOMIC_RELAXED);
+        __atomic_store_n(&b->consecutive_failures, 0, __ATOMIC_RELAXED);
+        char why[96];
+        snprintf(why, sizeof why, "ejected for %llu ms after %d consecutive failures",
+                 (unsigned long long)ms, n);
+        refresh_locked(p, b, now, why);
     }
     pthread_rwlock_unlock(&p->lock);
-    return i < 0 ? -ENOENT : 0;
+}
+
+void pool_tick(struct pool *p)
+{
+    uint64_t now = pool_now_ms();
+    int due = 0;
+    pthread_rwlock_rdlock(&p->lock);
+    for (size_t i = 0; i < p->nall; i++) {
+        uint64_t u = __atomic_load_n(&p->all[i]->ejected_until_ms, __ATOMIC_RELAXED);
+        due |= u && now >= u;
+    }
+    pthread_rwlock_unlock(&p->lock);
+    if (!due)
+        return;
+    pthread_rwlock_wrlock(&p->lock);
+    for (size_t i = 0; i < p->nall; i++) {
+        struct backend *b = p->all[i];
+        if (b->ejected_until_ms && now >= b->ejected_until_ms) {
+            __atomic_store_n(&b->ejected_until_ms, 0, __ATOMIC_RELAXED);
+            refresh_locked(p, b, now, "ejection time over");
+        }
+    }
+    pthread_rwlock_unlock(&p->lock);
+}
+
+/* Slow start: a backend that just came back takes a share of its picks that
+ * grows linearly over slow_start_ms. Applied after the algorithm's choice, so
+ * it works the same for every algorithm. Read lock held. */
+static struct backend *slow_start(struct pool *p, struct backend *b, const struct lb_pick_ctx *ctx)
+{
+    uint64_t from = __atomic_load_n(&b->slow_start_ms, __ATOMIC_RELAXED);
+    if (!from || p->neligible < 2)
+        return b;
+    uint64_t now = pool_now_ms();
+    if (now - from >= p->slow_start_ms) {
+        __atomic_store_n(&b->slow_start_ms, 0, __ATOMIC_RELAXED);
+        return b;
+    }
+    double share = (double)(now - from) / (double)p->slow_start_ms;
+    if (share < 0.05)
+        share = 0.05;
+    /* 53 random bits of ctx->rnd, mixed, as a uniform number in [0, 1). */
+    uint64_t r = ctx->rnd * 0x9e3779b97f4a7c15ULL;
+    if ((double)(r >> 11) / 9007199254740992.0 < share)
+        return b;
+    for (size_t i = 0; i < p->neligible; i++)
+        if (p->eligible[i] == b)
+            return p->eligible[(i + 1) % p->neligible];
+    return b;
+}
+
+/* Take one in-flight slot on b unless it is at max (0 = no cap). */
+static int claim(struct backend *b, int max)
+{
+    int a = __atomic_load_n(&b->active, __ATOMIC_RELAXED);
+    do {
+        if (max && a >= max)
+            return 0;
+    } while (
+        !__atomic_compare_exchange_n(&b->active, &a, a + 1, 1, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
+    return 1;
 }
 
 struct backend *pool_pick(struct pool *p, const struct lb_pick_ctx *ctx,
-                          const struct backend *exclude)
+                          const struct backend *exclude, int *full)
 {
     struct backend *b = NULL;
+    *full = 0;
     pthread_rwlock_rdlock(&p->lock);
     size_t n = p->neligible;
     if (n) {
         b = p->algo->pick(p->algo_state, p->eligible, n, ctx);
-        if (b == exclude && n > 1) {
-            /* A retry goes elsewhere: the next eligible backend in pool order. */
-            for (size_t i = 0; i < n; i++) {
-                if (p->eligible[i] == b) {
-                    b = p->eligible[(i + 1) % n];
-                    break;
-                }
-            }
+        b = slow_start(p, b, ctx);
+        size_t at = 0;
+        while (p->eligible[at] != b)
+            at++;
+        /* A retry goes elsewhere when it can; a full backend passes its turn
+         * to the next one in pool order. */
+        int max = __atomic_load_n(&p->max_active, __ATOMIC_RELAXED);
+        struct backend *got = NULL;
+        for (size_t k = 0; k < n && !got; k++) {
+            struct backend *cand = p->eligible[(at + k) % n];
+            if (cand == exclude && n > 1)
+                continue;
+            if (claim(cand, max))
+                got = cand;
         }
-        __atomic_fetch_add(&b->active, 1, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&b->requests, 1, __ATOMIC_RELAXED);
-        pool_ref(b);
+        b = got;
+        if (b) {
+            __atomic_fetch_add(&b->requests, 1, __ATOMIC_RELAXED);
+            pool_ref(b);
+        } else {
+            *full = 1;
+        }
     }
     pthread_rwlock_unlock(&p->lock);
     return b;

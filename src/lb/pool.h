@@ -39,6 +39,12 @@ struct pool {
     size_t neligible;
     unsigned nthreads;
     unsigned next_id;
+    /* Passive outlier ejection and slow start (set before threads start). */
+    int eject_after;        /* consecutive failures that eject; 0 = off */
+    uint64_t eject_base_ms; /* first ejection time; doubles each time */
+    uint64_t eject_max_ms;  /* cap on the ejection time */
+    uint64_t slow_start_ms; /* ramp for a backend coming back; 0 = off */
+    int max_active;         /* (atomic) per-backend in-flight cap; 0 = none */
 };
 
 /* Initialise an empty pool for `nthreads` proxy threads. 0 on success. */
@@ -57,16 +63,34 @@ int pool_add(struct pool *p, const char *spec, int weight_override, char *err, s
 /* Drain: no new requests; removed when its in-flight requests end (at once
  * when none). 0 or -ENOENT. */
 int pool_drain(struct pool *p, const char *address);
+/* Switch to another algorithm (reload). Thread-safe. */
+void pool_set_algo(struct pool *p, const struct lb_algo_ops *algo);
 /* Change a weight (1..BACKEND_WEIGHT_MAX). 0, -ENOENT, -EINVAL. */
 int pool_set_weight(struct pool *p, const char *address, int weight);
-/* Change a backend's state (health checks). 0 or -ENOENT. */
-int pool_set_state(struct pool *p, struct backend *b, int state);
+/* Active health check verdict: down = 1 after `fall` failures, 0 after
+ * `rise` passes. Logs and counts a state change. Thread-safe. */
+void pool_set_health(struct pool *p, struct backend *b, int down, const char *why);
+/* Passive outlier detection: a connect failure, reset, timeout or 5xx on b
+ * (pool_report_failure), or a good answer (pool_report_success). After
+ * eject_after consecutive failures b is ejected for eject_base_ms, doubled
+ * for each earlier ejection up to eject_max_ms, unless half the pool is
+ * already ejected. Thread-safe and cheap on the success path. */
+void pool_report_failure(struct pool *p, struct backend *b);
+void pool_report_success(struct backend *b);
+/* Periodic work (every ~100 ms from one thread): return ejected backends
+ * whose time is up, through slow start. */
+void pool_tick(struct pool *p);
+/* Monotonic milliseconds, the clock of every pool deadline. */
+uint64_t pool_now_ms(void);
 
 /* Choose a backend for a request, never `exclude` when another is eligible.
- * On success the backend's active count and reference are taken (give them
- * back with pool_release). NULL when no backend is eligible. Thread-safe. */
+ * With max_active set, a backend at its cap is passed over for the next one
+ * with room (the slot is claimed atomically). On success the backend's
+ * active count and reference are taken (give them back with pool_release).
+ * NULL when no backend is eligible (*full = 0) or every eligible one is at
+ * its cap (*full = 1). Thread-safe. */
 struct backend *pool_pick(struct pool *p, const struct lb_pick_ctx *ctx,
-                          const struct backend *exclude);
+                          const struct backend *exclude, int *full);
 /* End of a request on b: active--, removal of a drained backend that became
  * idle, and the reference taken by pool_pick dropped. */
 void pool_release(struct pool *p, struct backend *b);

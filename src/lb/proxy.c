@@ -36,8 +36,9 @@
 #define OUT_HEAD_MAX   (HTTP_DEFAULT_MAX_HEAD + 4096)
 #define BUF_CACHE_MAX  64
 #define UP_IDLE_MAX_MS 30000
+#define QUEUE_POLL_MS  5
 
-enum { CS_HEAD, CS_CONNECT, CS_FORWARD, CS_TUNNEL, CS_CLOSING };
+enum { CS_HEAD, CS_CONNECT, CS_FORWARD, CS_TUNNEL, CS_CLOSING, CS_BACKOFF, CS_QUEUED };
 
 #define CF_READING      0x001u
 #define CF_WRITING      0x002u /* a write to the client is pending */
@@ -49,6 +50,7 @@ enum { CS_HEAD, CS_CONNECT, CS_FORWARD, CS_TUNNEL, CS_CLOSING };
 #define CF_HEAD_TIMER   0x080u /* the header timer runs for this head */
 #define CF_STALE_RETRY  0x100u /* already retried after a stale pooled connection */
 #define CF_CLOSED       0x200u
+#define CF_IN_FLIGHT    0x400u /* counted in stats.in_flight */
 
 #define UF_CONNECTED 0x01u
 #define UF_READING   0x02u
@@ -67,6 +69,7 @@ struct client {
     uv_write_t wreq; /* writes to the client */
     struct lb_worker *w;
     struct list link;
+    struct list qlink; /* in w->queue while CS_QUEUED */
     int state;
     unsigned flags;
     int closes_pending;
@@ -78,7 +81,9 @@ struct client {
     struct buf head; /* the rewritten request head, kept for a retry */
     struct buf out;  /* the rewritten response head or an error answer */
     int retries;
-    uint64_t t_head_us, t_sent_us;
+    unsigned retry_after_s;  /* for a 429 */
+    struct backend *exclude; /* the backend a retry avoids (referenced) */
+    uint64_t t_head_us, t_sent_us, t_queued_us;
     char ip[INET6_ADDRSTRLEN];
     size_t ip_len;
     char peer[64];
@@ -106,6 +111,8 @@ static void client_reject(struct client *c, int status, const char *reason);
 static void client_response_done(struct client *c);
 static int client_dispatch(struct client *c, const struct backend *exclude);
 static void up_process(struct upstream *up);
+static void request_end(struct client *c);
+static void release_backend(struct client *c, struct backend *b);
 static void up_close(struct upstream *up);
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -256,7 +263,7 @@ static int build_request_head(struct client *c)
     const char *b = c->rbuf;
     const struct http_msg *m = c->req;
     struct buf *o = &c->head;
-    int trust = LB(c)->cfg.trust_forwarded;
+    int trust = lb_cfg(LB(c))->trust_forwarded;
     int upgrading = (m->flags & HTTP_F_UPGRADE) != 0;
     int v10 = m->version_major == 1 && m->version_minor == 0;
     unsigned conn[8];
@@ -320,8 +327,8 @@ static uint64_t request_key(struct client *c)
     struct lb *lb = LB(c);
     const char *b = c->rbuf;
     const struct http_msg *m = c->req;
-    int ip_hash = lb->pool.algo == lb_algo_find("ip_hash");
-    enum lb_hash_kind kind = ip_hash ? LB_HASH_IP : lb->hash_kind;
+    const struct lb_config *cfg = lb_cfg(lb);
+    enum lb_hash_kind kind = cfg->key_kind == 1 ? LB_HASH_IP : (enum lb_hash_kind)cfg->hash_kind;
 
     if (kind == LB_HASH_PATH) {
         const char *t = b + m->target.off;
@@ -331,15 +338,15 @@ static uint64_t request_key(struct client *c)
     for (unsigned i = 0; i < m->nheaders; i++) {
         const struct http_header *h = &m->headers[i];
         const char *v = b + h->value.off;
-        if (kind == LB_HASH_IP && lb->cfg.trust_forwarded &&
+        if (kind == LB_HASH_IP && lb_cfg(lb)->trust_forwarded &&
             SLICE_IS(b, h->name, "x-forwarded-for")) {
             size_t n = 0;
             while (n < h->value.len && v[n] != ',' && v[n] != ' ')
                 n++;
             if (n)
                 return lb_hash64(v, n);
-        } else if (kind == LB_HASH_HEADER && h->name.len == lb->hash_name_len &&
-                   strncasecmp(b + h->name.off, lb->hash_name, lb->hash_name_len) == 0) {
+        } else if (kind == LB_HASH_HEADER && h->name.len == cfg->hash_name_len &&
+                   strncasecmp(b + h->name.off, cfg->hash_name, cfg->hash_name_len) == 0) {
             return lb_hash64(v, h->value.len);
         } else if (kind == LB_HASH_COOKIE && SLICE_IS(b, h->name, "cookie")) {
             const char *p = v, *end = v + h->value.len;
@@ -352,8 +359,8 @@ static uint64_t request_key(struct client *c)
                 const char *semi = memchr(eq, ';', (size_t)(end - eq));
                 if (!semi)
                     semi = end;
-                if ((size_t)(eq - p) == lb->hash_name_len &&
-                    memcmp(p, lb->hash_name, lb->hash_name_len) == 0)
+                if ((size_t)(eq - p) == cfg->hash_name_len &&
+                    memcmp(p, cfg->hash_name, cfg->hash_name_len) == 0)
                     return lb_hash64(eq + 1, (size_t)(semi - eq - 1));
                 p = semi;
             }
@@ -417,11 +424,88 @@ static void up_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
     alloc_room(up->w, &up->rbuf, &up->rlen, &up->rpos, &up->rcap, !(up->flags & UF_IN_BODY), out);
 }
 
+/* Passive health: every failure a backend causes goes through here. */
+static void backend_failed(struct lb_worker *w, struct backend *b)
+{
+    __atomic_fetch_add(&b->failures, 1, __ATOMIC_RELAXED);
+    pool_report_failure(&w->lb->pool, b);
+}
+
+/* May this request be sent again? Only before any response byte reached the
+ * client, only when all of it is still at hand (no body), and only when
+ * repeating it is harmless: an idempotent method or an Idempotency-Key. */
+static int retry_safe(const struct client *c)
+{
+    const struct http_msg *m = c->req;
+    if ((c->flags & CF_RESP_STARTED) || !(m->flags & HTTP_F_NO_BODY))
+        return 0;
+    if (http_method_idempotent(m->method))
+        return 1;
+    for (unsigned i = 0; i < m->nheaders; i++)
+        if (SLICE_IS(c->rbuf, m->headers[i].name, "idempotency-key"))
+            return 1;
+    return 0;
+}
+
+/* Retries in progress stay under 20% of the requests in flight (floor 3),
+ * so a failing pool is not hit with a retry storm. */
+static int retry_budget(struct lb *lb)
+{
+    uint64_t inflight = 0, retrying = 0;
+    for (unsigned i = 0; i < lb->nthreads; i++) {
+        inflight += __atomic_load_n(&lb->workers[i].stats.in_flight, __ATOMIC_RELAXED);
+        retrying += __atomic_load_n(&lb->workers[i].stats.retrying, __ATOMIC_RELAXED);
+    }
+    uint64_t cap = inflight / 5;
+    return retrying < (cap < 3 ? 3 : cap);
+}
+
+static void stat_add(uint64_t *v, int64_t d)
+{
+    __atomic_store_n(v, *v + (uint64_t)d, __ATOMIC_RELAXED);
+}
+
+/* The current attempt failed before any response byte went out: retry on
+ * another backend after a short jittered backoff when allowed, else answer
+ * `status` ourselves. The failed backend stays referenced as c->exclude. */
+static void client_retry_or_fail(struct client *c, int may_retry, int status, const char *reason)
+{
+    struct lb_worker *w = c->w;
+    struct lb *lb = w->lb;
+    if (c->up) {
+        struct upstream *up = c->up;
+        up->c = NULL;
+        c->up = NULL;
+        up_close(up);
+    }
+    if (may_retry && c->retries > 0 && c->b && retry_budget(lb)) {
+        int attempt = (int)lb_cfg(lb)->retries - c->retries;
+        c->retries--;
+        if (c->exclude)
+            pool_unref(c->exclude);
+        c->exclude = c->b;
+        pool_ref(c->exclude);
+        release_backend(c, c->b);
+        c->b = NULL;
+        /* 2.5..5 ms, doubling per attempt: long enough to spread a burst of
+         * retries, short against any client's patience. */
+        uint64_t base_us = 5000ull << (attempt < 6 ? attempt : 6);
+        uint64_t delay_us = base_us / 2 + lb_worker_rand(w) % (base_us / 2 + 1);
+        c->state = CS_BACKOFF;
+        stat_add(&w->stats.retrying, 1);
+        stat_add(&w->stats.retries, 1);
+        client_read_stop(c);
+        client_timer(c, (delay_us + 999) / 1000);
+        return;
+    }
+    client_reject(c, status, reason);
+}
+
 /* The backend failed this request before or while answering. */
 static void up_failed(struct upstream *up, const char *reason)
 {
     struct client *c = up->c;
-    __atomic_fetch_add(&up->b->failures, 1, __ATOMIC_RELAXED);
+    backend_failed(c->w, up->b);
     if (c->flags & CF_RESP_STARTED) {
         log_client(c, LOG_WARN, "reading the response", reason);
         c->w->stats.responses[0]++;
@@ -439,11 +523,11 @@ static void up_failed(struct upstream *up, const char *reason)
         struct backend *old = c->b;
         c->b = NULL;
         client_dispatch(c, NULL);
-        pool_release(&LB(c)->pool, old);
+        release_backend(c, old);
         return;
     }
     log_client(c, LOG_WARN, "waiting for the response", reason);
-    client_reject(c, 502, "bad gateway: the backend failed before answering");
+    client_retry_or_fail(c, retry_safe(c), 502, "bad gateway: the backend failed before answering");
 }
 
 static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -537,7 +621,7 @@ static void up_send_request(struct client *c)
                         uv_buf_init(c->rbuf + c->rpos, (unsigned)used)};
     c->rpos += used;
     c->t_sent_us = lb_now_us();
-    client_timer(c, (uint64_t)LB(c)->cfg.timeout_upstream_ms);
+    client_timer(c, (uint64_t)lb_cfg(LB(c))->timeout_upstream_ms);
     int rc = net_write((uv_stream_t *)&up->tcp, &up->wreq, bufs, used ? 2 : 1, on_up_written);
     if (rc < 0) {
         up_failed(up, uv_strerror(rc));
@@ -559,22 +643,10 @@ static void on_up_connect(uv_connect_t *req, int status)
     struct backend_thread *bt = &up->b->per_thread[up->w->id];
     if (status < 0) {
         __atomic_fetch_add(&bt->connect_fails, 1, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&up->b->failures, 1, __ATOMIC_RELAXED);
+        backend_failed(c->w, up->b);
         log_client(c, LOG_WARN, "connecting to the backend", uv_strerror(status));
-        up_close(up);
         /* Nothing was sent: any request may go to another backend. */
-        struct backend *old = c->b;
-        c->b = NULL;
-        if (c->retries > 0) {
-            c->retries--;
-            client_dispatch(c, old);
-        } else {
-            c->b = old;
-            client_reject(c, 502, "bad gateway: cannot connect to the backend");
-            old = NULL;
-        }
-        if (old)
-            pool_release(&LB(c)->pool, old);
+        client_retry_or_fail(c, 1, 502, "bad gateway: cannot connect to the backend");
         return;
     }
     up->flags |= UF_CONNECTED;
@@ -667,8 +739,18 @@ static int on_response_head(struct client *c, struct upstream *up)
     uv_timer_stop(&c->timer);
     uint64_t now = lb_now_us();
     hist_record(&c->b->per_thread[w->id].ttfb, now - c->t_sent_us);
-    if (st >= 500)
-        __atomic_fetch_add(&c->b->failures, 1, __ATOMIC_RELAXED);
+    if (st >= 500) {
+        backend_failed(w, c->b);
+        /* A 502/503/504 for a request that is safe to repeat goes to
+         * another backend instead of to the client. */
+        if (st >= 502 && st <= 504 && retry_safe(c) && c->retries > 0 && retry_budget(w->lb)) {
+            up->flags |= UF_NOREUSE;
+            client_retry_or_fail(c, 1, 502, "bad gateway");
+            return -1;
+        }
+    } else {
+        pool_report_success(c->b);
+    }
     w->stats.responses[st / 100 < 6 ? st / 100 : 5]++;
     if (!(c->req->flags & HTTP_F_KEEP_ALIVE) || !(c->flags & CF_REQ_DONE) ||
         (m->flags & HTTP_F_BODY_UNTIL_EOF) || w->stopping)
@@ -775,6 +857,7 @@ static void client_response_done(struct client *c)
     struct upstream *up = c->up;
     struct backend *b = c->b;
     c->flags &= ~CF_RESP_DONE;
+    request_end(c);
     hist_record(&b->per_thread[w->id].total, lb_now_us() - c->t_head_us);
     if (up) {
         int reuse = (up->resp.flags & HTTP_F_KEEP_ALIVE) && (c->flags & CF_REQ_DONE) &&
@@ -788,7 +871,7 @@ static void client_response_done(struct client *c)
             up_close(up);
     }
     c->b = NULL;
-    pool_release(&w->lb->pool, b);
+    release_backend(c, b);
     if (c->flags & CF_CLOSE_AFTER) {
         client_close(c);
         return;
@@ -804,11 +887,13 @@ static void client_response_done(struct client *c)
     } else if (c->rbuf) {
         rbuf_put(w, c->rbuf, c->rcap);
         c->rbuf = NULL;
-        msg_put(w, c->req); /* an idle connection keeps neither */
+        msg_put(w, c->req); /* an idle connection keeps none of these */
         c->req = NULL;
+        buf_free(&c->head);
+        buf_free(&c->out);
         c->rlen = c->rpos = c->rcap = 0;
     }
-    client_timer(c, (uint64_t)w->lb->cfg.timeout_idle_ms);
+    client_timer(c, (uint64_t)lb_cfg(w->lb)->timeout_idle_ms);
     client_read_start(c);
     client_process(c);
 }
@@ -831,9 +916,8 @@ static void client_close(struct client *c)
 {
     if (c->flags & CF_CLOSED)
         return;
+    request_end(c);
     c->flags |= CF_CLOSED;
-    log_debug("client_close state=%d flags=%x rlen=%zu rpos=%zu", c->state, c->flags, c->rlen,
-              c->rpos);
     if (c->up) {
         struct upstream *up = c->up;
         up->c = NULL;
@@ -841,11 +925,11 @@ static void client_close(struct client *c)
         up_close(up);
     }
     if (c->b) {
-        pool_release(&LB(c)->pool, c->b);
+        release_backend(c, c->b);
         c->b = NULL;
     }
     list_remove(&c->link);
-    c->w->stats.open--;
+    stat_add(&c->w->stats.open, -1);
     c->closes_pending = 2;
     uv_close((uv_handle_t *)&c->timer, on_client_closed);
     uv_close((uv_handle_t *)&c->tcp, on_client_closed);
@@ -882,11 +966,12 @@ static void client_reject(struct client *c, int status, const char *reason)
         up_close(up);
     }
     if (c->b) {
-        pool_release(&w->lb->pool, c->b);
+        release_backend(c, c->b);
         c->b = NULL;
     }
     client_read_stop(c);
     uv_timer_stop(&c->timer);
+    request_end(c);
     c->state = CS_CLOSING;
     w->stats.lb_errors++;
     w->stats.responses[status / 100 < 6 ? status / 100 : 5]++;
@@ -897,32 +982,116 @@ static void client_reject(struct client *c, int status, const char *reason)
     if (c->flags & CF_WRITING)
         return; /* closes when the pending write ends */
     buf_reset(&c->out);
+    char retry_after[40] = "";
+    if (status == 503 || status == 429)
+        snprintf(retry_after, sizeof retry_after, "Retry-After: %u\r\n",
+                 status == 429 && c->retry_after_s ? c->retry_after_s : 1);
     int body_len = (int)strlen(reason) + 12; /* {"error":""} */
     buf_printf(&c->out,
                "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
                "%sConnection: close\r\n\r\n{\"error\":\"%s\"}",
-               status, http_status_text(status), body_len,
-               status == 503 ? "Retry-After: 1\r\n" : "", reason);
+               status, http_status_text(status), body_len, retry_after, reason);
     uv_buf_t bufs[1] = {uv_buf_init(c->out.data, (unsigned)c->out.len)};
     if (client_write(c, bufs, 1) == 0)
         client_close(c);
+}
+
+static struct backend *pick_for(struct client *c, const struct backend *exclude, int *full)
+{
+    struct lb *lb = c->w->lb;
+    struct lb_pick_ctx ctx = {0, lb_worker_rand(c->w)};
+    if (lb_cfg(lb)->key_kind)
+        ctx.key = request_key(c);
+    return pool_pick(&lb->pool, &ctx, exclude, full);
+}
+
+static void client_attach(struct client *c, struct backend *b);
+
+/* Every eligible backend is at --backend-max-conns: wait in this worker's
+ * FIFO for a slot, up to --queue-timeout. */
+static int client_enqueue(struct client *c)
+{
+    struct lb_worker *w = c->w;
+    struct lb *lb = w->lb;
+    uint64_t queued = 0;
+    for (unsigned i = 0; i < lb->nthreads; i++)
+        queued += __atomic_load_n(&lb->workers[i].stats.queued, __ATOMIC_RELAXED);
+    if (queued >= (uint64_t)lb_cfg(lb)->queue_max) {
+        client_reject(c, 503, "all backends are busy and the queue is full");
+        return -1;
+    }
+    c->state = CS_QUEUED;
+    c->t_queued_us = lb_now_us();
+    list_insert_tail(&w->queue, &c->qlink);
+    stat_add(&w->stats.queued, 1);
+    client_read_stop(c);
+    client_timer(c, (uint64_t)lb_cfg(lb)->queue_timeout_ms);
+    if (!uv_is_active((uv_handle_t *)&w->queue_timer))
+        uv_timer_start(&w->queue_timer, proxy_queue_tick, QUEUE_POLL_MS, QUEUE_POLL_MS);
+    return 0;
+}
+
+static void client_dequeue(struct client *c)
+{
+    list_remove(&c->qlink);
+    stat_add(&c->w->stats.queued, -1);
+    hist_record(&c->w->queue_wait, lb_now_us() - c->t_queued_us);
+    c->state = CS_CONNECT;
+}
+
+/* Hand freed slots to queued requests, oldest first. Runs when a request
+ * ends on this worker and, while the queue is not empty, on a short timer
+ * (slots freed by other workers). */
+static void queue_kick(struct lb_worker *w)
+{
+    while (!list_empty(&w->queue)) {
+        struct client *c = list_entry(w->queue.next, struct client, qlink);
+        int full;
+        struct backend *b = pick_for(c, NULL, &full);
+        if (!b && full)
+            return;
+        client_dequeue(c);
+        if (!b)
+            client_reject(c, 503, "no backend available");
+        else
+            client_attach(c, b);
+    }
+    uv_timer_stop(&w->queue_timer);
+}
+
+static void release_backend(struct client *c, struct backend *b)
+{
+    pool_release(&c->w->lb->pool, b);
+    if (!list_empty(&c->w->queue))
+        queue_kick(c->w);
+}
+
+void proxy_queue_tick(uv_timer_t *t)
+{
+    queue_kick(t->data);
 }
 
 /* Choose a backend and an upstream connection for the parsed request.
  * 0, or -1 when the client was answered (503) or closed. */
 static int client_dispatch(struct client *c, const struct backend *exclude)
 {
-    struct lb_worker *w = c->w;
-    struct lb *lb = w->lb;
-    struct lb_pick_ctx ctx = {0, lb_worker_rand(w)};
-    if (lb->pool.algo == lb_algo_find("ip_hash") ||
-        lb->pool.algo == lb_algo_find("consistent_hash"))
-        ctx.key = request_key(c);
-    struct backend *b = pool_pick(&lb->pool, &ctx, exclude);
+    int full;
+    struct backend *b = pick_for(c, exclude, &full);
     if (!b) {
+        if (full)
+            return client_enqueue(c);
         client_reject(c, 503, "no backend available");
         return -1;
     }
+    client_attach(c, b);
+    return c->flags & CF_CLOSED ? -1 : 0;
+}
+
+/* Send the request to b on an idle pooled connection, or a new one. */
+static void client_attach(struct client *c, struct backend *b)
+{
+    struct lb_worker *w = c->w;
+    struct lb *lb = w->lb;
     c->b = b;
     struct backend_thread *bt = &b->per_thread[w->id];
     if (!list_empty(&bt->idle)) {
@@ -932,7 +1101,7 @@ static int client_dispatch(struct client *c, const struct backend *exclude)
         up->c = c;
         c->up = up;
         up_send_request(c);
-        return 0;
+        return;
     }
     struct upstream *up = xcalloc(1, sizeof *up);
     up->w = w;
@@ -948,7 +1117,7 @@ static int client_dispatch(struct client *c, const struct backend *exclude)
     __atomic_fetch_add(&bt->connects, 1, __ATOMIC_RELAXED);
     c->state = CS_CONNECT;
     client_read_stop(c);
-    client_timer(c, (uint64_t)lb->cfg.timeout_connect_ms);
+    client_timer(c, (uint64_t)lb_cfg(lb)->timeout_connect_ms);
     int rc = uv_tcp_connect(&up->creq, &up->tcp, (const struct sockaddr *)&b->addr, on_up_connect);
     if (rc < 0) {
         /* Reported like a refused connection, from the loop, not from here. */
@@ -958,15 +1127,32 @@ static int client_dispatch(struct client *c, const struct backend *exclude)
         uv_close((uv_handle_t *)&up->tcp, on_up_closed);
         __atomic_fetch_add(&b->failures, 1, __ATOMIC_RELAXED);
         client_reject(c, 502, "bad gateway: cannot connect to the backend");
-        return -1;
     }
-    return 0;
+}
+
+/* The request in progress is over (answered, rejected or abandoned). */
+static void request_end(struct client *c)
+{
+    if (c->flags & CF_IN_FLIGHT) {
+        c->flags &= ~CF_IN_FLIGHT;
+        stat_add(&c->w->stats.in_flight, -1);
+    }
+    if (c->state == CS_BACKOFF)
+        stat_add(&c->w->stats.retrying, -1);
+    if (c->state == CS_QUEUED)
+        client_dequeue(c);
+    if (c->exclude) {
+        pool_unref(c->exclude);
+        c->exclude = NULL;
+    }
 }
 
 static void on_request_head(struct client *c)
 {
     struct lb_worker *w = c->w;
     uv_timer_stop(&c->timer);
+    c->flags |= CF_IN_FLIGHT;
+    stat_add(&w->stats.in_flight, 1);
     c->flags &= ~CF_HEAD_TIMER;
     c->t_head_us = lb_now_us();
     w->stats.requests++;
@@ -974,13 +1160,25 @@ static void on_request_head(struct client *c)
         client_reject(c, 501, "CONNECT is not supported");
         return;
     }
+    const struct lb_config *cfg = lb_cfg(w->lb);
+    if (cfg->rate_limit) {
+        double rate = (double)cfg->rate_limit;
+        double burst = cfg->rate_burst ? (double)cfg->rate_burst : rate;
+        unsigned wait = ratelimit_take(&w->lb->ratelimit, lb_hash64(c->ip, c->ip_len), lb_now_us(),
+                                       rate, burst);
+        if (wait) {
+            c->retry_after_s = wait;
+            client_reject(c, 429, "too many requests from this address");
+            return;
+        }
+    }
     if (!(c->req->flags & HTTP_F_KEEP_ALIVE) || w->stopping)
         c->flags |= CF_CLOSE_AFTER;
     if (build_request_head(c) < 0) {
         client_reject(c, 431, "request head too large");
         return;
     }
-    c->retries = (int)w->lb->cfg.retries;
+    c->retries = (int)lb_cfg(w->lb)->retries;
     client_dispatch(c, NULL);
 }
 
@@ -995,7 +1193,7 @@ static void client_process(struct client *c)
                 return;
             if (!(c->flags & CF_HEAD_TIMER)) {
                 c->flags |= CF_HEAD_TIMER;
-                client_timer(c, (uint64_t)LB(c)->cfg.timeout_header_ms);
+                client_timer(c, (uint64_t)lb_cfg(LB(c))->timeout_header_ms);
             }
             ev = http_msg_feed(c->req, c->rbuf, c->rpos, c->rlen - c->rpos, &used);
             c->rpos += used;
@@ -1122,11 +1320,28 @@ static void on_client_timer(uv_timer_t *t)
         if (c->up)
             c->up->flags |= UF_NOREUSE;
         if (c->b)
-            __atomic_fetch_add(&c->b->failures, 1, __ATOMIC_RELAXED);
+            backend_failed(c->w, c->b);
         log_client(c, LOG_WARN, c->state == CS_CONNECT ? "connecting" : "waiting for the response",
                    "upstream timeout");
-        client_reject(c, 504, "gateway timeout: the backend did not answer in time");
+        /* A connect timeout sent nothing, so it may go elsewhere; a response
+         * timeout may have had effects and is not repeated. */
+        client_retry_or_fail(c, c->state == CS_CONNECT, 504,
+                             "gateway timeout: the backend did not answer in time");
         return;
+    case CS_QUEUED:
+        client_dequeue(c);
+        stat_add(&c->w->stats.queue_timeouts, 1);
+        client_reject(c, 503, "all backends are busy: queue timeout");
+        return;
+    case CS_BACKOFF: {
+        stat_add(&c->w->stats.retrying, -1);
+        struct backend *ex = c->exclude;
+        c->exclude = NULL;
+        c->state = CS_CONNECT; /* no longer counted as retrying */
+        client_dispatch(c, ex);
+        pool_unref(ex);
+        return;
+    }
     default:
         return;
     }
@@ -1164,10 +1379,21 @@ void proxy_on_accept(uv_stream_t *server, int status)
     buf_init(&c->head, OUT_HEAD_MAX);
     buf_init(&c->out, OUT_HEAD_MAX);
     list_insert_tail(&w->clients, &c->link);
-    w->stats.accepted++;
-    w->stats.open++;
+    stat_add(&w->stats.accepted, 1);
+    stat_add(&w->stats.open, 1);
     c->state = CS_HEAD;
-    client_timer(c, (uint64_t)w->lb->cfg.timeout_idle_ms);
+    long long max = lb_cfg(w->lb)->max_conns;
+    if (max) {
+        uint64_t open = 0;
+        for (unsigned i = 0; i < w->lb->nthreads; i++)
+            open += __atomic_load_n(&w->lb->workers[i].stats.open, __ATOMIC_RELAXED);
+        if (open > (uint64_t)max) {
+            stat_add(&w->stats.conn_limit_rejects, 1);
+            client_reject(c, 503, "too many connections");
+            return;
+        }
+    }
+    client_timer(c, (uint64_t)lb_cfg(w->lb)->timeout_idle_ms);
     client_read_start(c);
 }
 

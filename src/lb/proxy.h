@@ -18,5 +18,7 @@ void proxy_close_all(struct lb_worker *w);
 /* Close idle upstream connections that are too old or whose backend is
  * draining. Called from the worker's sweep timer. */
 void proxy_sweep(struct lb_worker *w);
+/* Timer callback (w->queue_timer): give freed backend slots to queued requests. */
+void proxy_queue_tick(uv_timer_t *t);
 
 #endif
