@@ -4,6 +4,22 @@
 #include <strings.h>
 
 enum { CB_NONE, CB_FIELD, CB_VALUE };
+enum { BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_EOF };
+enum {
+    CH_SIZE,      /* first hex digit of a chunk size */
+    CH_SIZE_MORE, /* more hex digits, or what ends the size */
+    CH_SIZE_WS,   /* whitespace before a ';' */
+    CH_EXT,       /* chunk extension up to CR */
+    CH_SIZE_LF,   /* LF after the size line */
+    CH_DATA,      /* chunk data */
+    CH_DATA_CR,   /* CR after chunk data */
+    CH_DATA_LF,   /* LF after chunk data */
+    CH_TRAILER,   /* start of a trailer line, or CR of the final empty line */
+    CH_TRAILER_NAME,
+    CH_TRAILER_VALUE,
+    CH_TRAILER_LF,
+    CH_END_LF, /* LF ending the message */
+};
 
 /* Private bits of m->flags, never set once the head is reported. */
 #define F_BAD_TE   0x80000000u /* not exactly one "chunked" */
@@ -170,7 +186,8 @@ static int on_headers_complete(http_parser *p)
         if (m->target.len > m->max_uri_bytes)
             return fail(m, 414, "request target too long"), -1;
         if (m->host_count_ > 1 || (v11 && m->host_count_ == 0))
-            return fail(m, 400, m->host_count_ ? "several Host headers" : "missing Host header"), -1;
+            return fail(m, 400, m->host_count_ ? "several Host headers" : "missing Host header"),
+                   -1;
     } else {
         m->status = p->status_code;
         if (p->status_code < 100) /* the library takes 1 to 3 digits */
@@ -212,7 +229,8 @@ static int on_headers_complete(http_parser *p)
     if (m->kind == HTTP_REQUEST_KIND) {
         if (has_upgrade && conn_upgrade && p->method != HTTP_CONNECT)
             m->flags |= HTTP_F_UPGRADE;
-        if (!(m->flags & (HTTP_F_CHUNKED | HTTP_F_LENGTH)) || (m->flags & HTTP_F_LENGTH && !m->content_length))
+        if (!(m->flags & (HTTP_F_CHUNKED | HTTP_F_LENGTH)) ||
+            (m->flags & HTTP_F_LENGTH && !m->content_length))
             m->flags |= HTTP_F_NO_BODY;
     } else {
         int st = p->status_code;
@@ -284,6 +302,11 @@ void http_msg_reset(struct http_msg *m)
     m->head_seen_ = m->done_ = 0;
     m->cl_count_ = m->te_count_ = m->host_count_ = 0;
     m->head_nread_ = 0;
+    m->body_mode_ = BODY_NONE;
+    m->ch_state_ = CH_SIZE;
+    m->ch_digits_ = 0;
+    m->body_left_ = 0;
+    m->ch_line_ = 0;
     m->value_end_ = 0;
 }
 
@@ -346,14 +369,174 @@ static const char *check_raw_head(const struct http_msg *m, size_t start, size_t
     for (size_t i = start; i < end; i++)
         if (b[i] == '\r' && b[i + 1] != '\n')
             return "bare CR in the head";
-    size_t v = start;
-    if (m->kind == HTTP_REQUEST_KIND)
-        v = (size_t)m->target.off + m->target.len;
-    while (v < end && (b[v] == ' ' || b[v] == '\r' || b[v] == '\n'))
+    size_t v = start; /* responses: the version follows any empty lines */
+    while (m->kind == HTTP_RESPONSE_KIND && v < end && (b[v] == '\r' || b[v] == '\n'))
         v++;
+    if (m->kind == HTTP_REQUEST_KIND) /* requests: it follows the target */
+        for (v = (size_t)m->target.off + m->target.len; v < end && b[v] == ' ';)
+            v++;
     if (end - v < 5 || memcmp(b + v, "HTTP/", 5) != 0)
         return "invalid protocol version";
     return NULL;
+}
+
+/* ---- bodies ----------------------------------------------------------
+ * After the head, bodies are framed here, not by the library: Debian's
+ * non-strict http-parser accepts chunk data not followed by CRLF and other
+ * loose framing, and since a proxy forwards body bytes unchanged, any
+ * framing the next hop could read differently is a smuggling risk. */
+
+#define CHUNK_LINE_MAX 4096 /* a size line with extensions, or a trailer line */
+
+static int hexval(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+static int body_fail(struct http_msg *m, const char *reason)
+{
+    m->err_status = 400;
+    m->err_reason = reason;
+    return HTTP_EV_ERROR;
+}
+
+/* Start framing the body once the library has seen the whole head. */
+static void body_begin(struct http_msg *m)
+{
+    if (m->flags & HTTP_F_CHUNKED) {
+        m->body_mode_ = BODY_CHUNKED;
+        m->ch_state_ = CH_SIZE;
+    } else if (m->flags & HTTP_F_LENGTH) {
+        m->body_mode_ = BODY_LENGTH;
+        m->body_left_ = m->content_length;
+    } else {
+        m->body_mode_ = BODY_EOF;
+    }
+}
+
+/* Consume body bytes p[0, n): *used, and HTTP_EV_DONE / NEED_MORE / ERROR. */
+static int body_feed(struct http_msg *m, const unsigned char *p, size_t n, size_t *used)
+{
+    size_t i = 0;
+    if (m->body_mode_ == BODY_EOF) {
+        *used = n;
+        return HTTP_EV_NEED_MORE;
+    }
+    if (m->body_mode_ == BODY_LENGTH) {
+        size_t take = m->body_left_ < n ? (size_t)m->body_left_ : n;
+        m->body_left_ -= take;
+        *used = take;
+        if (m->body_left_ == 0) {
+            m->done_ = 1;
+            return HTTP_EV_DONE;
+        }
+        return HTTP_EV_NEED_MORE;
+    }
+    while (i < n) {
+        unsigned char c = p[i];
+        switch (m->ch_state_) {
+        case CH_SIZE:
+        case CH_SIZE_MORE: {
+            int v = hexval(c);
+            if (v >= 0) {
+                if (m->body_left_ > (UINT64_MAX >> 4))
+                    return *used = i, body_fail(m, "invalid chunk size");
+                m->body_left_ = m->body_left_ * 16 + (uint64_t)v;
+                m->ch_state_ = CH_SIZE_MORE;
+                m->ch_line_ = 0;
+                break;
+            }
+            if (m->ch_state_ == CH_SIZE)
+                return *used = i, body_fail(m, "invalid chunk size");
+            if (c == '\r')
+                m->ch_state_ = CH_SIZE_LF;
+            else if (c == ';')
+                m->ch_state_ = CH_EXT;
+            else if (c == ' ' || c == '\t')
+                m->ch_state_ = CH_SIZE_WS;
+            else
+                return *used = i, body_fail(m, "invalid chunk size");
+            break;
+        }
+        case CH_SIZE_WS:
+            if (c == ';')
+                m->ch_state_ = CH_EXT;
+            else if (c != ' ' && c != '\t')
+                return *used = i, body_fail(m, "invalid chunk size");
+            break;
+        case CH_EXT:
+            if (c == '\r')
+                m->ch_state_ = CH_SIZE_LF;
+            else if ((c < 0x20 && c != '\t') || c == 0x7f || ++m->ch_line_ > CHUNK_LINE_MAX)
+                return *used = i, body_fail(m, "invalid chunk extension");
+            break;
+        case CH_SIZE_LF:
+            if (c != '\n')
+                return *used = i, body_fail(m, "invalid chunk size line");
+            m->ch_line_ = 0;
+            m->ch_state_ = m->body_left_ ? CH_DATA : CH_TRAILER;
+            break;
+        case CH_DATA: {
+            size_t take = m->body_left_ < n - i ? (size_t)m->body_left_ : n - i;
+            m->body_left_ -= take;
+            i += take;
+            if (m->body_left_ == 0)
+                m->ch_state_ = CH_DATA_CR;
+            continue;
+        }
+        case CH_DATA_CR:
+            if (c != '\r')
+                return *used = i, body_fail(m, "chunk data not followed by CRLF");
+            m->ch_state_ = CH_DATA_LF;
+            break;
+        case CH_DATA_LF:
+            if (c != '\n')
+                return *used = i, body_fail(m, "chunk data not followed by CRLF");
+            m->ch_state_ = CH_SIZE;
+            break;
+        case CH_TRAILER:
+            if (c == '\r')
+                m->ch_state_ = CH_END_LF;
+            else if (is_tchar(c))
+                m->ch_state_ = CH_TRAILER_NAME;
+            else
+                return *used = i, body_fail(m, "invalid trailer");
+            break;
+        case CH_TRAILER_NAME:
+            if (c == ':')
+                m->ch_state_ = CH_TRAILER_VALUE;
+            else if (!is_tchar(c))
+                return *used = i, body_fail(m, "invalid trailer name");
+            break;
+        case CH_TRAILER_VALUE:
+            if (c == '\r')
+                m->ch_state_ = CH_TRAILER_LF;
+            else if ((c < 0x20 && c != '\t') || c == 0x7f)
+                return *used = i, body_fail(m, "invalid trailer value");
+            break;
+        case CH_TRAILER_LF:
+            if (c != '\n')
+                return *used = i, body_fail(m, "invalid trailer line");
+            m->ch_state_ = CH_TRAILER;
+            break;
+        case CH_END_LF:
+            if (c != '\n')
+                return *used = i, body_fail(m, "invalid end of chunked body");
+            *used = i + 1;
+            m->done_ = 1;
+            return HTTP_EV_DONE;
+        }
+        if (m->ch_state_ >= CH_TRAILER && ++m->ch_line_ > m->max_head_bytes)
+            return *used = i, body_fail(m, "trailers too large");
+        i++;
+    }
+    *used = n;
+    return HTTP_EV_NEED_MORE;
 }
 
 int http_msg_feed(struct http_msg *m, const char *buf, size_t off, size_t len, size_t *used)
@@ -367,6 +550,10 @@ int http_msg_feed(struct http_msg *m, const char *buf, size_t off, size_t len, s
     int ev = feed_pending_lf(m);
     if (ev)
         return ev;
+    if (m->head_seen_ == 2 && m->body_mode_ == BODY_NONE)
+        body_begin(m);
+    if (m->body_mode_ != BODY_NONE)
+        return body_feed(m, (const unsigned char *)buf + off, len, used);
     if (len == 0)
         return HTTP_EV_NEED_MORE;
     size_t n = len;
@@ -420,6 +607,17 @@ int http_msg_eof(struct http_msg *m)
     int ev = feed_pending_lf(m);
     if (ev)
         return ev;
+    if (m->head_seen_ == 2 && m->body_mode_ == BODY_NONE)
+        body_begin(m);
+    if (m->body_mode_ == BODY_EOF) {
+        m->done_ = 1;
+        return HTTP_EV_DONE;
+    }
+    if (m->body_mode_ != BODY_NONE) {
+        m->err_status = 400;
+        m->err_reason = "connection closed inside a message";
+        return HTTP_EV_ERROR;
+    }
     http_parser_execute(&m->parser, &settings, NULL, 0);
     enum http_errno e = HTTP_PARSER_ERRNO(&m->parser);
     if (e == HPE_PAUSED || m->done_) {

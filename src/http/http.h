@@ -32,9 +32,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define HTTP_MAX_HEADERS       128
-#define HTTP_DEFAULT_MAX_HEAD  (64 * 1024)
-#define HTTP_DEFAULT_MAX_URI   (8 * 1024)
+#define HTTP_MAX_HEADERS      128
+#define HTTP_DEFAULT_MAX_HEAD (64 * 1024)
+#define HTTP_DEFAULT_MAX_URI  (8 * 1024)
 
 enum http_kind { HTTP_REQUEST_KIND = 0, HTTP_RESPONSE_KIND = 1 };
 
@@ -66,16 +66,16 @@ struct http_msg {
     http_parser parser; /* library state: private */
     enum http_kind kind;
     /* Head, valid from HTTP_EV_HEAD until reset. */
-    int method;               /* enum http_method (requests) */
-    int status;               /* status code (responses) */
+    int method; /* enum http_method (requests) */
+    int status; /* status code (responses) */
     int version_major, version_minor;
     struct http_slice target; /* request target (requests) */
     struct http_slice reason; /* unused: the status text is regenerated */
     struct http_header headers[HTTP_MAX_HEADERS];
     unsigned nheaders;
-    uint64_t content_length;  /* when HTTP_F_LENGTH */
-    unsigned flags;           /* HTTP_F_* */
-    size_t head_bytes;        /* raw size of the head, CRLFs included */
+    uint64_t content_length; /* when HTTP_F_LENGTH */
+    unsigned flags;          /* HTTP_F_* */
+    size_t head_bytes;       /* raw size of the head, CRLFs included */
     /* Limits (set by init; may be changed before the first feed). */
     size_t max_head_bytes, max_uri_bytes;
     /* Responses: set before feeding the response to a HEAD request. */
@@ -87,6 +87,9 @@ struct http_msg {
     const char *base_;
     int in_head_, last_cb_, head_seen_, done_, cl_count_, te_count_, host_count_;
     size_t head_nread_;
+    int body_mode_, ch_state_, ch_digits_;
+    uint64_t body_left_;
+    size_t ch_line_;
     uint32_t value_end_;
 };
 

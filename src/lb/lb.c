@@ -87,6 +87,7 @@ int lb_init(struct lb *lb, char *err, size_t errlen)
         list_init(&w->clients);
         list_init(&w->idle_ups);
         list_init(&w->queue);
+        w->queue_head_us = UINT64_MAX;
         hist_init(&w->queue_wait);
         w->buf_cache = xcalloc(64, sizeof *w->buf_cache);
         w->msg_cache = xcalloc(64, sizeof *w->msg_cache);

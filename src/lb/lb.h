@@ -74,8 +74,10 @@ struct lb_worker {
     struct list queue;    /* requests waiting for a backend slot, oldest first */
     uv_timer_t queue_timer;
     struct hist queue_wait; /* us, recorded by this worker only */
-    uint64_t rng[2];        /* xorshift128+ state */
-    char **buf_cache;       /* free 16 KiB read buffers */
+    uint64_t
+        queue_head_us; /* (atomic) when the oldest queued request arrived; UINT64_MAX if none */
+    uint64_t rng[2];   /* xorshift128+ state */
+    char **buf_cache;  /* free 16 KiB read buffers */
     unsigned nbuf_cache;
     struct http_msg **msg_cache; /* free request parsers */
     unsigned nmsg_cache;

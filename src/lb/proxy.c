@@ -38,7 +38,7 @@
 #define UP_IDLE_MAX_MS 30000
 #define QUEUE_POLL_MS  5
 
-enum { CS_HEAD, CS_CONNECT, CS_FORWARD, CS_TUNNEL, CS_CLOSING, CS_BACKOFF, CS_QUEUED };
+enum { CS_HEAD, CS_CONNECT, CS_FORWARD, CS_TUNNEL, CS_CLOSING, CS_BACKOFF, CS_QUEUED, CS_LOCAL };
 
 #define CF_READING      0x001u
 #define CF_WRITING      0x002u /* a write to the client is pending */
@@ -51,6 +51,7 @@ enum { CS_HEAD, CS_CONNECT, CS_FORWARD, CS_TUNNEL, CS_CLOSING, CS_BACKOFF, CS_QU
 #define CF_STALE_RETRY  0x100u /* already retried after a stale pooled connection */
 #define CF_CLOSED       0x200u
 #define CF_IN_FLIGHT    0x400u /* counted in stats.in_flight */
+#define CF_HEAD_DONE    0x800u /* the current request's head was parsed */
 
 #define UF_CONNECTED 0x01u
 #define UF_READING   0x02u
@@ -109,6 +110,7 @@ static void client_process(struct client *c);
 static void client_close(struct client *c);
 static void client_reject(struct client *c, int status, const char *reason);
 static void client_response_done(struct client *c);
+static void client_next(struct client *c);
 static int client_dispatch(struct client *c, const struct backend *exclude);
 static void up_process(struct upstream *up);
 static void request_end(struct client *c);
@@ -872,12 +874,20 @@ static void client_response_done(struct client *c)
     }
     c->b = NULL;
     release_backend(c, b);
+    client_next(c);
+}
+
+/* The exchange is over: close, or get ready for the next request (which
+ * may already be in the buffer: pipelining). */
+static void client_next(struct client *c)
+{
+    struct lb_worker *w = c->w;
     if (c->flags & CF_CLOSE_AFTER) {
         client_close(c);
         return;
     }
     c->state = CS_HEAD;
-    c->flags &= ~(CF_REQ_DONE | CF_RESP_STARTED | CF_HEAD_TIMER | CF_STALE_RETRY);
+    c->flags &= ~(CF_REQ_DONE | CF_RESP_STARTED | CF_HEAD_TIMER | CF_STALE_RETRY | CF_HEAD_DONE);
     http_msg_reset(c->req);
     if (c->rpos < c->rlen) {
         /* A pipelined request is waiting: its head starts at offset 0. */
@@ -945,6 +955,10 @@ static void on_client_written(uv_write_t *req, int status)
         client_close(c);
         return;
     }
+    if (c->state == CS_LOCAL) {
+        client_next(c);
+        return;
+    }
     if (c->flags & CF_RESP_DONE) {
         client_response_done(c);
         return;
@@ -955,10 +969,17 @@ static void on_client_written(uv_write_t *req, int status)
     }
 }
 
-/* Answer with an error of our own, then close. */
+/* Answer with an error of our own. The connection closes after it, except
+ * for a 429 or 5xx to a whole, well-formed request on a keep-alive
+ * connection, which may carry the next request (as HAProxy and nginx do). */
 static void client_reject(struct client *c, int status, const char *reason)
 {
     struct lb_worker *w = c->w;
+    int keep = (status == 429 || status >= 500) && (c->flags & CF_HEAD_DONE) && c->req &&
+               (c->req->flags & HTTP_F_KEEP_ALIVE) &&
+               ((c->flags & CF_REQ_DONE) || (c->req->flags & HTTP_F_NO_BODY)) &&
+               !(c->flags & (CF_CLOSE_AFTER | CF_EOF | CF_WRITING)) && !w->stopping &&
+               c->state != CS_TUNNEL;
     if (c->up) {
         struct upstream *up = c->up;
         up->c = NULL;
@@ -972,7 +993,7 @@ static void client_reject(struct client *c, int status, const char *reason)
     client_read_stop(c);
     uv_timer_stop(&c->timer);
     request_end(c);
-    c->state = CS_CLOSING;
+    c->state = keep ? CS_LOCAL : CS_CLOSING;
     w->stats.lb_errors++;
     w->stats.responses[status / 100 < 6 ? status / 100 : 5]++;
     if (status < 500) {
@@ -989,11 +1010,16 @@ static void client_reject(struct client *c, int status, const char *reason)
     int body_len = (int)strlen(reason) + 12; /* {"error":""} */
     buf_printf(&c->out,
                "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-               "%sConnection: close\r\n\r\n{\"error\":\"%s\"}",
-               status, http_status_text(status), body_len, retry_after, reason);
+               "%s%s\r\n{\"error\":\"%s\"}",
+               status, http_status_text(status), body_len, retry_after,
+               keep ? "" : "Connection: close\r\n", reason);
     uv_buf_t bufs[1] = {uv_buf_init(c->out.data, (unsigned)c->out.len)};
-    if (client_write(c, bufs, 1) == 0)
-        client_close(c);
+    if (client_write(c, bufs, 1) == 0) {
+        if (keep)
+            client_next(c);
+        else
+            client_close(c);
+    }
 }
 
 static struct backend *pick_for(struct client *c, const struct backend *exclude, int *full)
@@ -1007,21 +1033,28 @@ static struct backend *pick_for(struct client *c, const struct backend *exclude,
 
 static void client_attach(struct client *c, struct backend *b);
 
+static uint64_t queued_total(const struct lb *lb)
+{
+    uint64_t n = 0;
+    for (unsigned i = 0; i < lb->nthreads; i++)
+        n += __atomic_load_n(&lb->workers[i].stats.queued, __ATOMIC_RELAXED);
+    return n;
+}
+
 /* Every eligible backend is at --backend-max-conns: wait in this worker's
  * FIFO for a slot, up to --queue-timeout. */
 static int client_enqueue(struct client *c)
 {
     struct lb_worker *w = c->w;
     struct lb *lb = w->lb;
-    uint64_t queued = 0;
-    for (unsigned i = 0; i < lb->nthreads; i++)
-        queued += __atomic_load_n(&lb->workers[i].stats.queued, __ATOMIC_RELAXED);
-    if (queued >= (uint64_t)lb_cfg(lb)->queue_max) {
+    if (queued_total(lb) >= (uint64_t)lb_cfg(lb)->queue_max) {
         client_reject(c, 503, "all backends are busy and the queue is full");
         return -1;
     }
     c->state = CS_QUEUED;
     c->t_queued_us = lb_now_us();
+    if (list_empty(&w->queue))
+        __atomic_store_n(&w->queue_head_us, c->t_queued_us, __ATOMIC_RELAXED);
     list_insert_tail(&w->queue, &c->qlink);
     stat_add(&w->stats.queued, 1);
     client_read_stop(c);
@@ -1033,19 +1066,39 @@ static int client_enqueue(struct client *c)
 
 static void client_dequeue(struct client *c)
 {
+    struct lb_worker *w = c->w;
     list_remove(&c->qlink);
+    __atomic_store_n(&w->queue_head_us,
+                     list_empty(&w->queue)
+                         ? UINT64_MAX
+                         : list_entry(w->queue.next, struct client, qlink)->t_queued_us,
+                     __ATOMIC_RELAXED);
     stat_add(&c->w->stats.queued, -1);
     hist_record(&c->w->queue_wait, lb_now_us() - c->t_queued_us);
     c->state = CS_CONNECT;
 }
 
-/* Hand freed slots to queued requests, oldest first. Runs when a request
- * ends on this worker and, while the queue is not empty, on a short timer
- * (slots freed by other workers). */
+/* Is a request older than t_us waiting on another worker? */
+static int older_elsewhere(const struct lb_worker *w, uint64_t t_us)
+{
+    const struct lb *lb = w->lb;
+    for (unsigned i = 0; i < lb->nthreads; i++)
+        if (&lb->workers[i] != w &&
+            __atomic_load_n(&lb->workers[i].queue_head_us, __ATOMIC_RELAXED) < t_us)
+            return 1;
+    return 0;
+}
+
+/* Hand freed slots to queued requests, oldest first across all workers: a
+ * worker leaves a slot to an older request waiting elsewhere, which takes it
+ * at its next tick. Runs when a request ends on this worker and, while the
+ * queue is not empty, on a short timer (slots freed by other workers). */
 static void queue_kick(struct lb_worker *w)
 {
     while (!list_empty(&w->queue)) {
         struct client *c = list_entry(w->queue.next, struct client, qlink);
+        if (older_elsewhere(w, c->t_queued_us))
+            return;
         int full;
         struct backend *b = pick_for(c, NULL, &full);
         if (!b && full)
@@ -1076,6 +1129,9 @@ void proxy_queue_tick(uv_timer_t *t)
 static int client_dispatch(struct client *c, const struct backend *exclude)
 {
     int full;
+    /* While others wait, a newcomer queues behind them (FIFO). */
+    if (!exclude && queued_total(c->w->lb))
+        return client_enqueue(c) < 0 ? -1 : (queue_kick(c->w), 0);
     struct backend *b = pick_for(c, exclude, &full);
     if (!b) {
         if (full)
@@ -1125,8 +1181,10 @@ static void client_attach(struct client *c, struct backend *b)
         c->up = NULL;
         up->c = NULL;
         uv_close((uv_handle_t *)&up->tcp, on_up_closed);
-        __atomic_fetch_add(&b->failures, 1, __ATOMIC_RELAXED);
-        client_reject(c, 502, "bad gateway: cannot connect to the backend");
+        /* Loopback refuses at once: the same path as a refused connect. */
+        __atomic_fetch_add(&bt->connect_fails, 1, __ATOMIC_RELAXED);
+        backend_failed(w, b);
+        client_retry_or_fail(c, 1, 502, "bad gateway: cannot connect to the backend");
     }
 }
 
@@ -1151,7 +1209,7 @@ static void on_request_head(struct client *c)
 {
     struct lb_worker *w = c->w;
     uv_timer_stop(&c->timer);
-    c->flags |= CF_IN_FLIGHT;
+    c->flags |= CF_IN_FLIGHT | CF_HEAD_DONE;
     stat_add(&w->stats.in_flight, 1);
     c->flags &= ~CF_HEAD_TIMER;
     c->t_head_us = lb_now_us();
@@ -1382,6 +1440,9 @@ void proxy_on_accept(uv_stream_t *server, int status)
     stat_add(&w->stats.accepted, 1);
     stat_add(&w->stats.open, 1);
     c->state = CS_HEAD;
+    /* The first request's head is due within the header timeout from
+     * accept, so a connection that sends nothing is a slowloris too. */
+    c->flags |= CF_HEAD_TIMER;
     long long max = lb_cfg(w->lb)->max_conns;
     if (max) {
         uint64_t open = 0;
@@ -1393,7 +1454,7 @@ void proxy_on_accept(uv_stream_t *server, int status)
             return;
         }
     }
-    client_timer(c, (uint64_t)lb_cfg(w->lb)->timeout_idle_ms);
+    client_timer(c, (uint64_t)lb_cfg(w->lb)->timeout_header_ms);
     client_read_start(c);
 }
 
@@ -1403,7 +1464,8 @@ void proxy_stop(struct lb_worker *w)
     list_foreach_safe(pos, tmp, &w->clients)
     {
         struct client *c = list_entry(pos, struct client, link);
-        if (c->state == CS_HEAD && c->rpos == c->rlen && !(c->flags & CF_HEAD_TIMER))
+        /* Between requests (no parser allocated): nothing to finish. */
+        if (c->state == CS_HEAD && !c->req)
             client_close(c);
         else
             c->flags |= CF_CLOSE_AFTER;

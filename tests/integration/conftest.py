@@ -6,9 +6,15 @@ deadline, teardown by PID with SIGTERM then (after 5 s) SIGKILL, and a test
 failure whenever a surge log holds a sanitizer report or surge did not exit 0
 on SIGTERM.
 
-    start_upstreams(*names, delay_ms=0, status=None) -> [Upstream]
+    start_upstreams(*names, delay_ms=0, status=None, port=0, health_status=None,
+                    close=False) -> [Upstream]
+        (port=N restarts an upstream on a port it had: SO_REUSEADDR)
     start_lb(*extra_args, backends=(), algorithm=None, admin=False, threads=2,
-             listen=True) -> Lb      (stderr in tmp_path/lb-N.log)
+             listen=True, env=None, expect_admin=False) -> Lb
+        (stderr in tmp_path/lb-N.log; admin=True adds --admin 127.0.0.1:0, a
+        string adds --admin STRING; expect_admin waits for the admin line when
+        the admin address comes from elsewhere, e.g. a -c file; env entries are
+        added to the child's environment)
 
 Run (Debian's pytest, standard library only), from the repository root:
     SURGE_BIN=build/asan/surge /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
@@ -50,15 +56,24 @@ def _read_line_with_deadline(proc, deadline):
 
 @pytest.fixture
 def start_upstreams(procs, tmp_path):
-    def start(*names, delay_ms=0, status=None):
+    count = [0]
+
+    def start(*names, delay_ms=0, status=None, port=0, health_status=None, close=False):
         started = []
         for name in names:
+            count[0] += 1
             log_path = tmp_path / ("upstream-%s.log" % name)
-            argv = [sys.executable, str(FAKE_UPSTREAM), "--id", name, "--port", "0"]
+            if log_path.exists():  # a restarted upstream keeps its old log
+                log_path = tmp_path / ("upstream-%s-%d.log" % (name, count[0]))
+            argv = [sys.executable, str(FAKE_UPSTREAM), "--id", name, "--port", str(port)]
             if delay_ms:
                 argv += ["--delay-ms", str(delay_ms)]
             if status is not None:
                 argv += ["--status", str(status)]
+            if health_status is not None:
+                argv += ["--health-status", str(health_status)]
+            if close:
+                argv += ["--close"]
             with open(log_path, "wb") as err:
                 proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=err, bufsize=0)
@@ -85,7 +100,8 @@ def start_upstreams(procs, tmp_path):
 def start_lb(procs, tmp_path):
     count = [0]
 
-    def start(*extra, backends=(), algorithm=None, admin=False, threads=2, listen=True):
+    def start(*extra, backends=(), algorithm=None, admin=False, threads=2, listen=True,
+              env=None, expect_admin=False):
         count[0] += 1
         log_path = tmp_path / ("lb-%d.log" % count[0])
         argv = [str(SURGE_BIN), "lb"]
@@ -95,7 +111,9 @@ def start_lb(procs, tmp_path):
             argv += ["--backend", backend_arg(b)]
         if algorithm:
             argv += ["--algorithm", algorithm]
-        if admin:
+        if isinstance(admin, str):
+            argv += ["--admin", admin]
+        elif admin:
             argv += ["--admin", "127.0.0.1:0"]
         if threads is not None:
             argv += ["--threads", str(threads)]
@@ -103,9 +121,11 @@ def start_lb(procs, tmp_path):
         if not SURGE_BIN.exists():
             pytest.fail("surge binary not found at %s (set SURGE_BIN or build it: "
                         "make SANITIZE=1 build/asan/surge)" % SURGE_BIN, pytrace=False)
+        full_env = child_env()
+        full_env.update(env or {})
         with open(log_path, "wb") as err:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err,
-                                    stderr=subprocess.STDOUT, env=child_env())
+                                    stderr=subprocess.STDOUT, env=full_env)
         lb = Lb(proc, argv, log_path, None, None)
         procs.lbs.append(lb)
         deadline = time.monotonic() + READY_DEADLINE
@@ -114,7 +134,7 @@ def start_lb(procs, tmp_path):
             lm = next((m for m in LISTEN_RE.finditer(text)
                        if "admin" not in text[text.rfind("\n", 0, m.start()) + 1:m.start()]), None)
             am = ADMIN_RE.search(text)
-            if lm and (am or not admin):
+            if lm and (am or not (admin or expect_admin)):
                 lb.port = int(lm.group(2))
                 lb.admin_port = int(am.group(2)) if am else None
                 return lb

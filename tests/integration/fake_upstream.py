@@ -2,6 +2,12 @@
 """A tiny scriptable HTTP/1.1 upstream for the integration tests (STYLE habit 16).
 
     fake_upstream.py --id NAME --port 0 [--host 127.0.0.1] [--delay-ms N] [--status N]
+                     [--health-status N] [--close]
+
+--port N binds N with SO_REUSEADDR, so a killed upstream can be restarted on
+the same port. --health-status N is the status GET /healthz answers (default
+200) and only that; --close makes every other request (except the /__ routes)
+close the connection without answering, like ?close=1.
 
 Prints exactly "fake upstream NAME listening on HOST:PORT" on stdout when ready.
 One thread per connection, keep-alive, request parsing by hand (Content-Length
@@ -19,8 +25,12 @@ Routes:
                                   "headers": [[name, value], ...]} as received
     GET  /ws                     WebSocket handshake, then echoes every frame
     GET  /__stats                {"connections": accepted, "requests": handled}
-                                 (/__stats requests are not counted, nor are
-                                 connections whose first request is /__stats)
+                                 (/__stats and /healthz requests are not counted,
+                                 nor are connections whose first request is one
+                                 of them); /__stats?all=1 adds "health_checks",
+                                 the number of GET /healthz requests
+    GET  /healthz                empty answer with the --health-status status
+    GET  /__set?health_status=N  changes the /healthz status at run time
 """
 import argparse
 import base64
@@ -74,15 +84,20 @@ class Stats:
         self.lock = threading.Lock()
         self.connections = 0
         self.requests = 0
+        self.health_checks = 0
 
-    def add(self, connections=0, requests=0):
+    def add(self, connections=0, requests=0, health_checks=0):
         with self.lock:
             self.connections += connections
             self.requests += requests
+            self.health_checks += health_checks
 
-    def snapshot(self):
+    def snapshot(self, all_fields=False):
         with self.lock:
-            return {"connections": self.connections, "requests": self.requests}
+            snap = {"connections": self.connections, "requests": self.requests}
+            if all_fields:
+                snap["health_checks"] = self.health_checks
+            return snap
 
 
 class Reader:
@@ -260,18 +275,24 @@ class Connection:
         else:
             keep_alive = "close" not in conn_tokens
 
-        if req.path == "/__stats":
+        if req.path in ("/__stats", "/__set", "/healthz"):
             for _ in self.body_chunks(req):
                 pass
-            if self.served == 1:  # a connection opened to ask for stats is not counted
+            if self.served == 1:  # a connection opened for these is not counted
                 self.server.stats.add(connections=-1)
-            body = json.dumps(self.server.stats.snapshot()).encode()
+            if req.path == "/healthz":
+                self.server.stats.add(health_checks=1)
+                self.respond(req, self.server.health_status, b"", keep_alive)
+                return keep_alive
+            if req.path == "/__set" and "health_status" in req.query:
+                self.server.health_status = int(req.query["health_status"])
+            body = json.dumps(self.server.stats.snapshot(req.query.get("all") == "1")).encode()
             self.respond(req, 200, body, keep_alive, "application/json")
             return keep_alive
 
         self.server.stats.add(requests=1)
         q = req.query
-        if q.get("close") == "1":
+        if q.get("close") == "1" or self.server.close:
             self.sock.shutdown(socket.SHUT_RDWR)
             return False
 
@@ -381,10 +402,12 @@ def ws_frame(b0, payload, mask=None):
 
 
 class Server:
-    def __init__(self, name, host, port, delay_ms, status):
+    def __init__(self, name, host, port, delay_ms, status, health_status=200, close=False):
         self.name = name
         self.delay_ms = delay_ms
         self.status = status
+        self.health_status = health_status
+        self.close = close
         self.stats = Stats()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -408,8 +431,13 @@ def main():
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--delay-ms", type=int, default=0)
     ap.add_argument("--status", type=int, default=200)
+    ap.add_argument("--health-status", type=int, default=200,
+                    help="status of GET /healthz (only that route)")
+    ap.add_argument("--close", action="store_true",
+                    help="close every connection without answering (not /__ routes, /healthz)")
     args = ap.parse_args()
-    server = Server(args.id, args.host, args.port, args.delay_ms, args.status)
+    server = Server(args.id, args.host, args.port, args.delay_ms, args.status,
+                    args.health_status, args.close)
     try:
         server.serve()
     except KeyboardInterrupt:

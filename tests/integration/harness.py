@@ -3,7 +3,10 @@
     RawConn(port)          raw client socket: send bytes, read whole responses
                            (Content-Length, chunked or until close), keep-alive
     one_request(port, ...) a request on a fresh connection
-    Upstream, Lb           handles on started processes (Lb.admin(), Lb.backends())
+    Upstream, Lb           handles on started processes (Lb.admin(), Lb.backends(),
+                           Lb.metrics(), Upstream.kill(), Upstream.set_health())
+    Load(port, clients)    client threads sending keep-alive requests until stopped
+    metric_sum(text, name, **labels)  a Prometheus sample sum (None: no sample)
     run_surge(*args)       run the binary to completion (CLI tests)
     pattern(n)             the bytes fake_upstream's /bytes?n=N serves
     free_port()            a loopback port nobody listens on
@@ -15,7 +18,9 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -280,11 +285,25 @@ class Upstream:
         self.addr = "%s:%d" % (host, port)
         self.log_path = log_path
 
-    def stats(self):
-        """{"connections", "requests"} asked of the upstream directly."""
-        resp = one_request(self.port, "GET", "/__stats", [("Connection", "close")])
+    def stats(self, all_fields=False):
+        """{"connections", "requests"} asked of the upstream directly
+        (all_fields adds "health_checks")."""
+        path = "/__stats?all=1" if all_fields else "/__stats"
+        resp = one_request(self.port, "GET", path, [("Connection", "close")])
         assert resp.status == 200, resp
         return resp.json()
+
+    def set_health(self, status):
+        """Makes GET /healthz answer `status` from now on."""
+        resp = one_request(self.port, "GET", "/__set?health_status=%d" % status,
+                           [("Connection", "close")])
+        assert resp.status == 200, resp
+
+    def kill(self):
+        """SIGKILL (by PID) and reap: the port is free to be bound again."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(STOP_GRACE)
 
     def __repr__(self):
         return "<Upstream %s %s>" % (self.name, self.addr)
@@ -297,7 +316,8 @@ class Lb:
         self.log_path = log_path
         self.port = port
         self.admin_port = admin_port
-        self.stopped = False  # True once stop() was called
+        self.stopped = False  # True once stop() or signal(SIGTERM) was called
+        self.admin_token = None  # sent as "Authorization: Bearer ..." by admin()
 
     def stop(self, grace=5.0):
         """SIGTERM and wait; returns the exit status (None if still running)."""
@@ -308,8 +328,17 @@ class Lb:
         except subprocess.TimeoutExpired:
             return None
 
+    def signal(self, signum):
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            self.stopped = True
+        self.proc.send_signal(signum)
+
     def log(self):
         return self.log_path.read_text(errors="replace")
+
+    def log_lines_since(self, offset, word):
+        """Lines of the log after character `offset` that contain `word`."""
+        return [ln for ln in self.log()[offset:].splitlines() if word in ln]
 
     def conn(self, source=None):
         return RawConn(self.port, source=source)
@@ -320,14 +349,28 @@ class Lb:
     def get(self, path="/", headers=(), source=None):
         return self.request("GET", path, headers, source=source)
 
-    def admin(self, method, path, body=None):
+    def admin(self, method, path, body=None, headers=(), token=None):
+        """An admin request on a fresh connection; `token` (default
+        self.admin_token) is sent as a bearer token, token="" sends none."""
         assert self.admin_port, "lb started without admin=True"
         if isinstance(body, (dict, list)):
             body = json.dumps(body).encode()
-        hdrs = [("Connection", "close")]
+        hdrs = [("Connection", "close")] + list(headers)
         if body is not None:
             hdrs.append(("Content-Type", "application/json"))
+        token = self.admin_token if token is None else token
+        if token:
+            hdrs.append(("Authorization", "Bearer " + token))
         return one_request(self.admin_port, method, path, hdrs, body)
+
+    def metrics(self):
+        resp = self.admin("GET", "/metrics")
+        assert resp.status == 200, resp
+        return resp.body.decode()
+
+    def states(self):
+        """{address: state} from GET /backends."""
+        return {b["address"]: b["state"] for b in self.backends()}
 
     def backends(self):
         resp = self.admin("GET", "/backends")
@@ -419,3 +462,120 @@ def assert_json_error(resp, status):
     except ValueError:
         raise AssertionError("error body is not JSON: %r" % (resp,))
     assert isinstance(doc, dict) and isinstance(doc.get("error"), str) and doc["error"], resp
+
+
+def metric_sum(text, name, **labels):
+    """Sum of the samples of metric `name` (exact name, e.g. "x_total" or
+    "x_seconds_count") whose labels include every given label=value; None
+    when there is no such sample."""
+    total, found = 0.0, False
+    for line in text.splitlines():
+        m = re.match(r"^%s(?:\{([^}]*)\})?\s+(\S+)" % re.escape(name), line)
+        if not m:
+            continue
+        got = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(1) or ""))
+        if all(got.get(k) == str(v) for k, v in labels.items()):
+            total += float(m.group(2))
+            found = True
+    return total if found else None
+
+
+class Load:
+    """`clients` threads, each with its own keep-alive connection, sending
+    `method path` one after the other (optionally `pause` s apart) until
+    stop() or `max_seconds`. A connection the balancer closes after a
+    "Connection: close" answer is reopened; any other end of a connection is
+    an error (and the thread reconnects). Records every status, backend id,
+    error and the slowest latency.
+
+        with Load(lb.port, clients=6) as load:
+            ...
+        assert load.ok(), load.summary()
+    """
+
+    def __init__(self, port, clients=4, method="GET", path="/", headers=(), pause=0.0,
+                 source=None, max_seconds=30.0, io_timeout=5.0):
+        self.port, self.clients, self.method, self.path = port, clients, method, path
+        self.headers, self.pause, self.source = list(headers), pause, source
+        self.max_seconds, self.io_timeout = max_seconds, io_timeout
+        self.lock = threading.Lock()
+        self.statuses = Counter()
+        self.backends = Counter()
+        self.bad = []      # (t, Response) for answers other than 2xx
+        self.errors = []   # (t, repr(exception))
+        self.max_latency = 0.0
+        self.t0 = None
+        self._stop = threading.Event()
+        self._threads = []
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def start(self):
+        self.t0 = time.monotonic()
+        self._threads = [threading.Thread(target=self._client, daemon=True)
+                         for _ in range(self.clients)]
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        for t in self._threads:
+            t.join(self.io_timeout + 5)
+        alive = sum(t.is_alive() for t in self._threads)
+        if alive:
+            with self.lock:
+                self.errors.append((self.elapsed(), "%d client threads still running" % alive))
+        return self
+
+    def elapsed(self):
+        return time.monotonic() - self.t0
+
+    def total(self):
+        with self.lock:
+            return sum(self.statuses.values())
+
+    def ok(self):
+        with self.lock:
+            return not self.bad and not self.errors and sum(self.statuses.values()) > 0
+
+    def summary(self):
+        with self.lock:
+            return ("statuses=%s backends=%s errors=%s bad=%s max_latency=%.3fs"
+                    % (dict(self.statuses), dict(self.backends), self.errors[:5],
+                       [(round(t, 3), r) for t, r in self.bad[:3]], self.max_latency))
+
+    def _client(self):
+        deadline = self.t0 + self.max_seconds
+        conn = None
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                if conn is None:
+                    conn = RawConn(self.port, source=self.source, timeout=self.io_timeout)
+                start = time.monotonic()
+                resp = conn.request(self.method, self.path, self.headers)
+                took = time.monotonic() - start
+                with self.lock:
+                    self.statuses[resp.status] += 1
+                    self.backends[resp.backend] += 1
+                    self.max_latency = max(self.max_latency, took)
+                    if not 200 <= resp.status < 300:
+                        self.bad.append((self.elapsed(), resp))
+                if "close" in resp.header_tokens("connection"):
+                    conn.close()
+                    conn = None
+            except (OSError, EOFError, AssertionError, ValueError) as e:
+                with self.lock:
+                    self.errors.append((round(self.elapsed(), 3), repr(e)))
+                if conn:
+                    conn.close()
+                conn = None
+                time.sleep(0.01)
+            if self.pause:
+                self._stop.wait(self.pause)
+        if conn:
+            conn.close()

@@ -402,8 +402,8 @@ Test(config, file_unknown_key_and_bad_enum)
     int rc = conf_load_file(tab, NTAB, &cfg, path, err, sizeof(err));
     cr_assert(eq(int, rc, -1));
     char want[256];
-    snprintf(want, sizeof(want), "%s:1: balance: 'nope' is not one of: roundrobin, leastconn, random",
-             path);
+    snprintf(want, sizeof(want),
+             "%s:1: balance: 'nope' is not one of: roundrobin, leastconn, random", path);
     assert_str(err, want);
     unlink(path);
     char path2[] = "/tmp/surge_conf_XXXXXX";

@@ -50,8 +50,8 @@ struct rec {
 
 struct opts {
     enum http_kind kind;
-    int request_was_head; /* set after every init/reset */
-    int no_eof;           /* don't signal end of stream after the input */
+    int request_was_head;                 /* set after every init/reset */
+    int no_eof;                           /* don't signal end of stream after the input */
     size_t max_head_bytes, max_uri_bytes; /* 0: default */
 };
 
@@ -714,8 +714,7 @@ Test(http, status_text)
 
 Test(http, method_idempotent)
 {
-    static const int yes[] = {HTTP_GET,     HTTP_HEAD,   HTTP_PUT,
-                              HTTP_DELETE,  HTTP_OPTIONS, HTTP_TRACE};
+    static const int yes[] = {HTTP_GET, HTTP_HEAD, HTTP_PUT, HTTP_DELETE, HTTP_OPTIONS, HTTP_TRACE};
     static const int no[] = {HTTP_POST, HTTP_PATCH, HTTP_CONNECT, HTTP_LOCK};
     for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
         cr_assert(eq(int, http_method_idempotent(yes[i]), 1), "%s", http_method_name(yes[i]));
@@ -738,10 +737,8 @@ Test(http, content_length_with_transfer_encoding)
 
 Test(http, two_content_lengths)
 {
-    reject("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
-           400);
-    reject("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
-           400);
+    reject("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", 400);
+    reject("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400);
     reject("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nabc", 400);
     reject("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400);
     reject("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", 400);
@@ -781,6 +778,36 @@ Test(http, invalid_chunk_size)
     reject("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400);
     reject("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\r\n", 400);
     reject("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n", 400);
+}
+
+/* Framing the library's non-strict build lets through: a proxy forwards
+ * body bytes unchanged, so anything a backend could frame differently must
+ * be refused (request smuggling). */
+#define CHUNKED_HEAD "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+Test(http, loose_chunk_framing_is_rejected)
+{
+    reject(CHUNKED_HEAD "3\r\nabcXY0\r\n\r\n", 400);    /* data not followed by CRLF */
+    reject(CHUNKED_HEAD "3\r\nabc\n0\r\n\r\n", 400);    /* bare LF after data */
+    reject(CHUNKED_HEAD "3\rXabc\r\n0\r\n\r\n", 400);   /* bare CR in the size line */
+    reject(CHUNKED_HEAD "3\nabc\r\n0\r\n\r\n", 400);    /* bare LF ends the size line */
+    reject(CHUNKED_HEAD "3 \r\nabc\r\n0\r\n\r\n", 400); /* whitespace not before ';' */
+    reject(CHUNKED_HEAD "3;\nabc\r\n0\r\n\r\n", 400);   /* LF inside an extension */
+    reject(CHUNKED_HEAD "3;a\x01\r\nabc\r\n0\r\n\r\n", 400);
+    reject(CHUNKED_HEAD "0\r\nX\x01: 1\r\n\r\n", 400);  /* bad trailer name */
+    reject(CHUNKED_HEAD "0\r\nX: 1\r\r\n\r\n", 400);    /* bare CR in a trailer */
+    reject(CHUNKED_HEAD "0\r\n\rX", 400);               /* bad final line */
+    reject(CHUNKED_HEAD " 3\r\nabc\r\n0\r\n\r\n", 400); /* whitespace before the size */
+}
+
+Test(http, strict_chunk_framing_accepts_valid_forms)
+{
+    static const char in[] = CHUNKED_HEAD "a\r\n0123456789\r\nB \t; x=1\r\n0123456789A\r\n"
+                                          "00\r\nT: v\tw\r\n\r\n";
+    struct rec r;
+    check(&r, in, &req_opts);
+    const struct rec_msg *rm = only_msg(&r);
+    cr_assert(eq(sz, rm->body_bytes, sizeof(in) - 1 - (sizeof(CHUNKED_HEAD) - 1)));
+    rec_free(&r);
 }
 
 Test(http, chunk_size_overflow)
@@ -956,6 +983,9 @@ Test(http, bad_methods_and_garbage)
     reject("\x00\x00\x00\x00", 400);
     reject("GET / HTTP/1.1 extra\r\nHost: a\r\n\r\n", 400);
     reject("GET / HTTX/1.1\r\nHost: a\r\n\r\n", 400);
+    reject("GET / XTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    /* no version at all (HTTP/0.9 style) */
+    reject("GET /\r\nHost: a\r\n\r\n", 400);
     reject("GET / HTTP/1.1\r\nHost: a\r\nNoColon\r\n\r\n", 400);
 }
 
@@ -966,6 +996,25 @@ Test(http, bare_cr_line_endings)
     /* A CR not followed by LF at the end of the head */
     reject("GET / HTTP/1.1\r\nHost: a\r\n\rX", 400);
     reject("GET / HTTP/1.1\r\nHost: a\r\n\rGET / HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+}
+
+Test(http, poll_with_len_0)
+{
+    /* len 0 right after a head: DONE for a message without a body, else
+     * NEED_MORE without consuming anything. */
+    static const char in[] = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx";
+    struct http_msg m;
+    size_t used = 99;
+    http_msg_init(&m, HTTP_REQUEST_KIND);
+    cr_assert(eq(int, http_msg_feed(&m, in, 0, sizeof(in) - 2, &used), HTTP_EV_HEAD));
+    cr_assert(eq(sz, used, sizeof(in) - 2));
+    cr_assert(eq(int, http_msg_feed(&m, in, sizeof(in) - 2, 0, &used), HTTP_EV_NEED_MORE));
+    cr_assert(eq(sz, used, 0));
+    cr_assert(eq(int, http_msg_feed(&m, in, sizeof(in) - 2, 1, &used), HTTP_EV_DONE));
+    cr_assert(eq(sz, used, 1));
+    /* DONE sticks until reset */
+    cr_assert(eq(int, http_msg_feed(&m, in, sizeof(in) - 1, 0, &used), HTTP_EV_DONE));
+    cr_assert(eq(int, http_msg_eof(&m), HTTP_EV_DONE));
 }
 
 Test(http, eof_inside_request)
@@ -1067,8 +1116,9 @@ Test(http, response_to_head_has_no_body)
 
     /* DONE right after the head, even without an end of stream */
     o.no_eof = 1;
-    check(&r, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nHTTP/1.1 200 OK\r\n"
-              "Transfer-Encoding: chunked\r\n\r\n",
+    check(&r,
+          "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nHTTP/1.1 200 OK\r\n"
+          "Transfer-Encoding: chunked\r\n\r\n",
           &o);
     cr_assert(eq(uint, r.ndone, 2));
     cr_assert(eq(int, r.err_status, 0));
@@ -1102,8 +1152,8 @@ Test(http, switching_protocols)
     check(&r, in, &res_opts);
     const struct rec_msg *rm = only_msg(&r);
     cr_assert(eq(int, rm->status, 101));
-    cr_assert(eq(uint, rm->flags & (HTTP_F_UPGRADE | HTTP_F_NO_BODY),
-                 HTTP_F_UPGRADE | HTTP_F_NO_BODY));
+    cr_assert(
+        eq(uint, rm->flags & (HTTP_F_UPGRADE | HTTP_F_NO_BODY), HTTP_F_UPGRADE | HTTP_F_NO_BODY));
     cr_assert(eq(sz, r.consumed, sizeof(head) - 1));
     rec_free(&r);
 }
@@ -1116,6 +1166,8 @@ Test(http, response_rejections)
     reject_res("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", 400);
     reject_res("HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n", 400);
     reject_res("HTTP/1.1 20 OK\r\n\r\n", 400);
+    reject_res("HTTP/1.1 099 Low\r\n\r\n", 400);
+    reject_res("HTTX/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 400);
     reject_res("HTTX/1.1 200 OK\r\n\r\n", 400);
     reject_res("HTTP/1.1 200 OK\rContent-Length: 0\r\n\r\n", 400);
     reject_res("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\rX", 400);
