@@ -9,7 +9,7 @@ struct list {
     struct list *next, *prev;
 };
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 #define list_entry(ptr, type, member)   container_of(ptr, type, member)
 
 static inline void list_init(struct list *h)

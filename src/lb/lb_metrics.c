@@ -105,8 +105,9 @@ static uint64_t sum_stat(const struct lb *lb, size_t offset)
 {
     uint64_t v = 0;
     for (unsigned i = 0; i < lb->nthreads; i++)
-        v += __atomic_load_n((const uint64_t *)((const char *)&lb->workers[i].stats + offset),
-                             __ATOMIC_RELAXED);
+        v += __atomic_load_n(
+            (const uint64_t *)(const void *)((const char *)&lb->workers[i].stats + offset),
+            __ATOMIC_RELAXED);
     return v;
 }
 

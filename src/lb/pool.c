@@ -10,6 +10,7 @@
 
 #include "base/alloc.h"
 #include "base/log.h"
+#include "net/net.h"
 
 int pool_init(struct pool *p, const struct lb_algo_ops *algo, unsigned nthreads)
 {
@@ -78,7 +79,6 @@ static void refresh_locked(struct pool *p, struct backend *b, uint64_t now, cons
 int pool_parse_backend(const char *spec, char *address, size_t addrlen, int *weight,
                        struct sockaddr_storage *ss, socklen_t *sslen, char *err, size_t errlen)
 {
-    char host[256];
     const char *comma = strchr(spec, ',');
     size_t alen = comma ? (size_t)(comma - spec) : strlen(spec);
     *weight = 1;
@@ -98,41 +98,17 @@ int pool_parse_backend(const char *spec, char *address, size_t addrlen, int *wei
         }
         *weight = (int)w;
     }
-    if (alen == 0 || alen >= addrlen || alen >= sizeof host) {
+    if (alen == 0 || alen >= addrlen) {
         snprintf(err, errlen, "backend '%s': expected HOST:PORT", spec);
         return -EINVAL;
     }
     memcpy(address, spec, alen);
     address[alen] = '\0';
-    const char *colon = strrchr(address, ':');
-    if (!colon || colon == address) {
-        snprintf(err, errlen, "backend '%s': expected HOST:PORT", spec);
+    char why[320];
+    if (net_parse_addr(address, 1, ss, sslen, why, sizeof why) < 0) {
+        snprintf(err, errlen, "backend %s", why);
         return -EINVAL;
     }
-    size_t hl = (size_t)(colon - address);
-    memcpy(host, address, hl);
-    host[hl] = '\0';
-    if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
-        memmove(host, host + 1, hl - 2);
-        host[hl - 2] = '\0';
-    }
-    char *end;
-    errno = 0;
-    long port = strtol(colon + 1, &end, 10);
-    if (errno || end == colon + 1 || *end || port < 1 || port > 65535) {
-        snprintf(err, errlen, "backend '%s': port must be between 1 and 65535", spec);
-        return -EINVAL;
-    }
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
-    int rc = getaddrinfo(host, colon + 1, &hints, &res);
-    if (rc != 0 || !res) {
-        snprintf(err, errlen, "backend '%s': cannot resolve '%s': %s", spec, host,
-                 gai_strerror(rc));
-        return -EINVAL;
-    }
-    memcpy(ss, res->ai_addr, res->ai_addrlen);
-    *sslen = res->ai_addrlen;
-    freeaddrinfo(res);
     return 0;
 }
 

@@ -467,20 +467,22 @@ static void stat_add(uint64_t *v, int64_t d)
     __atomic_store_n(v, *v + (uint64_t)d, __ATOMIC_RELAXED);
 }
 
+/* How an attempt failed, for the retry decision. */
+enum { RETRY_NO, RETRY_CONNECT, RETRY_RESEND };
+
 /* The current attempt failed before any response byte went out: retry on
  * another backend after a short jittered backoff when allowed, else answer
- * `status` ourselves. The failed backend stays referenced as c->exclude. */
-static void client_retry_or_fail(struct client *c, int may_retry, int status, const char *reason)
+ * `status` ourselves. The failed backend stays referenced as c->exclude.
+ * RETRY_RESEND (the backend may have seen the request) is capped by the
+ * retry budget; RETRY_CONNECT is not: a connection that never opened put no
+ * load on anyone, and retrying it is what keeps a dead backend invisible. */
+static void client_retry_or_fail(struct client *c, int kind, int status, const char *reason)
 {
     struct lb_worker *w = c->w;
     struct lb *lb = w->lb;
-    if (c->up) {
-        struct upstream *up = c->up;
-        up->c = NULL;
-        c->up = NULL;
-        up_close(up);
-    }
-    if (may_retry && c->retries > 0 && c->b && retry_budget(lb)) {
+    if (c->up)
+        up_close(c->up); /* detaches both sides */
+    if (kind != RETRY_NO && c->retries > 0 && c->b && (kind == RETRY_CONNECT || retry_budget(lb))) {
         int attempt = (int)lb_cfg(lb)->retries - c->retries;
         c->retries--;
         if (c->exclude)
@@ -529,7 +531,8 @@ static void up_failed(struct upstream *up, const char *reason)
         return;
     }
     log_client(c, LOG_WARN, "waiting for the response", reason);
-    client_retry_or_fail(c, retry_safe(c), 502, "bad gateway: the backend failed before answering");
+    client_retry_or_fail(c, retry_safe(c) ? RETRY_RESEND : RETRY_NO, 502,
+                         "bad gateway: the backend failed before answering");
 }
 
 static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -648,7 +651,7 @@ static void on_up_connect(uv_connect_t *req, int status)
         backend_failed(c->w, up->b);
         log_client(c, LOG_WARN, "connecting to the backend", uv_strerror(status));
         /* Nothing was sent: any request may go to another backend. */
-        client_retry_or_fail(c, 1, 502, "bad gateway: cannot connect to the backend");
+        client_retry_or_fail(c, RETRY_CONNECT, 502, "bad gateway: cannot connect to the backend");
         return;
     }
     up->flags |= UF_CONNECTED;
@@ -747,7 +750,7 @@ static int on_response_head(struct client *c, struct upstream *up)
          * another backend instead of to the client. */
         if (st >= 502 && st <= 504 && retry_safe(c) && c->retries > 0 && retry_budget(w->lb)) {
             up->flags |= UF_NOREUSE;
-            client_retry_or_fail(c, 1, 502, "bad gateway");
+            client_retry_or_fail(c, RETRY_RESEND, 502, "bad gateway");
             return -1;
         }
     } else {
@@ -928,12 +931,8 @@ static void client_close(struct client *c)
         return;
     request_end(c);
     c->flags |= CF_CLOSED;
-    if (c->up) {
-        struct upstream *up = c->up;
-        up->c = NULL;
-        c->up = NULL;
-        up_close(up);
-    }
+    if (c->up)
+        up_close(c->up); /* detaches both sides */
     if (c->b) {
         release_backend(c, c->b);
         c->b = NULL;
@@ -980,12 +979,8 @@ static void client_reject(struct client *c, int status, const char *reason)
                ((c->flags & CF_REQ_DONE) || (c->req->flags & HTTP_F_NO_BODY)) &&
                !(c->flags & (CF_CLOSE_AFTER | CF_EOF | CF_WRITING)) && !w->stopping &&
                c->state != CS_TUNNEL;
-    if (c->up) {
-        struct upstream *up = c->up;
-        up->c = NULL;
-        c->up = NULL;
-        up_close(up);
-    }
+    if (c->up)
+        up_close(c->up); /* detaches both sides */
     if (c->b) {
         release_backend(c, c->b);
         c->b = NULL;
@@ -1184,7 +1179,7 @@ static void client_attach(struct client *c, struct backend *b)
         /* Loopback refuses at once: the same path as a refused connect. */
         __atomic_fetch_add(&bt->connect_fails, 1, __ATOMIC_RELAXED);
         backend_failed(w, b);
-        client_retry_or_fail(c, 1, 502, "bad gateway: cannot connect to the backend");
+        client_retry_or_fail(c, RETRY_CONNECT, 502, "bad gateway: cannot connect to the backend");
     }
 }
 
@@ -1383,7 +1378,7 @@ static void on_client_timer(uv_timer_t *t)
                    "upstream timeout");
         /* A connect timeout sent nothing, so it may go elsewhere; a response
          * timeout may have had effects and is not repeated. */
-        client_retry_or_fail(c, c->state == CS_CONNECT, 504,
+        client_retry_or_fail(c, c->state == CS_CONNECT ? RETRY_CONNECT : RETRY_NO, 504,
                              "gateway timeout: the backend did not answer in time");
         return;
     case CS_QUEUED:

@@ -13,6 +13,12 @@
 int net_parse_listen(const char *spec, struct sockaddr_storage *ss, socklen_t *len, char *err,
                      size_t errlen)
 {
+    return net_parse_addr(spec, 0, ss, len, err, errlen);
+}
+
+int net_parse_addr(const char *spec, int min_port, struct sockaddr_storage *ss, socklen_t *len,
+                   char *err, size_t errlen)
+{
     char host[256];
     const char *colon = strrchr(spec, ':');
     if (!colon || colon == spec || (size_t)(colon - spec) >= sizeof host) {
@@ -29,12 +35,12 @@ int net_parse_listen(const char *spec, struct sockaddr_storage *ss, socklen_t *l
     char *end;
     errno = 0;
     long port = strtol(colon + 1, &end, 10);
-    if (errno || end == colon + 1 || *end || port < 0 || port > 65535) {
-        snprintf(err, errlen, "'%s': port must be between 0 and 65535", spec);
+    if (errno || end == colon + 1 || *end || port < min_port || port > 65535) {
+        snprintf(err, errlen, "'%s': port must be between %d and 65535", spec, min_port);
         return -EINVAL;
     }
     struct addrinfo hints = {
-        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = min_port ? 0 : AI_PASSIVE};
     struct addrinfo *res = NULL;
     int rc = getaddrinfo(host, colon + 1, &hints, &res);
     if (rc != 0 || !res) {

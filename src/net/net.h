@@ -7,8 +7,12 @@
 #include <sys/socket.h>
 #include <uv.h>
 
-/* Parse "HOST:PORT" (IPv4 literal, [IPv6] literal or a name resolved now;
- * port 0..65535, 0 = kernel picks) into ss. 0, or -EINVAL with err set. */
+/* Parse "HOST:PORT" (IPv4 literal, [IPv6] literal or a name resolved now)
+ * into ss, with the port in [min_port, 65535]. 0, or -EINVAL with a reason
+ * in err ("'SPEC': ..."). */
+int net_parse_addr(const char *spec, int min_port, struct sockaddr_storage *ss, socklen_t *len,
+                   char *err, size_t errlen);
+/* net_parse_addr for a listening address: port 0 lets the kernel pick. */
 int net_parse_listen(const char *spec, struct sockaddr_storage *ss, socklen_t *len, char *err,
                      size_t errlen);
 /* "ip:port" (IPv6 as "[ip]:port") into out. */

@@ -229,21 +229,22 @@ class Connection:
             yield data
 
     # ---- responses ---------------------------------------------------------
-    def send_head(self, status, headers, keep_alive):
+    def send_head(self, status, headers, keep_alive, body=b""):
         lines = ["HTTP/1.1 %d %s" % (status, REASONS.get(status, "Status"))]
         lines.append("X-Backend-Id: %s" % self.server.name)
         lines += ["%s: %s" % kv for kv in headers]
         if not keep_alive:
             lines.append("Connection: close")
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
 
     def respond(self, req, status, body, keep_alive, content_type="text/plain"):
+        # Head and body in one write: an upstream killed with SIGKILL has sent
+        # either all of a small response or none of it.
         no_body = status < 200 or status in (204, 304)
         headers = [] if no_body else [("Content-Type", content_type),
                                       ("Content-Length", str(len(body)))]
-        self.send_head(status, headers, keep_alive)
-        if not no_body and req.method != "HEAD" and body:
-            self.sock.sendall(body)
+        send_body = not no_body and req.method != "HEAD"
+        self.send_head(status, headers, keep_alive, body if send_body else b"")
 
     # ---- the connection loop ---------------------------------------------
     def run(self):
