@@ -4,6 +4,7 @@
 #   make fuzz       libFuzzer targets with clang (build/fuzz/*)
 #   make lint       clang-format check and banned functions
 #   make bench-lb   load balancer benchmark against HAProxy and nginx (docs/benchmarks.md)
+#   make bench-faults  surge lb under kill -9, reload storm, drain; health-check/metrics cost
 #   make run        starts surge on embedded defaults
 # Variables: SANITIZE=1 (ASan+UBSan), WERROR=1 (default under CI=true), CC=...
 
@@ -41,7 +42,7 @@ UNIT_SRCS := $(wildcard tests/unit/*/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(OUT)/tests/%)
 FUZZ_SRCS := $(wildcard fuzz/fuzz_*.c)
 
-.PHONY: all deps test unit fuzz lint format bench-lb run clean
+.PHONY: all deps test unit fuzz lint format bench-lb bench-faults run clean
 all: $(OUT)/surge
 
 deps:
@@ -96,6 +97,10 @@ format:
 bench-lb: all
 	@scripts/deps.sh bench
 	@scripts/bench-lb.sh
+
+bench-faults: all
+	@scripts/deps.sh bench
+	@scripts/bench-faults.sh
 
 run:
 	@scripts/deps.sh build

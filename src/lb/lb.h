@@ -31,6 +31,7 @@ struct lb_config {
     long long health_interval_ms, health_timeout_ms, rise, fall, retries;
     long long eject_after, eject_time_ms, eject_max_ms, slow_start_ms;
     long long timeout_connect_ms, timeout_header_ms, timeout_upstream_ms, timeout_idle_ms;
+    long long timeout_body_ms;
     long long drain_timeout_ms;
     long long backend_max_conns, max_conns, queue_timeout_ms, queue_max;
     long long rate_limit, rate_burst;

@@ -85,6 +85,8 @@ const struct conf_entry lb_conf_table[] = {
      "time a client may take to send a request head (slowloris)"},
     {"timeout-upstream", CONF_MS, O(timeout_upstream_ms), 1, 86400000, "60000", NULL, NULL, "MS",
      "time for the backend to start its response (then 504)"},
+    {"timeout-body", CONF_MS, O(timeout_body_ms), 1, 86400000, "60000", NULL, NULL, "MS",
+     "longest pause while a request or response body is moving (then the exchange ends)"},
     {"timeout-idle", CONF_MS, O(timeout_idle_ms), 1, 86400000, "60000", NULL, NULL, "MS",
      "keep-alive idle time of a client connection"},
     {"drain-timeout", CONF_MS, O(drain_timeout_ms), 0, 3600000, "10000", NULL, NULL, "MS",

@@ -50,8 +50,9 @@ enum { CS_HEAD, CS_CONNECT, CS_FORWARD, CS_TUNNEL, CS_CLOSING, CS_BACKOFF, CS_QU
 #define CF_HEAD_TIMER   0x080u /* the header timer runs for this head */
 #define CF_STALE_RETRY  0x100u /* already retried after a stale pooled connection */
 #define CF_CLOSED       0x200u
-#define CF_IN_FLIGHT    0x400u /* counted in stats.in_flight */
-#define CF_HEAD_DONE    0x800u /* the current request's head was parsed */
+#define CF_IN_FLIGHT    0x400u  /* counted in stats.in_flight */
+#define CF_HEAD_DONE    0x800u  /* the current request's head was parsed */
+#define CF_UP_TIMER     0x1000u /* the upstream (response head) timer runs */
 
 #define UF_CONNECTED 0x01u
 #define UF_READING   0x02u
@@ -115,6 +116,7 @@ static int client_dispatch(struct client *c, const struct backend *exclude);
 static void up_process(struct upstream *up);
 static void request_end(struct client *c);
 static void release_backend(struct client *c, struct backend *b);
+static void forward_timer(struct client *c);
 static void up_close(struct upstream *up);
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -311,9 +313,17 @@ static int build_request_head(struct client *c)
     if (!have_proto)
         rc |= buf_puts(o, "X-Forwarded-Proto: http\r\n");
     if (!have_rid) {
-        uint64_t a = lb_worker_rand(c->w), z = lb_worker_rand(c->w);
-        rc |= buf_printf(o, "X-Request-Id: %016llx%016llx\r\n", (unsigned long long)a,
-                         (unsigned long long)z);
+        /* 128 random bits as 32 hex digits, without printf on the hot path. */
+        static const char hex[] = "0123456789abcdef";
+        char id[14 + 32 + 2] = "X-Request-Id: ";
+        for (int k = 0; k < 2; k++) {
+            uint64_t r = lb_worker_rand(c->w);
+            for (int d = 0; d < 16; d++, r >>= 4)
+                id[14 + k * 16 + d] = hex[r & 15];
+        }
+        id[46] = '\r';
+        id[47] = '\n';
+        rc |= buf_append(o, id, sizeof id);
     }
     if (upgrading)
         rc |= buf_puts(o, "Connection: upgrade\r\n");
@@ -468,21 +478,26 @@ static void stat_add(uint64_t *v, int64_t d)
 }
 
 /* How an attempt failed, for the retry decision. */
-enum { RETRY_NO, RETRY_CONNECT, RETRY_RESEND };
+enum {
+    RETRY_NO,
+    RETRY_LOST,    /* the connection failed: refused, reset, closed before answering */
+    RETRY_ANSWERED /* the backend answered 502/503/504 */
+};
 
 /* The current attempt failed before any response byte went out: retry on
  * another backend after a short jittered backoff when allowed, else answer
  * `status` ourselves. The failed backend stays referenced as c->exclude.
- * RETRY_RESEND (the backend may have seen the request) is capped by the
- * retry budget; RETRY_CONNECT is not: a connection that never opened put no
- * load on anyone, and retrying it is what keeps a dead backend invisible. */
+ * RETRY_ANSWERED is capped by the retry budget: a backend answering 5xx may
+ * be overloaded, and a retry storm would finish it off. RETRY_LOST is not: a
+ * peer that refused or dropped the connection is gone, and retrying (at most
+ * --retries times per request) is what keeps its death invisible. */
 static void client_retry_or_fail(struct client *c, int kind, int status, const char *reason)
 {
     struct lb_worker *w = c->w;
     struct lb *lb = w->lb;
     if (c->up)
         up_close(c->up); /* detaches both sides */
-    if (kind != RETRY_NO && c->retries > 0 && c->b && (kind == RETRY_CONNECT || retry_budget(lb))) {
+    if (kind != RETRY_NO && c->retries > 0 && c->b && (kind == RETRY_LOST || retry_budget(lb))) {
         int attempt = (int)lb_cfg(lb)->retries - c->retries;
         c->retries--;
         if (c->exclude)
@@ -531,7 +546,7 @@ static void up_failed(struct upstream *up, const char *reason)
         return;
     }
     log_client(c, LOG_WARN, "waiting for the response", reason);
-    client_retry_or_fail(c, retry_safe(c) ? RETRY_RESEND : RETRY_NO, 502,
+    client_retry_or_fail(c, retry_safe(c) ? RETRY_LOST : RETRY_NO, 502,
                          "bad gateway: the backend failed before answering");
 }
 
@@ -626,7 +641,8 @@ static void up_send_request(struct client *c)
                         uv_buf_init(c->rbuf + c->rpos, (unsigned)used)};
     c->rpos += used;
     c->t_sent_us = lb_now_us();
-    client_timer(c, (uint64_t)lb_cfg(LB(c))->timeout_upstream_ms);
+    c->flags &= ~CF_UP_TIMER;
+    forward_timer(c);
     int rc = net_write((uv_stream_t *)&up->tcp, &up->wreq, bufs, used ? 2 : 1, on_up_written);
     if (rc < 0) {
         up_failed(up, uv_strerror(rc));
@@ -651,7 +667,7 @@ static void on_up_connect(uv_connect_t *req, int status)
         backend_failed(c->w, up->b);
         log_client(c, LOG_WARN, "connecting to the backend", uv_strerror(status));
         /* Nothing was sent: any request may go to another backend. */
-        client_retry_or_fail(c, RETRY_CONNECT, 502, "bad gateway: cannot connect to the backend");
+        client_retry_or_fail(c, RETRY_LOST, 502, "bad gateway: cannot connect to the backend");
         return;
     }
     up->flags |= UF_CONNECTED;
@@ -700,7 +716,15 @@ static int build_response_head(struct client *c, struct upstream *up)
     int v10 = c->req->version_major == 1 && c->req->version_minor == 0;
     unsigned conn[8];
     unsigned nconn = connection_headers(m, b, conn, 8);
-    int rc = buf_printf(o, "HTTP/1.1 %d %s\r\n", m->status, http_status_text(m->status));
+    /* The status line, without printf on the hot path (status is 100..999). */
+    char line[16] = "HTTP/1.1 ";
+    line[9] = (char)('0' + m->status / 100);
+    line[10] = (char)('0' + m->status / 10 % 10);
+    line[11] = (char)('0' + m->status % 10);
+    line[12] = ' ';
+    int rc = buf_append(o, line, 13);
+    rc |= buf_puts(o, http_status_text(m->status));
+    rc |= buf_append(o, "\r\n", 2);
     for (unsigned i = 0; i < m->nheaders; i++) {
         const struct http_header *h = &m->headers[i];
         if (hop_by_hop(b, h->name, upgrading))
@@ -741,7 +765,6 @@ static int on_response_head(struct client *c, struct upstream *up)
         up_failed(up, "101 to a request that asked for no upgrade");
         return -1;
     }
-    uv_timer_stop(&c->timer);
     uint64_t now = lb_now_us();
     hist_record(&c->b->per_thread[w->id].ttfb, now - c->t_sent_us);
     if (st >= 500) {
@@ -750,7 +773,7 @@ static int on_response_head(struct client *c, struct upstream *up)
          * another backend instead of to the client. */
         if (st >= 502 && st <= 504 && retry_safe(c) && c->retries > 0 && retry_budget(w->lb)) {
             up->flags |= UF_NOREUSE;
-            client_retry_or_fail(c, RETRY_RESEND, 502, "bad gateway");
+            client_retry_or_fail(c, RETRY_ANSWERED, 502, "bad gateway");
             return -1;
         }
     } else {
@@ -767,6 +790,7 @@ static int on_response_head(struct client *c, struct upstream *up)
         up_failed(up, "response head too large");
         return -1;
     }
+    forward_timer(c);
     return 0;
 }
 
@@ -825,6 +849,8 @@ static void up_process(struct upstream *up)
         int interim = up->resp.status < 200 && up->resp.status != 101;
         if (n && client_write(c, bufs, n) < 0)
             return;
+        if (n)
+            forward_timer(c);
         if (ev != HTTP_EV_DONE)
             continue;
         if (interim) {
@@ -890,7 +916,8 @@ static void client_next(struct client *c)
         return;
     }
     c->state = CS_HEAD;
-    c->flags &= ~(CF_REQ_DONE | CF_RESP_STARTED | CF_HEAD_TIMER | CF_STALE_RETRY | CF_HEAD_DONE);
+    c->flags &= ~(CF_REQ_DONE | CF_RESP_STARTED | CF_HEAD_TIMER | CF_STALE_RETRY | CF_HEAD_DONE |
+                  CF_UP_TIMER);
     http_msg_reset(c->req);
     if (c->rpos < c->rlen) {
         /* A pipelined request is waiting: its head starts at offset 0. */
@@ -1179,7 +1206,7 @@ static void client_attach(struct client *c, struct backend *b)
         /* Loopback refuses at once: the same path as a refused connect. */
         __atomic_fetch_add(&bt->connect_fails, 1, __ATOMIC_RELAXED);
         backend_failed(w, b);
-        client_retry_or_fail(c, RETRY_CONNECT, 502, "bad gateway: cannot connect to the backend");
+        client_retry_or_fail(c, RETRY_LOST, 502, "bad gateway: cannot connect to the backend");
     }
 }
 
@@ -1305,6 +1332,8 @@ static void client_process(struct client *c)
             }
             if (rc == 1)
                 up->flags |= UF_WRITING;
+            if (c->state == CS_FORWARD)
+                forward_timer(c);
             continue;
         }
         default:
@@ -1368,8 +1397,22 @@ static void on_client_timer(uv_timer_t *t)
         return;
     case CS_CONNECT:
     case CS_FORWARD:
-        if (c->flags & CF_RESP_STARTED)
+        if (c->flags & CF_RESP_STARTED) {
+            /* The response stalled mid-body: nothing can be sent any more. */
+            log_client(c, LOG_WARN, "forwarding the response body", "body timeout");
+            if (c->b)
+                backend_failed(c->w, c->b);
+            c->w->stats.responses[0]++;
+            client_close(c);
             return;
+        }
+        if (c->state == CS_FORWARD && !(c->flags & CF_REQ_DONE)) {
+            /* The client stalled mid-upload: its fault, not the backend's. */
+            if (c->up)
+                c->up->flags |= UF_NOREUSE;
+            client_reject(c, 408, "request body timeout");
+            return;
+        }
         if (c->up)
             c->up->flags |= UF_NOREUSE;
         if (c->b)
@@ -1378,7 +1421,7 @@ static void on_client_timer(uv_timer_t *t)
                    "upstream timeout");
         /* A connect timeout sent nothing, so it may go elsewhere; a response
          * timeout may have had effects and is not repeated. */
-        client_retry_or_fail(c, c->state == CS_CONNECT ? RETRY_CONNECT : RETRY_NO, 504,
+        client_retry_or_fail(c, c->state == CS_CONNECT ? RETRY_LOST : RETRY_NO, 504,
                              "gateway timeout: the backend did not answer in time");
         return;
     case CS_QUEUED:
@@ -1403,6 +1446,22 @@ static void on_client_timer(uv_timer_t *t)
 static void client_timer(struct client *c, uint64_t ms)
 {
     uv_timer_start(&c->timer, on_client_timer, ms, 0);
+}
+
+/* While a request is forwarded: once all of it went out and until the
+ * response head arrives, --timeout-upstream runs (armed once); otherwise
+ * --timeout-body bounds inactivity, re-armed whenever body bytes move. */
+static void forward_timer(struct client *c)
+{
+    const struct lb_config *cfg = lb_cfg(LB(c));
+    if ((c->flags & CF_REQ_DONE) && !(c->flags & CF_RESP_STARTED)) {
+        if (!(c->flags & CF_UP_TIMER)) {
+            c->flags |= CF_UP_TIMER;
+            client_timer(c, (uint64_t)cfg->timeout_upstream_ms);
+        }
+        return;
+    }
+    client_timer(c, (uint64_t)cfg->timeout_body_ms);
 }
 
 void proxy_on_accept(uv_stream_t *server, int status)
