@@ -10,6 +10,7 @@
 #include "base/buf.h"
 #include "base/log.h"
 #include "http/http.h"
+#include "net/conn.h"
 #include "net/net.h"
 
 #define ADMIN_BODY_MAX (64 * 1024)
@@ -24,71 +25,40 @@ struct admin {
 };
 
 struct admin_conn {
-    uv_tcp_t tcp;
-    uv_write_t wreq;
+    struct conn conn; /* the connection layer: buffers, caps, writes, close */
     struct admin *a;
     struct list link;
-    struct buf in, out;
     struct http_msg req;
     size_t body_off;
-    int have_head, writing, closing;
+    int have_head, done;
 };
-
-static void on_conn_closed(uv_handle_t *h)
-{
-    struct admin_conn *ac = h->data;
-    buf_free(&ac->in);
-    buf_free(&ac->out);
-    free(ac);
-}
-
-static void conn_close(struct admin_conn *ac)
-{
-    if (ac->closing)
-        return;
-    ac->closing = 1;
-    list_remove(&ac->link);
-    uv_close((uv_handle_t *)&ac->tcp, on_conn_closed);
-}
-
-static void conn_drive(struct admin_conn *ac);
-
-static void on_written(uv_write_t *req, int status)
-{
-    struct admin_conn *ac = req->handle->data;
-    ac->writing = 0;
-    if (ac->closing)
-        return;
-    if (status < 0 || !(ac->req.flags & HTTP_F_KEEP_ALIVE) || !ac->have_head) {
-        conn_close(ac);
-        return;
-    }
-    /* Next request on the same connection. */
-    buf_consume(&ac->in, ac->body_off + (size_t)ac->req.content_length);
-    http_msg_reset(&ac->req);
-    ac->have_head = 0;
-    conn_drive(ac);
-}
 
 static void respond(struct admin_conn *ac, int status, const char *ctype, const char *body,
                     size_t len, const char *extra)
 {
     int keep = ac->have_head && (ac->req.flags & HTTP_F_KEEP_ALIVE);
-    buf_reset(&ac->out);
-    buf_printf(&ac->out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n",
+    struct buf head;
+    buf_init(&head, 4096);
+    buf_printf(&head, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n",
                status, http_status_text(status), ctype, len, extra ? extra : "",
                keep ? "" : "Connection: close\r\n");
-    uv_buf_t bufs[2] = {uv_buf_init(ac->out.data, (unsigned)ac->out.len),
-                        uv_buf_init((char *)body, (unsigned)len)};
-    /* The body may be a temporary: copy it behind the head. */
-    if (buf_append(&ac->out, body, len) == 0) {
-        bufs[0] = uv_buf_init(ac->out.data, (unsigned)ac->out.len);
-        ac->writing = 1;
-        if (uv_write(&ac->wreq, (uv_stream_t *)&ac->tcp, bufs, 1, on_written) < 0)
-            conn_close(ac);
-    } else {
-        conn_close(ac);
+    int rc = conn_write(&ac->conn, head.data, head.len);
+    if (rc == 0 && len)
+        rc = conn_write(&ac->conn, body, len);
+    buf_free(&head);
+    if (rc < 0) {
+        ac->done = 1;
+        conn_close(&ac->conn);
+        return;
     }
+    if (!keep) {
+        ac->done = 1;
+        conn_close_after_write(&ac->conn);
+        return;
+    }
+    /* This request is answered: the next one starts after its body. */
+    buf_consume(&ac->conn.in, ac->body_off + (size_t)ac->req.content_length);
+    ac->have_head = 0;
 }
 
 static void respond_json(struct admin_conn *ac, int status, cJSON *j, const char *extra)
@@ -260,7 +230,7 @@ static void one_backend(struct admin_conn *ac, const char *target, size_t tlen, 
  * constant time so the token cannot be guessed byte by byte. */
 static int authorized(const struct admin_conn *ac, const char *token)
 {
-    const char *b = ac->in.data;
+    const char *b = ac->conn.in.data;
     size_t tl = strlen(token);
     for (unsigned i = 0; i < ac->req.nheaders; i++) {
         const struct http_header *h = &ac->req.headers[i];
@@ -278,7 +248,7 @@ static int authorized(const struct admin_conn *ac, const char *token)
 
 static void route(struct admin_conn *ac)
 {
-    const char *b = ac->in.data;
+    const char *b = ac->conn.in.data;
     const struct http_msg *m = &ac->req;
     const char *t = b + m->target.off;
     size_t tlen = m->target.len;
@@ -333,11 +303,9 @@ static void route(struct admin_conn *ac)
  * than tracking a partial parse, and the admin API is not a hot path. */
 static void conn_try(struct admin_conn *ac)
 {
-    if (ac->writing || ac->closing || ac->have_head)
-        return;
     http_msg_reset(&ac->req);
     size_t used;
-    int ev = http_msg_feed(&ac->req, ac->in.data, 0, ac->in.len, &used);
+    int ev = http_msg_feed(&ac->req, ac->conn.in.data, 0, ac->conn.in.len, &used);
     if (ev == HTTP_EV_NEED_MORE)
         return;
     if (ev == HTTP_EV_ERROR) {
@@ -347,8 +315,8 @@ static void conn_try(struct admin_conn *ac)
     ac->have_head = 1;
     ac->body_off = used;
     if (ac->req.flags & HTTP_F_CHUNKED) {
-        respond_error(ac, 411, "send the body with Content-Length", NULL);
         ac->req.flags &= ~HTTP_F_KEEP_ALIVE;
+        respond_error(ac, 411, "send the body with Content-Length", NULL);
         return;
     }
     if (ac->req.content_length > ADMIN_BODY_MAX) {
@@ -358,50 +326,39 @@ static void conn_try(struct admin_conn *ac)
     }
 }
 
-/* Answer the buffered request once its head and body are complete. */
-static void conn_drive(struct admin_conn *ac)
+/* conn on_data: answer every complete request in the buffer, in order. */
+static void on_admin_data(struct conn *c)
 {
-    if (!ac->have_head)
-        conn_try(ac);
-    if (ac->writing || ac->closing || !ac->have_head)
-        return;
-    if (ac->in.len < ac->body_off + ac->req.content_length)
-        return;
-    route(ac);
-}
-
-static void admin_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
-{
-    struct admin_conn *ac = h->data;
-    if (buf_reserve(&ac->in, 4096) < 0) {
-        out->base = NULL;
-        out->len = 0;
-        return;
-    }
-    out->base = ac->in.data + ac->in.len;
-    out->len = ac->in.cap - ac->in.len;
-}
-
-static void on_admin_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
-{
-    struct admin_conn *ac = s->data;
-    if (nread < 0) {
-        if (nread == UV_ENOBUFS && !ac->writing) {
-            uv_read_stop(s);
-            ac->have_head = 0;
-            respond_error(ac, 431, "request too large", NULL);
-            return;
+    struct admin_conn *ac = container_of(c, struct admin_conn, conn);
+    while (!ac->done && ac->conn.in.len) {
+        if (!ac->have_head) {
+            conn_try(ac);
+            if (!ac->have_head)
+                break;
+            if (ac->done)
+                return;
         }
-        if (!ac->writing)
-            conn_close(ac);
-        else
-            ac->req.flags &= ~HTTP_F_KEEP_ALIVE;
-        return;
+        if (ac->conn.in.len < ac->body_off + ac->req.content_length)
+            break;
+        route(ac);
     }
-    ac->in.len += (size_t)nread;
-    ac->in.data[ac->in.len] = '\0';
-    conn_drive(ac);
+    if (!ac->done && ac->conn.in.len == ac->conn.in.max_size) {
+        ac->have_head = 0;
+        respond_error(ac, 431, "request too large", NULL);
+    }
 }
+
+static void on_admin_free(struct conn *c)
+{
+    struct admin_conn *ac = container_of(c, struct admin_conn, conn);
+    list_remove(&ac->link);
+    free(ac);
+}
+
+static const struct conn_ops admin_conn_ops = {
+    .on_data = on_admin_data,
+    .on_free = on_admin_free,
+};
 
 static void on_admin_conn(uv_stream_t *server, int status)
 {
@@ -410,17 +367,9 @@ static void on_admin_conn(uv_stream_t *server, int status)
         return;
     struct admin_conn *ac = xcalloc(1, sizeof *ac);
     ac->a = a;
-    uv_tcp_init(&a->w->loop, &ac->tcp);
-    ac->tcp.data = ac;
     list_insert_tail(&a->conns, &ac->link);
-    buf_init(&ac->in, ADMIN_RBUF_MAX);
-    buf_init(&ac->out, ADMIN_OUT_MAX);
     http_msg_init(&ac->req, HTTP_REQUEST_KIND);
-    if (uv_accept(server, (uv_stream_t *)&ac->tcp) < 0) {
-        conn_close(ac);
-        return;
-    }
-    uv_read_start((uv_stream_t *)&ac->tcp, admin_alloc, on_admin_read);
+    conn_accept(&ac->conn, server, &admin_conn_ops, ADMIN_RBUF_MAX, ADMIN_OUT_MAX);
 }
 
 int admin_start(struct lb_worker *w, struct sockaddr_storage *addr)
@@ -448,7 +397,10 @@ void admin_stop(struct lb_worker *w)
     struct list *pos, *tmp;
     list_foreach_safe(pos, tmp, &a->conns)
     {
-        conn_close(list_entry(pos, struct admin_conn, link));
+        /* Unlinked now: a is freed before the connections' on_free runs. */
+        struct admin_conn *ac = list_entry(pos, struct admin_conn, link);
+        list_remove(&ac->link);
+        conn_close(&ac->conn);
     }
     w->admin = NULL;
     if (a->listening && !uv_is_closing((uv_handle_t *)&a->listener))

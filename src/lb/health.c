@@ -6,6 +6,7 @@
 
 #include "base/alloc.h"
 #include "base/log.h"
+#include "net/conn.h"
 #include "net/net.h"
 
 #define TICK_MS 100
@@ -19,29 +20,21 @@ struct health {
 };
 
 struct check {
-    uv_tcp_t tcp;
-    uv_connect_t creq;
-    uv_write_t wreq;
-    uv_timer_t timer;
+    struct conn conn; /* the connection layer: connect, caps, timeout, close */
     struct health *h;
     struct backend *b;
     struct list link;
-    char req[512];
-    char resp[256];
-    size_t rlen;
-    int closes, done;
+    int done;
 };
 
-static void on_check_closed(uv_handle_t *hd)
+static void on_check_free(struct conn *cn)
 {
-    struct check *c = hd->data;
-    if (--c->closes)
-        return;
+    struct check *c = container_of(cn, struct check, conn);
     pool_unref(c->b);
     free(c);
 }
 
-/* Record the verdict once, then close everything. */
+/* Record the verdict once, then close. */
 static void check_finish(struct check *c, int pass, const char *why)
 {
     if (c->done)
@@ -52,17 +45,17 @@ static void check_finish(struct check *c, int pass, const char *why)
     list_remove(&c->link);
     b->hc_running = 0;
     if (!c->h->stopping) {
+        const struct lb_config *cfg = lb_cfg(lb);
         if (pass) {
             __atomic_fetch_add(&b->checks_passed, 1, __ATOMIC_RELAXED);
             b->hc_fail_streak = 0;
-            if (++b->hc_pass_streak >= lb_cfg(lb)->rise &&
-                __atomic_load_n(&b->hc_down, __ATOMIC_RELAXED))
+            if (++b->hc_pass_streak >= cfg->rise && __atomic_load_n(&b->hc_down, __ATOMIC_RELAXED))
                 pool_set_health(&lb->pool, b, 0, "health check passed");
         } else {
             __atomic_fetch_add(&b->checks_failed, 1, __ATOMIC_RELAXED);
             snprintf(b->hc_last_error, sizeof b->hc_last_error, "%s", why);
             b->hc_pass_streak = 0;
-            if (++b->hc_fail_streak >= lb_cfg(lb)->fall &&
+            if (++b->hc_fail_streak >= cfg->fall &&
                 !__atomic_load_n(&b->hc_down, __ATOMIC_RELAXED)) {
                 char msg[160];
                 snprintf(msg, sizeof msg, "health check failed %d times: %s", b->hc_fail_streak,
@@ -71,38 +64,36 @@ static void check_finish(struct check *c, int pass, const char *why)
             }
         }
     }
-    c->closes = 2;
-    uv_close((uv_handle_t *)&c->timer, on_check_closed);
-    uv_close((uv_handle_t *)&c->tcp, on_check_closed);
+    conn_close(&c->conn);
 }
 
-static void on_check_timeout(uv_timer_t *t)
+static void on_check_connect(struct conn *cn, int status)
 {
-    check_finish(t->data, 0, "timeout");
-}
-
-static void check_alloc(uv_handle_t *hd, size_t suggested, uv_buf_t *out)
-{
-    struct check *c = hd->data;
-    out->base = c->resp + c->rlen;
-    out->len = sizeof c->resp - 1 - c->rlen;
-}
-
-static void on_check_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
-{
-    struct check *c = s->data;
-    if (nread < 0) {
-        check_finish(c, 0, nread == UV_EOF ? "closed before answering" : uv_strerror((int)nread));
+    struct check *c = container_of(cn, struct check, conn);
+    if (status < 0) {
+        check_finish(c, 0, uv_strerror(status));
         return;
     }
-    c->rlen += (size_t)nread;
-    c->resp[c->rlen] = '\0';
-    if (!memchr(c->resp, '\n', c->rlen) && c->rlen < sizeof c->resp - 1)
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: surge-health-check\r\n"
+                     "Connection: close\r\n\r\n",
+                     lb_cfg(c->h->w->lb)->health_check, c->b->address);
+    if (n < 0 || (size_t)n >= sizeof req || conn_write(&c->conn, req, (size_t)n) < 0)
+        check_finish(c, 0, "cannot send the check");
+}
+
+/* "HTTP/1.x NNN ..." is all a check needs. */
+static void on_check_data(struct conn *cn)
+{
+    struct check *c = container_of(cn, struct check, conn);
+    const char *r = c->conn.in.data;
+    size_t len = c->conn.in.len;
+    if (!memchr(r, '\n', len) && len < c->conn.in.max_size)
         return;
-    /* "HTTP/1.x NNN ..." is all a check needs. */
     int st = 0;
-    if (c->rlen >= 12 && !memcmp(c->resp, "HTTP/1.", 7) && c->resp[8] == ' ')
-        st = (c->resp[9] - '0') * 100 + (c->resp[10] - '0') * 10 + (c->resp[11] - '0');
+    if (len >= 12 && !memcmp(r, "HTTP/1.", 7) && r[8] == ' ')
+        st = (r[9] - '0') * 100 + (r[10] - '0') * 10 + (r[11] - '0');
     if (st >= 200 && st < 400) {
         check_finish(c, 1, NULL);
     } else {
@@ -115,32 +106,32 @@ static void on_check_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
 }
 
-static void on_check_written(uv_write_t *req, int status)
+static void on_check_timeout(struct conn *cn)
 {
-    struct check *c = req->handle->data;
-    if (status < 0 && !c->done)
-        check_finish(c, 0, uv_strerror(status));
+    check_finish(container_of(cn, struct check, conn), 0, "timeout");
 }
 
-static void on_check_connect(uv_connect_t *req, int status)
+static void on_check_close(struct conn *cn, int status)
 {
-    struct check *c = req->handle->data;
-    if (c->done)
+    struct check *c = container_of(cn, struct check, conn);
+    /* status 0 is our own close after the verdict; uv_strerror(0) would even
+     * allocate (libuv's text for unknown codes). */
+    if (c->done || status == 0)
         return;
-    if (status < 0) {
-        check_finish(c, 0, uv_strerror(status));
-        return;
-    }
-    uv_buf_t b = uv_buf_init(c->req, (unsigned)strlen(c->req));
-    if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_check_written) < 0 ||
-        uv_read_start((uv_stream_t *)&c->tcp, check_alloc, on_check_read) < 0)
-        check_finish(c, 0, "cannot send the check");
+    check_finish(c, 0, status == UV_EOF ? "closed before answering" : uv_strerror(status));
 }
+
+static const struct conn_ops check_ops = {
+    .on_data = on_check_data,
+    .on_connect = on_check_connect,
+    .on_timeout = on_check_timeout,
+    .on_close = on_check_close,
+    .on_free = on_check_free,
+};
 
 static void start_check(struct backend *b, void *arg)
 {
     struct health *h = arg;
-    struct lb *lb = h->w->lb;
     if (b->hc_running || b->draining)
         return;
     struct check *c = xcalloc(1, sizeof *c);
@@ -149,17 +140,9 @@ static void start_check(struct backend *b, void *arg)
     pool_ref(b);
     b->hc_running = 1;
     list_insert_tail(&h->checks, &c->link);
-    snprintf(c->req, sizeof c->req,
-             "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: surge-health-check\r\n"
-             "Connection: close\r\n\r\n",
-             lb_cfg(lb)->health_check, b->address);
-    uv_tcp_init(&h->w->loop, &c->tcp);
-    c->tcp.data = c;
-    uv_timer_init(&h->w->loop, &c->timer);
-    c->timer.data = c;
-    uv_timer_start(&c->timer, on_check_timeout, (uint64_t)lb_cfg(lb)->health_timeout_ms, 0);
-    if (uv_tcp_connect(&c->creq, &c->tcp, (const struct sockaddr *)&b->addr, on_check_connect) < 0)
-        check_finish(c, 0, "cannot connect");
+    if (conn_connect(&c->conn, &h->w->loop, (const struct sockaddr *)&b->addr, &check_ops, 256,
+                     1024) == 0)
+        conn_timeout(&c->conn, (uint64_t)lb_cfg(h->w->lb)->health_timeout_ms);
 }
 
 static void on_tick(uv_timer_t *t)
