@@ -39,11 +39,12 @@ struct backend {
     uint64_t slow_start_ms;    /* (atomic) when the current slow start began, 0 when none */
     int consecutive_failures;  /* (atomic) passive: failures since the last success */
     int ejections;             /* (atomic) times ejected: the ejection time doubles */
+    int eject_lost;            /* (atomic) the ejection came from connection failures */
     uint64_t state_changes;    /* (atomic) */
     uint64_t checks_passed;    /* (atomic) */
     uint64_t checks_failed;    /* (atomic) */
     /* Active check bookkeeping: touched only on the health loop. */
-    int hc_pass_streak, hc_fail_streak, hc_running;
+    int hc_pass_streak, hc_fail_streak, hc_running, hc_ejected_passes;
     char hc_last_error[96];
 
     struct backend_thread *per_thread; /* [nthreads], owned by the proxy */

@@ -51,10 +51,16 @@ static void check_finish(struct check *c, int pass, const char *why)
             b->hc_fail_streak = 0;
             if (++b->hc_pass_streak >= cfg->rise && __atomic_load_n(&b->hc_down, __ATOMIC_RELAXED))
                 pool_set_health(&lb->pool, b, 0, "health check passed");
+            /* Only passes seen while ejected count towards ending it. */
+            if (!__atomic_load_n(&b->ejected_until_ms, __ATOMIC_RELAXED))
+                b->hc_ejected_passes = 0;
+            else if (++b->hc_ejected_passes >= cfg->rise)
+                pool_end_ejection(&lb->pool, b, "health checks pass again");
         } else {
             __atomic_fetch_add(&b->checks_failed, 1, __ATOMIC_RELAXED);
             snprintf(b->hc_last_error, sizeof b->hc_last_error, "%s", why);
             b->hc_pass_streak = 0;
+            b->hc_ejected_passes = 0;
             if (++b->hc_fail_streak >= cfg->fall &&
                 !__atomic_load_n(&b->hc_down, __ATOMIC_RELAXED)) {
                 char msg[160];

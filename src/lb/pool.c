@@ -269,7 +269,7 @@ void pool_report_success(struct backend *b)
         __atomic_store_n(&b->consecutive_failures, 0, __ATOMIC_RELAXED);
 }
 
-void pool_report_failure(struct pool *p, struct backend *b)
+void pool_report_failure(struct pool *p, struct backend *b, int lost)
 {
     int n = __atomic_add_fetch(&b->consecutive_failures, 1, __ATOMIC_RELAXED);
     if (!p->eject_after || n < p->eject_after ||
@@ -296,6 +296,7 @@ void pool_report_failure(struct pool *p, struct backend *b)
             ms *= 2;
         if (ms > p->eject_max_ms)
             ms = p->eject_max_ms;
+        __atomic_store_n(&b->eject_lost, lost, __ATOMIC_RELAXED);
         __atomic_store_n(&b->ejected_until_ms, now + ms, __ATOMIC_RELAXED);
         __atomic_store_n(&b->consecutive_failures, 0, __ATOMIC_RELAXED);
         char why[96];
@@ -303,6 +304,17 @@ void pool_report_failure(struct pool *p, struct backend *b)
                  (unsigned long long)ms, n);
         refresh_locked(p, b, now, why);
     }
+    pthread_rwlock_unlock(&p->lock);
+}
+
+void pool_end_ejection(struct pool *p, struct backend *b, const char *why)
+{
+    if (!__atomic_load_n(&b->ejected_until_ms, __ATOMIC_RELAXED) ||
+        !__atomic_load_n(&b->eject_lost, __ATOMIC_RELAXED))
+        return;
+    pthread_rwlock_wrlock(&p->lock);
+    __atomic_store_n(&b->ejected_until_ms, 0, __ATOMIC_RELAXED);
+    refresh_locked(p, b, pool_now_ms(), why);
     pthread_rwlock_unlock(&p->lock);
 }
 

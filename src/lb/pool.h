@@ -75,7 +75,13 @@ void pool_set_health(struct pool *p, struct backend *b, int down, const char *wh
  * eject_after consecutive failures b is ejected for eject_base_ms, doubled
  * for each earlier ejection up to eject_max_ms, unless half the pool is
  * already ejected. Thread-safe and cheap on the success path. */
-void pool_report_failure(struct pool *p, struct backend *b);
+void pool_report_failure(struct pool *p, struct backend *b, int lost);
+/* Active checks passed `rise` times: end an ejection that connection
+ * failures (lost = 1 above) caused, since the checks just saw the backend
+ * accept connections and answer again. An ejection for 5xx answers or slow
+ * responses runs its full time: a health endpoint can pass while the real
+ * routes fail. */
+void pool_end_ejection(struct pool *p, struct backend *b, const char *why);
 void pool_report_success(struct backend *b);
 /* Periodic work (every ~100 ms from one thread): return ejected backends
  * whose time is up, through slow start. */

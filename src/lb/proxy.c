@@ -436,11 +436,14 @@ static void up_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
     alloc_room(up->w, &up->rbuf, &up->rlen, &up->rpos, &up->rcap, !(up->flags & UF_IN_BODY), out);
 }
 
-/* Passive health: every failure a backend causes goes through here. */
-static void backend_failed(struct lb_worker *w, struct backend *b)
+/* Passive health: every failure a backend causes goes through here. lost:
+ * the connection failed (refused, reset, closed, connect timeout), which
+ * active checks can see again; otherwise the backend answered badly or
+ * slowly (5xx, response or body timeout). */
+static void backend_failed(struct lb_worker *w, struct backend *b, int lost)
 {
     __atomic_fetch_add(&b->failures, 1, __ATOMIC_RELAXED);
-    pool_report_failure(&w->lb->pool, b);
+    pool_report_failure(&w->lb->pool, b, lost);
 }
 
 /* May this request be sent again? Only before any response byte reached the
@@ -524,7 +527,7 @@ static void client_retry_or_fail(struct client *c, int kind, int status, const c
 static void up_failed(struct upstream *up, const char *reason)
 {
     struct client *c = up->c;
-    backend_failed(c->w, up->b);
+    backend_failed(c->w, up->b, 1);
     if (c->flags & CF_RESP_STARTED) {
         log_client(c, LOG_WARN, "reading the response", reason);
         c->w->stats.responses[0]++;
@@ -664,7 +667,7 @@ static void on_up_connect(uv_connect_t *req, int status)
     struct backend_thread *bt = &up->b->per_thread[up->w->id];
     if (status < 0) {
         __atomic_fetch_add(&bt->connect_fails, 1, __ATOMIC_RELAXED);
-        backend_failed(c->w, up->b);
+        backend_failed(c->w, up->b, 1);
         log_client(c, LOG_WARN, "connecting to the backend", uv_strerror(status));
         /* Nothing was sent: any request may go to another backend. */
         client_retry_or_fail(c, RETRY_LOST, 502, "bad gateway: cannot connect to the backend");
@@ -768,7 +771,7 @@ static int on_response_head(struct client *c, struct upstream *up)
     uint64_t now = lb_now_us();
     hist_record(&c->b->per_thread[w->id].ttfb, now - c->t_sent_us);
     if (st >= 500) {
-        backend_failed(w, c->b);
+        backend_failed(w, c->b, 0);
         /* A 502/503/504 for a request that is safe to repeat goes to
          * another backend instead of to the client. */
         if (st >= 502 && st <= 504 && retry_safe(c) && c->retries > 0 && retry_budget(w->lb)) {
@@ -1205,7 +1208,7 @@ static void client_attach(struct client *c, struct backend *b)
         uv_close((uv_handle_t *)&up->tcp, on_up_closed);
         /* Loopback refuses at once: the same path as a refused connect. */
         __atomic_fetch_add(&bt->connect_fails, 1, __ATOMIC_RELAXED);
-        backend_failed(w, b);
+        backend_failed(w, b, 1);
         client_retry_or_fail(c, RETRY_LOST, 502, "bad gateway: cannot connect to the backend");
     }
 }
@@ -1401,7 +1404,7 @@ static void on_client_timer(uv_timer_t *t)
             /* The response stalled mid-body: nothing can be sent any more. */
             log_client(c, LOG_WARN, "forwarding the response body", "body timeout");
             if (c->b)
-                backend_failed(c->w, c->b);
+                backend_failed(c->w, c->b, 0);
             c->w->stats.responses[0]++;
             client_close(c);
             return;
@@ -1416,7 +1419,7 @@ static void on_client_timer(uv_timer_t *t)
         if (c->up)
             c->up->flags |= UF_NOREUSE;
         if (c->b)
-            backend_failed(c->w, c->b);
+            backend_failed(c->w, c->b, c->state == CS_CONNECT);
         log_client(c, LOG_WARN, c->state == CS_CONNECT ? "connecting" : "waiting for the response",
                    "upstream timeout");
         /* A connect timeout sent nothing, so it may go elsewhere; a response

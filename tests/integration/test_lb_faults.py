@@ -69,13 +69,12 @@ def sequential(lb, n, method="GET", path="/", headers=(), body=None):
 # ---- active health checks ----------------------------------------------------
 def test_kill9_backend_under_load_then_restart_on_same_port(start_upstreams, start_lb):
     a, b, c = start_upstreams("a", "b", "c")
-    # Passive ejection stays on (--eject-after 5, the default) but short
-    # (--eject-time 700, longer than the checks need to see b fail twice):
-    # once it is over only the active checks keep b down, and they alone
-    # bring it back (a default 10 s ejection would outlive the restart).
+    # Passive ejection stays at its defaults (--eject-after 5, 10 s): it may
+    # take b out before the checks do, and since it was caused by connection
+    # failures, `rise` passing checks after the restart end it (no 10 s wait).
     # --slow-start 0: traffic returns at once.
-    lb = start_lb(*HC, "--eject-time", "700", "--slow-start", "0", backends=[a, b, c],
-                  algorithm="round_robin", admin=True)
+    lb = start_lb(*HC, "--slow-start", "0", backends=[a, b, c], algorithm="round_robin",
+                  admin=True)
     assert wait_until(lambda: set(lb.states().values()) == {"up"}, timeout=3), lb.backends()
     log_at = len(lb.log())
     with Load(lb.port, clients=6) as load:
@@ -112,6 +111,24 @@ def test_kill9_backend_under_load_then_restart_on_same_port(start_upstreams, sta
     assert changes is not None and changes >= 2, ("state changes", changes)
     assert failed is not None and failed >= 2, ("failed checks", failed)
     assert passed is not None and passed >= 2, ("passed checks", passed)
+
+
+def test_ejection_for_5xx_outlasts_passing_health_checks(start_upstreams, start_lb):
+    """/healthz passes but real routes answer 503: the ejection those 503s
+    caused runs its whole --eject-time; passing checks do not end it."""
+    (a,) = start_upstreams("a")
+    (b,) = start_upstreams("b", status=503)  # / answers 503, /healthz 200
+    lb = start_lb(*HC, "--eject-after", "3", "--eject-time", "1500", "--slow-start", "0",
+                  backends=[a, b], algorithm="round_robin", admin=True)
+    got = sequential(lb, 8)
+    assert all(st == 200 for st, _ in got), got
+    down, t_down, seen = wait_state(lb, b.addr, "down", timeout=2)
+    assert down, ("b answering 503 should be ejected", seen)
+    held = [lb.states().get(b.addr) for _ in range(8) if not time.sleep(0.1)]
+    assert held == ["down"] * 8, ("b must stay ejected while its /healthz passes", held)
+    up, t_up, seen = wait_state(lb, b.addr, "up", timeout=3)
+    # 0.8 s of `held` polling already passed since it went down; ejected for 1.5 s.
+    assert up and 1.1 <= t_up + 0.8 <= 2.5, ("back after its ejection time", t_up, seen)
 
 
 def test_failing_healthz_takes_backend_out_then_back(start_upstreams, start_lb):
