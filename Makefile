@@ -79,6 +79,8 @@ test:
 	@scripts/run-tests.sh build/asan
 
 # libFuzzer builds: our sources compiled with clang and coverage instrumentation.
+# Run one with a scratch corpus first, so new inputs do not land in the repo:
+#   build/fuzz/fuzz_http -max_total_time=300 build/fuzz/corpus fuzz/corpus/http
 FUZZ_CFLAGS := $(CFLAGS_BASE) -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
 fuzz:
 	@scripts/deps.sh fuzz

@@ -9,6 +9,7 @@
   * --rate-limit / --rate-burst: a token bucket per client address, 429 +
     Retry-After + JSON error; other addresses are unaffected (sources bound to
     127.0.0.2 and 127.0.0.3);
+  * --max-conns: client connections over the cap get 503 + Retry-After and close;
   * --admin-token / SURGE_ADMIN_TOKEN: every admin route but GET /healthz wants
     "Authorization: Bearer TOKEN" (401 JSON otherwise); --admin PORT and
     --admin :PORT bind 127.0.0.1.
@@ -289,3 +290,32 @@ def test_admin_without_host_binds_loopback(start_upstreams, start_lb):
             reachable = False
         assert not reachable, "--admin %s should listen on 127.0.0.1 only" % spec
         lb.stop()
+
+
+# ---- global connection limit ---------------------------------------------------------
+def test_max_conns_refuses_connections_over_the_cap(start_upstreams, start_lb):
+    """--max-conns 2: two open client connections are served; a third gets
+    503 with Retry-After and is closed; once one closes, a new one is served."""
+    (a,) = start_upstreams("a")
+    lb = start_lb("--max-conns", "2", backends=[a], admin=True)
+    c1, c2 = lb.conn(), lb.conn()
+    try:
+        assert c1.request("GET", "/").status == 200
+        assert c2.request("GET", "/").status == 200
+        c3 = lb.conn()
+        try:
+            resp = c3.read_response("GET")
+            assert resp.status == 503, resp
+            assert any(k.lower() == "retry-after" for k, _ in resp.headers), resp.headers
+            closed, _ = c3.wait_closed(2.0)
+            assert closed, "the connection over the cap should be closed"
+        finally:
+            c3.close()
+    finally:
+        c1.close()
+    time.sleep(0.3)
+    with lb.conn() as c4:
+        assert c4.request("GET", "/").status == 200
+    c2.close()
+    rejects = metric_sum(lb.metrics(), "surge_lb_connection_limit_rejects_total")
+    assert rejects == 1, ("surge_lb_connection_limit_rejects_total", rejects)
