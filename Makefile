@@ -34,7 +34,7 @@ CFLAGS  := $(CFLAGS_BASE) -O2
 LDFLAGS :=
 endif
 
-LIB_SRCS := $(wildcard src/base/*.c src/net/*.c src/http/*.c src/lb/*.c)
+LIB_SRCS := $(wildcard src/base/*.c src/net/*.c src/http/*.c src/lb/*.c src/bench/*.c)
 CMD_SRCS := $(wildcard src/cmd/*.c)
 LIB_OBJS := $(LIB_SRCS:%.c=$(OUT)/obj/%.o)
 CMD_OBJS := $(CMD_SRCS:%.c=$(OUT)/obj/%.o)
@@ -71,8 +71,16 @@ $(OUT)/fuzz/replay_%: fuzz/fuzz_%.c fuzz/replay_main.c $(OUT)/libsurge.a
 
 unit: $(UNIT_BINS)
 
+# ThreadSanitizer build of the binary (clang): make test runs the
+# multi-threaded integration test (tests/integration/test_lb_tsan.py) on it.
+TSAN_CFLAGS := $(CFLAGS_BASE) -O1 -fno-omit-frame-pointer -fsanitize=thread
+build/tsan/surge: $(LIB_SRCS) $(CMD_SRCS) $(wildcard src/*/*.h)
+	@mkdir -p $(@D)
+	clang $(TSAN_CFLAGS) -o $@ $(LIB_SRCS) $(CMD_SRCS) $(PKG_LIBS)
+
 test:
 	@scripts/deps.sh test
+	@$(MAKE) --no-print-directory build/tsan/surge
 	@$(MAKE) --no-print-directory SANITIZE=1 build/asan/surge \
 	    $(UNIT_SRCS:tests/unit/%.c=build/asan/tests/%) \
 	    $(FUZZ_SRCS:fuzz/fuzz_%.c=build/asan/fuzz/replay_%)

@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:strict_string_checks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export SURGE_BIN=$PWD/$OUT/surge
+export SURGE_TSAN_BIN=${SURGE_TSAN_BIN:-$PWD/build/tsan/surge}
 only=${TESTS:-all}
 passed=0 failed=0
 log=$(mktemp -d /tmp/surge-tests.XXXXXX)

@@ -6,5 +6,8 @@
 /* Each returns the process exit status: 0 ok, 2 usage or config error. */
 int cmd_lb(int argc, char **argv);
 void cmd_lb_help(FILE *out);
+/* surge bench: 0 every threshold holds, 1 one fails or nothing succeeded, 2 usage. */
+int cmd_bench(int argc, char **argv);
+void cmd_bench_help(FILE *out);
 
 #endif

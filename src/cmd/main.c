@@ -13,9 +13,10 @@ static void usage(FILE *out)
     fprintf(out, "usage: surge <command> [options]\n\n"
                  "commands:\n"
                  "  lb        HTTP/1.1 load balancer in front of any HTTP backends\n"
+                 "  bench     HTTP/1.1 load generator (closed and open model, thresholds)\n"
                  "  version   print the version\n"
                  "  help [COMMAND]  this text, or a command's options\n\n"
-                 "Planned (see the issues): app, worker, up, bench.\n");
+                 "Planned (see the issues): app, worker, up.\n");
 }
 
 int main(int argc, char **argv)
@@ -27,6 +28,8 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (!strcmp(cmd, "lb"))
         return cmd_lb(argc - 2, argv + 2);
+    if (!strcmp(cmd, "bench"))
+        return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
         printf("surge %s\n", SURGE_VERSION);
         return 0;
@@ -34,6 +37,10 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
         if (argc >= 3 && !strcmp(argv[2], "lb")) {
             cmd_lb_help(stdout);
+            return 0;
+        }
+        if (argc >= 3 && !strcmp(argv[2], "bench")) {
+            cmd_bench_help(stdout);
             return 0;
         }
         if (argc >= 3) {

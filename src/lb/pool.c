@@ -244,7 +244,7 @@ static void refresh_locked(struct pool *p, struct backend *b, uint64_t now, cons
         return;
     __atomic_store_n(&b->state, st, __ATOMIC_RELEASE);
     __atomic_fetch_add(&b->state_changes, 1, __ATOMIC_RELAXED);
-    if (st == BACKEND_UP && p->slow_start_ms)
+    if (st == BACKEND_UP && __atomic_load_n(&p->slow_start_ms, __ATOMIC_RELAXED))
         __atomic_store_n(&b->slow_start_ms, now ? now : 1, __ATOMIC_RELAXED);
     if (find_locked(p, b->address) >= 0)
         rebuild_locked(p);
@@ -272,8 +272,8 @@ void pool_report_success(struct backend *b)
 void pool_report_failure(struct pool *p, struct backend *b, int lost)
 {
     int n = __atomic_add_fetch(&b->consecutive_failures, 1, __ATOMIC_RELAXED);
-    if (!p->eject_after || n < p->eject_after ||
-        __atomic_load_n(&b->ejected_until_ms, __ATOMIC_RELAXED))
+    int after = __atomic_load_n(&p->eject_after, __ATOMIC_RELAXED);
+    if (!after || n < after || __atomic_load_n(&b->ejected_until_ms, __ATOMIC_RELAXED))
         return;
     pthread_rwlock_wrlock(&p->lock);
     uint64_t now = pool_now_ms();
@@ -291,11 +291,12 @@ void pool_report_failure(struct pool *p, struct backend *b, int lost)
         __atomic_store_n(&b->consecutive_failures, 0, __ATOMIC_RELAXED);
     } else {
         int k = __atomic_fetch_add(&b->ejections, 1, __ATOMIC_RELAXED);
-        uint64_t ms = p->eject_base_ms;
-        for (int i = 0; i < k && ms < p->eject_max_ms; i++)
+        uint64_t ms = __atomic_load_n(&p->eject_base_ms, __ATOMIC_RELAXED);
+        uint64_t max_ms = __atomic_load_n(&p->eject_max_ms, __ATOMIC_RELAXED);
+        for (int i = 0; i < k && ms < max_ms; i++)
             ms *= 2;
-        if (ms > p->eject_max_ms)
-            ms = p->eject_max_ms;
+        if (ms > max_ms)
+            ms = max_ms;
         __atomic_store_n(&b->eject_lost, lost, __ATOMIC_RELAXED);
         __atomic_store_n(&b->ejected_until_ms, now + ms, __ATOMIC_RELAXED);
         __atomic_store_n(&b->consecutive_failures, 0, __ATOMIC_RELAXED);
@@ -350,11 +351,12 @@ static struct backend *slow_start(struct pool *p, struct backend *b, const struc
     if (!from || p->neligible < 2)
         return b;
     uint64_t now = pool_now_ms();
-    if (now - from >= p->slow_start_ms) {
+    uint64_t ramp_ms = __atomic_load_n(&p->slow_start_ms, __ATOMIC_RELAXED);
+    if (now - from >= ramp_ms) {
         __atomic_store_n(&b->slow_start_ms, 0, __ATOMIC_RELAXED);
         return b;
     }
-    double share = (double)(now - from) / (double)p->slow_start_ms;
+    double share = (double)(now - from) / (double)ramp_ms;
     if (share < 0.05)
         share = 0.05;
     /* 53 random bits of ctx->rnd, mixed, as a uniform number in [0, 1). */

@@ -530,7 +530,7 @@ static void up_failed(struct upstream *up, const char *reason)
     backend_failed(c->w, up->b, 1);
     if (c->flags & CF_RESP_STARTED) {
         log_client(c, LOG_WARN, "reading the response", reason);
-        c->w->stats.responses[0]++;
+        stat_add(&c->w->stats.responses[0], 1);
         client_close(c);
         return;
     }
@@ -782,7 +782,7 @@ static int on_response_head(struct client *c, struct upstream *up)
     } else {
         pool_report_success(c->b);
     }
-    w->stats.responses[st / 100 < 6 ? st / 100 : 5]++;
+    stat_add(&w->stats.responses[st / 100 < 6 ? st / 100 : 5], 1);
     if (!(c->req->flags & HTTP_F_KEEP_ALIVE) || !(c->flags & CF_REQ_DONE) ||
         (m->flags & HTTP_F_BODY_UNTIL_EOF) || w->stopping)
         c->flags |= CF_CLOSE_AFTER;
@@ -842,7 +842,7 @@ static void up_process(struct upstream *up)
             ev = http_msg_feed(&up->resp, up->rbuf, up->rpos, up->rlen - up->rpos, &used);
             up->rpos += used;
             if (ev == HTTP_EV_ERROR) {
-                c->w->stats.responses[0]++;
+                stat_add(&c->w->stats.responses[0], 1);
                 client_close(c);
                 return;
             }
@@ -1019,8 +1019,8 @@ static void client_reject(struct client *c, int status, const char *reason)
     uv_timer_stop(&c->timer);
     request_end(c);
     c->state = keep ? CS_LOCAL : CS_CLOSING;
-    w->stats.lb_errors++;
-    w->stats.responses[status / 100 < 6 ? status / 100 : 5]++;
+    stat_add(&w->stats.lb_errors, 1);
+    stat_add(&w->stats.responses[status / 100 < 6 ? status / 100 : 5], 1);
     if (status < 500) {
         struct log_ctx ctx = {c->peer, NULL, "reading the request"};
         log_conn(LOG_DEBUG, &ctx, "%d %s", status, reason);
@@ -1238,7 +1238,7 @@ static void on_request_head(struct client *c)
     stat_add(&w->stats.in_flight, 1);
     c->flags &= ~CF_HEAD_TIMER;
     c->t_head_us = lb_now_us();
-    w->stats.requests++;
+    stat_add(&w->stats.requests, 1);
     if (c->req->method == HTTP_CONNECT) {
         client_reject(c, 501, "CONNECT is not supported");
         return;
@@ -1405,7 +1405,7 @@ static void on_client_timer(uv_timer_t *t)
             log_client(c, LOG_WARN, "forwarding the response body", "body timeout");
             if (c->b)
                 backend_failed(c->w, c->b, 0);
-            c->w->stats.responses[0]++;
+            stat_add(&c->w->stats.responses[0], 1);
             client_close(c);
             return;
         }

@@ -101,10 +101,11 @@ def start_lb(procs, tmp_path):
     count = [0]
 
     def start(*extra, backends=(), algorithm=None, admin=False, threads=2, listen=True,
-              env=None, expect_admin=False):
+              env=None, expect_admin=False, binary=None):
         count[0] += 1
         log_path = tmp_path / ("lb-%d.log" % count[0])
-        argv = [str(SURGE_BIN), "lb"]
+        binary = binary or SURGE_BIN
+        argv = [str(binary), "lb"]
         if listen:
             argv += ["--listen", "127.0.0.1:0"]
         for b in backends:
@@ -118,9 +119,9 @@ def start_lb(procs, tmp_path):
         if threads is not None:
             argv += ["--threads", str(threads)]
         argv += [str(a) for a in extra]
-        if not SURGE_BIN.exists():
+        if not binary.exists():
             pytest.fail("surge binary not found at %s (set SURGE_BIN or build it: "
-                        "make SANITIZE=1 build/asan/surge)" % SURGE_BIN, pytrace=False)
+                        "make SANITIZE=1 build/asan/surge)" % binary, pytrace=False)
         full_env = child_env()
         full_env.update(env or {})
         with open(log_path, "wb") as err:

@@ -1,0 +1,168 @@
+/* surge bench: the load generator (DESIGN.md section 5, issue 4).
+ *
+ * Layering: uses only src/base, src/net and src/http. The pure parts (URL
+ * parsing, thresholds, the open-model schedule, report rendering) live in
+ * their own files and are unit-tested without a loop; bench_run.c holds the
+ * libuv engine: -t threads, one loop each, keep-alive connections.
+ *
+ * Models: closed (no --rate: each connection sends its next request when the
+ * last answer arrived; latency from the actual send) and open (--rate R:
+ * request i is due at t0 + i/R; latency from that intended time, so waiting
+ * for a free connection counts: coordinated omission corrected). */
+#ifndef SURGE_BENCH_BENCH_H
+#define SURGE_BENCH_BENCH_H
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#include "base/config.h"
+#include "base/hist.h"
+
+/* Error kinds, in report order. A non-2xx answer is both an answer (it has a
+ * latency and a status) and an error of kind BENCH_ERR_STATUS. */
+enum bench_err {
+    BENCH_ERR_CONNECT = 0, /* the connection could not be made (refused, unreachable...) */
+    BENCH_ERR_RESET,       /* closed or reset by the peer before the answer was complete */
+    BENCH_ERR_TIMEOUT,     /* no complete answer within --timeout */
+    BENCH_ERR_PARSE,       /* the answer is not valid HTTP/1.1 */
+    BENCH_ERR_STATUS,      /* an answer with a status outside 200..299 */
+    BENCH_ERR_COUNT
+};
+
+/* Name of an error kind for reports and JSON ("connect", "reset", ...). */
+const char *bench_err_name(enum bench_err kind);
+
+#define BENCH_MAX_STATUS 600 /* status codes 0..599 are counted */
+
+/* Settings, filled by bench_config_parse from the flag table. */
+struct bench_config {
+    long long connections;       /* -c: connections opened at start */
+    long long threads;           /* -t: 0 = min(cores, connections) */
+    char *duration;              /* -d: "10", "10s", "500ms", "1m" */
+    char *rate;                  /* --rate R (requests/s in total); NULL = closed model */
+    char *method;                /* -m */
+    struct conf_list headers;    /* -H 'K: V' */
+    char *body;                  /* --body */
+    char *json;                  /* --json FILE */
+    struct conf_list thresholds; /* --threshold EXPR */
+    long long timeout_ms;        /* --timeout: per request, from its send */
+    long long max_connections;   /* --max-connections: open-model cap; 0 = auto */
+    char *url;                   /* the positional URL */
+    /* Derived by bench_config_parse. */
+    uint64_t duration_ms;
+    double rate_rps; /* 0 in the closed model */
+};
+
+/* Flag table (shared by parsing and `surge help bench`). */
+extern const struct conf_entry bench_conf_table[];
+extern const size_t bench_conf_table_len;
+
+/* Parse argv[0..argc) (after "bench"): short aliases -c -t -d -m -H, the
+ * long flags of bench_conf_table, exactly one URL. Also checks what the
+ * table cannot: duration and rate syntax, -t <= -c. 0, or -1 with a one-line
+ * reason in err (a usage error: exit status 2). cfg is owned by the caller
+ * and released with bench_config_free either way. */
+int bench_config_parse(struct bench_config *cfg, int argc, char **argv, char *err, size_t errlen);
+/* Free what bench_config_parse allocated (idempotent). */
+void bench_config_free(struct bench_config *cfg);
+/* Print `surge help bench`. */
+void bench_config_help(FILE *out);
+
+/* A parsed http:// URL. */
+struct bench_url {
+    char host[256];      /* without brackets for IPv6 */
+    char hostport[300];  /* "host:port" for net_parse_addr ([v6]:port) */
+    char authority[300]; /* the Host header value: as written in the URL */
+    int port;
+    char path[4096]; /* "/..." including any query; "/" when absent */
+};
+
+/* Parse "http://HOST[:PORT][/PATH]". 0; -ENOTSUP for https:// (the caller
+ * says "https is not supported yet"); -EINVAL otherwise, with a reason in
+ * err. Never resolves names. */
+int bench_url_parse(const char *text, struct bench_url *u, char *err, size_t errlen);
+
+/* Counters of one run (one per thread, then summed). */
+struct bench_stats {
+    struct hist lat;     /* microseconds */
+    uint64_t sent;       /* requests written to a socket */
+    uint64_t answered;   /* complete answers (any status) */
+    uint64_t unfinished; /* in flight or waiting for a connection when the run ended */
+    uint64_t errors[BENCH_ERR_COUNT];
+    uint64_t status[BENCH_MAX_STATUS];
+    uint64_t conn_attempts, conn_established, conn_peak;
+};
+
+/* Initialise (allocates the histogram) and free. */
+int bench_stats_init(struct bench_stats *s);
+void bench_stats_free(struct bench_stats *s);
+/* dst += src (histograms merge losslessly; conn_peak adds, as threads run at once). */
+void bench_stats_merge(struct bench_stats *dst, const struct bench_stats *src);
+/* Total errors of every kind. */
+uint64_t bench_stats_errors(const struct bench_stats *s);
+/* Answers with a 2xx status. */
+uint64_t bench_stats_ok(const struct bench_stats *s);
+
+/* The figures thresholds and reports use, computed once from the stats. */
+struct bench_summary {
+    const struct bench_stats *stats;
+    double duration_s;
+    double rps;           /* answered / duration_s */
+    double requested_rps; /* 0 in the closed model */
+    double error_rate;    /* errors / (answered + errors that had no answer); 0..1 */
+    uint64_t p_us[6];     /* min, p50, p90, p99, p99.9, max */
+    long long connections_requested;
+    int threads;
+};
+
+/* Fill sum from stats (which must outlive sum). */
+void bench_summary_compute(struct bench_summary *sum, const struct bench_stats *stats,
+                           double duration_s, double requested_rps);
+
+/* Thresholds: "METRIC OP VALUE[UNIT]", OP one of < <= > >=.
+ *   min p50 p90 p99 p999 max: latency; unit us, ms (default) or s
+ *   error_rate: a fraction (0.001) or a percentage (0.1%)
+ *   rps: answers per second */
+enum bench_metric { BM_MIN, BM_P50, BM_P90, BM_P99, BM_P999, BM_MAX, BM_ERROR_RATE, BM_RPS };
+
+struct bench_threshold {
+    enum bench_metric metric;
+    int op;       /* '<', 'l' (<=), '>', 'g' (>=) */
+    double value; /* latency in microseconds, error_rate as a fraction, rps */
+    char text[128];
+};
+
+/* Parse one expression. 0, or -EINVAL with a reason in err. */
+int bench_threshold_parse(const char *expr, struct bench_threshold *t, char *err, size_t errlen);
+/* The metric's value in the threshold's units. */
+double bench_threshold_value(const struct bench_threshold *t, const struct bench_summary *sum);
+/* 1 when the threshold holds for sum, 0 when it fails. */
+int bench_threshold_eval(const struct bench_threshold *t, const struct bench_summary *sum);
+
+/* Open model: intended send time (ns) of request i of thread k among
+ * nthreads sharing rate_rps. Threads interleave, so together they send at
+ * t0, t0 + 1/R, t0 + 2/R, ...: request i of thread k is global request
+ * i * nthreads + k. rate_rps > 0. */
+uint64_t bench_sched_at(uint64_t t0_ns, double rate_rps, unsigned nthreads, unsigned k, uint64_t i);
+
+/* Print the final summary (wrk style) to out. */
+void bench_report_print(FILE *out, const struct bench_config *cfg, const struct bench_summary *sum);
+/* Render the JSON report (contract fields plus extras); thresholds and their
+ * results may be NULL/0. Returns a malloc'd NUL-terminated string the caller
+ * frees, or NULL on allocation failure. */
+char *bench_report_json(const struct bench_config *cfg, const struct bench_summary *sum,
+                        const struct bench_threshold *th, const int *th_ok, size_t nth);
+
+/* Run the load described by cfg (already parsed and validated) and fill
+ * *stats (initialised by the caller) and *elapsed_s. 0, or -1 with a reason
+ * in err (the address did not resolve...: exit status 2). Blocks for about
+ * cfg->duration_ms. */
+int bench_run(const struct bench_config *cfg, const struct bench_url *url,
+              struct bench_stats *stats, double *elapsed_s, char *err, size_t errlen);
+
+/* Everything `surge bench` does after parsing: run, print, write --json,
+ * evaluate thresholds. Returns the exit status (0, 1 or 2). */
+int bench_main(struct bench_config *cfg);
+
+#endif

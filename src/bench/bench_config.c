@@ -1,0 +1,227 @@
+/* surge bench flags: one table feeds parsing and help (STYLE habit 12). */
+#include <errno.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "bench/bench.h"
+
+/* "10" (seconds), "10s", "500ms", "2m" into milliseconds. 0 or -EINVAL. */
+static int parse_duration(const char *v, uint64_t *out_ms)
+{
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (end == v || errno || !(x > 0) || x > 1e7)
+        return -EINVAL;
+    double mult = 1000.0;
+    if (!strcmp(end, "ms"))
+        mult = 1.0;
+    else if (!strcmp(end, "m"))
+        mult = 60000.0;
+    else if (strcmp(end, "s") && strcmp(end, ""))
+        return -EINVAL;
+    double ms = x * mult;
+    if (ms < 1)
+        return -EINVAL;
+    *out_ms = (uint64_t)llround(ms);
+    return 0;
+}
+
+static int check_duration(const char *v, char *err, size_t errlen)
+{
+    uint64_t ms;
+    if (parse_duration(v, &ms) == 0)
+        return 0;
+    snprintf(err, errlen, "must be seconds, like 10, 10s, 500ms or 2m");
+    return -1;
+}
+
+static int parse_rate(const char *v, double *out)
+{
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (end == v || *end || errno || !(x > 0) || x > 1e8)
+        return -EINVAL;
+    *out = x;
+    return 0;
+}
+
+static int check_rate(const char *v, char *err, size_t errlen)
+{
+    double r;
+    if (parse_rate(v, &r) == 0)
+        return 0;
+    snprintf(err, errlen, "must be a number of requests per second > 0");
+    return -1;
+}
+
+static int check_method(const char *v, char *err, size_t errlen)
+{
+    size_t n = strlen(v);
+    if (n == 0 || n > 32)
+        goto bad;
+    for (size_t i = 0; i < n; i++)
+        if (!((v[i] >= 'A' && v[i] <= 'Z') || (v[i] >= 'a' && v[i] <= 'z') || v[i] == '-' ||
+              v[i] == '_'))
+            goto bad;
+    return 0;
+bad:
+    snprintf(err, errlen, "must be a method name like GET or POST");
+    return -1;
+}
+
+static int check_header(const char *v, char *err, size_t errlen)
+{
+    const char *colon = strchr(v, ':');
+    if (!colon || colon == v || strpbrk(v, "\r\n"))
+        goto bad;
+    for (const char *p = v; p < colon; p++)
+        if (*p <= ' ' || *p >= 0x7f || strchr("()<>@,;:\\\"/[]?={}", *p))
+            goto bad;
+    return 0;
+bad:
+    snprintf(err, errlen, "must be 'Name: value'");
+    return -1;
+}
+
+static int check_threshold(const char *v, char *err, size_t errlen)
+{
+    struct bench_threshold t;
+    return bench_threshold_parse(v, &t, err, errlen) < 0 ? -1 : 0;
+}
+
+#define O(f) offsetof(struct bench_config, f)
+const struct conf_entry bench_conf_table[] = {
+    {"connections", CONF_INT, O(connections), 1, 100000, "10", NULL, NULL, "N",
+     "-c: keep-alive connections (open model: opened at start)"},
+    {"threads", CONF_INT, O(threads), 1, 256, NULL, NULL, NULL, "N",
+     "-t: threads, one event loop each (default: min(cores, connections))"},
+    {"duration", CONF_STRING, O(duration), 0, 0, "10", NULL, check_duration, "SECONDS",
+     "-d: run time: 10, 10s, 500ms, 2m"},
+    {"rate", CONF_STRING, O(rate), 0, 0, NULL, NULL, check_rate, "RPS",
+     "open model: requests per second in total, latency from the intended send time"},
+    {"method", CONF_STRING, O(method), 0, 0, "GET", NULL, check_method, "METHOD",
+     "-m: request method"},
+    {"header", CONF_LIST, O(headers), 0, 0, NULL, NULL, check_header, "'K: V'",
+     "-H: add a request header"},
+    {"body", CONF_STRING, O(body), 0, 0, NULL, NULL, NULL, "STRING",
+     "request body (Content-Length is added)"},
+    {"json", CONF_STRING, O(json), 0, 0, NULL, NULL, NULL, "FILE",
+     "write the report as JSON to FILE"},
+    {"threshold", CONF_LIST, O(thresholds), 0, 0, NULL, NULL, check_threshold, "EXPR",
+     "pass/fail rule, e.g. 'p99<200ms', 'error_rate<0.1%', 'rps>1000'"},
+    {"timeout", CONF_MS, O(timeout_ms), 1, 3600000, "10000", NULL, NULL, "MS",
+     "a request without a complete answer after this is a timeout error"},
+    {"max-connections", CONF_INT, O(max_connections), 0, 100000, "0", NULL, NULL, "N",
+     "open model: cap on connections when all are busy (0 = min(4 x -c, 1024), at least -c)"},
+};
+#undef O
+const size_t bench_conf_table_len = sizeof bench_conf_table / sizeof bench_conf_table[0];
+
+static const char *long_name(const char *shortflag)
+{
+    static const char *const map[][2] = {{"-c", "--connections"},
+                                         {"-t", "--threads"},
+                                         {"-d", "--duration"},
+                                         {"-m", "--method"},
+                                         {"-H", "--header"}};
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (!strcmp(shortflag, map[i][0]))
+            return map[i][1];
+    return NULL;
+}
+
+int bench_config_parse(struct bench_config *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+    int rc = -1;
+    memset(cfg, 0, sizeof *cfg);
+    if (conf_defaults(bench_conf_table, bench_conf_table_len, cfg, err, errlen) < 0)
+        return -1;
+    /* Short aliases become their long names; the table does the rest. */
+    char **args = xcalloc((size_t)argc + 1, sizeof *args);
+    int nargs = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *ln = long_name(argv[i]);
+        if (ln) {
+            args[nargs++] = (char *)ln;
+        } else if (argv[i][0] == '-' && ((argv[i][1] >= 'a' && argv[i][1] <= 'z') ||
+                                         (argv[i][1] >= 'A' && argv[i][1] <= 'Z'))) {
+            snprintf(err, errlen, "unknown option %s", argv[i]);
+            goto out;
+        } else {
+            args[nargs++] = argv[i];
+        }
+        /* "-5" is left alone: it may be a (bad) value, which the table reports. */
+    }
+    char *positional[2];
+    int npos = 0;
+    if (conf_parse_args(bench_conf_table, bench_conf_table_len, cfg, nargs, args, positional, 2,
+                        &npos, err, errlen) < 0)
+        goto out;
+    if (npos != 1) {
+        snprintf(err, errlen, npos ? "unexpected argument '%s'" : "a URL is required%s",
+                 npos ? positional[1] : "");
+        goto out;
+    }
+    cfg->url = xstrdup(positional[0]);
+    if (parse_duration(cfg->duration, &cfg->duration_ms) < 0) {
+        snprintf(err, errlen, "--duration: must be seconds");
+        goto out;
+    }
+    if (cfg->rate && parse_rate(cfg->rate, &cfg->rate_rps) < 0) {
+        snprintf(err, errlen, "--rate: must be a number > 0");
+        goto out;
+    }
+    if (cfg->threads > cfg->connections) {
+        snprintf(err, errlen, "-t %lld: more threads than connections (-c %lld)", cfg->threads,
+                 cfg->connections);
+        goto out;
+    }
+    if (cfg->max_connections && cfg->max_connections < cfg->connections) {
+        snprintf(err, errlen, "--max-connections: must be at least -c (%lld)", cfg->connections);
+        goto out;
+    }
+    rc = 0;
+out:
+    free(args);
+    return rc;
+}
+
+void bench_config_free(struct bench_config *cfg)
+{
+    conf_free(bench_conf_table, bench_conf_table_len, cfg);
+    free(cfg->url);
+    cfg->url = NULL;
+}
+
+void bench_config_help(FILE *out)
+{
+    fprintf(out,
+            "usage: surge bench [-c CONNS] [-t THREADS] [-d SECONDS] [--rate RPS] [-m METHOD]\n"
+            "                   [-H 'K: V']... [--body STRING] [--json FILE]\n"
+            "                   [--threshold EXPR]... URL\n\n"
+            "An HTTP/1.1 load generator (URL: http://HOST[:PORT][/PATH]; https is not\n"
+            "supported yet). Without --rate: closed model, each connection sends its next\n"
+            "request when the last answer arrived, latency from the send. With --rate:\n"
+            "open model, requests due at constant intervals, latency measured from each\n"
+            "request's intended send time (coordinated omission corrected); when every\n"
+            "connection is busy, more are opened up to --max-connections, and waiting for\n"
+            "one counts as latency.\n\n"
+            "  -c N          same as --connections\n"
+            "  -t N          same as --threads\n"
+            "  -d SECONDS    same as --duration\n"
+            "  -m METHOD     same as --method\n"
+            "  -H 'K: V'     same as --header\n");
+    conf_print_help(bench_conf_table, bench_conf_table_len, out);
+    fprintf(out, "\nThresholds: METRIC OP VALUE with OP one of < <= > >=; METRIC one of\n"
+                 "min p50 p90 p99 p999 max (VALUE in us, ms or s; ms when no unit),\n"
+                 "error_rate (a fraction like 0.001 or a percentage like 0.1%%), rps.\n"
+                 "Errors: connect, reset, timeout, parse, and status (any answer outside 2xx).\n\n"
+                 "Exit status: 0 when the run worked and every threshold holds; 1 when a\n"
+                 "threshold fails or no request got a 2xx answer; 2 on a usage error.\n");
+}

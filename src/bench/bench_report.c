@@ -1,0 +1,135 @@
+/* Reports: the final text summary (in the spirit of wrk's) and the JSON file. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "bench/bench.h"
+
+static const char *const pct_names[6] = {"min", "p50", "p90", "p99", "p999", "max"};
+static const char *const pct_labels[6] = {"min", "p50", "p90", "p99", "p99.9", "max"};
+
+/* "850us", "20.31ms", "1.204s". */
+static void fmt_us(char *out, size_t n, uint64_t us)
+{
+    if (us < 1000)
+        snprintf(out, n, "%lluus", (unsigned long long)us);
+    else if (us < 1000000)
+        snprintf(out, n, "%.2fms", (double)us / 1000.0);
+    else
+        snprintf(out, n, "%.3fs", (double)us / 1e6);
+}
+
+void bench_report_print(FILE *out, const struct bench_config *cfg, const struct bench_summary *sum)
+{
+    const struct bench_stats *s = sum->stats;
+    fprintf(out, "surge bench %s: %.2f s, %d thread%s, %lld connection%s, %s model\n", cfg->url,
+            sum->duration_s, sum->threads, sum->threads == 1 ? "" : "s", sum->connections_requested,
+            sum->connections_requested == 1 ? "" : "s", sum->requested_rps > 0 ? "open" : "closed");
+    fprintf(out, "  requests     %llu answered, %llu sent, %llu unfinished at the end\n",
+            (unsigned long long)s->answered, (unsigned long long)s->sent,
+            (unsigned long long)s->unfinished);
+    if (sum->requested_rps > 0) {
+        fprintf(out, "  rate         %.1f req/s of %.1f requested\n", sum->rps, sum->requested_rps);
+        if (sum->rps < sum->requested_rps * 0.97)
+            fprintf(out, "  WARNING      target rate not reached (%.1f%% of it)\n",
+                    100.0 * sum->rps / sum->requested_rps);
+    } else {
+        fprintf(out, "  rate         %.1f req/s\n", sum->rps);
+    }
+    fprintf(out, "  latency     ");
+    for (int i = 0; i < 6; i++) {
+        char v[32];
+        fmt_us(v, sizeof v, sum->p_us[i]);
+        fprintf(out, " %s %s", pct_labels[i], v);
+    }
+    char mean[32];
+    fmt_us(mean, sizeof mean, (uint64_t)llround(hist_mean(&s->lat)));
+    fprintf(out, " mean %s%s\n", mean, sum->requested_rps > 0 ? " (from intended send times)" : "");
+    fprintf(out, "  status      ");
+    int any = 0;
+    for (int i = 0; i < BENCH_MAX_STATUS; i++) {
+        if (s->status[i]) {
+            fprintf(out, " %d: %llu", i, (unsigned long long)s->status[i]);
+            any = 1;
+        }
+    }
+    fprintf(out, "%s\n", any ? "" : " none");
+    fprintf(out, "  errors       %llu (%.3f%%):", (unsigned long long)bench_stats_errors(s),
+            100.0 * sum->error_rate);
+    for (int i = 0; i < BENCH_ERR_COUNT; i++)
+        fprintf(out, " %s %llu", bench_err_name((enum bench_err)i),
+                (unsigned long long)s->errors[i]);
+    fprintf(out, "\n");
+    fprintf(out,
+            "  connections  %lld requested, %llu established (%llu attempts, peak %llu open)\n",
+            sum->connections_requested, (unsigned long long)s->conn_established,
+            (unsigned long long)s->conn_attempts, (unsigned long long)s->conn_peak);
+}
+
+static double ms3(uint64_t us)
+{
+    return (double)us / 1000.0;
+}
+
+char *bench_report_json(const struct bench_config *cfg, const struct bench_summary *sum,
+                        const struct bench_threshold *th, const int *th_ok, size_t nth)
+{
+    const struct bench_stats *s = sum->stats;
+    cJSON *root = cJSON_CreateObject();
+    char *text = NULL;
+    if (!root)
+        return NULL;
+    cJSON_AddNumberToObject(root, "requests", (double)s->answered);
+    cJSON_AddNumberToObject(root, "errors", (double)bench_stats_errors(s));
+    cJSON_AddNumberToObject(root, "duration_s", sum->duration_s);
+    cJSON_AddNumberToObject(root, "rps", sum->rps);
+    cJSON *lat = cJSON_AddObjectToObject(root, "latency_ms");
+    for (int i = 0; i < 6 && lat; i++)
+        cJSON_AddNumberToObject(lat, pct_names[i], ms3(sum->p_us[i]));
+    if (lat)
+        cJSON_AddNumberToObject(lat, "mean", hist_mean(&s->lat) / 1000.0);
+    cJSON *st = cJSON_AddObjectToObject(root, "status");
+    for (int i = 0; i < BENCH_MAX_STATUS && st; i++) {
+        if (s->status[i]) {
+            char k[16];
+            snprintf(k, sizeof k, "%d", i);
+            cJSON_AddNumberToObject(st, k, (double)s->status[i]);
+        }
+    }
+    cJSON *ek = cJSON_AddObjectToObject(root, "errors_by_kind");
+    for (int i = 0; i < BENCH_ERR_COUNT && ek; i++)
+        cJSON_AddNumberToObject(ek, bench_err_name((enum bench_err)i), (double)s->errors[i]);
+    cJSON_AddNumberToObject(root, "error_rate", sum->error_rate);
+    cJSON_AddNumberToObject(root, "sent", (double)s->sent);
+    cJSON_AddNumberToObject(root, "unfinished", (double)s->unfinished);
+    cJSON_AddStringToObject(root, "model", sum->requested_rps > 0 ? "open" : "closed");
+    if (sum->requested_rps > 0)
+        cJSON_AddNumberToObject(root, "requested_rps", sum->requested_rps);
+    else
+        cJSON_AddNullToObject(root, "requested_rps");
+    cJSON *cn = cJSON_AddObjectToObject(root, "connections");
+    if (cn) {
+        cJSON_AddNumberToObject(cn, "requested", (double)sum->connections_requested);
+        cJSON_AddNumberToObject(cn, "established", (double)s->conn_established);
+        cJSON_AddNumberToObject(cn, "attempts", (double)s->conn_attempts);
+        cJSON_AddNumberToObject(cn, "peak", (double)s->conn_peak);
+    }
+    cJSON_AddNumberToObject(root, "threads", sum->threads);
+    if (cfg && cfg->url)
+        cJSON_AddStringToObject(root, "url", cfg->url);
+    cJSON *ta = cJSON_AddArrayToObject(root, "thresholds");
+    for (size_t i = 0; i < nth && ta; i++) {
+        cJSON *o = cJSON_CreateObject();
+        if (!o)
+            break;
+        cJSON_AddStringToObject(o, "expr", th[i].text);
+        cJSON_AddBoolToObject(o, "ok", th_ok[i]);
+        double v = bench_threshold_value(&th[i], sum);
+        cJSON_AddNumberToObject(o, "value", th[i].metric <= BM_MAX ? v / 1000.0 : v);
+        cJSON_AddItemToArray(ta, o);
+    }
+    text = cJSON_Print(root);
+    cJSON_Delete(root);
+    return text;
+}

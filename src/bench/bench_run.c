@@ -1,0 +1,489 @@
+/* The load engine: -t threads, one libuv loop each, keep-alive connections.
+ *
+ * Closed model: every connection sends its next request when the last answer
+ * arrived. Open model: a per-thread timer walks the schedule (bench_sched_at)
+ * and hands each due request to an idle connection, or queues it and opens
+ * another connection (up to the cap); its latency runs from the intended
+ * time, so queueing counts. Each thread owns its stats; bench_run merges
+ * them after joining. The request bytes are built once and shared read-only. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <uv.h>
+
+#include "base/alloc.h"
+#include "base/buf.h"
+#include "bench/bench.h"
+#include "http/http.h"
+#include "net/conn.h"
+#include "net/net.h"
+
+#define IN_MAX       (256 * 1024)
+#define TICK_MS      20
+#define RECONNECT_MS 100 /* closed model: pause before replacing a failed connection */
+#define QUEUE_MAX    (1u << 20)
+#define ERR_NONE     (-1)
+
+struct bthread;
+
+struct bconn {
+    struct conn c;
+    struct bthread *t;
+    struct http_msg msg;
+    size_t pos;         /* parse offset in c.in (head bytes are kept until the head ends) */
+    uint64_t origin_ns; /* latency origin: the send (closed) or the intended time (open) */
+    uint64_t sent_ns;   /* the actual send, for --timeout */
+    uint64_t opened_ns; /* connect start, for the connect timeout */
+    int busy, connected, connect_done, in_head;
+    int close_err;             /* enum bench_err to count on close, or ERR_NONE */
+    struct bconn *prev, *next; /* every live connection of the thread */
+    struct bconn *idle_next;
+    int idle;
+};
+
+struct bshared {
+    const struct bench_config *cfg;
+    struct sockaddr_storage addr;
+    const char *req;
+    size_t req_len;
+    int is_head;
+    uint64_t t0, t_end;
+    unsigned nthreads;
+};
+
+struct bthread {
+    uv_loop_t loop;
+    uv_timer_t tick, sched, end;
+    uv_thread_t tid;
+    const struct bshared *sh;
+    unsigned k;
+    int target_conns, max_conns;
+    int live, established_now, connecting;
+    int reconnect_due;
+    uint64_t reconnect_at;
+    int stopping;
+    uint64_t timeout_ns;
+    struct bconn *all, *idle;
+    uint64_t *queue; /* ring of intended times waiting for a connection */
+    size_t qcap, qhead, qlen;
+    uint64_t next_i;
+    uint64_t ended_ns;
+    struct bench_stats stats;
+};
+
+static void open_conn(struct bthread *t);
+static void conn_next(struct bconn *bc);
+
+static int open_model(const struct bthread *t)
+{
+    return t->sh->cfg->rate_rps > 0;
+}
+
+static void fail_conn(struct bconn *bc, enum bench_err kind)
+{
+    if (bc->close_err == ERR_NONE)
+        bc->close_err = (int)kind;
+    conn_close(&bc->c);
+}
+
+static void send_request(struct bconn *bc, uint64_t origin_ns)
+{
+    struct bthread *t = bc->t;
+    uint64_t now = uv_hrtime();
+    bc->busy = 1;
+    bc->in_head = 1;
+    bc->origin_ns = origin_ns ? origin_ns : now;
+    bc->sent_ns = now;
+    http_msg_reset(&bc->msg);
+    bc->msg.request_was_head = t->sh->is_head;
+    t->stats.sent++;
+    if (conn_write(&bc->c, t->sh->req, t->sh->req_len) < 0)
+        fail_conn(bc, BENCH_ERR_RESET);
+}
+
+static void record_answer(struct bconn *bc)
+{
+    struct bthread *t = bc->t;
+    uint64_t now = uv_hrtime();
+    uint64_t us = now > bc->origin_ns ? (now - bc->origin_ns) / 1000 : 0;
+    hist_record(&t->stats.lat, us);
+    t->stats.answered++;
+    int st = bc->msg.status;
+    if (st >= 0 && st < BENCH_MAX_STATUS)
+        t->stats.status[st]++;
+    if (st < 200 || st > 299)
+        t->stats.errors[BENCH_ERR_STATUS]++;
+    bc->busy = 0;
+}
+
+static void on_data(struct conn *c)
+{
+    struct bconn *bc = c->data;
+    while (bc->pos < c->in.len || bc->busy) {
+        if (!bc->busy) { /* bytes nobody asked for: pipelining is off */
+            fail_conn(bc, BENCH_ERR_PARSE);
+            return;
+        }
+        size_t used = 0;
+        int ev = http_msg_feed(&bc->msg, c->in.data, bc->pos, c->in.len - bc->pos, &used);
+        bc->pos += used;
+        if (ev == HTTP_EV_ERROR) {
+            fail_conn(bc, BENCH_ERR_PARSE);
+            return;
+        }
+        if (ev == HTTP_EV_HEAD)
+            bc->in_head = 0;
+        /* Once the head is parsed its bytes are no longer needed. */
+        if (!bc->in_head) {
+            buf_consume(&c->in, bc->pos);
+            bc->pos = 0;
+        }
+        if (ev == HTTP_EV_DONE) {
+            int keep = (bc->msg.flags & HTTP_F_KEEP_ALIVE) != 0;
+            record_answer(bc);
+            if (!keep || c->in.len) {
+                fail_conn(bc, c->in.len ? BENCH_ERR_PARSE : (enum bench_err)ERR_NONE);
+                return;
+            }
+            conn_next(bc);
+            return;
+        }
+        if (ev == HTTP_EV_NEED_MORE)
+            return;
+    }
+}
+
+static void idle_remove(struct bthread *t, struct bconn *bc)
+{
+    if (!bc->idle)
+        return;
+    for (struct bconn **p = &t->idle; *p; p = &(*p)->idle_next) {
+        if (*p == bc) {
+            *p = bc->idle_next;
+            break;
+        }
+    }
+    bc->idle = 0;
+}
+
+static int queue_push(struct bthread *t, uint64_t at)
+{
+    if (t->qlen == t->qcap) {
+        if (t->qcap >= QUEUE_MAX)
+            return -ENOBUFS;
+        size_t ncap = t->qcap ? t->qcap * 2 : 1024;
+        uint64_t *nq = xmalloc(ncap * sizeof *nq);
+        for (size_t i = 0; i < t->qlen; i++)
+            nq[i] = t->queue[(t->qhead + i) % t->qcap];
+        free(t->queue);
+        t->queue = nq;
+        t->qcap = ncap;
+        t->qhead = 0;
+    }
+    t->queue[(t->qhead + t->qlen) % t->qcap] = at;
+    t->qlen++;
+    return 0;
+}
+
+static uint64_t queue_pop(struct bthread *t)
+{
+    uint64_t at = t->queue[t->qhead];
+    t->qhead = (t->qhead + 1) % t->qcap;
+    t->qlen--;
+    return at;
+}
+
+/* A connection is free: give it the next request. */
+static void conn_next(struct bconn *bc)
+{
+    struct bthread *t = bc->t;
+    if (t->stopping)
+        return;
+    if (!open_model(t)) {
+        send_request(bc, 0);
+        return;
+    }
+    if (t->qlen) {
+        send_request(bc, queue_pop(t));
+        return;
+    }
+    bc->idle = 1;
+    bc->idle_next = t->idle;
+    t->idle = bc;
+}
+
+static void on_connect(struct conn *c, int status)
+{
+    struct bconn *bc = c->data;
+    struct bthread *t = bc->t;
+    bc->connect_done = 1;
+    t->connecting--;
+    if (status < 0) {
+        fail_conn(bc, BENCH_ERR_CONNECT);
+        return;
+    }
+    bc->connected = 1;
+    t->stats.conn_established++;
+    if ((uint64_t)++t->established_now > t->stats.conn_peak)
+        t->stats.conn_peak = (uint64_t)t->established_now;
+    conn_next(bc);
+}
+
+static void on_close(struct conn *c, int status)
+{
+    struct bconn *bc = c->data;
+    struct bthread *t = bc->t;
+    if (!bc->connect_done) { /* on_connect never runs for a connection closed first */
+        bc->connect_done = 1;
+        t->connecting--;
+    }
+    if (bc->busy && status == UV_EOF && http_msg_eof(&bc->msg) == HTTP_EV_DONE) {
+        record_answer(bc); /* a body delimited by the close */
+        status = 0;
+    }
+    int kind = bc->close_err;
+    if (kind == ERR_NONE && !t->stopping) {
+        if (!bc->connected)
+            kind = BENCH_ERR_CONNECT;
+        else if (bc->busy)
+            kind = status == UV_ETIMEDOUT ? BENCH_ERR_TIMEOUT : BENCH_ERR_RESET;
+    }
+    if (t->stopping) {
+        if (bc->busy)
+            t->stats.unfinished++;
+    } else if (kind != ERR_NONE) {
+        t->stats.errors[kind]++;
+        /* Open model: a failed connect fails the oldest request waiting for it. */
+        if (kind == BENCH_ERR_CONNECT && open_model(t) && t->qlen)
+            queue_pop(t);
+    }
+    if (bc->connected)
+        t->established_now--;
+    idle_remove(t, bc);
+    if (bc->prev)
+        bc->prev->next = bc->next;
+    else
+        t->all = bc->next;
+    if (bc->next)
+        bc->next->prev = bc->prev;
+    t->live--;
+    if (t->stopping || open_model(t))
+        return;
+    /* Closed model: keep -c connections; pause after a failure so a refused
+     * target is not hammered in a tight loop. */
+    if (kind == ERR_NONE) {
+        open_conn(t);
+    } else {
+        if (!t->reconnect_due)
+            t->reconnect_at = uv_hrtime() + (uint64_t)RECONNECT_MS * 1000000;
+        t->reconnect_due++;
+    }
+}
+
+static void on_free(struct conn *c)
+{
+    free(c->data);
+}
+
+static const struct conn_ops bench_conn_ops = {
+    .on_data = on_data,
+    .on_connect = on_connect,
+    .on_close = on_close,
+    .on_free = on_free,
+};
+
+static void open_conn(struct bthread *t)
+{
+    struct bconn *bc = xcalloc(1, sizeof *bc);
+    bc->t = t;
+    bc->close_err = ERR_NONE;
+    bc->c.data = bc;
+    bc->opened_ns = uv_hrtime();
+    http_msg_init(&bc->msg, HTTP_RESPONSE_KIND);
+    bc->next = t->all;
+    if (t->all)
+        t->all->prev = bc;
+    t->all = bc;
+    t->live++;
+    t->connecting++;
+    t->stats.conn_attempts++;
+    /* On a synchronous failure on_close has already counted it. */
+    (void)conn_connect(&bc->c, &t->loop, (const struct sockaddr *)&t->sh->addr, &bench_conn_ops,
+                       IN_MAX, 64 * 1024 + t->sh->req_len);
+}
+
+/* Open model: one request is due at `at`. */
+static void dispatch(struct bthread *t, uint64_t at)
+{
+    if (t->idle) {
+        struct bconn *bc = t->idle;
+        t->idle = bc->idle_next;
+        bc->idle = 0;
+        send_request(bc, at);
+        return;
+    }
+    if (queue_push(t, at) < 0) {
+        t->stats.unfinished++;
+        return;
+    }
+    if (t->live < t->max_conns && (size_t)t->connecting < t->qlen)
+        open_conn(t);
+}
+
+static void on_sched(uv_timer_t *h)
+{
+    struct bthread *t = h->data;
+    const struct bshared *sh = t->sh;
+    if (t->stopping)
+        return;
+    uint64_t now = uv_hrtime();
+    for (;;) {
+        uint64_t at = bench_sched_at(sh->t0, sh->cfg->rate_rps, sh->nthreads, t->k, t->next_i);
+        if (at >= sh->t_end)
+            return; /* the schedule is over; the end timer stops the thread */
+        if (at > now) {
+            /* libuv timers have millisecond resolution: wake up at or just
+             * before `at`, then poll (timeout 0) through the last millisecond. */
+            uv_timer_start(&t->sched, on_sched, (at - now) / 1000000, 0);
+            return;
+        }
+        dispatch(t, at);
+        t->next_i++;
+    }
+}
+
+static void on_tick(uv_timer_t *h)
+{
+    struct bthread *t = h->data;
+    uint64_t now = uv_hrtime();
+    for (struct bconn *bc = t->all, *nx; bc; bc = nx) {
+        nx = bc->next;
+        if (bc->busy && now - bc->sent_ns > t->timeout_ns)
+            fail_conn(bc, BENCH_ERR_TIMEOUT);
+        else if (!bc->connected && now - bc->opened_ns > t->timeout_ns)
+            fail_conn(bc, BENCH_ERR_CONNECT);
+    }
+    if (t->reconnect_due && now >= t->reconnect_at && !t->stopping) {
+        int n = t->reconnect_due;
+        t->reconnect_due = 0;
+        while (n--)
+            open_conn(t);
+    }
+}
+
+static void on_end(uv_timer_t *h)
+{
+    struct bthread *t = h->data;
+    t->stopping = 1;
+    t->ended_ns = uv_hrtime();
+    t->stats.unfinished += t->qlen;
+    t->qlen = 0;
+    for (struct bconn *bc = t->all, *nx; bc; bc = nx) {
+        nx = bc->next;
+        conn_close(&bc->c);
+    }
+    uv_close((uv_handle_t *)&t->tick, NULL);
+    uv_close((uv_handle_t *)&t->sched, NULL);
+    uv_close((uv_handle_t *)&t->end, NULL);
+}
+
+static void thread_main(void *arg)
+{
+    struct bthread *t = arg;
+    const struct bshared *sh = t->sh;
+    uint64_t now = uv_hrtime();
+    uv_timer_init(&t->loop, &t->tick);
+    uv_timer_init(&t->loop, &t->sched);
+    uv_timer_init(&t->loop, &t->end);
+    t->tick.data = t->sched.data = t->end.data = t;
+    uv_timer_start(&t->tick, on_tick, TICK_MS, TICK_MS);
+    uv_timer_start(&t->end, on_end, sh->t_end > now ? (sh->t_end - now + 999999) / 1000000 : 0, 0);
+    for (int i = 0; i < t->target_conns; i++)
+        open_conn(t);
+    if (open_model(t))
+        on_sched(&t->sched);
+    uv_run(&t->loop, UV_RUN_DEFAULT);
+}
+
+/* Build the request once: method, target, Host, the -H headers, body. */
+static void build_request(struct buf *b, const struct bench_config *cfg,
+                          const struct bench_url *url)
+{
+    int has_host = 0, has_cl = 0;
+    for (size_t i = 0; i < cfg->headers.n; i++) {
+        const char *h = cfg->headers.items[i];
+        if (!strncasecmp(h, "host:", 5))
+            has_host = 1;
+        if (!strncasecmp(h, "content-length:", 15))
+            has_cl = 1;
+    }
+    buf_printf(b, "%s %s HTTP/1.1\r\n", cfg->method, url->path);
+    if (!has_host)
+        buf_printf(b, "Host: %s\r\n", url->authority);
+    for (size_t i = 0; i < cfg->headers.n; i++)
+        buf_printf(b, "%s\r\n", cfg->headers.items[i]);
+    size_t blen = cfg->body ? strlen(cfg->body) : 0;
+    if (cfg->body && !has_cl)
+        buf_printf(b, "Content-Length: %zu\r\n", blen);
+    buf_puts(b, "\r\n");
+    if (blen)
+        buf_append(b, cfg->body, blen);
+}
+
+int bench_run(const struct bench_config *cfg, const struct bench_url *url,
+              struct bench_stats *stats, double *elapsed_s, char *err, size_t errlen)
+{
+    struct bshared sh;
+    struct buf req;
+    memset(&sh, 0, sizeof sh);
+    socklen_t alen;
+    if (net_parse_addr(url->hostport, 1, &sh.addr, &alen, err, errlen) < 0)
+        return -1;
+    buf_init(&req, 1u << 30);
+    build_request(&req, cfg, url);
+    sh.cfg = cfg;
+    sh.req = req.data;
+    sh.req_len = req.len;
+    sh.is_head = !strcasecmp(cfg->method, "HEAD");
+    unsigned nthreads = (unsigned)cfg->threads;
+    sh.nthreads = nthreads;
+    long long maxc = cfg->max_connections;
+    if (!maxc) {
+        maxc = cfg->connections * 4 < 1024 ? cfg->connections * 4 : 1024;
+        if (maxc < cfg->connections)
+            maxc = cfg->connections;
+    }
+    struct bthread *th = xcalloc(nthreads, sizeof *th);
+    sh.t0 = uv_hrtime();
+    sh.t_end = sh.t0 + cfg->duration_ms * 1000000ULL;
+    for (unsigned k = 0; k < nthreads; k++) {
+        struct bthread *t = &th[k];
+        t->sh = &sh;
+        t->k = k;
+        t->target_conns = (int)(cfg->connections / nthreads) + (k < cfg->connections % nthreads);
+        t->max_conns = (int)(maxc / nthreads) + (k < maxc % nthreads);
+        if (t->max_conns < t->target_conns)
+            t->max_conns = t->target_conns;
+        t->timeout_ns = (uint64_t)cfg->timeout_ms * 1000000ULL;
+        bench_stats_init(&t->stats);
+        uv_loop_init(&t->loop);
+        uv_thread_create(&t->tid, thread_main, t);
+    }
+    uint64_t ended = sh.t_end;
+    for (unsigned k = 0; k < nthreads; k++) {
+        struct bthread *t = &th[k];
+        uv_thread_join(&t->tid);
+        uv_loop_close(&t->loop);
+        if (t->ended_ns > ended)
+            ended = t->ended_ns;
+        bench_stats_merge(stats, &t->stats);
+        bench_stats_free(&t->stats);
+        free(t->queue);
+    }
+    *elapsed_s = (double)(ended - sh.t0) / 1e9;
+    free(th);
+    buf_free(&req);
+    return 0;
+}

@@ -1,0 +1,74 @@
+/* Run counters: per-thread, merged at the end, and the summary figures. */
+#include <string.h>
+
+#include "bench/bench.h"
+
+const char *bench_err_name(enum bench_err kind)
+{
+    static const char *const names[BENCH_ERR_COUNT] = {"connect", "reset", "timeout", "parse",
+                                                       "status"};
+    return (unsigned)kind < BENCH_ERR_COUNT ? names[kind] : "unknown";
+}
+
+int bench_stats_init(struct bench_stats *s)
+{
+    memset(s, 0, sizeof *s);
+    return hist_init(&s->lat);
+}
+
+void bench_stats_free(struct bench_stats *s)
+{
+    hist_free(&s->lat);
+}
+
+void bench_stats_merge(struct bench_stats *dst, const struct bench_stats *src)
+{
+    hist_merge(&dst->lat, &src->lat);
+    dst->sent += src->sent;
+    dst->answered += src->answered;
+    dst->unfinished += src->unfinished;
+    for (int i = 0; i < BENCH_ERR_COUNT; i++)
+        dst->errors[i] += src->errors[i];
+    for (int i = 0; i < BENCH_MAX_STATUS; i++)
+        dst->status[i] += src->status[i];
+    dst->conn_attempts += src->conn_attempts;
+    dst->conn_established += src->conn_established;
+    dst->conn_peak += src->conn_peak;
+}
+
+uint64_t bench_stats_errors(const struct bench_stats *s)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < BENCH_ERR_COUNT; i++)
+        n += s->errors[i];
+    return n;
+}
+
+uint64_t bench_stats_ok(const struct bench_stats *s)
+{
+    uint64_t n = 0;
+    for (int i = 200; i < 300; i++)
+        n += s->status[i];
+    return n;
+}
+
+void bench_summary_compute(struct bench_summary *sum, const struct bench_stats *stats,
+                           double duration_s, double requested_rps)
+{
+    memset(sum, 0, sizeof *sum);
+    sum->stats = stats;
+    sum->duration_s = duration_s;
+    sum->requested_rps = requested_rps;
+    sum->rps = duration_s > 0 ? (double)stats->answered / duration_s : 0.0;
+    uint64_t errors = bench_stats_errors(stats);
+    /* A non-2xx answer is an error and an answer: count its request once. */
+    uint64_t attempts = stats->answered + errors - stats->errors[BENCH_ERR_STATUS];
+    sum->error_rate = attempts ? (double)errors / (double)attempts : 0.0;
+    const struct hist *h = &stats->lat;
+    sum->p_us[0] = h->total ? h->min_us : 0;
+    sum->p_us[1] = hist_percentile(h, 50);
+    sum->p_us[2] = hist_percentile(h, 90);
+    sum->p_us[3] = hist_percentile(h, 99);
+    sum->p_us[4] = hist_percentile(h, 99.9);
+    sum->p_us[5] = h->total ? h->max_us : 0;
+}

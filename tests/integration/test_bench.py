@@ -1,0 +1,217 @@
+"""surge bench: closed and open model, coordinated omission, thresholds, JSON, errors.
+
+Every run is a real `surge bench` process against a server on loopback: the
+fake upstream (start_upstreams) or a tiny threaded server defined here when a
+test needs exact behaviour (a global 1 s stall)."""
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from harness import free_port, run_surge
+
+BENCH_FLAGS = ["-c", "-t", "-d", "-m", "-H", "--connections", "--threads", "--duration",
+               "--rate", "--method", "--header", "--body", "--json", "--threshold", "--timeout",
+               "--max-connections"]
+
+
+def bench(*args, timeout=30.0):
+    return run_surge("bench", *args, timeout=timeout)
+
+
+def bench_json(tmp_path, *args):
+    out = tmp_path / "bench.json"
+    res = bench("--json", out, *args)
+    assert out.exists(), "no JSON written; stdout:\n%s\nstderr:\n%s" % (res.stdout_text,
+                                                                        res.stderr_text)
+    return res, json.loads(out.read_text())
+
+
+def url(up, path="/"):
+    return "http://%s%s" % (up.addr, path)
+
+
+class StallServer:
+    """Answers 200 at once, except that the first request arriving 1 s after
+    the first one starts a global 1 s stall: every request arriving during it
+    waits until it ends. With few connections, only a handful of requests are
+    actually in flight during the stall; the others wait inside surge bench,
+    so only coordinated-omission correction makes the stall visible."""
+
+    def __init__(self, stall_after=1.0, stall_for=1.0):
+        lock = threading.Lock()
+        state = {"first": None, "until": None}
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                now = time.monotonic()
+                with lock:
+                    if state["first"] is None:
+                        state["first"] = now
+                    if state["until"] is None and now - state["first"] >= stall_after:
+                        state["until"] = now + stall_for
+                    until = state["until"]
+                if until is not None and now < until:
+                    time.sleep(until - now)
+                # one write: a head and a body in two segments would meet
+                # delayed ACKs and cost 40 ms per answer
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request, client_address):
+                pass  # surge bench closes in-flight connections when -d ends
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_closed_model_p50_matches_server_delay(start_upstreams, tmp_path):
+    up, = start_upstreams("a", delay_ms=20)
+    res, rep = bench_json(tmp_path, "-c", 4, "-t", 2, "-d", 2, url(up))
+    assert res.returncode == 0, res.stdout_text + res.stderr_text
+    assert abs(rep["latency_ms"]["p50"] - 20.0) <= 3.0, rep["latency_ms"]
+    assert rep["errors"] == 0, rep
+    # 4 connections, 20 ms per answer: about 200/s
+    assert 120 <= rep["rps"] <= 210, rep
+    assert rep["connections"]["established"] == 4, rep
+    assert "req/s" in res.stdout_text and "p99" in res.stdout_text
+
+
+def test_open_model_reaches_rate(start_upstreams, tmp_path):
+    up, = start_upstreams("a")
+    res, rep = bench_json(tmp_path, "--rate", 200, "-c", 2, "-d", 3, url(up))
+    assert res.returncode == 0, res.stdout_text + res.stderr_text
+    assert abs(rep["rps"] - 200.0) <= 6.0, rep
+    assert rep["requested_rps"] == 200
+    assert rep["model"] == "open"
+    assert "not reached" not in res.stdout_text
+
+
+def test_open_model_says_when_rate_not_reached(start_upstreams, tmp_path):
+    up, = start_upstreams("a", delay_ms=100)
+    # one connection at most, 100 ms per answer: at most 10/s of the 100/s asked
+    res, rep = bench_json(tmp_path, "--rate", 100, "-c", 1, "--max-connections", 1, "-d", 1,
+                          url(up))
+    assert "target rate not reached" in res.stdout_text, res.stdout_text
+    assert rep["rps"] < 20, rep
+    # the requests that waited for the connection show up as latency
+    assert rep["latency_ms"]["max"] >= 500, rep
+
+
+def test_stall_shows_in_p99_with_co_correction(tmp_path):
+    srv = StallServer()
+    try:
+        res, rep = bench_json(tmp_path, "--rate", 200, "-c", 2, "--max-connections", 2, "-d", 3,
+                              "http://127.0.0.1:%d/" % srv.port)
+    finally:
+        srv.close()
+    lat = rep["latency_ms"]
+    assert res.returncode == 0, res.stdout_text + res.stderr_text
+    assert lat["p99"] >= 500, lat
+    assert lat["p50"] < 50, lat
+    # only a few requests were on the wire during the stall: without the
+    # correction fewer than 1% of the answers would be slow
+    assert rep["requests"] >= 550, rep
+
+
+def test_thresholds_exit_status(start_upstreams):
+    up, = start_upstreams("a")
+    ok = bench("-c", 2, "-d", 1, "--threshold", "p99<5s", "--threshold", "rps>1",
+               "--threshold", "error_rate<1%", url(up))
+    assert ok.returncode == 0, ok.stdout_text + ok.stderr_text
+    bad = bench("-c", 2, "-d", 1, "--threshold", "p99<5s", "--threshold", "p50<1us", url(up))
+    assert bad.returncode == 1, bad.stdout_text + bad.stderr_text
+    assert "p50<1us" in bad.stdout_text and "FAILED" in bad.stdout_text
+    slow = bench("-c", 2, "-d", 1, "--threshold", "rps>1000000", url(up))
+    assert slow.returncode == 1
+
+
+@pytest.mark.parametrize("expr", ["p99<<1", "p98<1ms", "p99<1parsec", "rps", "error_rate<5x",
+                                  ""])
+def test_malformed_threshold_is_usage_error(expr):
+    res = bench("-d", 1, "--threshold", expr, "http://127.0.0.1:%d/" % free_port())
+    assert res.returncode == 2, res.stdout_text + res.stderr_text
+    lines = [ln for ln in res.stderr_text.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "threshold" in lines[0], res.stderr_text
+    assert res.stdout_text == ""
+
+
+def test_refused_target_is_an_error(tmp_path):
+    port = free_port()
+    res, rep = bench_json(tmp_path, "-c", 2, "-d", 1, "http://127.0.0.1:%d/" % port)
+    assert res.returncode == 1, res.stdout_text
+    assert rep["errors"] > 0 and rep["errors_by_kind"]["connect"] == rep["errors"], rep
+    assert rep["requests"] == 0 and rep["connections"]["established"] == 0, rep
+    res = bench("--rate", 50, "-c", 1, "-d", 1, "http://127.0.0.1:%d/" % port)
+    assert res.returncode == 1 and "connect" in res.stdout_text
+    res = bench("-c", 1, "-d", 1, "--threshold", "error_rate<50%", "http://127.0.0.1:%d/" % port)
+    assert res.returncode == 1
+
+
+def test_non_2xx_counted_by_status(start_upstreams, tmp_path):
+    up, = start_upstreams("a", status=503)
+    res, rep = bench_json(tmp_path, "-c", 1, "-d", 1, url(up))
+    assert res.returncode == 1  # nothing succeeded
+    assert rep["status"]["503"] == rep["requests"] > 0, rep
+    assert rep["errors_by_kind"]["status"] == rep["requests"], rep
+
+
+def test_json_contract_types(start_upstreams, tmp_path):
+    up, = start_upstreams("a")
+    res, rep = bench_json(tmp_path, "-c", 2, "-d", 1, "-m", "POST", "-H", "X-Test: 1",
+                          "--body", "hello", url(up, "/echo"))
+    assert res.returncode == 0, res.stdout_text + res.stderr_text
+    for k in ("requests", "errors"):
+        assert isinstance(rep[k], int) and not isinstance(rep[k], bool), (k, rep[k])
+    for k in ("duration_s", "rps"):
+        assert isinstance(rep[k], (int, float)), (k, rep[k])
+    assert 0.9 <= rep["duration_s"] <= 1.5
+    assert set(rep["latency_ms"]) >= {"min", "p50", "p90", "p99", "p999", "max"}
+    for k in ("min", "p50", "p90", "p99", "p999", "max"):
+        assert isinstance(rep["latency_ms"][k], (int, float)), k
+    lat = rep["latency_ms"]
+    assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p999"] <= lat["max"]
+    assert isinstance(rep["status"], dict)
+    assert all(k.isdigit() and isinstance(v, int) for k, v in rep["status"].items())
+    assert rep["status"].get("200") == rep["requests"] > 0
+
+
+@pytest.mark.parametrize("args,word", [
+    (["https://127.0.0.1:1/"], "https is not supported yet"),
+    ([], "URL"),
+    (["-c", "1", "-t", "2", "http://127.0.0.1:1/"], "threads"),
+    (["-d", "soon", "http://127.0.0.1:1/"], "duration"),
+    (["--rate", "-5", "http://127.0.0.1:1/"], "rate"),
+    (["-H", "NoColon", "http://127.0.0.1:1/"], "header"),
+    (["--bogus", "http://127.0.0.1:1/"], "--bogus"),
+    (["-x", "http://127.0.0.1:1/"], "-x"),
+    (["ftp://127.0.0.1:1/"], "http://"),
+])
+def test_usage_errors(args, word):
+    res = bench(*args)
+    assert res.returncode == 2, res.stdout_text + res.stderr_text
+    lines = [ln for ln in res.stderr_text.splitlines() if ln.strip()]
+    assert len(lines) == 1 and word in lines[0], res.stderr_text
+
+
+def test_help_documents_every_flag():
+    res = run_surge("help", "bench")
+    assert res.returncode == 0
+    for flag in BENCH_FLAGS:
+        assert flag in res.stdout_text, flag
+    assert "bench" in run_surge("help").stdout_text

@@ -1,0 +1,106 @@
+/* Unit tests for src/bench/bench_report.c: the JSON report of known stats. */
+#include <cjson/cJSON.h>
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench/bench.h"
+
+static cJSON *render(struct bench_stats *st, double duration, double rate)
+{
+    struct bench_summary sum;
+    bench_summary_compute(&sum, st, duration, rate);
+    sum.connections_requested = 4;
+    sum.threads = 2;
+    struct bench_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.url = (char *)"http://127.0.0.1:1/";
+    struct bench_threshold th;
+    char err[128];
+    cr_assert(eq(int, bench_threshold_parse("p99<5ms", &th, err, sizeof err), 0));
+    int ok = bench_threshold_eval(&th, &sum);
+    char *text = bench_report_json(&cfg, &sum, &th, &ok, 1);
+    cr_assert(ne(ptr, text, NULL));
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    cr_assert(ne(ptr, root, NULL));
+    return root;
+}
+
+static double num(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    cr_assert(cJSON_IsNumber(v), "field %s missing or not a number", k);
+    return v->valuedouble;
+}
+
+Test(report, json_contract_fields)
+{
+    struct bench_stats st;
+    cr_assert(eq(int, bench_stats_init(&st), 0));
+    /* 1000 answers: 1..1000 us, two of them 404, plus 3 resets. */
+    for (uint64_t us = 1; us <= 1000; us++)
+        hist_record(&st.lat, us);
+    st.answered = 1000;
+    st.sent = 1003;
+    st.status[200] = 998;
+    st.status[404] = 2;
+    st.errors[BENCH_ERR_STATUS] = 2;
+    st.errors[BENCH_ERR_RESET] = 3;
+    cJSON *root = render(&st, 2.0, 0);
+    cr_assert(eq(dbl, num(root, "requests"), 1000));
+    cr_assert(eq(dbl, num(root, "errors"), 5));
+    cr_assert(eq(dbl, num(root, "duration_s"), 2.0));
+    cr_assert(eq(dbl, num(root, "rps"), 500.0));
+    const cJSON *lat = cJSON_GetObjectItemCaseSensitive(root, "latency_ms");
+    cr_assert(cJSON_IsObject(lat));
+    /* values 1..2047 us are exact in the histogram */
+    cr_assert(eq(dbl, num(lat, "min"), 0.001));
+    cr_assert(eq(dbl, num(lat, "p50"), 0.5));
+    cr_assert(eq(dbl, num(lat, "p90"), 0.9));
+    cr_assert(eq(dbl, num(lat, "p99"), 0.99));
+    cr_assert(eq(dbl, num(lat, "p999"), 0.999));
+    cr_assert(eq(dbl, num(lat, "max"), 1.0));
+    const cJSON *status = cJSON_GetObjectItemCaseSensitive(root, "status");
+    cr_assert(eq(dbl, num(status, "200"), 998));
+    cr_assert(eq(dbl, num(status, "404"), 2));
+    cr_assert(eq(int, cJSON_GetArraySize(status), 2));
+    const cJSON *ek = cJSON_GetObjectItemCaseSensitive(root, "errors_by_kind");
+    cr_assert(eq(dbl, num(ek, "reset"), 3));
+    cr_assert(eq(dbl, num(ek, "status"), 2));
+    cr_assert(eq(dbl, num(ek, "connect"), 0));
+    cr_assert(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(root, "requested_rps")));
+    const cJSON *th = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "thresholds"), 0);
+    cr_assert(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(th, "ok")));
+    cJSON_Delete(root);
+    bench_stats_free(&st);
+}
+
+Test(report, json_open_model_and_merge)
+{
+    struct bench_stats a, b, all;
+    cr_assert(eq(int, bench_stats_init(&a), 0));
+    cr_assert(eq(int, bench_stats_init(&b), 0));
+    cr_assert(eq(int, bench_stats_init(&all), 0));
+    hist_record(&a.lat, 2000);
+    a.answered = 1;
+    a.status[200] = 1;
+    hist_record(&b.lat, 1000000);
+    b.answered = 1;
+    b.status[200] = 1;
+    bench_stats_merge(&all, &a);
+    bench_stats_merge(&all, &b);
+    cJSON *root = render(&all, 1.0, 100.0);
+    cr_assert(eq(dbl, num(root, "requested_rps"), 100.0));
+    cr_assert(eq(dbl, num(root, "requests"), 2));
+    const cJSON *lat = cJSON_GetObjectItemCaseSensitive(root, "latency_ms");
+    cr_assert(eq(dbl, num(lat, "min"), 2.0));
+    cr_assert(eq(dbl, num(lat, "max"), 1000.0));
+    const cJSON *th = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "thresholds"), 0);
+    cr_assert(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(th, "ok")));
+    cJSON_Delete(root);
+    bench_stats_free(&a);
+    bench_stats_free(&b);
+    bench_stats_free(&all);
+}
