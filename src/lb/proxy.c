@@ -251,6 +251,19 @@ static unsigned connection_headers(const struct http_msg *m, const char *buf, un
     return n;
 }
 
+/* Does header h go to the next hop? Not when hop-by-hop (RFC 9110 7.6.1) or
+ * named in a Connection header, except what frames or routes the message and
+ * the Upgrade header of an upgrade. */
+static int forwardable(const struct http_msg *m, const char *b, const unsigned *conn,
+                       unsigned nconn, const struct http_header *h, int upgrading)
+{
+    if (hop_by_hop(b, h->name, upgrading))
+        return 0;
+    return !nconn || protected_header(b, h->name) ||
+           (upgrading && SLICE_IS(b, h->name, "upgrade")) ||
+           !listed_in_connection(m, b, conn, nconn, h->name);
+}
+
 static int put_header(struct buf *o, const char *buf, const struct http_header *h)
 {
     int rc = buf_append(o, buf + h->name.off, h->name.len);
@@ -293,11 +306,7 @@ static int build_request_head(struct client *c)
     rc |= buf_append(o, "\r\n", 2);
     for (unsigned i = 0; i < m->nheaders; i++) {
         const struct http_header *h = &m->headers[i];
-        if (hop_by_hop(b, h->name, upgrading))
-            continue;
-        if (nconn && !protected_header(b, h->name) &&
-            !(upgrading && SLICE_IS(b, h->name, "upgrade")) &&
-            listed_in_connection(m, b, conn, nconn, h->name))
+        if (!forwardable(m, b, conn, nconn, h, upgrading))
             continue;
         if (h->name.len == 15 && SLICE_IS(b, h->name, "x-forwarded-for"))
             continue;
@@ -730,11 +739,7 @@ static int build_response_head(struct client *c, struct upstream *up)
     rc |= buf_append(o, "\r\n", 2);
     for (unsigned i = 0; i < m->nheaders; i++) {
         const struct http_header *h = &m->headers[i];
-        if (hop_by_hop(b, h->name, upgrading))
-            continue;
-        if (nconn && !protected_header(b, h->name) &&
-            !(upgrading && SLICE_IS(b, h->name, "upgrade")) &&
-            listed_in_connection(m, b, conn, nconn, h->name))
+        if (!forwardable(m, b, conn, nconn, h, upgrading))
             continue;
         rc |= put_header(o, b, h);
     }
