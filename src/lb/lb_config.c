@@ -38,7 +38,7 @@ const struct conf_entry lb_conf_table[] = {
     {"backend", CONF_LIST, O(backends), 0, 0, NULL, NULL, NULL, "HOST:PORT[,weight=N]",
      "a backend server; repeat for each (weight 1..1000, default 1)"},
     {"algorithm", CONF_ENUM, O(algorithm), 0, 0, "round_robin", algo_names, NULL, "NAME",
-     "round_robin|least_conn|ip_hash|weighted_round_robin|p2c|consistent_hash|random"},
+     "how a backend is chosen"},
     {"admin", CONF_STRING, O(admin), 0, 0, NULL, NULL, NULL, "HOST:PORT",
      "admin API address (/backends, /metrics, /healthz); off when unset"},
     {"admin-token", CONF_STRING, O(admin_token), 0, 0, NULL, NULL, NULL, "TOKEN",
@@ -94,7 +94,7 @@ const struct conf_entry lb_conf_table[] = {
     {"trust-forwarded", CONF_BOOL, O(trust_forwarded), 0, 1, "false", NULL, NULL, NULL,
      "trust the client's X-Forwarded-For/-Proto (ip_hash uses the left-most address)"},
     {"log-level", CONF_ENUM, O(log_level), 0, 0, "info", level_names, NULL, "LEVEL",
-     "error|warn|info|debug"},
+     "what goes to stderr"},
 };
 #undef O
 const size_t lb_conf_table_len = sizeof lb_conf_table / sizeof lb_conf_table[0];
@@ -192,6 +192,8 @@ void lb_config_help(FILE *out)
                  "  -c FILE   read settings from FILE\n");
     conf_print_help(lb_conf_table, lb_conf_table_len, out);
     fprintf(out, "\nAdmin API (--admin): GET /backends, POST /backends {\"address\",\"weight\"},\n"
-                 "DELETE /backends/HOST:PORT (drain), GET /metrics (Prometheus), GET /healthz.\n"
+                 "PUT /backends/HOST:PORT {\"weight\"}, DELETE /backends/HOST:PORT (drain),\n"
+                 "GET /metrics (Prometheus), GET /healthz.\n"
+                 "Signals: SIGHUP reloads -c FILE; SIGTERM/SIGINT drain, then exit.\n"
                  "Exit status: 0 after SIGTERM/SIGINT, 2 on a usage or config error.\n");
 }
