@@ -5,6 +5,7 @@
 #   make lint       clang-format check and banned functions
 #   make bench-lb   load balancer benchmark against HAProxy and nginx (docs/benchmarks.md)
 #   make bench-faults  surge lb under kill -9, reload storm, drain; health-check/metrics cost
+#   make bench-gen  load generator benchmark: surge bench vs wrk (docs/benchmarks.md)
 #   make run        starts surge on embedded defaults
 # Variables: SANITIZE=1 (ASan+UBSan), WERROR=1 (default under CI=true), CC=...
 
@@ -42,7 +43,7 @@ UNIT_SRCS := $(wildcard tests/unit/*/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(OUT)/tests/%)
 FUZZ_SRCS := $(wildcard fuzz/fuzz_*.c)
 
-.PHONY: all deps test unit fuzz lint format bench-lb bench-faults run clean
+.PHONY: all deps test unit fuzz lint format bench-lb bench-faults bench-gen run clean
 all: $(OUT)/surge
 
 deps:
@@ -111,6 +112,10 @@ bench-lb: all
 bench-faults: all
 	@scripts/deps.sh bench
 	@scripts/bench-faults.sh
+
+bench-gen: all
+	@scripts/deps.sh bench
+	@scripts/bench-gen.sh
 
 run:
 	@scripts/deps.sh build

@@ -88,11 +88,19 @@ int bench_main(struct bench_config *cfg)
         status = 1;
     }
     fflush(stdout);
-    if (cfg->json) {
+    if (cfg->json || cfg->html) {
         char *text = bench_report_json(cfg, &sum, th, th_ok, nth);
-        if (!text || write_file(cfg->json, text, err, sizeof err) < 0) {
+        if (cfg->json && (!text || write_file(cfg->json, text, err, sizeof err) < 0)) {
             fprintf(stderr, "surge bench: --json: %s\n", text ? err : "out of memory");
             status = 2;
+        }
+        if (cfg->html) {
+            char *page = text ? bench_html_render(cfg, &sum, text) : NULL;
+            if (!page || write_file(cfg->html, page, err, sizeof err) < 0) {
+                fprintf(stderr, "surge bench: --html: %s\n", page ? err : "out of memory");
+                status = 2;
+            }
+            free(page);
         }
         free(text);
     }

@@ -35,23 +35,42 @@ const char *bench_err_name(enum bench_err kind);
 
 #define BENCH_MAX_STATUS 600 /* status codes 0..599 are counted */
 
+/* Open-model rate plans (--rate): comma-separated steps, each "R@DURATION"
+ * (a constant R requests/s) or "ramp:A-B@DURATION" (linear from A to B
+ * requests/s), e.g. "ramp:100-1000@10s,1000@20s"; or one plain "R" whose
+ * duration is -d. Rates are >= 0 and at most 1e8; durations as for -d. */
+#define BENCH_PLAN_MAX 64
+
+struct bench_plan_step {
+    double r0, r1;   /* requests/s at the step's start and end */
+    uint64_t dur_ns; /* > 0 */
+};
+
+struct bench_plan {
+    size_t n;  /* steps; 0 = no plan (closed model) */
+    int timed; /* 1 when the steps carry their durations (-d is optional) */
+    struct bench_plan_step step[BENCH_PLAN_MAX];
+};
+
 /* Settings, filled by bench_config_parse from the flag table. */
 struct bench_config {
     long long connections;       /* -c: connections opened at start */
     long long threads;           /* -t: 0 = min(cores, connections) */
-    char *duration;              /* -d: "10", "10s", "500ms", "1m" */
-    char *rate;                  /* --rate R (requests/s in total); NULL = closed model */
+    char *duration;              /* -d: "10", "10s", "500ms", "1m"; NULL = 10 s or the plan's */
+    char *rate;                  /* --rate R or a plan (requests/s in total); NULL = closed model */
     char *method;                /* -m */
     struct conf_list headers;    /* -H 'K: V' */
     char *body;                  /* --body */
     char *json;                  /* --json FILE */
+    char *html;                  /* --html FILE */
     struct conf_list thresholds; /* --threshold EXPR */
     long long timeout_ms;        /* --timeout: per request, from its send */
     long long max_connections;   /* --max-connections: open-model cap; 0 = auto */
     char *url;                   /* the positional URL */
     /* Derived by bench_config_parse. */
     uint64_t duration_ms;
-    double rate_rps; /* 0 in the closed model */
+    double rate_rps;        /* 0 in the closed model; with a plan, its average over the run */
+    struct bench_plan plan; /* the --rate plan; plan.n == 0 in the closed model */
 };
 
 /* Flag table (shared by parsing and `surge help bench`). */
@@ -83,9 +102,53 @@ struct bench_url {
  * err. Never resolves names. */
 int bench_url_parse(const char *text, struct bench_url *u, char *err, size_t errlen);
 
+/* Per-second time series. Each second keeps its answers, its errors and a
+ * coarse latency histogram: BENCH_SEC_BUCKETS log buckets of sqrt(2) steps
+ * from 1 us (bucket b holds [2^(b/2), 2^((b+1)/2)) us; bucket 0 also holds
+ * 0 us; the last one everything from 2^31.5 us, about 50 min, up). A
+ * percentile is reported as its bucket's geometric middle, so it is within
+ * a factor 2^(1/4) (+19% / -16%) of the true value: a trend line, not the
+ * run's figures, which come from the 3-digit struct hist. 272 bytes a
+ * second. Counters are written by one thread and may be read by another
+ * (the progress line) with relaxed atomics. */
+#define BENCH_SEC_BUCKETS 64
+
+struct bench_sec {
+    uint64_t count;  /* answers completed in this second (any status) */
+    uint64_t errors; /* errors of any kind counted in this second */
+    uint32_t lat[BENCH_SEC_BUCKETS];
+};
+
+struct bench_series {
+    struct bench_sec *secs; /* nsecs seconds from the run's start; NULL when nsecs is 0 */
+    size_t nsecs;
+};
+
+/* Allocate nsecs zeroed seconds (aborts on OOM). nsecs may be 0. */
+void bench_series_init(struct bench_series *s, size_t nsecs);
+void bench_series_free(struct bench_series *s);
+/* Bucket of a latency in microseconds (0..BENCH_SEC_BUCKETS-1). */
+unsigned bench_series_bucket(uint64_t us);
+/* Geometric middle of bucket b in microseconds (0.5 us for bucket 0's 0..1). */
+double bench_series_bucket_us(unsigned b);
+/* Record one answer / one error at second `sec` (clamped to the last one).
+ * Single writer. */
+void bench_series_answer(struct bench_series *s, size_t sec, uint64_t us);
+void bench_series_error(struct bench_series *s, size_t sec);
+/* dst += src second by second (dst->nsecs >= src->nsecs is not required:
+ * extra seconds of src fold into dst's last). Safe while src's writer runs. */
+void bench_series_merge(struct bench_series *dst, const struct bench_series *src);
+/* Percentile p (0..100) of one second in microseconds; 0 when it is empty. */
+double bench_sec_percentile(const struct bench_sec *sec, double p);
+/* Answers per second of second t of a run of duration_s seconds (the last
+ * second may be partial and is divided by its real length). */
+double bench_series_rps(const struct bench_sec *sec, size_t t, double duration_s);
+
 /* Counters of one run (one per thread, then summed). */
 struct bench_stats {
-    struct hist lat;     /* microseconds */
+    struct hist lat;    /* microseconds */
+    struct hist jitter; /* open model: scheduler lateness (dispatch - intended), us */
+    struct bench_series series;
     uint64_t sent;       /* requests written to a socket */
     uint64_t answered;   /* complete answers (any status) */
     uint64_t unfinished; /* in flight or waiting for a connection when the run ended */
@@ -108,10 +171,11 @@ uint64_t bench_stats_ok(const struct bench_stats *s);
 struct bench_summary {
     const struct bench_stats *stats;
     double duration_s;
-    double rps;           /* answered / duration_s */
-    double requested_rps; /* 0 in the closed model */
-    double error_rate;    /* errors / (answered + errors that had no answer); 0..1 */
-    uint64_t p_us[6];     /* min, p50, p90, p99, p99.9, max */
+    double rps;            /* answered / duration_s */
+    double requested_rps;  /* 0 in the closed model */
+    double error_rate;     /* errors / (answered + errors that had no answer); 0..1 */
+    uint64_t p_us[6];      /* min, p50, p90, p99, p99.9, max */
+    uint64_t jitter_us[3]; /* open model: p50, p99, max of the scheduler's lateness */
     long long connections_requested;
     int threads;
 };
@@ -140,6 +204,24 @@ double bench_threshold_value(const struct bench_threshold *t, const struct bench
 /* 1 when the threshold holds for sum, 0 when it fails. */
 int bench_threshold_eval(const struct bench_threshold *t, const struct bench_summary *sum);
 
+/* Parse a --rate value into *p. 0, or -EINVAL with a one-line reason in err.
+ * A plain "R" gives one step with dur_ns 0: the caller sets it from -d. */
+int bench_sched_parse_plan(const char *text, struct bench_plan *p, char *err, size_t errlen);
+/* "10" (seconds), "10s", "500ms", "2m" into milliseconds (>= 1). 0 or -EINVAL. */
+int bench_sched_parse_duration(const char *text, uint64_t *out_ms);
+/* Sum of the steps' durations in ns. */
+uint64_t bench_sched_plan_ns(const struct bench_plan *p);
+/* Requests the plan schedules in [0, t_ns) from its start: the integral of
+ * its rate. Past the last step the last step's final rate continues, so a
+ * run longer than the plan (-d) holds it. */
+double bench_sched_plan_count(const struct bench_plan *p, uint64_t t_ns);
+/* Intended send time (ns) of request i of thread k among nthreads sharing
+ * the plan (global request g = i * nthreads + k, due when the integral of
+ * the rate reaches g: piecewise for steps, the root of the quadratic for a
+ * ramp). UINT64_MAX when the plan never reaches it (it ends at rate 0). */
+uint64_t bench_sched_plan_at(const struct bench_plan *p, uint64_t t0_ns, unsigned nthreads,
+                             unsigned k, uint64_t i);
+
 /* Open model: intended send time (ns) of request i of thread k among
  * nthreads sharing rate_rps. Threads interleave, so together they send at
  * t0, t0 + 1/R, t0 + 2/R, ...: request i of thread k is global request
@@ -153,6 +235,12 @@ void bench_report_print(FILE *out, const struct bench_config *cfg, const struct 
  * frees, or NULL on allocation failure. */
 char *bench_report_json(const struct bench_config *cfg, const struct bench_summary *sum,
                         const struct bench_threshold *th, const int *th_ok, size_t nth);
+
+/* Render the --html page: self-contained (inline SVG, no script runs, no
+ * external resource), embedding `json` (the JSON report, may be NULL) as
+ * inert data. Returns a malloc'd string the caller frees, NULL on OOM. */
+char *bench_html_render(const struct bench_config *cfg, const struct bench_summary *sum,
+                        const char *json);
 
 /* Run the load described by cfg (already parsed and validated) and fill
  * *stats (initialised by the caller) and *elapsed_s. 0, or -1 with a reason

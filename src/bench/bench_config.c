@@ -9,55 +9,19 @@
 #include "base/alloc.h"
 #include "bench/bench.h"
 
-/* "10" (seconds), "10s", "500ms", "2m" into milliseconds. 0 or -EINVAL. */
-static int parse_duration(const char *v, uint64_t *out_ms)
-{
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (end == v || errno || !(x > 0) || x > 1e7)
-        return -EINVAL;
-    double mult = 1000.0;
-    if (!strcmp(end, "ms"))
-        mult = 1.0;
-    else if (!strcmp(end, "m"))
-        mult = 60000.0;
-    else if (strcmp(end, "s") && strcmp(end, ""))
-        return -EINVAL;
-    double ms = x * mult;
-    if (ms < 1)
-        return -EINVAL;
-    *out_ms = (uint64_t)llround(ms);
-    return 0;
-}
-
 static int check_duration(const char *v, char *err, size_t errlen)
 {
     uint64_t ms;
-    if (parse_duration(v, &ms) == 0)
+    if (bench_sched_parse_duration(v, &ms) == 0)
         return 0;
     snprintf(err, errlen, "must be seconds, like 10, 10s, 500ms or 2m");
     return -1;
 }
 
-static int parse_rate(const char *v, double *out)
-{
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (end == v || *end || errno || !(x > 0) || x > 1e8)
-        return -EINVAL;
-    *out = x;
-    return 0;
-}
-
 static int check_rate(const char *v, char *err, size_t errlen)
 {
-    double r;
-    if (parse_rate(v, &r) == 0)
-        return 0;
-    snprintf(err, errlen, "must be a number of requests per second > 0");
-    return -1;
+    struct bench_plan plan;
+    return bench_sched_parse_plan(v, &plan, err, errlen) < 0 ? -1 : 0;
 }
 
 static int check_method(const char *v, char *err, size_t errlen)
@@ -101,10 +65,10 @@ const struct conf_entry bench_conf_table[] = {
      "-c: keep-alive connections (open model: opened at start)"},
     {"threads", CONF_INT, O(threads), 1, 256, NULL, NULL, NULL, "N",
      "-t: threads, one event loop each (default: min(cores, connections))"},
-    {"duration", CONF_STRING, O(duration), 0, 0, "10", NULL, check_duration, "SECONDS",
-     "-d: run time: 10, 10s, 500ms, 2m"},
-    {"rate", CONF_STRING, O(rate), 0, 0, NULL, NULL, check_rate, "RPS",
-     "open model: requests per second in total, latency from the intended send time"},
+    {"duration", CONF_STRING, O(duration), 0, 0, NULL, NULL, check_duration, "SECONDS",
+     "-d: run time: 10, 10s, 500ms, 2m (default 10 s, or a timed --rate plan's length)"},
+    {"rate", CONF_STRING, O(rate), 0, 0, NULL, NULL, check_rate, "RPS|PLAN",
+     "open model: requests/s in total, or a plan of steps R@DUR and ramps ramp:A-B@DUR"},
     {"method", CONF_STRING, O(method), 0, 0, "GET", NULL, check_method, "METHOD",
      "-m: request method"},
     {"header", CONF_LIST, O(headers), 0, 0, NULL, NULL, check_header, "'K: V'",
@@ -113,6 +77,8 @@ const struct conf_entry bench_conf_table[] = {
      "request body (Content-Length is added)"},
     {"json", CONF_STRING, O(json), 0, 0, NULL, NULL, NULL, "FILE",
      "write the report as JSON to FILE"},
+    {"html", CONF_STRING, O(html), 0, 0, NULL, NULL, NULL, "FILE",
+     "write a self-contained HTML report (charts over time, latency curve) to FILE"},
     {"threshold", CONF_LIST, O(thresholds), 0, 0, NULL, NULL, check_threshold, "EXPR",
      "pass/fail rule, e.g. 'p99<200ms', 'error_rate<0.1%', 'rps>1000'"},
     {"timeout", CONF_MS, O(timeout_ms), 1, 3600000, "10000", NULL, NULL, "MS",
@@ -169,13 +135,31 @@ int bench_config_parse(struct bench_config *cfg, int argc, char **argv, char *er
         goto out;
     }
     cfg->url = xstrdup(positional[0]);
-    if (parse_duration(cfg->duration, &cfg->duration_ms) < 0) {
+    if (cfg->rate && bench_sched_parse_plan(cfg->rate, &cfg->plan, err, errlen) < 0) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", err);
+        snprintf(err, errlen, "--rate: %s", why);
+        goto out;
+    }
+    cfg->duration_ms = 10000;
+    if (cfg->duration && bench_sched_parse_duration(cfg->duration, &cfg->duration_ms) < 0) {
         snprintf(err, errlen, "--duration: must be seconds");
         goto out;
     }
-    if (cfg->rate && parse_rate(cfg->rate, &cfg->rate_rps) < 0) {
-        snprintf(err, errlen, "--rate: must be a number > 0");
-        goto out;
+    if (cfg->plan.n && !cfg->plan.timed) {
+        cfg->plan.step[0].dur_ns = cfg->duration_ms * 1000000ULL;
+    } else if (cfg->plan.n && !cfg->duration) {
+        cfg->duration_ms = (bench_sched_plan_ns(&cfg->plan) + 999999) / 1000000;
+    }
+    if (cfg->plan.n) {
+        /* A -d shorter than a timed plan cuts it; a longer one holds its last rate. */
+        double n = bench_sched_plan_count(&cfg->plan, cfg->duration_ms * 1000000ULL);
+        cfg->rate_rps = n / ((double)cfg->duration_ms / 1000.0);
+        if (!(n >= 1)) {
+            snprintf(err, errlen, "--rate: the plan sends no request in %llu ms",
+                     (unsigned long long)cfg->duration_ms);
+            goto out;
+        }
     }
     if (cfg->threads > cfg->connections) {
         snprintf(err, errlen, "-t %lld: more threads than connections (-c %lld)", cfg->threads,
@@ -201,22 +185,25 @@ void bench_config_free(struct bench_config *cfg)
 
 void bench_config_help(FILE *out)
 {
-    fprintf(out,
-            "usage: surge bench [-c CONNS] [-t THREADS] [-d SECONDS] [--rate RPS] [-m METHOD]\n"
-            "                   [-H 'K: V']... [--body STRING] [--json FILE]\n"
-            "                   [--threshold EXPR]... URL\n\n"
-            "An HTTP/1.1 load generator (URL: http://HOST[:PORT][/PATH]; https is not\n"
-            "supported yet). Without --rate: closed model, each connection sends its next\n"
-            "request when the last answer arrived, latency from the send. With --rate:\n"
-            "open model, requests due at constant intervals, latency measured from each\n"
-            "request's intended send time (coordinated omission corrected); when every\n"
-            "connection is busy, more are opened up to --max-connections, and waiting for\n"
-            "one counts as latency.\n\n"
-            "  -c N          same as --connections\n"
-            "  -t N          same as --threads\n"
-            "  -d SECONDS    same as --duration\n"
-            "  -m METHOD     same as --method\n"
-            "  -H 'K: V'     same as --header\n");
+    fprintf(out, "usage: surge bench [-c CONNS] [-t THREADS] [-d SECONDS] [--rate RPS|PLAN]\n"
+                 "                   [-m METHOD]"
+                 " [-H 'K: V']... [--body STRING] [--json FILE] [--html FILE]\n"
+                 "                   [--threshold EXPR]... URL\n\n"
+                 "An HTTP/1.1 load generator (URL: http://HOST[:PORT][/PATH]; https is not\n"
+                 "supported yet). Without --rate: closed model, each connection sends its next\n"
+                 "request when the last answer arrived, latency from the send. With --rate:\n"
+                 "open model, requests due at constant intervals, latency measured from each\n"
+                 "request's intended send time (coordinated omission corrected); when every\n"
+                 "connection is busy, more are opened up to --max-connections, and waiting for\n"
+                 "one counts as latency. A rate plan chains steps and linear ramps, e.g.\n"
+                 "--rate 1000@30s,5000@60s or --rate ramp:100-2000@60s,2000@30s; the run then\n"
+                 "lasts the plan unless -d says otherwise (a longer -d holds the last rate).\n"
+                 "On a terminal a progress line is updated every second on stderr.\n\n"
+                 "  -c N          same as --connections\n"
+                 "  -t N          same as --threads\n"
+                 "  -d SECONDS    same as --duration\n"
+                 "  -m METHOD     same as --method\n"
+                 "  -H 'K: V'     same as --header\n");
     conf_print_help(bench_conf_table, bench_conf_table_len, out);
     fprintf(out, "\nThresholds: METRIC OP VALUE with OP one of < <= > >=; METRIC one of\n"
                  "min p50 p90 p99 p999 max (VALUE in us, ms or s; ms when no unit),\n"

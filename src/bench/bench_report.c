@@ -46,6 +46,14 @@ void bench_report_print(FILE *out, const struct bench_config *cfg, const struct 
     char mean[32];
     fmt_us(mean, sizeof mean, (uint64_t)llround(hist_mean(&s->lat)));
     fprintf(out, " mean %s%s\n", mean, sum->requested_rps > 0 ? " (from intended send times)" : "");
+    if (sum->requested_rps > 0) {
+        char j50[32], j99[32], jmax[32];
+        fmt_us(j50, sizeof j50, sum->jitter_us[0]);
+        fmt_us(j99, sizeof j99, sum->jitter_us[1]);
+        fmt_us(jmax, sizeof jmax, sum->jitter_us[2]);
+        fprintf(out, "  jitter       p50 %s p99 %s max %s (send - intended send)\n", j50, j99,
+                jmax);
+    }
     fprintf(out, "  status      ");
     int any = 0;
     for (int i = 0; i < BENCH_MAX_STATUS; i++) {
@@ -70,6 +78,15 @@ void bench_report_print(FILE *out, const struct bench_config *cfg, const struct 
 static double ms3(uint64_t us)
 {
     return (double)us / 1000.0;
+}
+
+double bench_series_rps(const struct bench_sec *sec, size_t t, double duration_s)
+{
+    /* The last second may be partial: divide by its real length. */
+    double len = duration_s - (double)t;
+    if (!(len > 0) || len > 1.0)
+        len = 1.0;
+    return (double)sec->count / len;
 }
 
 char *bench_report_json(const struct bench_config *cfg, const struct bench_summary *sum,
@@ -118,6 +135,29 @@ char *bench_report_json(const struct bench_config *cfg, const struct bench_summa
     cJSON_AddNumberToObject(root, "threads", sum->threads);
     if (cfg && cfg->url)
         cJSON_AddStringToObject(root, "url", cfg->url);
+    if (sum->requested_rps > 0) {
+        cJSON *jit = cJSON_AddObjectToObject(root, "jitter_us");
+        if (jit) {
+            cJSON_AddNumberToObject(jit, "p50", (double)sum->jitter_us[0]);
+            cJSON_AddNumberToObject(jit, "p99", (double)sum->jitter_us[1]);
+            cJSON_AddNumberToObject(jit, "max", (double)sum->jitter_us[2]);
+        }
+    } else {
+        cJSON_AddNullToObject(root, "jitter_us");
+    }
+    cJSON *ser = cJSON_AddArrayToObject(root, "series");
+    for (size_t i = 0; i < s->series.nsecs && ser; i++) {
+        const struct bench_sec *x = &s->series.secs[i];
+        cJSON *o = cJSON_CreateObject();
+        if (!o)
+            break;
+        cJSON_AddNumberToObject(o, "t", (double)i);
+        cJSON_AddNumberToObject(o, "rps", bench_series_rps(x, i, sum->duration_s));
+        cJSON_AddNumberToObject(o, "p50_ms", bench_sec_percentile(x, 50) / 1000.0);
+        cJSON_AddNumberToObject(o, "p99_ms", bench_sec_percentile(x, 99) / 1000.0);
+        cJSON_AddNumberToObject(o, "errors", (double)x->errors);
+        cJSON_AddItemToArray(ser, o);
+    }
     cJSON *ta = cJSON_AddArrayToObject(root, "thresholds");
     for (size_t i = 0; i < nth && ta; i++) {
         cJSON *o = cJSON_CreateObject();

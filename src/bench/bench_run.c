@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "base/alloc.h"
@@ -56,6 +57,7 @@ struct bshared {
 struct bthread {
     uv_loop_t loop;
     uv_timer_t tick, sched, end;
+    uv_idle_t spin; /* the last sub-millisecond before a due time */
     uv_thread_t tid;
     const struct bshared *sh;
     unsigned k;
@@ -79,6 +81,12 @@ static void conn_next(struct bconn *bc);
 static int open_model(const struct bthread *t)
 {
     return t->sh->cfg->rate_rps > 0;
+}
+
+/* Second of the run `now` falls in, for the time series. */
+static size_t sec_of(const struct bthread *t, uint64_t now)
+{
+    return now > t->sh->t0 ? (size_t)((now - t->sh->t0) / 1000000000ULL) : 0;
 }
 
 static void fail_conn(struct bconn *bc, enum bench_err kind)
@@ -110,11 +118,15 @@ static void record_answer(struct bconn *bc)
     uint64_t us = now > bc->origin_ns ? (now - bc->origin_ns) / 1000 : 0;
     hist_record(&t->stats.lat, us);
     t->stats.answered++;
+    size_t sec = sec_of(t, now);
+    bench_series_answer(&t->stats.series, sec, us);
     int st = bc->msg.status;
     if (st >= 0 && st < BENCH_MAX_STATUS)
         t->stats.status[st]++;
-    if (st < 200 || st > 299)
+    if (st < 200 || st > 299) {
         t->stats.errors[BENCH_ERR_STATUS]++;
+        bench_series_error(&t->stats.series, sec);
+    }
     bc->busy = 0;
 }
 
@@ -255,6 +267,7 @@ static void on_close(struct conn *c, int status)
             t->stats.unfinished++;
     } else if (kind != ERR_NONE) {
         t->stats.errors[kind]++;
+        bench_series_error(&t->stats.series, sec_of(t, uv_hrtime()));
         /* Open model: a failed connect fails the oldest request waiting for it. */
         if (kind == BENCH_ERR_CONNECT && open_model(t) && t->qlen)
             queue_pop(t);
@@ -317,6 +330,10 @@ static void open_conn(struct bthread *t)
 /* Open model: one request is due at `at`. */
 static void dispatch(struct bthread *t, uint64_t at)
 {
+    /* Jitter: how late the scheduler itself hands the request over; waiting
+     * for a connection after that is latency, not jitter. */
+    uint64_t now = uv_hrtime();
+    hist_record(&t->stats.jitter, now > at ? (now - at) / 1000 : 0);
     if (t->idle) {
         struct bconn *bc = t->idle;
         t->idle = bc->idle_next;
@@ -332,26 +349,51 @@ static void dispatch(struct bthread *t, uint64_t at)
         open_conn(t);
 }
 
-static void on_sched(uv_timer_t *h)
+static void on_sched(uv_timer_t *h);
+static void on_spin(uv_idle_t *h);
+
+/* Walk the schedule: dispatch what is due, then wait for the next due time.
+ * libuv timers have millisecond resolution, and a 0 ms timer restarted from
+ * its own callback runs again at once (the loop clock does not move inside
+ * the timers phase), which would starve I/O. So: a timer until the last
+ * millisecond, then an idle handle, which runs once per loop iteration after
+ * I/O has been polled: precise send times without starving the sockets. */
+static void sched_run(struct bthread *t)
 {
-    struct bthread *t = h->data;
     const struct bshared *sh = t->sh;
-    if (t->stopping)
+    if (t->stopping) {
+        uv_idle_stop(&t->spin);
         return;
+    }
     uint64_t now = uv_hrtime();
     for (;;) {
-        uint64_t at = bench_sched_at(sh->t0, sh->cfg->rate_rps, sh->nthreads, t->k, t->next_i);
-        if (at >= sh->t_end)
+        uint64_t at = bench_sched_plan_at(&sh->cfg->plan, sh->t0, sh->nthreads, t->k, t->next_i);
+        if (at >= sh->t_end) {
+            uv_idle_stop(&t->spin);
             return; /* the schedule is over; the end timer stops the thread */
+        }
         if (at > now) {
-            /* libuv timers have millisecond resolution: wake up at or just
-             * before `at`, then poll (timeout 0) through the last millisecond. */
-            uv_timer_start(&t->sched, on_sched, (at - now) / 1000000, 0);
+            if (at - now >= 1000000) {
+                uv_idle_stop(&t->spin);
+                uv_timer_start(&t->sched, on_sched, (at - now) / 1000000, 0);
+            } else {
+                uv_idle_start(&t->spin, on_spin);
+            }
             return;
         }
         dispatch(t, at);
         t->next_i++;
     }
+}
+
+static void on_sched(uv_timer_t *h)
+{
+    sched_run(h->data);
+}
+
+static void on_spin(uv_idle_t *h)
+{
+    sched_run(h->data);
 }
 
 static void on_tick(uv_timer_t *h)
@@ -386,6 +428,7 @@ static void on_end(uv_timer_t *h)
     }
     uv_close((uv_handle_t *)&t->tick, NULL);
     uv_close((uv_handle_t *)&t->sched, NULL);
+    uv_close((uv_handle_t *)&t->spin, NULL);
     uv_close((uv_handle_t *)&t->end, NULL);
 }
 
@@ -396,6 +439,8 @@ static void thread_main(void *arg)
     uint64_t now = uv_hrtime();
     uv_timer_init(&t->loop, &t->tick);
     uv_timer_init(&t->loop, &t->sched);
+    uv_idle_init(&t->loop, &t->spin);
+    t->spin.data = t;
     uv_timer_init(&t->loop, &t->end);
     t->tick.data = t->sched.data = t->end.data = t;
     uv_timer_start(&t->tick, on_tick, TICK_MS, TICK_MS);
@@ -405,6 +450,47 @@ static void thread_main(void *arg)
     if (open_model(t))
         on_sched(&t->sched);
     uv_run(&t->loop, UV_RUN_DEFAULT);
+}
+
+static void fmt_ms(char *out, size_t n, double us)
+{
+    if (us < 100000)
+        snprintf(out, n, "%.1fms", us / 1000.0);
+    else
+        snprintf(out, n, "%.0fms", us / 1000.0);
+}
+
+/* The live progress line on a terminal: once a second, the second that just
+ * ended, read from the running threads' series (relaxed atomics). */
+static void progress_loop(struct bthread *th, unsigned nthreads, const struct bshared *sh,
+                          size_t nsecs)
+{
+    struct bench_series all;
+    int printed = 0;
+    bench_series_init(&all, nsecs);
+    for (size_t s = 0; (s + 1) * 1000000000ULL <= sh->t_end - sh->t0; s++) {
+        /* A little after the second ends, so its last answers are in. */
+        uint64_t due = sh->t0 + (s + 1) * 1000000000ULL + 20000000ULL;
+        uint64_t now = uv_hrtime();
+        if (due > now)
+            uv_sleep((unsigned)((due - now) / 1000000));
+        memset(all.secs, 0, nsecs * sizeof *all.secs);
+        for (unsigned k = 0; k < nthreads; k++)
+            bench_series_merge(&all, &th[k].stats.series);
+        uint64_t errors = 0;
+        for (size_t i = 0; i <= s && i < nsecs; i++)
+            errors += all.secs[i].errors;
+        char p50[32], p99[32];
+        fmt_ms(p50, sizeof p50, bench_sec_percentile(&all.secs[s], 50));
+        fmt_ms(p99, sizeof p99, bench_sec_percentile(&all.secs[s], 99));
+        fprintf(stderr, "\r[%3zus/%zus] %llu req/s  p50 %s  p99 %s  errors %llu", s + 1, nsecs,
+                (unsigned long long)all.secs[s].count, p50, p99, (unsigned long long)errors);
+        fflush(stderr);
+        printed = 1;
+    }
+    if (printed)
+        fputc('\n', stderr);
+    bench_series_free(&all);
 }
 
 /* Build the request once: method, target, Host, the -H headers, body. */
@@ -456,6 +542,7 @@ int bench_run(const struct bench_config *cfg, const struct bench_url *url,
             maxc = cfg->connections;
     }
     struct bthread *th = xcalloc(nthreads, sizeof *th);
+    size_t nsecs = (size_t)((cfg->duration_ms + 999) / 1000);
     sh.t0 = uv_hrtime();
     sh.t_end = sh.t0 + cfg->duration_ms * 1000000ULL;
     for (unsigned k = 0; k < nthreads; k++) {
@@ -468,9 +555,12 @@ int bench_run(const struct bench_config *cfg, const struct bench_url *url,
             t->max_conns = t->target_conns;
         t->timeout_ns = (uint64_t)cfg->timeout_ms * 1000000ULL;
         bench_stats_init(&t->stats);
+        bench_series_init(&t->stats.series, nsecs);
         uv_loop_init(&t->loop);
         uv_thread_create(&t->tid, thread_main, t);
     }
+    if (isatty(STDERR_FILENO))
+        progress_loop(th, nthreads, &sh, nsecs);
     uint64_t ended = sh.t_end;
     for (unsigned k = 0; k < nthreads; k++) {
         struct bthread *t = &th[k];

@@ -13,17 +13,29 @@ const char *bench_err_name(enum bench_err kind)
 int bench_stats_init(struct bench_stats *s)
 {
     memset(s, 0, sizeof *s);
-    return hist_init(&s->lat);
+    if (hist_init(&s->lat) < 0)
+        return -1;
+    if (hist_init(&s->jitter) < 0) {
+        hist_free(&s->lat);
+        return -1;
+    }
+    return 0;
 }
 
 void bench_stats_free(struct bench_stats *s)
 {
     hist_free(&s->lat);
+    hist_free(&s->jitter);
+    bench_series_free(&s->series);
 }
 
 void bench_stats_merge(struct bench_stats *dst, const struct bench_stats *src)
 {
     hist_merge(&dst->lat, &src->lat);
+    hist_merge(&dst->jitter, &src->jitter);
+    if (!dst->series.nsecs && src->series.nsecs)
+        bench_series_init(&dst->series, src->series.nsecs);
+    bench_series_merge(&dst->series, &src->series);
     dst->sent += src->sent;
     dst->answered += src->answered;
     dst->unfinished += src->unfinished;
@@ -71,4 +83,8 @@ void bench_summary_compute(struct bench_summary *sum, const struct bench_stats *
     sum->p_us[3] = hist_percentile(h, 99);
     sum->p_us[4] = hist_percentile(h, 99.9);
     sum->p_us[5] = h->total ? h->max_us : 0;
+    const struct hist *j = &stats->jitter;
+    sum->jitter_us[0] = hist_percentile(j, 50);
+    sum->jitter_us[1] = hist_percentile(j, 99);
+    sum->jitter_us[2] = j->total ? j->max_us : 0;
 }

@@ -4,17 +4,20 @@ Every run is a real `surge bench` process against a server on loopback: the
 fake upstream (start_upstreams) or a tiny threaded server defined here when a
 test needs exact behaviour (a global 1 s stall)."""
 import json
+import os
+import pty
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from harness import free_port, run_surge
+from harness import SURGE_BIN, child_env, free_port, run_surge
 
 BENCH_FLAGS = ["-c", "-t", "-d", "-m", "-H", "--connections", "--threads", "--duration",
-               "--rate", "--method", "--header", "--body", "--json", "--threshold", "--timeout",
-               "--max-connections"]
+               "--rate", "--method", "--header", "--body", "--json", "--html", "--threshold",
+               "--timeout", "--max-connections"]
 
 
 def bench(*args, timeout=30.0):
@@ -100,6 +103,17 @@ def test_open_model_reaches_rate(start_upstreams, tmp_path):
     assert rep["requested_rps"] == 200
     assert rep["model"] == "open"
     assert "not reached" not in res.stdout_text
+
+
+def test_open_model_sub_millisecond_spacing_keeps_serving_io(start_upstreams, tmp_path):
+    """5000/s puts requests 0.2 ms apart: the scheduler's wait for the last
+    sub-millisecond must not starve the sockets. (A 0 ms libuv timer restarted
+    from its own callback kept the loop in its timers phase: 256 requests went
+    out and none was ever read back.)"""
+    up, = start_upstreams("a")
+    res, rep = bench_json(tmp_path, "--rate", 5000, "-c", 16, "-d", 2, url(up))
+    assert rep["requests"] >= 0.9 * 10000, (rep, res.stdout_text)
+    assert rep["rps"] >= 0.9 * 5000, rep
 
 
 def test_open_model_says_when_rate_not_reached(start_upstreams, tmp_path):
@@ -197,6 +211,10 @@ def test_json_contract_types(start_upstreams, tmp_path):
     (["-c", "1", "-t", "2", "http://127.0.0.1:1/"], "threads"),
     (["-d", "soon", "http://127.0.0.1:1/"], "duration"),
     (["--rate", "-5", "http://127.0.0.1:1/"], "rate"),
+    (["--rate", "100,200@1s", "http://127.0.0.1:1/"], "rate"),
+    (["--rate", "ramp:100@1s", "http://127.0.0.1:1/"], "rate"),
+    (["--rate", "100@soon", "http://127.0.0.1:1/"], "rate"),
+    (["--rate", "0@1s", "http://127.0.0.1:1/"], "rate"),
     (["-H", "NoColon", "http://127.0.0.1:1/"], "header"),
     (["--bogus", "http://127.0.0.1:1/"], "--bogus"),
     (["-x", "http://127.0.0.1:1/"], "-x"),
@@ -215,3 +233,120 @@ def test_help_documents_every_flag():
     for flag in BENCH_FLAGS:
         assert flag in res.stdout_text, flag
     assert "bench" in run_surge("help").stdout_text
+
+
+def test_series_per_second(start_upstreams, tmp_path):
+    up, = start_upstreams("a", delay_ms=5)
+    res, rep = bench_json(tmp_path, "-c", 2, "-d", 3, url(up))
+    assert res.returncode == 0, res.stdout_text + res.stderr_text
+    series = rep["series"]
+    assert [e["t"] for e in series] == [0, 1, 2], series
+    for e in series:
+        assert set(e) >= {"t", "rps", "p50_ms", "p99_ms", "errors"}, e
+        assert e["errors"] == 0 and e["rps"] > 50, e
+        # the per-second histogram has sqrt(2) buckets: within +19%/-16%
+        assert 5 * 0.84 <= e["p50_ms"] <= e["p99_ms"], e
+    total = sum(e["rps"] for e in series[:-1]) + series[-1]["rps"] * (rep["duration_s"] - 2)
+    assert abs(total - rep["requests"]) <= 0.05 * rep["requests"] + 5, (total, rep["requests"])
+    assert rep["jitter_us"] is None  # closed model: no schedule
+
+
+def test_series_counts_errors(tmp_path):
+    res, rep = bench_json(tmp_path, "-c", 1, "-d", 2, "http://127.0.0.1:%d/" % free_port())
+    assert res.returncode == 1
+    assert len(rep["series"]) == 2
+    assert sum(e["errors"] for e in rep["series"]) == rep["errors"] > 0, rep
+
+
+def test_open_model_reports_jitter(start_upstreams, tmp_path):
+    up, = start_upstreams("a")
+    res, rep = bench_json(tmp_path, "--rate", 200, "-c", 2, "-d", 2, url(up))
+    assert res.returncode == 0, res.stdout_text + res.stderr_text
+    jit = rep["jitter_us"]
+    assert set(jit) == {"p50", "p99", "max"}, jit
+    assert 0 <= jit["p50"] <= jit["p99"] <= jit["max"], jit
+    # a millisecond-resolution timer polled through the last millisecond:
+    # even a sanitizer build stays far below 50 ms
+    assert jit["p99"] < 50000, jit
+    assert "jitter" in res.stdout_text
+
+
+def test_progress_line_only_on_a_terminal(start_upstreams):
+    up, = start_upstreams("a")
+    quiet = bench("-c", 2, "-d", 2, url(up))
+    assert quiet.returncode == 0
+    assert quiet.stderr_text == "", quiet.stderr_text
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([str(SURGE_BIN), "bench", "-c", "2", "-d", "3", url(up)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
+                                env=child_env())
+        os.close(slave)
+        slave = None
+        out, _ = proc.communicate(timeout=30)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        if slave is not None:
+            os.close(slave)
+        os.close(master)
+    tty = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, tty
+    for n in (1, 2, 3):
+        assert "\r[  %ds/3s] " % n in tty, repr(tty)
+    assert "req/s" in tty and "p50" in tty and "p99" in tty and "errors 0" in tty, repr(tty)
+    assert "req/s" in out.decode()  # the summary still goes to stdout
+
+
+def test_rate_plan_steps_show_in_series(start_upstreams, tmp_path):
+    up, = start_upstreams("a")
+    # no -d: the plan's 4 s
+    res, rep = bench_json(tmp_path, "--rate", "100@2s,300@2s", "-c", 2, url(up))
+    assert res.returncode == 0, res.stdout_text + res.stderr_text
+    assert 3.9 <= rep["duration_s"] <= 4.5, rep
+    rps = [e["rps"] for e in rep["series"]]
+    assert len(rps) == 4, rep["series"]
+    for got, want in zip(rps, (100, 100, 300, 300)):
+        assert abs(got - want) <= 0.1 * want, rps
+    assert abs(rep["requests"] - 800) <= 20, rep
+    assert rep["requested_rps"] == 200, rep  # the plan's average
+
+
+def test_rate_ramp_and_longer_duration(start_upstreams, tmp_path):
+    up, = start_upstreams("a")
+    # ramp 0 -> 200/s in 2 s (200 requests), then -d 3 holds 200/s one more second
+    res, rep = bench_json(tmp_path, "--rate", "ramp:0-200@2s", "-d", 3, "-c", 2, url(up))
+    assert res.returncode == 0, res.stdout_text + res.stderr_text
+    rps = [e["rps"] for e in rep["series"]]
+    assert len(rps) == 3, rps
+    # second 0 of the ramp: 50 requests, second 1: 150, then 200
+    for got, want in zip(rps, (50, 150, 200)):
+        assert abs(got - want) <= 0.12 * want + 3, rps
+
+
+def test_html_report_is_self_contained(start_upstreams, tmp_path):
+    up, = start_upstreams("a")
+    page = tmp_path / "report.html"
+    res, rep = bench_json(tmp_path, "--html", page, "--rate", "100@1s,200@1s", "-c", 2, url(up))
+    assert res.returncode == 0, res.stdout_text + res.stderr_text
+    html = page.read_text()
+    assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
+    low = html.lower()
+    for attr in ("src=", "href=", "@import", "url("):
+        assert attr not in low, attr
+    assert "http://" not in low.replace(url(up).lower(), "")
+    assert "https://" not in low
+    assert low.count("<svg") == 4 and "<polyline" in low
+    # no script runs: the only script element is inert JSON data
+    assert low.count("<script") == 1 and 'type="application/json"' in low
+    start = html.index('id="surge-report">') + len('id="surge-report">')
+    data = json.loads(html[start:html.index("</script>", start)].replace("<\\/", "</"))
+    assert data["series"] == rep["series"] and len(data["series"]) == 2
+    assert data["requests"] == rep["requests"]

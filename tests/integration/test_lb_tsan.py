@@ -9,6 +9,7 @@ a weight changes and a backend is drained. The fixture fails the test on any
 "ThreadSanitizer" line in the balancer's log.
 """
 import os
+import pty
 import signal
 import subprocess
 import time
@@ -62,3 +63,29 @@ def test_bench_threads_are_race_free(start_upstreams):
         out = res.stdout.decode(errors="replace") + res.stderr.decode(errors="replace")
         assert "ThreadSanitizer" not in out, out[-4000:]
         assert res.returncode == 0, (res.returncode, out[-2000:])
+    # stderr on a terminal: the main thread reads the workers' per-second
+    # counters for the progress line while they run
+    master, slave = pty.openpty()
+    try:
+        res = subprocess.run([str(TSAN_BIN), "bench", "-t", "2", "-c", "4", "-d", "2", "--rate",
+                              "300", "http://%s/" % a.addr], stdout=subprocess.PIPE, stderr=slave,
+                             timeout=30, env=env)
+        os.close(slave)
+        slave = None
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        if slave is not None:
+            os.close(slave)
+        os.close(master)
+    out = res.stdout.decode(errors="replace") + b"".join(chunks).decode(errors="replace")
+    assert "ThreadSanitizer" not in out, out[-4000:]
+    assert "req/s" in out and "[  2s/2s]" in out, out[-2000:]
+    assert res.returncode == 0, (res.returncode, out[-2000:])

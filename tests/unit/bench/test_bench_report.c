@@ -104,3 +104,43 @@ Test(report, json_open_model_and_merge)
     bench_stats_free(&b);
     bench_stats_free(&all);
 }
+
+Test(report, json_series_and_jitter)
+{
+    struct bench_stats a, all;
+    cr_assert(eq(int, bench_stats_init(&a), 0));
+    cr_assert(eq(int, bench_stats_init(&all), 0));
+    bench_series_init(&a.series, 2);
+    for (int i = 0; i < 10; i++)
+        bench_series_answer(&a.series, 0, 1000);
+    bench_series_answer(&a.series, 1, 4000);
+    bench_series_error(&a.series, 1);
+    hist_record(&a.lat, 1000);
+    a.answered = 11;
+    a.status[200] = 11;
+    hist_record(&a.jitter, 40);
+    hist_record(&a.jitter, 90);
+    bench_stats_merge(&all, &a);
+    /* 1.5 s: the second second is half long, its one answer is 2/s */
+    cJSON *root = render(&all, 1.5, 10.0);
+    const cJSON *ser = cJSON_GetObjectItemCaseSensitive(root, "series");
+    cr_assert(eq(int, cJSON_GetArraySize(ser), 2));
+    const cJSON *s0 = cJSON_GetArrayItem(ser, 0), *s1 = cJSON_GetArrayItem(ser, 1);
+    cr_assert(eq(dbl, num(s0, "t"), 0));
+    cr_assert(eq(dbl, num(s0, "rps"), 10));
+    cr_assert(eq(dbl, num(s0, "errors"), 0));
+    cr_assert(eq(dbl, num(s1, "rps"), 2));
+    cr_assert(eq(dbl, num(s1, "errors"), 1));
+    cr_assert(eq(dbl, num(s0, "p50_ms"), bench_series_bucket_us(bench_series_bucket(1000)) / 1e3));
+    cr_assert(eq(dbl, num(s1, "p99_ms"), bench_series_bucket_us(bench_series_bucket(4000)) / 1e3));
+    const cJSON *jit = cJSON_GetObjectItemCaseSensitive(root, "jitter_us");
+    cr_assert(eq(dbl, num(jit, "p50"), 40));
+    cr_assert(eq(dbl, num(jit, "p99"), 90));
+    cr_assert(eq(dbl, num(jit, "max"), 90));
+    cJSON_Delete(root);
+    root = render(&all, 1.5, 0);
+    cr_assert(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(root, "jitter_us")));
+    cJSON_Delete(root);
+    bench_stats_free(&a);
+    bench_stats_free(&all);
+}
