@@ -19,6 +19,8 @@ import os
 import statistics
 import sys
 
+from report_lib import read_meta, read_tsv
+
 BEGIN = "<!-- bench-faults:begin -->"
 END = "<!-- bench-faults:end -->"
 LB_END = "<!-- bench-lb:end -->"
@@ -27,28 +29,6 @@ HEADING = ("## Load balancer under faults\n\n"
            "measures client-visible errors while a backend is killed, the configuration is\n"
            "reloaded in a loop and a backend is drained, how fast backend state changes\n"
            "show in the admin API, and what health checks and metrics scraping cost.\n\n")
-
-
-def read_tsv(path):
-    rows = []
-    if not os.path.exists(path):
-        return rows
-    with open(path) as f:
-        header = f.readline().rstrip("\n").split("\t")
-        for line in f:
-            if line.strip():
-                rows.append(dict(zip(header, line.rstrip("\n").split("\t"))))
-    return rows
-
-
-def read_meta(path):
-    meta = {}
-    with open(path) as f:
-        for line in f:
-            k, sep, v = line.rstrip("\n").partition("=")
-            if sep:
-                meta[k] = v
-    return meta
 
 
 def num(x):

@@ -19,34 +19,14 @@ import os
 import statistics
 import sys
 
+from report_lib import read_meta, read_tsv
+
 BEGIN = "<!-- bench-gen:begin -->"
 END = "<!-- bench-gen:end -->"
 TOOLS = ["surge", "wrk"]
 LABEL = {"surge": "surge bench", "wrk": "wrk"}
 JITTER_TARGET_US = 100
 MEM_TARGET_B = 16 * 1024
-
-
-def read_tsv(path):
-    rows = []
-    if not os.path.exists(path):
-        return rows
-    with open(path) as f:
-        header = f.readline().rstrip("\n").split("\t")
-        for line in f:
-            if line.strip():
-                rows.append(dict(zip(header, line.rstrip("\n").split("\t"))))
-    return rows
-
-
-def read_meta(path):
-    meta = {}
-    with open(path) as f:
-        for line in f:
-            k, sep, v = line.rstrip("\n").partition("=")
-            if sep:
-                meta[k] = v
-    return meta
 
 
 def read_json(path):

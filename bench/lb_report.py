@@ -15,33 +15,13 @@ import os
 import statistics
 import sys
 
+from report_lib import read_meta, read_tsv
+
 BEGIN = "<!-- bench-lb:begin -->"
 END = "<!-- bench-lb:end -->"
 TARGETS = ["direct", "haproxy", "nginx", "surge"]
 LABEL = {"direct": "direct (one nginx backend)", "haproxy": "HAProxy",
          "nginx": "nginx proxy", "surge": "surge lb"}
-
-
-def read_tsv(path):
-    rows = []
-    if not os.path.exists(path):
-        return rows
-    with open(path) as f:
-        header = f.readline().rstrip("\n").split("\t")
-        for line in f:
-            if line.strip():
-                rows.append(dict(zip(header, line.rstrip("\n").split("\t"))))
-    return rows
-
-
-def read_meta(path):
-    meta = {}
-    with open(path) as f:
-        for line in f:
-            k, sep, v = line.rstrip("\n").partition("=")
-            if sep:
-                meta[k] = v
-    return meta
 
 
 def fnum(x, nd=0):

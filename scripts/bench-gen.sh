@@ -44,6 +44,8 @@ SERVER_CPU=1
 
 log() { printf '[bench-gen] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 2; }
+# shellcheck source=scripts/bench-lib.sh
+. "$ROOT/scripts/bench-lib.sh"
 
 for v in ROUNDS DURATION JITTER_DURATION MEM_DURATION; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "BENCH_$v must be a positive integer (got '${!v}')"
@@ -79,78 +81,13 @@ fi
 TMP=$(mktemp -d /tmp/surge-bench-gen.XXXXXX)
 PIDS=()       # every process this script started (nginx, generators, samplers)
 
-forget_pid() {
-    local keep=() p
-    for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
 
-# Stop one process we started: TERM, wait up to 5 s, then KILL it and the
-# children it had (nginx worker, the timed generator), all by PID.
-stop_pid() {
-    local pid=$1 kids i
-    [ -n "$pid" ] || return 0
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; forget_pid "$pid"; return 0; }
-    kids=$(pgrep -P "$pid" || true)
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    for k in $kids; do kill -KILL "$k" 2>/dev/null || true; done
-    wait "$pid" 2>/dev/null || true
-    forget_pid "$pid"
-}
 
-# shellcheck disable=SC2317  # invoked by the EXIT trap
-cleanup() {
-    local rc=$? p
-    trap - EXIT INT TERM
-    for p in "${PIDS[@]}"; do stop_pid "$p"; done
-    rm -rf "$TMP"
-    exit "$rc"
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Free TCP ports in 20000-29999 on 127.0.0.1 (bind test; distinct).
-pick_ports() {
-    "$PY" - "$1" <<'EOF'
-import random, socket, sys
-n, got = int(sys.argv[1]), []
-cand = list(range(20000, 30000)); random.shuffle(cand)
-for p in cand:
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p)); got.append(p)
-    except OSError:
-        pass
-    finally:
-        s.close()
-    if len(got) == n:
-        break
-print(" ".join(map(str, got)))
-EOF
-}
 
-wait_http() {   # URL PID SECONDS: 0 when URL answers 200 while PID lives
-    local url=$1 pid=$2 i
-    for ((i = 0; i < $3 * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        curl -sf -o /dev/null --max-time 1 "$url" && return 0
-        sleep 0.1
-    done
-    return 1
-}
 
-render() {      # TEMPLATE OUT key=value...
-    local tpl=$1 out=$2 args=() kv; shift 2
-    for kv in "$@"; do args+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
-    sed "${args[@]}" "$tpl" >"$out"
-}
 
 read -r PORT < <(pick_ports 1)
 [ -n "${PORT:-}" ] || die "could not find a free port in 20000-29999"

@@ -39,6 +39,8 @@ SERVER_CPU=1
 
 log() { printf '[bench-lb] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 2; }
+# shellcheck source=scripts/bench-lib.sh
+. "$ROOT/scripts/bench-lib.sh"
 
 for v in ROUNDS DURATION IDLE_CONNS; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "BENCH_$v must be a positive integer (got '${!v}')"
@@ -69,35 +71,7 @@ fi
 TMP=$(mktemp -d /tmp/surge-bench-lb.XXXXXX)
 PIDS=()       # every process this script started (nginx masters, haproxy, surge, helpers)
 
-# Stop one process we started: TERM, wait up to 5 s, then KILL it and the
-# children it had (nginx workers), all by PID.
-stop_pid() {
-    local pid=$1 kids i
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kids=$(pgrep -P "$pid" || true)
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    for k in $kids; do kill -KILL "$k" 2>/dev/null || true; done
-    wait "$pid" 2>/dev/null || true
-    local keep=() p
-    for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
 
-# shellcheck disable=SC2317  # invoked by the EXIT trap
-cleanup() {
-    local rc=$? p
-    trap - EXIT INT TERM
-    for p in "${PIDS[@]}"; do stop_pid "$p"; done
-    rm -rf "$TMP"
-    exit "$rc"
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -109,41 +83,8 @@ start_bg() {
     PIDS+=("$STARTED_PID")
 }
 
-# Free TCP ports in 20000-29999 on 127.0.0.1 (bind test; distinct).
-pick_ports() {
-    "$PY" - "$1" <<'EOF'
-import random, socket, sys
-n, got = int(sys.argv[1]), []
-cand = list(range(20000, 30000)); random.shuffle(cand)
-for p in cand:
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p)); got.append(p)
-    except OSError:
-        pass
-    finally:
-        s.close()
-    if len(got) == n:
-        break
-print(" ".join(map(str, got)))
-EOF
-}
 
-wait_http() {   # URL PID SECONDS: 0 when URL answers 200 while PID lives
-    local url=$1 pid=$2 i
-    for ((i = 0; i < $3 * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        curl -sf -o /dev/null --max-time 1 "$url" && return 0
-        sleep 0.1
-    done
-    return 1
-}
 
-render() {      # TEMPLATE OUT key=value...
-    local tpl=$1 out=$2 args=() kv; shift 2
-    for kv in "$@"; do args+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
-    sed "${args[@]}" "$tpl" >"$out"
-}
 
 read -r P_B1 P_B2 P_HAP P_NGX P_SRG P_ADM < <(pick_ports 6)
 [ -n "${P_ADM:-}" ] || die "could not find 6 free ports in 20000-29999"
