@@ -19,7 +19,7 @@ import os
 import statistics
 import sys
 
-from report_lib import read_meta, read_tsv
+from report_lib import read_meta, read_tsv, update_doc
 
 BEGIN = "<!-- bench-faults:begin -->"
 END = "<!-- bench-faults:end -->"
@@ -261,38 +261,12 @@ def build(workdir):
     return "\n".join(L) + "\n"
 
 
-def update_doc(doc, section):
-    block = f"{BEGIN}\n{section}{END}"
-    if os.path.exists(doc):
-        with open(doc) as f:
-            text = f.read()
-    else:
-        text = "# Benchmarks\n"
-    i, j = text.find(BEGIN), text.find(END)
-    if i >= 0 and j > i:
-        text = text[:i] + block + text[j + len(END):]
-    else:
-        k = text.find(LB_END)
-        if k >= 0:
-            k += len(LB_END)
-            text = text[:k] + "\n\n" + HEADING + block + text[k:]
-        else:
-            if not text.endswith("\n"):
-                text += "\n"
-            text += "\n" + HEADING + block + "\n"
-    os.makedirs(os.path.dirname(os.path.abspath(doc)), exist_ok=True)
-    tmp = doc + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, doc)
-
-
 def main():
     workdir, doc = sys.argv[1], sys.argv[2]
     section = build(workdir)
     sys.stdout.write(section)
     if doc != "-":
-        update_doc(doc, section)
+        update_doc(doc, BEGIN, END, section, HEADING, after=LB_END)
     return 0
 
 

@@ -19,7 +19,7 @@ import os
 import statistics
 import sys
 
-from report_lib import read_meta, read_tsv
+from report_lib import read_meta, read_tsv, update_doc
 
 BEGIN = "<!-- bench-gen:begin -->"
 END = "<!-- bench-gen:end -->"
@@ -297,27 +297,6 @@ def build(workdir):
     return "\n".join(L) + "\n"
 
 
-def update_doc(doc, section):
-    block = f"{BEGIN}\n{section}{END}"
-    if os.path.exists(doc):
-        with open(doc) as f:
-            text = f.read()
-    else:
-        text = "# Benchmarks\n"
-    i, j = text.find(BEGIN), text.find(END)
-    if i >= 0 and j > i:
-        text = text[:i] + block + text[j + len(END):]
-    else:
-        if not text.endswith("\n"):
-            text += "\n"
-        text += "\n## Load generator (`surge bench`)\n\n" + block + "\n"
-    os.makedirs(os.path.dirname(os.path.abspath(doc)), exist_ok=True)
-    tmp = doc + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, doc)
-
-
 def main():
     if len(sys.argv) != 3:
         sys.stderr.write("usage: gen_report.py WORKDIR DOC\n")
@@ -326,7 +305,7 @@ def main():
     section = build(workdir)
     sys.stdout.write(section)
     if doc != "-":
-        update_doc(doc, section)
+        update_doc(doc, BEGIN, END, section, "## Load generator (`surge bench`)\n\n", after="<!-- bench-faults:end -->")
     return 0
 
 

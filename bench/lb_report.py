@@ -15,7 +15,7 @@ import os
 import statistics
 import sys
 
-from report_lib import read_meta, read_tsv
+from report_lib import read_meta, read_tsv, update_doc
 
 BEGIN = "<!-- bench-lb:begin -->"
 END = "<!-- bench-lb:end -->"
@@ -178,33 +178,12 @@ def build(workdir):
     return "\n".join(L) + "\n"
 
 
-def update_doc(doc, section):
-    block = f"{BEGIN}\n{section}{END}"
-    if os.path.exists(doc):
-        with open(doc) as f:
-            text = f.read()
-    else:
-        text = "# Benchmarks\n\n## Load balancer (`surge lb`)\n\n"
-    i, j = text.find(BEGIN), text.find(END)
-    if i >= 0 and j > i:
-        text = text[:i] + block + text[j + len(END):]
-    else:
-        if not text.endswith("\n"):
-            text += "\n"
-        text += "\n" + block + "\n"
-    os.makedirs(os.path.dirname(os.path.abspath(doc)), exist_ok=True)
-    tmp = doc + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, doc)
-
-
 def main():
     workdir, doc = sys.argv[1], sys.argv[2]
     section = build(workdir)
     sys.stdout.write(section)
     if doc != "-":
-        update_doc(doc, section)
+        update_doc(doc, BEGIN, END, section, "## Load balancer (`surge lb`)\n\n")
     return 0
 
 

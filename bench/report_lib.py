@@ -23,3 +23,32 @@ def read_meta(path):
             if sep:
                 meta[k] = v
     return meta
+
+
+def update_doc(doc, begin, end, section, heading, after=None):
+    """Replace what stands between the begin and end markers of doc with
+    section. When the markers are missing, insert heading + the marked section
+    after the marker `after` if given and present, else at the end of the file
+    (created as "# Benchmarks" when absent). Written atomically."""
+    block = f"{begin}\n{section}{end}"
+    if os.path.exists(doc):
+        with open(doc) as f:
+            text = f.read()
+    else:
+        text = "# Benchmarks\n"
+    i, j = text.find(begin), text.find(end)
+    k = text.find(after) if after else -1
+    if i >= 0 and j > i:
+        text = text[:i] + block + text[j + len(end):]
+    elif k >= 0:
+        k += len(after)
+        text = text[:k] + "\n\n" + heading + block + text[k:]
+    else:
+        if not text.endswith("\n"):
+            text += "\n"
+        text += "\n" + heading + block + "\n"
+    os.makedirs(os.path.dirname(os.path.abspath(doc)), exist_ok=True)
+    tmp = doc + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, doc)
