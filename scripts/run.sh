@@ -38,7 +38,8 @@ surge is running (Ctrl-C to stop):
   backends     curl -s http://$ADMIN/backends
   metrics      curl -s http://$ADMIN/metrics
   add one      curl -s -XPOST http://$ADMIN/backends -d '{"address":"127.0.0.1:PORT","weight":2}'
-  load         wrk -c 64 -d 5 http://$LISTEN/
+  load         build/surge bench -c 64 -d 5 http://$LISTEN/
+  open model   build/surge bench --rate 2000 -d 10 --html report.html http://$LISTEN/
 
 MSG
 wait "${pids[-1]}"
