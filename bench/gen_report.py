@@ -265,14 +265,17 @@ def build(workdir):
             den = sum((t - mt) ** 2 for t, _ in steady)
             slope = sum((t - mt) * (r - mr) for t, r in steady) / den * 60 if den else 0.0
             lim = max(0.02 * r0, 256)
-            const = abs(growth) <= lim
+            # A leak shows as growth; RSS given back after ramp-up is not one.
+            verdict = ("GREW" if growth > lim else
+                       "no growth (it shrank)" if growth < -lim else "constant")
             L.append(f"- Constancy from {t0:.1f} s to {steady[-1][0]:.1f} s: {growth:+,} kB "
                      f"({100 * growth / r0:+.1f}%), trend {slope:+,.0f} kB/min; "
-                     f"{'constant' if const else 'NOT constant'} (limit: the larger of ±2% and ±256 kB).")
+                     f"{verdict} (limit: growth above the larger of 2% and 256 kB).")
             if mok:
-                lines.append(f"Memory over the {dur} s run: {'constant' if const else 'not constant'} "
-                             f"after ramp-up ({growth:+,} kB, trend {slope:+,.0f} kB/min). "
-                             f"A {dur} s run cannot show a slow leak the way the issue's 10-minute run would.")
+                short = (f" A {dur} s run cannot show a slow leak the way the issue's 10-minute "
+                         f"run would." if float(dur) < 600 else "")
+                lines.append(f"Memory over the {dur} s run: {verdict.lower()} after ramp-up "
+                             f"({growth:+,} kB, trend {slope:+,.0f} kB/min).{short}")
         else:
             L.append(f"- Constancy: too few samples after {cut:.0f} s to judge.")
             if mok:
