@@ -321,15 +321,4 @@ if [ -x "$SURGE" ]; then surge_ver="$("$SURGE" version 2>&1 | head -1 || true) (
     echo "load_end=$(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$TMP/meta.env"
 
-if [ -n "${BENCH_KEEP:-}" ]; then
-    mkdir -p "$BENCH_KEEP" && cp -r "$TMP"/. "$BENCH_KEEP"/ && log "raw results copied to $BENCH_KEEP"
-fi
-echo
-"$PY" bench/gen_report.py "$TMP" "$DOC"
-[ "$DOC" != - ] && log "updated $DOC"
-
-if [ "$SURGE_EVER_FAILED" = 1 ]; then
-    log "surge bench did not run for every measurement (see the report); exit 1"
-    exit 1
-fi
-exit 0
+finish_report bench/gen_report.py "surge bench did not run for every measurement (see the report)"

@@ -391,15 +391,4 @@ if [ -x "$SURGE" ]; then surge_ver="$("$SURGE" version 2>&1 | head -1 || true) (
     echo "reuse_connects=$REUSE_CONN"
 } >"$TMP/meta.env"
 
-if [ -n "${BENCH_KEEP:-}" ]; then
-    mkdir -p "$BENCH_KEEP" && cp -r "$TMP"/. "$BENCH_KEEP"/ && log "raw results copied to $BENCH_KEEP"
-fi
-echo
-"$PY" bench/lb_report.py "$TMP" "$DOC"
-[ "$DOC" != - ] && log "updated $DOC"
-
-if [ "$SURGE_EVER_FAILED" = 1 ]; then
-    log "surge did not run for every measurement (${SURGE_STATUS:-see table}); exit 1"
-    exit 1
-fi
-exit 0
+finish_report bench/lb_report.py "surge did not run for every measurement (${SURGE_STATUS:-see table})"

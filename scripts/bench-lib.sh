@@ -78,3 +78,20 @@ render() {      # TEMPLATE OUT key=value...
     for kv in "$@"; do args+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
     sed "${args[@]}" "$tpl" >"$out"
 }
+
+# finish_report REPORT_PY FAILURE_MESSAGE: copy the raw results to $BENCH_KEEP
+# when asked, print the report (and write it into $DOC unless it is "-"),
+# then exit 1 with FAILURE_MESSAGE if SURGE_EVER_FAILED=1, else 0.
+finish_report() {
+    if [ -n "${BENCH_KEEP:-}" ]; then
+        mkdir -p "$BENCH_KEEP" && cp -r "$TMP"/. "$BENCH_KEEP"/ && log "raw results copied to $BENCH_KEEP"
+    fi
+    echo
+    "$PY" "$1" "$TMP" "$DOC"
+    [ "$DOC" != - ] && log "updated $DOC"
+    if [ "$SURGE_EVER_FAILED" = 1 ]; then
+        log "$2; exit 1"
+        exit 1
+    fi
+    exit 0
+}

@@ -14,6 +14,7 @@
 """
 import json
 import os
+import pty
 import re
 import signal
 import socket
@@ -425,6 +426,32 @@ def backend_arg(b):
     if isinstance(b, tuple):
         return "%s,weight=%d" % (backend_arg(b[0]), b[1])
     return str(b)
+
+
+def run_with_tty_stderr(argv, env=None, timeout=30):
+    """Runs argv with stderr on a pseudo-terminal (so the program sees a
+    terminal there) and stdout piped. Returns (returncode, stdout bytes, text
+    written to the terminal)."""
+    master, slave = pty.openpty()
+    chunks = []
+    try:
+        res = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=slave, timeout=timeout, env=env)
+        os.close(slave)
+        slave = None
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO once the terminal's other side is closed
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        if slave is not None:
+            os.close(slave)
+        os.close(master)
+    return res.returncode, res.stdout, b"".join(chunks).decode(errors="replace")
 
 
 def run_surge(*args, timeout=10.0):

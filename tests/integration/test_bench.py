@@ -4,16 +4,13 @@ Every run is a real `surge bench` process against a server on loopback: the
 fake upstream (start_upstreams) or a tiny threaded server defined here when a
 test needs exact behaviour (a global 1 s stall)."""
 import json
-import os
-import pty
-import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from harness import SURGE_BIN, child_env, free_port, run_surge
+from harness import SURGE_BIN, child_env, free_port, run_surge, run_with_tty_stderr
 
 BENCH_FLAGS = ["-c", "-t", "-d", "-m", "-H", "--connections", "--threads", "--duration",
                "--rate", "--method", "--header", "--body", "--json", "--html", "--threshold",
@@ -276,29 +273,9 @@ def test_progress_line_only_on_a_terminal(start_upstreams):
     quiet = bench("-c", 2, "-d", 2, url(up))
     assert quiet.returncode == 0
     assert quiet.stderr_text == "", quiet.stderr_text
-    master, slave = pty.openpty()
-    try:
-        proc = subprocess.Popen([str(SURGE_BIN), "bench", "-c", "2", "-d", "3", url(up)],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
-                                env=child_env())
-        os.close(slave)
-        slave = None
-        out, _ = proc.communicate(timeout=30)
-        chunks = []
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:
-                break
-            if not data:
-                break
-            chunks.append(data)
-    finally:
-        if slave is not None:
-            os.close(slave)
-        os.close(master)
-    tty = b"".join(chunks).decode(errors="replace")
-    assert proc.returncode == 0, tty
+    rc, out, tty = run_with_tty_stderr([str(SURGE_BIN), "bench", "-c", "2", "-d", "3", url(up)],
+                                       env=child_env())
+    assert rc == 0, tty
     for n in (1, 2, 3):
         assert "\r[  %ds/3s] " % n in tty, repr(tty)
     assert "req/s" in tty and "p50" in tty and "p99" in tty and "errors 0" in tty, repr(tty)

@@ -9,7 +9,6 @@ a weight changes and a backend is drained. The fixture fails the test on any
 "ThreadSanitizer" line in the balancer's log.
 """
 import os
-import pty
 import signal
 import subprocess
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import REPO_ROOT, Load
+from harness import REPO_ROOT, Load, run_with_tty_stderr
 
 TSAN_BIN = Path(os.environ.get("SURGE_TSAN_BIN") or REPO_ROOT / "build" / "tsan" / "surge")
 
@@ -65,27 +64,10 @@ def test_bench_threads_are_race_free(start_upstreams):
         assert res.returncode == 0, (res.returncode, out[-2000:])
     # stderr on a terminal: the main thread reads the workers' per-second
     # counters for the progress line while they run
-    master, slave = pty.openpty()
-    try:
-        res = subprocess.run([str(TSAN_BIN), "bench", "-t", "2", "-c", "4", "-d", "2", "--rate",
-                              "300", "http://%s/" % a.addr], stdout=subprocess.PIPE, stderr=slave,
-                             timeout=30, env=env)
-        os.close(slave)
-        slave = None
-        chunks = []
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:
-                break
-            if not data:
-                break
-            chunks.append(data)
-    finally:
-        if slave is not None:
-            os.close(slave)
-        os.close(master)
-    out = res.stdout.decode(errors="replace") + b"".join(chunks).decode(errors="replace")
+    rc, stdout, tty = run_with_tty_stderr(
+        [str(TSAN_BIN), "bench", "-t", "2", "-c", "4", "-d", "2", "--rate", "300",
+         "http://%s/" % a.addr], env=env)
+    out = stdout.decode(errors="replace") + tty
     assert "ThreadSanitizer" not in out, out[-4000:]
     assert "req/s" in out and "[  2s/2s]" in out, out[-2000:]
-    assert res.returncode == 0, (res.returncode, out[-2000:])
+    assert rc == 0, (rc, out[-2000:])
