@@ -6,11 +6,12 @@
 #   make bench-lb   load balancer benchmark against HAProxy and nginx (docs/benchmarks.md)
 #   make bench-faults  surge lb under kill -9, reload storm, drain; health-check/metrics cost
 #   make bench-gen  load generator benchmark: surge bench vs wrk (docs/benchmarks.md)
+#   make bench-app  shop service benchmark: surge lb + 2 surge app vs static nginx (docs/benchmarks.md)
 #   make run        starts surge on embedded defaults
 # Variables: SANITIZE=1 (ASan+UBSan), WERROR=1 (default under CI=true), CC=...
 
 CC      ?= gcc
-PKGS    := libuv libcjson inih
+PKGS    := libuv libcjson inih sqlite3 libsodium
 WERROR  ?= $(if $(CI),1,0)
 SANITIZE ?= 0
 
@@ -35,7 +36,8 @@ CFLAGS  := $(CFLAGS_BASE) -O2
 LDFLAGS :=
 endif
 
-LIB_SRCS := $(wildcard src/base/*.c src/net/*.c src/http/*.c src/lb/*.c src/bench/*.c)
+LIB_SRCS := $(wildcard src/base/*.c src/net/*.c src/http/*.c src/lb/*.c src/bench/*.c \
+              src/data/*.c src/app/*.c)
 CMD_SRCS := $(wildcard src/cmd/*.c)
 LIB_OBJS := $(LIB_SRCS:%.c=$(OUT)/obj/%.o)
 CMD_OBJS := $(CMD_SRCS:%.c=$(OUT)/obj/%.o)
@@ -43,7 +45,7 @@ UNIT_SRCS := $(wildcard tests/unit/*/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(OUT)/tests/%)
 FUZZ_SRCS := $(wildcard fuzz/fuzz_*.c)
 
-.PHONY: all deps test unit fuzz lint format bench-lb bench-faults bench-gen run clean
+.PHONY: all deps test unit fuzz lint format bench-lb bench-faults bench-gen bench-app run clean
 all: $(OUT)/surge
 
 deps:
@@ -116,6 +118,10 @@ bench-faults: all
 bench-gen: all
 	@scripts/deps.sh bench
 	@scripts/bench-gen.sh
+
+bench-app: all
+	@scripts/deps.sh bench
+	@scripts/bench-app.sh
 
 run:
 	@scripts/deps.sh build

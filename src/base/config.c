@@ -69,6 +69,8 @@ int conf_parse_ms(const char *s, long long *out)
         mult = 1000;
     else if (strcmp(end, "m") == 0)
         mult = 60000;
+    else if (strcmp(end, "h") == 0)
+        mult = 3600000;
     else
         return -EINVAL;
     if (v > LLONG_MAX / mult)
@@ -449,4 +451,34 @@ void conf_print_help(const struct conf_entry *tab, size_t n, FILE *out)
             fprintf(out, " (default: %s)", e->def);
         fputs("\n", out);
     }
+}
+
+int conf_parse_cmdline(const struct conf_entry *tab, size_t n, void *obj, int argc, char **argv,
+                       char **config_file, char **positional, int max_positional, int *npositional,
+                       char *err, size_t errlen)
+{
+    *config_file = NULL;
+    if (conf_defaults(tab, n, obj, err, errlen) < 0)
+        return -1;
+    char **rest = xcalloc((size_t)argc + 1, sizeof *rest);
+    int nflags = 0, rc = -1;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "-c") && strcmp(argv[i], "--config")) {
+            rest[nflags++] = argv[i];
+            continue;
+        }
+        if (i + 1 >= argc) {
+            snprintf(err, errlen, "%s: missing value", argv[i]);
+            goto out;
+        }
+        if (conf_load_file(tab, n, obj, argv[i + 1], err, errlen) < 0)
+            goto out;
+        free(*config_file);
+        *config_file = xstrdup(argv[++i]);
+    }
+    rc = conf_parse_args(tab, n, obj, nflags, rest, positional, max_positional, npositional, err,
+                         errlen);
+out:
+    free(rest);
+    return rc;
 }

@@ -17,7 +17,7 @@
 enum conf_type {
     CONF_STRING, /* char * (owned by the struct, freed by conf_free) */
     CONF_INT,    /* long long, within [min, max] */
-    CONF_MS,     /* long long milliseconds; accepts "250", "250ms", "2s", "1m" */
+    CONF_MS,     /* long long milliseconds; accepts "250", "250ms", "2s", "1m", "8h" */
     CONF_BOOL,   /* int 0/1; "true/false/yes/no/on/off/1/0"; as a flag it takes no value */
     CONF_ENUM,   /* int index into enum_names */
     CONF_LIST,   /* struct conf_list: repeatable, each occurrence appends */
@@ -61,11 +61,19 @@ int conf_load_file(const struct conf_entry *tab, size_t n, void *obj, const char
 int conf_parse_args(const struct conf_entry *tab, size_t n, void *obj, int argc, char **argv,
                     char **positional, int max_positional, int *npositional, char *err,
                     size_t errlen);
+/* The whole command line of a subcommand: defaults, then the INI file
+ * named by "-c FILE" / "--config FILE" (if any; its path is returned in
+ * *config_file, owned by the caller, NULL when none), then the flags, which
+ * override the file. Positional arguments as for conf_parse_args. 0, or -1
+ * with err set. */
+int conf_parse_cmdline(const struct conf_entry *tab, size_t n, void *obj, int argc, char **argv,
+                       char **config_file, char **positional, int max_positional, int *npositional,
+                       char *err, size_t errlen);
 /* Free strings and lists owned by obj. */
 void conf_free(const struct conf_entry *tab, size_t n, void *obj);
 /* Print "  --name ARG  help (default: X)" lines for every entry. */
 void conf_print_help(const struct conf_entry *tab, size_t n, FILE *out);
-/* Parse a duration ("250", "250ms", "2s", "1m") into milliseconds. 0 or -EINVAL. */
+/* Parse a duration ("250", "250ms", "2s", "1m", "8h") into milliseconds. 0 or -EINVAL. */
 int conf_parse_ms(const char *s, long long *out);
 
 #endif

@@ -10,4 +10,11 @@ void cmd_lb_help(FILE *out);
 int cmd_bench(int argc, char **argv);
 void cmd_bench_help(FILE *out);
 
+/* surge app: 0 after a graceful stop, 2 usage/config error. */
+int cmd_app(int argc, char **argv);
+void cmd_app_help(FILE *out);
+/* surge seed: 0 done, 1 store error, 2 usage. */
+int cmd_seed(int argc, char **argv);
+void cmd_seed_help(FILE *out);
+
 #endif

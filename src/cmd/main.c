@@ -13,10 +13,12 @@ static void usage(FILE *out)
     fprintf(out, "usage: surge <command> [options]\n\n"
                  "commands:\n"
                  "  lb        HTTP/1.1 load balancer in front of any HTTP backends\n"
+                 "  app       the shop service (one stateless API server process)\n"
+                 "  seed      fill a store with demo products and users\n"
                  "  bench     HTTP/1.1 load generator (closed and open model, thresholds)\n"
                  "  version   print the version\n"
                  "  help [COMMAND]  this text, or a command's options\n\n"
-                 "Planned (see the issues): app, worker, up.\n");
+                 "Planned (see the issues): worker, up.\n");
 }
 
 int main(int argc, char **argv)
@@ -30,6 +32,10 @@ int main(int argc, char **argv)
         return cmd_lb(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench"))
         return cmd_bench(argc - 2, argv + 2);
+    if (!strcmp(cmd, "app"))
+        return cmd_app(argc - 2, argv + 2);
+    if (!strcmp(cmd, "seed"))
+        return cmd_seed(argc - 2, argv + 2);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
         printf("surge %s\n", SURGE_VERSION);
         return 0;
@@ -37,6 +43,14 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
         if (argc >= 3 && !strcmp(argv[2], "lb")) {
             cmd_lb_help(stdout);
+            return 0;
+        }
+        if (argc >= 3 && !strcmp(argv[2], "app")) {
+            cmd_app_help(stdout);
+            return 0;
+        }
+        if (argc >= 3 && !strcmp(argv[2], "seed")) {
+            cmd_seed_help(stdout);
             return 0;
         }
         if (argc >= 3 && !strcmp(argv[2], "bench")) {

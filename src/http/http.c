@@ -295,6 +295,8 @@ void http_msg_reset(struct http_msg *m)
     m->flags = 0;
     m->head_bytes = 0;
     m->request_was_head = 0;
+    m->on_body = NULL;
+    m->body_arg = NULL;
     m->err_status = 0;
     m->err_reason = NULL;
     m->in_head_ = 1;
@@ -431,6 +433,8 @@ static int body_feed(struct http_msg *m, const unsigned char *p, size_t n, size_
         size_t take = m->body_left_ < n ? (size_t)m->body_left_ : n;
         m->body_left_ -= take;
         *used = take;
+        if (m->on_body && take)
+            m->on_body(m->body_arg, (const char *)p, take);
         if (m->body_left_ == 0) {
             m->done_ = 1;
             return HTTP_EV_DONE;
@@ -484,6 +488,8 @@ static int body_feed(struct http_msg *m, const unsigned char *p, size_t n, size_
         case CH_DATA: {
             size_t take = m->body_left_ < n - i ? (size_t)m->body_left_ : n - i;
             m->body_left_ -= take;
+            if (m->on_body && take)
+                m->on_body(m->body_arg, (const char *)p + i, take);
             i += take;
             if (m->body_left_ == 0)
                 m->ch_state_ = CH_DATA_CR;

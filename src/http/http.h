@@ -80,6 +80,11 @@ struct http_msg {
     size_t max_head_bytes, max_uri_bytes;
     /* Responses: set before feeding the response to a HEAD request. */
     int request_was_head;
+    /* Optional: receives the body's payload bytes as they are parsed
+     * (Content-Length bodies as they are, chunked bodies without their
+     * framing). Cleared by reset; set after HTTP_EV_HEAD. */
+    void (*on_body)(void *arg, const char *p, size_t n);
+    void *body_arg;
     /* Error, valid after HTTP_EV_ERROR. */
     int err_status;         /* 400, 414, 431, 501 */
     const char *err_reason; /* static string, e.g. "invalid header name" */

@@ -15,26 +15,179 @@ on SIGTERM.
         string adds --admin STRING; expect_admin waits for the admin line when
         the admin address comes from elsewhere, e.g. a -c file; env entries are
         added to the child's environment)
+    start_app(*extra_args, data_dir=None, env=None, admin_token=ADMIN_TOKEN,
+              listen=True, fast_hash=True, wait=True) -> App
+        (`surge app`; stdout in tmp_path/app-N.out, where the ready line
+        "surge app: listening on IP:PORT" must appear, stderr in app-N.log;
+        data_dir defaults to tmp_path/data, so two calls in one test share
+        it, data_dir=False passes none; fast_hash adds --password-ops 1 --password-memory-kib 8192;
+        admin_token=None passes no --admin-token; wait=False returns at once,
+        then App.wait_ready())
+    seed(data_dir, products=N, users=N) -> CompletedProcess
+        (`surge seed`, must exit 0; users userI@example.com / password1234)
+    module_apps (module scope) -> an object with .start(...) like start_app,
+        for test modules that share one app across many tests (the bad-input
+        table); its processes are checked at the end of the module
 
 Run (Debian's pytest, standard library only), from the repository root:
     SURGE_BIN=build/asan/surge /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
 (SURGE_BIN defaults to build/asan/surge; scripts/run-tests.sh sets it.)
 """
+import json
 import re
 import selectors
+import signal
 import subprocess
 import sys
 import time
 
 import pytest
 
-from harness import (ADMIN_RE, FAKE_UPSTREAM, LISTEN_RE, READY_DEADLINE, SURGE_BIN, Lb,
-                     ProcessRegistry, Upstream, backend_arg, child_env, tail)
+from harness import (ADMIN_RE, FAKE_UPSTREAM, LISTEN_RE, READY_DEADLINE, STOP_GRACE, SURGE_BIN,
+                     Lb, ProcessRegistry, RawConn, Upstream, backend_arg, child_env, one_request,
+                     run_surge, sanitizer_lines, tail)
+
+ADMIN_TOKEN = "test-admin-token"
+APP_READY_RE = re.compile(r"surge app: listening on ([0-9.]+):(\d+)")
+FAST_HASH = ("--password-ops", "1", "--password-memory-kib", "8192")
+
+
+class App:
+    """A started `surge app`: requests on fresh connections, JSON helpers.
+
+        app.request(method, path, body=None, headers=(), sid=None, token=None)
+            body: bytes, or a dict/list sent as JSON (Content-Type added);
+            sid: sent as "Cookie: sid=..."; token: "Authorization: Bearer ..."
+        app.get/post/put/delete(path, ...), app.metrics(), app.stop()
+    """
+
+    def __init__(self, proc, argv, out_path, log_path, data_dir, admin_token):
+        self.proc = proc
+        self.argv = argv
+        self.out_path = out_path
+        self.log_path = log_path
+        self.data_dir = data_dir
+        self.admin_token = admin_token
+        self.port = None
+        self.host = "127.0.0.1"
+        self.addr = None
+        self.stopped = False
+        self.exit_expected = False  # True: exiting by itself (any status) is what the test wants
+
+    def __repr__(self):
+        return "<App %s pid %s>" % (self.addr, self.proc.pid)
+
+    def out(self):
+        return self.out_path.read_text(errors="replace") if self.out_path.exists() else ""
+
+    def log(self):
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_ready(self, deadline=None):
+        deadline = deadline or time.monotonic() + READY_DEADLINE
+        while True:
+            m = APP_READY_RE.search(self.out())
+            if m:
+                self.host, self.port = m.group(1), int(m.group(2))
+                self.addr = "%s:%d" % (self.host, self.port)
+                return self
+            if self.proc.poll() is not None:
+                self.exit_expected = True   # reported here, not again at teardown
+                pytest.fail("surge app exited with status %s before it was ready\nargv: %s\n"
+                            "stdout:\n%s\nstderr:\n%s" % (self.proc.returncode,
+                                                          " ".join(self.argv), tail(self.out()),
+                                                          tail(self.log())), pytrace=False)
+            if time.monotonic() > deadline:
+                where = ("; the ready line went to stderr, the contract says stdout"
+                         if APP_READY_RE.search(self.log()) else "")
+                pytest.fail("surge app not ready within %.0f s (no 'surge app: listening on "
+                            "IP:PORT' on stdout%s)\nargv: %s\nstdout:\n%s\nstderr:\n%s"
+                            % (READY_DEADLINE, where, " ".join(self.argv), tail(self.out()),
+                               tail(self.log())), pytrace=False)
+            time.sleep(0.02)
+
+    def stop(self, grace=STOP_GRACE):
+        """SIGTERM and wait; returns the exit status (None if still running)."""
+        self.stopped = True
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def conn(self):
+        return RawConn(self.port)
+
+    def request(self, method, path, body=None, headers=(), sid=None, token=None):
+        hdrs = list(headers.items() if isinstance(headers, dict) else headers)
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+            hdrs.append(("Content-Type", "application/json"))
+        elif isinstance(body, str):
+            body = body.encode()
+        if sid is not None:
+            hdrs.append(("Cookie", "sid=" + sid))
+        if token is not None:
+            hdrs.append(("Authorization", "Bearer " + token))
+        return one_request(self.port, method, path, hdrs, body)
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path, body=None, **kw):
+        return self.request("POST", path, body, **kw)
+
+    def put(self, path, body=None, **kw):
+        return self.request("PUT", path, body, **kw)
+
+    def delete(self, path, **kw):
+        return self.request("DELETE", path, **kw)
+
+    def metrics(self):
+        resp = self.get("/metrics")
+        assert resp.status == 200, resp
+        return resp.body.decode()
+
+
+class _Registry(ProcessRegistry):
+    """ProcessRegistry plus `surge app` processes (stopped after the
+    balancers, before the fake upstreams)."""
+
+    def __init__(self):
+        super().__init__()
+        self.apps = []
+
+    def teardown(self):
+        ups, self.upstreams = self.upstreams, []
+        problems = super().teardown()  # the balancers first: they talk to the apps
+        self.lbs = []
+        for app in reversed(self.apps):
+            died_early = None if app.stopped else app.proc.poll()
+            note = self.stop(app.proc)
+            text = app.out() + app.log()
+            if sanitizer_lines(text):
+                problems.append("sanitizer report in %s:\n%s" % (app.log_path, tail(text, 60)))
+            elif app.exit_expected:
+                pass
+            elif died_early is not None:
+                problems.append("surge app exited by itself (status %s) before teardown:\n%s"
+                                % (died_early, tail(text)))
+            elif note:
+                problems.append("surge app %s:\n%s" % (note, tail(text)))
+            elif app.proc.returncode != 0:
+                problems.append("surge app exited %s after SIGTERM (want 0):\n%s"
+                                % (app.proc.returncode, tail(text)))
+        self.upstreams = ups
+        problems += super().teardown()
+        return problems
 
 
 @pytest.fixture
 def procs():
-    reg = ProcessRegistry()
+    reg = _Registry()
     yield reg
     problems = reg.teardown()
     if problems:
@@ -149,3 +302,79 @@ def start_lb(procs, tmp_path):
     return start
 
 
+
+
+def _launch_app(reg, log_dir, n, extra, data_dir, env, admin_token, listen, fast_hash, wait):
+    if not SURGE_BIN.exists():
+        pytest.fail("surge binary not found at %s (set SURGE_BIN or build it: "
+                    "make SANITIZE=1 build/asan/surge)" % SURGE_BIN, pytrace=False)
+    data_dir = data_dir if data_dir is not None else log_dir / "data"
+    argv = [str(SURGE_BIN), "app"]
+    if listen:
+        argv += ["--listen", "127.0.0.1:0"]
+    if data_dir is not False:      # False: no --data-dir (a -c file gives it)
+        argv += ["--data-dir", str(data_dir)]
+    if admin_token is not None:
+        argv += ["--admin-token", admin_token]
+    if fast_hash:
+        argv += list(FAST_HASH)
+    argv += [str(a) for a in extra]
+    full_env = child_env()
+    full_env.pop("SURGE_ADMIN_TOKEN", None)
+    full_env.update(env or {})
+    out_path = log_dir / ("app-%d.out" % n)
+    log_path = log_dir / ("app-%d.log" % n)
+    with open(out_path, "wb") as out, open(log_path, "wb") as err:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                env=full_env)
+    app = App(proc, argv, out_path, log_path, data_dir, admin_token)
+    reg.apps.append(app)
+    return app.wait_ready() if wait else app
+
+
+@pytest.fixture
+def start_app(procs, tmp_path):
+    count = [0]
+
+    def start(*extra, data_dir=None, env=None, admin_token=ADMIN_TOKEN, listen=True,
+              fast_hash=True, wait=True):
+        count[0] += 1
+        return _launch_app(procs, tmp_path, count[0], extra, data_dir, env, admin_token,
+                           listen, fast_hash, wait)
+    return start
+
+
+def _seed(data_dir, products=0, users=0, timeout=300.0):
+    res = run_surge("seed", "--data-dir", data_dir, "--products", products, "--users", users,
+                    timeout=timeout)
+    assert res.returncode == 0, ("surge seed exited %s" % res.returncode, res.stderr_text)
+    return res
+
+
+@pytest.fixture
+def seed():
+    """seed(data_dir, products=N, users=N): `surge seed`, asserted to exit 0."""
+    return _seed
+
+
+class _ModuleApps:
+    def __init__(self, reg, log_dir):
+        self.reg, self.log_dir, self.count = reg, log_dir, 0
+
+    def start(self, *extra, data_dir=None, env=None, admin_token=ADMIN_TOKEN, listen=True,
+              fast_hash=True, wait=True):
+        self.count += 1
+        return _launch_app(self.reg, self.log_dir, self.count, extra, data_dir, env,
+                           admin_token, listen, fast_hash, wait)
+
+    def seed(self, data_dir, products=0, users=0):
+        return _seed(data_dir, products, users)
+
+
+@pytest.fixture(scope="module")
+def module_apps(tmp_path_factory):
+    reg = _Registry()
+    yield _ModuleApps(reg, tmp_path_factory.mktemp("apps"))
+    problems = reg.teardown()
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)

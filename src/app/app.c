@@ -1,0 +1,577 @@
+/* surge app: lifecycle (start, serve, graceful stop) and request routing.
+ * Handlers live in handlers.c, the schema in schema.c. */
+#include <errno.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "app/app_int.h"
+#include "base/alloc.h"
+#include "base/log.h"
+#include "net/net.h"
+
+#define DB_QUEUE_MAX   4096
+#define HASH_QUEUE_MAX 256
+
+/* ---- worker threads ---- */
+
+static void *thread_init(void *arg)
+{
+    struct app *a = arg;
+    struct app_thread *t = xcalloc(1, sizeof *t);
+    t->a = a;
+    app_schema_conns(&t->conns, &a->layout);
+    t->sess = a->sessions->open(a->layout.sessions);
+    store_rows_init(&t->rows);
+    store_rows_init(&t->rows2);
+    return t;
+}
+
+static void thread_fini(void *ctx, void *arg)
+{
+    struct app_thread *t = ctx;
+    struct app *a = arg;
+    store_conns_close(&t->conns);
+    a->sessions->close(t->sess);
+    store_rows_free(&t->rows);
+    store_rows_free(&t->rows2);
+    free(t);
+}
+
+static const struct workq_ops thread_ops = {thread_init, thread_fini};
+
+/* ---- routing ---- */
+
+struct route_def {
+    enum app_route route;
+    const char *method; /* "GET", ... */
+    app_handler handler;
+    int hash_pool; /* runs a password hash: the hash pool */
+};
+
+/* Per path shape, the methods it answers. */
+static const struct route_def routes[] = {
+    {R_READYZ, "GET", app_handle_readyz, 0},
+    {R_USERS, "POST", app_handle_signup, 1},
+    {R_USER, "GET", app_handle_user, 0},
+    {R_SESSIONS, "POST", app_handle_login, 1},
+    {R_SESSIONS, "DELETE", app_handle_logout, 0},
+    {R_ME, "GET", app_handle_me, 0},
+    {R_PRODUCTS, "GET", app_handle_products, 0},
+    {R_PRODUCTS, "POST", app_handle_product_create, 0},
+    {R_PRODUCT, "GET", app_handle_product_get, 0},
+    {R_PRODUCT, "PUT", app_handle_product_update, 0},
+    {R_PRODUCT_VIEWS, "POST", app_handle_product_views, 0},
+    {R_ORDERS, "GET", app_handle_orders_list, 0},
+    {R_ORDERS, "POST", app_handle_order_create, 0},
+    {R_ORDER, "GET", app_handle_order_get, 0},
+};
+
+/* Parse a path id: 1 to 15 digits, no sign. 0 or -1. */
+static int parse_id(const char *s, size_t n, int64_t *out)
+{
+    if (n == 0 || n > 15)
+        return -1;
+    int64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* Match the path's shape. The route, R_NOT_FOUND, or -1 for a path with a
+ * malformed id (400). */
+static int match_path(const char *p, int64_t *id)
+{
+    if (!strcmp(p, "/healthz"))
+        return R_HEALTHZ;
+    if (!strcmp(p, "/readyz"))
+        return R_READYZ;
+    if (!strcmp(p, "/metrics"))
+        return R_METRICS;
+    if (!strcmp(p, "/api/users"))
+        return R_USERS;
+    if (!strcmp(p, "/api/sessions"))
+        return R_SESSIONS;
+    if (!strcmp(p, "/api/me"))
+        return R_ME;
+    if (!strcmp(p, "/api/products"))
+        return R_PRODUCTS;
+    if (!strcmp(p, "/api/orders"))
+        return R_ORDERS;
+    static const struct {
+        const char *prefix;
+        enum app_route one, sub;
+        const char *sub_name;
+    } idroutes[] = {
+        {"/api/users/", R_USER, R_NOT_FOUND, NULL},
+        {"/api/products/", R_PRODUCT, R_PRODUCT_VIEWS, "/views"},
+        {"/api/orders/", R_ORDER, R_NOT_FOUND, NULL},
+    };
+    for (size_t i = 0; i < sizeof idroutes / sizeof idroutes[0]; i++) {
+        size_t pl = strlen(idroutes[i].prefix);
+        if (strncmp(p, idroutes[i].prefix, pl))
+            continue;
+        const char *rest = p + pl, *slash = strchr(rest, '/');
+        size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
+        enum app_route r = idroutes[i].one;
+        if (slash) {
+            if (!idroutes[i].sub_name || strcmp(slash, idroutes[i].sub_name))
+                return R_NOT_FOUND;
+            r = idroutes[i].sub;
+        }
+        if (n == 0)
+            return R_NOT_FOUND;
+        return parse_id(rest, n, id) < 0 ? -1 : (int)r;
+    }
+    return R_NOT_FOUND;
+}
+
+static void finish(struct app *a, struct http_request *req, enum app_route r,
+                   struct http_response *resp)
+{
+    app_stats_count(a, r, resp->status, req->start_ns);
+    http_request_respond(req, resp);
+}
+
+static void answer_now(struct app *a, struct http_request *req, enum app_route r, int status,
+                       const char *msg, const char *allow)
+{
+    struct http_response resp;
+    http_response_init(&resp);
+    app_json_error(&resp, status, msg);
+    if (allow)
+        http_response_header(&resp, "Allow", allow);
+    finish(a, req, r, &resp);
+    http_response_free(&resp);
+}
+
+static void on_job_work(struct workq_job *wj, void *ctx)
+{
+    struct app_job *j = container_of(wj, struct app_job, job);
+    j->handler(j, ctx);
+}
+
+static void on_job_done(struct workq_job *wj)
+{
+    struct app_job *j = container_of(wj, struct app_job, job);
+    finish(j->a, j->req, j->route, &j->resp);
+    http_response_free(&j->resp);
+    free(j);
+}
+
+static void serve_metrics(struct app *a, struct http_request *req)
+{
+    struct http_response resp;
+    http_response_init(&resp);
+    resp.body.max_size = 16 * 1024 * 1024;
+    if (metrics_render(&a->metrics, &resp.body) < 0) {
+        app_json_error(&resp, 503, "metrics too large");
+    } else {
+        resp.status = 200;
+        resp.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    }
+    finish(a, req, R_METRICS, &resp);
+    http_response_free(&resp);
+}
+
+/* The product fast path: a fresh cached value is answered on the loop. */
+static int product_fast(struct app *a, struct http_request *req, int64_t id)
+{
+    char key[32];
+    struct buf v;
+    buf_init(&v, 64 * 1024);
+    app_product_key(key, sizeof key, id);
+    if (cache_peek(&a->cache, key, &v) < 0) {
+        buf_free(&v);
+        return -1;
+    }
+    __atomic_fetch_add(&a->stats.cache_hits[KIND_PRODUCT], 1, __ATOMIC_RELAXED);
+    struct http_response resp;
+    http_response_init(&resp);
+    app_product_answer(a, req, &resp, id, v.data, v.len);
+    buf_free(&v);
+    finish(a, req, R_PRODUCT, &resp);
+    http_response_free(&resp);
+    return 0;
+}
+
+static void on_request(struct http_request *req, void *arg)
+{
+    struct app *a = arg;
+    const char *t = req->raw.data + req->msg.target.off;
+    size_t tlen = req->msg.target.len;
+    /* absolute-form (RFC 9112 3.2.2): serve its path. */
+    for (size_t k = 0; k < 2; k++) {
+        const char *scheme = k ? "https://" : "http://";
+        size_t sl = strlen(scheme);
+        if (tlen > sl && !strncasecmp(t, scheme, sl)) {
+            const char *slash = memchr(t + sl, '/', tlen - sl);
+            if (!slash) {
+                static const char root[] = "/";
+                t = root, tlen = 1;
+            } else {
+                tlen -= (size_t)(slash - t), t = slash;
+            }
+            break;
+        }
+    }
+    const char *q = memchr(t, '?', tlen);
+    size_t plen = q ? (size_t)(q - t) : tlen;
+    char path[512];
+    if (plen >= sizeof path || plen == 0 || t[0] != '/') {
+        answer_now(a, req, R_NOT_FOUND, 404, "no such route", NULL);
+        return;
+    }
+    memcpy(path, t, plen);
+    path[plen] = '\0';
+    int64_t id = 0;
+    int r = match_path(path, &id);
+    if (r == R_NOT_FOUND) {
+        answer_now(a, req, R_NOT_FOUND, 404, "no such route", NULL);
+        return;
+    }
+    if (r < 0) {
+        answer_now(a, req, R_NOT_FOUND, 400, "the id in the path must be a positive integer", NULL);
+        return;
+    }
+    int m = req->msg.method;
+    const char *method = http_method_name(m == HTTP_HEAD ? HTTP_GET : m);
+    if (r == R_HEALTHZ || r == R_METRICS) {
+        if (strcmp(method, "GET")) {
+            answer_now(a, req, (enum app_route)r, 405, "method not allowed", "GET, HEAD");
+            return;
+        }
+        if (r == R_METRICS) {
+            serve_metrics(a, req);
+        } else {
+            struct http_response resp;
+            http_response_init(&resp);
+            resp.content_type = "application/json";
+            buf_puts(&resp.body, "{\"status\":\"ok\"}");
+            finish(a, req, R_HEALTHZ, &resp);
+            http_response_free(&resp);
+        }
+        return;
+    }
+    const struct route_def *def = NULL;
+    char allow[64] = "";
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (routes[i].route != (enum app_route)r)
+            continue;
+        if (!strcmp(routes[i].method, method))
+            def = &routes[i];
+        size_t n = strlen(allow);
+        snprintf(allow + n, sizeof allow - n, "%s%s%s", n ? ", " : "", routes[i].method,
+                 strcmp(routes[i].method, "GET") ? "" : ", HEAD");
+    }
+    if (!def) {
+        answer_now(a, req, (enum app_route)r, 405, "method not allowed", allow);
+        return;
+    }
+    if (r == R_PRODUCT && def->handler == app_handle_product_get && product_fast(a, req, id) == 0)
+        return;
+    struct app_job *j = xcalloc(1, sizeof *j);
+    j->a = a;
+    j->req = req;
+    j->route = (enum app_route)r;
+    j->handler = def->handler;
+    j->id = id;
+    memcpy(j->path, path, plen + 1);
+    if (q && tlen - plen - 1 >= sizeof j->query) {
+        free(j);
+        answer_now(a, req, (enum app_route)r, 400, "query string too long", NULL);
+        return;
+    }
+    if (q)
+        memcpy(j->query, q + 1, tlen - plen - 1);
+    http_response_init(&j->resp);
+    j->job.work = on_job_work;
+    j->job.done = on_job_done;
+    if (workq_submit(def->hash_pool ? &a->hash : &a->db, &j->job) < 0) {
+        __atomic_fetch_add(&a->stats.overloaded, 1, __ATOMIC_RELAXED);
+        http_response_free(&j->resp);
+        free(j);
+        answer_now(a, req, (enum app_route)r, 503, "overloaded; retry later", NULL);
+    }
+}
+
+/* ---- write-back flushing ---- */
+
+static void final_flush_done(struct app *a);
+static int flush_start(struct app *a, void (*then)(struct app *a));
+
+struct flush_job {
+    struct workq_job job;
+    struct app *a;
+    int rc;
+    void (*then)(struct app *a);
+};
+
+static void on_flush_work(struct workq_job *wj, void *ctx)
+{
+    struct flush_job *f = container_of(wj, struct flush_job, job);
+    f->rc = writeback_flush(f->a->wb, f->a, ctx);
+}
+
+static void on_flush_done(struct workq_job *wj)
+{
+    struct flush_job *f = container_of(wj, struct flush_job, job);
+    struct app *a = f->a;
+    a->flush_running = 0;
+    if (f->rc > 0)
+        __atomic_fetch_add(&a->stats.wb_flushes, 1, __ATOMIC_RELAXED);
+    else if (f->rc < 0)
+        __atomic_fetch_add(&a->stats.wb_flush_errors, 1, __ATOMIC_RELAXED);
+    void (*then)(struct app *) = f->then;
+    free(f);
+    if (!then && a->final_pending) {
+        a->final_pending = 0;
+        then = final_flush_done;
+        if (flush_start(a, final_flush_done) == 0)
+            return;
+    }
+    if (then)
+        then(a);
+}
+
+/* Start a flush on the store pool; then(a) runs after it (may be NULL).
+ * 0, or -1 when one is already running or the pool refused. */
+static int flush_start(struct app *a, void (*then)(struct app *a))
+{
+    if (a->flush_running)
+        return -1;
+    struct flush_job *f = xcalloc(1, sizeof *f);
+    f->a = a;
+    f->then = then;
+    f->job.work = on_flush_work;
+    f->job.done = on_flush_done;
+    if (workq_submit(&a->db, &f->job) < 0) {
+        free(f);
+        return -1;
+    }
+    a->flush_running = 1;
+    return 0;
+}
+
+static void on_flush_timer(uv_timer_t *t)
+{
+    struct app *a = t->data;
+    if (writeback_pending_keys(a->wb))
+        flush_start(a, NULL);
+}
+
+/* ---- graceful stop ---- */
+
+static void close_handle(uv_handle_t *h)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void stop_pools(struct app *a)
+{
+    close_handle((uv_handle_t *)&a->flush_timer);
+    close_handle((uv_handle_t *)&a->drain_timer);
+    close_handle((uv_handle_t *)&a->sig_term);
+    close_handle((uv_handle_t *)&a->sig_int);
+    workq_stop(&a->db, NULL);
+    workq_stop(&a->hash, NULL);
+}
+
+static void final_flush_done(struct app *a)
+{
+    size_t left = writeback_pending_keys(a->wb);
+    if (left && a->final_flush_done++ < 3 && flush_start(a, final_flush_done) == 0)
+        return; /* counts arrived during the flush, or it failed: try again */
+    if (left)
+        log_error("write-back: %zu view counters could not be flushed at exit", left);
+    else
+        log_info("write-back: view counters flushed; bye");
+    stop_pools(a);
+}
+
+static void on_drained(struct http_server *s)
+{
+    struct app *a = container_of(s, struct app, server);
+    uv_timer_stop(&a->drain_timer);
+    uv_timer_stop(&a->flush_timer);
+    if (a->flush_running) {
+        a->final_pending = 1; /* on_flush_done starts the final flush */
+        return;
+    }
+    if (flush_start(a, final_flush_done) < 0)
+        final_flush_done(a);
+}
+
+static void on_drain_timeout(uv_timer_t *t)
+{
+    struct app *a = t->data;
+    log_warn("drain timeout: closing %u connections with requests still running", a->server.nconns);
+    http_server_close_all(&a->server);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    struct app *a = s->data;
+    if (a->stopping++) {
+        log_warn("second signal: stopping now");
+        http_server_close_all(&a->server);
+        return;
+    }
+    log_info("signal %d: draining (%u connections, %u requests in flight)", signum,
+             a->server.nconns, a->server.in_flight);
+    if (a->cfg->drain_timeout_ms > 0)
+        uv_timer_start(&a->drain_timer, on_drain_timeout, (uint64_t)a->cfg->drain_timeout_ms, 0);
+    http_server_drain(&a->server, on_drained);
+}
+
+/* ---- start and stop ---- */
+
+int app_data_dir_create(const char *dir, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(dir, &st) == 0) {
+        if (S_ISDIR(st.st_mode))
+            return 0;
+        snprintf(err, errlen, "--data-dir %s: not a directory", dir);
+        return -1;
+    }
+    /* mkdir -p */
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path) {
+        snprintf(err, errlen, "--data-dir: path too long");
+        return -1;
+    }
+    for (char *p = path + 1;; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char c = *p;
+        *p = '\0';
+        if (mkdir(path, 0755) < 0 && errno != EEXIST) {
+            snprintf(err, errlen, "--data-dir %s: cannot create %s: %s", dir, path,
+                     strerror(errno));
+            return -1;
+        }
+        *p = c;
+        if (!c)
+            break;
+    }
+    return 0;
+}
+
+int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen)
+{
+    memset(a, 0, sizeof *a);
+    a->cfg = cfg;
+    log_set_level(cfg->log_level);
+    app_stats_init(&a->stats);
+    metrics_init(&a->metrics);
+    if (sodium_init() < 0) {
+        snprintf(err, errlen, "libsodium failed to initialise");
+        return -1;
+    }
+    socklen_t alen;
+    if (net_parse_listen(cfg->listen, &a->listen_addr, &alen, err, errlen) < 0)
+        return -1;
+    a->sessions = session_driver_find(cfg->sessions_url);
+    if (!a->sessions) {
+        snprintf(err, errlen,
+                 "--sessions: '%s': no session driver for this URL (built in: sqlite:)",
+                 cfg->sessions_url);
+        return -1;
+    }
+    char why[384];
+    if (store_layout_init(&a->layout, cfg->store_url, cfg->data_dir, (unsigned)cfg->shards, why,
+                          sizeof why) < 0) {
+        snprintf(err, errlen, "--store: %s", why);
+        return -1;
+    }
+    if (cache_open(&a->cache, cfg->cache_url, (size_t)cfg->cache_max_mb << 20, why, sizeof why) <
+        0) {
+        snprintf(err, errlen, "--cache: %s", why);
+        return -1;
+    }
+    if (app_data_dir_create(cfg->data_dir, err, errlen) < 0)
+        return -1;
+    if (app_schema_migrate(&a->layout, a->sessions, err, errlen) < 0)
+        return -1;
+    if (crypto_pwhash_str(a->dummy_hash, "surge-dummy-password", 20,
+                          (unsigned long long)cfg->password_ops,
+                          (size_t)cfg->password_memory_kib * 1024u) != 0) {
+        snprintf(err, errlen, "cannot hash with --password-memory-kib %lld (out of memory?)",
+                 cfg->password_memory_kib);
+        return -1;
+    }
+    a->wb = writeback_new();
+    app_metrics_register(a);
+    uv_loop_init(&a->loop);
+    int rc = workq_start(&a->db, &a->loop, (unsigned)cfg->workers, DB_QUEUE_MAX, &thread_ops, a);
+    if (rc == 0)
+        rc = workq_start(&a->hash, &a->loop, (unsigned)cfg->hash_threads, HASH_QUEUE_MAX,
+                         &thread_ops, a);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot start worker threads: %s", uv_strerror(rc));
+        return -1;
+    }
+    struct http_server_config hc = {
+        .max_body = (size_t)cfg->max_body,
+        .header_timeout_ms = (uint64_t)cfg->timeout_header_ms,
+        .idle_timeout_ms = (uint64_t)cfg->timeout_idle_ms,
+    };
+    rc = http_server_start(&a->server, &a->loop, &a->listen_addr, &hc, on_request, a);
+    if (rc < 0) {
+        snprintf(err, errlen, "--listen %s: %s", cfg->listen, uv_strerror(rc));
+        stop_pools(a);
+        uv_run(&a->loop, UV_RUN_DEFAULT);
+        return -1;
+    }
+    net_addr_format((struct sockaddr *)&a->listen_addr, a->listen_text, sizeof a->listen_text);
+    uv_timer_init(&a->loop, &a->flush_timer);
+    uv_timer_init(&a->loop, &a->drain_timer);
+    a->flush_timer.data = a->drain_timer.data = a;
+    uv_timer_start(&a->flush_timer, on_flush_timer, (uint64_t)cfg->flush_interval_ms,
+                   (uint64_t)cfg->flush_interval_ms);
+    uv_signal_init(&a->loop, &a->sig_term);
+    uv_signal_init(&a->loop, &a->sig_int);
+    a->sig_term.data = a->sig_int.data = a;
+    uv_signal_start(&a->sig_term, on_signal, SIGTERM);
+    uv_signal_start(&a->sig_int, on_signal, SIGINT);
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+int app_run(struct app *a)
+{
+    /* The ready line, on stdout (scripts and tests wait for it). */
+    printf("surge app: listening on %s\n", a->listen_text);
+    fflush(stdout);
+    log_info("surge app: listening on %s (pid %d, data %s, %lld shards, %lld store threads, "
+             "%lld hash threads)",
+             a->listen_text, (int)getpid(), a->cfg->data_dir, a->cfg->shards, a->cfg->workers,
+             a->cfg->hash_threads);
+    uv_run(&a->loop, UV_RUN_DEFAULT);
+    int rc = uv_loop_close(&a->loop);
+    if (rc < 0)
+        log_warn("loop closed with handles still open: %s", uv_strerror(rc));
+    return writeback_pending_keys(a->wb) ? 1 : 0;
+}
+
+void app_free(struct app *a)
+{
+    writeback_free(a->wb);
+    a->wb = NULL;
+    cache_close(&a->cache);
+    store_layout_free(&a->layout);
+    metrics_free(&a->metrics);
+    app_stats_free(&a->stats);
+}

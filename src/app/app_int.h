@@ -1,0 +1,113 @@
+/* Internals shared by the app's files: statement numbers, the per-thread
+ * context, the job that carries a request to a worker thread. */
+#ifndef SURGE_APP_APP_INT_H
+#define SURGE_APP_APP_INT_H
+#include "app/app.h"
+
+/* Catalog statements (app_sql_catalog). */
+enum {
+    P_GET,
+    P_LIST,
+    P_INSERT,
+    P_INSERT_SEED,
+    P_UPDATE,
+    P_TAKE,
+    P_GIVE,
+    P_VIEWS,
+    P_PING,
+    P_MAX_ID,
+    P_COUNT
+};
+/* Directory statements. */
+enum { D_INSERT, D_INSERT_SEED, D_BY_EMAIL, D_DELETE, D_META_GET, D_META_SET, D_COUNT };
+/* Shard statements. */
+enum {
+    S_USER_INSERT,
+    S_USER_INSERT_SEED,
+    S_USER_GET,
+    S_ORDER_BY_KEY,
+    S_ORDER_INSERT,
+    S_ITEM_INSERT,
+    S_JOB_INSERT,
+    S_ORDERS_LIST,
+    S_ORDER_GET,
+    S_ORDER_ITEMS,
+    S_COUNT
+};
+
+/* Public order ids carry their shard: id = local_id * 64 + shard. */
+#define ORDER_ID_SHARDS 64
+
+/* A worker thread's context. */
+struct app_thread {
+    struct app *a;
+    struct store_conns conns;
+    struct session_conn *sess;
+    struct store_rows rows, rows2;
+};
+
+struct app_job;
+typedef void (*app_handler)(struct app_job *j, struct app_thread *t);
+
+/* One request's trip to a worker thread and back. */
+struct app_job {
+    struct workq_job job;
+    struct app *a;
+    struct http_request *req;
+    struct http_response resp;
+    enum app_route route;
+    app_handler handler;
+    char path[512];   /* the request path without the query, NUL-terminated */
+    char query[1024]; /* after the ?, NUL-terminated */
+    int64_t id;       /* the {id} of the path, when the route has one */
+};
+
+/* Handlers (handlers.c), run on worker threads. */
+void app_handle_signup(struct app_job *j, struct app_thread *t);
+void app_handle_login(struct app_job *j, struct app_thread *t);
+void app_handle_logout(struct app_job *j, struct app_thread *t);
+void app_handle_me(struct app_job *j, struct app_thread *t);
+void app_handle_user(struct app_job *j, struct app_thread *t);
+void app_handle_products(struct app_job *j, struct app_thread *t);
+void app_handle_product_get(struct app_job *j, struct app_thread *t);
+void app_handle_product_create(struct app_job *j, struct app_thread *t);
+void app_handle_product_update(struct app_job *j, struct app_thread *t);
+void app_handle_product_views(struct app_job *j, struct app_thread *t);
+void app_handle_orders_list(struct app_job *j, struct app_thread *t);
+void app_handle_order_get(struct app_job *j, struct app_thread *t);
+void app_handle_order_create(struct app_job *j, struct app_thread *t);
+void app_handle_readyz(struct app_job *j, struct app_thread *t);
+
+/* Answer helpers (any thread). */
+void app_json_error(struct http_response *r, int status, const char *msg);
+/* Serve a cached product value (see handlers.c) with ETag/304 handling:
+ * used by the loop's fast path and by the worker. */
+void app_product_answer(struct app *a, const struct http_request *req, struct http_response *r,
+                        int64_t id, const char *cached, size_t len);
+/* The cache key of a product / user. */
+void app_product_key(char *out, size_t outlen, int64_t id);
+
+/* Write-back view counters (writeback.c). Thread-safe. */
+struct writeback *writeback_new(void);
+void writeback_free(struct writeback *w);
+/* Count n views of product id. 0, or -ENOBUFS when too many distinct
+ * products are pending (the caller answers 503). */
+int writeback_add(struct writeback *w, int64_t id, int64_t n);
+/* Views of id counted here and not yet flushed. */
+int64_t writeback_pending(struct writeback *w, int64_t id);
+size_t writeback_pending_keys(struct writeback *w);
+/* Age in ms of the oldest unflushed count (0 when none). */
+uint64_t writeback_oldest_ms(struct writeback *w, uint64_t now_ms);
+/* Flush every pending count into the catalog in one transaction (worker
+ * thread); on failure the counts are kept for the next flush. Returns the
+ * number of products flushed, or negative. */
+int writeback_flush(struct writeback *w, struct app *a, struct app_thread *t);
+
+/* Metrics (app_metrics.c). */
+void app_metrics_register(struct app *a);
+void app_stats_init(struct app_stats *s);
+void app_stats_free(struct app_stats *s);
+void app_stats_count(struct app *a, enum app_route r, int status, uint64_t start_ns);
+const char *app_route_name(enum app_route r);
+
+#endif

@@ -1,0 +1,1196 @@
+/* The shop's handlers. Each runs on a worker thread with that thread's
+ * connections (struct app_thread), reads the request from j->req (a private
+ * copy) and fills j->resp; the loop thread sends it. Client mistakes get a
+ * 4xx with {"error": ...}; a store failure gets 503 (retryable), never a
+ * 500 for the client's input. */
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "app/app_int.h"
+#include "base/log.h"
+
+#define NAME_MAX_BYTES     100
+#define EMAIL_MAX_BYTES    254
+#define PASSWORD_MIN_BYTES 8
+#define PASSWORD_MAX_BYTES 1024
+#define ORDER_ITEMS_MAX    50
+#define QUANTITY_MAX       1000
+#define PRICE_MAX          1000000000LL
+#define STOCK_MAX          1000000000LL
+#define LIST_LIMIT_MAX     100
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void count(uint64_t *c)
+{
+    __atomic_fetch_add(c, 1, __ATOMIC_RELAXED);
+}
+
+void app_json_error(struct http_response *r, int status, const char *msg)
+{
+    r->status = status;
+    r->content_type = "application/json";
+    buf_reset(&r->body);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "error", msg);
+    char *s = cJSON_PrintUnformatted(o);
+    buf_puts(&r->body, s);
+    free(s);
+    cJSON_Delete(o);
+}
+
+static void json_answer(struct http_response *r, int status, cJSON *o)
+{
+    r->status = status;
+    r->content_type = "application/json";
+    char *s = cJSON_PrintUnformatted(o);
+    buf_reset(&r->body);
+    if (buf_puts(&r->body, s) < 0)
+        app_json_error(r, 503, "answer too large");
+    free(s);
+    cJSON_Delete(o);
+}
+
+static void store_failed(struct http_response *r)
+{
+    app_json_error(r, 503, "the store is unavailable; retry later");
+}
+
+/* ---- request helpers ---- */
+
+/* Parse the body as one JSON object. NULL (and a 400 in r) otherwise. */
+static cJSON *json_body(struct app_job *j)
+{
+    const struct http_request *req = j->req;
+    size_t len = req->raw.len - req->body_off;
+    const char *body = req->raw.data + req->body_off;
+    if (len == 0) {
+        app_json_error(&j->resp, 400, "a JSON object body is required");
+        return NULL;
+    }
+    const char *end = NULL;
+    cJSON *o = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+    if (o) {
+        while (end < body + len && (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n'))
+            end++;
+        if (end != body + len) {
+            cJSON_Delete(o);
+            o = NULL;
+        }
+    }
+    if (!o) {
+        app_json_error(&j->resp, 400, "malformed JSON");
+        return NULL;
+    }
+    if (!cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        app_json_error(&j->resp, 400, "the body must be a JSON object");
+        return NULL;
+    }
+    return o;
+}
+
+static int utf8_valid(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i];
+        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        if (!len || i + len > n || (len == 2 && c < 0xc2))
+            return 0;
+        for (size_t k = 1; k < len; k++)
+            if ((s[i + k] & 0xc0) != 0x80)
+                return 0;
+        i += len;
+    }
+    return 1;
+}
+
+/* A string field of min..max bytes of valid UTF-8. 0, or -1 with a 400 in r. */
+static int field_string(struct app_job *j, const cJSON *o, const char *name, size_t min, size_t max,
+                        const char **out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    char msg[160];
+    if (!cJSON_IsString(v)) {
+        snprintf(msg, sizeof msg, "\"%s\" must be a string", name);
+        app_json_error(&j->resp, 400, msg);
+        return -1;
+    }
+    size_t len = strlen(v->valuestring);
+    if (len < min || len > max || !utf8_valid((const unsigned char *)v->valuestring, len)) {
+        snprintf(msg, sizeof msg, "\"%s\" must be %zu to %zu bytes of UTF-8 text", name, min, max);
+        app_json_error(&j->resp, 400, msg);
+        return -1;
+    }
+    *out = v->valuestring;
+    return 0;
+}
+
+/* An integer field in [min, max]. 0; 1 when absent and optional; -1 with a 400. */
+static int field_int(struct app_job *j, const cJSON *o, const char *name, long long min,
+                     long long max, int optional, long long *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    char msg[160];
+    if (!v && optional)
+        return 1;
+    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(long long)v->valuedouble ||
+        v->valuedouble < (double)min || v->valuedouble > (double)max) {
+        snprintf(msg, sizeof msg, "\"%s\" must be an integer from %lld to %lld", name, min, max);
+        app_json_error(&j->resp, 400, msg);
+        return -1;
+    }
+    *out = (long long)v->valuedouble;
+    return 0;
+}
+
+static int email_valid(const char *e)
+{
+    size_t n = strlen(e);
+    const char *at = strchr(e, '@');
+    if (n < 3 || n > EMAIL_MAX_BYTES || !at || at == e || strchr(at + 1, '@') || at - e > 64)
+        return 0;
+    const char *dom = at + 1;
+    const char *dot = strrchr(dom, '.');
+    if (!dot || dot == dom || !dot[1] || dom[0] == '.' || strstr(dom, ".."))
+        return 0;
+    for (const char *p = e; *p; p++)
+        if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f || strchr("\"(),:;<>[\\]", *p))
+            return 0;
+    return 1;
+}
+
+static void lower_copy(char *dst, size_t dstlen, const char *src)
+{
+    size_t i = 0;
+    for (; src[i] && i + 1 < dstlen; i++)
+        dst[i] = (src[i] >= 'A' && src[i] <= 'Z') ? (char)(src[i] + 32) : src[i];
+    dst[i] = '\0';
+}
+
+static int is_trusted(const struct app *a, const char *ip, size_t len)
+{
+    for (size_t i = 0; i < a->cfg->trusted_proxies.n; i++) {
+        const char *t = a->cfg->trusted_proxies.items[i];
+        if (strlen(t) == len && !memcmp(t, ip, len))
+            return 1;
+    }
+    return 0;
+}
+
+/* The client's address: the peer, or, when the peer is a trusted proxy, the
+ * right-most X-Forwarded-For entry that is not itself a trusted proxy (the
+ * left-most entries are whatever the client chose to send). */
+static void client_ip(const struct app_job *j, char *out, size_t outlen)
+{
+    const struct http_request *req = j->req;
+    snprintf(out, outlen, "%s", req->peer_ip);
+    if (!is_trusted(j->a, req->peer_ip, strlen(req->peer_ip)))
+        return;
+    size_t len;
+    const char *xff = http_request_header(req, "x-forwarded-for", &len);
+    while (xff && len) {
+        size_t end = len;
+        while (end && (xff[end - 1] == ' ' || xff[end - 1] == '\t'))
+            end--;
+        size_t start = end;
+        while (start && xff[start - 1] != ',')
+            start--;
+        size_t s = start;
+        while (s < end && (xff[s] == ' ' || xff[s] == '\t'))
+            s++;
+        if (end > s && !is_trusted(j->a, xff + s, end - s)) {
+            snprintf(out, outlen, "%.*s", (int)(end - s), xff + s);
+            return;
+        }
+        len = start ? start - 1 : 0;
+    }
+}
+
+static int request_is_https(const struct app_job *j)
+{
+    const struct http_request *req = j->req;
+    if (!is_trusted(j->a, req->peer_ip, strlen(req->peer_ip)))
+        return 0;
+    size_t len;
+    const char *p = http_request_header(req, "x-forwarded-proto", &len);
+    return p && len == 5 && !strncasecmp(p, "https", 5);
+}
+
+/* The sid cookie's value when it is well formed (64 hex digits). */
+static int session_cookie(const struct http_request *req, char out[65])
+{
+    for (unsigned i = 0; i < req->msg.nheaders; i++) {
+        if (!http_header_is(&req->msg, req->raw.data, i, "cookie"))
+            continue;
+        const char *v = req->raw.data + req->msg.headers[i].value.off;
+        size_t n = req->msg.headers[i].value.len;
+        for (size_t k = 0; k + 4 <= n; k++) {
+            if ((k == 0 || v[k - 1] == ' ' || v[k - 1] == ';') && !memcmp(v + k, "sid=", 4)) {
+                const char *val = v + k + 4;
+                size_t m = 0;
+                while (k + 4 + m < n && val[m] != ';' && val[m] != ' ')
+                    m++;
+                if (m != 64)
+                    return -1;
+                for (size_t x = 0; x < 64; x++) {
+                    char c = val[x];
+                    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+                        return -1;
+                    out[x] = c;
+                }
+                out[64] = '\0';
+                return 0;
+            }
+        }
+    }
+    return -1;
+}
+
+static void hash_token(const char *token, char out[65])
+{
+    unsigned char h[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256(h, (const unsigned char *)token, strlen(token));
+    sodium_bin2hex(out, 65, h, sizeof h);
+}
+
+/* The session's user: 0; -ENOENT (401 set); other negative (503 set). */
+static int session_user(struct app_job *j, struct app_thread *t, int64_t *uid)
+{
+    char token[65], hash[65];
+    if (session_cookie(j->req, token) < 0) {
+        app_json_error(&j->resp, 401, "log in first (no valid session)");
+        return -ENOENT;
+    }
+    if (!t->sess) {
+        store_failed(&j->resp);
+        return -EIO;
+    }
+    hash_token(token, hash);
+    const struct app_config *c = j->a->cfg;
+    int rc = j->a->sessions->lookup(t->sess, hash, wall_ms(), (uint64_t)c->session_idle_ms,
+                                    (uint64_t)c->session_max_ms, uid);
+    if (rc == -ENOENT)
+        app_json_error(&j->resp, 401, "the session has expired or ended; log in again");
+    else if (rc < 0)
+        store_failed(&j->resp);
+    return rc;
+}
+
+static struct store_db *shard_db(struct app_thread *t, int64_t user_id)
+{
+    unsigned s = store_shard_of((uint64_t)user_id, t->a->layout.nshards);
+    return store_conns_get(&t->conns, STORE_SHARD, s);
+}
+
+/* Load user row (id, email, name, hash) into t->rows. 0, -ENOENT, -EIO. */
+static int load_user(struct app_thread *t, int64_t uid)
+{
+    struct store_db *db = shard_db(t, uid);
+    if (!db)
+        return -EIO;
+    struct store_val id = store_int(uid);
+    int rc = store_exec(&t->conns, db, S_USER_GET, &id, 1, &t->rows);
+    if (rc < 0)
+        return rc;
+    return t->rows.nrows ? 0 : -ENOENT;
+}
+
+static cJSON *user_json(const struct store_rows *r, int with_email)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "id", (double)store_rows_int(r, 0, 0));
+    if (with_email)
+        cJSON_AddStringToObject(o, "email", store_rows_text(r, 0, 1));
+    cJSON_AddStringToObject(o, "name", store_rows_text(r, 0, 2));
+    return o;
+}
+
+/* ---- users and sessions ---- */
+
+void app_handle_signup(struct app_job *j, struct app_thread *t)
+{
+    struct app *a = j->a;
+    cJSON *o = json_body(j);
+    const char *email, *password, *name;
+    if (!o)
+        return;
+    if (field_string(j, o, "email", 3, EMAIL_MAX_BYTES, &email) < 0 ||
+        field_string(j, o, "password", 0, PASSWORD_MAX_BYTES, &password) < 0 ||
+        field_string(j, o, "name", 1, NAME_MAX_BYTES, &name) < 0)
+        goto out;
+    if (!email_valid(email)) {
+        app_json_error(&j->resp, 400, "\"email\" is not a valid email address");
+        goto out;
+    }
+    if (strlen(password) < PASSWORD_MIN_BYTES) {
+        app_json_error(&j->resp, 400, "\"password\" must be at least 8 characters");
+        goto out;
+    }
+    char lower[EMAIL_MAX_BYTES + 1], hash[crypto_pwhash_STRBYTES];
+    lower_copy(lower, sizeof lower, email);
+    if (crypto_pwhash_str(hash, password, strlen(password),
+                          (unsigned long long)a->cfg->password_ops,
+                          (size_t)a->cfg->password_memory_kib * 1024u) != 0) {
+        app_json_error(&j->resp, 503, "out of memory for password hashing; retry later");
+        goto out;
+    }
+    struct store_db *dir = store_conns_get(&t->conns, STORE_DIRECTORY, 0);
+    if (!dir) {
+        store_failed(&j->resp);
+        goto out;
+    }
+    uint64_t now = wall_ms();
+    struct store_val dv[2] = {store_text(lower, strlen(lower)), store_int((int64_t)now)};
+    int rc = store_exec(&t->conns, dir, D_INSERT, dv, 2, &t->rows);
+    if (rc == -EEXIST) {
+        app_json_error(&j->resp, 409, "this email is already registered");
+        goto out;
+    }
+    if (rc < 0 || t->rows.nrows != 1) {
+        store_failed(&j->resp);
+        goto out;
+    }
+    int64_t uid = store_rows_int(&t->rows, 0, 0);
+    struct store_db *sh = shard_db(t, uid);
+    struct store_val uv[5] = {store_int(uid), store_text(lower, strlen(lower)),
+                              store_text(name, strlen(name)), store_text(hash, strlen(hash)),
+                              store_int((int64_t)now)};
+    rc = sh ? store_exec(&t->conns, sh, S_USER_INSERT, uv, 5, NULL) : -EIO;
+    if (rc < 0) {
+        /* Compensate: the email must not stay taken by a user that does not exist. */
+        struct store_val id = store_int(uid);
+        store_exec(&t->conns, dir, D_DELETE, &id, 1, NULL);
+        store_failed(&j->resp);
+        goto out;
+    }
+    cJSON *u = cJSON_CreateObject();
+    cJSON_AddNumberToObject(u, "id", (double)uid);
+    cJSON_AddStringToObject(u, "email", lower);
+    cJSON_AddStringToObject(u, "name", name);
+    json_answer(&j->resp, 201, u);
+out:
+    cJSON_Delete(o);
+}
+
+static void too_many(struct app_job *j, uint64_t reset_ms, uint64_t now)
+{
+    char ra[32];
+    uint64_t secs = reset_ms > now ? (reset_ms - now + 999) / 1000 : 1;
+    snprintf(ra, sizeof ra, "%llu", (unsigned long long)secs);
+    app_json_error(&j->resp, 429, "too many failed logins; retry later");
+    http_response_header(&j->resp, "Retry-After", ra);
+}
+
+void app_handle_login(struct app_job *j, struct app_thread *t)
+{
+    struct app *a = j->a;
+    const struct app_config *c = a->cfg;
+    cJSON *o = json_body(j);
+    const char *email, *password;
+    if (!o)
+        return;
+    if (field_string(j, o, "email", 1, EMAIL_MAX_BYTES, &email) < 0 ||
+        field_string(j, o, "password", 0, PASSWORD_MAX_BYTES, &password) < 0)
+        goto out;
+    if (!t->sess) {
+        store_failed(&j->resp);
+        goto out;
+    }
+    char lower[EMAIL_MAX_BYTES + 1], ekey[EMAIL_MAX_BYTES + 3], akey[80], ip[64];
+    lower_copy(lower, sizeof lower, email);
+    snprintf(ekey, sizeof ekey, "e:%s", lower);
+    client_ip(j, ip, sizeof ip);
+    snprintf(akey, sizeof akey, "a:%s", ip);
+    uint64_t now = wall_ms(), window = (uint64_t)c->login_fail_window_ms, reset;
+    int64_t n;
+    if (a->sessions->failures(t->sess, ekey, now, window, 0, &n, &reset) < 0) {
+        store_failed(&j->resp);
+        goto out;
+    }
+    if (n >= c->login_fail_max) {
+        too_many(j, reset, now);
+        goto out;
+    }
+    if (a->sessions->failures(t->sess, akey, now, window, 0, &n, &reset) < 0) {
+        store_failed(&j->resp);
+        goto out;
+    }
+    if (n >= c->login_fail_addr_max) {
+        too_many(j, reset, now);
+        goto out;
+    }
+    int ok = 0;
+    int64_t uid = 0;
+    struct store_db *dir = store_conns_get(&t->conns, STORE_DIRECTORY, 0);
+    struct store_val ev = store_text(lower, strlen(lower));
+    if (!dir || store_exec(&t->conns, dir, D_BY_EMAIL, &ev, 1, &t->rows) < 0) {
+        store_failed(&j->resp);
+        goto out;
+    }
+    if (t->rows.nrows == 1) {
+        uid = store_rows_int(&t->rows, 0, 0);
+        int rc = load_user(t, uid);
+        if (rc == -EIO || rc == -EBUSY) {
+            store_failed(&j->resp);
+            goto out;
+        }
+        ok = rc == 0 && crypto_pwhash_str_verify(store_rows_text(&t->rows, 0, 3), password,
+                                                 strlen(password)) == 0;
+    } else {
+        /* Unknown email: spend the same time as a wrong password would. */
+        int same_cost = crypto_pwhash_str_verify(a->dummy_hash, password, strlen(password));
+        (void)same_cost;
+    }
+    if (!ok) {
+        a->sessions->failures(t->sess, ekey, now, window, 1, &n, &reset);
+        a->sessions->failures(t->sess, akey, now, window, 1, &n, &reset);
+        app_json_error(&j->resp, 401, "wrong email or password");
+        goto out;
+    }
+    a->sessions->failures_clear(t->sess, ekey);
+    /* A new id at every login (no session fixation); the old one ends. */
+    char old[65], hash[65], token[65];
+    if (session_cookie(j->req, old) == 0) {
+        hash_token(old, hash);
+        a->sessions->remove(t->sess, hash);
+    }
+    unsigned char raw[32];
+    randombytes_buf(raw, sizeof raw);
+    sodium_bin2hex(token, sizeof token, raw, sizeof raw);
+    hash_token(token, hash);
+    if (a->sessions->create(t->sess, hash, uid, now) < 0) {
+        store_failed(&j->resp);
+        goto out;
+    }
+    char cookie[256];
+    snprintf(cookie, sizeof cookie, "sid=%s; HttpOnly; SameSite=Lax; Path=/; Max-Age=%lld%s", token,
+             c->session_max_ms / 1000, request_is_https(j) ? "; Secure" : "");
+    http_response_header(&j->resp, "Set-Cookie", cookie);
+    http_response_header(&j->resp, "Cache-Control", "no-store");
+    json_answer(&j->resp, 201, user_json(&t->rows, 1));
+out:
+    cJSON_Delete(o);
+}
+
+void app_handle_logout(struct app_job *j, struct app_thread *t)
+{
+    char token[65], hash[65];
+    if (session_cookie(j->req, token) == 0) {
+        hash_token(token, hash);
+        if (!t->sess || j->a->sessions->remove(t->sess, hash) < 0) {
+            store_failed(&j->resp);
+            return;
+        }
+    }
+    j->resp.status = 204;
+    http_response_header(&j->resp, "Set-Cookie", "sid=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0");
+}
+
+void app_handle_me(struct app_job *j, struct app_thread *t)
+{
+    int64_t uid;
+    if (session_user(j, t, &uid) < 0)
+        return;
+    int rc = load_user(t, uid);
+    if (rc == -ENOENT) {
+        app_json_error(&j->resp, 401, "the session's user no longer exists");
+        return;
+    }
+    if (rc < 0) {
+        store_failed(&j->resp);
+        return;
+    }
+    http_response_header(&j->resp, "Cache-Control", "private, no-store");
+    json_answer(&j->resp, 200, user_json(&t->rows, 1));
+}
+
+/* ---- cache-aside loads ---- */
+
+struct load_arg {
+    struct app_thread *t;
+    int64_t id;
+};
+
+static void count_outcome(struct app *a, enum app_cache_kind k, enum cache_outcome o)
+{
+    if (o == CACHE_HIT || o == CACHE_WAITED)
+        count(&a->stats.cache_hits[k]);
+    else if (o == CACHE_STALE)
+        count(&a->stats.cache_stale[k]);
+    else
+        count(&a->stats.cache_misses[k]);
+}
+
+/* The cached form of a product: "<views>\n" then the JSON object without
+ * its views member and closing brace; app_product_answer adds the views
+ * (store + not yet flushed) and closes it. */
+static int product_value(const struct store_rows *r, unsigned row, struct buf *out)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "id", (double)store_rows_int(r, row, 0));
+    cJSON_AddStringToObject(o, "name", store_rows_text(r, row, 1));
+    cJSON_AddNumberToObject(o, "price_cents", (double)store_rows_int(r, row, 2));
+    cJSON_AddNumberToObject(o, "stock", (double)store_rows_int(r, row, 3));
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    size_t n = strlen(s);
+    int rc = buf_printf(out, "%lld\n", (long long)store_rows_int(r, row, 4));
+    if (rc == 0)
+        rc = buf_append(out, s, n - 1); /* without the final } */
+    if (rc == 0)
+        rc = buf_puts(out, ",\"views\":");
+    free(s);
+    return rc;
+}
+
+static int load_product(void *arg, const char *key, struct buf *out)
+{
+    struct load_arg *la = arg;
+    struct app_thread *t = la->t;
+    count(&t->a->stats.cache_loads[KIND_PRODUCT]);
+    struct store_db *db = store_conns_get(&t->conns, STORE_CATALOG, 0);
+    if (!db)
+        return -EIO;
+    struct store_val id = store_int(la->id);
+    int rc = store_exec(&t->conns, db, P_GET, &id, 1, &t->rows2);
+    if (rc < 0)
+        return rc;
+    if (t->rows2.nrows == 0)
+        return -ENOENT;
+    return product_value(&t->rows2, 0, out);
+}
+
+void app_product_key(char *out, size_t outlen, int64_t id)
+{
+    snprintf(out, outlen, "p:%lld", (long long)id);
+}
+
+static int etag_matches(const struct http_request *req, const char *etag)
+{
+    size_t len, n = strlen(etag);
+    const char *inm = http_request_header(req, "if-none-match", &len);
+    if (!inm)
+        return 0;
+    for (size_t i = 0; i < len;) {
+        while (i < len && (inm[i] == ' ' || inm[i] == ','))
+            i++;
+        size_t s = i;
+        while (i < len && inm[i] != ',')
+            i++;
+        size_t e = i;
+        while (e > s && inm[e - 1] == ' ')
+            e--;
+        if (e - s == 1 && inm[s] == '*')
+            return 1;
+        if (e - s >= 2 && !memcmp(inm + s, "W/", 2))
+            s += 2; /* weak comparison (RFC 9110 13.1.2) */
+        if (e - s == n && !memcmp(inm + s, etag, n))
+            return 1;
+    }
+    return 0;
+}
+
+void app_product_answer(struct app *a, const struct http_request *req, struct http_response *r,
+                        int64_t id, const char *cached, size_t len)
+{
+    const char *nl = memchr(cached, '\n', len);
+    long long views = strtoll(cached, NULL, 10) + writeback_pending(a->wb, id);
+    buf_reset(&r->body);
+    if (!nl || buf_append(&r->body, nl + 1, len - (size_t)(nl + 1 - cached)) < 0 ||
+        buf_printf(&r->body, "%lld}", views) < 0) {
+        app_json_error(r, 503, "cached product unreadable");
+        return;
+    }
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < r->body.len; i++)
+        h = (h ^ (unsigned char)r->body.data[i]) * 1099511628211ull;
+    char etag[24];
+    snprintf(etag, sizeof etag, "\"%016llx\"", (unsigned long long)h);
+    http_response_header(r, "ETag", etag);
+    http_response_header(r, "Cache-Control", "public, max-age=5");
+    r->content_type = "application/json";
+    if (etag_matches(req, etag)) {
+        r->status = 304;
+        r->content_type = NULL;
+        buf_reset(&r->body);
+        return;
+    }
+    r->status = 200;
+}
+
+void app_handle_product_get(struct app_job *j, struct app_thread *t)
+{
+    struct app *a = j->a;
+    char key[32];
+    struct buf v;
+    buf_init(&v, 64 * 1024);
+    app_product_key(key, sizeof key, j->id);
+    struct load_arg la = {t, j->id};
+    enum cache_outcome oc;
+    int rc =
+        cache_aside(&a->cache, key, &v, (uint64_t)a->cfg->cache_ttl_ms, load_product, &la, &oc);
+    count_outcome(a, KIND_PRODUCT, oc);
+    if (rc == -ENOENT)
+        app_json_error(&j->resp, 404, "no such product");
+    else if (rc < 0)
+        store_failed(&j->resp);
+    else
+        app_product_answer(a, j->req, &j->resp, j->id, v.data, v.len);
+    buf_free(&v);
+}
+
+static int load_user_profile(void *arg, const char *key, struct buf *out)
+{
+    struct load_arg *la = arg;
+    count(&la->t->a->stats.cache_loads[KIND_USER]);
+    int rc = load_user(la->t, la->id);
+    if (rc < 0)
+        return rc;
+    cJSON *o = user_json(&la->t->rows, 0);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    rc = buf_puts(out, s);
+    free(s);
+    return rc;
+}
+
+void app_handle_user(struct app_job *j, struct app_thread *t)
+{
+    struct app *a = j->a;
+    char key[32];
+    struct buf v;
+    buf_init(&v, 64 * 1024);
+    snprintf(key, sizeof key, "u:%lld", (long long)j->id);
+    struct load_arg la = {t, j->id};
+    enum cache_outcome oc;
+    int rc = cache_aside(&a->cache, key, &v, (uint64_t)a->cfg->cache_ttl_ms, load_user_profile, &la,
+                         &oc);
+    count_outcome(a, KIND_USER, oc);
+    if (rc == -ENOENT) {
+        app_json_error(&j->resp, 404, "no such user");
+    } else if (rc < 0) {
+        store_failed(&j->resp);
+    } else {
+        j->resp.status = 200;
+        j->resp.content_type = "application/json";
+        buf_append(&j->resp.body, v.data, v.len);
+        http_response_header(&j->resp, "Cache-Control", "public, max-age=5");
+    }
+    buf_free(&v);
+}
+
+/* ---- products ---- */
+
+/* Query parameter name=value as a non-negative integer. 0 found, 1 absent, -1 bad. */
+static int query_int(const char *q, const char *name, long long max, long long *out)
+{
+    size_t n = strlen(name);
+    for (const char *p = q; p && *p;) {
+        const char *amp = strchr(p, '&');
+        size_t len = amp ? (size_t)(amp - p) : strlen(p);
+        if (len > n && !strncmp(p, name, n) && p[n] == '=') {
+            const char *v = p + n + 1;
+            size_t vl = len - n - 1;
+            if (vl == 0 || vl > 18)
+                return -1;
+            long long x = 0;
+            for (size_t i = 0; i < vl; i++) {
+                if (v[i] < '0' || v[i] > '9')
+                    return -1;
+                x = x * 10 + (v[i] - '0');
+            }
+            if (x > max)
+                return -1;
+            *out = x;
+            return 0;
+        }
+        p = amp ? amp + 1 : NULL;
+    }
+    return 1;
+}
+
+void app_handle_products(struct app_job *j, struct app_thread *t)
+{
+    long long limit = 20, after = 0;
+    int rl = query_int(j->query, "limit", LIST_LIMIT_MAX, &limit);
+    int ra = query_int(j->query, "after", 999999999999999999LL, &after);
+    if (rl < 0 || (rl == 0 && limit < 1)) {
+        app_json_error(&j->resp, 400, "limit must be an integer from 1 to 100");
+        return;
+    }
+    if (ra < 0) {
+        app_json_error(&j->resp, 400, "after must be a non-negative integer id");
+        return;
+    }
+    struct store_db *db = store_conns_get(&t->conns, STORE_CATALOG, 0);
+    struct store_val args[2] = {store_int(after), store_int(limit + 1)};
+    if (!db || store_exec(&t->conns, db, P_LIST, args, 2, &t->rows) < 0) {
+        store_failed(&j->resp);
+        return;
+    }
+    struct buf *b = &j->resp.body;
+    unsigned shown = t->rows.nrows > (unsigned)limit ? (unsigned)limit : t->rows.nrows;
+    buf_puts(b, "{\"items\":[");
+    struct buf v;
+    buf_init(&v, 64 * 1024);
+    for (unsigned i = 0; i < shown; i++) {
+        buf_reset(&v);
+        product_value(&t->rows, i, &v);
+        const char *nl = memchr(v.data, '\n', v.len);
+        long long views = store_rows_int(&t->rows, i, 4) +
+                          writeback_pending(j->a->wb, store_rows_int(&t->rows, i, 0));
+        buf_printf(b, "%s%s%lld}", i ? "," : "", nl + 1, views);
+    }
+    buf_free(&v);
+    if (t->rows.nrows > (unsigned)limit)
+        buf_printf(b, "],\"next\":%lld}", (long long)store_rows_int(&t->rows, shown - 1, 0));
+    else
+        buf_puts(b, "],\"next\":null}");
+    j->resp.status = 200;
+    j->resp.content_type = "application/json";
+}
+
+/* 0 when the request carries the admin token; else -1 with 401/403 set. */
+static int admin_only(struct app_job *j)
+{
+    const char *tok = j->a->cfg->admin_token;
+    size_t len;
+    const char *auth = http_request_header(j->req, "authorization", &len);
+    if (!auth || len < 7 || strncasecmp(auth, "Bearer ", 7)) {
+        app_json_error(&j->resp, 401, "admin only: send Authorization: Bearer <admin token>");
+        http_response_header(&j->resp, "WWW-Authenticate", "Bearer");
+        return -1;
+    }
+    if (!tok || !tok[0] || len - 7 != strlen(tok) ||
+        sodium_memcmp(auth + 7, tok, strlen(tok)) != 0) {
+        app_json_error(&j->resp, 403, "the admin token is not valid");
+        return -1;
+    }
+    return 0;
+}
+
+static void product_written(struct app_job *j, struct app_thread *t, int status)
+{
+    /* Write-through: the cache gets the new value with the store's. */
+    struct app *a = j->a;
+    char key[32];
+    struct buf v;
+    buf_init(&v, 64 * 1024);
+    int64_t id = store_rows_int(&t->rows, 0, 0);
+    app_product_key(key, sizeof key, id);
+    if (product_value(&t->rows, 0, &v) == 0)
+        cache_put(&a->cache, key, v.data, v.len, (uint64_t)a->cfg->cache_ttl_ms);
+    app_product_answer(a, j->req, &j->resp, id, v.data, v.len);
+    j->resp.status = status;
+    buf_free(&v);
+}
+
+void app_handle_product_create(struct app_job *j, struct app_thread *t)
+{
+    if (admin_only(j) < 0)
+        return;
+    cJSON *o = json_body(j);
+    const char *name;
+    long long price, stock;
+    if (!o)
+        return;
+    if (field_string(j, o, "name", 1, NAME_MAX_BYTES, &name) < 0 ||
+        field_int(j, o, "price_cents", 0, PRICE_MAX, 0, &price) < 0 ||
+        field_int(j, o, "stock", 0, STOCK_MAX, 0, &stock) < 0)
+        goto out;
+    struct store_db *db = store_conns_get(&t->conns, STORE_CATALOG, 0);
+    struct store_val args[3] = {store_text(name, strlen(name)), store_int(price), store_int(stock)};
+    if (!db || store_exec(&t->conns, db, P_INSERT, args, 3, &t->rows) < 0 || !t->rows.nrows) {
+        store_failed(&j->resp);
+        goto out;
+    }
+    product_written(j, t, 201);
+    char loc[64];
+    snprintf(loc, sizeof loc, "/api/products/%lld", (long long)store_rows_int(&t->rows, 0, 0));
+    http_response_header(&j->resp, "Location", loc);
+out:
+    cJSON_Delete(o);
+}
+
+void app_handle_product_update(struct app_job *j, struct app_thread *t)
+{
+    if (admin_only(j) < 0)
+        return;
+    cJSON *o = json_body(j);
+    const char *name = NULL;
+    long long price = 0, stock = 0;
+    int hp, hs;
+    if (!o)
+        return;
+    if (cJSON_GetObjectItemCaseSensitive(o, "name") &&
+        field_string(j, o, "name", 1, NAME_MAX_BYTES, &name) < 0)
+        goto out;
+    if ((hp = field_int(j, o, "price_cents", 0, PRICE_MAX, 1, &price)) < 0 ||
+        (hs = field_int(j, o, "stock", 0, STOCK_MAX, 1, &stock)) < 0)
+        goto out;
+    if (!name && hp && hs) {
+        app_json_error(&j->resp, 400, "nothing to update: send name, price_cents or stock");
+        goto out;
+    }
+    struct store_db *db = store_conns_get(&t->conns, STORE_CATALOG, 0);
+    struct store_val none = {.type = STORE_NULL};
+    struct store_val args[4] = {name ? store_text(name, strlen(name)) : none,
+                                hp ? none : store_int(price), hs ? none : store_int(stock),
+                                store_int(j->id)};
+    if (!db || store_exec(&t->conns, db, P_UPDATE, args, 4, &t->rows) < 0) {
+        store_failed(&j->resp);
+        goto out;
+    }
+    if (!t->rows.nrows) {
+        app_json_error(&j->resp, 404, "no such product");
+        goto out;
+    }
+    product_written(j, t, 200);
+out:
+    cJSON_Delete(o);
+}
+
+void app_handle_product_views(struct app_job *j, struct app_thread *t)
+{
+    struct app *a = j->a;
+    char key[32];
+    struct buf v;
+    buf_init(&v, 64 * 1024);
+    app_product_key(key, sizeof key, j->id);
+    struct load_arg la = {t, j->id};
+    enum cache_outcome oc;
+    int rc =
+        cache_aside(&a->cache, key, &v, (uint64_t)a->cfg->cache_ttl_ms, load_product, &la, &oc);
+    count_outcome(a, KIND_PRODUCT, oc);
+    buf_free(&v);
+    if (rc == -ENOENT) {
+        app_json_error(&j->resp, 404, "no such product");
+        return;
+    }
+    if (rc < 0) {
+        store_failed(&j->resp);
+        return;
+    }
+    if (writeback_add(a->wb, j->id, 1) < 0) {
+        app_json_error(&j->resp, 503, "too many unflushed view counts; retry later");
+        return;
+    }
+    j->resp.status = 202;
+    j->resp.content_type = "application/json";
+    buf_printf(&j->resp.body, "{\"id\":%lld,\"queued\":true}", (long long)j->id);
+}
+
+/* ---- orders ---- */
+
+struct order_item {
+    int64_t product_id, quantity, price_cents;
+};
+
+static int64_t public_order_id(int64_t local, unsigned shard)
+{
+    return local * ORDER_ID_SHARDS + (int64_t)shard;
+}
+
+/* One order from rows (id, status, total, product_id, quantity, price),
+ * starting at *row and consuming every row of that order. */
+static void order_json_rows(struct buf *b, const struct store_rows *r, unsigned *row,
+                            unsigned shard)
+{
+    int64_t id = store_rows_int(r, *row, 0);
+    buf_printf(b, "{\"id\":%lld,\"status\":\"%s\",\"total_cents\":%lld,\"items\":[",
+               (long long)public_order_id(id, shard), store_rows_text(r, *row, 1),
+               (long long)store_rows_int(r, *row, 2));
+    for (int first = 1; *row < r->nrows && store_rows_int(r, *row, 0) == id; first = 0, (*row)++)
+        buf_printf(b, "%s{\"product_id\":%lld,\"quantity\":%lld,\"price_cents\":%lld}",
+                   first ? "" : ",", (long long)store_rows_int(r, *row, 3),
+                   (long long)store_rows_int(r, *row, 4), (long long)store_rows_int(r, *row, 5));
+    buf_puts(b, "]}");
+}
+
+void app_handle_orders_list(struct app_job *j, struct app_thread *t)
+{
+    int64_t uid;
+    if (session_user(j, t, &uid) < 0)
+        return;
+    unsigned shard = store_shard_of((uint64_t)uid, j->a->layout.nshards);
+    struct store_db *db = store_conns_get(&t->conns, STORE_SHARD, shard);
+    struct store_val u = store_int(uid);
+    if (!db || store_exec(&t->conns, db, S_ORDERS_LIST, &u, 1, &t->rows) < 0) {
+        store_failed(&j->resp);
+        return;
+    }
+    struct buf *b = &j->resp.body;
+    buf_puts(b, "{\"items\":[");
+    for (unsigned row = 0; row < t->rows.nrows;) {
+        if (row)
+            buf_puts(b, ",");
+        order_json_rows(b, &t->rows, &row, shard);
+    }
+    buf_puts(b, "]}");
+    j->resp.status = 200;
+    j->resp.content_type = "application/json";
+    http_response_header(&j->resp, "Cache-Control", "private, no-store");
+}
+
+static void order_answer(struct app_job *j, int status, int64_t pub, const char *state,
+                         int64_t total)
+{
+    j->resp.status = status;
+    j->resp.content_type = "application/json";
+    buf_reset(&j->resp.body);
+    buf_printf(&j->resp.body, "{\"id\":%lld,\"status\":\"%s\",\"total_cents\":%lld}",
+               (long long)pub, state, (long long)total);
+    char loc[64];
+    snprintf(loc, sizeof loc, "/api/orders/%lld", (long long)pub);
+    http_response_header(&j->resp, "Location", loc);
+}
+
+void app_handle_order_get(struct app_job *j, struct app_thread *t)
+{
+    int64_t uid;
+    if (session_user(j, t, &uid) < 0)
+        return;
+    unsigned shard = store_shard_of((uint64_t)uid, j->a->layout.nshards);
+    if (j->id % ORDER_ID_SHARDS != (int64_t)shard) {
+        app_json_error(&j->resp, 404, "no such order");
+        return;
+    }
+    int64_t local = j->id / ORDER_ID_SHARDS;
+    struct store_db *db = store_conns_get(&t->conns, STORE_SHARD, shard);
+    struct store_val a2[2] = {store_int(local), store_int(uid)};
+    if (!db || store_exec(&t->conns, db, S_ORDER_GET, a2, 2, &t->rows) < 0 ||
+        (t->rows.nrows && store_exec(&t->conns, db, S_ORDER_ITEMS, a2, 1, &t->rows2) < 0)) {
+        store_failed(&j->resp);
+        return;
+    }
+    if (!t->rows.nrows) {
+        app_json_error(&j->resp, 404, "no such order");
+        return;
+    }
+    struct buf *b = &j->resp.body;
+    buf_printf(b, "{\"id\":%lld,\"status\":\"%s\",\"total_cents\":%lld,\"items\":[",
+               (long long)j->id, store_rows_text(&t->rows, 0, 1),
+               (long long)store_rows_int(&t->rows, 0, 2));
+    for (unsigned i = 0; i < t->rows2.nrows; i++)
+        buf_printf(b, "%s{\"product_id\":%lld,\"quantity\":%lld,\"price_cents\":%lld}",
+                   i ? "," : "", (long long)store_rows_int(&t->rows2, i, 0),
+                   (long long)store_rows_int(&t->rows2, i, 1),
+                   (long long)store_rows_int(&t->rows2, i, 2));
+    buf_puts(b, "]}");
+    j->resp.status = 200;
+    j->resp.content_type = "application/json";
+    http_response_header(&j->resp, "Cache-Control", "private, no-store");
+}
+
+/* Parse and check the items. n items, or -1 with a 400 set. */
+static int order_items(struct app_job *j, const cJSON *o, struct order_item *items)
+{
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, "items");
+    if (!cJSON_IsArray(arr)) {
+        app_json_error(&j->resp, 400, "\"items\" must be an array of {product_id, quantity}");
+        return -1;
+    }
+    int n = cJSON_GetArraySize(arr);
+    if (n < 1 || n > ORDER_ITEMS_MAX) {
+        app_json_error(&j->resp, 400, "an order has 1 to 50 items");
+        return -1;
+    }
+    int i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, arr)
+    {
+        long long pid, qty;
+        if (!cJSON_IsObject(it)) {
+            app_json_error(&j->resp, 400, "each item must be an object {product_id, quantity}");
+            return -1;
+        }
+        if (field_int(j, it, "product_id", 1, 999999999999999LL, 0, &pid) < 0 ||
+            field_int(j, it, "quantity", 1, QUANTITY_MAX, 0, &qty) < 0)
+            return -1;
+        for (int k = 0; k < i; k++) {
+            if (items[k].product_id == pid) {
+                app_json_error(&j->resp, 400, "a product appears twice in \"items\"");
+                return -1;
+            }
+        }
+        items[i].product_id = pid;
+        items[i].quantity = qty;
+        i++;
+    }
+    return n;
+}
+
+/* Give stock back (the order could not be written). Best effort, logged. */
+static void give_back(struct app_thread *t, const struct order_item *items, int n)
+{
+    struct store_db *cat = store_conns_get(&t->conns, STORE_CATALOG, 0);
+    if (!cat || store_begin(&t->conns, cat, 1) < 0)
+        goto fail;
+    for (int i = 0; i < n; i++) {
+        struct store_val a2[2] = {store_int(items[i].quantity), store_int(items[i].product_id)};
+        if (store_exec(&t->conns, cat, P_GIVE, a2, 2, NULL) < 0) {
+            store_rollback(&t->conns, cat);
+            goto fail;
+        }
+    }
+    if (store_commit(&t->conns, cat) == 0)
+        return;
+fail:
+    log_error("orders: could not give back stock of %d items after a failed order", n);
+}
+
+void app_handle_order_create(struct app_job *j, struct app_thread *t)
+{
+    struct app *a = j->a;
+    int64_t uid;
+    cJSON *o = NULL;
+    struct order_item items[ORDER_ITEMS_MAX];
+    if (session_user(j, t, &uid) < 0)
+        return;
+    if (!(o = json_body(j)))
+        return;
+    int n = order_items(j, o, items);
+    cJSON_Delete(o);
+    if (n < 0)
+        return;
+    size_t klen = 0;
+    const char *key = http_request_header(j->req, "idempotency-key", &klen);
+    if (key && (klen == 0 || klen > 200)) {
+        app_json_error(&j->resp, 400, "Idempotency-Key must be 1 to 200 characters");
+        return;
+    }
+    unsigned shard = store_shard_of((uint64_t)uid, a->layout.nshards);
+    struct store_db *sh = store_conns_get(&t->conns, STORE_SHARD, shard);
+    struct store_db *cat = store_conns_get(&t->conns, STORE_CATALOG, 0);
+    if (!sh || !cat) {
+        store_failed(&j->resp);
+        return;
+    }
+    struct store_val kv[2] = {store_int(uid), key ? store_text(key, klen) : store_int(0)};
+    if (key) {
+        if (store_exec(&t->conns, sh, S_ORDER_BY_KEY, kv, 2, &t->rows) < 0) {
+            store_failed(&j->resp);
+            return;
+        }
+        if (t->rows.nrows) {
+            goto replay;
+        }
+    }
+    /* 1. Take the stock in one catalog transaction: all items or none. */
+    int64_t total = 0;
+    if (store_begin(&t->conns, cat, 1) < 0) {
+        store_failed(&j->resp);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        struct store_val a2[2] = {store_int(items[i].quantity), store_int(items[i].product_id)};
+        if (store_exec(&t->conns, cat, P_TAKE, a2, 2, &t->rows) < 0) {
+            store_rollback(&t->conns, cat);
+            store_failed(&j->resp);
+            return;
+        }
+        if (!t->rows.nrows) {
+            struct store_val id = store_int(items[i].product_id);
+            int rc = store_exec(&t->conns, cat, P_GET, &id, 1, &t->rows);
+            store_rollback(&t->conns, cat);
+            char msg[96];
+            if (rc < 0) {
+                store_failed(&j->resp);
+            } else if (!t->rows.nrows) {
+                snprintf(msg, sizeof msg, "no such product: %lld", (long long)items[i].product_id);
+                app_json_error(&j->resp, 404, msg);
+            } else {
+                snprintf(msg, sizeof msg, "out of stock: product %lld",
+                         (long long)items[i].product_id);
+                app_json_error(&j->resp, 409, msg);
+            }
+            return;
+        }
+        items[i].price_cents = store_rows_int(&t->rows, 0, 0);
+        total += items[i].price_cents * items[i].quantity;
+    }
+    if (store_commit(&t->conns, cat) < 0) {
+        store_rollback(&t->conns, cat);
+        store_failed(&j->resp);
+        return;
+    }
+    /* The stock changed: this process's cached copies are stale now. */
+    for (int i = 0; i < n; i++) {
+        char pk[32];
+        app_product_key(pk, sizeof pk, items[i].product_id);
+        cache_del(&a->cache, pk);
+    }
+    /* 2. The order, its items and its confirmation job in one shard
+     * transaction (the outbox): all of them exist or none does. */
+    uint64_t now = wall_ms();
+    int rc = store_begin(&t->conns, sh, 1);
+    int64_t local = 0;
+    if (rc == 0) {
+        struct store_val ov[4] = {store_int(uid), store_int(total), store_int((int64_t)now),
+                                  key ? store_text(key, klen) : (struct store_val){0}};
+        rc = store_exec(&t->conns, sh, S_ORDER_INSERT, ov, 4, &t->rows);
+        if (rc == 0 && t->rows.nrows != 1)
+            rc = -EIO;
+        if (rc == 0)
+            local = store_rows_int(&t->rows, 0, 0);
+        for (int i = 0; rc == 0 && i < n; i++) {
+            struct store_val iv[4] = {store_int(local), store_int(items[i].product_id),
+                                      store_int(items[i].quantity),
+                                      store_int(items[i].price_cents)};
+            rc = store_exec(&t->conns, sh, S_ITEM_INSERT, iv, 4, NULL);
+        }
+        if (rc == 0) {
+            char payload[128];
+            snprintf(payload, sizeof payload, "{\"order_id\":%lld,\"user_id\":%lld}",
+                     (long long)public_order_id(local, shard), (long long)uid);
+            struct store_val jv[3] = {store_text(payload, strlen(payload)), store_int((int64_t)now),
+                                      store_int((int64_t)now)};
+            rc = store_exec(&t->conns, sh, S_JOB_INSERT, jv, 3, NULL);
+        }
+        if (rc == 0)
+            rc = store_commit(&t->conns, sh);
+        if (rc < 0)
+            store_rollback(&t->conns, sh);
+    }
+    if (rc < 0) {
+        give_back(t, items, n);
+        if (rc == -EEXIST && key) {
+            /* The same key won a race on another thread or process. */
+            if (store_exec(&t->conns, sh, S_ORDER_BY_KEY, kv, 2, &t->rows) == 0 && t->rows.nrows)
+                goto replay;
+        }
+        store_failed(&j->resp);
+        return;
+    }
+    order_answer(j, 201, public_order_id(local, shard), "pending", total);
+    return;
+replay:
+    order_answer(j, 201, public_order_id(store_rows_int(&t->rows, 0, 0), shard),
+                 store_rows_text(&t->rows, 0, 1), store_rows_int(&t->rows, 0, 2));
+    http_response_header(&j->resp, "Idempotent-Replayed", "true");
+}
+
+void app_handle_readyz(struct app_job *j, struct app_thread *t)
+{
+    struct store_db *db = store_conns_get(&t->conns, STORE_CATALOG, 0);
+    if (!db || store_exec(&t->conns, db, P_PING, NULL, 0, &t->rows) < 0 || !t->sess) {
+        app_json_error(&j->resp, 503, "the store does not answer");
+        return;
+    }
+    j->resp.status = 200;
+    j->resp.content_type = "application/json";
+    buf_puts(&j->resp.body, "{\"status\":\"ready\"}");
+}

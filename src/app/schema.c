@@ -1,0 +1,179 @@
+/* The shop's schema: migrations and statements per database role.
+ *
+ * Placement (docs/architecture.md): products in the catalog; the directory
+ * maps emails to user ids and allocates those ids; each user, their orders,
+ * order items, outbox jobs and idempotency keys live on the user's shard.
+ * Every lookup below is backed by a primary key or an index (checked with
+ * EXPLAIN QUERY PLAN in tests/unit/app/test_schema.c). SQL is the portable
+ * subset that SQLite and PostgreSQL both run. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app/app_int.h"
+#include "base/log.h"
+
+const char *const app_migrations_catalog[] = {
+    "CREATE TABLE products (id INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+    " price_cents INTEGER NOT NULL CHECK (price_cents >= 0),"
+    " stock INTEGER NOT NULL CHECK (stock >= 0), views INTEGER NOT NULL DEFAULT 0)",
+};
+const unsigned app_migrations_catalog_n =
+    sizeof app_migrations_catalog / sizeof app_migrations_catalog[0];
+
+const char *const app_migrations_directory[] = {
+    "CREATE TABLE users_dir (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE,"
+    " created_ms INTEGER NOT NULL);"
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+};
+const unsigned app_migrations_directory_n =
+    sizeof app_migrations_directory / sizeof app_migrations_directory[0];
+
+const char *const app_migrations_shard[] = {
+    "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL, name TEXT NOT NULL,"
+    " password_hash TEXT NOT NULL, created_ms INTEGER NOT NULL);"
+    "CREATE TABLE orders (id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users (id),"
+    " status TEXT NOT NULL, total_cents INTEGER NOT NULL, created_ms INTEGER NOT NULL,"
+    " idempotency_key TEXT);"
+    "CREATE INDEX orders_user ON orders (user_id, id);"
+    "CREATE UNIQUE INDEX orders_idempotency ON orders (user_id, idempotency_key)"
+    " WHERE idempotency_key IS NOT NULL;"
+    "CREATE TABLE order_items (order_id INTEGER NOT NULL REFERENCES orders (id),"
+    " product_id INTEGER NOT NULL, quantity INTEGER NOT NULL, price_cents INTEGER NOT NULL,"
+    " PRIMARY KEY (order_id, product_id));"
+    /* The transactional outbox: the queue's embedded driver reads it. */
+    "CREATE TABLE jobs (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, payload TEXT NOT NULL,"
+    " state TEXT NOT NULL DEFAULT 'ready', attempts INTEGER NOT NULL DEFAULT 0,"
+    " run_at_ms INTEGER NOT NULL, created_ms INTEGER NOT NULL, last_error TEXT);"
+    "CREATE INDEX jobs_ready ON jobs (state, run_at_ms)",
+};
+const unsigned app_migrations_shard_n =
+    sizeof app_migrations_shard / sizeof app_migrations_shard[0];
+
+#define PRODUCT_COLS "id, name, price_cents, stock, views"
+
+const char *const app_sql_catalog[P_COUNT] = {
+    [P_GET] = "SELECT " PRODUCT_COLS " FROM products WHERE id = ?",
+    [P_LIST] = "SELECT " PRODUCT_COLS " FROM products WHERE id > ? ORDER BY id LIMIT ?",
+    [P_INSERT] = "INSERT INTO products (name, price_cents, stock) VALUES (?, ?, ?)"
+                 " RETURNING " PRODUCT_COLS,
+    [P_INSERT_SEED] = "INSERT INTO products (id, name, price_cents, stock) VALUES (?, ?, ?, ?)"
+                      " ON CONFLICT (id) DO NOTHING",
+    [P_UPDATE] = "UPDATE products SET name = COALESCE(?, name),"
+                 " price_cents = COALESCE(?, price_cents), stock = COALESCE(?, stock)"
+                 " WHERE id = ? RETURNING " PRODUCT_COLS,
+    /* Stock never goes below zero: the row only changes when enough is left. */
+    [P_TAKE] = "UPDATE products SET stock = stock - ?1 WHERE id = ?2 AND stock >= ?1"
+               " RETURNING price_cents",
+    [P_GIVE] = "UPDATE products SET stock = stock + ? WHERE id = ?",
+    [P_VIEWS] = "UPDATE products SET views = views + ? WHERE id = ?",
+    [P_PING] = "SELECT 1",
+    [P_MAX_ID] = "SELECT COALESCE(MAX(id), 0) FROM products",
+};
+const unsigned app_sql_catalog_n = P_COUNT;
+
+const char *const app_sql_directory[D_COUNT] = {
+    [D_INSERT] = "INSERT INTO users_dir (email, created_ms) VALUES (?, ?) RETURNING id",
+    [D_INSERT_SEED] = "INSERT INTO users_dir (id, email, created_ms) VALUES (?, ?, ?)"
+                      " ON CONFLICT DO NOTHING",
+    [D_BY_EMAIL] = "SELECT id FROM users_dir WHERE email = ?",
+    [D_DELETE] = "DELETE FROM users_dir WHERE id = ?",
+    [D_META_GET] = "SELECT value FROM meta WHERE key = ?",
+    [D_META_SET] = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+};
+const unsigned app_sql_directory_n = D_COUNT;
+
+const char *const app_sql_shard[S_COUNT] = {
+    [S_USER_INSERT] = "INSERT INTO users (id, email, name, password_hash, created_ms)"
+                      " VALUES (?, ?, ?, ?, ?)",
+    [S_USER_INSERT_SEED] = "INSERT INTO users (id, email, name, password_hash, created_ms)"
+                           " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+    [S_USER_GET] = "SELECT id, email, name, password_hash FROM users WHERE id = ?",
+    [S_ORDER_BY_KEY] = "SELECT id, status, total_cents FROM orders"
+                       " WHERE user_id = ? AND idempotency_key = ?",
+    [S_ORDER_INSERT] = "INSERT INTO orders (user_id, status, total_cents, created_ms,"
+                       " idempotency_key) VALUES (?, 'pending', ?, ?, ?) RETURNING id",
+    [S_ITEM_INSERT] = "INSERT INTO order_items (order_id, product_id, quantity, price_cents)"
+                      " VALUES (?, ?, ?, ?)",
+    [S_JOB_INSERT] = "INSERT INTO jobs (kind, payload, run_at_ms, created_ms)"
+                     " VALUES ('order_confirmation', ?, ?, ?)",
+    [S_ORDERS_LIST] = "SELECT o.id, o.status, o.total_cents, i.product_id, i.quantity,"
+                      " i.price_cents FROM orders o JOIN order_items i ON i.order_id = o.id"
+                      " WHERE o.id IN (SELECT id FROM orders WHERE user_id = ?"
+                      " ORDER BY id DESC LIMIT 50) ORDER BY o.id DESC, i.product_id",
+    [S_ORDER_GET] = "SELECT id, status, total_cents FROM orders WHERE id = ? AND user_id = ?",
+    [S_ORDER_ITEMS] = "SELECT product_id, quantity, price_cents FROM order_items"
+                      " WHERE order_id = ? ORDER BY product_id",
+};
+const unsigned app_sql_shard_n = S_COUNT;
+
+void app_schema_conns(struct store_conns *c, const struct store_layout *l)
+{
+    store_conns_init(c, l);
+    store_conns_set_sql(c, STORE_CATALOG, app_sql_catalog, app_sql_catalog_n);
+    store_conns_set_sql(c, STORE_DIRECTORY, app_sql_directory, app_sql_directory_n);
+    store_conns_set_sql(c, STORE_SHARD, app_sql_shard, app_sql_shard_n);
+}
+
+static int migrate_one(const struct store_driver *d, struct store_db *db, const char *what,
+                       const char *const *steps, unsigned n, char *err, size_t errlen)
+{
+    if (!db) {
+        snprintf(err, errlen, "cannot open the %s database", what);
+        return -1;
+    }
+    char why[256];
+    if (store_migrate(d, db, steps, n, why, sizeof why) < 0) {
+        snprintf(err, errlen, "%s database: migration failed: %s", what, why);
+        return -1;
+    }
+    return 0;
+}
+
+int app_schema_migrate(const struct store_layout *l, const struct session_driver *sessions,
+                       char *err, size_t errlen)
+{
+    struct store_conns c;
+    struct store_rows rows;
+    const struct store_driver *d = l->driver;
+    int rc = -1;
+    app_schema_conns(&c, l);
+    store_rows_init(&rows);
+    if (migrate_one(d, store_conns_get(&c, STORE_CATALOG, 0), "catalog", app_migrations_catalog,
+                    app_migrations_catalog_n, err, errlen) < 0 ||
+        migrate_one(d, store_conns_get(&c, STORE_DIRECTORY, 0), "directory",
+                    app_migrations_directory, app_migrations_directory_n, err, errlen) < 0)
+        goto out;
+    for (unsigned i = 0; i < l->nshards; i++) {
+        char what[32];
+        snprintf(what, sizeof what, "shard %u", i);
+        if (migrate_one(d, store_conns_get(&c, STORE_SHARD, i), what, app_migrations_shard,
+                        app_migrations_shard_n, err, errlen) < 0)
+            goto out;
+    }
+    /* The shard count is fixed when the store is created: users are placed by it. */
+    char n[16];
+    snprintf(n, sizeof n, "%u", l->nshards);
+    struct store_val set[2] = {store_text("shards", 6), store_text(n, strlen(n))};
+    struct store_db *dir = store_conns_get(&c, STORE_DIRECTORY, 0);
+    if (store_exec(&c, dir, D_META_SET, set, 2, NULL) < 0 ||
+        store_exec(&c, dir, D_META_GET, set, 1, &rows) < 0 || rows.nrows != 1) {
+        snprintf(err, errlen, "cannot record the shard count in the directory");
+        goto out;
+    }
+    if (strcmp(store_rows_text(&rows, 0, 0), n)) {
+        snprintf(err, errlen,
+                 "this store was created with %s shards, not %u (use --shards %s; resharding "
+                 "needs a data migration)",
+                 store_rows_text(&rows, 0, 0), l->nshards, store_rows_text(&rows, 0, 0));
+        goto out;
+    }
+    if (sessions->migrate(l->sessions, err, errlen) < 0)
+        goto out;
+    rc = 0;
+out:
+    store_rows_free(&rows);
+    store_conns_close(&c);
+    return rc;
+}

@@ -1,0 +1,50 @@
+/* The session store: sessions shared by every app process, and the failed
+ * login counters that rate-limit password guessing (DESIGN.md section 6).
+ *
+ * Drivers (one ops table each): `sqlite` (a sessions.db next to the other
+ * databases) today, `redis` next. Only a hash of a session id is ever
+ * stored (SHA-256 of the 32 random bytes, hex), so a leaked store does not
+ * leak usable cookies. Expiry is enforced here, server-side: a session is
+ * valid while now - last_seen < idle and now - created < max; last_seen
+ * rolls forward on use (written at most every SESSION_TOUCH_MS, so a busy
+ * session is not a write per request). Calls are blocking; each worker
+ * thread opens its own struct session_conn. Times are wall-clock ms
+ * (shared by processes). */
+#ifndef SURGE_DATA_SESSION_H
+#define SURGE_DATA_SESSION_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define SESSION_HASH_HEX 64
+#define SESSION_TOUCH_MS 15000
+
+struct session_conn;
+
+struct session_driver {
+    const char *name; /* URL scheme */
+    /* Create or upgrade the schema at location (once per process start). */
+    int (*migrate)(const char *location, char *err, size_t errlen);
+    /* A connection for the calling thread; NULL on failure (logged). */
+    struct session_conn *(*open)(const char *location);
+    void (*close)(struct session_conn *s);
+    /* Store a new session (hash = 64 hex chars). 0 or negative. */
+    int (*create)(struct session_conn *s, const char *hash, int64_t user_id, uint64_t now_ms);
+    /* The user of a valid session: 0 and *user_id; -ENOENT when unknown or
+     * expired (an expired one is deleted). Rolls last_seen forward. */
+    int (*lookup)(struct session_conn *s, const char *hash, uint64_t now_ms, uint64_t idle_ms,
+                  uint64_t max_ms, int64_t *user_id);
+    /* Delete a session (0 even when it did not exist). */
+    int (*remove)(struct session_conn *s, const char *hash);
+    /* Failed-login counter for key in fixed windows of window_ms: add 1 when
+     * add is set; *count receives the count in the current window and
+     * *reset_ms when it ends. */
+    int (*failures)(struct session_conn *s, const char *key, uint64_t now_ms, uint64_t window_ms,
+                    int add, int64_t *count, uint64_t *reset_ms);
+    /* Forget a key's failures (after a successful login). */
+    int (*failures_clear)(struct session_conn *s, const char *key);
+};
+
+/* The driver for url ("sqlite:"), or NULL. */
+const struct session_driver *session_driver_find(const char *url);
+
+#endif

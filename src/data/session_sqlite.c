@@ -1,0 +1,156 @@
+/* Session store driver `sqlite`: tables in sessions.db, through the sqlite
+ * store driver (same connection settings: WAL, busy timeout, IMMEDIATE
+ * writes). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "data/session.h"
+#include "data/store.h"
+
+extern const struct store_driver store_sqlite_driver;
+
+static const char *const migrations[] = {
+    "CREATE TABLE sessions (id_hash TEXT PRIMARY KEY, user_id INTEGER NOT NULL,"
+    " created_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL);"
+    "CREATE INDEX sessions_user ON sessions (user_id);"
+    "CREATE TABLE login_failures (key TEXT PRIMARY KEY, window_start_ms INTEGER NOT NULL,"
+    " count INTEGER NOT NULL);",
+};
+
+enum { S_INSERT, S_GET, S_TOUCH, S_DELETE, S_FAIL_ADD, S_FAIL_GET, S_FAIL_CLEAR, S_COUNT };
+
+static const char *const sql[S_COUNT] = {
+    [S_INSERT] = "INSERT INTO sessions (id_hash, user_id, created_ms, last_seen_ms)"
+                 " VALUES (?, ?, ?, ?)",
+    [S_GET] = "SELECT user_id, created_ms, last_seen_ms FROM sessions WHERE id_hash = ?",
+    [S_TOUCH] = "UPDATE sessions SET last_seen_ms = ? WHERE id_hash = ?",
+    [S_DELETE] = "DELETE FROM sessions WHERE id_hash = ?",
+    [S_FAIL_ADD] = "INSERT INTO login_failures (key, window_start_ms, count) VALUES (?1, ?2, 1)"
+                   " ON CONFLICT (key) DO UPDATE SET"
+                   " count = CASE WHEN window_start_ms <= ?2 - ?3 THEN 1 ELSE count + 1 END,"
+                   " window_start_ms = CASE WHEN window_start_ms <= ?2 - ?3 THEN ?2"
+                   " ELSE window_start_ms END"
+                   " RETURNING count, window_start_ms",
+    [S_FAIL_GET] = "SELECT count, window_start_ms FROM login_failures"
+                   " WHERE key = ?1 AND window_start_ms > ?2 - ?3",
+    [S_FAIL_CLEAR] = "DELETE FROM login_failures WHERE key = ?",
+};
+
+struct session_conn {
+    struct store_db *db;
+    struct store_rows rows;
+};
+
+static const struct store_driver *D = &store_sqlite_driver;
+
+static int ss_migrate(const char *location, char *err, size_t errlen)
+{
+    struct store_db *db;
+    int rc = D->open(location, sql, S_COUNT, &db, err, errlen);
+    if (rc < 0)
+        return rc;
+    rc = store_migrate(D, db, migrations, sizeof migrations / sizeof migrations[0], err, errlen);
+    D->close(db);
+    return rc;
+}
+
+static struct session_conn *ss_open(const char *location)
+{
+    char err[256];
+    struct session_conn *s = xcalloc(1, sizeof *s);
+    if (D->open(location, sql, S_COUNT, &s->db, err, sizeof err) < 0) {
+        free(s);
+        return NULL;
+    }
+    store_rows_init(&s->rows);
+    return s;
+}
+
+static void ss_close(struct session_conn *s)
+{
+    if (!s)
+        return;
+    D->close(s->db);
+    store_rows_free(&s->rows);
+    free(s);
+}
+
+static int ss_create(struct session_conn *s, const char *hash, int64_t user_id, uint64_t now_ms)
+{
+    struct store_val a[4] = {store_text(hash, strlen(hash)), store_int(user_id),
+                             store_int((int64_t)now_ms), store_int((int64_t)now_ms)};
+    return D->exec(s->db, S_INSERT, a, 4, NULL);
+}
+
+static int ss_lookup(struct session_conn *s, const char *hash, uint64_t now_ms, uint64_t idle_ms,
+                     uint64_t max_ms, int64_t *user_id)
+{
+    struct store_val h = store_text(hash, strlen(hash));
+    store_rows_reset(&s->rows);
+    int rc = D->exec(s->db, S_GET, &h, 1, &s->rows);
+    if (rc < 0)
+        return rc;
+    if (s->rows.nrows == 0)
+        return -ENOENT;
+    int64_t uid = store_rows_int(&s->rows, 0, 0);
+    uint64_t created = (uint64_t)store_rows_int(&s->rows, 0, 1);
+    uint64_t seen = (uint64_t)store_rows_int(&s->rows, 0, 2);
+    if (now_ms >= created + max_ms || now_ms >= seen + idle_ms) {
+        D->exec(s->db, S_DELETE, &h, 1, NULL);
+        return -ENOENT;
+    }
+    if (now_ms >= seen + SESSION_TOUCH_MS || now_ms >= seen + idle_ms / 4) {
+        struct store_val a[2] = {store_int((int64_t)now_ms), h};
+        D->exec(s->db, S_TOUCH, a, 2, NULL); /* best effort: the session stays valid anyway */
+    }
+    *user_id = uid;
+    return 0;
+}
+
+static int ss_remove(struct session_conn *s, const char *hash)
+{
+    struct store_val h = store_text(hash, strlen(hash));
+    return D->exec(s->db, S_DELETE, &h, 1, NULL);
+}
+
+static int ss_failures(struct session_conn *s, const char *key, uint64_t now_ms, uint64_t window_ms,
+                       int add, int64_t *count, uint64_t *reset_ms)
+{
+    struct store_val a[3] = {store_text(key, strlen(key)), store_int((int64_t)now_ms),
+                             store_int((int64_t)window_ms)};
+    store_rows_reset(&s->rows);
+    int rc = D->exec(s->db, add ? S_FAIL_ADD : S_FAIL_GET, a, 3, &s->rows);
+    if (rc < 0)
+        return rc;
+    *count = s->rows.nrows ? store_rows_int(&s->rows, 0, 0) : 0;
+    *reset_ms = s->rows.nrows ? (uint64_t)store_rows_int(&s->rows, 0, 1) + window_ms : now_ms;
+    return 0;
+}
+
+static int ss_failures_clear(struct session_conn *s, const char *key)
+{
+    struct store_val k = store_text(key, strlen(key));
+    return D->exec(s->db, S_FAIL_CLEAR, &k, 1, NULL);
+}
+
+const struct session_driver session_sqlite_driver = {
+    .name = "sqlite",
+    .migrate = ss_migrate,
+    .open = ss_open,
+    .close = ss_close,
+    .create = ss_create,
+    .lookup = ss_lookup,
+    .remove = ss_remove,
+    .failures = ss_failures,
+    .failures_clear = ss_failures_clear,
+};
+
+const struct session_driver *session_driver_find(const char *url)
+{
+    if (!strncmp(url, "sqlite:", 7) || !strcmp(url, "sqlite"))
+        return &session_sqlite_driver;
+    return NULL;
+}

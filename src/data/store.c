@@ -1,0 +1,277 @@
+#include "data/store.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/log.h"
+
+extern const struct store_driver store_sqlite_driver;
+
+static const struct store_driver *const drivers[] = {&store_sqlite_driver};
+
+const struct store_driver *store_driver_find(const char *url)
+{
+    const char *colon = strchr(url, ':');
+    size_t n = colon ? (size_t)(colon - url) : strlen(url);
+    for (size_t i = 0; i < sizeof drivers / sizeof drivers[0]; i++)
+        if (strlen(drivers[i]->name) == n && !strncmp(drivers[i]->name, url, n))
+            return drivers[i];
+    return NULL;
+}
+
+void store_rows_init(struct store_rows *r)
+{
+    memset(r, 0, sizeof *r);
+    buf_init(&r->arena, STORE_ROWS_BYTES);
+}
+
+void store_rows_reset(struct store_rows *r)
+{
+    r->ncols = r->nrows = 0;
+    r->changes = 0;
+    buf_reset(&r->arena);
+}
+
+void store_rows_free(struct store_rows *r)
+{
+    free(r->vals);
+    buf_free(&r->arena);
+    memset(r, 0, sizeof *r);
+}
+
+static const struct store_val *at(const struct store_rows *r, unsigned row, unsigned col)
+{
+    if (row >= r->nrows || col >= r->ncols)
+        return NULL;
+    return &r->vals[(size_t)row * r->ncols + col];
+}
+
+enum store_type store_rows_type(const struct store_rows *r, unsigned row, unsigned col)
+{
+    const struct store_val *v = at(r, row, col);
+    return v ? v->type : STORE_NULL;
+}
+
+int64_t store_rows_int(const struct store_rows *r, unsigned row, unsigned col)
+{
+    const struct store_val *v = at(r, row, col);
+    return v && v->type == STORE_INT ? v->i : 0;
+}
+
+const char *store_rows_text(const struct store_rows *r, unsigned row, unsigned col)
+{
+    const struct store_val *v = at(r, row, col);
+    return v && v->type == STORE_TEXT ? r->arena.data + v->i : "";
+}
+
+int store_rows_add(struct store_rows *r, const struct store_val *vals, unsigned ncols)
+{
+    if (r->nrows == 0)
+        r->ncols = ncols;
+    if (ncols != r->ncols || ncols > STORE_MAX_COLS || r->nrows >= STORE_MAX_ROWS)
+        return -ENOBUFS;
+    size_t need = (size_t)(r->nrows + 1) * ncols;
+    if (need > r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 8 * (size_t)ncols;
+        while (cap < need)
+            cap *= 2;
+        r->vals = xrealloc(r->vals, cap * sizeof *r->vals);
+        r->cap = cap;
+    }
+    struct store_val *dst = &r->vals[(size_t)r->nrows * ncols];
+    for (unsigned c = 0; c < ncols; c++) {
+        dst[c] = vals[c];
+        if (vals[c].type == STORE_TEXT) {
+            size_t off = r->arena.len;
+            if (buf_append(&r->arena, vals[c].s, vals[c].len) < 0 ||
+                buf_append(&r->arena, "", 1) < 0)
+                return -ENOBUFS;
+            dst[c].i = (int64_t)off;
+            dst[c].s = NULL;
+        }
+    }
+    r->nrows++;
+    return 0;
+}
+
+static char *join(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = xmalloc(n);
+    snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+int store_layout_init(struct store_layout *l, const char *url, const char *data_dir,
+                      unsigned nshards, char *err, size_t errlen)
+{
+    memset(l, 0, sizeof *l);
+    l->driver = store_driver_find(url);
+    if (!l->driver) {
+        snprintf(err, errlen, "'%s': no store driver for this URL (built in: sqlite:)", url);
+        return -ENOTSUP;
+    }
+    if (nshards < 1 || nshards > STORE_MAX_SHARDS) {
+        snprintf(err, errlen, "shards must be between 1 and %d", STORE_MAX_SHARDS);
+        return -EINVAL;
+    }
+    /* sqlite: or sqlite:DIR (DIR overrides the data dir). */
+    const char *dir = url + strlen(l->driver->name) + 1;
+    if (!*dir)
+        dir = data_dir;
+    l->nshards = nshards;
+    l->catalog = join(dir, "catalog.db");
+    l->directory = join(dir, "directory.db");
+    l->sessions = join(dir, "sessions.db");
+    for (unsigned i = 0; i < nshards; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "shard-%u.db", i);
+        l->shard[i] = join(dir, name);
+    }
+    return 0;
+}
+
+void store_layout_free(struct store_layout *l)
+{
+    free(l->catalog);
+    free(l->directory);
+    free(l->sessions);
+    for (unsigned i = 0; i < STORE_MAX_SHARDS; i++)
+        free(l->shard[i]);
+    memset(l, 0, sizeof *l);
+}
+
+unsigned store_shard_of(uint64_t user_id, unsigned nshards)
+{
+    /* splitmix64 finaliser, so consecutive ids spread over the shards. */
+    uint64_t key = user_id + 0x9e3779b97f4a7c15ull;
+    key = (key ^ (key >> 30)) * 0xbf58476d1ce4e5b9ull;
+    key = (key ^ (key >> 27)) * 0x94d049bb133111ebull;
+    key ^= key >> 31;
+    /* Jump consistent hash: the bucket the key lands in after the last
+     * "jump" below nshards. */
+    int64_t b = -1, j = 0;
+    while (j < (int64_t)nshards) {
+        b = j;
+        key = key * 2862933555777941757ull + 1;
+        j = (int64_t)((double)(b + 1) * ((double)(1ll << 31) / (double)((key >> 33) + 1)));
+    }
+    return (unsigned)b;
+}
+
+void store_conns_init(struct store_conns *c, const struct store_layout *l)
+{
+    memset(c, 0, sizeof *c);
+    c->layout = l;
+}
+
+void store_conns_set_sql(struct store_conns *c, enum store_role role, const char *const *sql,
+                         unsigned n)
+{
+    c->sql[role] = sql;
+    c->nsql[role] = n;
+}
+
+struct store_db *store_conns_get(struct store_conns *c, enum store_role role, unsigned shard)
+{
+    struct store_db **slot;
+    const char *loc;
+    switch (role) {
+    case STORE_CATALOG:
+        slot = &c->catalog, loc = c->layout->catalog;
+        break;
+    case STORE_DIRECTORY:
+        slot = &c->directory, loc = c->layout->directory;
+        break;
+    case STORE_SESSIONS:
+        slot = &c->sessions, loc = c->layout->sessions;
+        break;
+    default:
+        if (shard >= c->layout->nshards)
+            return NULL;
+        slot = &c->shard[shard], loc = c->layout->shard[shard];
+        break;
+    }
+    if (*slot)
+        return *slot;
+    char err[256];
+    if (c->layout->driver->open(loc, c->sql[role], c->nsql[role], slot, err, sizeof err) < 0) {
+        log_error("store: cannot open %s: %s", loc, err);
+        *slot = NULL;
+    }
+    return *slot;
+}
+
+void store_conns_close(struct store_conns *c)
+{
+    const struct store_driver *d = c->layout->driver;
+    struct store_db **all[3] = {&c->catalog, &c->directory, &c->sessions};
+    for (int i = 0; i < 3; i++)
+        if (*all[i])
+            d->close(*all[i]), *all[i] = NULL;
+    for (unsigned i = 0; i < STORE_MAX_SHARDS; i++)
+        if (c->shard[i])
+            d->close(c->shard[i]), c->shard[i] = NULL;
+}
+
+int store_begin(struct store_conns *c, struct store_db *db, int write)
+{
+    return c->layout->driver->begin(db, write);
+}
+
+int store_commit(struct store_conns *c, struct store_db *db)
+{
+    return c->layout->driver->commit(db);
+}
+
+int store_rollback(struct store_conns *c, struct store_db *db)
+{
+    return c->layout->driver->rollback(db);
+}
+
+int store_exec(struct store_conns *c, struct store_db *db, unsigned stmt,
+               const struct store_val *args, unsigned nargs, struct store_rows *rows)
+{
+    if (rows)
+        store_rows_reset(rows);
+    return c->layout->driver->exec(db, stmt, args, nargs, rows);
+}
+
+int store_migrate(const struct store_driver *d, struct store_db *db, const char *const *steps,
+                  unsigned n, char *err, size_t errlen)
+{
+    int rc = d->begin(db, 1);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot begin the migration transaction (%d)", rc);
+        return rc;
+    }
+    int64_t version = 0;
+    rc = d->exec_sql(db, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+                     NULL, err, errlen);
+    if (rc == 0)
+        rc = d->exec_sql(db, "SELECT COALESCE(MAX(version), 0) FROM schema_version", &version, err,
+                         errlen);
+    for (int64_t v = version; rc == 0 && v < (int64_t)n; v++) {
+        rc = d->exec_sql(db, steps[v], NULL, err, errlen);
+        if (rc < 0)
+            break;
+        char sql[96];
+        snprintf(sql, sizeof sql, "INSERT INTO schema_version (version) VALUES (%lld)",
+                 (long long)(v + 1));
+        rc = d->exec_sql(db, sql, NULL, err, errlen);
+    }
+    if (rc < 0) {
+        d->rollback(db);
+        return rc;
+    }
+    if (version > (int64_t)n) {
+        d->rollback(db);
+        snprintf(err, errlen, "schema version %lld is newer than this binary's %u",
+                 (long long)version, n);
+        return -EINVAL;
+    }
+    return d->commit(db);
+}

@@ -1,0 +1,160 @@
+/* The store: SQL databases behind one driver interface, and the router that
+ * places data on them (DESIGN.md section 6, issue 5).
+ *
+ * Drivers (one ops table each, registered in store.c): `sqlite` today,
+ * `postgres` next. A driver executes the statements of one table of SQL
+ * texts that the caller (the app) owns: statement i of the table is prepared
+ * once per connection, the first time it runs, and reused. SQL is written
+ * with `?` placeholders and the portable subset both engines accept
+ * (RETURNING, ON CONFLICT, CREATE ... IF NOT EXISTS).
+ *
+ * Connections are not thread-safe: each worker thread opens its own
+ * (struct store_conns) and keeps them for its life, which is also what makes
+ * prepared statements pay off.
+ *
+ * Placement (the router): one catalog database (products), one directory
+ * database (email -> user id, and user id allocation), and N user shards;
+ * a user and everything that belongs to them (orders, order items, their
+ * outbox jobs, idempotency keys) live on shard store_shard_of(id, N), a
+ * jump consistent hash (Lamping & Veach 2014) of the user id: growing N to
+ * N+1 moves only ~1/(N+1) of the users.
+ *
+ * Errors: 0 or a negative errno: -EEXIST a constraint was violated (unique
+ * key), -EBUSY the database stayed locked past the busy timeout, -ENOBUFS a
+ * result exceeded its caps, -EIO anything else (logged by the driver). */
+#ifndef SURGE_DATA_STORE_H
+#define SURGE_DATA_STORE_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/buf.h"
+
+#define STORE_MAX_SHARDS 64
+#define STORE_MAX_ROWS   1000
+#define STORE_MAX_COLS   16
+#define STORE_ROWS_BYTES (1024 * 1024)
+
+enum store_type { STORE_NULL = 0, STORE_INT, STORE_TEXT };
+
+struct store_val {
+    enum store_type type;
+    int64_t i;
+    const char *s; /* STORE_TEXT arguments: not NUL-terminated */
+    size_t len;
+};
+
+static inline struct store_val store_int(int64_t i)
+{
+    struct store_val v = {.type = STORE_INT, .i = i};
+    return v;
+}
+
+static inline struct store_val store_text(const char *s, size_t len)
+{
+    struct store_val v = {.type = STORE_TEXT, .s = s, .len = len};
+    return v;
+}
+
+/* A result: up to STORE_MAX_ROWS rows of ncols values. Text values are
+ * copied into arena; read them with the accessors below. */
+struct store_rows {
+    unsigned ncols, nrows;
+    struct store_val *vals; /* nrows * ncols; text: .i is the offset in arena */
+    size_t cap;             /* values allocated */
+    struct buf arena;
+    int64_t changes; /* rows changed by an INSERT/UPDATE/DELETE */
+};
+
+void store_rows_init(struct store_rows *r);
+void store_rows_reset(struct store_rows *r);
+void store_rows_free(struct store_rows *r);
+/* Type of value (row, col); STORE_NULL when out of range. */
+enum store_type store_rows_type(const struct store_rows *r, unsigned row, unsigned col);
+int64_t store_rows_int(const struct store_rows *r, unsigned row, unsigned col);
+/* "" for NULL or out of range. */
+const char *store_rows_text(const struct store_rows *r, unsigned row, unsigned col);
+/* Append a row (drivers). 0 or -ENOBUFS. */
+int store_rows_add(struct store_rows *r, const struct store_val *vals, unsigned ncols);
+
+struct store_db; /* one connection, driver-defined */
+
+struct store_driver {
+    const char *name; /* URL scheme: "sqlite" */
+    /* Open location (driver-specific: a file path for sqlite) with the
+     * caller's statement table (sql[0..nsql), kept by reference). 0, or
+     * negative with err set. */
+    int (*open)(const char *location, const char *const *sql, unsigned nsql, struct store_db **out,
+                char *err, size_t errlen);
+    void (*close)(struct store_db *db);
+    /* Begin a transaction; write=1 takes the write lock at once (sqlite:
+     * BEGIN IMMEDIATE), so a transaction that reads then writes cannot fail
+     * on a snapshot conflict. */
+    int (*begin)(struct store_db *db, int write);
+    int (*commit)(struct store_db *db);
+    int (*rollback)(struct store_db *db);
+    /* Run statement stmt with args; rows (may be NULL) receives the result. */
+    int (*exec)(struct store_db *db, unsigned stmt, const struct store_val *args, unsigned nargs,
+                struct store_rows *rows);
+    /* Run ad-hoc SQL (migrations); one integer result in *out when out != NULL. */
+    int (*exec_sql)(struct store_db *db, const char *sql, int64_t *out, char *err, size_t errlen);
+    /* The query plan of statement stmt, one line per step, into plan. */
+    int (*explain)(struct store_db *db, unsigned stmt, struct buf *plan);
+};
+
+/* The driver registered for a URL scheme ("sqlite:..."), or NULL. */
+const struct store_driver *store_driver_find(const char *url);
+
+/* Where the databases are (shared, read-only after store_layout_init). */
+struct store_layout {
+    const struct store_driver *driver;
+    unsigned nshards;
+    char *catalog, *directory, *sessions;
+    char *shard[STORE_MAX_SHARDS];
+};
+
+/* Lay out the databases for url ("sqlite:" = files in data_dir: catalog.db,
+ * directory.db, sessions.db, shard-0.db ...) with nshards (1..64) shards.
+ * 0, or -EINVAL / -ENOTSUP with err set. */
+int store_layout_init(struct store_layout *l, const char *url, const char *data_dir,
+                      unsigned nshards, char *err, size_t errlen);
+void store_layout_free(struct store_layout *l);
+
+/* The shard of a user id: jump consistent hash of a 64-bit mix of the id. */
+unsigned store_shard_of(uint64_t user_id, unsigned nshards);
+
+enum store_role { STORE_CATALOG = 0, STORE_DIRECTORY, STORE_SESSIONS, STORE_SHARD };
+
+/* One thread's connections, opened on first use. */
+struct store_conns {
+    const struct store_layout *layout;
+    const char *const *sql[4]; /* statement table per role */
+    unsigned nsql[4];
+    struct store_db *catalog, *directory, *sessions;
+    struct store_db *shard[STORE_MAX_SHARDS];
+};
+
+void store_conns_init(struct store_conns *c, const struct store_layout *l);
+/* Set the statement table used for connections of a role. */
+void store_conns_set_sql(struct store_conns *c, enum store_role role, const char *const *sql,
+                         unsigned n);
+/* The connection for role (shard index for STORE_SHARD), opened if needed.
+ * NULL when it cannot be opened (logged). */
+struct store_db *store_conns_get(struct store_conns *c, enum store_role role, unsigned shard);
+void store_conns_close(struct store_conns *c);
+
+/* Convenience wrappers over the driver of c->layout. */
+int store_begin(struct store_conns *c, struct store_db *db, int write);
+int store_commit(struct store_conns *c, struct store_db *db);
+int store_rollback(struct store_conns *c, struct store_db *db);
+int store_exec(struct store_conns *c, struct store_db *db, unsigned stmt,
+               const struct store_val *args, unsigned nargs, struct store_rows *rows);
+
+/* Bring db to the latest schema: steps[0..n) are the migrations in order;
+ * step i takes the schema from version i to i+1. The version lives in a
+ * table schema_version. Runs inside one write transaction, so several
+ * processes starting together apply each step exactly once. 0 or negative
+ * with err set. */
+int store_migrate(const struct store_driver *d, struct store_db *db, const char *const *steps,
+                  unsigned n, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,202 @@
+/* data/store: result rows, the jump-hash placement, the sqlite driver and
+ * migrations (on real SQLite files in a temp directory). */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "data/store.h"
+
+static char dir[64];
+
+static void make_dir(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/surge-store-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+}
+
+static void remove_dir(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(store, .init = make_dir, .fini = remove_dir);
+
+Test(store, rows_hold_ints_text_and_nulls)
+{
+    struct store_rows r;
+    store_rows_init(&r);
+    for (int i = 0; i < 500; i++) {
+        char t[32];
+        snprintf(t, sizeof t, "row %d", i);
+        struct store_val v[3] = {store_int(i), store_text(t, strlen(t)), {.type = STORE_NULL}};
+        cr_assert_eq(store_rows_add(&r, v, 3), 0);
+    }
+    cr_assert_eq(r.nrows, 500);
+    cr_assert_eq(store_rows_int(&r, 499, 0), 499);
+    cr_assert_str_eq(store_rows_text(&r, 0, 1), "row 0");
+    cr_assert_str_eq(store_rows_text(&r, 499, 1),
+                     "row 499"); /* arena grew: offsets, not pointers */
+    cr_assert_eq(store_rows_type(&r, 3, 2), STORE_NULL);
+    cr_assert_str_eq(store_rows_text(&r, 500, 1), "");
+    cr_assert_eq(store_rows_int(&r, 0, 9), 0);
+    struct store_val two[2] = {store_int(1), store_int(2)};
+    cr_assert_eq(store_rows_add(&r, two, 2), -ENOBUFS, "column count must match");
+    store_rows_free(&r);
+}
+
+Test(store, rows_are_capped)
+{
+    struct store_rows r;
+    store_rows_init(&r);
+    struct store_val v = store_int(1);
+    for (int i = 0; i < STORE_MAX_ROWS; i++)
+        cr_assert_eq(store_rows_add(&r, &v, 1), 0);
+    cr_assert_eq(store_rows_add(&r, &v, 1), -ENOBUFS);
+    store_rows_free(&r);
+}
+
+Test(store, shard_function_is_balanced_and_stable)
+{
+    unsigned counts[4] = {0};
+    for (uint64_t id = 1; id <= 100000; id++) {
+        unsigned s = store_shard_of(id, 4);
+        cr_assert_lt(s, 4);
+        counts[s]++;
+        cr_assert_eq(store_shard_of(id, 4), s, "deterministic");
+        cr_assert_eq(store_shard_of(id, 1), 0);
+    }
+    for (int s = 0; s < 4; s++)
+        cr_assert(counts[s] > 23500 && counts[s] < 26500, "shard %d has %u of 100000", s,
+                  counts[s]);
+    /* Growing 4 -> 5 shards moves only the users that go to the new shard (~1/5). */
+    unsigned moved = 0;
+    for (uint64_t id = 1; id <= 100000; id++) {
+        unsigned a = store_shard_of(id, 4), b = store_shard_of(id, 5);
+        if (a != b) {
+            cr_assert_eq(b, 4, "a user may only move to the new shard");
+            moved++;
+        }
+    }
+    cr_assert(moved > 18000 && moved < 22000, "moved %u of 100000", moved);
+}
+
+Test(store, layout_names_the_files_and_rejects_unknown_drivers)
+{
+    struct store_layout l;
+    char err[256];
+    cr_assert_eq(store_layout_init(&l, "sqlite:", "/d", 4, err, sizeof err), 0);
+    cr_assert_str_eq(l.catalog, "/d/catalog.db");
+    cr_assert_str_eq(l.shard[3], "/d/shard-3.db");
+    cr_assert_null(l.shard[4]);
+    store_layout_free(&l);
+    cr_assert_eq(store_layout_init(&l, "postgres://x", "/d", 4, err, sizeof err), -ENOTSUP);
+    cr_assert(strstr(err, "no store driver"), "%s", err);
+    cr_assert_eq(store_layout_init(&l, "sqlite:", "/d", 0, err, sizeof err), -EINVAL);
+    cr_assert_eq(store_layout_init(&l, "sqlite:", "/d", 65, err, sizeof err), -EINVAL);
+}
+
+static const char *const sql[] = {
+    "INSERT INTO t (id, v) VALUES (?, ?)",
+    "SELECT id, v FROM t WHERE id = ?",
+    "UPDATE t SET n = n - ?1 WHERE id = ?2 AND n >= ?1 RETURNING n",
+};
+static const char *const steps[] = {
+    "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)",
+    "ALTER TABLE t ADD COLUMN n INTEGER NOT NULL DEFAULT 10",
+};
+
+static struct store_db *open_db(const char *name)
+{
+    const struct store_driver *d = store_driver_find("sqlite:");
+    cr_assert_not_null(d);
+    char path[128], err[256];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    struct store_db *db;
+    cr_assert_eq(d->open(path, sql, 3, &db, err, sizeof err), 0, "%s", err);
+    return db;
+}
+
+Test(store, sqlite_migrates_once_and_executes)
+{
+    const struct store_driver *d = store_driver_find("sqlite:");
+    struct store_db *db = open_db("a.db");
+    char err[256];
+    cr_assert_eq(store_migrate(d, db, steps, 2, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(store_migrate(d, db, steps, 2, err, sizeof err), 0, "a second run is a no-op");
+    cr_assert_eq(store_migrate(d, db, steps, 1, err, sizeof err), -EINVAL,
+                 "an older binary refuses a newer schema");
+    struct store_rows r;
+    store_rows_init(&r);
+    const char *odd = "x'); DROP TABLE t; --";
+    struct store_val a[2] = {store_int(7), store_text(odd, strlen(odd))};
+    cr_assert_eq(d->exec(db, 0, a, 2, &r), 0);
+    cr_assert_eq(r.changes, 1);
+    cr_assert_eq(d->exec(db, 0, a, 2, NULL), -EEXIST, "a duplicate key is -EEXIST");
+    store_rows_reset(&r);
+    cr_assert_eq(d->exec(db, 1, a, 1, &r), 0);
+    cr_assert_eq(r.nrows, 1);
+    cr_assert_str_eq(store_rows_text(&r, 0, 1), odd, "stored literally");
+    /* Conditional update: never below zero. */
+    struct store_val take[2] = {store_int(4), store_int(7)};
+    for (int i = 0; i < 3; i++) {
+        store_rows_reset(&r);
+        cr_assert_eq(d->exec(db, 2, take, 2, &r), 0);
+        cr_assert_eq(r.nrows, i < 2 ? 1u : 0u, "take %d", i);
+    }
+    struct buf plan;
+    buf_init(&plan, 4096);
+    cr_assert_eq(d->explain(db, 1, &plan), 0);
+    cr_assert(strstr(plan.data, "INTEGER PRIMARY KEY"), "%s", plan.data);
+    buf_free(&plan);
+    store_rows_free(&r);
+    d->close(db);
+}
+
+struct writer {
+    int id;
+    int errors;
+};
+
+static void *write_many(void *arg)
+{
+    struct writer *w = arg;
+    const struct store_driver *d = store_driver_find("sqlite:");
+    struct store_db *db = open_db("c.db");
+    for (int i = 0; i < 200; i++) {
+        struct store_val a[2] = {store_int(w->id * 1000 + i + 1), store_text("v", 1)};
+        if (d->begin(db, 1) < 0 || d->exec(db, 0, a, 2, NULL) < 0 || d->commit(db) < 0) {
+            d->rollback(db);
+            w->errors++;
+        }
+    }
+    d->close(db);
+    return NULL;
+}
+
+Test(store, concurrent_writers_all_succeed)
+{
+    const struct store_driver *d = store_driver_find("sqlite:");
+    struct store_db *db = open_db("c.db");
+    char err[256];
+    cr_assert_eq(store_migrate(d, db, steps, 2, err, sizeof err), 0, "%s", err);
+    pthread_t th[4];
+    struct writer w[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = (struct writer){.id = i};
+        pthread_create(&th[i], NULL, write_many, &w[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        cr_assert_eq(w[i].errors, 0, "writer %d had %d errors", i, w[i].errors);
+    }
+    int64_t n = 0;
+    cr_assert_eq(d->exec_sql(db, "SELECT COUNT(*) FROM t", &n, err, sizeof err), 0);
+    cr_assert_eq(n, 800);
+    d->close(db);
+}
