@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "app/app_int.h"
+#include "app/validate.h"
 #include "base/alloc.h"
 #include "base/log.h"
 #include "net/net.h"
@@ -72,69 +73,6 @@ static const struct route_def routes[] = {
     {R_ORDERS, "POST", app_handle_order_create, 0},
     {R_ORDER, "GET", app_handle_order_get, 0},
 };
-
-/* Parse a path id: 1 to 15 digits, no sign. 0 or -1. */
-static int parse_id(const char *s, size_t n, int64_t *out)
-{
-    if (n == 0 || n > 15)
-        return -1;
-    int64_t v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = v;
-    return 0;
-}
-
-/* Match the path's shape. The route, R_NOT_FOUND, or -1 for a path with a
- * malformed id (400). */
-static int match_path(const char *p, int64_t *id)
-{
-    if (!strcmp(p, "/healthz"))
-        return R_HEALTHZ;
-    if (!strcmp(p, "/readyz"))
-        return R_READYZ;
-    if (!strcmp(p, "/metrics"))
-        return R_METRICS;
-    if (!strcmp(p, "/api/users"))
-        return R_USERS;
-    if (!strcmp(p, "/api/sessions"))
-        return R_SESSIONS;
-    if (!strcmp(p, "/api/me"))
-        return R_ME;
-    if (!strcmp(p, "/api/products"))
-        return R_PRODUCTS;
-    if (!strcmp(p, "/api/orders"))
-        return R_ORDERS;
-    static const struct {
-        const char *prefix;
-        enum app_route one, sub;
-        const char *sub_name;
-    } idroutes[] = {
-        {"/api/users/", R_USER, R_NOT_FOUND, NULL},
-        {"/api/products/", R_PRODUCT, R_PRODUCT_VIEWS, "/views"},
-        {"/api/orders/", R_ORDER, R_NOT_FOUND, NULL},
-    };
-    for (size_t i = 0; i < sizeof idroutes / sizeof idroutes[0]; i++) {
-        size_t pl = strlen(idroutes[i].prefix);
-        if (strncmp(p, idroutes[i].prefix, pl))
-            continue;
-        const char *rest = p + pl, *slash = strchr(rest, '/');
-        size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
-        enum app_route r = idroutes[i].one;
-        if (slash) {
-            if (!idroutes[i].sub_name || strcmp(slash, idroutes[i].sub_name))
-                return R_NOT_FOUND;
-            r = idroutes[i].sub;
-        }
-        if (n == 0)
-            return R_NOT_FOUND;
-        return parse_id(rest, n, id) < 0 ? -1 : (int)r;
-    }
-    return R_NOT_FOUND;
-}
 
 static void finish(struct app *a, struct http_request *req, enum app_route r,
                    struct http_response *resp)
@@ -235,7 +173,7 @@ static void on_request(struct http_request *req, void *arg)
     memcpy(path, t, plen);
     path[plen] = '\0';
     int64_t id = 0;
-    int r = match_path(path, &id);
+    int r = app_match_path(path, &id);
     if (r == R_NOT_FOUND) {
         answer_now(a, req, R_NOT_FOUND, 404, "no such route", NULL);
         return;

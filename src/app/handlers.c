@@ -14,16 +14,9 @@
 #include <cjson/cJSON.h>
 
 #include "app/app_int.h"
+#include "app/validate.h"
 #include "base/log.h"
 
-#define NAME_MAX_BYTES     100
-#define EMAIL_MAX_BYTES    254
-#define PASSWORD_MIN_BYTES 8
-#define PASSWORD_MAX_BYTES 1024
-#define ORDER_ITEMS_MAX    50
-#define QUANTITY_MAX       1000
-#define PRICE_MAX          1000000000LL
-#define STOCK_MAX          1000000000LL
 #define LIST_LIMIT_MAX     100
 
 static uint64_t wall_ms(void)
@@ -70,107 +63,38 @@ static void store_failed(struct http_response *r)
 
 /* ---- request helpers ---- */
 
-/* Parse the body as one JSON object. NULL (and a 400 in r) otherwise. */
+/* The body as a JSON object, or NULL with a 400 set. */
 static cJSON *json_body(struct app_job *j)
 {
+    char msg[160];
     const struct http_request *req = j->req;
-    size_t len = req->raw.len - req->body_off;
-    const char *body = req->raw.data + req->body_off;
-    if (len == 0) {
-        app_json_error(&j->resp, 400, "a JSON object body is required");
-        return NULL;
-    }
-    const char *end = NULL;
-    cJSON *o = cJSON_ParseWithLengthOpts(body, len, &end, 0);
-    if (o) {
-        while (end < body + len && (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n'))
-            end++;
-        if (end != body + len) {
-            cJSON_Delete(o);
-            o = NULL;
-        }
-    }
-    if (!o) {
-        app_json_error(&j->resp, 400, "malformed JSON");
-        return NULL;
-    }
-    if (!cJSON_IsObject(o)) {
-        cJSON_Delete(o);
-        app_json_error(&j->resp, 400, "the body must be a JSON object");
-        return NULL;
-    }
+    cJSON *o = app_parse_object(req->raw.data + req->body_off, req->raw.len - req->body_off, msg,
+                                sizeof msg);
+    if (!o)
+        app_json_error(&j->resp, 400, msg);
     return o;
 }
 
-static int utf8_valid(const unsigned char *s, size_t n)
+static int field_string(struct app_job *j, const cJSON *o, const char *name, size_t min,
+                        size_t max, const char **out)
 {
-    for (size_t i = 0; i < n;) {
-        unsigned c = s[i];
-        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        if (!len || i + len > n || (len == 2 && c < 0xc2))
-            return 0;
-        for (size_t k = 1; k < len; k++)
-            if ((s[i + k] & 0xc0) != 0x80)
-                return 0;
-        i += len;
-    }
-    return 1;
-}
-
-/* A string field of min..max bytes of valid UTF-8. 0, or -1 with a 400 in r. */
-static int field_string(struct app_job *j, const cJSON *o, const char *name, size_t min, size_t max,
-                        const char **out)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
     char msg[160];
-    if (!cJSON_IsString(v)) {
-        snprintf(msg, sizeof msg, "\"%s\" must be a string", name);
+    int rc = app_field_string(o, name, min, max, out, msg, sizeof msg);
+    if (rc < 0)
         app_json_error(&j->resp, 400, msg);
-        return -1;
-    }
-    size_t len = strlen(v->valuestring);
-    if (len < min || len > max || !utf8_valid((const unsigned char *)v->valuestring, len)) {
-        snprintf(msg, sizeof msg, "\"%s\" must be %zu to %zu bytes of UTF-8 text", name, min, max);
-        app_json_error(&j->resp, 400, msg);
-        return -1;
-    }
-    *out = v->valuestring;
-    return 0;
+    return rc;
 }
 
-/* An integer field in [min, max]. 0; 1 when absent and optional; -1 with a 400. */
 static int field_int(struct app_job *j, const cJSON *o, const char *name, long long min,
                      long long max, int optional, long long *out)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
     char msg[160];
-    if (!v && optional)
-        return 1;
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(long long)v->valuedouble ||
-        v->valuedouble < (double)min || v->valuedouble > (double)max) {
-        snprintf(msg, sizeof msg, "\"%s\" must be an integer from %lld to %lld", name, min, max);
+    int rc = app_field_int(o, name, min, max, optional, out, msg, sizeof msg);
+    if (rc < 0)
         app_json_error(&j->resp, 400, msg);
-        return -1;
-    }
-    *out = (long long)v->valuedouble;
-    return 0;
+    return rc;
 }
 
-static int email_valid(const char *e)
-{
-    size_t n = strlen(e);
-    const char *at = strchr(e, '@');
-    if (n < 3 || n > EMAIL_MAX_BYTES || !at || at == e || strchr(at + 1, '@') || at - e > 64)
-        return 0;
-    const char *dom = at + 1;
-    const char *dot = strrchr(dom, '.');
-    if (!dot || dot == dom || !dot[1] || dom[0] == '.' || strstr(dom, ".."))
-        return 0;
-    for (const char *p = e; *p; p++)
-        if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f || strchr("\"(),:;<>[\\]", *p))
-            return 0;
-    return 1;
-}
 
 static void lower_copy(char *dst, size_t dstlen, const char *src)
 {
@@ -190,9 +114,13 @@ static int is_trusted(const struct app *a, const char *ip, size_t len)
     return 0;
 }
 
+static int trusted_cb(void *arg, const char *ip, size_t n)
+{
+    return is_trusted(arg, ip, n);
+}
+
 /* The client's address: the peer, or, when the peer is a trusted proxy, the
- * right-most X-Forwarded-For entry that is not itself a trusted proxy (the
- * left-most entries are whatever the client chose to send). */
+ * right-most X-Forwarded-For entry that is not itself a trusted proxy. */
 static void client_ip(const struct app_job *j, char *out, size_t outlen)
 {
     const struct http_request *req = j->req;
@@ -201,22 +129,8 @@ static void client_ip(const struct app_job *j, char *out, size_t outlen)
         return;
     size_t len;
     const char *xff = http_request_header(req, "x-forwarded-for", &len);
-    while (xff && len) {
-        size_t end = len;
-        while (end && (xff[end - 1] == ' ' || xff[end - 1] == '\t'))
-            end--;
-        size_t start = end;
-        while (start && xff[start - 1] != ',')
-            start--;
-        size_t s = start;
-        while (s < end && (xff[s] == ' ' || xff[s] == '\t'))
-            s++;
-        if (end > s && !is_trusted(j->a, xff + s, end - s)) {
-            snprintf(out, outlen, "%.*s", (int)(end - s), xff + s);
-            return;
-        }
-        len = start ? start - 1 : 0;
-    }
+    if (xff)
+        app_xff_client(xff, len, trusted_cb, j->a, out, outlen);
 }
 
 static int request_is_https(const struct app_job *j)
@@ -233,28 +147,10 @@ static int request_is_https(const struct app_job *j)
 static int session_cookie(const struct http_request *req, char out[65])
 {
     for (unsigned i = 0; i < req->msg.nheaders; i++) {
-        if (!http_header_is(&req->msg, req->raw.data, i, "cookie"))
-            continue;
-        const char *v = req->raw.data + req->msg.headers[i].value.off;
-        size_t n = req->msg.headers[i].value.len;
-        for (size_t k = 0; k + 4 <= n; k++) {
-            if ((k == 0 || v[k - 1] == ' ' || v[k - 1] == ';') && !memcmp(v + k, "sid=", 4)) {
-                const char *val = v + k + 4;
-                size_t m = 0;
-                while (k + 4 + m < n && val[m] != ';' && val[m] != ' ')
-                    m++;
-                if (m != 64)
-                    return -1;
-                for (size_t x = 0; x < 64; x++) {
-                    char c = val[x];
-                    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-                        return -1;
-                    out[x] = c;
-                }
-                out[64] = '\0';
-                return 0;
-            }
-        }
+        if (http_header_is(&req->msg, req->raw.data, i, "cookie") &&
+            app_cookie_sid(req->raw.data + req->msg.headers[i].value.off,
+                           req->msg.headers[i].value.len, out) == 0)
+            return 0;
     }
     return -1;
 }
@@ -327,19 +223,19 @@ void app_handle_signup(struct app_job *j, struct app_thread *t)
     const char *email, *password, *name;
     if (!o)
         return;
-    if (field_string(j, o, "email", 3, EMAIL_MAX_BYTES, &email) < 0 ||
-        field_string(j, o, "password", 0, PASSWORD_MAX_BYTES, &password) < 0 ||
-        field_string(j, o, "name", 1, NAME_MAX_BYTES, &name) < 0)
+    if (field_string(j, o, "email", 3, APP_EMAIL_MAX_BYTES, &email) < 0 ||
+        field_string(j, o, "password", 0, APP_PASSWORD_MAX_BYTES, &password) < 0 ||
+        field_string(j, o, "name", 1, APP_NAME_MAX_BYTES, &name) < 0)
         goto out;
-    if (!email_valid(email)) {
+    if (!app_email_valid(email)) {
         app_json_error(&j->resp, 400, "\"email\" is not a valid email address");
         goto out;
     }
-    if (strlen(password) < PASSWORD_MIN_BYTES) {
+    if (strlen(password) < APP_PASSWORD_MIN_BYTES) {
         app_json_error(&j->resp, 400, "\"password\" must be at least 8 characters");
         goto out;
     }
-    char lower[EMAIL_MAX_BYTES + 1], hash[crypto_pwhash_STRBYTES];
+    char lower[APP_EMAIL_MAX_BYTES + 1], hash[crypto_pwhash_STRBYTES];
     lower_copy(lower, sizeof lower, email);
     if (crypto_pwhash_str(hash, password, strlen(password),
                           (unsigned long long)a->cfg->password_ops,
@@ -402,14 +298,14 @@ void app_handle_login(struct app_job *j, struct app_thread *t)
     const char *email, *password;
     if (!o)
         return;
-    if (field_string(j, o, "email", 1, EMAIL_MAX_BYTES, &email) < 0 ||
-        field_string(j, o, "password", 0, PASSWORD_MAX_BYTES, &password) < 0)
+    if (field_string(j, o, "email", 1, APP_EMAIL_MAX_BYTES, &email) < 0 ||
+        field_string(j, o, "password", 0, APP_PASSWORD_MAX_BYTES, &password) < 0)
         goto out;
     if (!t->sess) {
         store_failed(&j->resp);
         goto out;
     }
-    char lower[EMAIL_MAX_BYTES + 1], ekey[EMAIL_MAX_BYTES + 3], akey[80], ip[64];
+    char lower[APP_EMAIL_MAX_BYTES + 1], ekey[APP_EMAIL_MAX_BYTES + 3], akey[80], ip[64];
     lower_copy(lower, sizeof lower, email);
     snprintf(ekey, sizeof ekey, "e:%s", lower);
     client_ip(j, ip, sizeof ip);
@@ -580,27 +476,9 @@ void app_product_key(char *out, size_t outlen, int64_t id)
 
 static int etag_matches(const struct http_request *req, const char *etag)
 {
-    size_t len, n = strlen(etag);
+    size_t len;
     const char *inm = http_request_header(req, "if-none-match", &len);
-    if (!inm)
-        return 0;
-    for (size_t i = 0; i < len;) {
-        while (i < len && (inm[i] == ' ' || inm[i] == ','))
-            i++;
-        size_t s = i;
-        while (i < len && inm[i] != ',')
-            i++;
-        size_t e = i;
-        while (e > s && inm[e - 1] == ' ')
-            e--;
-        if (e - s == 1 && inm[s] == '*')
-            return 1;
-        if (e - s >= 2 && !memcmp(inm + s, "W/", 2))
-            s += 2; /* weak comparison (RFC 9110 13.1.2) */
-        if (e - s == n && !memcmp(inm + s, etag, n))
-            return 1;
-    }
-    return 0;
+    return inm && app_etag_matches(inm, len, etag);
 }
 
 void app_product_answer(struct app *a, const struct http_request *req, struct http_response *r,
@@ -694,39 +572,11 @@ void app_handle_user(struct app_job *j, struct app_thread *t)
 
 /* ---- products ---- */
 
-/* Query parameter name=value as a non-negative integer. 0 found, 1 absent, -1 bad. */
-static int query_int(const char *q, const char *name, long long max, long long *out)
-{
-    size_t n = strlen(name);
-    for (const char *p = q; p && *p;) {
-        const char *amp = strchr(p, '&');
-        size_t len = amp ? (size_t)(amp - p) : strlen(p);
-        if (len > n && !strncmp(p, name, n) && p[n] == '=') {
-            const char *v = p + n + 1;
-            size_t vl = len - n - 1;
-            if (vl == 0 || vl > 18)
-                return -1;
-            long long x = 0;
-            for (size_t i = 0; i < vl; i++) {
-                if (v[i] < '0' || v[i] > '9')
-                    return -1;
-                x = x * 10 + (v[i] - '0');
-            }
-            if (x > max)
-                return -1;
-            *out = x;
-            return 0;
-        }
-        p = amp ? amp + 1 : NULL;
-    }
-    return 1;
-}
-
 void app_handle_products(struct app_job *j, struct app_thread *t)
 {
     long long limit = 20, after = 0;
-    int rl = query_int(j->query, "limit", LIST_LIMIT_MAX, &limit);
-    int ra = query_int(j->query, "after", 999999999999999999LL, &after);
+    int rl = app_query_int(j->query, "limit", LIST_LIMIT_MAX, &limit);
+    int ra = app_query_int(j->query, "after", 999999999999999999LL, &after);
     if (rl < 0 || (rl == 0 && limit < 1)) {
         app_json_error(&j->resp, 400, "limit must be an integer from 1 to 100");
         return;
@@ -807,9 +657,9 @@ void app_handle_product_create(struct app_job *j, struct app_thread *t)
     long long price, stock;
     if (!o)
         return;
-    if (field_string(j, o, "name", 1, NAME_MAX_BYTES, &name) < 0 ||
-        field_int(j, o, "price_cents", 0, PRICE_MAX, 0, &price) < 0 ||
-        field_int(j, o, "stock", 0, STOCK_MAX, 0, &stock) < 0)
+    if (field_string(j, o, "name", 1, APP_NAME_MAX_BYTES, &name) < 0 ||
+        field_int(j, o, "price_cents", 0, APP_PRICE_MAX, 0, &price) < 0 ||
+        field_int(j, o, "stock", 0, APP_STOCK_MAX, 0, &stock) < 0)
         goto out;
     struct store_db *db = store_conns_get(&t->conns, STORE_CATALOG, 0);
     struct store_val args[3] = {store_text(name, strlen(name)), store_int(price), store_int(stock)};
@@ -836,10 +686,10 @@ void app_handle_product_update(struct app_job *j, struct app_thread *t)
     if (!o)
         return;
     if (cJSON_GetObjectItemCaseSensitive(o, "name") &&
-        field_string(j, o, "name", 1, NAME_MAX_BYTES, &name) < 0)
+        field_string(j, o, "name", 1, APP_NAME_MAX_BYTES, &name) < 0)
         goto out;
-    if ((hp = field_int(j, o, "price_cents", 0, PRICE_MAX, 1, &price)) < 0 ||
-        (hs = field_int(j, o, "stock", 0, STOCK_MAX, 1, &stock)) < 0)
+    if ((hp = field_int(j, o, "price_cents", 0, APP_PRICE_MAX, 1, &price)) < 0 ||
+        (hs = field_int(j, o, "stock", 0, APP_STOCK_MAX, 1, &stock)) < 0)
         goto out;
     if (!name && hp && hs) {
         app_json_error(&j->resp, 400, "nothing to update: send name, price_cents or stock");
@@ -894,10 +744,6 @@ void app_handle_product_views(struct app_job *j, struct app_thread *t)
 }
 
 /* ---- orders ---- */
-
-struct order_item {
-    int64_t product_id, quantity, price_cents;
-};
 
 static int64_t public_order_id(int64_t local, unsigned shard)
 {
@@ -995,46 +841,8 @@ void app_handle_order_get(struct app_job *j, struct app_thread *t)
     http_response_header(&j->resp, "Cache-Control", "private, no-store");
 }
 
-/* Parse and check the items. n items, or -1 with a 400 set. */
-static int order_items(struct app_job *j, const cJSON *o, struct order_item *items)
-{
-    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, "items");
-    if (!cJSON_IsArray(arr)) {
-        app_json_error(&j->resp, 400, "\"items\" must be an array of {product_id, quantity}");
-        return -1;
-    }
-    int n = cJSON_GetArraySize(arr);
-    if (n < 1 || n > ORDER_ITEMS_MAX) {
-        app_json_error(&j->resp, 400, "an order has 1 to 50 items");
-        return -1;
-    }
-    int i = 0;
-    const cJSON *it;
-    cJSON_ArrayForEach(it, arr)
-    {
-        long long pid, qty;
-        if (!cJSON_IsObject(it)) {
-            app_json_error(&j->resp, 400, "each item must be an object {product_id, quantity}");
-            return -1;
-        }
-        if (field_int(j, it, "product_id", 1, 999999999999999LL, 0, &pid) < 0 ||
-            field_int(j, it, "quantity", 1, QUANTITY_MAX, 0, &qty) < 0)
-            return -1;
-        for (int k = 0; k < i; k++) {
-            if (items[k].product_id == pid) {
-                app_json_error(&j->resp, 400, "a product appears twice in \"items\"");
-                return -1;
-            }
-        }
-        items[i].product_id = pid;
-        items[i].quantity = qty;
-        i++;
-    }
-    return n;
-}
-
 /* Give stock back (the order could not be written). Best effort, logged. */
-static void give_back(struct app_thread *t, const struct order_item *items, int n)
+static void give_back(struct app_thread *t, const struct app_order_item *items, int n)
 {
     struct store_db *cat = store_conns_get(&t->conns, STORE_CATALOG, 0);
     if (!cat || store_begin(&t->conns, cat, 1) < 0)
@@ -1057,12 +865,15 @@ void app_handle_order_create(struct app_job *j, struct app_thread *t)
     struct app *a = j->a;
     int64_t uid;
     cJSON *o = NULL;
-    struct order_item items[ORDER_ITEMS_MAX];
+    struct app_order_item items[APP_ORDER_ITEMS_MAX];
     if (session_user(j, t, &uid) < 0)
         return;
     if (!(o = json_body(j)))
         return;
-    int n = order_items(j, o, items);
+    char msg[160];
+    int n = app_parse_order_items(o, items, msg, sizeof msg);
+    if (n < 0)
+        app_json_error(&j->resp, 400, msg);
     cJSON_Delete(o);
     if (n < 0)
         return;
@@ -1106,7 +917,6 @@ void app_handle_order_create(struct app_job *j, struct app_thread *t)
             struct store_val id = store_int(items[i].product_id);
             int rc = store_exec(&t->conns, cat, P_GET, &id, 1, &t->rows);
             store_rollback(&t->conns, cat);
-            char msg[96];
             if (rc < 0) {
                 store_failed(&j->resp);
             } else if (!t->rows.nrows) {

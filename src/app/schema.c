@@ -75,8 +75,8 @@ const unsigned app_sql_catalog_n = P_COUNT;
 
 const char *const app_sql_directory[D_COUNT] = {
     [D_INSERT] = "INSERT INTO users_dir (email, created_ms) VALUES (?, ?) RETURNING id",
-    [D_INSERT_SEED] = "INSERT INTO users_dir (id, email, created_ms) VALUES (?, ?, ?)"
-                      " ON CONFLICT DO NOTHING",
+    [D_INSERT_SEED] = ("INSERT INTO users_dir (id, email, created_ms) VALUES (?, ?, ?)"
+                       " ON CONFLICT DO NOTHING"),
     [D_BY_EMAIL] = "SELECT id FROM users_dir WHERE email = ?",
     [D_DELETE] = "DELETE FROM users_dir WHERE id = ?",
     [D_META_GET] = "SELECT value FROM meta WHERE key = ?",
