@@ -85,9 +85,83 @@ const struct conf_entry bench_conf_table[] = {
      "a request without a complete answer after this is a timeout error"},
     {"max-connections", CONF_INT, O(max_connections), 0, 100000, "0", NULL, NULL, "N",
      "open model: cap on connections when all are busy (0 = min(4 x -c, 1024), at least -c)"},
+    {"scenario", CONF_STRING, O(scenario), 0, 0, NULL, NULL, NULL, "FILE",
+     "run a scenario file (see below); only --json, --html, --threshold and a URL go with it"},
 };
 #undef O
 const size_t bench_conf_table_len = sizeof bench_conf_table / sizeof bench_conf_table[0];
+
+/* Flags that may go with --scenario: the file says everything else. */
+static int scenario_flag_ok(const char *arg)
+{
+    static const char *const ok[] = {"scenario", "json", "html", "threshold"};
+    size_t n = strcspn(arg + 2, "=");
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        if (strlen(ok[i]) == n && !strncmp(arg + 2, ok[i], n))
+            return 1;
+    return 0;
+}
+
+/* --scenario FILE: load it and derive the settings from it. An optional URL
+ * overrides the file's target; --threshold adds to its checks. */
+static int scenario_config(struct bench_config *cfg, int nargs, char **args, int npos,
+                           char **positional, char *err, size_t errlen)
+{
+    for (int i = 0; i < nargs; i++) {
+        if (!strcmp(args[i], "--"))
+            break;
+        if (!strncmp(args[i], "--", 2) && !scenario_flag_ok(args[i])) {
+            snprintf(err, errlen, "%.*s: not with --scenario (the file sets it)",
+                     (int)strcspn(args[i], "="), args[i]);
+            return -1;
+        }
+    }
+    if (npos > 1) {
+        snprintf(err, errlen, "unexpected argument '%s'", positional[1]);
+        return -1;
+    }
+    struct bench_scenario *sc = xcalloc(1, sizeof *sc);
+    cfg->sc = sc;
+    if (bench_scenario_load(sc, cfg->scenario, err, errlen) < 0)
+        return -1;
+    if (npos == 1) {
+        cfg->url = xstrdup(positional[0]);
+    } else if (sc->run.target) {
+        cfg->url = xstrdup(sc->run.target);
+    } else {
+        snprintf(err, errlen, "%s: no target in [run] and no URL argument", cfg->scenario);
+        return -1;
+    }
+    /* The file's checks first, then the flags'. */
+    size_t nflags = cfg->thresholds.n;
+    char **items = xcalloc(sc->nchecks + nflags + 1, sizeof *items);
+    for (size_t i = 0; i < sc->nchecks; i++)
+        items[i] = xstrdup(sc->check[i]);
+    for (size_t i = 0; i < nflags; i++)
+        items[sc->nchecks + i] = cfg->thresholds.items[i];
+    free(cfg->thresholds.items);
+    cfg->thresholds.items = items;
+    cfg->thresholds.n = sc->nchecks + nflags;
+    cfg->connections = sc->run.connections;
+    cfg->max_connections = sc->run.max_connections;
+    cfg->timeout_ms = sc->run.timeout_ms;
+    cfg->threads = sc->run.threads;
+    /* Every thread owns some virtual users. */
+    if (cfg->threads > sc->run.users)
+        cfg->threads = sc->run.users;
+    if (cfg->threads > cfg->connections)
+        cfg->threads = cfg->connections;
+    if (cfg->max_connections && cfg->max_connections < cfg->connections) {
+        snprintf(err, errlen, "%s: max-connections: must be at least connections (%lld)",
+                 cfg->scenario, cfg->connections);
+        return -1;
+    }
+    bench_scenario_plan(sc, &cfg->plan);
+    cfg->duration_ms = (bench_sched_plan_ns(&cfg->plan) + 999999) / 1000000;
+    double n = bench_sched_plan_count(&cfg->plan, cfg->duration_ms * 1000000ULL);
+    cfg->rate_rps = n / ((double)cfg->duration_ms / 1000.0);
+    return 0;
+}
 
 static const char *long_name(const char *shortflag)
 {
@@ -129,6 +203,10 @@ int bench_config_parse(struct bench_config *cfg, int argc, char **argv, char *er
     if (conf_parse_args(bench_conf_table, bench_conf_table_len, cfg, nargs, args, positional, 2,
                         &npos, err, errlen) < 0)
         goto out;
+    if (cfg->scenario) {
+        rc = scenario_config(cfg, nargs, args, npos, positional, err, errlen);
+        goto out;
+    }
     if (npos != 1) {
         snprintf(err, errlen, npos ? "unexpected argument '%s'" : "a URL is required%s",
                  npos ? positional[1] : "");
@@ -178,6 +256,11 @@ out:
 
 void bench_config_free(struct bench_config *cfg)
 {
+    if (cfg->sc) {
+        bench_scenario_free(cfg->sc);
+        free(cfg->sc);
+        cfg->sc = NULL;
+    }
     conf_free(bench_conf_table, bench_conf_table_len, cfg);
     free(cfg->url);
     cfg->url = NULL;
