@@ -167,6 +167,10 @@ void bench_scenario_free(struct bench_scenario *sc);
 void bench_scenario_plan(const struct bench_scenario *sc, struct bench_plan *plan);
 /* Index of the mix entry for the random number r, by weight. nreq >= 1. */
 size_t bench_scenario_pick(const struct bench_scenario *sc, uint64_t r);
+/* The next {{seq}} number from a counter shared by every thread of a run
+ * (starts at 0: the first number is 1). Atomic (relaxed): numbers are
+ * unique across threads and increase within each thread. */
+uint64_t bench_seq_next(uint64_t *counter);
 /* Next number of a splitmix64 sequence; *state is the caller's (any seed). */
 uint64_t bench_rng_next(uint64_t *state);
 /* Append one rendering of t to out. 0, or -ENOBUFS when out's cap is hit

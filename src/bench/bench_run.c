@@ -288,7 +288,7 @@ static void send_scenario(struct bconn *bc, uint64_t origin_ns, int entry)
     bc->sent_session = rq->session && vu->state == VU_IN;
     struct bench_render r = {.rng = &t->rng, .vu = t->k + 1 + bc->vu * sh->nthreads};
     if (rq->uses_seq)
-        r.seq = __atomic_add_fetch(sh->seq, 1, __ATOMIC_RELAXED);
+        r.seq = bench_seq_next(sh->seq);
     bc->busy = 1;
     bc->in_head = 1;
     bc->origin_ns = origin_ns ? origin_ns : now;

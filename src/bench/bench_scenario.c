@@ -104,17 +104,17 @@ static int parse_int_n(const char *s, size_t n, int64_t *out)
         neg = 1;
         i = 1;
     }
-    if (i == n || n - i > 18)
+    if (i == n || n - i > 19) /* 10^18 has 19 digits; int64 holds any 19 */
         return -EINVAL;
-    int64_t v = 0;
+    uint64_t v = 0; /* 19 digits stay below 2^64 */
     for (; i < n; i++) {
         if (s[i] < '0' || s[i] > '9')
             return -EINVAL;
-        v = v * 10 + (s[i] - '0');
+        v = v * 10 + (uint64_t)(s[i] - '0');
     }
-    if (v > BENCH_SCEN_MAX_ABS)
+    if (v > (uint64_t)BENCH_SCEN_MAX_ABS)
         return -EINVAL;
-    *out = neg ? -v : v;
+    *out = neg ? -(int64_t)v : (int64_t)v;
     return 0;
 }
 
@@ -276,6 +276,11 @@ static void tmpl_free(struct bench_tmpl *t)
     free(t->src);
     free(t->parts);
     memset(t, 0, sizeof *t);
+}
+
+uint64_t bench_seq_next(uint64_t *counter)
+{
+    return __atomic_add_fetch(counter, 1, __ATOMIC_RELAXED);
 }
 
 uint64_t bench_rng_next(uint64_t *state)
