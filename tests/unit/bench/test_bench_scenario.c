@@ -215,8 +215,8 @@ Test(scenario, every_error_names_file_and_line)
 {
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         const char *err = parse_err(bad[i].text, strlen(bad[i].text));
-        cr_assert(strncmp(err, bad[i].want, strlen(bad[i].want)) == 0, "case %zu: want %s..., got %s",
-                  i, bad[i].want, err);
+        cr_assert(strncmp(err, bad[i].want, strlen(bad[i].want)) == 0,
+                  "case %zu: want %s..., got %s", i, bad[i].want, err);
         cr_assert(strstr(err, bad[i].word) != NULL, "case %zu: want '%s' in %s", i, bad[i].word,
                   err);
     }
