@@ -68,7 +68,8 @@ static void check_request(const struct bench_scenario *sc, const struct bench_sc
     static const char authority[] = "127.0.0.1:8080";
     char cookie[BENCH_SCEN_MAX_COOKIE];
     memset(cookie, 'c', sizeof cookie);
-    size_t cap = rq->max_bytes + strlen(authority) + BENCH_SCEN_MAX_COOKIE + BENCH_SCEN_MAX_NAME + 64;
+    size_t cap =
+        rq->max_bytes + strlen(authority) + BENCH_SCEN_MAX_COOKIE + BENCH_SCEN_MAX_NAME + 64;
     struct buf req, body;
     buf_init(&req, cap);
     buf_init(&body, cap);
@@ -129,9 +130,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct buf tmp;
     buf_init(&tmp, 1 << 20);
     for (unsigned round = 0; round < 3; round++) {
-        struct bench_render r = {
-            .rng = &rng, .vu = round == 2 ? (unsigned)sc.run.users : round + 1,
-            .seq = round == 2 ? UINT64_MAX : round};
+        struct bench_render r = {.rng = &rng,
+                                 .vu = round == 2 ? (unsigned)sc.run.users : round + 1,
+                                 .seq = round == 2 ? UINT64_MAX : round};
         for (size_t i = 0; i < sc.nreq; i++)
             check_request(&sc, &sc.req[i], &r, &tmp);
         if (sc.has_login)

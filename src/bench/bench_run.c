@@ -330,7 +330,7 @@ static void on_data(struct conn *c)
         if (ev == HTTP_EV_DONE) {
             int keep = (bc->msg.flags & HTTP_F_KEEP_ALIVE) != 0;
             record_answer(bc);
-            int pending = scenario_done(bc);
+            int pending = bc->entry >= 0 ? scenario_done(bc) : -1;
             if (!keep || c->in.len) {
                 if (pending >= 0) /* the request behind the login waits for another connection */
                     requeue(bc->t, bc->origin_ns);

@@ -176,7 +176,7 @@ def test_refused_target_is_an_error(tmp_path):
     assert res.returncode == 1
 
 
-def test_non_2xx_counted_by_status(start_upstreams, tmp_path):
+def test_5xx_counted_as_status_errors(start_upstreams, tmp_path):
     up, = start_upstreams("a", status=503)
     res, rep = bench_json(tmp_path, "-c", 1, "-d", 1, url(up))
     assert res.returncode == 1  # nothing succeeded
