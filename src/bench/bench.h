@@ -213,9 +213,13 @@ extern const size_t bench_conf_table_len;
 
 /* Parse argv[0..argc) (after "bench"): short aliases -c -t -d -m -H, the
  * long flags of bench_conf_table, exactly one URL. Also checks what the
- * table cannot: duration and rate syntax, -t <= -c. 0, or -1 with a one-line
- * reason in err (a usage error: exit status 2). cfg is owned by the caller
- * and released with bench_config_free either way. */
+ * table cannot: duration and rate syntax, -t <= -c. With --scenario FILE:
+ * only --json, --html and --threshold may go with it and the URL is
+ * optional; the file is loaded into cfg->sc and sets the connections,
+ * threads, timeout, plan and (unless a URL is given) the URL; its checks
+ * come first in cfg->thresholds. 0, or -1 with a one-line reason in err
+ * (a usage or scenario error, "FILE:LINE: reason": exit status 2). cfg is
+ * owned by the caller and released with bench_config_free either way. */
 int bench_config_parse(struct bench_config *cfg, int argc, char **argv, char *err, size_t errlen);
 /* Free what bench_config_parse allocated (idempotent). */
 void bench_config_free(struct bench_config *cfg);
