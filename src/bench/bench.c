@@ -48,6 +48,8 @@ int bench_main(struct bench_config *cfg)
     if (!cfg->threads) {
         long long cores = (long long)uv_available_parallelism();
         cfg->threads = cores < cfg->connections ? cores : cfg->connections;
+        if (cfg->sc && cfg->threads > cfg->sc->run.users)
+            cfg->threads = cfg->sc->run.users; /* every thread owns a VU */
         if (cfg->threads < 1)
             cfg->threads = 1;
     }
@@ -84,7 +86,7 @@ int bench_main(struct bench_config *cfg)
             printf("  threshold    %-24s %s (%.1f)\n", th[i].text, th_ok[i] ? "ok" : "FAILED", v);
     }
     if (bench_stats_ok(&stats) == 0) {
-        printf("  FAILED       no request got a 2xx answer\n");
+        printf("  FAILED       no request got a 2xx or 3xx answer\n");
         status = 1;
     }
     fflush(stdout);

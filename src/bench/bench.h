@@ -17,16 +17,19 @@
 #include <sys/socket.h>
 
 #include "base/config.h"
+#include "base/buf.h"
 #include "base/hist.h"
 
-/* Error kinds, in report order. A non-2xx answer is both an answer (it has a
- * latency and a status) and an error of kind BENCH_ERR_STATUS. */
+/* Error kinds, in report order. An answer with a status >= 400 is both an
+ * answer (it has a latency and a status) and an error of kind
+ * BENCH_ERR_STATUS; 1xx..3xx answers (a 304 to If-None-Match, a redirect)
+ * are answers, not errors, as in wrk. */
 enum bench_err {
     BENCH_ERR_CONNECT = 0, /* the connection could not be made (refused, unreachable...) */
     BENCH_ERR_RESET,       /* closed or reset by the peer before the answer was complete */
     BENCH_ERR_TIMEOUT,     /* no complete answer within --timeout */
     BENCH_ERR_PARSE,       /* the answer is not valid HTTP/1.1 */
-    BENCH_ERR_STATUS,      /* an answer with a status outside 200..299 */
+    BENCH_ERR_STATUS,      /* an answer with a status >= 400 */
     BENCH_ERR_COUNT
 };
 
@@ -52,6 +55,135 @@ struct bench_plan {
     struct bench_plan_step step[BENCH_PLAN_MAX];
 };
 
+/* Scenario files (--scenario FILE; docs/operations.md "Scenario files").
+ *
+ * An INI-style file read by our own line parser (bench_scenario.c, pure):
+ * [run] (target, threads, users, connections, max-connections, timeout),
+ * [stage NAME] sections in file order (rate = R or ramp = A-B, and
+ * duration), [thresholds] (check = EXPR, repeatable), an optional [login]
+ * flow and one [request NAME] section per entry of the weighted mix
+ * (weight, method, path, header, body, session). Paths, header values and
+ * bodies are templates: {{rand A B}}, {{seq}}, {{pick a,b,c}}, {{vu}}.
+ * Every error is one line "FILE:LINE: reason". Hard caps: */
+#define BENCH_SCEN_MAX_FILE     (256 * 1024) /* bytes in the file */
+#define BENCH_SCEN_MAX_LINE     8192         /* bytes in one line (a body is one line) */
+#define BENCH_SCEN_MAX_REQUESTS 32           /* [request NAME] sections */
+#define BENCH_SCEN_MAX_STAGES   BENCH_PLAN_MAX
+#define BENCH_SCEN_MAX_HEADERS  16  /* header lines per request */
+#define BENCH_SCEN_MAX_CHECKS   32  /* check lines */
+#define BENCH_SCEN_MAX_PARTS    32  /* literal and {{...}} parts of one template */
+#define BENCH_SCEN_MAX_PICK     64  /* items of one {{pick}} */
+#define BENCH_SCEN_MAX_NAME     32  /* request and stage names, cookie name */
+#define BENCH_SCEN_MAX_COOKIE   512 /* bytes of a session cookie value */
+#define BENCH_SCEN_MAX_USERS    1000000
+#define BENCH_SCEN_MAX_ABS      1000000000000000000LL /* |A|, |B| of {{rand A B}} */
+
+enum bench_tmpl_kind { BT_LIT, BT_RAND, BT_SEQ, BT_PICK, BT_VU };
+
+struct bench_tmpl_part {
+    enum bench_tmpl_kind kind;
+    uint32_t off, len; /* BT_LIT: the text; BT_PICK: the comma-separated list, in src */
+    uint32_t nitems;   /* BT_PICK */
+    int64_t a, b;      /* BT_RAND: inclusive bounds, a <= b */
+};
+
+struct bench_tmpl {
+    char *src;                     /* owned copy of the raw text; NULL for an absent template */
+    struct bench_tmpl_part *parts; /* owned, nparts entries */
+    size_t nparts;
+    size_t max_len; /* upper bound on the length of any rendering */
+    int uses_seq;
+};
+
+/* What a rendering draws from: the caller's random state, the request's
+ * {{seq}} number and the virtual user. */
+struct bench_render {
+    uint64_t *rng; /* bench_rng_next state */
+    uint64_t seq;  /* every {{seq}} of one request renders this number */
+    unsigned vu;   /* 1..users */
+};
+
+struct bench_scen_req {
+    char name[BENCH_SCEN_MAX_NAME + 1]; /* "login" for the login flow */
+    int line;                           /* line of its [section] */
+    long long weight;                   /* >= 1 (the login flow: 0) */
+    char method[33];
+    struct bench_tmpl path;                           /* starts with '/' */
+    struct bench_tmpl header[BENCH_SCEN_MAX_HEADERS]; /* "Name: value" */
+    size_t nheaders;
+    struct bench_tmpl body; /* src NULL when there is no body */
+    int session;            /* needs the VU's login cookie */
+    int has_host;           /* a Host header of its own */
+    int needs_length;       /* POST, PUT, PATCH: Content-Length even without a body */
+    int uses_seq;
+    size_t max_bytes; /* upper bound of the request without Host and Cookie lines */
+};
+
+struct bench_scen_stage {
+    char name[BENCH_SCEN_MAX_NAME + 1];
+    int line;
+    double r0, r1;   /* requests/s at its start and end */
+    uint64_t dur_ms; /* > 0 */
+};
+
+/* The [run] section, filled through bench_scen_run_table. */
+struct bench_scen_run {
+    char *target; /* http://HOST[:PORT]; NULL: none (then a URL argument is required) */
+    long long threads;
+    long long users;
+    long long connections;
+    long long max_connections;
+    long long timeout_ms;
+};
+
+struct bench_scenario {
+    char *file; /* the name errors carry (owned) */
+    struct bench_scen_run run;
+    struct bench_scen_stage stage[BENCH_SCEN_MAX_STAGES];
+    size_t nstages;
+    char *check[BENCH_SCEN_MAX_CHECKS]; /* threshold expressions (owned) */
+    size_t nchecks;
+    struct bench_scen_req req[BENCH_SCEN_MAX_REQUESTS];
+    size_t nreq;
+    struct bench_scen_req login;
+    int has_login;
+    char cookie[BENCH_SCEN_MAX_NAME + 1];  /* the session cookie's name ("sid") */
+    uint64_t cum[BENCH_SCEN_MAX_REQUESTS]; /* cumulative weights */
+    uint64_t weight_total;
+};
+
+/* Parse a scenario from text[0..len) (need not be NUL-terminated; NUL bytes
+ * are errors). `file` names it in errors. 0, or -EINVAL with err =
+ * "FILE:LINE: reason" (one line). sc is zeroed first and must be released
+ * with bench_scenario_free either way. Pure: no I/O. */
+int bench_scenario_parse(struct bench_scenario *sc, const char *file, const char *text, size_t len,
+                         char *err, size_t errlen);
+/* Read `path` (at most BENCH_SCEN_MAX_FILE bytes) and parse it. 0, or
+ * -EINVAL / -EIO with err "PATH: reason" or "PATH:LINE: reason". */
+int bench_scenario_load(struct bench_scenario *sc, const char *path, char *err, size_t errlen);
+/* Free what parsing allocated (idempotent). */
+void bench_scenario_free(struct bench_scenario *sc);
+/* Fill a rate plan with the stages, in file order. */
+void bench_scenario_plan(const struct bench_scenario *sc, struct bench_plan *plan);
+/* Index of the mix entry for the random number r, by weight. nreq >= 1. */
+size_t bench_scenario_pick(const struct bench_scenario *sc, uint64_t r);
+/* The next {{seq}} number from a counter shared by every thread of a run
+ * (starts at 0: the first number is 1). Atomic (relaxed): numbers are
+ * unique across threads and increase within each thread. */
+uint64_t bench_seq_next(uint64_t *counter);
+/* Next number of a splitmix64 sequence; *state is the caller's (any seed). */
+uint64_t bench_rng_next(uint64_t *state);
+/* Append one rendering of t to out. 0, or -ENOBUFS when out's cap is hit
+ * (out may then hold part of it). A template without src renders nothing. */
+int bench_tmpl_render(const struct bench_tmpl *t, const struct bench_render *r, struct buf *out);
+/* Build the complete request for rq into req (reset first): request line,
+ * Host (unless rq has its own), headers, "Cookie: NAME=VALUE" when cookie is
+ * not NULL, Content-Length and the body (rendered into body, reset first).
+ * 0, or -ENOBUFS when a buffer cap is hit. */
+int bench_scenario_build(const struct bench_scenario *sc, const struct bench_scen_req *rq,
+                         const char *authority, const char *cookie, size_t cookie_len,
+                         const struct bench_render *r, struct buf *req, struct buf *body);
+
 /* Settings, filled by bench_config_parse from the flag table. */
 struct bench_config {
     long long connections;       /* -c: connections opened at start */
@@ -66,11 +198,13 @@ struct bench_config {
     struct conf_list thresholds; /* --threshold EXPR */
     long long timeout_ms;        /* --timeout: per request, from its send */
     long long max_connections;   /* --max-connections: open-model cap; 0 = auto */
-    char *url;                   /* the positional URL */
+    char *url;                   /* the positional URL (--scenario: the file's target if absent) */
+    char *scenario;              /* --scenario FILE */
     /* Derived by bench_config_parse. */
     uint64_t duration_ms;
-    double rate_rps;        /* 0 in the closed model; with a plan, its average over the run */
-    struct bench_plan plan; /* the --rate plan; plan.n == 0 in the closed model */
+    double rate_rps;           /* 0 in the closed model; with a plan, its average over the run */
+    struct bench_plan plan;    /* the --rate plan; plan.n == 0 in the closed model */
+    struct bench_scenario *sc; /* the loaded --scenario (owned); NULL without */
 };
 
 /* Flag table (shared by parsing and `surge help bench`). */
@@ -79,9 +213,13 @@ extern const size_t bench_conf_table_len;
 
 /* Parse argv[0..argc) (after "bench"): short aliases -c -t -d -m -H, the
  * long flags of bench_conf_table, exactly one URL. Also checks what the
- * table cannot: duration and rate syntax, -t <= -c. 0, or -1 with a one-line
- * reason in err (a usage error: exit status 2). cfg is owned by the caller
- * and released with bench_config_free either way. */
+ * table cannot: duration and rate syntax, -t <= -c. With --scenario FILE:
+ * only --json, --html and --threshold may go with it and the URL is
+ * optional; the file is loaded into cfg->sc and sets the connections,
+ * threads, timeout, plan and (unless a URL is given) the URL; its checks
+ * come first in cfg->thresholds. 0, or -1 with a one-line reason in err
+ * (a usage or scenario error, "FILE:LINE: reason": exit status 2). cfg is
+ * owned by the caller and released with bench_config_free either way. */
 int bench_config_parse(struct bench_config *cfg, int argc, char **argv, char *err, size_t errlen);
 /* Free what bench_config_parse allocated (idempotent). */
 void bench_config_free(struct bench_config *cfg);
@@ -144,6 +282,12 @@ double bench_sec_percentile(const struct bench_sec *sec, double p);
  * second may be partial and is divided by its real length). */
 double bench_series_rps(const struct bench_sec *sec, size_t t, double duration_s);
 
+/* Scenario runs: counters of one mix entry (or of the login flow). */
+struct bench_name_stats {
+    struct hist lat; /* microseconds */
+    uint64_t answered, errors;
+};
+
 /* Counters of one run (one per thread, then summed). */
 struct bench_stats {
     struct hist lat;    /* microseconds */
@@ -155,16 +299,21 @@ struct bench_stats {
     uint64_t errors[BENCH_ERR_COUNT];
     uint64_t status[BENCH_MAX_STATUS];
     uint64_t conn_attempts, conn_established, conn_peak;
+    struct bench_name_stats *names; /* scenario: the mix entries, then login; NULL otherwise */
+    size_t nnames;
 };
 
 /* Initialise (allocates the histogram) and free. */
 int bench_stats_init(struct bench_stats *s);
 void bench_stats_free(struct bench_stats *s);
-/* dst += src (histograms merge losslessly; conn_peak adds, as threads run at once). */
+/* Give s n per-name counters (n may be 0; aborts on OOM). Once, after init. */
+void bench_stats_init_names(struct bench_stats *s, size_t n);
+/* dst += src (histograms merge losslessly; conn_peak adds, as threads run at
+ * once; per-name counters are created in dst when it has none). */
 void bench_stats_merge(struct bench_stats *dst, const struct bench_stats *src);
 /* Total errors of every kind. */
 uint64_t bench_stats_errors(const struct bench_stats *s);
-/* Answers with a 2xx status. */
+/* Answers with a status below 400 (2xx and 3xx: not errors). */
 uint64_t bench_stats_ok(const struct bench_stats *s);
 
 /* The figures thresholds and reports use, computed once from the stats. */

@@ -85,9 +85,83 @@ const struct conf_entry bench_conf_table[] = {
      "a request without a complete answer after this is a timeout error"},
     {"max-connections", CONF_INT, O(max_connections), 0, 100000, "0", NULL, NULL, "N",
      "open model: cap on connections when all are busy (0 = min(4 x -c, 1024), at least -c)"},
+    {"scenario", CONF_STRING, O(scenario), 0, 0, NULL, NULL, NULL, "FILE",
+     "run a scenario file (see below); only --json, --html, --threshold and a URL go with it"},
 };
 #undef O
 const size_t bench_conf_table_len = sizeof bench_conf_table / sizeof bench_conf_table[0];
+
+/* Flags that may go with --scenario: the file says everything else. */
+static int scenario_flag_ok(const char *arg)
+{
+    static const char *const ok[] = {"scenario", "json", "html", "threshold"};
+    size_t n = strcspn(arg + 2, "=");
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        if (strlen(ok[i]) == n && !strncmp(arg + 2, ok[i], n))
+            return 1;
+    return 0;
+}
+
+/* --scenario FILE: load it and derive the settings from it. An optional URL
+ * overrides the file's target; --threshold adds to its checks. */
+static int scenario_config(struct bench_config *cfg, int nargs, char **args, int npos,
+                           char **positional, char *err, size_t errlen)
+{
+    for (int i = 0; i < nargs; i++) {
+        if (!strcmp(args[i], "--"))
+            break;
+        if (!strncmp(args[i], "--", 2) && !scenario_flag_ok(args[i])) {
+            snprintf(err, errlen, "%.*s: not with --scenario (the file sets it)",
+                     (int)strcspn(args[i], "="), args[i]);
+            return -1;
+        }
+    }
+    if (npos > 1) {
+        snprintf(err, errlen, "unexpected argument '%s'", positional[1]);
+        return -1;
+    }
+    struct bench_scenario *sc = xcalloc(1, sizeof *sc);
+    cfg->sc = sc;
+    if (bench_scenario_load(sc, cfg->scenario, err, errlen) < 0)
+        return -1;
+    if (npos == 1) {
+        cfg->url = xstrdup(positional[0]);
+    } else if (sc->run.target) {
+        cfg->url = xstrdup(sc->run.target);
+    } else {
+        snprintf(err, errlen, "%s: no target in [run] and no URL argument", cfg->scenario);
+        return -1;
+    }
+    /* The file's checks first, then the flags'. */
+    size_t nflags = cfg->thresholds.n;
+    char **items = xcalloc(sc->nchecks + nflags + 1, sizeof *items);
+    for (size_t i = 0; i < sc->nchecks; i++)
+        items[i] = xstrdup(sc->check[i]);
+    for (size_t i = 0; i < nflags; i++)
+        items[sc->nchecks + i] = cfg->thresholds.items[i];
+    free(cfg->thresholds.items);
+    cfg->thresholds.items = items;
+    cfg->thresholds.n = sc->nchecks + nflags;
+    cfg->connections = sc->run.connections;
+    cfg->max_connections = sc->run.max_connections;
+    cfg->timeout_ms = sc->run.timeout_ms;
+    cfg->threads = sc->run.threads;
+    /* Every thread owns some virtual users. */
+    if (cfg->threads > sc->run.users)
+        cfg->threads = sc->run.users;
+    if (cfg->threads > cfg->connections)
+        cfg->threads = cfg->connections;
+    if (cfg->max_connections && cfg->max_connections < cfg->connections) {
+        snprintf(err, errlen, "%s: max-connections: must be at least connections (%lld)",
+                 cfg->scenario, cfg->connections);
+        return -1;
+    }
+    bench_scenario_plan(sc, &cfg->plan);
+    cfg->duration_ms = (bench_sched_plan_ns(&cfg->plan) + 999999) / 1000000;
+    double n = bench_sched_plan_count(&cfg->plan, cfg->duration_ms * 1000000ULL);
+    cfg->rate_rps = n / ((double)cfg->duration_ms / 1000.0);
+    return 0;
+}
 
 static const char *long_name(const char *shortflag)
 {
@@ -129,6 +203,10 @@ int bench_config_parse(struct bench_config *cfg, int argc, char **argv, char *er
     if (conf_parse_args(bench_conf_table, bench_conf_table_len, cfg, nargs, args, positional, 2,
                         &npos, err, errlen) < 0)
         goto out;
+    if (cfg->scenario) {
+        rc = scenario_config(cfg, nargs, args, npos, positional, err, errlen);
+        goto out;
+    }
     if (npos != 1) {
         snprintf(err, errlen, npos ? "unexpected argument '%s'" : "a URL is required%s",
                  npos ? positional[1] : "");
@@ -178,6 +256,11 @@ out:
 
 void bench_config_free(struct bench_config *cfg)
 {
+    if (cfg->sc) {
+        bench_scenario_free(cfg->sc);
+        free(cfg->sc);
+        cfg->sc = NULL;
+    }
     conf_free(bench_conf_table, bench_conf_table_len, cfg);
     free(cfg->url);
     cfg->url = NULL;
@@ -188,7 +271,9 @@ void bench_config_help(FILE *out)
     fprintf(out, "usage: surge bench [-c CONNS] [-t THREADS] [-d SECONDS] [--rate RPS|PLAN]\n"
                  "                   [-m METHOD]"
                  " [-H 'K: V']... [--body STRING] [--json FILE] [--html FILE]\n"
-                 "                   [--threshold EXPR]... URL\n\n"
+                 "                   [--threshold EXPR]... URL\n"
+                 "       surge bench --scenario FILE [--json FILE] [--html FILE]"
+                 " [--threshold EXPR]... [URL]\n\n"
                  "An HTTP/1.1 load generator (URL: http://HOST[:PORT][/PATH]; https is not\n"
                  "supported yet). Without --rate: closed model, each connection sends its next\n"
                  "request when the last answer arrived, latency from the send. With --rate:\n"
@@ -205,10 +290,30 @@ void bench_config_help(FILE *out)
                  "  -m METHOD     same as --method\n"
                  "  -H 'K: V'     same as --header\n");
     conf_print_help(bench_conf_table, bench_conf_table_len, out);
-    fprintf(out, "\nThresholds: METRIC OP VALUE with OP one of < <= > >=; METRIC one of\n"
-                 "min p50 p90 p99 p999 max (VALUE in us, ms or s; ms when no unit),\n"
-                 "error_rate (a fraction like 0.001 or a percentage like 0.1%%), rps.\n"
-                 "Errors: connect, reset, timeout, parse, and status (any answer outside 2xx).\n\n"
-                 "Exit status: 0 when the run worked and every threshold holds; 1 when a\n"
-                 "threshold fails or no request got a 2xx answer; 2 on a usage error.\n");
+    fprintf(out,
+            "\nThresholds: METRIC OP VALUE with OP one of < <= > >=; METRIC one of\n"
+            "min p50 p90 p99 p999 max (VALUE in us, ms or s; ms when no unit),\n"
+            "error_rate (a fraction like 0.001 or a percentage like 0.1%%), rps.\n"
+            "Errors: connect, reset, timeout, parse, and status (an answer >= 400;\n"
+            "1xx-3xx answers such as a 304 are not errors, as in wrk).\n\n"
+            "Scenarios: surge bench --scenario FILE [--json FILE] [--html FILE]\n"
+            "[--threshold EXPR]... [URL]. An INI-style file (docs/operations.md,\n"
+            "\"Scenario files\"; example: scenarios/blackfriday):\n"
+            "  [run]            target = URL, threads, users (virtual users), connections,\n"
+            "                   max-connections, timeout\n"
+            "  [stage NAME]     rate = R or ramp = FROM-TO, and duration = D; stages run in\n"
+            "                   file order as the open-model rate plan\n"
+            "  [thresholds]     check = EXPR (repeatable; --threshold adds more)\n"
+            "  [login]          method (POST), path, header, body, cookie (sid): sent once per\n"
+            "                   virtual user before its first session request, and again\n"
+            "                   after a 401; the cookie comes from its Set-Cookie\n"
+            "  [request NAME]   weight (1), method (GET), path, header (repeatable), body,\n"
+            "                   session = yes|no (send the virtual user's cookie)\n"
+            "Paths, header values and bodies are templates: {{rand A B}} (integer, inclusive),\n"
+            "{{seq}} (the request's number in the run), {{pick a,b,c}}, {{vu}} (the virtual\n"
+            "user, 1..users). A URL argument replaces the file's target (its path is not\n"
+            "used). A parse error is one line FILE:LINE: reason, exit status 2. The report\n"
+            "adds answers, errors, p50 and p99 per request name (JSON: requests_by_name).\n\n"
+            "Exit status: 0 when the run worked and every threshold holds; 1 when a\n"
+            "threshold fails or no request got a 2xx or 3xx answer; 2 on a usage error.\n");
 }

@@ -20,6 +20,36 @@ static void fmt_us(char *out, size_t n, uint64_t us)
         snprintf(out, n, "%.3fs", (double)us / 1e6);
 }
 
+/* Name of per-name counter i: a mix entry, or the login flow (last). */
+static const char *entry_name(const struct bench_scenario *sc, size_t i)
+{
+    return i < sc->nreq ? sc->req[i].name : "login";
+}
+
+/* How many per-name counters a report shows: the login only if it exists. */
+static size_t entry_count(const struct bench_scenario *sc, const struct bench_stats *s)
+{
+    size_t n = sc->nreq + (size_t)sc->has_login;
+    return n < s->nnames ? n : s->nnames;
+}
+
+static void print_by_name(FILE *out, const struct bench_scenario *sc, const struct bench_stats *s)
+{
+    fprintf(out, "  scenario     %s: %zu stage%s:", sc->file, sc->nstages,
+            sc->nstages == 1 ? "" : "s");
+    for (size_t i = 0; i < sc->nstages; i++)
+        fprintf(out, " %s", sc->stage[i].name);
+    fprintf(out, "\n  %-14s %10s %8s %10s %10s\n", "by name", "answered", "errors", "p50", "p99");
+    for (size_t i = 0; i < entry_count(sc, s); i++) {
+        const struct bench_name_stats *ns = &s->names[i];
+        char p50[32], p99[32];
+        fmt_us(p50, sizeof p50, hist_percentile(&ns->lat, 50));
+        fmt_us(p99, sizeof p99, hist_percentile(&ns->lat, 99));
+        fprintf(out, "    %-12s %10llu %8llu %10s %10s\n", entry_name(sc, i),
+                (unsigned long long)ns->answered, (unsigned long long)ns->errors, p50, p99);
+    }
+}
+
 void bench_report_print(FILE *out, const struct bench_config *cfg, const struct bench_summary *sum)
 {
     const struct bench_stats *s = sum->stats;
@@ -73,6 +103,8 @@ void bench_report_print(FILE *out, const struct bench_config *cfg, const struct 
             "  connections  %lld requested, %llu established (%llu attempts, peak %llu open)\n",
             sum->connections_requested, (unsigned long long)s->conn_established,
             (unsigned long long)s->conn_attempts, (unsigned long long)s->conn_peak);
+    if (cfg && cfg->sc)
+        print_by_name(out, cfg->sc, s);
 }
 
 static double ms3(uint64_t us)
@@ -168,6 +200,39 @@ char *bench_report_json(const struct bench_config *cfg, const struct bench_summa
         double v = bench_threshold_value(&th[i], sum);
         cJSON_AddNumberToObject(o, "value", th[i].metric <= BM_MAX ? v / 1000.0 : v);
         cJSON_AddItemToArray(ta, o);
+    }
+    if (cfg && cfg->sc) {
+        const struct bench_scenario *sc = cfg->sc;
+        cJSON *bn = cJSON_AddObjectToObject(root, "requests_by_name");
+        for (size_t i = 0; i < entry_count(sc, s) && bn; i++) {
+            const struct bench_name_stats *ns = &s->names[i];
+            cJSON *o = cJSON_AddObjectToObject(bn, entry_name(sc, i));
+            if (!o)
+                break;
+            cJSON_AddNumberToObject(o, "requests", (double)ns->answered);
+            cJSON_AddNumberToObject(o, "errors", (double)ns->errors);
+            cJSON *l = cJSON_AddObjectToObject(o, "latency_ms");
+            if (l) {
+                cJSON_AddNumberToObject(l, "p50", ms3(hist_percentile(&ns->lat, 50)));
+                cJSON_AddNumberToObject(l, "p99", ms3(hist_percentile(&ns->lat, 99)));
+            }
+        }
+        cJSON *sa = cJSON_AddArrayToObject(root, "stages");
+        double start = 0;
+        for (size_t i = 0; i < sc->nstages && sa; i++) {
+            const struct bench_scen_stage *sg = &sc->stage[i];
+            cJSON *o = cJSON_CreateObject();
+            if (!o)
+                break;
+            cJSON_AddStringToObject(o, "name", sg->name);
+            cJSON_AddNumberToObject(o, "start_s", start);
+            cJSON_AddNumberToObject(o, "duration_s", (double)sg->dur_ms / 1000.0);
+            cJSON_AddNumberToObject(o, "rate_from", sg->r0);
+            cJSON_AddNumberToObject(o, "rate_to", sg->r1);
+            cJSON_AddItemToArray(sa, o);
+            start += (double)sg->dur_ms / 1000.0;
+        }
+        cJSON_AddStringToObject(root, "scenario", sc->file);
     }
     text = cJSON_Print(root);
     cJSON_Delete(root);

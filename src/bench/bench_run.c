@@ -5,7 +5,18 @@
  * and hands each due request to an idle connection, or queues it and opens
  * another connection (up to the cap); its latency runs from the intended
  * time, so queueing counts. Each thread owns its stats; bench_run merges
- * them after joining. The request bytes are built once and shared read-only. */
+ * them after joining. The request bytes are built once and shared read-only.
+ *
+ * Scenarios (--scenario) are open-model runs whose requests differ: each
+ * sent request picks a mix entry by weight and the thread's next virtual
+ * user, and is rendered into the connection's own buffers (they keep their
+ * memory, so the hot path does not allocate). Virtual users are split
+ * between threads (VU v belongs to thread (v - 1) % threads), so their
+ * session cookies need no locking. A session request of a VU without a
+ * cookie first sends the [login] request on the same connection, keeps the
+ * cookie from its Set-Cookie, then sends the request; a 401 on a session
+ * request forgets the cookie, so the VU logs in again next time. The plain
+ * path stays as it was: one shared request, one branch on sh->sc. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,10 +53,29 @@ struct bconn {
     struct bconn *prev, *next; /* every live connection of the thread */
     struct bconn *idle_next;
     int idle;
+    /* Scenarios only. */
+    struct buf req, body; /* this connection's rendered request, capped */
+    int entry;            /* mix entry in flight (sc->nreq = the login flow), -1 none */
+    int pending;          /* entry to send once the login answered, -1 none */
+    int sent_session;     /* the request in flight carried the VU's cookie */
+    unsigned vu;          /* index of the VU in the thread's table */
+};
+
+/* A virtual user: its session cookie value (allocated at its first login). */
+enum { VU_OUT = 0, VU_LOGGING_IN, VU_IN };
+
+struct bvu {
+    char *cookie;
+    uint16_t cookie_len;
+    uint8_t state;
 };
 
 struct bshared {
     const struct bench_config *cfg;
+    const struct bench_scenario *sc; /* NULL: the plain single request */
+    const char *authority;
+    size_t req_max; /* scenario: cap of a connection's request buffer */
+    uint64_t *seq;  /* {{seq}}: last number handed out (atomic, shared by the threads) */
     struct sockaddr_storage addr;
     const char *req;
     size_t req_len;
@@ -73,10 +103,15 @@ struct bthread {
     uint64_t next_i;
     uint64_t ended_ns;
     struct bench_stats stats;
+    /* Scenarios only. */
+    struct bvu *vus; /* this thread's VUs: number k + 1 + i * nthreads */
+    unsigned nvus, vu_next;
+    uint64_t rng;
 };
 
 static void open_conn(struct bthread *t);
 static void conn_next(struct bconn *bc);
+static int queue_push(struct bthread *t, uint64_t at);
 
 static int open_model(const struct bthread *t)
 {
@@ -96,9 +131,15 @@ static void fail_conn(struct bconn *bc, enum bench_err kind)
     conn_close(&bc->c);
 }
 
+static void send_scenario(struct bconn *bc, uint64_t origin_ns, int entry);
+
 static void send_request(struct bconn *bc, uint64_t origin_ns)
 {
     struct bthread *t = bc->t;
+    if (t->sh->sc) {
+        send_scenario(bc, origin_ns, -1);
+        return;
+    }
     uint64_t now = uv_hrtime();
     bc->busy = 1;
     bc->in_head = 1;
@@ -123,11 +164,142 @@ static void record_answer(struct bconn *bc)
     int st = bc->msg.status;
     if (st >= 0 && st < BENCH_MAX_STATUS)
         t->stats.status[st]++;
-    if (st < 200 || st > 299) {
+    /* As in wrk: 1xx..3xx are answers (a 304, a redirect), >= 400 errors. */
+    int bad = st >= 400;
+    if (bad) {
         t->stats.errors[BENCH_ERR_STATUS]++;
         bench_series_error(&t->stats.series, sec);
     }
+    if (bc->entry >= 0) {
+        struct bench_name_stats *ns = &t->stats.names[bc->entry];
+        hist_record(&ns->lat, us);
+        ns->answered++;
+        ns->errors += (uint64_t)bad;
+    }
     bc->busy = 0;
+}
+
+/* ---- scenarios ---------------------------------------------------------- */
+
+/* The response head of a scenario request is in: keep the session cookie a
+ * login answer sets (the head's bytes are still in c->in). */
+static void scenario_head(struct bconn *bc)
+{
+    struct bthread *t = bc->t;
+    const struct bench_scenario *sc = t->sh->sc;
+    if ((size_t)bc->entry != sc->nreq || bc->msg.status < 200 || bc->msg.status > 299)
+        return;
+    const char *base = bc->c.in.data;
+    size_t nlen = strlen(sc->cookie);
+    for (unsigned i = 0; i < bc->msg.nheaders; i++) {
+        if (!http_header_is(&bc->msg, base, i, "set-cookie"))
+            continue;
+        struct http_slice v = bc->msg.headers[i].value;
+        const char *s = base + v.off;
+        if (v.len <= nlen || memcmp(s, sc->cookie, nlen) || s[nlen] != '=')
+            continue;
+        size_t start = nlen + 1, end = start;
+        while (end < v.len && s[end] != ';' && s[end] != ' ' && s[end] != '\t')
+            end++;
+        if (end - start > BENCH_SCEN_MAX_COOKIE || end == start)
+            continue; /* refused: the VU stays logged out */
+        struct bvu *vu = &t->vus[bc->vu];
+        if (!vu->cookie)
+            vu->cookie = xmalloc(BENCH_SCEN_MAX_COOKIE);
+        memcpy(vu->cookie, s + start, end - start);
+        vu->cookie_len = (uint16_t)(end - start);
+        vu->state = VU_IN;
+    }
+}
+
+/* A scenario answer was recorded: settle the VU's session. Returns the
+ * entry to send next on this connection (the one behind a login), or -1. */
+static int scenario_done(struct bconn *bc)
+{
+    struct bthread *t = bc->t;
+    const struct bench_scenario *sc = t->sh->sc;
+    int entry = bc->entry, pending = bc->pending;
+    bc->entry = bc->pending = -1;
+    if (entry < 0)
+        return -1;
+    struct bvu *vu = &t->vus[bc->vu];
+    if ((size_t)entry == sc->nreq) {
+        if (vu->state == VU_LOGGING_IN) /* no usable cookie came back */
+            vu->state = VU_OUT;
+    } else if (bc->sent_session && bc->msg.status == 401) {
+        vu->state = VU_OUT; /* the session is gone: log in again next time */
+    }
+    return pending;
+}
+
+/* Put an intended send time back in the queue (its connection went away
+ * between a login and the request behind it). */
+static void requeue(struct bthread *t, uint64_t at)
+{
+    if (t->stopping || queue_push(t, at) < 0) {
+        t->stats.unfinished++;
+        return;
+    }
+    if (t->live <= t->max_conns && (size_t)t->connecting < t->qlen)
+        open_conn(t);
+}
+
+/* The next VU for a request; a session request avoids VUs whose login is in
+ * flight on another connection (it would log them in twice). */
+static unsigned next_vu(struct bthread *t, int session)
+{
+    unsigned i = t->vu_next;
+    for (unsigned tries = 0; session && tries < t->nvus; tries++) {
+        if (t->vus[(i + tries) % t->nvus].state != VU_LOGGING_IN) {
+            i = (i + tries) % t->nvus;
+            break;
+        }
+    }
+    t->vu_next = (i + 1) % t->nvus;
+    return i;
+}
+
+/* Send a scenario request: entry < 0 picks one from the mix (and a VU);
+ * otherwise entry is the request behind a login, for the same VU. A session
+ * request of a logged-out VU sends the login first. */
+static void send_scenario(struct bconn *bc, uint64_t origin_ns, int entry)
+{
+    struct bthread *t = bc->t;
+    const struct bshared *sh = t->sh;
+    const struct bench_scenario *sc = sh->sc;
+    uint64_t now = uv_hrtime();
+    int after_login = entry >= 0;
+    if (!after_login) {
+        entry = (int)bench_scenario_pick(sc, bench_rng_next(&t->rng));
+        bc->vu = next_vu(t, sc->req[entry].session);
+    }
+    struct bvu *vu = &t->vus[bc->vu];
+    const struct bench_scen_req *rq = &sc->req[entry];
+    bc->pending = -1;
+    /* After a failed login the request goes out without a cookie: its 401
+     * shows the failure, and no VU loops on logins. */
+    if (!after_login && rq->session && vu->state != VU_IN) {
+        bc->pending = entry;
+        entry = (int)sc->nreq;
+        rq = &sc->login;
+        vu->state = VU_LOGGING_IN;
+    }
+    bc->entry = entry;
+    bc->sent_session = rq->session && vu->state == VU_IN;
+    struct bench_render r = {.rng = &t->rng, .vu = t->k + 1 + bc->vu * sh->nthreads};
+    if (rq->uses_seq)
+        r.seq = bench_seq_next(sh->seq);
+    bc->busy = 1;
+    bc->in_head = 1;
+    bc->origin_ns = origin_ns ? origin_ns : now;
+    bc->sent_ns = now;
+    http_msg_reset(&bc->msg);
+    bc->msg.request_was_head = !strcasecmp(rq->method, "HEAD");
+    t->stats.sent++;
+    if (bench_scenario_build(sc, rq, sh->authority, bc->sent_session ? vu->cookie : NULL,
+                             vu->cookie_len, &r, &bc->req, &bc->body) < 0 ||
+        conn_write(&bc->c, bc->req.data, bc->req.len) < 0)
+        fail_conn(bc, BENCH_ERR_RESET);
 }
 
 static void on_data(struct conn *c)
@@ -145,8 +317,11 @@ static void on_data(struct conn *c)
             fail_conn(bc, BENCH_ERR_PARSE);
             return;
         }
-        if (ev == HTTP_EV_HEAD)
+        if (ev == HTTP_EV_HEAD) {
             bc->in_head = 0;
+            if (bc->entry >= 0)
+                scenario_head(bc);
+        }
         /* Once the head is parsed its bytes are no longer needed. */
         if (!bc->in_head) {
             buf_consume(&c->in, bc->pos);
@@ -155,11 +330,17 @@ static void on_data(struct conn *c)
         if (ev == HTTP_EV_DONE) {
             int keep = (bc->msg.flags & HTTP_F_KEEP_ALIVE) != 0;
             record_answer(bc);
+            int pending = bc->entry >= 0 ? scenario_done(bc) : -1;
             if (!keep || c->in.len) {
+                if (pending >= 0) /* the request behind the login waits for another connection */
+                    requeue(bc->t, bc->origin_ns);
                 fail_conn(bc, c->in.len ? BENCH_ERR_PARSE : (enum bench_err)ERR_NONE);
                 return;
             }
-            conn_next(bc);
+            if (pending >= 0 && !bc->t->stopping)
+                send_scenario(bc, 0, pending);
+            else
+                conn_next(bc);
             return;
         }
         if (ev == HTTP_EV_NEED_MORE)
@@ -268,10 +449,15 @@ static void on_close(struct conn *c, int status)
     } else if (kind != ERR_NONE) {
         t->stats.errors[kind]++;
         bench_series_error(&t->stats.series, sec_of(t, uv_hrtime()));
+        if (bc->busy && bc->entry >= 0)
+            t->stats.names[bc->entry].errors++;
         /* Open model: a failed connect fails the oldest request waiting for it. */
         if (kind == BENCH_ERR_CONNECT && open_model(t) && t->qlen)
             queue_pop(t);
     }
+    if (bc->entry >= 0 && (size_t)bc->entry == t->sh->sc->nreq &&
+        t->vus[bc->vu].state == VU_LOGGING_IN)
+        t->vus[bc->vu].state = VU_OUT; /* the login never answered */
     if (bc->connected)
         t->established_now--;
     idle_remove(t, bc);
@@ -297,7 +483,10 @@ static void on_close(struct conn *c, int status)
 
 static void on_free(struct conn *c)
 {
-    free(c->data);
+    struct bconn *bc = c->data;
+    buf_free(&bc->req);
+    buf_free(&bc->body);
+    free(bc);
 }
 
 static const struct conn_ops bench_conn_ops = {
@@ -312,6 +501,9 @@ static void open_conn(struct bthread *t)
     struct bconn *bc = xcalloc(1, sizeof *bc);
     bc->t = t;
     bc->close_err = ERR_NONE;
+    bc->entry = bc->pending = -1;
+    buf_init(&bc->req, t->sh->req_max);
+    buf_init(&bc->body, t->sh->req_max);
     bc->c.data = bc;
     bc->opened_ns = uv_hrtime();
     http_msg_init(&bc->msg, HTTP_RESPONSE_KIND);
@@ -324,7 +516,7 @@ static void open_conn(struct bthread *t)
     t->stats.conn_attempts++;
     /* On a synchronous failure on_close has already counted it. */
     (void)conn_connect(&bc->c, &t->loop, (const struct sockaddr *)&t->sh->addr, &bench_conn_ops,
-                       IN_MAX, 64 * 1024 + t->sh->req_len);
+                       IN_MAX, 64 * 1024 + t->sh->req_len + t->sh->req_max);
 }
 
 /* Open model: one request is due at `at`. */
@@ -528,7 +720,22 @@ int bench_run(const struct bench_config *cfg, const struct bench_url *url,
     if (net_parse_addr(url->hostport, 1, &sh.addr, &alen, err, errlen) < 0)
         return -1;
     buf_init(&req, 1u << 30);
-    build_request(&req, cfg, url);
+    uint64_t seq = 0;
+    sh.sc = cfg->sc;
+    sh.seq = &seq;
+    sh.authority = url->authority;
+    if (sh.sc) {
+        /* A request's upper bound: its templates' (computed at parse), the
+         * Host and Cookie lines. */
+        size_t most = sh.sc->login.max_bytes;
+        for (size_t i = 0; i < sh.sc->nreq; i++)
+            if (sh.sc->req[i].max_bytes > most)
+                most = sh.sc->req[i].max_bytes;
+        sh.req_max =
+            most + strlen(url->authority) + BENCH_SCEN_MAX_COOKIE + BENCH_SCEN_MAX_NAME + 64;
+    } else {
+        build_request(&req, cfg, url);
+    }
     sh.cfg = cfg;
     sh.req = req.data;
     sh.req_len = req.len;
@@ -556,6 +763,13 @@ int bench_run(const struct bench_config *cfg, const struct bench_url *url,
         t->timeout_ns = (uint64_t)cfg->timeout_ms * 1000000ULL;
         bench_stats_init(&t->stats);
         bench_series_init(&t->stats.series, nsecs);
+        if (sh.sc) {
+            bench_stats_init_names(&t->stats, sh.sc->nreq + 1);
+            unsigned users = (unsigned)sh.sc->run.users;
+            t->nvus = users / nthreads + (k < users % nthreads);
+            t->vus = xcalloc(t->nvus ? t->nvus : 1, sizeof *t->vus);
+            t->rng = uv_hrtime() ^ ((uint64_t)k << 56);
+        }
         uv_loop_init(&t->loop);
         uv_thread_create(&t->tid, thread_main, t);
     }
@@ -571,6 +785,9 @@ int bench_run(const struct bench_config *cfg, const struct bench_url *url,
         bench_stats_merge(stats, &t->stats);
         bench_stats_free(&t->stats);
         free(t->queue);
+        for (unsigned i = 0; i < t->nvus; i++)
+            free(t->vus[i].cookie);
+        free(t->vus);
     }
     *elapsed_s = (double)(ended - sh.t0) / 1e9;
     free(th);

@@ -1,6 +1,8 @@
 /* Run counters: per-thread, merged at the end, and the summary figures. */
+#include <stdlib.h>
 #include <string.h>
 
+#include "base/alloc.h"
 #include "bench/bench.h"
 
 const char *bench_err_name(enum bench_err kind)
@@ -22,8 +24,21 @@ int bench_stats_init(struct bench_stats *s)
     return 0;
 }
 
+void bench_stats_init_names(struct bench_stats *s, size_t n)
+{
+    s->names = n ? xcalloc(n, sizeof *s->names) : NULL;
+    s->nnames = n;
+    for (size_t i = 0; i < n; i++)
+        hist_init(&s->names[i].lat);
+}
+
 void bench_stats_free(struct bench_stats *s)
 {
+    for (size_t i = 0; i < s->nnames; i++)
+        hist_free(&s->names[i].lat);
+    free(s->names);
+    s->names = NULL;
+    s->nnames = 0;
     hist_free(&s->lat);
     hist_free(&s->jitter);
     bench_series_free(&s->series);
@@ -46,6 +61,13 @@ void bench_stats_merge(struct bench_stats *dst, const struct bench_stats *src)
     dst->conn_attempts += src->conn_attempts;
     dst->conn_established += src->conn_established;
     dst->conn_peak += src->conn_peak;
+    if (!dst->nnames && src->nnames)
+        bench_stats_init_names(dst, src->nnames);
+    for (size_t i = 0; i < src->nnames && i < dst->nnames; i++) {
+        hist_merge(&dst->names[i].lat, &src->names[i].lat);
+        dst->names[i].answered += src->names[i].answered;
+        dst->names[i].errors += src->names[i].errors;
+    }
 }
 
 uint64_t bench_stats_errors(const struct bench_stats *s)
@@ -59,7 +81,7 @@ uint64_t bench_stats_errors(const struct bench_stats *s)
 uint64_t bench_stats_ok(const struct bench_stats *s)
 {
     uint64_t n = 0;
-    for (int i = 200; i < 300; i++)
+    for (int i = 200; i < 400; i++)
         n += s->status[i];
     return n;
 }
@@ -73,7 +95,7 @@ void bench_summary_compute(struct bench_summary *sum, const struct bench_stats *
     sum->requested_rps = requested_rps;
     sum->rps = duration_s > 0 ? (double)stats->answered / duration_s : 0.0;
     uint64_t errors = bench_stats_errors(stats);
-    /* A non-2xx answer is an error and an answer: count its request once. */
+    /* A status >= 400 is an error and an answer: count its request once. */
     uint64_t attempts = stats->answered + errors - stats->errors[BENCH_ERR_STATUS];
     sum->error_rate = attempts ? (double)errors / (double)attempts : 0.0;
     const struct hist *h = &stats->lat;

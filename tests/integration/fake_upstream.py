@@ -31,9 +31,18 @@ Routes:
                                  the number of GET /healthz requests
     GET  /healthz                empty answer with the --health-status status
     GET  /__set?health_status=N  changes the /healthz status at run time
+    POST /login                  201 with "Set-Cookie: sid=sN; HttpOnly; Path=/" (a new
+                                 session N each time; ?cookie=NAME names the cookie)
+    any  /session[?ttl=N]        200 when the request's Cookie holds a live session
+                                 (any cookie name), else 401; with ttl=N a session
+                                 answers N requests, then it is gone (401)
+    GET  /__log                  the last 100000 requests (not the /__ ones) as a JSON
+                                 list of {"method", "target", "cookie", "body"}
+                                 (body: the first 4096 bytes, latin-1)
 """
 import argparse
 import base64
+import collections
 import hashlib
 import json
 import socket
@@ -45,6 +54,8 @@ from urllib.parse import parse_qs, urlsplit
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_LINE = 1 << 20
 MAX_HEADERS = 1000
+LOG_MAX = 100000
+LOG_BODY_MAX = 4096
 PATTERN_PERIOD = 251
 PATTERN_BLOCK = 65536
 # PATTERN[k : k + PATTERN_BLOCK] is the pattern starting at offset k (k < 251).
@@ -276,6 +287,16 @@ class Connection:
         else:
             keep_alive = "close" not in conn_tokens
 
+        if req.path == "/__log":
+            for _ in self.body_chunks(req):
+                pass
+            if self.served == 1:
+                self.server.stats.add(connections=-1)
+            with self.server.lock:
+                body = json.dumps(list(self.server.log)).encode()
+            self.respond(req, 200, body, keep_alive, "application/json")
+            return keep_alive
+
         if req.path in ("/__stats", "/__set", "/healthz"):
             for _ in self.body_chunks(req):
                 pass
@@ -316,13 +337,46 @@ class Connection:
             length += len(data)
             if req.path == "/sha256":
                 h.update(data)
-            elif req.path == "/echo":
-                kept.append(data)
+            else:  # kept for /echo and the request log
+                if req.path == "/echo" or sum(map(len, kept)) < LOG_BODY_MAX:
+                    kept.append(data)
+
+        with self.server.lock:
+            self.server.log.append({
+                "method": req.method, "target": req.target, "cookie": req.header("cookie"),
+                "body": b"".join(kept)[:LOG_BODY_MAX].decode("latin-1")})
 
         if delay_ms:
             time.sleep(delay_ms / 1000.0)
 
-        if req.path == "/bytes":
+        if req.path == "/login" and req.method == "POST":
+            name = q.get("cookie", "sid")
+            with self.server.lock:
+                self.server.session_count += 1
+                sid = "s%d" % self.server.session_count
+                self.server.sessions[sid] = 0
+            body = json.dumps({"session": sid}).encode()
+            self.send_head(201, [("Set-Cookie", "%s=%s; HttpOnly; SameSite=Lax; Path=/"
+                                  % (name, sid)),
+                                 ("Content-Type", "application/json"),
+                                 ("Content-Length", str(len(body)))], keep_alive, body)
+        elif req.path == "/session":
+            sid = None
+            for part in (req.header("cookie") or "").split(";"):
+                k, _, v = part.strip().partition("=")
+                if v:
+                    sid = v
+            ttl = int(q.get("ttl", "0"))
+            with self.server.lock:
+                ok = sid in self.server.sessions
+                if ok:
+                    self.server.sessions[sid] += 1
+                    if ttl and self.server.sessions[sid] > ttl:
+                        del self.server.sessions[sid]
+                        ok = False
+            self.respond(req, status if ok else 401, b"ok" if ok else b"no session",
+                         keep_alive)
+        elif req.path == "/bytes":
             self.send_bytes(req, status, int(q.get("n", "0")), q.get("chunked") == "1", keep_alive)
         elif req.path == "/sha256":
             body = json.dumps({"sha256": h.hexdigest(), "length": length}).encode()
@@ -410,6 +464,10 @@ class Server:
         self.health_status = health_status
         self.close = close
         self.stats = Stats()
+        self.lock = threading.Lock()
+        self.log = collections.deque(maxlen=LOG_MAX)
+        self.sessions = {}  # session id -> requests it answered
+        self.session_count = 0
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))

@@ -4,8 +4,10 @@ Every run is a real `surge bench` process against a server on loopback: the
 fake upstream (start_upstreams) or a tiny threaded server defined here when a
 test needs exact behaviour (a global 1 s stall)."""
 import json
+import re
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -14,7 +16,7 @@ from harness import SURGE_BIN, child_env, free_port, run_surge, run_with_tty_std
 
 BENCH_FLAGS = ["-c", "-t", "-d", "-m", "-H", "--connections", "--threads", "--duration",
                "--rate", "--method", "--header", "--body", "--json", "--html", "--threshold",
-               "--timeout", "--max-connections"]
+               "--timeout", "--max-connections", "--scenario"]
 
 
 def bench(*args, timeout=30.0):
@@ -174,7 +176,7 @@ def test_refused_target_is_an_error(tmp_path):
     assert res.returncode == 1
 
 
-def test_non_2xx_counted_by_status(start_upstreams, tmp_path):
+def test_5xx_counted_as_status_errors(start_upstreams, tmp_path):
     up, = start_upstreams("a", status=503)
     res, rep = bench_json(tmp_path, "-c", 1, "-d", 1, url(up))
     assert res.returncode == 1  # nothing succeeded
@@ -327,3 +329,271 @@ def test_html_report_is_self_contained(start_upstreams, tmp_path):
     data = json.loads(html[start:html.index("</script>", start)].replace("<\\/", "</"))
     assert data["series"] == rep["series"] and len(data["series"]) == 2
     assert data["requests"] == rep["requests"]
+
+
+# ---- 3xx answers --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [304, 302])
+def test_3xx_is_an_answer_not_an_error(start_upstreams, tmp_path, status):
+    up, = start_upstreams("a")
+    res, rep = bench_json(tmp_path, "-c", 1, "-d", 1, url(up, "/x?status=%d" % status))
+    assert res.returncode == 0, res.stdout_text + res.stderr_text
+    assert rep["status"]["%d" % status] == rep["requests"] > 0, rep
+    assert rep["errors"] == 0 and rep["error_rate"] == 0, rep
+
+
+# ---- scenarios (--scenario FILE) ----------------------------------------------
+
+
+def scenario_file(tmp_path, text, name="test.scenario"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def upstream_log(up):
+    with urllib.request.urlopen("http://%s/__log" % up.addr, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def scenario_json(tmp_path, path, *args):
+    return bench_json(tmp_path, "--scenario", path, *args)
+
+
+def test_scenario_weighted_mix_and_rendered_templates(start_upstreams, tmp_path):
+    up, = start_upstreams("a")
+    path = scenario_file(tmp_path, """
+[run]
+target = http://%s
+threads = 2
+users = 7
+[stage only]
+rate = 200
+duration = 2s
+[request heavy]
+weight = 3
+path = /heavy/{{rand 5 9}}?seq={{seq}}&color={{pick red, green,blue}}
+[request light]
+weight = 1
+method = POST
+path = /light/{{vu}}
+header = Content-Type: application/json
+body = {"vu":{{vu}},"n":{{rand -2 2}},"seq":{{seq}}}
+""" % up.addr)
+    res, rep = scenario_json(tmp_path, path)
+    assert res.returncode == 0, res.stdout_text + res.stderr_text
+    log = upstream_log(up)
+    heavy = [e for e in log if e["target"].startswith("/heavy/")]
+    light = [e for e in log if e["target"].startswith("/light/")]
+    assert len(heavy) + len(light) == len(log) == rep["requests"] >= 380, (len(log), rep)
+    # 3:1 by weight: 75% +- 7 points on ~400 draws (about 3.5 standard deviations)
+    share = len(heavy) / len(log)
+    assert 0.68 <= share <= 0.82, (len(heavy), len(light))
+    seqs = []
+    for e in heavy:
+        m = re.fullmatch(r"/heavy/(\d+)\?seq=(\d+)&color=(red|green|blue)", e["target"])
+        assert m, e
+        assert 5 <= int(m.group(1)) <= 9, e
+        seqs.append(int(m.group(2)))
+        assert e["method"] == "GET" and e["body"] == "", e
+    assert {int(re.search(r"/heavy/(\d+)", e["target"]).group(1)) for e in heavy} == \
+        {5, 6, 7, 8, 9}
+    assert {re.search(r"color=(\w+)", e["target"]).group(1) for e in heavy} == \
+        {"red", "green", "blue"}
+    vus = set()
+    for e in light:
+        assert e["method"] == "POST", e
+        body = json.loads(e["body"])
+        assert e["target"] == "/light/%d" % body["vu"], e
+        assert 1 <= body["vu"] <= 7 and -2 <= body["n"] <= 2, e
+        vus.add(body["vu"])
+        seqs.append(body["seq"])
+    assert vus == set(range(1, 8)), vus
+    # {{seq}}: one number per request, unique across both threads
+    assert len(seqs) == len(set(seqs)) == len(log), (len(seqs), len(set(seqs)))
+    assert min(seqs) >= 1 and max(seqs) <= rep["sent"], (min(seqs), max(seqs), rep["sent"])
+    by = rep["requests_by_name"]
+    assert set(by) == {"heavy", "light"}, by
+    assert by["heavy"]["requests"] == len(heavy) and by["light"]["requests"] == len(light), by
+    for v in by.values():
+        assert v["errors"] == 0 and 0 < v["latency_ms"]["p50"] <= v["latency_ms"]["p99"], by
+    # every contract field is still there
+    for k in ("requests", "errors", "duration_s", "rps", "latency_ms", "status"):
+        assert k in rep, k
+    assert [s["name"] for s in rep["stages"]] == ["only"], rep["stages"]
+    assert "heavy" in res.stdout_text and "light" in res.stdout_text
+
+
+SESSION_SCENARIO = """
+[run]
+target = http://%(addr)s
+threads = %(threads)d
+users = %(users)d
+[stage s]
+rate = %(rate)d
+duration = 2s
+[login]
+path = /login
+header = Content-Type: application/json
+body = {"email":"user{{vu}}@example.com","password":"password1234"}
+cookie = sid
+[request open]
+weight = 1
+path = /public
+[request private]
+weight = 3
+path = /session%(query)s
+session = yes
+"""
+
+
+def test_scenario_login_once_per_user_and_cookie_sent_back(start_upstreams, tmp_path):
+    up, = start_upstreams("a")
+    path = scenario_file(tmp_path, SESSION_SCENARIO % dict(addr=up.addr, threads=2, users=6,
+                                                           rate=100, query=""))
+    res, rep = scenario_json(tmp_path, path)
+    assert res.returncode == 0, res.stdout_text + res.stderr_text
+    log = upstream_log(up)
+    logins = [e for e in log if e["target"] == "/login"]
+    private = [e for e in log if e["target"] == "/session"]
+    public = [e for e in log if e["target"] == "/public"]
+    # one login per virtual user, with its own e-mail
+    assert len(logins) == 6, [e["body"] for e in logins]
+    assert sorted(json.loads(e["body"])["email"] for e in logins) == \
+        ["user%d@example.com" % i for i in range(1, 7)]
+    assert all(e["method"] == "POST" for e in logins)
+    # every session request carries a session cookie; no other request does
+    assert len(private) > 100, len(private)
+    assert all(re.fullmatch(r"sid=s\d+", e["cookie"] or "") for e in private), private[:5]
+    assert {e["cookie"] for e in private} == {"sid=s%d" % i for i in range(1, 7)}
+    assert all(e["cookie"] is None for e in public + logins)
+    assert rep["errors"] == 0 and rep["status"].get("401") is None, rep["status"]
+    by = rep["requests_by_name"]
+    assert by["login"]["requests"] == 6 and by["private"]["requests"] == len(private), by
+
+
+def test_scenario_401_logs_the_user_in_again(start_upstreams, tmp_path):
+    up, = start_upstreams("a")
+    # a session answers 4 requests, then 401: the VU must log in again
+    path = scenario_file(tmp_path, SESSION_SCENARIO % dict(addr=up.addr, threads=1, users=2,
+                                                           rate=60, query="?ttl=4"))
+    res, rep = scenario_json(tmp_path, path)
+    log = upstream_log(up)
+    logins = [e for e in log if e["target"] == "/login"]
+    n401 = rep["status"].get("401", 0)
+    assert n401 >= 5, rep["status"]
+    # 2 first logins, then one per 401, except for the (at most 2) VUs whose
+    # 401 came too late in the run to need their next login
+    assert n401 <= len(logins) <= n401 + 2, (len(logins), n401)
+    # each login gave a new session, and the session requests used them
+    cookies = {e["cookie"] for e in log if e["target"].startswith("/session")}
+    assert len(cookies) >= len(logins) - 2, (cookies, len(logins))
+    assert rep["requests_by_name"]["private"]["errors"] == n401, rep["requests_by_name"]
+    # 401s are errors: 1 of every 5 session requests here
+    assert res.returncode == 0, res.stdout_text + res.stderr_text
+
+
+def test_scenario_thresholds_decide_exit_status(start_upstreams, tmp_path):
+    up, = start_upstreams("a")
+    base = """
+[run]
+target = http://%s
+[stage s]
+rate = 50
+duration = 1s
+[request r]
+path = /
+[thresholds]
+""" % up.addr
+    ok = bench("--scenario", scenario_file(tmp_path, base + "check = p99<5s\ncheck = rps>10\n"))
+    assert ok.returncode == 0, ok.stdout_text + ok.stderr_text
+    assert "p99<5s" in ok.stdout_text and "rps>10" in ok.stdout_text
+    bad = bench("--scenario", scenario_file(tmp_path, base + "check = p99<5s\ncheck = p50<1us\n",
+                                            "bad.scenario"))
+    assert bad.returncode == 1, bad.stdout_text + bad.stderr_text
+    assert "p50<1us" in bad.stdout_text and "FAILED" in bad.stdout_text
+    # --threshold adds to the file's checks
+    more = bench("--scenario", scenario_file(tmp_path, base + "check = p99<5s\n", "more.scenario"),
+                 "--threshold", "p50<1us")
+    assert more.returncode == 1, more.stdout_text + more.stderr_text
+    assert "p99<5s" in more.stdout_text and "p50<1us" in more.stdout_text
+
+
+@pytest.mark.parametrize("text,line,word", [
+    ("[run]\nthreads = 2\nbogus = 1\n", 3, "bogus"),
+    ("[run]\nusers = 0\n", 2, "users"),
+    ("[stage a]\nrate = 10\n[request r]\npath = /\n", 1, "duration"),
+    ("[stage a]\nrate = 10\nduration = soon\n", 3, "duration"),
+    ("[stage a]\nramp = 10\nduration = 1s\n", 2, "ramp"),
+    ("[stage a]\nrate = 1\nduration = 1s\n\n[request r]\npath = /{{nope}}\n", 6, "nope"),
+    ("[stage a]\nrate = 1\nduration = 1s\n[request r]\nweight = 0\npath = /\n", 5, "weight"),
+    ("[stage a]\nrate = 1\nduration = 1s\n", 3, "mix is empty"),
+    ("[stage a]\nrate = 1\nduration = 1s\n[request r]\npath = /\n[party]\n", 6, "party"),
+    ("[stage a]\nrate = 1\nduration = 1s\n[request r]\npath = /\nsession = yes\n", 6, "login"),
+    ("[thresholds]\ncheck = p98<1\n", 2, "check"),
+])
+def test_scenario_parse_error_is_file_line_and_exit_2(tmp_path, text, line, word):
+    path = scenario_file(tmp_path, text)
+    res = bench("--scenario", path, "http://127.0.0.1:%d/" % free_port())
+    assert res.returncode == 2, res.stdout_text + res.stderr_text
+    lines = [ln for ln in res.stderr_text.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stderr_text
+    assert "%s:%d: " % (path, line) in lines[0] and word in lines[0], lines[0]
+    assert res.stdout_text == ""
+
+
+@pytest.mark.parametrize("args,word", [
+    (["--rate", "10"], "--rate"),
+    (["-c", "3"], "--connections"),
+    (["-d", "1"], "--duration"),
+    (["http://127.0.0.1:1/", "http://127.0.0.1:2/"], "unexpected"),
+])
+def test_scenario_rejects_run_flags(tmp_path, args, word):
+    path = scenario_file(tmp_path, "[stage a]\nrate = 1\nduration = 1s\n[request r]\npath = /\n")
+    res = bench("--scenario", path, *args)
+    assert res.returncode == 2, res.stdout_text + res.stderr_text
+    lines = [ln for ln in res.stderr_text.splitlines() if ln.strip()]
+    assert len(lines) == 1 and word in lines[0], res.stderr_text
+
+
+def test_scenario_url_argument_overrides_target(start_upstreams, tmp_path):
+    up, = start_upstreams("a")
+    path = scenario_file(tmp_path, """
+[run]
+target = http://127.0.0.1:%d
+[stage s]
+rate = 50
+duration = 1s
+[request r]
+path = /here
+""" % free_port())
+    res, rep = scenario_json(tmp_path, path, url(up, "/ignored"))
+    assert res.returncode == 0, res.stdout_text + res.stderr_text
+    assert rep["requests"] >= 45 and rep["errors"] == 0, rep
+    assert {e["target"] for e in upstream_log(up)} == {"/here"}
+    # without the argument the file's (refused) target is used
+    res, rep = scenario_json(tmp_path, path)
+    assert res.returncode == 1 and rep["errors_by_kind"]["connect"] > 0, rep
+
+
+def test_scenario_3xx_not_errors_per_name(start_upstreams, tmp_path):
+    up, = start_upstreams("a")
+    path = scenario_file(tmp_path, """
+[run]
+target = http://%s
+[stage s]
+rate = 100
+duration = 1s
+[request cached]
+path = /p?status=304
+header = If-None-Match: "v1"
+[request missing]
+path = /p?status=404
+""" % up.addr)
+    res, rep = scenario_json(tmp_path, path)
+    by = rep["requests_by_name"]
+    assert by["cached"]["requests"] > 20 and by["cached"]["errors"] == 0, by
+    assert by["missing"]["requests"] > 20 and by["missing"]["errors"] == by["missing"]["requests"]
+    assert rep["errors"] == rep["status"]["404"] == by["missing"]["requests"], rep
+    assert res.returncode == 0  # no thresholds, and 304s are successful answers

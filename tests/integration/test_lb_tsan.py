@@ -71,3 +71,38 @@ def test_bench_threads_are_race_free(start_upstreams):
     assert "ThreadSanitizer" not in out, out[-4000:]
     assert "req/s" in out and "[  2s/2s]" in out, out[-2000:]
     assert rc == 0, (rc, out[-2000:])
+
+
+def test_bench_scenario_threads_are_race_free(start_upstreams, tmp_path):
+    """A --scenario run on 2 threads (shared {{seq}} counter, per-thread virtual
+    users and sessions) under ThreadSanitizer."""
+    if not TSAN_BIN.exists():
+        pytest.fail("ThreadSanitizer build missing at %s (make test builds it)" % TSAN_BIN,
+                    pytrace=False)
+    (a,) = start_upstreams("a")
+    scen = tmp_path / "tsan.scenario"
+    scen.write_text("""
+[run]
+threads = 2
+users = 10
+connections = 4
+[stage s]
+ramp = 100-400
+duration = 2s
+[login]
+path = /login
+body = {"user":{{vu}}}
+[request a]
+weight = 2
+path = /a/{{seq}}/{{rand 1 100}}
+[request b]
+path = /session?ttl=3
+session = yes
+""")
+    env = dict(os.environ, TSAN_OPTIONS="halt_on_error=0 report_signal_unsafe=0")
+    res = subprocess.run([str(TSAN_BIN), "bench", "--scenario", str(scen), "http://%s" % a.addr],
+                         capture_output=True, timeout=30, env=env)
+    out = res.stdout.decode(errors="replace") + res.stderr.decode(errors="replace")
+    assert "ThreadSanitizer" not in out, out[-4000:]
+    assert res.returncode == 0, (res.returncode, out[-2000:])
+    assert "login" in out and "status" in out, out[-2000:]

@@ -2,6 +2,7 @@
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -143,4 +144,81 @@ Test(report, json_series_and_jitter)
     cJSON_Delete(root);
     bench_stats_free(&a);
     bench_stats_free(&all);
+}
+
+Test(report, scenario_requests_by_name_and_stages)
+{
+    static const char text[] = "[stage calm]\nrate = 10\nduration = 2s\n"
+                               "[stage peak]\nramp = 10-100\nduration = 500ms\n"
+                               "[login]\npath = /in\n"
+                               "[request a]\npath = /a\n[request b]\npath = /b\nsession = yes\n";
+    struct bench_scenario sc;
+    char err[256];
+    cr_assert(
+        eq(int, bench_scenario_parse(&sc, "x.scen", text, sizeof text - 1, err, sizeof err), 0),
+        "%s", err);
+    struct bench_stats st, part;
+    cr_assert(eq(int, bench_stats_init(&st), 0));
+    cr_assert(eq(int, bench_stats_init(&part), 0));
+    /* per-name counters merge like the rest (one thread's into the total) */
+    bench_stats_init_names(&part, sc.nreq + 1);
+    for (uint64_t us = 1; us <= 100; us++)
+        hist_record(&part.names[0].lat, us * 1000); /* a: 1..100 ms */
+    part.names[0].answered = 100;
+    part.names[1].answered = 7;
+    part.names[1].errors = 2;
+    part.names[2].answered = 3; /* login */
+    bench_stats_merge(&st, &part);
+    struct bench_summary sum;
+    bench_summary_compute(&sum, &st, 2.5, 42);
+    struct bench_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.url = (char *)"http://127.0.0.1:1/";
+    cfg.sc = &sc;
+    char *json = bench_report_json(&cfg, &sum, NULL, NULL, 0);
+    cr_assert(ne(ptr, json, NULL));
+    cJSON *root = cJSON_Parse(json);
+    free(json);
+    cr_assert(ne(ptr, root, NULL));
+    const cJSON *by = cJSON_GetObjectItemCaseSensitive(root, "requests_by_name");
+    cr_assert(eq(int, cJSON_GetArraySize(by), 3));
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(by, "a");
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(by, "b");
+    const cJSON *login = cJSON_GetObjectItemCaseSensitive(by, "login");
+    cr_assert(eq(dbl, num(a, "requests"), 100));
+    cr_assert(eq(dbl, num(a, "errors"), 0));
+    const cJSON *lat = cJSON_GetObjectItemCaseSensitive(a, "latency_ms");
+    cr_assert(fabs(num(lat, "p50") - 50.0) < 0.1, "p50 %f", num(lat, "p50"));
+    cr_assert(fabs(num(lat, "p99") - 99.0) < 0.1, "p99 %f", num(lat, "p99"));
+    cr_assert(eq(dbl, num(b, "requests"), 7));
+    cr_assert(eq(dbl, num(b, "errors"), 2));
+    cr_assert(eq(dbl, num(login, "requests"), 3));
+    const cJSON *stages = cJSON_GetObjectItemCaseSensitive(root, "stages");
+    cr_assert(eq(int, cJSON_GetArraySize(stages), 2));
+    const cJSON *s1 = cJSON_GetArrayItem(stages, 1);
+    cr_assert(strcmp(cJSON_GetObjectItemCaseSensitive(s1, "name")->valuestring, "peak") == 0);
+    cr_assert(eq(dbl, num(s1, "start_s"), 2.0));
+    cr_assert(eq(dbl, num(s1, "duration_s"), 0.5));
+    cr_assert(eq(dbl, num(s1, "rate_from"), 10));
+    cr_assert(eq(dbl, num(s1, "rate_to"), 100));
+    /* the contract fields are all still there */
+    cr_assert(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(root, "requests")));
+    cr_assert(cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(root, "latency_ms")));
+    cr_assert(cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(root, "status")));
+    cJSON_Delete(root);
+    bench_stats_free(&part);
+    bench_stats_free(&st);
+    bench_scenario_free(&sc);
+}
+
+Test(report, status_errors_start_at_400)
+{
+    struct bench_stats st;
+    cr_assert(eq(int, bench_stats_init(&st), 0));
+    st.status[304] = 5;
+    cr_assert(eq(u64, bench_stats_ok(&st), 5)); /* 3xx answers succeed */
+    st.status[404] = 1;
+    st.status[204] = 2;
+    cr_assert(eq(u64, bench_stats_ok(&st), 7));
+    bench_stats_free(&st);
 }
