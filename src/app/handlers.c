@@ -17,7 +17,7 @@
 #include "app/validate.h"
 #include "base/log.h"
 
-#define LIST_LIMIT_MAX     100
+#define LIST_LIMIT_MAX 100
 
 static uint64_t wall_ms(void)
 {
@@ -75,8 +75,8 @@ static cJSON *json_body(struct app_job *j)
     return o;
 }
 
-static int field_string(struct app_job *j, const cJSON *o, const char *name, size_t min,
-                        size_t max, const char **out)
+static int field_string(struct app_job *j, const cJSON *o, const char *name, size_t min, size_t max,
+                        const char **out)
 {
     char msg[160];
     int rc = app_field_string(o, name, min, max, out, msg, sizeof msg);
@@ -94,7 +94,6 @@ static int field_int(struct app_job *j, const cJSON *o, const char *name, long l
         app_json_error(&j->resp, 400, msg);
     return rc;
 }
-
 
 static void lower_copy(char *dst, size_t dstlen, const char *src)
 {

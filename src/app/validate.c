@@ -46,8 +46,8 @@ int app_utf8_valid(const unsigned char *s, size_t n)
         /* Overlong 3/4-byte forms, UTF-16 surrogates, beyond U+10FFFF. */
         if (len == 3 && ((c == 0xe0 && s[i + 1] < 0xa0) || (c == 0xed && s[i + 1] >= 0xa0)))
             return 0;
-        if (len == 4 && ((c == 0xf0 && s[i + 1] < 0x90) || c > 0xf4 ||
-                         (c == 0xf4 && s[i + 1] >= 0x90)))
+        if (len == 4 &&
+            ((c == 0xf0 && s[i + 1] < 0x90) || c > 0xf4 || (c == 0xf4 && s[i + 1] >= 0x90)))
             return 0;
         i += len;
     }
@@ -263,7 +263,7 @@ int app_match_path(const char *p, int64_t *id)
         const char *path;
         enum app_route route;
     } exact[] = {
-        {"/healthz", R_HEALTHZ},       {"/readyz", R_READYZ},       {"/metrics", R_METRICS},
+        {"/healthz", R_HEALTHZ},       {"/readyz", R_READYZ},         {"/metrics", R_METRICS},
         {"/api/users", R_USERS},       {"/api/sessions", R_SESSIONS}, {"/api/me", R_ME},
         {"/api/products", R_PRODUCTS}, {"/api/orders", R_ORDERS},
     };

@@ -40,8 +40,7 @@ struct app_order_item {
 };
 /* The "items" of an order body: 1..50 objects {product_id, quantity} with
  * distinct product ids and 1..1000 units. The count, or -1 with msg set. */
-int app_parse_order_items(const cJSON *o, struct app_order_item *items, char *msg,
-                          size_t msglen);
+int app_parse_order_items(const cJSON *o, struct app_order_item *items, char *msg, size_t msglen);
 
 /* Query parameter name in q (the text after '?', NUL-terminated) as an
  * integer in [0, max]: 0 found, 1 absent, -1 malformed. */
