@@ -1396,10 +1396,13 @@ static void on_client_timer(uv_timer_t *t)
     struct client *c = t->data;
     switch (c->state) {
     case CS_HEAD:
-        if (c->flags & CF_HEAD_TIMER) {
+        if ((c->flags & CF_HEAD_TIMER) && c->rbuf && c->rlen) {
             log_client(c, LOG_INFO, "reading the request head", "header timeout");
             client_reject(c, 408, "request head timeout");
         } else {
+            /* Nothing of a request arrived: close without a 408, which a
+             * client holding an idle connection would take for the answer
+             * to its next request (HAProxy's http-ignore-probes, nginx). */
             client_close(c); /* keep-alive idle timeout */
         }
         return;

@@ -86,7 +86,9 @@ def test_silent_connection_closed_by_header_timeout(start_upstreams, start_lb):
         took = time.monotonic() - t0
     assert closed, "a connection that sends nothing is still open after 3 s"
     assert 0.3 <= took <= 1.5, "closed after %.2f s (timeout 400 ms)" % took
-    assert extra == b"" or extra.startswith(b"HTTP/1.1 408"), extra
+    # Closed without a 408: a client holding an idle (pre-opened or
+    # keep-alive) connection would read one as the answer to its next request.
+    assert extra == b"", extra
 
 
 def test_idle_keepalive_connection_closed(start_upstreams, start_lb):
