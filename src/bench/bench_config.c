@@ -82,7 +82,8 @@ const struct conf_entry bench_conf_table[] = {
     {"threshold", CONF_LIST, O(thresholds), 0, 0, NULL, NULL, check_threshold, "EXPR",
      "pass/fail rule, e.g. 'p99<200ms', 'error_rate<0.1%', 'rps>1000'"},
     {"timeout", CONF_MS, O(timeout_ms), 1, 3600000, "10000", NULL, NULL, "MS",
-     "a request without a complete answer after this is a timeout error"},
+     "a request without a complete answer after this is a timeout error (requests in flight "
+     "when -d ends are waited for up to this long)"},
     {"max-connections", CONF_INT, O(max_connections), 0, 100000, "0", NULL, NULL, "N",
      "open model: cap on connections when all are busy (0 = min(4 x -c, 1024), at least -c)"},
     {"scenario", CONF_STRING, O(scenario), 0, 0, NULL, NULL, NULL, "FILE",

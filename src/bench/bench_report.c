@@ -56,9 +56,11 @@ void bench_report_print(FILE *out, const struct bench_config *cfg, const struct 
     fprintf(out, "surge bench %s: %.2f s, %d thread%s, %lld connection%s, %s model\n", cfg->url,
             sum->duration_s, sum->threads, sum->threads == 1 ? "" : "s", sum->connections_requested,
             sum->connections_requested == 1 ? "" : "s", sum->requested_rps > 0 ? "open" : "closed");
-    fprintf(out, "  requests     %llu answered, %llu sent, %llu unfinished at the end\n",
-            (unsigned long long)s->answered, (unsigned long long)s->sent,
-            (unsigned long long)s->unfinished);
+    fprintf(
+        out,
+        "  requests     %llu answered, %llu sent, %llu unfinished (not sent or cut at the end)\n",
+        (unsigned long long)s->answered, (unsigned long long)s->sent,
+        (unsigned long long)s->unfinished);
     if (sum->requested_rps > 0) {
         fprintf(out, "  rate         %.1f req/s of %.1f requested\n", sum->rps, sum->requested_rps);
         if (sum->rps < sum->requested_rps * 0.97)

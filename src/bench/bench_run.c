@@ -95,7 +95,8 @@ struct bthread {
     int live, established_now, connecting;
     int reconnect_due;
     uint64_t reconnect_at;
-    int stopping;
+    int stopping; /* the run's time is up: no new requests (draining) */
+    int finished; /* every handle is closing */
     uint64_t timeout_ns;
     struct bconn *all, *idle;
     uint64_t *queue; /* ring of intended times waiting for a connection */
@@ -111,6 +112,7 @@ struct bthread {
 
 static void open_conn(struct bthread *t);
 static void conn_next(struct bconn *bc);
+static void drain_check(struct bthread *t);
 static int queue_push(struct bthread *t, uint64_t at);
 
 static int open_model(const struct bthread *t)
@@ -392,8 +394,12 @@ static uint64_t queue_pop(struct bthread *t)
 static void conn_next(struct bconn *bc)
 {
     struct bthread *t = bc->t;
-    if (t->stopping)
+    if (t->stopping) {
+        bc->busy = 0;
+        conn_close(&bc->c);
+        drain_check(t);
         return;
+    }
     if (!open_model(t)) {
         send_request(bc, 0);
         return;
@@ -443,7 +449,7 @@ static void on_close(struct conn *c, int status)
         else if (bc->busy)
             kind = status == UV_ETIMEDOUT ? BENCH_ERR_TIMEOUT : BENCH_ERR_RESET;
     }
-    if (t->stopping) {
+    if (t->stopping && kind != BENCH_ERR_TIMEOUT) {
         if (bc->busy)
             t->stats.unfinished++;
     } else if (kind != ERR_NONE) {
@@ -468,7 +474,11 @@ static void on_close(struct conn *c, int status)
     if (bc->next)
         bc->next->prev = bc->prev;
     t->live--;
-    if (t->stopping || open_model(t))
+    if (t->stopping) {
+        drain_check(t);
+        return;
+    }
+    if (open_model(t))
         return;
     /* Closed model: keep -c connections; pause after a failure so a refused
      * target is not hammered in a tight loop. */
@@ -607,13 +617,12 @@ static void on_tick(uv_timer_t *h)
     }
 }
 
-static void on_end(uv_timer_t *h)
+/* Close every connection and handle: the loop then ends. */
+static void finish_thread(struct bthread *t)
 {
-    struct bthread *t = h->data;
-    t->stopping = 1;
-    t->ended_ns = uv_hrtime();
-    t->stats.unfinished += t->qlen;
-    t->qlen = 0;
+    if (t->finished)
+        return;
+    t->finished = 1;
     for (struct bconn *bc = t->all, *nx; bc; bc = nx) {
         nx = bc->next;
         conn_close(&bc->c);
@@ -622,6 +631,44 @@ static void on_end(uv_timer_t *h)
     uv_close((uv_handle_t *)&t->sched, NULL);
     uv_close((uv_handle_t *)&t->spin, NULL);
     uv_close((uv_handle_t *)&t->end, NULL);
+}
+
+/* During the drain: when no request is in flight any more, finish. */
+static void drain_check(struct bthread *t)
+{
+    if (t->finished)
+        return;
+    for (struct bconn *bc = t->all; bc; bc = bc->next)
+        if (bc->busy && !(bc->c.flags & CONN_F_CLOSING))
+            return;
+    finish_thread(t);
+}
+
+static void on_drain_end(uv_timer_t *h)
+{
+    finish_thread(h->data); /* what is still in flight counts as unfinished */
+}
+
+/* The run's time is up: send nothing more, and let the requests in flight
+ * finish (up to --timeout after they were sent; the tick enforces it), so a
+ * server stall at the very end still shows in the latency figures instead
+ * of vanishing as "unfinished". */
+static void on_end(uv_timer_t *h)
+{
+    struct bthread *t = h->data;
+    t->stopping = 1;
+    t->ended_ns = uv_hrtime();
+    t->stats.unfinished += t->qlen;
+    t->qlen = 0;
+    uv_timer_stop(&t->sched);
+    uv_idle_stop(&t->spin);
+    for (struct bconn *bc = t->all, *nx; bc; bc = nx) {
+        nx = bc->next;
+        if (!bc->busy)
+            conn_close(&bc->c);
+    }
+    uv_timer_start(&t->end, on_drain_end, (uint64_t)t->sh->cfg->timeout_ms + TICK_MS, 0);
+    drain_check(t);
 }
 
 static void thread_main(void *arg)

@@ -20,9 +20,10 @@ on SIGTERM.
         (`surge app`; stdout in tmp_path/app-N.out, where the ready line
         "surge app: listening on IP:PORT" must appear, stderr in app-N.log;
         data_dir defaults to tmp_path/data, so two calls in one test share
-        it, data_dir=False passes none; fast_hash adds --password-ops 1 --password-memory-kib 8192;
-        admin_token=None passes no --admin-token; wait=False returns at once,
-        then App.wait_ready())
+        it, data_dir=False passes none; fast_hash adds --password-ops 1
+        --password-memory-kib 8192; admin_token=None passes no --admin-token;
+        wait=False returns at once, then App.wait_ready(); an App the test
+        expects to exit by itself sets app.exit_expected = True)
     seed(data_dir, products=N, users=N) -> CompletedProcess
         (`surge seed`, must exit 0; users userI@example.com / password1234)
     module_apps (module scope) -> an object with .start(...) like start_app,

@@ -148,6 +148,18 @@ def test_each_login_gives_a_new_sid(start_app):
     assert len(sids) == 3, sids
 
 
+def test_login_with_an_old_sid_gets_a_new_one(start_app):
+    app = start_app()
+    new_user(app, "fixate@example.com")
+    _, old = login(app, "fixate@example.com")
+    _, new = login(app, "fixate@example.com", headers=[("Cookie", "sid=" + old)])
+    assert new != old
+    planted = "ab" * 32                  # a sid an attacker chose, never issued
+    _, got = login(app, "fixate@example.com", headers=[("Cookie", "sid=" + planted)])
+    assert got != planted
+    assert_json_error(app.get("/api/me", sid=planted), 401)
+
+
 def test_logout_ends_only_that_session(start_app):
     app = start_app()
     new_user(app, "fay@example.com")
@@ -1252,3 +1264,34 @@ def test_corrupt_store_file_fails_cleanly(tmp_path):
     res = run_surge("app", "--listen", "127.0.0.1:0", "--data-dir", d, timeout=15)
     assert res.returncode != 0 and res.stderr_text.strip(), (res.returncode, res.stderr_text)
     assert res.returncode in (1, 2), res.returncode
+
+
+APP_FLAGS = ["-c", "--listen", "--data-dir", "--admin-token", "--store", "--cache", "--sessions",
+             "--queue", "--workers", "--hash-threads", "--password-ops", "--password-memory-kib",
+             "--session-idle", "--session-max", "--cache-ttl", "--flush-interval",
+             "--trusted-proxy", "--login-fail-max", "--login-fail-addr-max",
+             "--login-fail-window", "--max-body", "--shards", "--log-level", "--drain-timeout"]
+
+
+def test_help_app_mentions_every_flag():
+    res = run_surge("help", "app")
+    assert res.returncode == 0, (res.returncode, res.stderr_text)
+    missing = [f for f in APP_FLAGS
+               if not re.search(r"(?<![\w-])%s(?![\w-])" % re.escape(f), res.stdout_text)]
+    assert not missing, (missing, res.stdout_text)
+
+
+def test_idle_and_slow_clients_are_timed_out(start_app):
+    app = start_app("--timeout-idle", "500", "--timeout-header", "500")
+    with app.conn() as c:
+        assert c.request("GET", "/healthz").status == 200
+        t0 = time.monotonic()
+        closed, _ = c.wait_closed(5)
+        assert closed and time.monotonic() - t0 < 3, "idle keep-alive connection not closed"
+    with app.conn() as c:
+        c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")        # never finishes its head
+        t0 = time.monotonic()
+        closed, extra = c.wait_closed(5)
+        assert closed and time.monotonic() - t0 < 3, "slow request head not timed out"
+        assert extra == b"" or extra.startswith(b"HTTP/1.1 408"), extra
+    assert app.get("/healthz").status == 200

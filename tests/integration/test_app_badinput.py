@@ -322,6 +322,9 @@ def test_bad_input(ctx, method, path, headers, body, expected):
             raise AssertionError("error body is not JSON: %r" % (resp,))
         assert isinstance(doc, dict) and isinstance(doc.get("error"), str) and doc["error"], resp
         assert "application/json" in (resp.header("Content-Type") or ""), resp
+        leaked = [w for w in ("sqlite", "SQL logic", "syntax error", "constraint failed", ".c:")
+                  if w.lower() in doc["error"].lower()]
+        assert not leaked, "the error message shows internals (%s): %r" % (leaked, resp)
     if resp.status == 405:
         assert resp.header("Allow"), "405 without an Allow header: %r" % resp
         assert method not in {t.upper() for t in resp.header_tokens("Allow")}, resp

@@ -391,19 +391,27 @@ def test_shard_count_is_fixed_when_the_store_is_created(start_app, tmp_path):
 def test_spoofed_x_forwarded_for_through_lb_does_not_bypass_login_limit(start_app, start_lb,
                                                                          tmp_path):
     # surge lb appends the peer it saw to whatever X-Forwarded-For the client sent
-    # ("spoofed, 127.0.0.1"): the app must take the right-most entry, the one its
-    # trusted proxy wrote, or every client picks its own rate-limit bucket.
+    # ("spoofed, 127.0.0.2"): the app must take the right-most entry that is not a
+    # trusted proxy, the one its proxy wrote, or every client picks its own
+    # rate-limit bucket. The client connects from 127.0.0.2, an untrusted address.
     app = start_app("--trusted-proxy", "127.0.0.1", "--login-fail-max", "100",
                     "--login-fail-addr-max", "3", data_dir=tmp_path / "data")
     lb = start_lb(backends=[app.addr])
     hdr = [("Content-Type", "application/json")]
     for i in range(3):
         r = lb.request("POST", "/api/sessions", hdr + [("X-Forwarded-For", "10.1.1.%d" % i)],
-                       json.dumps({"email": "x%d@example.com" % i, "password": "x" * 8}).encode())
+                       json.dumps({"email": "x%d@example.com" % i, "password": "x" * 8}).encode(),
+                       source="127.0.0.2")
         assert r.status == 401, r
     r = lb.request("POST", "/api/sessions", hdr + [("X-Forwarded-For", "10.1.1.99")],
-                   json.dumps({"email": "x9@example.com", "password": "x" * 8}).encode())
+                   json.dumps({"email": "x9@example.com", "password": "x" * 8}).encode(),
+                   source="127.0.0.2")
     assert_json_error(r, 429)
+    # another client of the same balancer is not locked out
+    r = lb.request("POST", "/api/sessions", hdr,
+                   json.dumps({"email": "x9@example.com", "password": "x" * 8}).encode(),
+                   source="127.0.0.3")
+    assert r.status == 401, r
 
 
 def test_right_most_forwarded_for_is_the_client(start_app, tmp_path):

@@ -142,6 +142,23 @@ def test_stall_shows_in_p99_with_co_correction(tmp_path):
     assert rep["requests"] >= 550, rep
 
 
+def test_stall_at_the_end_is_measured_not_dropped(start_upstreams, tmp_path):
+    """Requests in flight when -d ends are waited for (up to --timeout), so a
+    slow server at the very end shows in the latency instead of vanishing as
+    "unfinished"; the rate still counts over -d."""
+    up, = start_upstreams("slow", delay_ms=600)
+    res, rep = bench_json(tmp_path, "--rate", 50, "-d", 1, "--timeout", "3s", url(up))
+    assert res.returncode == 0, res.stdout_text + res.stderr_text
+    assert rep["unfinished"] == 0, rep
+    assert rep["requests"] == rep["sent"] == 50, rep
+    assert rep["latency_ms"]["p50"] >= 590, rep["latency_ms"]
+    assert rep["duration_s"] < 1.5, rep["duration_s"]
+    # past --timeout they are timeouts, still not silently dropped
+    res, rep = bench_json(tmp_path, "--rate", 50, "-d", 1, "--timeout", "300ms", url(up))
+    assert rep["errors_by_kind"]["timeout"] == 50, rep
+    assert rep["unfinished"] == 0, rep
+
+
 def test_thresholds_exit_status(start_upstreams):
     up, = start_upstreams("a")
     ok = bench("-c", 2, "-d", 1, "--threshold", "p99<5s", "--threshold", "rps>1",
