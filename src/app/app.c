@@ -428,6 +428,12 @@ int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen)
                  cfg->sessions_url);
         return -1;
     }
+    a->queue = queue_producer_find(cfg->queue_url);
+    if (!a->queue) {
+        snprintf(err, errlen, "--queue: '%s': no queue driver for this URL (built in: sqlite:)",
+                 cfg->queue_url);
+        return -1;
+    }
     char why[384];
     if (store_layout_init(&a->layout, cfg->store_url, cfg->data_dir, (unsigned)cfg->shards, why,
                           sizeof why) < 0) {

@@ -28,6 +28,7 @@
 #include "data/session.h"
 #include "data/store.h"
 #include "http/http_server.h"
+#include "jobs/queue.h"
 #include "net/workq.h"
 
 struct app_config {
@@ -90,6 +91,7 @@ struct app {
     struct workq db, hash;
     struct store_layout layout;
     const struct session_driver *sessions;
+    const struct queue_producer_driver *queue;
     struct cache cache;
     struct writeback *wb;
     struct metrics_registry metrics;

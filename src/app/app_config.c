@@ -96,11 +96,6 @@ int app_config_parse(struct app_config *cfg, int argc, char **argv, char *err, s
         snprintf(err, errlen, "--listen HOST:PORT is required");
         return -1;
     }
-    if (strncmp(cfg->queue_url, "sqlite:", 7)) {
-        snprintf(err, errlen, "--queue: '%s': no queue driver for this URL (built in: sqlite:)",
-                 cfg->queue_url);
-        return -1;
-    }
     return 0;
 }
 

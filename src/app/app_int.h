@@ -28,7 +28,6 @@ enum {
     S_ORDER_BY_KEY,
     S_ORDER_INSERT,
     S_ITEM_INSERT,
-    S_JOB_INSERT,
     S_ORDERS_LIST,
     S_ORDER_GET,
     S_ORDER_ITEMS,

@@ -965,9 +965,11 @@ void app_handle_order_create(struct app_job *j, struct app_thread *t)
             char payload[128];
             snprintf(payload, sizeof payload, "{\"order_id\":%lld,\"user_id\":%lld}",
                      (long long)public_order_id(local, shard), (long long)uid);
-            struct store_val jv[3] = {store_text(payload, strlen(payload)), store_int((int64_t)now),
-                                      store_int((int64_t)now)};
-            rc = store_exec(&t->conns, sh, S_JOB_INSERT, jv, 3, NULL);
+            struct queue_job job = {.kind = "order_confirmation",
+                                    .payload = payload,
+                                    .payload_len = strlen(payload),
+                                    .run_at_ms = now};
+            rc = a->queue->enqueue_tx(a->layout.driver, sh, &job, now);
         }
         if (rc == 0)
             rc = store_commit(&t->conns, sh);

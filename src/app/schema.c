@@ -96,8 +96,6 @@ const char *const app_sql_shard[S_COUNT] = {
                        " idempotency_key) VALUES (?, 'pending', ?, ?, ?) RETURNING id",
     [S_ITEM_INSERT] = "INSERT INTO order_items (order_id, product_id, quantity, price_cents)"
                       " VALUES (?, ?, ?, ?)",
-    [S_JOB_INSERT] = "INSERT INTO jobs (kind, payload, run_at_ms, created_ms)"
-                     " VALUES ('order_confirmation', ?, ?, ?)",
     [S_ORDERS_LIST] = "SELECT o.id, o.status, o.total_cents, i.product_id, i.quantity,"
                       " i.price_cents FROM orders o JOIN order_items i ON i.order_id = o.id"
                       " WHERE o.id IN (SELECT id FROM orders WHERE user_id = ?"

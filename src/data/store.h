@@ -33,6 +33,7 @@
 #define STORE_MAX_ROWS   1000
 #define STORE_MAX_COLS   16
 #define STORE_ROWS_BYTES (1024 * 1024)
+#define STORE_TEXT_STMTS 16
 
 enum store_type { STORE_NULL = 0, STORE_INT, STORE_TEXT };
 
@@ -95,6 +96,12 @@ struct store_driver {
     /* Run statement stmt with args; rows (may be NULL) receives the result. */
     int (*exec)(struct store_db *db, unsigned stmt, const struct store_val *args, unsigned nargs,
                 struct store_rows *rows);
+    /* Run a statement given by its text, for modules with their own SQL
+     * (the queue driver): prepared on first use per connection and kept,
+     * keyed by the address of sql, which must be a static string. At most
+     * STORE_TEXT_STMTS distinct texts per connection. */
+    int (*exec_text)(struct store_db *db, const char *sql, const struct store_val *args,
+                     unsigned nargs, struct store_rows *rows);
     /* Run ad-hoc SQL (migrations); one integer result in *out when out != NULL. */
     int (*exec_sql)(struct store_db *db, const char *sql, int64_t *out, char *err, size_t errlen);
     /* The query plan of statement stmt, one line per step, into plan. */

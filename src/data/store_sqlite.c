@@ -25,6 +25,10 @@ struct store_db {
     unsigned nsql;
     sqlite3_stmt **stmts;
     char *path;
+    struct {
+        const char *sql; /* the caller's static text: the key */
+        sqlite3_stmt *st;
+    } text[STORE_TEXT_STMTS];
 };
 
 static int map_rc(struct store_db *d, int rc, const char *what)
@@ -71,6 +75,8 @@ static void sq_close(struct store_db *d)
         return;
     for (unsigned i = 0; i < d->nsql; i++)
         sqlite3_finalize(d->stmts[i]);
+    for (unsigned i = 0; i < STORE_TEXT_STMTS; i++)
+        sqlite3_finalize(d->text[i].st);
     sqlite3_close(d->db);
     free(d->stmts);
     free(d->path);
@@ -171,12 +177,10 @@ static int read_row(sqlite3_stmt *st, struct store_rows *rows)
     return store_rows_add(rows, vals, (unsigned)n);
 }
 
-static int sq_exec(struct store_db *d, unsigned stmt, const struct store_val *args, unsigned nargs,
-                   struct store_rows *rows)
+/* Bind args to st, step it to the end collecting rows, reset it. */
+static int run_stmt(struct store_db *d, sqlite3_stmt *st, const char *what,
+                    const struct store_val *args, unsigned nargs, struct store_rows *rows)
 {
-    sqlite3_stmt *st = prepared(d, stmt);
-    if (!st)
-        return -EIO;
     int rc = SQLITE_OK, out = 0;
     for (unsigned i = 0; i < nargs && rc == SQLITE_OK; i++) {
         switch (args[i].type) {
@@ -199,13 +203,45 @@ static int sq_exec(struct store_db *d, unsigned stmt, const struct store_val *ar
         if (rows && (out = read_row(st, rows)) < 0)
             goto done;
     }
-    out = map_rc(d, rc, d->sql[stmt]);
+    out = map_rc(d, rc, what);
     if (out == 0 && rows)
         rows->changes = sqlite3_changes64(d->db);
 done:
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     return out;
+}
+
+static int sq_exec(struct store_db *d, unsigned stmt, const struct store_val *args, unsigned nargs,
+                   struct store_rows *rows)
+{
+    sqlite3_stmt *st = prepared(d, stmt);
+    if (!st)
+        return -EIO;
+    return run_stmt(d, st, d->sql[stmt], args, nargs, rows);
+}
+
+static int sq_exec_text(struct store_db *d, const char *sql, const struct store_val *args,
+                        unsigned nargs, struct store_rows *rows)
+{
+    unsigned i = 0;
+    while (i < STORE_TEXT_STMTS && d->text[i].sql && d->text[i].sql != sql)
+        i++;
+    if (i == STORE_TEXT_STMTS) {
+        log_error("sqlite %s: more than %d statement texts", d->path, STORE_TEXT_STMTS);
+        return -ENOBUFS;
+    }
+    if (!d->text[i].sql) {
+        if (sqlite3_prepare_v3(d->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &d->text[i].st, NULL) !=
+            SQLITE_OK) {
+            log_error("sqlite %s: prepare: %s: %s", d->path, sql, sqlite3_errmsg(d->db));
+            sqlite3_finalize(d->text[i].st);
+            d->text[i].st = NULL;
+            return -EIO;
+        }
+        d->text[i].sql = sql;
+    }
+    return run_stmt(d, d->text[i].st, sql, args, nargs, rows);
 }
 
 static int sq_exec_sql(struct store_db *d, const char *sql, int64_t *out, char *err, size_t errlen)
@@ -259,6 +295,7 @@ const struct store_driver store_sqlite_driver = {
     .commit = sq_commit,
     .rollback = sq_rollback,
     .exec = sq_exec,
+    .exec_text = sq_exec_text,
     .exec_sql = sq_exec_sql,
     .explain = sq_explain,
 };

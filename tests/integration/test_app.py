@@ -564,6 +564,49 @@ def test_order_flow(start_app, seed, tmp_path):
     assert_json_error(app.get("/api/orders/999999", sid=sid), 404)
 
 
+def _outbox(data_dir):
+    """Every job row of every shard: [(shard file, kind, payload dict, state)]."""
+    import sqlite3
+    rows = []
+    for f in sorted(data_dir.glob("shard-*.db")):
+        db = sqlite3.connect("file:%s?mode=ro" % f, uri=True)
+        try:
+            for kind, payload, state in db.execute("SELECT kind, payload, state FROM jobs"):
+                rows.append((f.name, kind, json.loads(payload), state))
+        finally:
+            db.close()
+    return rows
+
+
+def test_every_order_has_exactly_one_outbox_job(start_app, seed, tmp_path):
+    """The order and its order_confirmation job are written in one shard
+    transaction: one job per order, on the order's shard; none for an order
+    refused for stock; none twice for a replayed Idempotency-Key."""
+    data = tmp_path / "data"
+    seed(data, products=3, users=6)
+    app = start_app(data_dir=data)
+    set_stock(app, 3, 1)
+    ids = []
+    for u in range(1, 7):
+        _, sid = login(app, "user%d@example.com" % u, SEED_PASSWORD)
+        resp = app.post("/api/orders", {"items": [{"product_id": 1, "quantity": 1}]}, sid=sid,
+                        headers=[("Idempotency-Key", "once")])
+        assert resp.status == 201, resp
+        ids.append(resp.json()["id"])
+        again = app.post("/api/orders", {"items": [{"product_id": 1, "quantity": 1}]}, sid=sid,
+                         headers=[("Idempotency-Key", "once")])
+        assert again.status == 201 and again.json()["id"] == ids[-1], again
+        refused = app.post("/api/orders", {"items": [{"product_id": 3, "quantity": 2}]},
+                           sid=sid)
+        assert refused.status == 409, refused
+    jobs = _outbox(data)
+    assert sorted(j[2]["order_id"] for j in jobs) == sorted(ids), jobs
+    assert all(j[1] == "order_confirmation" and j[3] == "ready" for j in jobs), jobs
+    for shard_file, _, payload, _ in jobs:  # the job sits on its order's shard
+        assert shard_file == "shard-%d.db" % (payload["order_id"] % 64), (shard_file, payload)
+    assert len({j[0] for j in jobs}) > 1, "6 users all landed on one shard: %r" % jobs
+
+
 def test_orders_need_a_session(start_app, seed, tmp_path):
     seed(tmp_path / "data", products=1)
     app = start_app()
