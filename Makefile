@@ -7,6 +7,7 @@
 #   make bench-faults  surge lb under kill -9, reload storm, drain; health-check/metrics cost
 #   make bench-gen  load generator benchmark: surge bench vs wrk (docs/benchmarks.md)
 #   make bench-app  shop service benchmark: surge lb + 2 surge app vs static nginx (docs/benchmarks.md)
+#   make bench-spike  the Black Friday scenario (10x spike) through surge lb + 2 surge app
 #   make run        starts surge on embedded defaults
 # Variables: SANITIZE=1 (ASan+UBSan), WERROR=1 (default under CI=true), CC=...
 
@@ -45,7 +46,7 @@ UNIT_SRCS := $(wildcard tests/unit/*/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(OUT)/tests/%)
 FUZZ_SRCS := $(wildcard fuzz/fuzz_*.c)
 
-.PHONY: all deps test unit fuzz lint format bench-lb bench-faults bench-gen bench-app run clean
+.PHONY: all deps test unit fuzz lint format bench-lb bench-faults bench-gen bench-app bench-spike run clean
 all: $(OUT)/surge
 
 deps:
@@ -122,6 +123,10 @@ bench-gen: all
 bench-app: all
 	@scripts/deps.sh bench
 	@scripts/bench-app.sh
+
+bench-spike: all
+	@scripts/deps.sh bench
+	@scripts/bench-spike.sh
 
 run:
 	@scripts/deps.sh build

@@ -193,7 +193,8 @@ static struct store_db *shard_db(struct app_thread *t, int64_t user_id)
 /* Load user row (id, email, name, hash) into t->rows. 0, -ENOENT, -EIO. */
 static int load_user(struct app_thread *t, int64_t uid)
 {
-    struct store_db *db = shard_db(t, uid);
+    unsigned s = store_shard_of((uint64_t)uid, t->a->layout.nshards);
+    struct store_db *db = store_conns_reader(&t->conns, STORE_SHARD, s);
     if (!db)
         return -EIO;
     struct store_val id = store_int(uid);
@@ -329,7 +330,7 @@ void app_handle_login(struct app_job *j, struct app_thread *t)
     }
     int ok = 0;
     int64_t uid = 0;
-    struct store_db *dir = store_conns_get(&t->conns, STORE_DIRECTORY, 0);
+    struct store_db *dir = store_conns_reader(&t->conns, STORE_DIRECTORY, 0);
     struct store_val ev = store_text(lower, strlen(lower));
     if (!dir || store_exec(&t->conns, dir, D_BY_EMAIL, &ev, 1, &t->rows) < 0) {
         store_failed(&j->resp);
@@ -456,7 +457,7 @@ static int load_product(void *arg, const char *key, struct buf *out)
     struct load_arg *la = arg;
     struct app_thread *t = la->t;
     count(&t->a->stats.cache_loads[KIND_PRODUCT]);
-    struct store_db *db = store_conns_get(&t->conns, STORE_CATALOG, 0);
+    struct store_db *db = store_conns_reader(&t->conns, STORE_CATALOG, 0);
     if (!db)
         return -EIO;
     struct store_val id = store_int(la->id);
@@ -584,7 +585,7 @@ void app_handle_products(struct app_job *j, struct app_thread *t)
         app_json_error(&j->resp, 400, "after must be a non-negative integer id");
         return;
     }
-    struct store_db *db = store_conns_get(&t->conns, STORE_CATALOG, 0);
+    struct store_db *db = store_conns_reader(&t->conns, STORE_CATALOG, 0);
     struct store_val args[2] = {store_int(after), store_int(limit + 1)};
     if (!db || store_exec(&t->conns, db, P_LIST, args, 2, &t->rows) < 0) {
         store_failed(&j->resp);
@@ -771,7 +772,7 @@ void app_handle_orders_list(struct app_job *j, struct app_thread *t)
     if (session_user(j, t, &uid) < 0)
         return;
     unsigned shard = store_shard_of((uint64_t)uid, j->a->layout.nshards);
-    struct store_db *db = store_conns_get(&t->conns, STORE_SHARD, shard);
+    struct store_db *db = store_conns_reader(&t->conns, STORE_SHARD, shard);
     struct store_val u = store_int(uid);
     if (!db || store_exec(&t->conns, db, S_ORDERS_LIST, &u, 1, &t->rows) < 0) {
         store_failed(&j->resp);
@@ -814,7 +815,7 @@ void app_handle_order_get(struct app_job *j, struct app_thread *t)
         return;
     }
     int64_t local = j->id / ORDER_ID_SHARDS;
-    struct store_db *db = store_conns_get(&t->conns, STORE_SHARD, shard);
+    struct store_db *db = store_conns_reader(&t->conns, STORE_SHARD, shard);
     struct store_val a2[2] = {store_int(local), store_int(uid)};
     if (!db || store_exec(&t->conns, db, S_ORDER_GET, a2, 2, &t->rows) < 0 ||
         (t->rows.nrows && store_exec(&t->conns, db, S_ORDER_ITEMS, a2, 1, &t->rows2) < 0)) {

@@ -205,6 +205,11 @@ struct store_db *store_conns_get(struct store_conns *c, enum store_role role, un
     return *slot;
 }
 
+struct store_db *store_conns_reader(struct store_conns *c, enum store_role role, unsigned shard)
+{
+    return store_conns_get(c, role, shard); /* no replicas in a layout yet */
+}
+
 void store_conns_close(struct store_conns *c)
 {
     const struct store_driver *d = c->layout->driver;

@@ -147,6 +147,12 @@ void store_conns_set_sql(struct store_conns *c, enum store_role role, const char
 /* The connection for role (shard index for STORE_SHARD), opened if needed.
  * NULL when it cannot be opened (logged). */
 struct store_db *store_conns_get(struct store_conns *c, enum store_role role, unsigned shard);
+/* The connection for a read-only statement of role/shard. Reads go to a
+ * replica of the database when the layout has one, the writes to its
+ * primary; an embedded SQLite file has no replicas, so today this is the
+ * primary (the PostgreSQL driver adds replicas with primary fallback and
+ * read-your-writes behind this same call). NULL when none opens. */
+struct store_db *store_conns_reader(struct store_conns *c, enum store_role role, unsigned shard);
 void store_conns_close(struct store_conns *c);
 
 /* Convenience wrappers over the driver of c->layout. */
