@@ -509,24 +509,30 @@ void app_product_answer(struct app *a, const struct http_request *req, struct ht
     r->status = 200;
 }
 
-void app_handle_product_get(struct app_job *j, struct app_thread *t)
+/* The product j->id through the cache (cache-aside): 0 with the cached form
+ * in v; otherwise the 404/503 is already in j->resp. */
+static int product_cached(struct app_job *j, struct app_thread *t, struct buf *v)
 {
     struct app *a = j->a;
     char key[32];
-    struct buf v;
-    buf_init(&v, 64 * 1024);
     app_product_key(key, sizeof key, j->id);
     struct load_arg la = {t, j->id};
     enum cache_outcome oc;
-    int rc =
-        cache_aside(&a->cache, key, &v, (uint64_t)a->cfg->cache_ttl_ms, load_product, &la, &oc);
+    int rc = cache_aside(&a->cache, key, v, (uint64_t)a->cfg->cache_ttl_ms, load_product, &la, &oc);
     count_outcome(a, KIND_PRODUCT, oc);
     if (rc == -ENOENT)
         app_json_error(&j->resp, 404, "no such product");
     else if (rc < 0)
         store_failed(&j->resp);
-    else
-        app_product_answer(a, j->req, &j->resp, j->id, v.data, v.len);
+    return rc;
+}
+
+void app_handle_product_get(struct app_job *j, struct app_thread *t)
+{
+    struct buf v;
+    buf_init(&v, 64 * 1024);
+    if (product_cached(j, t, &v) == 0)
+        app_product_answer(j->a, j->req, &j->resp, j->id, v.data, v.len);
     buf_free(&v);
 }
 
@@ -716,24 +722,12 @@ out:
 void app_handle_product_views(struct app_job *j, struct app_thread *t)
 {
     struct app *a = j->a;
-    char key[32];
     struct buf v;
     buf_init(&v, 64 * 1024);
-    app_product_key(key, sizeof key, j->id);
-    struct load_arg la = {t, j->id};
-    enum cache_outcome oc;
-    int rc =
-        cache_aside(&a->cache, key, &v, (uint64_t)a->cfg->cache_ttl_ms, load_product, &la, &oc);
-    count_outcome(a, KIND_PRODUCT, oc);
+    int rc = product_cached(j, t, &v); /* 404 for an unknown product */
     buf_free(&v);
-    if (rc == -ENOENT) {
-        app_json_error(&j->resp, 404, "no such product");
+    if (rc < 0)
         return;
-    }
-    if (rc < 0) {
-        store_failed(&j->resp);
-        return;
-    }
     if (writeback_add(a->wb, j->id, 1) < 0) {
         app_json_error(&j->resp, 503, "too many unflushed view counts; retry later");
         return;

@@ -102,37 +102,10 @@ const size_t lb_conf_table_len = sizeof lb_conf_table / sizeof lb_conf_table[0];
 int lb_config_parse(struct lb_config *cfg, int argc, char **argv, char *err, size_t errlen)
 {
     memset(cfg, 0, sizeof *cfg);
-    if (conf_defaults(lb_conf_table, lb_conf_table_len, cfg, err, errlen) < 0)
-        return -1;
-    /* -c FILE is read first so that flags override the file. */
-    for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) {
-            if (i + 1 >= argc) {
-                snprintf(err, errlen, "%s: missing value", argv[i]);
-                return -1;
-            }
-            if (conf_load_file(lb_conf_table, lb_conf_table_len, cfg, argv[i + 1], err, errlen) < 0)
-                return -1;
-            free(cfg->config_file);
-            cfg->config_file = xstrdup(argv[i + 1]);
-        }
-    }
-    char *rest[64];
-    int nrest = 0, nflags = 0;
-    for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) {
-            i++;
-            continue;
-        }
-        if (nflags == (int)(sizeof rest / sizeof rest[0])) {
-            snprintf(err, errlen, "too many arguments");
-            return -1;
-        }
-        rest[nflags++] = argv[i];
-    }
     char *positional[1];
-    if (conf_parse_args(lb_conf_table, lb_conf_table_len, cfg, nflags, rest, positional, 1, &nrest,
-                        err, errlen) < 0)
+    int nrest = 0;
+    if (conf_parse_cmdline(lb_conf_table, lb_conf_table_len, cfg, argc, argv, &cfg->config_file,
+                           positional, 1, &nrest, err, errlen) < 0)
         return -1;
     if (nrest) {
         snprintf(err, errlen, "unexpected argument '%s'", positional[0]);
