@@ -17,7 +17,11 @@
  * cookie from its Set-Cookie, then sends the request; a 401 on a session
  * request forgets the cookie, so the VU logs in again next time. The plain
  * path stays as it was: one shared request, one branch on sh->sc. */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include <errno.h>
+#include <sched.h>
+#include <sys/prctl.h>
+#include <sys/timerfd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +41,7 @@
 #define RECONNECT_MS 100 /* closed model: pause before replacing a failed connection */
 #define QUEUE_MAX    (1u << 20)
 #define ERR_NONE     (-1)
+#define SPIN_NS      50000 /* open model: busy-wait at most this long before a send */
 
 struct bthread;
 
@@ -82,12 +87,18 @@ struct bshared {
     int is_head;
     uint64_t t0, t_end;
     unsigned nthreads;
+    /* Busy-wait allowed (the fallback without a timerfd): only when every
+     * generator thread has a CPU of its own; threads sharing a CPU would
+     * spin while the other one's answers wait. */
+    int spin;
 };
 
 struct bthread {
     uv_loop_t loop;
     uv_timer_t tick, sched, end;
-    uv_idle_t spin; /* the last sub-millisecond before a due time */
+    uv_poll_t tpoll; /* the timerfd: sends at their intended times */
+    int tfd;         /* timerfd, or -1: millisecond timer (+ spin) instead */
+    uv_idle_t spin;  /* the last sub-millisecond before a due time */
     uv_thread_t tid;
     const struct bshared *sh;
     unsigned k;
@@ -555,11 +566,14 @@ static void on_sched(uv_timer_t *h);
 static void on_spin(uv_idle_t *h);
 
 /* Walk the schedule: dispatch what is due, then wait for the next due time.
- * libuv timers have millisecond resolution, and a 0 ms timer restarted from
- * its own callback runs again at once (the loop clock does not move inside
- * the timers phase), which would starve I/O. So: a timer until the last
- * millisecond, then an idle handle, which runs once per loop iteration after
- * I/O has been polled: precise send times without starving the sockets. */
+ * The wait is a timerfd armed with the absolute due time (a kernel hrtimer;
+ * this thread's timer slack is 1 ns), polled by the loop like any socket:
+ * microsecond precision without busy-waiting, so generator threads sharing
+ * a CPU do not delay each other's answers. Without a timerfd: libuv timers
+ * (millisecond resolution), and, when every thread has a CPU of its own,
+ * the last sub-millisecond on an idle handle, which runs once per loop
+ * iteration after I/O has been polled (a 0 ms timer restarted from its own
+ * callback would never leave the timers phase and starve I/O). */
 static void sched_run(struct bthread *t)
 {
     const struct bshared *sh = t->sh;
@@ -575,9 +589,27 @@ static void sched_run(struct bthread *t)
             return; /* the schedule is over; the end timer stops the thread */
         }
         if (at > now) {
-            if (at - now >= 1000000) {
+            if (t->tfd >= 0) {
+                /* With a CPU of its own, the thread wakes SPIN_NS early and
+                 * spins the rest (a CPU waking from idle takes tens of us);
+                 * sharing a CPU, it sleeps until the due time. */
+                if (sh->spin && at - now <= SPIN_NS) {
+                    uv_idle_start(&t->spin, on_spin);
+                    return;
+                }
+                uint64_t wake = sh->spin ? at - SPIN_NS : at;
+                /* uv_hrtime() is CLOCK_MONOTONIC, the timerfd's clock */
+                struct itimerspec its = {.it_value = {.tv_sec = (time_t)(wake / 1000000000u),
+                                                      .tv_nsec = (long)(wake % 1000000000u)}};
                 uv_idle_stop(&t->spin);
-                uv_timer_start(&t->sched, on_sched, (at - now) / 1000000, 0);
+                if (timerfd_settime(t->tfd, TFD_TIMER_ABSTIME, &its, NULL) == 0)
+                    return;
+            }
+            if (at - now >= 1000000 || !sh->spin) {
+                uv_idle_stop(&t->spin);
+                /* Without spinning, round up: never send early. */
+                uint64_t ms = sh->spin ? (at - now) / 1000000 : (at - now + 999999) / 1000000;
+                uv_timer_start(&t->sched, on_sched, ms, 0);
             } else {
                 uv_idle_start(&t->spin, on_spin);
             }
@@ -586,6 +618,15 @@ static void sched_run(struct bthread *t)
         dispatch(t, at);
         t->next_i++;
     }
+}
+
+static void on_tfd(uv_poll_t *h, int status, int events)
+{
+    struct bthread *t = h->data;
+    uint64_t expirations;
+    ssize_t n = read(t->tfd, &expirations, sizeof expirations); /* clears readability */
+    (void)n;
+    sched_run(t);
 }
 
 static void on_sched(uv_timer_t *h)
@@ -618,6 +659,13 @@ static void on_tick(uv_timer_t *h)
 }
 
 /* Close every connection and handle: the loop then ends. */
+static void on_tpoll_closed(uv_handle_t *h)
+{
+    struct bthread *t = h->data;
+    close(t->tfd); /* after libuv let go of it */
+    t->tfd = -1;
+}
+
 static void finish_thread(struct bthread *t)
 {
     if (t->finished)
@@ -629,6 +677,8 @@ static void finish_thread(struct bthread *t)
     }
     uv_close((uv_handle_t *)&t->tick, NULL);
     uv_close((uv_handle_t *)&t->sched, NULL);
+    if (t->tfd >= 0)
+        uv_close((uv_handle_t *)&t->tpoll, on_tpoll_closed);
     uv_close((uv_handle_t *)&t->spin, NULL);
     uv_close((uv_handle_t *)&t->end, NULL);
 }
@@ -662,6 +712,8 @@ static void on_end(uv_timer_t *h)
     t->qlen = 0;
     uv_timer_stop(&t->sched);
     uv_idle_stop(&t->spin);
+    if (t->tfd >= 0)
+        uv_poll_stop(&t->tpoll);
     for (struct bconn *bc = t->all, *nx; bc; bc = nx) {
         nx = bc->next;
         if (!bc->busy)
@@ -682,6 +734,18 @@ static void thread_main(void *arg)
     t->spin.data = t;
     uv_timer_init(&t->loop, &t->end);
     t->tick.data = t->sched.data = t->end.data = t;
+    t->tfd = -1;
+    if (open_model(t)) {
+        prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL); /* this thread's hrtimers: no slack */
+        t->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        if (t->tfd >= 0 && uv_poll_init(&t->loop, &t->tpoll, t->tfd) == 0) {
+            t->tpoll.data = t;
+            uv_poll_start(&t->tpoll, UV_READABLE, on_tfd);
+        } else if (t->tfd >= 0) {
+            close(t->tfd);
+            t->tfd = -1;
+        }
+    }
     uv_timer_start(&t->tick, on_tick, TICK_MS, TICK_MS);
     uv_timer_start(&t->end, on_end, sh->t_end > now ? (sh->t_end - now + 999999) / 1000000 : 0, 0);
     for (int i = 0; i < t->target_conns; i++)
@@ -789,6 +853,8 @@ int bench_run(const struct bench_config *cfg, const struct bench_url *url,
     sh.is_head = !strcasecmp(cfg->method, "HEAD");
     unsigned nthreads = (unsigned)cfg->threads;
     sh.nthreads = nthreads;
+    cpu_set_t cpus;
+    sh.spin = sched_getaffinity(0, sizeof cpus, &cpus) == 0 && CPU_COUNT(&cpus) >= (int)nthreads;
     long long maxc = cfg->max_connections;
     if (!maxc) {
         maxc = cfg->connections * 4 < 1024 ? cfg->connections * 4 : 1024;
