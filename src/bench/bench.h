@@ -388,6 +388,12 @@ char *bench_report_json(const struct bench_config *cfg, const struct bench_summa
 /* Render the --html page: self-contained (inline SVG, no script runs, no
  * external resource), embedding `json` (the JSON report, may be NULL) as
  * inert data. Returns a malloc'd string the caller frees, NULL on OOM. */
+/* Scenario reports: the name of per-name counter i (a request's name, or
+ * "login" after the mix), and how many counters a report shows (the login
+ * only when the scenario has one). */
+const char *bench_report_entry_name(const struct bench_scenario *sc, size_t i);
+size_t bench_report_entry_count(const struct bench_scenario *sc, const struct bench_stats *s);
+
 char *bench_html_render(const struct bench_config *cfg, const struct bench_summary *sum,
                         const char *json);
 

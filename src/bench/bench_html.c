@@ -156,6 +156,20 @@ char *bench_html_render(const struct bench_config *cfg, const struct bench_summa
     for (int i = 0; i < 6; i++)
         buf_printf(&b, "<td>%.3f ms</td>", (double)sum->p_us[i] / 1000.0);
     buf_puts(&b, "</tr></table>\n");
+    if (cfg && cfg->sc && s->names) {
+        buf_puts(&b, "<h2>Requests by name</h2>\n<table><tr><th>request</th><th>answers</th>"
+                     "<th>errors</th><th>p50</th><th>p99</th></tr>\n");
+        for (size_t i = 0; i < bench_report_entry_count(cfg->sc, s); i++) {
+            const struct bench_name_stats *ns = &s->names[i];
+            buf_puts(&b, "<tr><td style=\"text-align:left\">");
+            put_escaped(&b, bench_report_entry_name(cfg->sc, i));
+            buf_printf(&b, "</td><td>%llu</td><td>%llu</td><td>%.3f ms</td><td>%.3f ms</td></tr>\n",
+                       (unsigned long long)ns->answered, (unsigned long long)ns->errors,
+                       (double)hist_percentile(&ns->lat, 50) / 1000.0,
+                       (double)hist_percentile(&ns->lat, 99) / 1000.0);
+        }
+        buf_puts(&b, "</table>\n");
+    }
     struct line l_rps[] = {{"answers/s", "#1f77b4", rps}};
     struct line l_lat[] = {{"p50", "#2ca02c", p50}, {"p99", "#d62728", p99}};
     struct line l_err[] = {{"errors", "#d62728", err}};

@@ -21,13 +21,12 @@ static void fmt_us(char *out, size_t n, uint64_t us)
 }
 
 /* Name of per-name counter i: a mix entry, or the login flow (last). */
-static const char *entry_name(const struct bench_scenario *sc, size_t i)
+const char *bench_report_entry_name(const struct bench_scenario *sc, size_t i)
 {
     return i < sc->nreq ? sc->req[i].name : "login";
 }
 
-/* How many per-name counters a report shows: the login only if it exists. */
-static size_t entry_count(const struct bench_scenario *sc, const struct bench_stats *s)
+size_t bench_report_entry_count(const struct bench_scenario *sc, const struct bench_stats *s)
 {
     size_t n = sc->nreq + (size_t)sc->has_login;
     return n < s->nnames ? n : s->nnames;
@@ -40,12 +39,12 @@ static void print_by_name(FILE *out, const struct bench_scenario *sc, const stru
     for (size_t i = 0; i < sc->nstages; i++)
         fprintf(out, " %s", sc->stage[i].name);
     fprintf(out, "\n  %-14s %10s %8s %10s %10s\n", "by name", "answered", "errors", "p50", "p99");
-    for (size_t i = 0; i < entry_count(sc, s); i++) {
+    for (size_t i = 0; i < bench_report_entry_count(sc, s); i++) {
         const struct bench_name_stats *ns = &s->names[i];
         char p50[32], p99[32];
         fmt_us(p50, sizeof p50, hist_percentile(&ns->lat, 50));
         fmt_us(p99, sizeof p99, hist_percentile(&ns->lat, 99));
-        fprintf(out, "    %-12s %10llu %8llu %10s %10s\n", entry_name(sc, i),
+        fprintf(out, "    %-12s %10llu %8llu %10s %10s\n", bench_report_entry_name(sc, i),
                 (unsigned long long)ns->answered, (unsigned long long)ns->errors, p50, p99);
     }
 }
@@ -206,9 +205,9 @@ char *bench_report_json(const struct bench_config *cfg, const struct bench_summa
     if (cfg && cfg->sc) {
         const struct bench_scenario *sc = cfg->sc;
         cJSON *bn = cJSON_AddObjectToObject(root, "requests_by_name");
-        for (size_t i = 0; i < entry_count(sc, s) && bn; i++) {
+        for (size_t i = 0; i < bench_report_entry_count(sc, s) && bn; i++) {
             const struct bench_name_stats *ns = &s->names[i];
-            cJSON *o = cJSON_AddObjectToObject(bn, entry_name(sc, i));
+            cJSON *o = cJSON_AddObjectToObject(bn, bench_report_entry_name(sc, i));
             if (!o)
                 break;
             cJSON_AddNumberToObject(o, "requests", (double)ns->answered);

@@ -378,6 +378,29 @@ def scenario_json(tmp_path, path, *args):
     return bench_json(tmp_path, "--scenario", path, *args)
 
 
+def test_scenario_html_report_has_requests_by_name(start_upstreams, tmp_path):
+    up, = start_upstreams("a")
+    path = scenario_file(tmp_path, """
+[run]
+target = http://%s
+[stage only]
+rate = 100
+duration = 1s
+[request first-kind]
+path = /a
+[request second]
+path = /b
+""" % up.addr)
+    page = tmp_path / "s.html"
+    res = bench("--scenario", path, "--html", page)
+    assert res.returncode == 0, res.stdout_text + res.stderr_text
+    html = page.read_text()
+    table = html[html.index("<h2>Requests by name</h2>"):]
+    table = table[:table.index("</table>")]
+    assert "<td style=\"text-align:left\">first-kind</td>" in table, table
+    assert "<td style=\"text-align:left\">second</td>" in table, table
+
+
 def test_scenario_weighted_mix_and_rendered_templates(start_upstreams, tmp_path):
     up, = start_upstreams("a")
     path = scenario_file(tmp_path, """
