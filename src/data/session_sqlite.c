@@ -147,10 +147,3 @@ const struct session_driver session_sqlite_driver = {
     .failures = ss_failures,
     .failures_clear = ss_failures_clear,
 };
-
-const struct session_driver *session_driver_find(const char *url)
-{
-    if (!strncmp(url, "sqlite:", 7) || !strcmp(url, "sqlite"))
-        return &session_sqlite_driver;
-    return NULL;
-}
