@@ -224,7 +224,6 @@ static void on_request(struct http_request *req, void *arg)
     j->route = (enum app_route)r;
     j->handler = def->handler;
     j->id = id;
-    memcpy(j->path, path, plen + 1);
     if (q && tlen - plen - 1 >= sizeof j->query) {
         free(j);
         answer_now(a, req, (enum app_route)r, 400, "query string too long", NULL);
@@ -236,7 +235,6 @@ static void on_request(struct http_request *req, void *arg)
     j->job.work = on_job_work;
     j->job.done = on_job_done;
     if (workq_submit(def->hash_pool ? &a->hash : &a->db, &j->job) < 0) {
-        __atomic_fetch_add(&a->stats.overloaded, 1, __ATOMIC_RELAXED);
         http_response_free(&j->resp);
         free(j);
         answer_now(a, req, (enum app_route)r, 503, "overloaded; retry later", NULL);
@@ -329,7 +327,7 @@ static void stop_pools(struct app *a)
 static void final_flush_done(struct app *a)
 {
     size_t left = writeback_pending_keys(a->wb);
-    if (left && a->final_flush_done++ < 3 && flush_start(a, final_flush_done) == 0)
+    if (left && a->final_flush_tries++ < 3 && flush_start(a, final_flush_done) == 0)
         return; /* counts arrived during the flush, or it failed: try again */
     if (left)
         log_error("write-back: %zu view counters could not be flushed at exit", left);

@@ -73,13 +73,11 @@ enum app_route {
 enum app_cache_kind { KIND_PRODUCT = 0, KIND_USER, KIND_COUNT };
 
 struct app_stats {
-    uint64_t by_code[R_COUNT][6]; /* status / 100 (0 unused) */
     uint64_t code_detail[R_COUNT][600];
     struct hist latency[R_COUNT]; /* written on the loop thread only */
     uint64_t cache_hits[KIND_COUNT], cache_misses[KIND_COUNT], cache_stale[KIND_COUNT];
     uint64_t cache_loads[KIND_COUNT];
     uint64_t wb_flushes, wb_flush_errors, wb_flushed_views;
-    uint64_t overloaded; /* 503: a pool queue was full */
 };
 
 struct writeback; /* write-back view counters (writeback.c) */
@@ -100,7 +98,7 @@ struct app {
     uv_timer_t flush_timer, drain_timer;
     struct sockaddr_storage listen_addr;
     char listen_text[80];
-    int stopping, flush_running, final_flush_done, final_pending;
+    int stopping, flush_running, final_flush_tries, final_pending;
     char dummy_hash[128]; /* crypto_pwhash_STRBYTES: verified against for unknown emails */
     uint64_t started_ms;
 };

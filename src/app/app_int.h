@@ -56,7 +56,6 @@ struct app_job {
     struct http_response resp;
     enum app_route route;
     app_handler handler;
-    char path[512];   /* the request path without the query, NUL-terminated */
     char query[1024]; /* after the ?, NUL-terminated */
     int64_t id;       /* the {id} of the path, when the route has one */
 };

@@ -31,11 +31,6 @@ struct writeback {
     uint64_t oldest_ms; /* when the oldest pending count was added; 0 = none */
 };
 
-static uint64_t mono_ms(void)
-{
-    return cache_now_ms();
-}
-
 struct writeback *writeback_new(void)
 {
     struct writeback *w = xcalloc(1, sizeof *w);
@@ -84,7 +79,7 @@ static int add_locked(struct writeback *w, int64_t id, int64_t n)
         w->slots[i].id = id;
         w->n++;
         if (!w->oldest_ms)
-            w->oldest_ms = mono_ms();
+            w->oldest_ms = cache_now_ms();
     }
     w->slots[i].count += n;
     if (w->n * 2 > w->cap)

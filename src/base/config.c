@@ -482,3 +482,9 @@ out:
     free(rest);
     return rc;
 }
+
+int conf_url_scheme_is(const char *url, const char *scheme)
+{
+    size_t n = strlen(scheme);
+    return !strncmp(url, scheme, n) && (url[n] == ':' || url[n] == '\0');
+}

@@ -69,6 +69,9 @@ int conf_parse_args(const struct conf_entry *tab, size_t n, void *obj, int argc,
 int conf_parse_cmdline(const struct conf_entry *tab, size_t n, void *obj, int argc, char **argv,
                        char **config_file, char **positional, int max_positional, int *npositional,
                        char *err, size_t errlen);
+/* Does url name scheme ("sqlite" for "sqlite:..." or a bare "sqlite")?
+ * Driver tables pick their driver by it. */
+int conf_url_scheme_is(const char *url, const char *scheme);
 /* Free strings and lists owned by obj. */
 void conf_free(const struct conf_entry *tab, size_t n, void *obj);
 /* Print "  --name ARG  help (default: X)" lines for every entry. */

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "base/alloc.h"
+#include "base/config.h"
 #include "base/log.h"
 
 extern const struct cache_driver cache_local_driver;
@@ -55,10 +56,8 @@ uint64_t cache_jitter_ttl(uint64_t ttl_ms)
 int cache_open(struct cache *c, const char *url, size_t max_bytes, char *err, size_t errlen)
 {
     memset(c, 0, sizeof *c);
-    const char *colon = strchr(url, ':');
-    size_t n = colon ? (size_t)(colon - url) : strlen(url);
     for (size_t i = 0; i < sizeof drivers / sizeof drivers[0]; i++) {
-        if (strlen(drivers[i]->name) == n && !strncmp(drivers[i]->name, url, n)) {
+        if (conf_url_scheme_is(url, drivers[i]->name)) {
             c->driver = drivers[i];
             break;
         }

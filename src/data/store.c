@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base/alloc.h"
+#include "base/config.h"
 #include "base/log.h"
 
 extern const struct store_driver store_sqlite_driver;
@@ -14,10 +15,8 @@ static const struct store_driver *const drivers[] = {&store_sqlite_driver};
 
 const struct store_driver *store_driver_find(const char *url)
 {
-    const char *colon = strchr(url, ':');
-    size_t n = colon ? (size_t)(colon - url) : strlen(url);
     for (size_t i = 0; i < sizeof drivers / sizeof drivers[0]; i++)
-        if (strlen(drivers[i]->name) == n && !strncmp(drivers[i]->name, url, n))
+        if (conf_url_scheme_is(url, drivers[i]->name))
             return drivers[i];
     return NULL;
 }

@@ -106,7 +106,6 @@ static void send_error(struct http_sconn *sc, int status, const char *msg)
     r.status = status;
     r.content_type = "application/json";
     buf_printf(&r.body, "{\"error\":\"%s\"}", msg); /* msg: static text without quotes */
-    sc->s->rejected_total++;
     send_answer(sc, &r, 0, 0);
     http_response_free(&r);
 }
@@ -159,20 +158,10 @@ static void dispatch(struct http_sconn *sc, size_t head_len, const char *body, s
     req->server = s;
     req->conn_ = sc;
     req->start_ns = now_ns();
-    snprintf(req->peer_ip, sizeof req->peer_ip, "%s", sc->conn.peer);
-    char *colon = strrchr(req->peer_ip, ':');
-    if (colon)
-        *colon = '\0';
-    if (req->peer_ip[0] == '[') { /* [v6] */
-        memmove(req->peer_ip, req->peer_ip + 1, strlen(req->peer_ip));
-        char *rb = strchr(req->peer_ip, ']');
-        if (rb)
-            *rb = '\0';
-    }
+    memcpy(req->peer_ip, sc->conn.peer_ip, sizeof req->peer_ip);
     buf_consume(&sc->conn.in, consumed);
     sc->req = req;
     s->in_flight++;
-    s->requests_total++;
     conn_pause(&sc->conn);
     conn_timeout(&sc->conn, 0);
     s->on_request(req, s->arg);

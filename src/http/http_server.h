@@ -33,7 +33,7 @@ struct http_request {
     struct http_msg msg; /* slices are offsets into raw.data */
     struct buf raw;      /* the head, then the body */
     size_t body_off;     /* the body is raw.data[body_off, raw.len) */
-    char peer_ip[64];    /* the TCP peer's address (no port) */
+    char peer_ip[48];    /* the TCP peer's address (no port) */
     uint64_t start_ns;   /* when the head was complete (CLOCK_MONOTONIC) */
     struct http_server *server;
     struct http_sconn *conn_; /* private: NULL once the connection is gone */
@@ -60,7 +60,6 @@ struct http_server {
     unsigned nconns, in_flight;
     int listening, draining;
     void (*on_drained)(struct http_server *s); /* set by http_server_drain */
-    uint64_t requests_total, rejected_total;
 };
 
 /* Listen on addr (port 0: the kernel picks, written back into addr). 0 or a

@@ -1,6 +1,8 @@
 #include "jobs/queue.h"
 
-#include <string.h>
+#include <stddef.h>
+
+#include "base/config.h"
 
 extern const struct queue_producer_driver queue_sqlite_producer;
 
@@ -8,10 +10,8 @@ static const struct queue_producer_driver *const producers[] = {&queue_sqlite_pr
 
 const struct queue_producer_driver *queue_producer_find(const char *url)
 {
-    const char *colon = strchr(url, ':');
-    size_t n = colon ? (size_t)(colon - url) : strlen(url);
     for (size_t i = 0; i < sizeof producers / sizeof producers[0]; i++)
-        if (strlen(producers[i]->name) == n && !strncmp(producers[i]->name, url, n))
+        if (conf_url_scheme_is(url, producers[i]->name))
             return producers[i];
     return NULL;
 }

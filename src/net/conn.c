@@ -240,8 +240,10 @@ int conn_accept(struct conn *c, uv_stream_t *server, const struct conn_ops *ops,
     uv_tcp_nodelay(&c->tcp, 1);
     struct sockaddr_storage ss;
     int len = sizeof ss;
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
         net_addr_format((struct sockaddr *)&ss, c->peer, sizeof c->peer);
+        net_ip_format((struct sockaddr *)&ss, c->peer_ip, sizeof c->peer_ip);
+    }
     update_reading(c);
     return 0;
 }

@@ -62,6 +62,7 @@ struct conn {
     const struct conn_ops *ops;
     void *data;         /* the owner's */
     char peer[64];      /* "ip:port" */
+    char peer_ip[48];   /* the peer's address alone (accepted connections) */
     struct log_ctx log; /* client = peer; the owner sets action/upstream */
     unsigned flags;
     int handles; /* still open, for on_free */

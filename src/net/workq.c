@@ -99,7 +99,6 @@ int workq_start(struct workq *q, uv_loop_t *loop, unsigned nthreads, size_t max_
         }
         q->nthreads = i + 1;
     }
-    q->started = 1;
     return 0;
 }
 

@@ -50,7 +50,7 @@ struct workq {
     unsigned nthreads;
     size_t queued, max_queued;
     unsigned busy; /* threads inside work() */
-    int stopping, started;
+    int stopping;
     const struct workq_ops *ops;
     void *arg;
     uint64_t jobs_total, rejected_total, wait_us_total; /* read with workq_stats */
