@@ -179,7 +179,7 @@ static void run(struct log *l, const struct cfg *c, enum chunking ch, size_t k)
             break;
         case HTTP_EV_ERROR: {
             CHECK(m->err_status == 400 || m->err_status == 414 || m->err_status == 431 ||
-                  m->err_status == 501);
+                  m->err_status == 501 || m->err_status == 505);
             CHECK(m->err_reason != NULL);
             log_printf(l, "ERROR %d\n", m->err_status);
             size_t used2 = 1;

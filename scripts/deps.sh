@@ -6,7 +6,7 @@
 # Runs `apt-get update` at most once, then `apt-get install -y` the rest.
 set -euo pipefail
 
-build_pkgs=(build-essential pkg-config libuv1-dev libhttp-parser-dev libinih-dev
+build_pkgs=(build-essential pkg-config libuv1-dev libinih-dev
             libcjson-dev libsodium-dev libsqlite3-dev)
 test_pkgs=(libcriterion-dev python3 python3-pytest curl)
 fuzz_pkgs=(clang libclang-rt-14-dev)

@@ -183,7 +183,7 @@ static void on_request(struct http_request *req, void *arg)
         return;
     }
     int m = req->msg.method;
-    const char *method = http_method_name(m == HTTP_HEAD ? HTTP_GET : m);
+    const char *method = http_method_name(m == HTTP_M_HEAD ? HTTP_M_GET : m);
     if (r == R_HEALTHZ || r == R_METRICS) {
         if (strcmp(method, "GET")) {
             answer_now(a, req, (enum app_route)r, 405, "method not allowed", "GET, HEAD");

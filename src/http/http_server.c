@@ -117,7 +117,7 @@ void http_request_respond(struct http_request *req, const struct http_response *
     struct http_sconn *sc = req->conn_;
     struct http_server *s = req->server;
     int keep = (req->msg.flags & HTTP_F_KEEP_ALIVE) && !s->draining;
-    int is_head = req->msg.method == HTTP_HEAD;
+    int is_head = req->msg.method == HTTP_M_HEAD;
     s->in_flight--;
     buf_free(&req->raw);
     free(req);

@@ -186,7 +186,7 @@ static void one_backend(struct admin_conn *ac, const char *target, size_t tlen, 
         return;
     }
     int m = ac->req.method;
-    if (m == HTTP_DELETE) {
+    if (m == HTTP_M_DELETE) {
         if (pool_drain(&lb->pool, address) < 0) {
             respond_error(ac, 404, "no such backend", NULL);
             return;
@@ -197,8 +197,8 @@ static void one_backend(struct admin_conn *ac, const char *target, size_t tlen, 
         respond_json(ac, 202, j, NULL);
         return;
     }
-    if (m == HTTP_GET || m == HTTP_PUT || m == HTTP_PATCH) {
-        if (m != HTTP_GET) {
+    if (m == HTTP_M_GET || m == HTTP_M_PUT || m == HTTP_M_PATCH) {
+        if (m != HTTP_M_GET) {
             cJSON *j = cJSON_ParseWithLength(body, blen);
             const cJSON *wt = cJSON_GetObjectItemCaseSensitive(j, "weight");
             int ok = j && cJSON_IsNumber(wt) && wt->valuedouble == (double)(int)wt->valuedouble &&
@@ -265,13 +265,13 @@ static void route(struct admin_conn *ac)
         return;
     }
     if (tlen == 8 && !memcmp(t, "/healthz", 8)) {
-        if (meth != HTTP_GET && meth != HTTP_HEAD) {
+        if (meth != HTTP_M_GET && meth != HTTP_M_HEAD) {
             respond_error(ac, 405, "method not allowed", "Allow: GET\r\n");
             return;
         }
         respond(ac, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
     } else if (tlen == 8 && !memcmp(t, "/metrics", 8)) {
-        if (meth != HTTP_GET) {
+        if (meth != HTTP_M_GET) {
             respond_error(ac, 405, "method not allowed", "Allow: GET\r\n");
             return;
         }
@@ -286,9 +286,9 @@ static void route(struct admin_conn *ac)
                 out.len, NULL);
         buf_free(&out);
     } else if (tlen == 9 && !memcmp(t, "/backends", 9)) {
-        if (meth == HTTP_GET)
+        if (meth == HTTP_M_GET)
             get_backends(ac);
-        else if (meth == HTTP_POST)
+        else if (meth == HTTP_M_POST)
             post_backends(ac, body, blen);
         else
             respond_error(ac, 405, "method not allowed", "Allow: GET, POST\r\n");

@@ -286,10 +286,10 @@ static int build_request_head(struct client *c)
     unsigned conn[8];
     unsigned nconn = connection_headers(m, b, conn, 8);
     int rc = 0, have_rid = 0, have_proto = 0;
-    const char *method = http_method_name(m->method);
 
     buf_reset(o);
-    rc |= buf_puts(o, method);
+    /* The method as sent: every token method is forwarded (QUERY...). */
+    rc |= buf_append(o, b + m->method_tok.off, m->method_tok.len);
     rc |= buf_append(o, " ", 1);
     rc |= buf_append(o, b + m->target.off, m->target.len);
     rc |= buf_puts(o, v10 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n");
@@ -637,7 +637,7 @@ static void up_send_request(struct client *c)
     size_t used = 0;
     c->state = CS_FORWARD;
     http_msg_reset(&up->resp);
-    up->resp.request_was_head = c->req->method == HTTP_HEAD;
+    up->resp.request_was_head = c->req->method == HTTP_M_HEAD;
     up->flags &= ~(UF_GOT_BYTES | UF_IN_BODY);
     up->rpos = up->rlen = 0;
     if (!(c->flags & CF_REQ_DONE)) {
@@ -1244,7 +1244,7 @@ static void on_request_head(struct client *c)
     c->flags &= ~CF_HEAD_TIMER;
     c->t_head_us = lb_now_us();
     stat_add(&w->stats.requests, 1);
-    if (c->req->method == HTTP_CONNECT) {
+    if (c->req->method == HTTP_M_CONNECT) {
         client_reject(c, 501, "CONNECT is not supported");
         return;
     }

@@ -5,7 +5,11 @@
  * or split in two at a position k). The harness records the events (heads,
  * raw body byte counts, DONEs, the error status) as a text log, checks the
  * contract on every call, and check() asserts that every chunking gives the
- * same log as the whole input. */
+ * same log as the whole input. It also collects the body's payload (on_body)
+ * and trailers (on_trailer), checks that every piece points into the bytes
+ * of the current call, and overwrites consumed bytes below hold_off before
+ * each call, so a parser that read them again would answer differently
+ * byte by byte than whole. */
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
 #include <stdarg.h>
@@ -25,6 +29,10 @@
 struct rec_msg {
     int method, status, version_major, version_minor;
     char *target; /* NUL-terminated copies */
+    char *method_tok, *reason;
+    char *payload; /* on_body bytes, payload_len of them (+ a NUL) */
+    size_t payload_len;
+    char *trailers; /* "name=[value]\n" per on_trailer call */
     unsigned nheaders;
     char *names[HTTP_MAX_HEADERS];
     char *values[HTTP_MAX_HEADERS];
@@ -100,6 +108,10 @@ static void rec_free(struct rec *r)
     for (unsigned i = 0; i < r->nmsgs && i < MAX_MSGS; i++) {
         struct rec_msg *rm = &r->msgs[i];
         free(rm->target);
+        free(rm->method_tok);
+        free(rm->reason);
+        free(rm->payload);
+        free(rm->trailers);
         for (unsigned h = 0; h < rm->nheaders; h++) {
             free(rm->names[h]);
             free(rm->values[h]);
@@ -125,8 +137,12 @@ static void record_head(struct rec *r, const struct http_msg *m, const char *buf
         rec_log(r, "  [%.*s]=[%.*s]\n", (int)m->headers[i].name.len, buf + m->headers[i].name.off,
                 (int)m->headers[i].value.len, buf + m->headers[i].value.off);
     }
+    rec_log(r, "  method=[%.*s] reason=[%.*s]\n", (int)m->method_tok.len, buf + m->method_tok.off,
+            (int)m->reason.len, buf + m->reason.off);
     if (r->nmsgs < MAX_MSGS) {
         struct rec_msg *rm = &r->msgs[r->nmsgs];
+        rm->method_tok = dup_slice(buf, m->method_tok);
+        rm->reason = dup_slice(buf, m->reason);
         rm->method = m->method;
         rm->status = m->status;
         rm->version_major = m->version_major;
@@ -143,6 +159,47 @@ static void record_head(struct rec *r, const struct http_msg *m, const char *buf
         rm->head_bytes = m->head_bytes;
     }
     r->nmsgs++;
+}
+
+/* What on_body and on_trailer received for the current message. */
+struct sink {
+    const char *lo, *hi; /* the bytes of the current call */
+    char *payload;
+    size_t payload_len, payload_cap;
+    char *trailers;
+    size_t trailers_len, trailers_cap;
+};
+
+static void sink_add(char **p, size_t *len, size_t *cap, const char *d, size_t n)
+{
+    if (*len + n + 1 > *cap) {
+        *cap = (*len + n + 1) * 2;
+        *p = realloc(*p, *cap);
+        cr_assert(ne(ptr, *p, NULL));
+    }
+    memcpy(*p + *len, d, n);
+    *len += n;
+    (*p)[*len] = '\0';
+}
+
+static void on_body_cb(void *arg, const char *p, size_t n)
+{
+    struct sink *s = arg;
+    cr_assert(n > 0 && p >= s->lo && p + n <= s->hi, "body piece outside the current call's bytes");
+    sink_add(&s->payload, &s->payload_len, &s->payload_cap, p, n);
+}
+
+static void on_trailer_cb(void *arg, const char *name, size_t name_len, const char *value,
+                          size_t value_len)
+{
+    struct sink *s = arg;
+    /* The line may have started in an earlier call: below hi is all we know. */
+    cr_assert(name_len > 0 && name + name_len <= s->hi && value + value_len <= s->hi);
+    cr_assert(value_len == 0 || (value[0] != ' ' && value[value_len - 1] != ' '));
+    sink_add(&s->trailers, &s->trailers_len, &s->trailers_cap, name, name_len);
+    sink_add(&s->trailers, &s->trailers_len, &s->trailers_cap, "=[", 2);
+    sink_add(&s->trailers, &s->trailers_len, &s->trailers_cap, value, value_len);
+    sink_add(&s->trailers, &s->trailers_len, &s->trailers_cap, "]\n", 2);
 }
 
 static size_t next_avail(enum chunking ch, size_t k, size_t avail, size_t len)
@@ -162,6 +219,8 @@ static void run(struct rec *r, const char *in, size_t len, const struct opts *o,
     char *buf = malloc(len ? len : 1); /* exact size: ASan sees any overread */
     struct http_msg *m = malloc(sizeof(*m));
     struct http_header *saved = malloc(sizeof(m->headers));
+    struct sink sink = {0};
+    size_t poisoned = 0; /* buf[0, poisoned) was overwritten */
     cr_assert(buf && m && saved);
     memcpy(buf, in, len);
     http_msg_init(m, o->kind);
@@ -202,6 +261,14 @@ static void run(struct rec *r, const char *in, size_t len, const struct opts *o,
         if (eof) {
             ev = http_msg_eof(m);
         } else {
+            /* Consumed bytes the parser holds no more may be gone. */
+            size_t low = m->hold_off < off ? m->hold_off : off;
+            if (in_body && low > poisoned) {
+                memset(buf + poisoned, '~', low - poisoned);
+                poisoned = low;
+            }
+            sink.lo = buf + off;
+            sink.hi = buf + off + give;
             used = 0xdead;
             ev = http_msg_feed(m, buf, off, give, &used);
         }
@@ -226,6 +293,11 @@ static void run(struct rec *r, const char *in, size_t len, const struct opts *o,
             memcpy(saved, m->headers, saved_n * sizeof(*saved));
             in_body = 1;
             polled = 0;
+            cr_assert(eq(sz, m->hold_off, HTTP_NO_HOLD));
+            m->on_body = on_body_cb;
+            m->on_trailer = on_trailer_cb;
+            m->body_arg = &sink;
+            sink.payload_len = sink.trailers_len = 0;
             break;
         case HTTP_EV_DONE:
             cr_assert(in_body, "DONE without HEAD");
@@ -237,9 +309,21 @@ static void run(struct rec *r, const char *in, size_t len, const struct opts *o,
             cr_assert(eq(u32, m->target.len, saved_target.len));
             cr_assert(memcmp(m->headers, saved, saved_n * sizeof(*saved)) == 0,
                       "headers changed between HEAD and DONE");
-            rec_log(r, "DONE body=%zu end=%zu\n", off - head_end, off);
+            rec_log(r, "DONE body=%zu end=%zu payload=%zu trailers=%zu\n", off - head_end, off,
+                    sink.payload_len, sink.trailers_len);
+            if (sink.payload_len)
+                rec_log(r, "  payload=[%.*s]\n", (int)sink.payload_len, sink.payload);
+            if (sink.trailers_len)
+                rec_log(r, "%.*s", (int)sink.trailers_len, sink.trailers);
             if (r->nmsgs && r->nmsgs <= MAX_MSGS) {
                 struct rec_msg *rm = &r->msgs[r->nmsgs - 1];
+                rm->payload = malloc(sink.payload_len + 1);
+                cr_assert(ne(ptr, rm->payload, NULL));
+                if (sink.payload_len)
+                    memcpy(rm->payload, sink.payload, sink.payload_len);
+                rm->payload[sink.payload_len] = '\0';
+                rm->payload_len = sink.payload_len;
+                rm->trailers = strdup(sink.trailers_len ? sink.trailers : "");
                 rm->body_bytes = off - head_end;
                 rm->end = off;
                 rm->done = 1;
@@ -275,6 +359,8 @@ out:
     /* After an error, how much the failing call took depends on the chunking. */
     if (!r->err_status)
         rec_log(r, "END consumed=%zu\n", off);
+    free(sink.payload);
+    free(sink.trailers);
     free(saved);
     free(m);
     free(buf);
@@ -357,7 +443,7 @@ Test(http, simple_get)
     struct rec r;
     check(&r, in, &req_opts);
     const struct rec_msg *rm = only_msg(&r);
-    cr_assert(eq(int, rm->method, HTTP_GET));
+    cr_assert(eq(int, rm->method, HTTP_M_GET));
     assert_str(rm->target, "/index.html?q=1");
     cr_assert(eq(int, rm->version_major, 1));
     cr_assert(eq(int, rm->version_minor, 1));
@@ -394,7 +480,7 @@ Test(http, post_with_content_length)
     struct rec r;
     check(&r, in, &req_opts);
     const struct rec_msg *rm = only_msg(&r);
-    cr_assert(eq(int, rm->method, HTTP_POST));
+    cr_assert(eq(int, rm->method, HTTP_M_POST));
     cr_assert(eq(uint, rm->flags, HTTP_F_LENGTH | HTTP_F_KEEP_ALIVE));
     cr_assert(eq(u64, rm->content_length, 11));
     cr_assert(eq(sz, rm->head_bytes, sizeof(in) - 1 - 11));
@@ -488,12 +574,12 @@ Test(http, pipelined_requests_in_one_buffer)
     cr_assert(eq(uint, r.ndone, 3));
     size_t l1 = sizeof(get1) - 1, l2 = sizeof(post) - 1, l3 = sizeof(get3) - 1;
     assert_str(r.msgs[0].target, "/1");
-    cr_assert(eq(int, r.msgs[0].method, HTTP_GET));
+    cr_assert(eq(int, r.msgs[0].method, HTTP_M_GET));
     cr_assert(eq(sz, r.msgs[0].start, 0));
     cr_assert(eq(sz, r.msgs[0].head_bytes, l1));
     cr_assert(eq(sz, r.msgs[0].end, l1));
     assert_str(r.msgs[1].target, "/2");
-    cr_assert(eq(int, r.msgs[1].method, HTTP_POST));
+    cr_assert(eq(int, r.msgs[1].method, HTTP_M_POST));
     cr_assert(eq(sz, r.msgs[1].start, l1));
     cr_assert(eq(sz, r.msgs[1].head_bytes, l2 - 4));
     cr_assert(eq(sz, r.msgs[1].body_bytes, 4));
@@ -619,7 +705,7 @@ Test(http, expect_100_continue)
     const struct rec_msg *rm = only_msg(&r);
     cr_assert(eq(uint, rm->flags & HTTP_F_EXPECT_100, HTTP_F_EXPECT_100));
     cr_assert(eq(sz, rm->body_bytes, 2));
-    cr_assert(eq(int, rm->method, HTTP_PUT));
+    cr_assert(eq(int, rm->method, HTTP_M_PUT));
     rec_free(&r);
 
     check(&r, "PUT /f HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", &req_opts);
@@ -714,13 +800,14 @@ Test(http, status_text)
 
 Test(http, method_idempotent)
 {
-    static const int yes[] = {HTTP_GET, HTTP_HEAD, HTTP_PUT, HTTP_DELETE, HTTP_OPTIONS, HTTP_TRACE};
-    static const int no[] = {HTTP_POST, HTTP_PATCH, HTTP_CONNECT, HTTP_LOCK};
+    static const int yes[] = {HTTP_M_GET,    HTTP_M_HEAD,    HTTP_M_PUT,
+                              HTTP_M_DELETE, HTTP_M_OPTIONS, HTTP_M_TRACE};
+    static const int no[] = {HTTP_M_POST, HTTP_M_PATCH, HTTP_M_CONNECT, HTTP_M_OTHER};
     for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
         cr_assert(eq(int, http_method_idempotent(yes[i]), 1), "%s", http_method_name(yes[i]));
     for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
         cr_assert(eq(int, http_method_idempotent(no[i]), 0), "%s", http_method_name(no[i]));
-    assert_str(http_method_name(HTTP_DELETE), "DELETE");
+    assert_str(http_method_name(HTTP_M_DELETE), "DELETE");
 }
 
 /* ---- request rejections ------------------------------------------------- */
@@ -834,7 +921,8 @@ Test(http, two_transfer_encodings)
                              "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
     struct rec r;
     check(&r, in, &req_opts);
-    cr_assert(r.err_status == 501 || r.err_status == 400, "status %d", r.err_status);
+    /* Chunked twice is not "a single chunked": the unsupported-coding rule. */
+    cr_assert(eq(int, r.err_status, 501));
     cr_assert(eq(uint, r.ndone, 0));
     rec_free(&r);
 }
@@ -920,7 +1008,8 @@ Test(http, too_many_headers_then_bad_byte_is_chunking_independent)
     n += (size_t)snprintf(in + n, sizeof(in) - n, "abc@: v\r\n\r\n");
     struct rec r;
     check_big(&r, in, n, &req_opts);
-    cr_assert(r.err_status == 400 || r.err_status == 431, "status %d", r.err_status);
+    /* The 129th field is refused at its first byte, before its bad one. */
+    cr_assert(eq(int, r.err_status, 431));
     rec_free(&r);
 }
 
@@ -960,7 +1049,8 @@ Test(http, uri_limit_then_bad_byte_is_chunking_independent)
     char *s = long_target(HTTP_DEFAULT_MAX_URI + 100, "\x01 HTTP/1.1\r\nHost: a\r\n\r\n", &len);
     struct rec r;
     check_big(&r, s, len, &req_opts);
-    cr_assert(r.err_status == 400 || r.err_status == 414, "status %d", r.err_status);
+    /* The limit is crossed before the bad byte is reached. */
+    cr_assert(eq(int, r.err_status, 414));
     rec_free(&r);
     free(s);
 }
@@ -976,9 +1066,11 @@ Test(http, bad_request_targets)
 
 Test(http, bad_methods_and_garbage)
 {
-    reject("FOO / HTTP/1.1\r\nHost: a\r\n\r\n", 400);
-    reject("GETX / HTTP/1.1\r\nHost: a\r\n\r\n", 400);
-    reject("get / HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    /* Methods are any token (RFC 9110 9.1), so FOO, GETX and get parse (see
+     * methods_are_tokens); what is not a token is refused. */
+    reject("G(T / HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    reject("GET@ / HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    reject("G\xc3\x89T / HTTP/1.1\r\nHost: a\r\n\r\n", 400);
     reject("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400);
     reject("\x00\x00\x00\x00", 400);
     reject("GET / HTTP/1.1 extra\r\nHost: a\r\n\r\n", 400);
