@@ -1264,3 +1264,498 @@ Test(http, response_rejections)
     reject_res("HTTP/1.1 200 OK\rContent-Length: 0\r\n\r\n", 400);
     reject_res("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\rX", 400);
 }
+
+/* ---- our own parser: methods, targets, versions ------------------------- */
+
+static void expect_method(const char *in, int method, const char *tok, const char *target)
+{
+    struct rec r;
+    check_str(&r, in, &req_opts);
+    const struct rec_msg *rm = only_msg(&r);
+    cr_assert(eq(int, rm->method, method), "[%s]", in);
+    assert_str(rm->method_tok, tok);
+    assert_str(rm->target, target);
+    rec_free(&r);
+}
+
+Test(http, methods_are_tokens)
+{
+    /* Every RFC 9110 token is a method; unknown ones are HTTP_M_OTHER with
+     * their token, case-sensitive ("get" is not GET). */
+    expect_method("QUERY /q HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}", HTTP_M_OTHER,
+                  "QUERY", "/q");
+    expect_method("FOO / HTTP/1.1\r\nHost: a\r\n\r\n", HTTP_M_OTHER, "FOO", "/");
+    expect_method("GETX / HTTP/1.1\r\nHost: a\r\n\r\n", HTTP_M_OTHER, "GETX", "/");
+    expect_method("get / HTTP/1.1\r\nHost: a\r\n\r\n", HTTP_M_OTHER, "get", "/");
+    expect_method("M-SEARCH * HTTP/1.1\r\nHost: a\r\n\r\n", HTTP_M_OTHER, "M-SEARCH", "*");
+    expect_method("!#$%&'*+-.^_`|~09azAZ / HTTP/1.1\r\nHost: a\r\n\r\n", HTTP_M_OTHER,
+                  "!#$%&'*+-.^_`|~09azAZ", "/");
+    static const struct {
+        const char *name;
+        int method;
+    } known[] = {
+        {"GET", HTTP_M_GET},         {"HEAD", HTTP_M_HEAD},     {"POST", HTTP_M_POST},
+        {"PUT", HTTP_M_PUT},         {"DELETE", HTTP_M_DELETE}, {"CONNECT", HTTP_M_CONNECT},
+        {"OPTIONS", HTTP_M_OPTIONS}, {"TRACE", HTTP_M_TRACE},   {"PATCH", HTTP_M_PATCH}};
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+        char in[128];
+        snprintf(in, sizeof(in), "%s /x HTTP/1.1\r\nHost: a\r\n\r\n", known[i].name);
+        expect_method(in, known[i].method, known[i].name, "/x");
+        assert_str(http_method_name(known[i].method), known[i].name);
+    }
+    /* A known name is no prefix match either way. */
+    expect_method("GE / HTTP/1.1\r\nHost: a\r\n\r\n", HTTP_M_OTHER, "GE", "/");
+    expect_method("POSTS / HTTP/1.1\r\nHost: a\r\n\r\n", HTTP_M_OTHER, "POSTS", "/");
+    assert_str(http_method_name(HTTP_M_OTHER), "");
+    assert_str(http_method_name(99), "");
+    assert_str(http_method_name(-1), "");
+}
+
+Test(http, connect_is_parsed_not_upgraded)
+{
+    /* The balancer answers CONNECT with 501 itself: here it is a method
+     * with an authority-form target and no body. */
+    struct rec r;
+    check(&r, "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", &req_opts);
+    const struct rec_msg *rm = only_msg(&r);
+    cr_assert(eq(int, rm->method, HTTP_M_CONNECT));
+    assert_str(rm->target, "example.com:443");
+    cr_assert(eq(uint, rm->flags, HTTP_F_KEEP_ALIVE | HTTP_F_NO_BODY));
+    rec_free(&r);
+}
+
+Test(http, request_line_needs_single_spaces)
+{
+    reject(" GET / HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    reject("GET  / HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    reject("GET /  HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    reject("GET\t/ HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    reject("GET / HTTP/1.1 \r\nHost: a\r\n\r\n", 400);
+    reject("GET / \r\nHost: a\r\n\r\n", 400);
+    reject("GET /\nHost: a\r\n\r\n", 400);
+    reject(": / HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+}
+
+Test(http, target_is_visible_ascii_only)
+{
+    /* UTF-8 (and any byte >= 0x80) or a CTL in the target: 400. */
+    reject("GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    reject("GET /\x80 HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    reject("GET /\xff HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    for (int c = 0; c < 0x20; c++) {
+        char in[64];
+        int n = snprintf(in, sizeof(in), "GET /a%cb HTTP/1.1\r\nHost: a\r\n\r\n", c ? c : 'X');
+        in[6] = (char)c;
+        expect_error(in, (size_t)n, &req_opts, 400);
+    }
+    /* every visible ASCII byte is fine */
+    char in[256];
+    size_t n = (size_t)snprintf(in, sizeof(in), "GET /");
+    for (int c = 0x21; c <= 0x7e; c++)
+        in[n++] = (char)c;
+    in[n] = '\0';
+    n += (size_t)snprintf(in + n, sizeof(in) - n, " HTTP/1.1\r\nHost: a\r\n\r\n");
+    struct rec r;
+    check_n(&r, in, n, &req_opts, 0);
+    const struct rec_msg *rm = only_msg(&r);
+    cr_assert(eq(sz, strlen(rm->target), 1 + 0x7e - 0x21 + 1));
+    rec_free(&r);
+}
+
+Test(http, versions)
+{
+    reject("GET / HTXP/1.1\r\nHost: a\r\n\r\n", 400);
+    reject("GET / http/1.1\r\nHost: a\r\n\r\n", 400);
+    reject("GET / HTTP/1.10\r\nHost: a\r\n\r\n", 400);
+    reject("GET / HTTP/11.1\r\nHost: a\r\n\r\n", 400);
+    reject("GET / HTTP/1\r\nHost: a\r\n\r\n", 400);
+    reject("GET / HTTP/1.x\r\nHost: a\r\n\r\n", 400);
+    reject("GET / HTTP/1,1\r\nHost: a\r\n\r\n", 400);
+    /* well-formed but not ours: 505 */
+    reject("GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505);
+    reject("GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505);
+    reject("GET / HTTP/0.9\r\nHost: a\r\n\r\n", 505);
+    reject("GET / HTTP/3.0\r\n", 505);
+    reject_res("HTTP/2.0 200 OK\r\n\r\n", 505);
+    reject_res("HTTP/1.1  200 OK\r\n\r\n", 400);
+    reject_res("HTTP/1.1 2000 OK\r\n\r\n", 400);
+    reject_res("HTTP/1.1 200OK\r\n\r\n", 400);
+    reject_res("HTTP/1.1 2x0 OK\r\n\r\n", 400);
+    reject_res("HTTP/1.1 200 O\x01K\r\n\r\n", 400);
+    reject_res("HTTP/1.1 200 OK\x7f\r\n\r\n", 400);
+    reject_res("http/1.1 200 OK\r\n\r\n", 400);
+}
+
+Test(http, status_line_forms)
+{
+    struct rec r;
+    /* no reason phrase at all, an empty one, one with HTAB and obs-text */
+    check(&r, "HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", &res_opts);
+    cr_assert(eq(int, only_msg(&r)->status, 200));
+    assert_str(only_msg(&r)->reason, "");
+    rec_free(&r);
+    check(&r, "HTTP/1.1 204 \r\n\r\n", &res_opts);
+    assert_str(only_msg(&r)->reason, "");
+    rec_free(&r);
+    check(&r, "HTTP/1.0 599 Tr\xc3\xa8s\tbien  \r\nContent-Length: 0\r\n\r\n", &res_opts);
+    cr_assert(eq(int, only_msg(&r)->status, 599));
+    assert_str(only_msg(&r)->reason, "Tr\xc3\xa8s\tbien  ");
+    rec_free(&r);
+    /* bare LF line ends and empty lines before the status line */
+    check(&r, "\r\n\nHTTP/1.1 200 OK\nContent-Length: 2\n\nok", &res_opts);
+    cr_assert(eq(sz, only_msg(&r)->payload_len, 2));
+    assert_str(only_msg(&r)->payload, "ok");
+    rec_free(&r);
+}
+
+Test(http, bare_lf_line_ends_in_the_head)
+{
+    static const char in[] = "\n\r\nPOST /p HTTP/1.1\nHost: a\r\nX-A: 1 \nContent-Length: 3\n\nabc";
+    struct rec r;
+    check(&r, in, &req_opts);
+    const struct rec_msg *rm = only_msg(&r);
+    cr_assert(eq(sz, rm->head_bytes, sizeof(in) - 1 - 3));
+    assert_header(rm, 0, "Host", "a");
+    assert_header(rm, 1, "X-A", "1");
+    assert_str(rm->payload, "abc");
+    rec_free(&r);
+    /* a CR must still be followed by LF */
+    reject("GET / HTTP/1.1\r\nHost: a\n\r\r\n", 400);
+    reject("\rGET / HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+}
+
+Test(http, field_values_take_obs_text_but_no_ctl)
+{
+    struct rec r;
+    check(&r, "GET / HTTP/1.1\r\nHost: a\r\nX: caf\xc3\xa9\t\x80\xff ok\r\n\r\n", &req_opts);
+    assert_header(only_msg(&r), 1, "X", "caf\xc3\xa9\t\x80\xff ok");
+    rec_free(&r);
+    for (int c = 0; c < 0x20; c++) {
+        if (c == '\t' || c == '\n' || c == '\r')
+            continue;
+        char in[64];
+        int n = snprintf(in, sizeof(in), "GET / HTTP/1.1\r\nHost: a\r\nX: aQb\r\n\r\n");
+        in[29] = (char)c;
+        expect_error(in, (size_t)n, &req_opts, 400);
+    }
+    /* a bare CR is a CTL too, and a field name stops at the first non-token */
+    reject("GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", 400);
+    reject("GET / HTTP/1.1\r\nHost: a\r\nX\xc3\xa9: b\r\n\r\n", 400);
+    reject("GET / HTTP/1.1\r\nHost: a\r\nX\r\n\r\n", 400);
+    /* whitespace between the start line and the first field */
+    reject("GET / HTTP/1.1\r\n Host: a\r\n\r\n", 400);
+    reject("GET / HTTP/1.1\r\n\tHost: a\r\n\r\n", 400);
+}
+
+Test(http, content_length_grammar)
+{
+    reject("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1x\r\n\r\n", 400);
+    reject("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\nx", 400);
+    reject("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1 1\r\n\r\nx", 400);
+    reject("POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n", 400);
+    reject("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551616\r\n\r\n", 400);
+    struct rec r;
+    struct opts o = req_opts;
+    o.no_eof = 1;
+    check(&r, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551615\r\n\r\nab", &o);
+    cr_assert(eq(u64, r.msgs[0].content_length, UINT64_MAX));
+    cr_assert(eq(uint, r.ndone, 0));
+    rec_free(&r);
+    check(&r, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length:  007 \r\n\r\nabcdefg", &req_opts);
+    cr_assert(eq(u64, only_msg(&r)->content_length, 7));
+    assert_str(only_msg(&r)->payload, "abcdefg");
+    rec_free(&r);
+}
+
+Test(http, transfer_encoding_in_http10)
+{
+    reject("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400);
+}
+
+/* ---- chunk extensions (RFC 9112 7.1.1) ---------------------------------- */
+
+/* A chunked request whose first chunk line is `line` ("5<ext>"), with the
+ * data "hello" and a last chunk "0<last>". */
+static void chunked_case(const char *line, const char *last, int status)
+{
+    char in[512];
+    int n = snprintf(in, sizeof(in), CHUNKED_HEAD "%s\r\nhello\r\n0%s\r\n\r\n", line, last);
+    cr_assert(n > 0 && (size_t)n < sizeof(in));
+    struct rec r;
+    check_n(&r, in, (size_t)n, &req_opts, 0);
+    if (status) {
+        cr_assert(eq(int, r.err_status, status), "[%s] [%s]: status %d (%s)", line, last,
+                  r.err_status, r.err_reason ? r.err_reason : "none");
+    } else {
+        const struct rec_msg *rm = only_msg(&r);
+        assert_str(rm->payload, "hello");
+        cr_assert(eq(sz, rm->end, (size_t)n));
+    }
+    rec_free(&r);
+}
+
+Test(http, chunk_extensions_valid)
+{
+    static const char *const ok[] = {
+        "5;a",
+        "5;a=b",
+        "5;a=b;c;d=e",
+        "5 ;a",
+        "5\t;a",
+        "5; a",
+        "5;\ta",
+        "5;a =b",
+        "5;a= b",
+        "5;a \t= \tb",
+        "5 ; a = b ; c = d",
+        "5;a=\"\"",
+        "5;a=\"x y\"",
+        "5;a=\"\\\"\"",
+        "5;a=\"q\\\"x\\\\y\"",
+        "5;a=\"\\x\\\t\\ \"",
+        "5;a=\"caf\xc3\xa9\"",
+        "5;a=\"\t;=,\"",
+        "5;a=\"b\" ;c",
+        "5;a=\"b\";c=\"d\"",
+        "5;!#$%&'*+-.^_`|~=!#$%&'*+-.^_`|~",
+        "005;a",
+    };
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+        chunked_case(ok[i], "", 0);
+    /* on the last chunk too */
+    chunked_case("5", ";last", 0);
+    chunked_case("5", " ; a = \"b\\\"c\"", 0);
+}
+
+Test(http, chunk_extensions_invalid)
+{
+    static const char *const bad[] = {
+        "5;",             /* no name */
+        "5; ",            /* no name */
+        "5;;a",           /* empty name */
+        "5;=b",           /* no name */
+        "5;a=",           /* no value */
+        "5;a= ",          /* no value */
+        "5;a ",           /* BWS not followed by '=' or ';' */
+        "5;a=b ",         /* trailing BWS */
+        "5 ",             /* BWS without ';' */
+        "5;a b",          /* two names */
+        "5;a=b c",        /* two values */
+        "5;a=b=c",        /* '=' in a token */
+        "5;a=\"b\"c",     /* token after a quoted string */
+        "5;a=\"b",        /* unterminated quoted string */
+        "5;a=\"b\\",      /* unterminated quoted-pair */
+        "5;a@b",          /* not a token */
+        "5;a=b@",         /* not a token */
+        "5;a=\"\x01\"",   /* CTL in a quoted string */
+        "5;a=\"\x7f\"",   /* DEL in a quoted string */
+        "5;a=\"\\\x01\"", /* CTL in a quoted-pair */
+        "5;a=b,c",        /* comma */
+        "5;a\xc3\xa9",    /* obs-text in a name */
+        "5;a=b\xc3\xa9",  /* obs-text in a token */
+        "5,a",            /* not ';' */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        chunked_case(bad[i], "", 400);
+    /* CR, LF and NUL anywhere in an extension, quoted or not */
+    reject(CHUNKED_HEAD "5;a=\"b\r\nc\"\r\nhello\r\n0\r\n\r\n", 400);
+    reject(CHUNKED_HEAD "5;a=\"b\nc\"\r\nhello\r\n0\r\n\r\n", 400);
+    reject(CHUNKED_HEAD "5;a=\"b\rc\"\r\nhello\r\n0\r\n\r\n", 400);
+    reject(CHUNKED_HEAD "5;a=\"b\0c\"\r\nhello\r\n0\r\n\r\n", 400);
+    reject(CHUNKED_HEAD "5;a=\"\\\r\"\r\nhello\r\n0\r\n\r\n", 400);
+    reject(CHUNKED_HEAD "5;a\0\r\nhello\r\n0\r\n\r\n", 400);
+    reject(CHUNKED_HEAD "5;a=b\rc\r\nhello\r\n0\r\n\r\n", 400);
+    reject(CHUNKED_HEAD "5;a\n\r\nhello\r\n0\r\n\r\n", 400);
+    /* the unterminated quoted string would swallow the next lines */
+    reject(CHUNKED_HEAD "5;a=\"b\r\nhello\r\n0\r\n\r\n", 400);
+    /* on the last chunk */
+    chunked_case("5", ";", 400);
+    chunked_case("5", ";a=\"b", 400);
+    chunked_case("5", " ", 400);
+}
+
+Test(http, chunk_size_line_limit)
+{
+    /* 4 KiB per size line, extensions included */
+    size_t n = 0, cap = 8192;
+    char *in = malloc(cap);
+    cr_assert(ne(ptr, in, NULL));
+    n = (size_t)snprintf(in, cap, CHUNKED_HEAD "1;a=\"");
+    size_t fill = 4096 - 6 - 2; /* "1;a=\"" + "\"" + CR = 4096 with the LF outside */
+    memset(in + n, 'x', fill);
+    n += fill;
+    n += (size_t)snprintf(in + n, cap - n, "\"\r\nx\r\n0\r\n\r\n");
+    struct rec r;
+    check_big(&r, in, n, &req_opts);
+    only_msg(&r);
+    rec_free(&r);
+    /* one byte more */
+    n = (size_t)snprintf(in, cap, CHUNKED_HEAD "1;a=\"");
+    memset(in + n, 'x', fill + 1);
+    n += fill + 1;
+    n += (size_t)snprintf(in + n, cap - n, "\"\r\nx\r\n0\r\n\r\n");
+    expect_error(in, n, &req_opts, 400);
+    free(in);
+}
+
+Test(http, chunk_sizes)
+{
+    struct rec r;
+    check(&r, CHUNKED_HEAD "A\r\n0123456789\r\nb\r\nabcdefghijk\r\n0000\r\n\r\n", &req_opts);
+    assert_str(only_msg(&r)->payload, "0123456789abcdefghijk");
+    rec_free(&r);
+    reject(CHUNKED_HEAD "0x5\r\nhello\r\n0\r\n\r\n", 400);
+    reject(CHUNKED_HEAD "+5\r\nhello\r\n0\r\n\r\n", 400);
+    reject(CHUNKED_HEAD "g\r\n", 400);
+    /* 16 hex digits fit in 64 bits, 17 significant ones do not */
+    struct opts o = req_opts;
+    o.no_eof = 1;
+    check(&r, CHUNKED_HEAD "FFFFFFFFFFFFFFFF\r\nab", &o);
+    cr_assert(eq(int, r.err_status, 0));
+    assert_str(r.msgs[0].target, "/");
+    rec_free(&r);
+    struct rec z;
+    check(&z, CHUNKED_HEAD "00000000000000000000000000001\r\nx\r\n0\r\n\r\n", &req_opts);
+    assert_str(only_msg(&z)->payload, "x");
+    rec_free(&z);
+    reject(CHUNKED_HEAD "1FFFFFFFFFFFFFFFF\r\n", 400);
+}
+
+/* ---- trailers ----------------------------------------------------------- */
+
+Test(http, trailers_are_reported)
+{
+    static const char in[] = CHUNKED_HEAD "5\r\nhello\r\n0\r\nX-Sum: 42\r\nX-Empty:\r\n"
+                                          "X-Pad: \t a  b \t\r\nX-Utf: \xc3\xa9\r\n\r\n";
+    struct rec r;
+    check(&r, in, &req_opts);
+    const struct rec_msg *rm = only_msg(&r);
+    assert_str(rm->payload, "hello");
+    assert_str(rm->trailers, "X-Sum=[42]\nX-Empty=[]\nX-Pad=[a  b]\nX-Utf=[\xc3\xa9]\n");
+    cr_assert(eq(uint, rm->nheaders, 2));
+    rec_free(&r);
+    /* pipelined after trailers */
+    check(&r, CHUNKED_HEAD "0\r\nT: 1\r\n\r\nGET /n HTTP/1.1\r\nHost: a\r\n\r\n", &req_opts);
+    cr_assert(eq(uint, r.ndone, 2));
+    assert_str(r.msgs[0].trailers, "T=[1]\n");
+    assert_str(r.msgs[1].target, "/n");
+    assert_str(r.msgs[1].trailers, "");
+    rec_free(&r);
+    /* and in responses */
+    check(&r, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nS: 1\r\n\r\n",
+          &res_opts);
+    assert_str(only_msg(&r)->trailers, "S=[1]\n");
+    rec_free(&r);
+}
+
+Test(http, trailers_get_the_field_rules)
+{
+    reject(CHUNKED_HEAD "0\r\nT: a\r\n b\r\n\r\n", 400);   /* obs-fold */
+    reject(CHUNKED_HEAD "0\r\nT: a\r\n\tb\r\n\r\n", 400);  /* obs-fold */
+    reject(CHUNKED_HEAD "0\r\n T: a\r\n\r\n", 400);        /* leading whitespace */
+    reject(CHUNKED_HEAD "0\r\nT: a\0b\r\n\r\n", 400);      /* NUL */
+    reject(CHUNKED_HEAD "0\r\nT: a\rb\r\n\r\n", 400);      /* bare CR */
+    reject(CHUNKED_HEAD "0\r\nT: a\x7f\r\n\r\n", 400);     /* DEL */
+    reject(CHUNKED_HEAD "0\r\nT : a\r\n\r\n", 400);        /* whitespace before colon */
+    reject(CHUNKED_HEAD "0\r\n: a\r\n\r\n", 400);          /* empty name */
+    reject(CHUNKED_HEAD "0\r\nT\r\n\r\n", 400);            /* no colon */
+    reject(CHUNKED_HEAD "0\r\nT\xc3\xa9: a\r\n\r\n", 400); /* name not a token */
+    /* the body's framing needs CRLF: a bare LF ends no trailer line */
+    reject(CHUNKED_HEAD "0\r\nT: a\n\r\n", 400);
+    reject(CHUNKED_HEAD "0\r\nT: a\r\n\n", 400);
+    reject(CHUNKED_HEAD "0\r\n\n", 400);
+}
+
+Test(http, trailer_section_limit)
+{
+    /* The trailer section gets the head's limit, counted on its own. */
+    static const char in[] = CHUNKED_HEAD "0\r\nT: 123456\r\n\r\n"; /* 13 + 2 trailer bytes */
+    struct opts o = req_opts;
+    o.max_head_bytes = sizeof(CHUNKED_HEAD) - 1;
+    struct rec r;
+    check(&r, in, &o);
+    cr_assert(eq(int, r.err_status, 0));
+    rec_free(&r);
+    o.max_head_bytes = 15;
+    check(&r, in, &o);
+    cr_assert(eq(int, r.err_status, 431)); /* the head itself is over 15 */
+    rec_free(&r);
+
+    size_t cap = 2 * HTTP_DEFAULT_MAX_HEAD + 256, n;
+    char *big = malloc(cap);
+    cr_assert(ne(ptr, big, NULL));
+    n = (size_t)snprintf(big, cap, CHUNKED_HEAD "0\r\nT: ");
+    size_t fill = HTTP_DEFAULT_MAX_HEAD - 3 - 4; /* "T: " + CRLF CRLF */
+    memset(big + n, 'v', fill);
+    n += fill;
+    memcpy(big + n, "\r\n\r\n", 4);
+    n += 4;
+    check_big(&r, big, n, &req_opts);
+    assert_str(only_msg(&r)->trailers + 3 + fill, "]\n");
+    rec_free(&r);
+    /* one byte more */
+    n = (size_t)snprintf(big, cap, CHUNKED_HEAD "0\r\nT: ");
+    memset(big + n, 'v', fill + 1);
+    n += fill + 1;
+    memcpy(big + n, "\r\n\r\n", 4);
+    n += 4;
+    expect_error(big, n, &req_opts, 431);
+    /* an endless one, in a response: 400 (the caller answers 502) */
+    n = (size_t)snprintf(big, cap, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n");
+    for (; n + 6 < cap; n += 6)
+        memcpy(big + n, "T: a\r\n", 6);
+    expect_error(big, n, &res_opts, 400);
+    free(big);
+}
+
+Test(http, hold_off_follows_the_parser)
+{
+    static const char in[] = CHUNKED_HEAD "1\r\nx\r\n0\r\nTr: v\r\n\r\n";
+    size_t len = sizeof(in) - 1, used;
+    struct http_msg m;
+    http_msg_init(&m, HTTP_REQUEST_KIND);
+    cr_assert(eq(sz, m.hold_off, HTTP_NO_HOLD));
+    /* the head starts at offset 0 here; fed from 0 */
+    cr_assert(eq(int, http_msg_feed(&m, in, 0, 10, &used), HTTP_EV_NEED_MORE));
+    cr_assert(eq(sz, m.hold_off, 0));
+    cr_assert(
+        eq(int, http_msg_feed(&m, in, 10, sizeof(CHUNKED_HEAD) - 1 - 10, &used), HTTP_EV_HEAD));
+    cr_assert(eq(sz, m.hold_off, HTTP_NO_HOLD));
+    size_t off = sizeof(CHUNKED_HEAD) - 1;
+    size_t tr = off + 9; /* after "1\r\nx\r\n0\r\n" */
+    /* without on_trailer nothing is held */
+    struct http_msg m2 = m;
+    cr_assert(eq(int, http_msg_feed(&m2, in, off, tr + 2 - off, &used), HTTP_EV_NEED_MORE));
+    cr_assert(eq(sz, m2.hold_off, HTTP_NO_HOLD));
+    /* with it, the unfinished line is */
+    struct sink s = {.lo = in, .hi = in + len};
+    m.on_trailer = on_trailer_cb;
+    m.body_arg = &s;
+    cr_assert(eq(int, http_msg_feed(&m, in, off, tr + 2 - off, &used), HTTP_EV_NEED_MORE));
+    cr_assert(eq(sz, m.hold_off, tr));
+    cr_assert(eq(int, http_msg_feed(&m, in, tr + 2, 5, &used), HTTP_EV_NEED_MORE));
+    cr_assert(eq(sz, m.hold_off, HTTP_NO_HOLD));
+    assert_str(s.trailers, "Tr=[v]\n");
+    cr_assert(eq(int, http_msg_feed(&m, in, tr + 7, 2, &used), HTTP_EV_DONE));
+    cr_assert(eq(sz, tr + 7 + used, len));
+    free(s.trailers);
+}
+
+/* ---- bodies as payload ---------------------------------------------------- */
+
+Test(http, payload_pieces)
+{
+    struct rec r;
+    check(&r, CHUNKED_HEAD "3;x=1\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n", &req_opts);
+    assert_str(only_msg(&r)->payload, "abcdefg");
+    rec_free(&r);
+    check(&r, "HTTP/1.1 200 OK\r\n\r\nuntil the end", &res_opts);
+    assert_str(only_msg(&r)->payload, "until the end");
+    rec_free(&r);
+    /* a response to HEAD has no payload whatever its framing says */
+    struct opts o = res_opts;
+    o.request_was_head = 1;
+    check(&r, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", &o);
+    cr_assert(eq(sz, only_msg(&r)->payload_len, 0));
+    rec_free(&r);
+}
