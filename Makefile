@@ -8,6 +8,7 @@
 #   make bench-gen  load generator benchmark: surge bench vs wrk (docs/benchmarks.md)
 #   make bench-app  shop service benchmark: surge lb + 2 surge app vs static nginx (docs/benchmarks.md)
 #   make bench-spike  the Black Friday scenario (10x spike) through surge lb + 2 surge app
+#   make bench-parse  HTTP parse cost per request: ours vs the old http-parser based one
 #   make run        starts surge on embedded defaults
 # Variables: SANITIZE=1 (ASan+UBSan), WERROR=1 (default under CI=true), CC=...
 
@@ -46,7 +47,7 @@ UNIT_SRCS := $(wildcard tests/unit/*/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(OUT)/tests/%)
 FUZZ_SRCS := $(wildcard fuzz/fuzz_*.c)
 
-.PHONY: all deps test unit fuzz lint format bench-lb bench-faults bench-gen bench-app bench-spike run clean
+.PHONY: all deps test unit fuzz lint format bench-lb bench-faults bench-gen bench-app bench-spike bench-parse run clean
 all: $(OUT)/surge
 
 deps:
@@ -127,6 +128,28 @@ bench-app: all
 bench-spike: all
 	@scripts/deps.sh bench
 	@scripts/bench-spike.sh
+
+# Parser micro-benchmark: bench/parse_bench.c against our src/http/http.c and
+# against the http-parser based one of commit BENCH_PARSE_OLD, extracted from
+# git into build/bench-parse/old (libhttp-parser-dev: deps.sh bench group).
+BENCH_PARSE_OLD ?= 7eb67c6
+BP := build/bench-parse
+$(BP)/parse_new: bench/parse_bench.c src/http/http.c src/http/http.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_BASE) -O2 -o $@ bench/parse_bench.c src/http/http.c
+
+$(BP)/old/src/http/http.c:
+	@mkdir -p $(@D)
+	git show $(BENCH_PARSE_OLD):src/http/http.h > $(@D)/http.h
+	git show $(BENCH_PARSE_OLD):src/http/http.c > $@
+
+$(BP)/parse_old: bench/parse_bench.c $(BP)/old/src/http/http.c
+	$(CC) -I$(BP)/old/src $(CFLAGS_BASE) -O2 -o $@ bench/parse_bench.c $(BP)/old/src/http/http.c -lhttp_parser
+
+bench-parse:
+	@scripts/deps.sh bench
+	@$(MAKE) --no-print-directory $(BP)/parse_new $(BP)/parse_old
+	@scripts/bench-parse.sh
 
 run:
 	@scripts/deps.sh build

@@ -2,7 +2,8 @@
 # Installs the Debian packages surge needs, only those missing.
 #   scripts/deps.sh [build|test|fuzz|bench]...   (default: build)
 # build: compile surge; test: build + unit/integration tests; fuzz: clang
-# libFuzzer runtime; bench: nginx, HAProxy and wrk for the comparison runs.
+# libFuzzer runtime; bench: nginx, HAProxy and wrk for the comparison runs, and
+# http-parser for the old parser that make bench-parse compares ours with.
 # Runs `apt-get update` at most once, then `apt-get install -y` the rest.
 set -euo pipefail
 
@@ -10,7 +11,7 @@ build_pkgs=(build-essential pkg-config libuv1-dev libinih-dev
             libcjson-dev libsodium-dev libsqlite3-dev)
 test_pkgs=(libcriterion-dev python3 python3-pytest curl)
 fuzz_pkgs=(clang libclang-rt-14-dev)
-bench_pkgs=(nginx-light haproxy wrk)
+bench_pkgs=(nginx-light haproxy wrk libhttp-parser-dev)
 lint_pkgs=(clang-format)
 
 want=()

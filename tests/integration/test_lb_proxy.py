@@ -201,6 +201,25 @@ def test_forwarding_headers_added(start_upstreams, start_lb):
     assert len(rid) == 1 and rid[0].strip() != "", view["headers"]
 
 
+def test_token_methods_are_forwarded_as_sent(start_upstreams, start_lb):
+    """Any RFC 9110 token is a method: QUERY and extension methods reach the
+    backend unchanged (case included)."""
+    up, lb = lb_one(start_upstreams, start_lb)
+    with lb.conn() as c:
+        for method in ("QUERY", "PROPFIND", "get", "M-SEARCH"):
+            view = upstream_view(c.request(method, "/headers", body=b"{}"))
+            assert view["method"] == method, view
+            assert view["request_line"] == method + " /headers HTTP/1.1", view
+
+
+def test_connect_is_not_tunnelled(start_upstreams, start_lb):
+    up, lb = lb_one(start_upstreams, start_lb)
+    with lb.conn() as c:
+        c.send(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+        assert_json_error(c.read_response(), 501)
+    assert up.stats()["requests"] == 0, up.stats()
+
+
 def test_x_forwarded_for_appends_to_existing_value(start_upstreams, start_lb):
     up, lb = lb_one(start_upstreams, start_lb)
     view = upstream_view(lb.get("/headers", [("X-Forwarded-For", "10.0.0.1")]))

@@ -35,6 +35,21 @@ CASES = [
      b"GET / FOO/1.1\r\n" + H + b"\r\n"),
     ("http11_without_host", 400,
      b"GET / HTTP/1.1\r\nX-Foo: bar\r\n\r\n"),
+    # our own parser's rules (src/http/http.h)
+    ("target_with_raw_utf8", 400,
+     b"GET /caf\xc3\xa9 HTTP/1.1\r\n" + H + b"\r\n"),
+    ("method_not_a_token", 400,
+     b"G(T / HTTP/1.1\r\n" + H + b"\r\n"),
+    ("http_version_2_0", 505,
+     b"GET / HTTP/2.0\r\n" + H + b"\r\n"),
+    ("protocol_htxp", 400,
+     b"GET / HTXP/1.1\r\n" + H + b"\r\n"),
+    ("chunk_extension_without_name", 400,
+     b"POST /echo HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n" + b"5;\r\nhello\r\n0\r\n\r\n"),
+    ("chunk_extension_unterminated_quote", 400,
+     b"POST /echo HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n" + b'5;a="b\r\nhello\r\n0\r\n\r\n'),
+    ("chunk_extension_cr_in_quotes", 400,
+     b"POST /echo HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n" + b'5;a="b\rc"\r\nhello\r\n0\r\n\r\n'),
 ]
 
 
