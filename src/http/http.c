@@ -459,7 +459,7 @@ static int parse_lines(struct http_msg *m, const char *buf, size_t *ppos, size_t
                 goto out;
             }
             if (!trailers && m->nheaders == HTTP_MAX_HEADERS) {
-                ev = fail(m, 431, "too many headers");
+                ev = fail(m, m->kind == HTTP_REQUEST_KIND ? 431 : 400, "too many headers");
                 goto out;
             }
             m->name_off_ = (uint32_t)pos;

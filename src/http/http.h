@@ -62,8 +62,9 @@
  *        HTTP_MAX_HEADERS header fields, a trailer section larger than
  *        the head limit
  *   414: a request target longer than the URI limit (8 KiB by default)
- * Each rule fires at the first byte that breaks it, so the status does not
- * depend on the chunking. Responses from upstream get the same checks, with
+ * A rule on bytes fires at the first byte that breaks it, a rule across
+ * fields (Host, Content-Length, Transfer-Encoding) at the end of the head,
+ * so the status never depends on the chunking. Responses from upstream get the same checks, with
  * 400 for the size limits and a non-chunked transfer coding (the caller maps
  * any error to 502). */
 #ifndef SURGE_HTTP_HTTP_H

@@ -1759,3 +1759,14 @@ Test(http, payload_pieces)
     cr_assert(eq(sz, only_msg(&r)->payload_len, 0));
     rec_free(&r);
 }
+
+Test(http, response_limits_answer_400)
+{
+    /* The caller maps any response error to 502: limits give 400 there. */
+    char in[8192];
+    size_t n = (size_t)snprintf(in, sizeof(in), "HTTP/1.1 200 OK\r\n");
+    for (int i = 0; i <= HTTP_MAX_HEADERS; i++)
+        n += (size_t)snprintf(in + n, sizeof(in) - n, "X-H%d: v\r\n", i);
+    n += (size_t)snprintf(in + n, sizeof(in) - n, "Content-Length: 0\r\n\r\n");
+    expect_error(in, n, &res_opts, 400);
+}
