@@ -461,8 +461,8 @@ Test(http, simple_get)
 
 Test(http, get_without_eof_completes_on_poll)
 {
-    /* The head's final LF is only handed to the parser on the next call: a
-     * call with len 0 reports the DONE without an end of stream. */
+    /* HTTP_EV_HEAD ends the call; a message without a body is DONE on the
+     * next one, which may have len 0 (no end of stream needed). */
     static const char in[] = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
     struct rec r;
     struct opts o = req_opts;
