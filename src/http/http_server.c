@@ -4,9 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "base/alloc.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "net/conn.h"
 #include "net/net.h"
@@ -27,13 +27,6 @@ struct http_sconn {
     size_t head_len, fed;
     struct buf body;
 };
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 void http_response_init(struct http_response *r)
 {
@@ -157,7 +150,7 @@ static void dispatch(struct http_sconn *sc, size_t head_len, const char *body, s
     req->body_off = head_len;
     req->server = s;
     req->conn_ = sc;
-    req->start_ns = now_ns();
+    req->start_ns = clock_mono_ns();
     memcpy(req->peer_ip, sc->conn.peer_ip, sizeof req->peer_ip);
     buf_consume(&sc->conn.in, consumed);
     sc->req = req;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "base/alloc.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "lb/admin.h"
 #include "lb/health.h"
@@ -17,11 +18,6 @@
 #include "net/net.h"
 
 #define SWEEP_MS 1000
-
-uint64_t lb_now_us(void)
-{
-    return uv_hrtime() / 1000;
-}
 
 uint64_t lb_worker_rand(struct lb_worker *w)
 {
@@ -43,9 +39,7 @@ int lb_init(struct lb *lb, char *err, size_t errlen)
 {
     struct lb_config *cfg = lb->cfg;
     char why[256];
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    lb->start_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    lb->start_ms = clock_wall_ms();
     log_set_level(cfg->log_level);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     lb->nthreads = cfg->threads ? (unsigned)cfg->threads : (unsigned)(ncpu > 0 ? ncpu : 1);
@@ -92,7 +86,7 @@ int lb_init(struct lb *lb, char *err, size_t errlen)
         w->buf_cache = xcalloc(64, sizeof *w->buf_cache);
         w->msg_cache = xcalloc(64, sizeof *w->msg_cache);
         if (getrandom(w->rng, sizeof w->rng, 0) != sizeof w->rng)
-            w->rng[0] = (uint64_t)ts.tv_nsec ^ i, w->rng[1] = 0x9e3779b97f4a7c15ULL;
+            w->rng[0] = clock_mono_ns() ^ i, w->rng[1] = 0x9e3779b97f4a7c15ULL;
         w->rng[1] |= 1;
         uv_loop_init(&w->loop);
         w->loop.data = w;

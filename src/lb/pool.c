@@ -6,9 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "base/alloc.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "net/net.h"
 
@@ -175,7 +175,7 @@ int pool_drain(struct pool *p, const char *address)
     }
     struct backend *b = p->all[i];
     b->draining = 1;
-    refresh_locked(p, b, pool_now_ms(), "no new requests; removed when idle");
+    refresh_locked(p, b, clock_mono_ms(), "no new requests; removed when idle");
     if (backend_active(b) == 0)
         remove_locked(p, (size_t)i);
     else {
@@ -209,13 +209,6 @@ int pool_set_weight(struct pool *p, const char *address, int weight)
     }
     pthread_rwlock_unlock(&p->lock);
     return i < 0 ? -ENOENT : 0;
-}
-
-uint64_t pool_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 static const char *state_name(int s)
@@ -258,7 +251,7 @@ void pool_set_health(struct pool *p, struct backend *b, int down, const char *wh
 {
     pthread_rwlock_wrlock(&p->lock);
     __atomic_store_n(&b->hc_down, down, __ATOMIC_RELAXED);
-    refresh_locked(p, b, pool_now_ms(), why);
+    refresh_locked(p, b, clock_mono_ms(), why);
     pthread_rwlock_unlock(&p->lock);
 }
 
@@ -276,7 +269,7 @@ void pool_report_failure(struct pool *p, struct backend *b, int lost)
     if (!after || n < after || __atomic_load_n(&b->ejected_until_ms, __ATOMIC_RELAXED))
         return;
     pthread_rwlock_wrlock(&p->lock);
-    uint64_t now = pool_now_ms();
+    uint64_t now = clock_mono_ms();
     size_t ejected = 0;
     for (size_t i = 0; i < p->nall; i++) {
         uint64_t u = __atomic_load_n(&p->all[i]->ejected_until_ms, __ATOMIC_RELAXED);
@@ -315,13 +308,13 @@ void pool_end_ejection(struct pool *p, struct backend *b, const char *why)
         return;
     pthread_rwlock_wrlock(&p->lock);
     __atomic_store_n(&b->ejected_until_ms, 0, __ATOMIC_RELAXED);
-    refresh_locked(p, b, pool_now_ms(), why);
+    refresh_locked(p, b, clock_mono_ms(), why);
     pthread_rwlock_unlock(&p->lock);
 }
 
 void pool_tick(struct pool *p)
 {
-    uint64_t now = pool_now_ms();
+    uint64_t now = clock_mono_ms();
     int due = 0;
     pthread_rwlock_rdlock(&p->lock);
     for (size_t i = 0; i < p->nall; i++) {
@@ -350,7 +343,7 @@ static struct backend *slow_start(struct pool *p, struct backend *b, const struc
     uint64_t from = __atomic_load_n(&b->slow_start_ms, __ATOMIC_RELAXED);
     if (!from || p->neligible < 2)
         return b;
-    uint64_t now = pool_now_ms();
+    uint64_t now = clock_mono_ms();
     uint64_t ramp_ms = __atomic_load_n(&p->slow_start_ms, __ATOMIC_RELAXED);
     if (now - from >= ramp_ms) {
         __atomic_store_n(&b->slow_start_ms, 0, __ATOMIC_RELAXED);

@@ -86,8 +86,6 @@ void pool_report_success(struct backend *b);
 /* Periodic work (every ~100 ms from one thread): return ejected backends
  * whose time is up, through slow start. */
 void pool_tick(struct pool *p);
-/* Monotonic milliseconds, the clock of every pool deadline. */
-uint64_t pool_now_ms(void);
 
 /* Choose a backend for a request, never `exclude` when another is eligible.
  * With max_active set, a backend at its cap is passed over for the next one
