@@ -47,6 +47,30 @@ void http_response_header(struct http_response *r, const char *name, const char 
     buf_printf(&r->headers, "%s: %s\r\n", name, value);
 }
 
+void http_response_error(struct http_response *r, int status, const char *msg)
+{
+    static const char hex[] = "0123456789abcdef";
+    r->status = status;
+    r->content_type = "application/json";
+    buf_reset(&r->body);
+    buf_puts(&r->body, "{\"error\":\"");
+    for (const unsigned char *p = (const unsigned char *)(msg ? msg : ""); *p; p++) {
+        char esc[6] = {'\\', (char)*p};
+        size_t n = 2;
+        if (*p < 0x20) {
+            memcpy(esc, "\\u00", 4);
+            esc[4] = hex[*p >> 4];
+            esc[5] = hex[*p & 15];
+            n = 6;
+        } else if (*p != '"' && *p != '\\') {
+            esc[0] = (char)*p;
+            n = 1;
+        }
+        buf_append(&r->body, esc, n);
+    }
+    buf_puts(&r->body, "\"}");
+}
+
 const char *http_request_header(const struct http_request *req, const char *name, size_t *len)
 {
     for (unsigned i = 0; i < req->msg.nheaders; i++) {
@@ -96,9 +120,7 @@ static void send_error(struct http_sconn *sc, int status, const char *msg)
 {
     struct http_response r;
     http_response_init(&r);
-    r.status = status;
-    r.content_type = "application/json";
-    buf_printf(&r.body, "{\"error\":\"%s\"}", msg); /* msg: static text without quotes */
+    http_response_error(&r, status, msg);
     send_answer(sc, &r, 0, 0);
     http_response_free(&r);
 }

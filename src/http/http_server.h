@@ -85,6 +85,11 @@ void http_response_init(struct http_response *r);
 void http_response_free(struct http_response *r);
 /* Add one "Name: value" header line. */
 void http_response_header(struct http_response *r, const char *name, const char *value);
+/* The one JSON error answer of the tree (app, admin API and this server's
+ * own refusals): status, Content-Type application/json and the body
+ * {"error":"msg"}, msg JSON-escaped (any text; NULL reads as ""). Replaces
+ * r's body; keeps the header lines already added. */
+void http_response_error(struct http_response *r, int status, const char *msg);
 
 /* Send r (status line, Content-Length, Connection, r's headers, body) as
  * the answer to req and free req. r is left untouched (the caller frees it).
