@@ -47,6 +47,9 @@ struct backend {
     int hc_pass_streak, hc_fail_streak, hc_running, hc_ejected_passes;
     char hc_last_error[96];
 
+    size_t eligible_at; /* pool.c: index in the pool's eligible list while up
+                           (written under its write lock, read under its read lock) */
+
     struct backend_thread *per_thread; /* [nthreads], owned by the proxy */
     unsigned nthreads;
 };

@@ -19,6 +19,19 @@
 
 #define SWEEP_MS 1000
 
+/* The pool's tunables from a config (start and reload apply the same). */
+static struct pool_tunables tunables_of(const struct lb_config *c)
+{
+    struct pool_tunables t = {
+        .eject_after = (int)c->eject_after,
+        .eject_base_ms = (uint64_t)c->eject_time_ms,
+        .eject_max_ms = (uint64_t)c->eject_max_ms,
+        .slow_start_ms = (uint64_t)c->slow_start_ms,
+        .max_active = (int)c->backend_max_conns,
+    };
+    return t;
+}
+
 uint64_t lb_worker_rand(struct lb_worker *w)
 {
     /* xorshift128+: fast, and good enough for picking and request ids. */
@@ -50,11 +63,8 @@ int lb_init(struct lb *lb, char *err, size_t errlen)
         snprintf(err, errlen, "cannot create the backend pool");
         return -1;
     }
-    lb->pool.eject_after = (int)cfg->eject_after;
-    lb->pool.eject_base_ms = (uint64_t)cfg->eject_time_ms;
-    lb->pool.eject_max_ms = (uint64_t)cfg->eject_max_ms;
-    lb->pool.slow_start_ms = (uint64_t)cfg->slow_start_ms;
-    lb->pool.max_active = (int)cfg->backend_max_conns;
+    struct pool_tunables tun = tunables_of(cfg);
+    pool_set_tunables(&lb->pool, &tun);
     for (size_t i = 0; i < cfg->backends.n; i++) {
         int rc = pool_add(&lb->pool, cfg->backends.items[i], 0, why, sizeof why);
         if (rc < 0) {
@@ -172,11 +182,8 @@ int lb_reload(struct lb *lb)
 
     /* Apply: algorithm, pool parameters, then the backend set. */
     pool_set_algo(&lb->pool, lb_algos[n->algorithm]);
-    __atomic_store_n(&lb->pool.eject_after, (int)n->eject_after, __ATOMIC_RELAXED);
-    __atomic_store_n(&lb->pool.eject_base_ms, (uint64_t)n->eject_time_ms, __ATOMIC_RELAXED);
-    __atomic_store_n(&lb->pool.eject_max_ms, (uint64_t)n->eject_max_ms, __ATOMIC_RELAXED);
-    __atomic_store_n(&lb->pool.slow_start_ms, (uint64_t)n->slow_start_ms, __ATOMIC_RELAXED);
-    __atomic_store_n(&lb->pool.max_active, (int)n->backend_max_conns, __ATOMIC_RELAXED);
+    struct pool_tunables tun = tunables_of(n);
+    pool_set_tunables(&lb->pool, &tun);
     log_set_level(n->log_level);
     for (size_t i = 0; i < nb; i++) {
         struct backend *b = pool_find(&lb->pool, addrs[i]);

@@ -39,7 +39,7 @@ struct lb_config {
     int trust_forwarded;
     int log_level;
     /* Derived by lb_config_parse. */
-    int key_kind;          /* 0: the algorithm hashes nothing; 1: client address; 2: --hash-key */
+    int key_kind;          /* enum lb_algo_key of the algorithm (lb_algos[algorithm]->key) */
     int hash_kind;         /* enum lb_hash_kind */
     const char *hash_name; /* header or cookie name, inside hash_key */
     size_t hash_name_len;
