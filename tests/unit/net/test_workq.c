@@ -12,12 +12,12 @@ struct world {
     struct workq q;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int gate_open;   /* jobs with .gated wait for it */
-    int started;     /* jobs that entered work() */
-    int order[64];   /* work() order, by job id */
-    int norder;      /* (under mu) */
-    int done[64];    /* done() order, loop thread */
-    int ndone;       /* loop thread */
+    int gate_open; /* jobs with .gated wait for it */
+    int started;   /* jobs that entered work() */
+    int order[64]; /* work() order, by job id */
+    int norder;    /* (under mu) */
+    int done[64];  /* done() order, loop thread */
+    int ndone;     /* loop thread */
     int inits, finis, closed;
     int resubmit_rc; /* what a submit from a done() during stop returned */
 };
@@ -203,8 +203,7 @@ Test(workq, each_thread_has_its_own_context_and_done_runs_on_the_loop)
     open_gate();
     run_until_done(3);
     cr_assert(!pthread_equal(J[0].thread, J[1].thread) &&
-              !pthread_equal(J[1].thread, J[2].thread) &&
-              !pthread_equal(J[0].thread, J[2].thread));
+              !pthread_equal(J[1].thread, J[2].thread) && !pthread_equal(J[0].thread, J[2].thread));
     for (int i = 0; i < 3; i++) {
         cr_assert_eq(J[i].ctx_seen, &W, "job %d saw its thread's context", i);
         cr_assert(!pthread_equal(J[i].thread, loop_thread), "work() off the loop thread");
