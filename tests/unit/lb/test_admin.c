@@ -76,8 +76,8 @@ static struct answer serve(const char *raw)
 
 /* "METHOD PATH" with a Host (NULL: none), extra header lines and an
  * optional body (sent with Content-Length). */
-static struct answer call(const char *method, const char *path, const char *host,
-                          const char *extra, const char *body)
+static struct answer call(const char *method, const char *path, const char *host, const char *extra,
+                          const char *body)
 {
     char raw[8192], hostline[256] = "", len[64] = "";
     if (host)
@@ -110,13 +110,26 @@ Test(admin, host_names_that_mean_this_admin_api)
         const char *host;
         int ok;
     } cases[] = {
-        {"127.0.0.1:9090", 1},       {"localhost:9090", 1},      {"LOCALHOST:9090", 1},
-        {"[::1]:9090", 1},           {"127.0.0.1", 0},           {"127.0.0.1:90900", 0},
-        {"127.0.0.1:9091", 0},       {"127.0.0.1:", 0},          {"127.0.0.1:9O90", 0},
-        {"evil.example:9090", 0},    {"localhost.evil:9090", 0}, {"127.0.0.2:9090", 0},
-        {"0.0.0.0:9090", 0},         {"[::2]:9090", 0},          {"[::1]9090", 0},
-        {"[::1:9090", 0},            {"", 0},                    {":9090", 0},
-        {"127.000.000.001:9090", 0}, {"2130706433:9090", 0},
+        {"127.0.0.1:9090", 1},
+        {"localhost:9090", 1},
+        {"LOCALHOST:9090", 1},
+        {"[::1]:9090", 1},
+        {"127.0.0.1", 0},
+        {"127.0.0.1:90900", 0},
+        {"127.0.0.1:9091", 0},
+        {"127.0.0.1:", 0},
+        {"127.0.0.1:9O90", 0},
+        {"evil.example:9090", 0},
+        {"localhost.evil:9090", 0},
+        {"127.0.0.2:9090", 0},
+        {"0.0.0.0:9090", 0},
+        {"[::2]:9090", 0},
+        {"[::1]9090", 0},
+        {"[::1:9090", 0},
+        {"", 0},
+        {":9090", 0},
+        {"127.000.000.001:9090", 0},
+        {"2130706433:9090", 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         cr_assert_eq(authority_is_admin(&A, cases[i].host, strlen(cases[i].host)), cases[i].ok,
@@ -156,8 +169,7 @@ Test(admin, json_content_types)
         {"", 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-        cr_assert_eq(is_json_type(cases[i].v, strlen(cases[i].v)), cases[i].ok, "'%s'",
-                     cases[i].v);
+        cr_assert_eq(is_json_type(cases[i].v, strlen(cases[i].v)), cases[i].ok, "'%s'", cases[i].v);
 }
 
 /* ---- routes ------------------------------------------------------------------ */
@@ -177,8 +189,8 @@ Test(admin, backends_add_list_weigh_and_drain)
     cr_assert_eq(a.status, 200);
     cJSON *arr = cJSON_Parse(a.body);
     cr_assert(cJSON_IsArray(arr) && cJSON_GetArraySize(arr) == 2, "%s", a.body);
-    static const char *const keys[] = {"address", "weight", "state", "active", "requests",
-                                       "failures"};
+    static const char *const keys[] = {"address", "weight",   "state",
+                                       "active",  "requests", "failures"};
     const cJSON *e = cJSON_GetArrayItem(arr, 1);
     cr_assert_eq(cJSON_GetArraySize(e), 6, "%s", a.body);
     for (size_t k = 0; k < 6; k++)
@@ -210,9 +222,14 @@ Test(admin, backends_add_list_weigh_and_drain)
 Test(admin, bad_bodies_get_400_with_escaped_json_errors)
 {
     static const char *const bad[] = {
-        "{not json", "[]", "{\"weight\":1}", "{\"address\":\"\"}",
-        "{\"address\":\"127.0.0.1:1,weight=2\"}", "{\"address\":\"127.0.0.1:1\",\"weight\":1.5}",
-        "{\"address\":\"127.0.0.1:1\",\"weight\":1001}", "{\"address\":\"no\\\"port\"}",
+        "{not json",
+        "[]",
+        "{\"weight\":1}",
+        "{\"address\":\"\"}",
+        "{\"address\":\"127.0.0.1:1,weight=2\"}",
+        "{\"address\":\"127.0.0.1:1\",\"weight\":1.5}",
+        "{\"address\":\"127.0.0.1:1\",\"weight\":1001}",
+        "{\"address\":\"no\\\"port\"}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct answer a = call("POST", "/backends", HOST, JSON, bad[i]);
