@@ -2,8 +2,10 @@
  *
  * One struct lb per process (no globals): the validated configuration, the
  * backend pool, N workers (one thread + libuv loop + SO_REUSEPORT listener
- * each), the admin API on worker 0's loop, and the metrics registry. The
- * main thread owns the signal handlers and joins the workers on shutdown. */
+ * each), the admin API and the health checks on worker 0's loop, the
+ * per-address rate limiter and the metrics registry. The main thread owns
+ * the signal handlers (SIGHUP reloads, SIGTERM/SIGINT drain) and joins the
+ * workers on shutdown. */
 #ifndef SURGE_LB_LB_H
 #define SURGE_LB_LB_H
 #include <stdint.h>
@@ -129,7 +131,9 @@ static inline const struct lb_config *lb_cfg(const struct lb *lb)
  * log why. Main thread only. 0 or -1. */
 int lb_reload(struct lb *lb);
 
-/* Worker helpers shared by proxy.c and admin.c. */
+/* 64 random bits from w's own generator (xorshift128+, seeded from
+ * getrandom at init): for picks and request ids, not for secrets. Only on
+ * w's thread (the state is not shared). */
 uint64_t lb_worker_rand(struct lb_worker *w);
 /* Deprecated alias of clock_mono_us (base/clock.h), kept only while
  * src/lb/proxy.c still calls it; remove with its last caller. */
