@@ -138,7 +138,7 @@ static const struct conn_ops check_ops = {
 
 static void start_check(struct health *h, struct backend *b)
 {
-    if (b->hc_running || b->draining)
+    if (b->hc_running || backend_state(b) == BACKEND_DRAINING)
         return;
     struct check *c = xcalloc(1, sizeof *c);
     c->h = h;

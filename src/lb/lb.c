@@ -192,7 +192,7 @@ int lb_reload(struct lb *lb)
                 log_warn("reload: %s", why);
             continue;
         }
-        if (b->draining)
+        if (backend_state(b) == BACKEND_DRAINING)
             log_warn("reload: backend %s is still draining; add it again later", addrs[i]);
         else if (backend_weight(b) != weights[i])
             pool_set_weight(&lb->pool, addrs[i], weights[i]);
