@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "base/alloc.h"
 #include "base/config.h"
@@ -28,9 +27,8 @@ static double unit_random(void)
 {
     static _Thread_local uint64_t s;
     if (!s) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        s = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)(uintptr_t)&s ^ (uint64_t)ts.tv_sec;
+        uint64_t ns = clock_mono_ns();
+        s = ((ns % 1000000000u) << 20) ^ (uint64_t)(uintptr_t)&s ^ (ns / 1000000000u);
         s |= 1;
     }
     s ^= s << 13;
