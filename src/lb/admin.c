@@ -461,7 +461,9 @@ void admin_stop(struct lb_worker *w)
         return;
     w->admin = NULL;
     /* Every request is answered as soon as it is complete, so none is
-     * pending: close everything now; a is freed once the last handle is. */
-    http_server_drain(&a->srv, on_admin_drained);
+     * pending: close everything now. a is freed once the last handle is
+     * closed, which is at once (inside the drain call) when nothing was
+     * open, so a must not be touched after it. */
     http_server_close_all(&a->srv);
+    http_server_drain(&a->srv, on_admin_drained);
 }
