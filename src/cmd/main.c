@@ -1,4 +1,6 @@
-/* surge: one binary, one subcommand per role (DESIGN.md section 1). */
+/* surge: one binary, one subcommand per role (DESIGN.md section 1). The
+ * command table below drives both the dispatch and `surge help`: a new
+ * subcommand is one row. */
 #include <stdio.h>
 #include <string.h>
 
@@ -8,17 +10,82 @@
 #define SURGE_VERSION "0.1.0-dev"
 #endif
 
+struct command {
+    const char *name;
+    const char *aliases[2]; /* other spellings (NULL when unused) */
+    int (*run)(int argc, char **argv);
+    void (*help)(FILE *out); /* `surge help NAME`; NULL: the summary is all */
+    const char *args;        /* shown after the name in the usage text */
+    const char *summary;
+};
+
+static int cmd_version(int argc, char **argv);
+static int cmd_help(int argc, char **argv);
+
+/* One row per command, in the order `surge help` lists them. */
+// clang-format off
+static const struct command commands[] = {
+    {"lb",      {NULL, NULL},            cmd_lb,      cmd_lb_help,    "",
+     "HTTP/1.1 load balancer in front of any HTTP backends"},
+    {"app",     {NULL, NULL},            cmd_app,     cmd_app_help,   "",
+     "the shop service (one stateless API server process)"},
+    {"seed",    {NULL, NULL},            cmd_seed,    cmd_seed_help,  "",
+     "fill a store with demo products and users"},
+    {"bench",   {NULL, NULL},            cmd_bench,   cmd_bench_help, "",
+     "HTTP/1.1 load generator (closed and open model, thresholds)"},
+    {"version", {"--version", "-V"},     cmd_version, NULL,           "",
+     "print the version"},
+    {"help",    {"--help", "-h"},        cmd_help,    NULL,           " [COMMAND]",
+     "this text, or a command's options"},
+};
+// clang-format on
+
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+static const struct command *find_command(const char *name)
+{
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        const struct command *c = &commands[i];
+        if (!strcmp(c->name, name) || (c->aliases[0] && !strcmp(c->aliases[0], name)) ||
+            (c->aliases[1] && !strcmp(c->aliases[1], name)))
+            return c;
+    }
+    return NULL;
+}
+
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: surge <command> [options]\n\n"
-                 "commands:\n"
-                 "  lb        HTTP/1.1 load balancer in front of any HTTP backends\n"
-                 "  app       the shop service (one stateless API server process)\n"
-                 "  seed      fill a store with demo products and users\n"
-                 "  bench     HTTP/1.1 load generator (closed and open model, thresholds)\n"
-                 "  version   print the version\n"
-                 "  help [COMMAND]  this text, or a command's options\n\n"
-                 "Planned (see the issues): worker, up.\n");
+    fprintf(out, "usage: surge <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        char left[32];
+        snprintf(left, sizeof left, "%s%s", commands[i].name, commands[i].args);
+        fprintf(out, "  %-16s %s\n", left, commands[i].summary);
+    }
+    fprintf(out, "\nPlanned (see the issues): worker, up.\n");
+}
+
+static int cmd_version(int argc, char **argv)
+{
+    printf("surge %s\n", SURGE_VERSION);
+    return 0;
+}
+
+static int cmd_help(int argc, char **argv)
+{
+    if (argc < 1) {
+        usage(stdout);
+        return 0;
+    }
+    const struct command *c = find_command(argv[0]);
+    if (!c) {
+        fprintf(stderr, "surge: no help for unknown command '%s'\n", argv[0]);
+        return 2;
+    }
+    if (c->help)
+        c->help(stdout);
+    else
+        printf("usage: surge %s%s\n  %s\n", c->name, c->args, c->summary);
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -27,43 +94,10 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    const char *cmd = argv[1];
-    if (!strcmp(cmd, "lb"))
-        return cmd_lb(argc - 2, argv + 2);
-    if (!strcmp(cmd, "bench"))
-        return cmd_bench(argc - 2, argv + 2);
-    if (!strcmp(cmd, "app"))
-        return cmd_app(argc - 2, argv + 2);
-    if (!strcmp(cmd, "seed"))
-        return cmd_seed(argc - 2, argv + 2);
-    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
-        printf("surge %s\n", SURGE_VERSION);
-        return 0;
+    const struct command *c = find_command(argv[1]);
+    if (!c) {
+        fprintf(stderr, "surge: unknown command '%s' (try 'surge help')\n", argv[1]);
+        return 2;
     }
-    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
-        if (argc >= 3 && !strcmp(argv[2], "lb")) {
-            cmd_lb_help(stdout);
-            return 0;
-        }
-        if (argc >= 3 && !strcmp(argv[2], "app")) {
-            cmd_app_help(stdout);
-            return 0;
-        }
-        if (argc >= 3 && !strcmp(argv[2], "seed")) {
-            cmd_seed_help(stdout);
-            return 0;
-        }
-        if (argc >= 3 && !strcmp(argv[2], "bench")) {
-            cmd_bench_help(stdout);
-            return 0;
-        }
-        if (argc >= 3) {
-            fprintf(stderr, "surge: no help for unknown command '%s'\n", argv[2]);
-            return 2;
-        }
-        usage(stdout);
-        return 0;
-    }
-    fprintf(stderr, "surge: unknown command '%s' (try 'surge help')\n", cmd);
-    return 2;
+    return c->run(argc - 2, argv + 2);
 }

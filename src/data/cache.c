@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "base/alloc.h"
 #include "base/config.h"
@@ -23,21 +22,13 @@ struct cache_flight {
     struct buf value; /* the loaded value, for waiters */
 };
 
-uint64_t cache_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* A uniform double in (0, 1], per thread, without locks. */
 static double unit_random(void)
 {
     static _Thread_local uint64_t s;
     if (!s) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        s = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)(uintptr_t)&s ^ (uint64_t)ts.tv_sec;
+        uint64_t ns = clock_mono_ns();
+        s = ((ns % 1000000000u) << 20) ^ (uint64_t)(uintptr_t)&s ^ (ns / 1000000000u);
         s |= 1;
     }
     s ^= s << 13;
@@ -93,7 +84,7 @@ int cache_peek(struct cache *c, const char *key, struct buf *out)
     size_t len0 = out->len;
     if (c->driver->get(c->impl, key, out, &m) < 0)
         return -ENOENT;
-    if (wants_refresh(c, &m, cache_now_ms())) {
+    if (wants_refresh(c, &m, clock_mono_ms())) {
         out->len = len0;
         if (out->data)
             out->data[len0] = '\0';
@@ -119,7 +110,7 @@ int cache_aside(struct cache *c, const char *key, struct buf *out, uint64_t ttl_
     if (strlen(key) > CACHE_KEY_MAX)
         return -EINVAL;
     if (c->driver->get(c->impl, key, out, &m) == 0) {
-        if (!wants_refresh(c, &m, cache_now_ms())) {
+        if (!wants_refresh(c, &m, clock_mono_ms())) {
             *outcome = CACHE_HIT;
             return 0;
         }
@@ -158,9 +149,9 @@ int cache_aside(struct cache *c, const char *key, struct buf *out, uint64_t ttl_
     pthread_mutex_unlock(&c->mu);
 
     out->len = len0;
-    uint64_t t0 = cache_now_ms();
+    uint64_t t0 = clock_mono_ms();
     int rc = load(arg, key, out);
-    uint64_t took = cache_now_ms() - t0;
+    uint64_t took = clock_mono_ms() - t0;
     if (rc == 0)
         c->driver->set(c->impl, key, out->data + len0, out->len - len0, cache_jitter_ttl(ttl_ms),
                        (uint32_t)(took ? took : 1));

@@ -138,7 +138,7 @@ static int lc_get(struct cache_impl *c, const char *key, struct buf *out, struct
     struct entry **pp = slot_of(s, h, key, klen);
     if (*pp) {
         struct entry *e = *pp;
-        if (e->expires_ms <= cache_now_ms()) {
+        if (e->expires_ms <= clock_mono_ms()) {
             unlink_entry(s, pp);
         } else if (buf_append(out, e->val, e->vlen) == 0) {
             meta->expires_ms = e->expires_ms;
@@ -169,7 +169,7 @@ static int lc_set(struct cache_impl *c, const char *key, const void *val, size_t
     e->val = e->key + klen + 1;
     memcpy(e->val, val, len);
     e->val[len] = '\0';
-    e->expires_ms = cache_now_ms() + ttl_ms;
+    e->expires_ms = clock_mono_ms() + ttl_ms;
     e->delta_ms = delta_ms;
     if (entry_bytes(e) > s->max_bytes) {
         free(e->key);

@@ -4,9 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "base/alloc.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "net/conn.h"
 #include "net/net.h"
@@ -28,13 +28,6 @@ struct http_sconn {
     struct buf body;
 };
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 void http_response_init(struct http_response *r)
 {
     memset(r, 0, sizeof *r);
@@ -52,6 +45,30 @@ void http_response_free(struct http_response *r)
 void http_response_header(struct http_response *r, const char *name, const char *value)
 {
     buf_printf(&r->headers, "%s: %s\r\n", name, value);
+}
+
+void http_response_error(struct http_response *r, int status, const char *msg)
+{
+    static const char hex[] = "0123456789abcdef";
+    r->status = status;
+    r->content_type = "application/json";
+    buf_reset(&r->body);
+    buf_puts(&r->body, "{\"error\":\"");
+    for (const unsigned char *p = (const unsigned char *)(msg ? msg : ""); *p; p++) {
+        char esc[6] = {'\\', (char)*p};
+        size_t n = 2;
+        if (*p < 0x20) {
+            memcpy(esc, "\\u00", 4);
+            esc[4] = hex[*p >> 4];
+            esc[5] = hex[*p & 15];
+            n = 6;
+        } else if (*p != '"' && *p != '\\') {
+            esc[0] = (char)*p;
+            n = 1;
+        }
+        buf_append(&r->body, esc, n);
+    }
+    buf_puts(&r->body, "\"}");
 }
 
 const char *http_request_header(const struct http_request *req, const char *name, size_t *len)
@@ -103,9 +120,7 @@ static void send_error(struct http_sconn *sc, int status, const char *msg)
 {
     struct http_response r;
     http_response_init(&r);
-    r.status = status;
-    r.content_type = "application/json";
-    buf_printf(&r.body, "{\"error\":\"%s\"}", msg); /* msg: static text without quotes */
+    http_response_error(&r, status, msg);
     send_answer(sc, &r, 0, 0);
     http_response_free(&r);
 }
@@ -157,7 +172,7 @@ static void dispatch(struct http_sconn *sc, size_t head_len, const char *body, s
     req->body_off = head_len;
     req->server = s;
     req->conn_ = sc;
-    req->start_ns = now_ns();
+    req->start_ns = clock_mono_ns();
     memcpy(req->peer_ip, sc->conn.peer_ip, sizeof req->peer_ip);
     buf_consume(&sc->conn.in, consumed);
     sc->req = req;

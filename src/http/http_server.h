@@ -85,6 +85,12 @@ void http_response_init(struct http_response *r);
 void http_response_free(struct http_response *r);
 /* Add one "Name: value" header line. */
 void http_response_header(struct http_response *r, const char *name, const char *value);
+/* The JSON error answer of every server on this layer (this server's own
+ * refusals and the lb admin API; src/app's app_json_error should become a
+ * call to it): status, Content-Type application/json and the body
+ * {"error":"msg"}, msg JSON-escaped (any text; NULL reads as ""). Replaces
+ * r's body; keeps the header lines already added. */
+void http_response_error(struct http_response *r, int status, const char *msg);
 
 /* Send r (status line, Content-Length, Connection, r's headers, body) as
  * the answer to req and free req. r is left untouched (the caller frees it).

@@ -1,5 +1,6 @@
 #include "lb/admin.h"
 
+#include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -9,71 +10,52 @@
 #include "base/alloc.h"
 #include "base/buf.h"
 #include "base/log.h"
-#include "http/http.h"
-#include "net/conn.h"
+#include "http/http_server.h"
 #include "net/net.h"
 
 #define ADMIN_BODY_MAX (64 * 1024)
-#define ADMIN_RBUF_MAX (HTTP_DEFAULT_MAX_HEAD + ADMIN_BODY_MAX + 1024)
-#define ADMIN_OUT_MAX  (16 * 1024 * 1024)
 
 struct admin {
-    uv_tcp_t listener;
-    struct lb_worker *w;
-    struct list conns;
-    int listening;
+    struct http_server srv; /* first: the drain callback gets it back */
+    struct lb *lb;
+    /* The bound address, for the Host and Origin checks. */
+    int family; /* AF_INET or AF_INET6 */
+    union {
+        struct in_addr v4;
+        struct in6_addr v6;
+    } ip;
+    unsigned port;
+    int wildcard; /* bound to 0.0.0.0 or :: */
 };
 
-struct admin_conn {
-    struct conn conn; /* the connection layer: buffers, caps, writes, close */
+/* One admin request being answered: the request and the response. */
+struct admin_req {
     struct admin *a;
-    struct list link;
-    struct http_msg req;
-    size_t body_off;
-    int have_head, done;
+    const struct http_request *req;
+    struct http_response *r;
+    const char *method; /* "GET", "POST"... */
 };
 
-static void respond(struct admin_conn *ac, int status, const char *ctype, const char *body,
-                    size_t len, const char *extra)
+static void error(struct admin_req *q, int status, const char *msg)
 {
-    int keep = ac->have_head && (ac->req.flags & HTTP_F_KEEP_ALIVE);
-    struct buf head;
-    buf_init(&head, 4096);
-    buf_printf(&head, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n",
-               status, http_status_text(status), ctype, len, extra ? extra : "",
-               keep ? "" : "Connection: close\r\n");
-    int rc = conn_write(&ac->conn, head.data, head.len);
-    if (rc == 0 && len)
-        rc = conn_write(&ac->conn, body, len);
-    buf_free(&head);
-    if (rc < 0) {
-        ac->done = 1;
-        conn_close(&ac->conn);
-        return;
-    }
-    if (!keep) {
-        ac->done = 1;
-        conn_close_after_write(&ac->conn);
-        return;
-    }
-    /* This request is answered: the next one starts after its body. */
-    buf_consume(&ac->conn.in, ac->body_off + (size_t)ac->req.content_length);
-    ac->have_head = 0;
+    http_response_error(q->r, status, msg);
 }
 
-static void respond_json(struct admin_conn *ac, int status, cJSON *j, const char *extra)
+static void answer_json(struct admin_req *q, int status, cJSON *j)
 {
     char *s = cJSON_PrintUnformatted(j);
-    respond(ac, status, "application/json", s, strlen(s), extra);
-    free(s);
     cJSON_Delete(j);
+    q->r->status = status;
+    q->r->content_type = "application/json";
+    buf_reset(&q->r->body);
+    if (!s || buf_puts(&q->r->body, s) < 0)
+        error(q, 500, "answer too large");
+    free(s);
 }
 
-static void respond_error(struct admin_conn *ac, int status, const char *msg, const char *extra)
+static int is(const struct admin_req *q, const char *method)
 {
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "error", msg);
-    respond_json(ac, status, j, extra);
+    return strcmp(q->method, method) == 0;
 }
 
 static const char *state_name(int s)
@@ -98,60 +80,61 @@ static void add_backend_json(struct backend *b, void *arg)
     cJSON_AddItemToArray((cJSON *)arg, backend_json(b));
 }
 
-static void get_backends(struct admin_conn *ac)
+static void get_backends(struct admin_req *q)
 {
     cJSON *arr = cJSON_CreateArray();
-    pool_foreach(&ac->a->w->lb->pool, add_backend_json, arr);
-    respond_json(ac, 200, arr, NULL);
+    pool_foreach(&q->a->lb->pool, add_backend_json, arr);
+    answer_json(q, 200, arr);
 }
 
-static void post_backends(struct admin_conn *ac, const char *body, size_t len)
+/* The weight member of j: 1 when absent and optional; -1 when invalid. */
+static int weight_of(const cJSON *j, int optional)
 {
-    struct lb *lb = ac->a->w->lb;
+    const cJSON *wt = cJSON_GetObjectItemCaseSensitive(j, "weight");
+    if (!wt && optional)
+        return 1;
+    if (!cJSON_IsNumber(wt) || wt->valuedouble != (double)(int)wt->valuedouble ||
+        wt->valuedouble < 1 || wt->valuedouble > BACKEND_WEIGHT_MAX)
+        return -1;
+    return (int)wt->valuedouble;
+}
+
+static void post_backends(struct admin_req *q, const char *body, size_t len)
+{
+    struct pool *pool = &q->a->lb->pool;
     cJSON *j = cJSON_ParseWithLength(body, len);
     if (!j || !cJSON_IsObject(j)) {
         cJSON_Delete(j);
-        respond_error(ac, 400, "body must be a JSON object {\"address\":\"H:P\",\"weight\":N}",
-                      NULL);
+        error(q, 400, "body must be a JSON object {\"address\":\"H:P\",\"weight\":N}");
         return;
     }
     const cJSON *addr = cJSON_GetObjectItemCaseSensitive(j, "address");
-    const cJSON *wt = cJSON_GetObjectItemCaseSensitive(j, "weight");
-    int weight = 1;
     if (!cJSON_IsString(addr) || !addr->valuestring[0] || strchr(addr->valuestring, ',')) {
         cJSON_Delete(j);
-        respond_error(ac, 400, "\"address\" must be a string \"HOST:PORT\"", NULL);
+        error(q, 400, "\"address\" must be a string \"HOST:PORT\"");
         return;
     }
-    if (wt) {
-        if (!cJSON_IsNumber(wt) || wt->valuedouble != (double)(int)wt->valuedouble ||
-            wt->valuedouble < 1 || wt->valuedouble > BACKEND_WEIGHT_MAX) {
-            cJSON_Delete(j);
-            respond_error(ac, 400, "\"weight\" must be an integer between 1 and 1000", NULL);
-            return;
-        }
-        weight = (int)wt->valuedouble;
+    int weight = weight_of(j, 1);
+    if (weight < 0) {
+        cJSON_Delete(j);
+        error(q, 400, "\"weight\" must be an integer between 1 and 1000");
+        return;
     }
     char err[256], address[BACKEND_ADDR_MAX];
     snprintf(address, sizeof address, "%s", addr->valuestring);
-    int rc = pool_add(&lb->pool, addr->valuestring, weight, err, sizeof err);
+    int rc = pool_add(pool, addr->valuestring, weight, err, sizeof err);
     cJSON_Delete(j);
-    if (rc == -EEXIST) {
-        respond_error(ac, 409, err, NULL);
-        return;
-    }
     if (rc < 0) {
-        respond_error(ac, 400, err, NULL);
+        error(q, rc == -EEXIST ? 409 : 400, err);
         return;
     }
-    struct backend *b;
-    b = pool_find(&lb->pool, address);
-    if (b) {
-        respond_json(ac, 201, backend_json(b), NULL);
-        pool_unref(b);
-    } else {
-        respond_error(ac, 409, "backend was removed while being added", NULL);
+    struct backend *b = pool_find(pool, address);
+    if (!b) {
+        error(q, 409, "backend was removed while being added");
+        return;
     }
+    answer_json(q, 201, backend_json(b));
+    pool_unref(b);
 }
 
 static int url_decode(const char *s, size_t n, char *out, size_t outlen)
@@ -176,65 +159,62 @@ static int url_decode(const char *s, size_t n, char *out, size_t outlen)
     return 0;
 }
 
-static void one_backend(struct admin_conn *ac, const char *target, size_t tlen, const char *body,
+static void one_backend(struct admin_req *q, const char *target, size_t tlen, const char *body,
                         size_t blen)
 {
-    struct lb *lb = ac->a->w->lb;
+    struct pool *pool = &q->a->lb->pool;
     char address[BACKEND_ADDR_MAX];
     if (url_decode(target, tlen, address, sizeof address) < 0 || !address[0]) {
-        respond_error(ac, 400, "bad backend address in path", NULL);
+        error(q, 400, "bad backend address in path");
         return;
     }
-    int m = ac->req.method;
-    if (m == HTTP_M_DELETE) {
-        if (pool_drain(&lb->pool, address) < 0) {
-            respond_error(ac, 404, "no such backend", NULL);
+    if (is(q, "DELETE")) {
+        if (pool_drain(pool, address) < 0) {
+            error(q, 404, "no such backend");
             return;
         }
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "address", address);
         cJSON_AddStringToObject(j, "state", "draining");
-        respond_json(ac, 202, j, NULL);
+        answer_json(q, 202, j);
         return;
     }
-    if (m == HTTP_M_GET || m == HTTP_M_PUT || m == HTTP_M_PATCH) {
-        if (m != HTTP_M_GET) {
-            cJSON *j = cJSON_ParseWithLength(body, blen);
-            const cJSON *wt = cJSON_GetObjectItemCaseSensitive(j, "weight");
-            int ok = j && cJSON_IsNumber(wt) && wt->valuedouble == (double)(int)wt->valuedouble &&
-                     wt->valuedouble >= 1 && wt->valuedouble <= BACKEND_WEIGHT_MAX;
-            int weight = ok ? (int)wt->valuedouble : 0;
-            cJSON_Delete(j);
-            if (!ok) {
-                respond_error(ac, 400, "body must be {\"weight\":N} with N in 1..1000", NULL);
-                return;
-            }
-            if (pool_set_weight(&lb->pool, address, weight) < 0) {
-                respond_error(ac, 404, "no such backend", NULL);
-                return;
-            }
-        }
-        struct backend *b = pool_find(&lb->pool, address);
-        if (!b) {
-            respond_error(ac, 404, "no such backend", NULL);
+    if (!is(q, "GET") && !is(q, "PUT") && !is(q, "PATCH")) {
+        error(q, 405, "method not allowed");
+        http_response_header(q->r, "Allow", "GET, PUT, PATCH, DELETE");
+        return;
+    }
+    if (!is(q, "GET")) {
+        cJSON *j = cJSON_ParseWithLength(body, blen);
+        int weight = j ? weight_of(j, 0) : -1;
+        cJSON_Delete(j);
+        if (weight < 0) {
+            error(q, 400, "body must be {\"weight\":N} with N in 1..1000");
             return;
         }
-        respond_json(ac, 200, backend_json(b), NULL);
-        pool_unref(b);
+        if (pool_set_weight(pool, address, weight) < 0) {
+            error(q, 404, "no such backend");
+            return;
+        }
+    }
+    struct backend *b = pool_find(pool, address);
+    if (!b) {
+        error(q, 404, "no such backend");
         return;
     }
-    respond_error(ac, 405, "method not allowed", "Allow: GET, PUT, PATCH, DELETE\r\n");
+    answer_json(q, 200, backend_json(b));
+    pool_unref(b);
 }
 
 /* Does the request carry "Authorization: Bearer <token>"? Compared in
  * constant time so the token cannot be guessed byte by byte. */
-static int authorized(const struct admin_conn *ac, const char *token)
+static int authorized(const struct http_request *req, const char *token)
 {
-    const char *b = ac->conn.in.data;
+    const char *b = req->raw.data;
     size_t tl = strlen(token);
-    for (unsigned i = 0; i < ac->req.nheaders; i++) {
-        const struct http_header *h = &ac->req.headers[i];
-        if (!http_header_is(&ac->req, b, i, "authorization") || h->value.len != tl + 7 ||
+    for (unsigned i = 0; i < req->msg.nheaders; i++) {
+        const struct http_header *h = &req->msg.headers[i];
+        if (!http_header_is(&req->msg, b, i, "authorization") || h->value.len != tl + 7 ||
             strncasecmp(b + h->value.off, "Bearer ", 7) != 0)
             continue;
         const unsigned char *v = (const unsigned char *)b + h->value.off + 7;
@@ -246,147 +226,232 @@ static int authorized(const struct admin_conn *ac, const char *token)
     return 0;
 }
 
-static void route(struct admin_conn *ac)
-{
-    const char *b = ac->conn.in.data;
-    const struct http_msg *m = &ac->req;
-    const char *t = b + m->target.off;
-    size_t tlen = m->target.len;
-    const char *q = memchr(t, '?', tlen);
-    if (q)
-        tlen = (size_t)(q - t);
-    const char *body = b + ac->body_off;
-    size_t blen = (size_t)m->content_length;
-    int meth = m->method;
+/* ---- cross-site and DNS-rebinding guards for writes ---- */
 
-    const char *token = lb_cfg(ac->a->w->lb)->admin_token;
-    if (token && !(tlen == 8 && !memcmp(t, "/healthz", 8)) && !authorized(ac, token)) {
-        respond_error(ac, 401, "missing or wrong admin token", "WWW-Authenticate: Bearer\r\n");
-        return;
-    }
-    if (tlen == 8 && !memcmp(t, "/healthz", 8)) {
-        if (meth != HTTP_M_GET && meth != HTTP_M_HEAD) {
-            respond_error(ac, 405, "method not allowed", "Allow: GET\r\n");
-            return;
+/* Is "host[:port]" (s, n bytes; a Host value or an Origin's authority) a
+ * name of this admin API: localhost, 127.0.0.1, [::1] or the bound address
+ * (any IP literal when bound to a wildcard), with the bound port (no port
+ * means 80)? A DNS name other than localhost never is: that is what a
+ * rebinding attack sends. */
+static int authority_is_admin(const struct admin *a, const char *s, size_t n)
+{
+    char host[64];
+    const char *port = NULL;
+    size_t hl, pl = 0;
+    int v6 = n && s[0] == '[';
+    if (v6) {
+        const char *close = memchr(s, ']', n);
+        if (!close)
+            return 0;
+        hl = (size_t)(close - s - 1);
+        memcpy(host, s + 1, hl < sizeof host ? hl : 0);
+        if (close + 1 < s + n) {
+            if (close[1] != ':')
+                return 0;
+            port = close + 2;
+            pl = (size_t)(s + n - port);
         }
-        respond(ac, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
-    } else if (tlen == 8 && !memcmp(t, "/metrics", 8)) {
-        if (meth != HTTP_M_GET) {
-            respond_error(ac, 405, "method not allowed", "Allow: GET\r\n");
-            return;
-        }
-        struct buf out;
-        buf_init(&out, ADMIN_OUT_MAX);
-        if (metrics_render(&ac->a->w->lb->metrics, &out) < 0) {
-            buf_free(&out);
-            respond_error(ac, 500, "metrics too large", NULL);
-            return;
-        }
-        respond(ac, 200, "text/plain; version=0.0.4; charset=utf-8", out.data ? out.data : "",
-                out.len, NULL);
-        buf_free(&out);
-    } else if (tlen == 9 && !memcmp(t, "/backends", 9)) {
-        if (meth == HTTP_M_GET)
-            get_backends(ac);
-        else if (meth == HTTP_M_POST)
-            post_backends(ac, body, blen);
-        else
-            respond_error(ac, 405, "method not allowed", "Allow: GET, POST\r\n");
-    } else if (tlen > 10 && !memcmp(t, "/backends/", 10)) {
-        one_backend(ac, t + 10, tlen - 10, body, blen);
     } else {
-        respond_error(ac, 404, "not found", NULL);
-    }
-}
-
-/* Parse from scratch each time bytes arrive (requests are tiny): simpler
- * than tracking a partial parse, and the admin API is not a hot path. */
-static void conn_try(struct admin_conn *ac)
-{
-    http_msg_reset(&ac->req);
-    size_t used;
-    int ev = http_msg_feed(&ac->req, ac->conn.in.data, 0, ac->conn.in.len, &used);
-    if (ev == HTTP_EV_NEED_MORE)
-        return;
-    if (ev == HTTP_EV_ERROR) {
-        respond_error(ac, ac->req.err_status, ac->req.err_reason, NULL);
-        return;
-    }
-    ac->have_head = 1;
-    ac->body_off = used;
-    if (ac->req.flags & HTTP_F_CHUNKED) {
-        ac->req.flags &= ~HTTP_F_KEEP_ALIVE;
-        respond_error(ac, 411, "send the body with Content-Length", NULL);
-        return;
-    }
-    if (ac->req.content_length > ADMIN_BODY_MAX) {
-        ac->req.flags &= ~HTTP_F_KEEP_ALIVE;
-        respond_error(ac, 413, "body too large", NULL);
-        return;
-    }
-}
-
-/* conn on_data: answer every complete request in the buffer, in order. */
-static void on_admin_data(struct conn *c)
-{
-    struct admin_conn *ac = container_of(c, struct admin_conn, conn);
-    while (!ac->done && ac->conn.in.len) {
-        if (!ac->have_head) {
-            conn_try(ac);
-            if (!ac->have_head)
-                break;
-            if (ac->done)
-                return;
+        const char *colon = memchr(s, ':', n);
+        hl = colon ? (size_t)(colon - s) : n;
+        memcpy(host, s, hl < sizeof host ? hl : 0);
+        if (colon) {
+            port = colon + 1;
+            pl = (size_t)(s + n - port);
         }
-        if (ac->conn.in.len < ac->body_off + ac->req.content_length)
-            break;
-        route(ac);
     }
-    if (!ac->done && ac->conn.in.len == ac->conn.in.max_size) {
-        ac->have_head = 0;
-        respond_error(ac, 431, "request too large", NULL);
+    if (hl == 0 || hl >= sizeof host)
+        return 0;
+    host[hl] = '\0';
+    unsigned long p = 80;
+    if (port) {
+        if (pl == 0 || pl > 5)
+            return 0;
+        p = 0;
+        for (size_t i = 0; i < pl; i++) {
+            if (port[i] < '0' || port[i] > '9')
+                return 0;
+            p = p * 10 + (unsigned long)(port[i] - '0');
+        }
     }
+    if (p != a->port)
+        return 0;
+    if (v6) {
+        struct in6_addr x;
+        if (inet_pton(AF_INET6, host, &x) != 1)
+            return 0;
+        return !memcmp(&x, &in6addr_loopback, sizeof x) ||
+               (a->family == AF_INET6 && (a->wildcard || !memcmp(&x, &a->ip.v6, sizeof x)));
+    }
+    if (!strcasecmp(host, "localhost"))
+        return 1;
+    struct in_addr x;
+    if (inet_pton(AF_INET, host, &x) != 1)
+        return 0;
+    /* A wildcard IPv6 socket also takes IPv4 connections (dual stack). */
+    return x.s_addr == htonl(INADDR_LOOPBACK) || a->wildcard ||
+           (a->family == AF_INET && x.s_addr == a->ip.v4.s_addr);
 }
 
-static void on_admin_free(struct conn *c)
+/* Is the media type of a Content-Type value application/json (any case,
+ * parameters allowed)? */
+static int is_json_type(const char *v, size_t n)
 {
-    struct admin_conn *ac = container_of(c, struct admin_conn, conn);
-    list_remove(&ac->link);
-    free(ac);
+    static const char json[] = "application/json";
+    size_t k = sizeof json - 1;
+    if (n < k || strncasecmp(v, json, k) != 0)
+        return 0;
+    return n == k || v[k] == ';' || v[k] == ' ' || v[k] == '\t';
 }
 
-static const struct conn_ops admin_conn_ops = {
-    .on_data = on_admin_data,
-    .on_free = on_admin_free,
-};
-
-static void on_admin_conn(uv_stream_t *server, int status)
+/* Refuse a write that a web page could have sent: a browser lets any page
+ * send a "simple" cross-origin POST (text/plain, no preflight) to
+ * 127.0.0.1, and a page whose name was rebound to 127.0.0.1 can send any
+ * request, but only under its own name in Host. So a write (POST, PUT,
+ * PATCH, DELETE) must name this admin API in Host (421 otherwise), must not
+ * come from a foreign Origin (403), and must declare a JSON body (415; a
+ * DELETE without a body declares nothing). Returns 0 when the request may
+ * go on, else -1 with the answer and a log line made. */
+static int guard_write(struct admin_req *q)
 {
-    struct admin *a = server->data;
-    if (status < 0)
+    const struct http_request *req = q->req;
+    if (is(q, "GET") || is(q, "HEAD") || is(q, "OPTIONS"))
+        return 0;
+    char why[160];
+    int status = 0;
+    size_t n;
+    const char *host = http_request_header(req, "host", &n);
+    const char *origin;
+    const char *ctype;
+    if (!host || !authority_is_admin(q->a, host, n)) {
+        status = 421;
+        snprintf(why, sizeof why, "Host '%.*s' does not name this admin address",
+                 host ? (int)(n > 80 ? 80 : n) : 0, host ? host : "");
+    } else if ((origin = http_request_header(req, "origin", &n)) &&
+               !(n > 7 && !strncasecmp(origin, "http://", 7) &&
+                 authority_is_admin(q->a, origin + 7, n - 7))) {
+        status = 403;
+        snprintf(why, sizeof why, "cross-origin request from '%.*s'", (int)(n > 80 ? 80 : n),
+                 origin);
+    } else if ((!is(q, "DELETE") || req->raw.len > req->body_off) &&
+               !((ctype = http_request_header(req, "content-type", &n)) &&
+                 is_json_type(ctype, n))) {
+        status = 415;
+        snprintf(why, sizeof why, "a write must send Content-Type: application/json");
+    }
+    if (!status)
+        return 0;
+    const struct http_msg *m = &req->msg;
+    log_warn("admin: refused %s %.*s from %s: %s", q->method,
+             (int)(m->target.len > 80 ? 80 : m->target.len), req->raw.data + m->target.off,
+             req->peer_ip, why);
+    error(q, status, why);
+    return -1;
+}
+
+static int path_is(const char *t, size_t tlen, const char *path)
+{
+    return tlen == strlen(path) && !memcmp(t, path, tlen);
+}
+
+/* Answer one admin request into r (no I/O: the caller sends r). */
+static void admin_serve(struct admin *a, const struct http_request *req, struct http_response *r)
+{
+    struct admin_req q = {a, req, r, http_method_name(req->msg.method)};
+    const char *t = req->raw.data + req->msg.target.off;
+    size_t tlen = req->msg.target.len;
+    const char *qm = memchr(t, '?', tlen);
+    if (qm)
+        tlen = (size_t)(qm - t);
+    const char *body = req->raw.data + req->body_off;
+    size_t blen = req->raw.len - req->body_off;
+
+    const char *token = lb_cfg(a->lb)->admin_token;
+    if (token && !path_is(t, tlen, "/healthz") && !authorized(req, token)) {
+        error(&q, 401, "missing or wrong admin token");
+        http_response_header(r, "WWW-Authenticate", "Bearer");
         return;
-    struct admin_conn *ac = xcalloc(1, sizeof *ac);
-    ac->a = a;
-    list_insert_tail(&a->conns, &ac->link);
-    http_msg_init(&ac->req, HTTP_REQUEST_KIND);
-    conn_accept(&ac->conn, server, &admin_conn_ops, ADMIN_RBUF_MAX, ADMIN_OUT_MAX);
+    }
+    if (guard_write(&q) < 0)
+        return;
+    if (path_is(t, tlen, "/healthz")) {
+        if (!is(&q, "GET") && !is(&q, "HEAD")) {
+            error(&q, 405, "method not allowed");
+            http_response_header(r, "Allow", "GET, HEAD");
+            return;
+        }
+        r->content_type = "application/json";
+        buf_puts(&r->body, "{\"status\":\"ok\"}");
+    } else if (path_is(t, tlen, "/metrics")) {
+        if (!is(&q, "GET") && !is(&q, "HEAD")) {
+            error(&q, 405, "method not allowed");
+            http_response_header(r, "Allow", "GET, HEAD");
+            return;
+        }
+        r->content_type = "text/plain; version=0.0.4; charset=utf-8";
+        if (metrics_render(&a->lb->metrics, &r->body) < 0)
+            error(&q, 500, "metrics too large");
+    } else if (path_is(t, tlen, "/backends")) {
+        if (is(&q, "GET") || is(&q, "HEAD")) {
+            get_backends(&q);
+        } else if (is(&q, "POST")) {
+            post_backends(&q, body, blen);
+        } else {
+            error(&q, 405, "method not allowed");
+            http_response_header(r, "Allow", "GET, HEAD, POST");
+        }
+    } else if (tlen > 10 && !memcmp(t, "/backends/", 10)) {
+        one_backend(&q, t + 10, tlen - 10, body, blen);
+    } else {
+        error(&q, 404, "not found");
+    }
+}
+
+static void on_admin_request(struct http_request *req, void *arg)
+{
+    struct http_response r;
+    http_response_init(&r);
+    admin_serve(arg, req, &r);
+    http_request_respond(req, &r);
+    http_response_free(&r);
+}
+
+/* Remember the bound address for the Host and Origin checks. */
+static void admin_set_addr(struct admin *a, const struct sockaddr_storage *addr)
+{
+    a->family = addr->ss_family;
+    if (addr->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)addr;
+        a->ip.v6 = s6->sin6_addr;
+        a->port = ntohs(s6->sin6_port);
+        a->wildcard = !memcmp(&s6->sin6_addr, &in6addr_any, sizeof in6addr_any);
+    } else {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)addr;
+        a->ip.v4 = s4->sin_addr;
+        a->port = ntohs(s4->sin_port);
+        a->wildcard = s4->sin_addr.s_addr == htonl(INADDR_ANY);
+    }
 }
 
 int admin_start(struct lb_worker *w, struct sockaddr_storage *addr)
 {
     struct admin *a = xcalloc(1, sizeof *a);
-    a->w = w;
-    list_init(&a->conns);
+    a->lb = w->lb;
     w->admin = a;
-    int rc = net_listen(&w->loop, &a->listener, addr, 0, 128, on_admin_conn);
-    a->listener.data = a;
-    a->listening = 1;
+    const struct lb_config *cfg = lb_cfg(w->lb);
+    struct http_server_config hc = {
+        .max_body = ADMIN_BODY_MAX,
+        .header_timeout_ms = (uint64_t)cfg->timeout_header_ms,
+        .idle_timeout_ms = (uint64_t)cfg->timeout_idle_ms,
+    };
+    int rc = http_server_start(&a->srv, &w->loop, addr, &hc, on_admin_request, a);
+    admin_set_addr(a, addr);
     return rc;
 }
 
-static void on_admin_freed(uv_handle_t *h)
+static void on_admin_drained(struct http_server *s)
 {
-    free(h->data);
+    free(container_of(s, struct admin, srv));
 }
 
 void admin_stop(struct lb_worker *w)
@@ -394,17 +459,11 @@ void admin_stop(struct lb_worker *w)
     struct admin *a = w->admin;
     if (!a)
         return;
-    struct list *pos, *tmp;
-    list_foreach_safe(pos, tmp, &a->conns)
-    {
-        /* Unlinked now: a is freed before the connections' on_free runs. */
-        struct admin_conn *ac = list_entry(pos, struct admin_conn, link);
-        list_remove(&ac->link);
-        conn_close(&ac->conn);
-    }
     w->admin = NULL;
-    if (a->listening && !uv_is_closing((uv_handle_t *)&a->listener))
-        uv_close((uv_handle_t *)&a->listener, on_admin_freed);
-    else
-        free(a);
+    /* Every request is answered as soon as it is complete, so none is
+     * pending: close everything now. a is freed once the last handle is
+     * closed, which is at once (inside the drain call) when nothing was
+     * open, so a must not be touched after it. */
+    http_server_close_all(&a->srv);
+    http_server_drain(&a->srv, on_admin_drained);
 }

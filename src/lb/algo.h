@@ -14,13 +14,33 @@
 #include "lb/backend.h"
 
 struct lb_pick_ctx {
-    uint64_t key; /* lb_hash64 of the request key: client address for ip_hash,
-                     the --hash-key value for consistent_hash; unused by others */
+    uint64_t key; /* lb_hash64 of the request key (see lb_algo_ops.key); 0 when
+                     the algorithm takes none */
     uint64_t rnd; /* 64 fresh random bits from the calling thread's generator */
 };
 
+/* What a request's key is for an algorithm that hashes one (lb_algo_ops.key). */
+enum lb_algo_key {
+    LB_ALGO_KEY_NONE = 0,   /* ctx->key is unused */
+    LB_ALGO_KEY_CLIENT = 1, /* the client's address (X-Forwarded-For with --trust-forwarded) */
+    LB_ALGO_KEY_REQUEST = 2 /* the --hash-key value (ip, header:NAME, cookie:NAME, path) */
+};
+
+/* lb_algo_ops.flags. */
+#define LB_ALGO_F_LOAD_AWARE 0x1u /* pick() weighs in-flight requests (active / weight) */
+
 struct lb_algo_ops {
     const char *name; /* the --algorithm value */
+    /* Properties the pool and the proxy act on (never the name):
+     * key: a keyed algorithm maps equal keys to the same backend while the
+     *   eligible set is unchanged, so the pool keeps that choice (slow start
+     *   never diverts it); the proxy computes ctx->key only for these.
+     * flags LB_ALGO_F_LOAD_AWARE: when the chosen backend is at its
+     *   --backend-max-conns cap, the pool spills to the least loaded backend
+     *   with room (what the algorithm would have chosen among those), not to
+     *   the next one in pool order. */
+    enum lb_algo_key key;
+    unsigned flags;
     /* Allocate the algorithm's state (never NULL: aborts on OOM). */
     void *(*create)(void);
     void (*destroy)(void *st);

@@ -127,6 +127,7 @@ static struct backend *mg_pick(void *st, struct backend *const *bs, size_t n,
 /* Registered in lb_algos[]; state from create(), freed by destroy(). */
 const struct lb_algo_ops lb_algo_consistent_hash = {
     .name = "consistent_hash",
+    .key = LB_ALGO_KEY_REQUEST,
     .create = mg_create,
     .destroy = mg_destroy,
     .rebuild = mg_rebuild,

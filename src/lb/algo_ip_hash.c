@@ -86,6 +86,7 @@ static struct backend *iph_pick(void *st, struct backend *const *bs, size_t n,
 /* Registered in lb_algos[]; state from create(), freed by destroy(). */
 const struct lb_algo_ops lb_algo_ip_hash = {
     .name = "ip_hash",
+    .key = LB_ALGO_KEY_CLIENT,
     .create = iph_create,
     .destroy = iph_destroy,
     .rebuild = iph_rebuild,

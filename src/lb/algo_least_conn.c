@@ -51,6 +51,7 @@ static struct backend *lc_pick(void *st, struct backend *const *bs, size_t n,
 /* Registered in lb_algos[]; state from create(), freed by destroy(). */
 const struct lb_algo_ops lb_algo_least_conn = {
     .name = "least_conn",
+    .flags = LB_ALGO_F_LOAD_AWARE,
     .create = lc_create,
     .destroy = lc_destroy,
     .rebuild = lc_rebuild,

@@ -44,6 +44,7 @@ static struct backend *p2c_pick(void *st, struct backend *const *bs, size_t n,
 /* Registered in lb_algos[]; stateless (create() returns a 1-byte placeholder). */
 const struct lb_algo_ops lb_algo_p2c = {
     .name = "p2c",
+    .flags = LB_ALGO_F_LOAD_AWARE,
     .create = p2c_create,
     .destroy = p2c_destroy,
     .rebuild = p2c_rebuild,

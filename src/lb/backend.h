@@ -33,7 +33,8 @@ struct backend {
 
     /* Why a listed backend is not up. state is derived from these by the
      * pool (pool.c compute_state) under its write lock. */
-    int draining;              /* set once by pool_drain */
+    int draining;              /* set once by pool_drain, under the pool's write lock (read
+                                  it under the pool lock; elsewhere test backend_state) */
     int hc_down;               /* (atomic) active checks failed `fall` times */
     uint64_t ejected_until_ms; /* (atomic) passive ejection end, 0 when not ejected */
     uint64_t slow_start_ms;    /* (atomic) when the current slow start began, 0 when none */
@@ -46,6 +47,9 @@ struct backend {
     /* Active check bookkeeping: touched only on the health loop. */
     int hc_pass_streak, hc_fail_streak, hc_running, hc_ejected_passes;
     char hc_last_error[96];
+
+    size_t eligible_at; /* pool.c: index in the pool's eligible list while up
+                           (written under its write lock, read under its read lock) */
 
     struct backend_thread *per_thread; /* [nthreads], owned by the proxy */
     unsigned nthreads;

@@ -17,6 +17,7 @@ struct health {
     uint64_t next_check_ms;
     struct list checks; /* in flight */
     int stopping;
+    int checking; /* checks were on at the last tick */
 };
 
 struct check {
@@ -135,10 +136,9 @@ static const struct conn_ops check_ops = {
     .on_free = on_check_free,
 };
 
-static void start_check(struct backend *b, void *arg)
+static void start_check(struct health *h, struct backend *b)
 {
-    struct health *h = arg;
-    if (b->hc_running || b->draining)
+    if (b->hc_running || backend_state(b) == BACKEND_DRAINING)
         return;
     struct check *c = xcalloc(1, sizeof *c);
     c->h = h;
@@ -151,18 +151,62 @@ static void start_check(struct backend *b, void *arg)
         conn_timeout(&c->conn, (uint64_t)lb_cfg(h->w->lb)->health_timeout_ms);
 }
 
+struct backend_list {
+    struct backend **b;
+    size_t n;
+};
+
+static void collect(struct backend *b, void *arg)
+{
+    struct backend_list *l = arg;
+    l->b = xrealloc(l->b, (l->n + 1) * sizeof *l->b);
+    pool_ref(b);
+    l->b[l->n++] = b;
+}
+
+/* Checks turned off by a reload: nothing would ever bring back a backend
+ * they took down, so their verdicts end now. */
+static void forget_verdicts(struct lb *lb)
+{
+    struct backend_list l = {NULL, 0};
+    pool_foreach(&lb->pool, collect, &l);
+    for (size_t i = 0; i < l.n; i++) {
+        if (__atomic_load_n(&l.b[i]->hc_down, __ATOMIC_RELAXED))
+            pool_set_health(&lb->pool, l.b[i], 0, "health checks turned off");
+        l.b[i]->hc_pass_streak = l.b[i]->hc_fail_streak = l.b[i]->hc_ejected_passes = 0;
+        pool_unref(l.b[i]);
+    }
+    free(l.b);
+}
+
+/* Every TICK_MS: the pool's tick, then (every --health-interval) one check
+ * per listed backend. The checks start after the pool's read lock is
+ * released: a connect that fails at once reports its verdict, which may
+ * take the write lock. */
 static void on_tick(uv_timer_t *t)
 {
     struct health *h = t->data;
     struct lb *lb = h->w->lb;
     pool_tick(&lb->pool);
-    if (!lb_cfg(lb)->health_check)
+    if (!lb_cfg(lb)->health_check) {
+        if (h->checking) {
+            h->checking = 0;
+            forget_verdicts(lb);
+        }
         return;
+    }
+    h->checking = 1;
     uint64_t now = uv_now(&h->w->loop);
     if (now < h->next_check_ms)
         return;
     h->next_check_ms = now + (uint64_t)lb_cfg(lb)->health_interval_ms;
-    pool_foreach(&lb->pool, start_check, h);
+    struct backend_list l = {NULL, 0};
+    pool_foreach(&lb->pool, collect, &l);
+    for (size_t i = 0; i < l.n; i++) {
+        start_check(h, l.b[i]);
+        pool_unref(l.b[i]);
+    }
+    free(l.b);
 }
 
 int health_start(struct lb_worker *w)

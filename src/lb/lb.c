@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "base/alloc.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "lb/admin.h"
 #include "lb/health.h"
@@ -18,9 +19,17 @@
 
 #define SWEEP_MS 1000
 
-uint64_t lb_now_us(void)
+/* The pool's tunables from a config (start and reload apply the same). */
+static struct pool_tunables tunables_of(const struct lb_config *c)
 {
-    return uv_hrtime() / 1000;
+    struct pool_tunables t = {
+        .eject_after = (int)c->eject_after,
+        .eject_base_ms = (uint64_t)c->eject_time_ms,
+        .eject_max_ms = (uint64_t)c->eject_max_ms,
+        .slow_start_ms = (uint64_t)c->slow_start_ms,
+        .max_active = (int)c->backend_max_conns,
+    };
+    return t;
 }
 
 uint64_t lb_worker_rand(struct lb_worker *w)
@@ -43,9 +52,7 @@ int lb_init(struct lb *lb, char *err, size_t errlen)
 {
     struct lb_config *cfg = lb->cfg;
     char why[256];
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    lb->start_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    lb->start_ms = clock_wall_ms();
     log_set_level(cfg->log_level);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     lb->nthreads = cfg->threads ? (unsigned)cfg->threads : (unsigned)(ncpu > 0 ? ncpu : 1);
@@ -56,11 +63,8 @@ int lb_init(struct lb *lb, char *err, size_t errlen)
         snprintf(err, errlen, "cannot create the backend pool");
         return -1;
     }
-    lb->pool.eject_after = (int)cfg->eject_after;
-    lb->pool.eject_base_ms = (uint64_t)cfg->eject_time_ms;
-    lb->pool.eject_max_ms = (uint64_t)cfg->eject_max_ms;
-    lb->pool.slow_start_ms = (uint64_t)cfg->slow_start_ms;
-    lb->pool.max_active = (int)cfg->backend_max_conns;
+    struct pool_tunables tun = tunables_of(cfg);
+    pool_set_tunables(&lb->pool, &tun);
     for (size_t i = 0; i < cfg->backends.n; i++) {
         int rc = pool_add(&lb->pool, cfg->backends.items[i], 0, why, sizeof why);
         if (rc < 0) {
@@ -92,7 +96,7 @@ int lb_init(struct lb *lb, char *err, size_t errlen)
         w->buf_cache = xcalloc(64, sizeof *w->buf_cache);
         w->msg_cache = xcalloc(64, sizeof *w->msg_cache);
         if (getrandom(w->rng, sizeof w->rng, 0) != sizeof w->rng)
-            w->rng[0] = (uint64_t)ts.tv_nsec ^ i, w->rng[1] = 0x9e3779b97f4a7c15ULL;
+            w->rng[0] = clock_mono_ns() ^ i, w->rng[1] = 0x9e3779b97f4a7c15ULL;
         w->rng[1] |= 1;
         uv_loop_init(&w->loop);
         w->loop.data = w;
@@ -178,11 +182,8 @@ int lb_reload(struct lb *lb)
 
     /* Apply: algorithm, pool parameters, then the backend set. */
     pool_set_algo(&lb->pool, lb_algos[n->algorithm]);
-    __atomic_store_n(&lb->pool.eject_after, (int)n->eject_after, __ATOMIC_RELAXED);
-    __atomic_store_n(&lb->pool.eject_base_ms, (uint64_t)n->eject_time_ms, __ATOMIC_RELAXED);
-    __atomic_store_n(&lb->pool.eject_max_ms, (uint64_t)n->eject_max_ms, __ATOMIC_RELAXED);
-    __atomic_store_n(&lb->pool.slow_start_ms, (uint64_t)n->slow_start_ms, __ATOMIC_RELAXED);
-    __atomic_store_n(&lb->pool.max_active, (int)n->backend_max_conns, __ATOMIC_RELAXED);
+    struct pool_tunables tun = tunables_of(n);
+    pool_set_tunables(&lb->pool, &tun);
     log_set_level(n->log_level);
     for (size_t i = 0; i < nb; i++) {
         struct backend *b = pool_find(&lb->pool, addrs[i]);
@@ -191,7 +192,7 @@ int lb_reload(struct lb *lb)
                 log_warn("reload: %s", why);
             continue;
         }
-        if (b->draining)
+        if (backend_state(b) == BACKEND_DRAINING)
             log_warn("reload: backend %s is still draining; add it again later", addrs[i]);
         else if (backend_weight(b) != weights[i])
             pool_set_weight(&lb->pool, addrs[i], weights[i]);

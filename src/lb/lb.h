@@ -2,13 +2,16 @@
  *
  * One struct lb per process (no globals): the validated configuration, the
  * backend pool, N workers (one thread + libuv loop + SO_REUSEPORT listener
- * each), the admin API on worker 0's loop, and the metrics registry. The
- * main thread owns the signal handlers and joins the workers on shutdown. */
+ * each), the admin API and the health checks on worker 0's loop, the
+ * per-address rate limiter and the metrics registry. The main thread owns
+ * the signal handlers (SIGHUP reloads, SIGTERM/SIGINT drain) and joins the
+ * workers on shutdown. */
 #ifndef SURGE_LB_LB_H
 #define SURGE_LB_LB_H
 #include <stdint.h>
 #include <uv.h>
 
+#include "base/clock.h"
 #include "base/config.h"
 #include "base/list.h"
 #include "base/metrics.h"
@@ -38,7 +41,7 @@ struct lb_config {
     int trust_forwarded;
     int log_level;
     /* Derived by lb_config_parse. */
-    int key_kind;          /* 0: the algorithm hashes nothing; 1: client address; 2: --hash-key */
+    int key_kind;          /* enum lb_algo_key of the algorithm (lb_algos[algorithm]->key) */
     int hash_kind;         /* enum lb_hash_kind */
     const char *hash_name; /* header or cookie name, inside hash_key */
     size_t hash_name_len;
@@ -128,8 +131,15 @@ static inline const struct lb_config *lb_cfg(const struct lb *lb)
  * log why. Main thread only. 0 or -1. */
 int lb_reload(struct lb *lb);
 
-/* Worker helpers shared by proxy.c and admin.c. */
+/* 64 random bits from w's own generator (xorshift128+, seeded from
+ * getrandom at init): for picks and request ids, not for secrets. Only on
+ * w's thread (the state is not shared). */
 uint64_t lb_worker_rand(struct lb_worker *w);
-uint64_t lb_now_us(void);
+/* Deprecated alias of clock_mono_us (base/clock.h), kept only while
+ * src/lb/proxy.c still calls it; remove with its last caller. */
+static inline uint64_t lb_now_us(void)
+{
+    return clock_mono_us();
+}
 
 #endif

@@ -8,6 +8,8 @@
 #include "base/log.h"
 #include "lb/lb.h"
 
+/* The --algorithm values, in lb_algos[] order (a unit test checks both
+ * lists agree): CONF_ENUM needs a constant array of names. */
 static const char *const algo_names[] = {
     "round_robin", "least_conn",      "ip_hash", "weighted_round_robin",
     "p2c",         "consistent_hash", "random",  NULL};
@@ -126,8 +128,7 @@ int lb_config_parse(struct lb_config *cfg, int argc, char **argv, char *err, siz
             cfg->admin = spec;
         }
     }
-    const char *algo = algo_names[cfg->algorithm];
-    cfg->key_kind = !strcmp(algo, "ip_hash") ? 1 : !strcmp(algo, "consistent_hash") ? 2 : 0;
+    cfg->key_kind = (int)lb_algos[cfg->algorithm]->key;
     const char *k = cfg->hash_key;
     cfg->hash_kind = LB_HASH_IP;
     if (k && !strcmp(k, "path")) {

@@ -6,9 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "base/alloc.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "net/net.h"
 
@@ -61,8 +61,10 @@ static void rebuild_locked(struct pool *p)
     p->eligible = xrealloc(p->eligible, (p->nall ? p->nall : 1) * sizeof *p->eligible);
     p->neligible = 0;
     for (size_t i = 0; i < p->nall; i++)
-        if (backend_state(p->all[i]) == BACKEND_UP)
+        if (backend_state(p->all[i]) == BACKEND_UP) {
+            p->all[i]->eligible_at = p->neligible;
             p->eligible[p->neligible++] = p->all[i];
+        }
     p->algo->rebuild(p->algo_state, p->eligible, p->neligible);
 }
 
@@ -175,7 +177,7 @@ int pool_drain(struct pool *p, const char *address)
     }
     struct backend *b = p->all[i];
     b->draining = 1;
-    refresh_locked(p, b, pool_now_ms(), "no new requests; removed when idle");
+    refresh_locked(p, b, clock_mono_ms(), "no new requests; removed when idle");
     if (backend_active(b) == 0)
         remove_locked(p, (size_t)i);
     else {
@@ -183,6 +185,15 @@ int pool_drain(struct pool *p, const char *address)
     }
     pthread_rwlock_unlock(&p->lock);
     return 0;
+}
+
+void pool_set_tunables(struct pool *p, const struct pool_tunables *t)
+{
+    __atomic_store_n(&p->eject_after, t->eject_after, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->eject_base_ms, t->eject_base_ms, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->eject_max_ms, t->eject_max_ms, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->slow_start_ms, t->slow_start_ms, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->max_active, t->max_active, __ATOMIC_RELAXED);
 }
 
 void pool_set_algo(struct pool *p, const struct lb_algo_ops *algo)
@@ -209,13 +220,6 @@ int pool_set_weight(struct pool *p, const char *address, int weight)
     }
     pthread_rwlock_unlock(&p->lock);
     return i < 0 ? -ENOENT : 0;
-}
-
-uint64_t pool_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 static const char *state_name(int s)
@@ -258,7 +262,7 @@ void pool_set_health(struct pool *p, struct backend *b, int down, const char *wh
 {
     pthread_rwlock_wrlock(&p->lock);
     __atomic_store_n(&b->hc_down, down, __ATOMIC_RELAXED);
-    refresh_locked(p, b, pool_now_ms(), why);
+    refresh_locked(p, b, clock_mono_ms(), why);
     pthread_rwlock_unlock(&p->lock);
 }
 
@@ -276,7 +280,7 @@ void pool_report_failure(struct pool *p, struct backend *b, int lost)
     if (!after || n < after || __atomic_load_n(&b->ejected_until_ms, __ATOMIC_RELAXED))
         return;
     pthread_rwlock_wrlock(&p->lock);
-    uint64_t now = pool_now_ms();
+    uint64_t now = clock_mono_ms();
     size_t ejected = 0;
     for (size_t i = 0; i < p->nall; i++) {
         uint64_t u = __atomic_load_n(&p->all[i]->ejected_until_ms, __ATOMIC_RELAXED);
@@ -315,13 +319,13 @@ void pool_end_ejection(struct pool *p, struct backend *b, const char *why)
         return;
     pthread_rwlock_wrlock(&p->lock);
     __atomic_store_n(&b->ejected_until_ms, 0, __ATOMIC_RELAXED);
-    refresh_locked(p, b, pool_now_ms(), why);
+    refresh_locked(p, b, clock_mono_ms(), why);
     pthread_rwlock_unlock(&p->lock);
 }
 
 void pool_tick(struct pool *p)
 {
-    uint64_t now = pool_now_ms();
+    uint64_t now = clock_mono_ms();
     int due = 0;
     pthread_rwlock_rdlock(&p->lock);
     for (size_t i = 0; i < p->nall; i++) {
@@ -343,14 +347,18 @@ void pool_tick(struct pool *p)
 }
 
 /* Slow start: a backend that just came back takes a share of its picks that
- * grows linearly over slow_start_ms. Applied after the algorithm's choice, so
- * it works the same for every algorithm. Read lock held. */
+ * grows linearly over slow_start_ms; the rest go to the next eligible
+ * backend. Applied after the algorithm's choice, so it works the same for
+ * every unkeyed algorithm; a keyed one's choice is never diverted (its keys
+ * would move away and back). Read lock held. */
 static struct backend *slow_start(struct pool *p, struct backend *b, const struct lb_pick_ctx *ctx)
 {
+    if (p->algo->key != LB_ALGO_KEY_NONE)
+        return b;
     uint64_t from = __atomic_load_n(&b->slow_start_ms, __ATOMIC_RELAXED);
     if (!from || p->neligible < 2)
         return b;
-    uint64_t now = pool_now_ms();
+    uint64_t now = clock_mono_ms();
     uint64_t ramp_ms = __atomic_load_n(&p->slow_start_ms, __ATOMIC_RELAXED);
     if (now - from >= ramp_ms) {
         __atomic_store_n(&b->slow_start_ms, 0, __ATOMIC_RELAXED);
@@ -363,10 +371,7 @@ static struct backend *slow_start(struct pool *p, struct backend *b, const struc
     uint64_t r = ctx->rnd * 0x9e3779b97f4a7c15ULL;
     if ((double)(r >> 11) / 9007199254740992.0 < share)
         return b;
-    for (size_t i = 0; i < p->neligible; i++)
-        if (p->eligible[i] == b)
-            return p->eligible[(i + 1) % p->neligible];
-    return b;
+    return p->eligible[(b->eligible_at + 1) % p->neligible];
 }
 
 /* Take one in-flight slot on b unless it is at max (0 = no cap). */
@@ -381,6 +386,54 @@ static int claim(struct backend *b, int max)
     return 1;
 }
 
+/* A retry goes elsewhere when it can; a full backend passes its turn to
+ * the next one in pool order (deterministic, so a keyed request spills to
+ * the same place every time). Read lock held. */
+static struct backend *claim_next(struct pool *p, size_t at, const struct backend *exclude, int max)
+{
+    size_t n = p->neligible;
+    for (size_t k = 1; k <= n; k++) {
+        struct backend *cand = p->eligible[(at + k) % n];
+        if (cand == exclude && n > 1)
+            continue;
+        if (claim(cand, max))
+            return cand;
+    }
+    return NULL;
+}
+
+/* For a load-aware algorithm whose choice is full (or excluded): the least
+ * loaded backend (active / weight) with room, as the algorithm would have
+ * chosen among those. O(n), only on this saturated path. Read lock held. */
+static struct backend *claim_least_loaded(struct pool *p, const struct backend *exclude, int max)
+{
+    size_t n = p->neligible;
+    for (;;) {
+        struct backend *best = NULL;
+        int64_t best_a = 0, best_w = 1;
+        for (size_t i = 0; i < n; i++) {
+            struct backend *c = p->eligible[i];
+            int64_t a = backend_active(c), w = backend_weight(c);
+            if ((c == exclude && n > 1) || (max && a >= max))
+                continue;
+            if (a < 0)
+                a = 0;
+            if (w < 1)
+                w = 1;
+            if (!best || a * best_w < best_a * w) {
+                best = c;
+                best_a = a;
+                best_w = w;
+            }
+        }
+        if (!best)
+            return NULL;
+        if (claim(best, max))
+            return best;
+        /* Another thread took its last slot meanwhile: look again. */
+    }
+}
+
 struct backend *pool_pick(struct pool *p, const struct lb_pick_ctx *ctx,
                           const struct backend *exclude, int *full)
 {
@@ -391,20 +444,14 @@ struct backend *pool_pick(struct pool *p, const struct lb_pick_ctx *ctx,
     if (n) {
         b = p->algo->pick(p->algo_state, p->eligible, n, ctx);
         b = slow_start(p, b, ctx);
-        size_t at = 0;
-        while (p->eligible[at] != b)
-            at++;
-        /* A retry goes elsewhere when it can; a full backend passes its turn
-         * to the next one in pool order. */
         int max = __atomic_load_n(&p->max_active, __ATOMIC_RELAXED);
         struct backend *got = NULL;
-        for (size_t k = 0; k < n && !got; k++) {
-            struct backend *cand = p->eligible[(at + k) % n];
-            if (cand == exclude && n > 1)
-                continue;
-            if (claim(cand, max))
-                got = cand;
-        }
+        if (!(b == exclude && n > 1) && claim(b, max))
+            got = b;
+        else if (p->algo->flags & LB_ALGO_F_LOAD_AWARE)
+            got = claim_least_loaded(p, exclude, max);
+        else
+            got = claim_next(p, b->eligible_at, exclude, max);
         b = got;
         if (b) {
             __atomic_fetch_add(&b->requests, 1, __ATOMIC_RELAXED);

@@ -39,12 +39,21 @@ struct pool {
     size_t neligible;
     unsigned nthreads;
     unsigned next_id;
-    /* Passive outlier ejection and slow start (set before threads start). */
-    int eject_after;        /* consecutive failures that eject; 0 = off */
-    uint64_t eject_base_ms; /* first ejection time; doubles each time */
-    uint64_t eject_max_ms;  /* cap on the ejection time */
-    uint64_t slow_start_ms; /* ramp for a backend coming back; 0 = off */
+    /* Tunables: written only by pool_set_tunables (at start and on every
+     * reload, while every thread runs) and read with relaxed atomics, one
+     * field at a time: a pick or an ejection racing a reload may combine an
+     * old field with a new one, never a torn value. */
+    int eject_after;        /* (atomic) consecutive failures that eject; 0 = off */
+    uint64_t eject_base_ms; /* (atomic) first ejection time; doubles each time */
+    uint64_t eject_max_ms;  /* (atomic) cap on the ejection time */
+    uint64_t slow_start_ms; /* (atomic) ramp for a backend coming back; 0 = off */
     int max_active;         /* (atomic) per-backend in-flight cap; 0 = none */
+};
+
+struct pool_tunables {
+    int eject_after;
+    uint64_t eject_base_ms, eject_max_ms, slow_start_ms;
+    int max_active;
 };
 
 /* Initialise an empty pool for `nthreads` proxy threads. 0 on success. */
@@ -63,6 +72,10 @@ int pool_add(struct pool *p, const char *spec, int weight_override, char *err, s
 /* Drain: no new requests; removed when its in-flight requests end (at once
  * when none). 0 or -ENOENT. */
 int pool_drain(struct pool *p, const char *address);
+/* Set the ejection, slow start and cap tunables (start and reload). Any
+ * thread, any time: each field is stored atomically. A lower max_active
+ * applies to new picks; requests in flight above it finish. */
+void pool_set_tunables(struct pool *p, const struct pool_tunables *t);
 /* Switch to another algorithm (reload). Thread-safe. */
 void pool_set_algo(struct pool *p, const struct lb_algo_ops *algo);
 /* Change a weight (1..BACKEND_WEIGHT_MAX). 0, -ENOENT, -EINVAL. */
@@ -86,12 +99,14 @@ void pool_report_success(struct backend *b);
 /* Periodic work (every ~100 ms from one thread): return ejected backends
  * whose time is up, through slow start. */
 void pool_tick(struct pool *p);
-/* Monotonic milliseconds, the clock of every pool deadline. */
-uint64_t pool_now_ms(void);
 
 /* Choose a backend for a request, never `exclude` when another is eligible.
- * With max_active set, a backend at its cap is passed over for the next one
- * with room (the slot is claimed atomically). On success the backend's
+ * The algorithm chooses; then slow start may hand an unkeyed algorithm's
+ * choice to the next eligible backend (never a keyed algorithm's: equal
+ * keys keep their backend). With max_active set, a backend at its cap is
+ * passed over (the slot is claimed atomically): for a load-aware algorithm
+ * to the least loaded backend with room, otherwise to the next one in pool
+ * order with room. On success the backend's
  * active count and reference are taken (give them back with pool_release).
  * NULL when no backend is eligible (*full = 0) or every eligible one is at
  * its cap (*full = 1). Thread-safe. */

@@ -3,17 +3,10 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "base/alloc.h"
+#include "base/clock.h"
 #include "base/log.h"
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void *thread_main(void *arg)
 {
@@ -31,7 +24,7 @@ static void *thread_main(void *arg)
             q->tail = NULL;
         q->queued--;
         q->busy++;
-        q->wait_us_total += (now_ns() - job->queued_ns_) / 1000u;
+        q->wait_us_total += (clock_mono_ns() - job->queued_ns_) / 1000u;
         pthread_mutex_unlock(&q->mu);
 
         job->work(job, ctx);
@@ -111,7 +104,7 @@ int workq_submit(struct workq *q, struct workq_job *job)
         return -EAGAIN;
     }
     job->next_ = NULL;
-    job->queued_ns_ = now_ns();
+    job->queued_ns_ = clock_mono_ns();
     if (q->tail)
         q->tail->next_ = job;
     else

@@ -1,8 +1,9 @@
 """surge lb: the admin API on --admin (DESIGN.md section 4, admin table)."""
+import json
 import re
 from collections import Counter
 
-from harness import wait_until
+from harness import RawConn, assert_json_error, wait_until
 
 BACKEND_KEYS = {"address", "weight", "state", "active", "requests", "failures"}
 
@@ -136,3 +137,139 @@ def test_metrics_prometheus_series_per_backend(start_upstreams, start_lb):
                if ln.startswith("surge_lb_upstream_ttfb_seconds_bucket{")
                and 'backend="%s"' % up.addr in ln and 'le="+Inf"' in ln]
         assert len(inf) == 1 and float(inf[0].split()[-1]) == seen[up.name], (inf, seen)
+
+
+# ---- cross-site requests and DNS rebinding (default config: loopback, no token) ----
+def raw_admin(lb, method, path, headers, body=None):
+    """One admin request with exactly these headers (Host included), on a fresh connection."""
+    with RawConn(lb.admin_port) as c:
+        return c.request(method, path, [("Connection", "close")] + list(headers), body)
+
+
+def refusals(lb):
+    return [ln for ln in lb.log().splitlines() if "admin: refused" in ln]
+
+
+def test_cross_origin_simple_post_does_not_add_a_backend(start_upstreams, start_lb):
+    """What a page in a local browser can send without a CORS preflight: a
+    "simple" POST (text/plain), under a rebound name (Host: evil.example)."""
+    a, b = start_upstreams("a", "b")
+    lb = start_lb(backends=[a], admin=True)
+    body = json.dumps({"address": b.addr, "weight": 1}).encode()
+    resp = raw_admin(lb, "POST", "/backends",
+                     [("Host", "evil.example:%d" % lb.admin_port),
+                      ("Origin", "http://evil.example"), ("Content-Type", "text/plain")], body)
+    assert_json_error(resp, 421)
+    assert [e["address"] for e in lb.backends()] == [a.addr], lb.backends()
+    assert len(refusals(lb)) == 1, lb.log()
+
+
+def test_write_needs_json_content_type(start_upstreams, start_lb):
+    a, b = start_upstreams("a", "b")
+    lb = start_lb(backends=[a], admin=True)
+    host = ("Host", "127.0.0.1:%d" % lb.admin_port)
+    body = json.dumps({"address": b.addr, "weight": 1}).encode()
+    got = []
+    for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
+                  "application/jsonx", None):
+        hdrs = [host] + ([("Content-Type", ctype)] if ctype else [])
+        resp = raw_admin(lb, "POST", "/backends", hdrs, body)
+        got.append((ctype, resp.status))
+        if resp.status == 415:
+            assert_json_error(resp, 415)
+    assert got == [(c, 415) for c, _ in got], got
+    put = raw_admin(lb, "PUT", "/backends/" + a.addr, [host, ("Content-Type", "text/plain")],
+                    b'{"weight": 5}')
+    assert_json_error(put, 415)
+    assert [(e["address"], e["weight"]) for e in lb.backends()] == [(a.addr, 1)], lb.backends()
+    assert len(refusals(lb)) == 6, lb.log()
+    # Parameters and case do not matter: this one is JSON.
+    resp = raw_admin(lb, "POST", "/backends",
+                     [host, ("Content-Type", "Application/JSON; charset=utf-8")], body)
+    assert resp.status == 201, resp
+
+
+def test_write_needs_an_admin_host(start_upstreams, start_lb):
+    a, b, c = start_upstreams("a", "b", "c")
+    lb = start_lb(backends=[a, c], admin=True)
+    port = lb.admin_port
+    ctype = ("Content-Type", "application/json")
+    body = json.dumps({"address": b.addr, "weight": 1}).encode()
+    bad_hosts = ["evil.example:%d" % port, "evil.example", "127.0.0.1:%d" % (port + 1),
+                 "127.0.0.1", "localhost.evil.example:%d" % port, "127.0.0.2:%d" % port,
+                 "0.0.0.0:%d" % port]
+    got = [(h, raw_admin(lb, "POST", "/backends", [("Host", h), ctype], body).status)
+           for h in bad_hosts]
+    assert got == [(h, 421) for h in bad_hosts], got
+    # A DELETE is refused the same way, body or not.
+    resp = raw_admin(lb, "DELETE", "/backends/" + c.addr, [("Host", "evil.example:%d" % port)])
+    assert_json_error(resp, 421)
+    assert sorted(e["address"] for e in lb.backends()) == sorted([a.addr, c.addr])
+    assert len(refusals(lb)) == len(bad_hosts) + 1, lb.log()
+    ok = [("127.0.0.1:%d" % port, 201), ("LocalHost:%d" % port, 409), ("[::1]:%d" % port, 409)]
+    got = [(h, raw_admin(lb, "POST", "/backends", [("Host", h), ctype], body).status)
+           for h, _ in ok]
+    assert got == ok, got
+
+
+def test_write_with_a_foreign_origin_is_refused(start_upstreams, start_lb):
+    a, b = start_upstreams("a", "b")
+    lb = start_lb(backends=[a], admin=True)
+    port = lb.admin_port
+    host = ("Host", "127.0.0.1:%d" % port)
+    ctype = ("Content-Type", "application/json")
+    body = json.dumps({"address": b.addr, "weight": 1}).encode()
+    bad = ["http://evil.example", "null", "http://127.0.0.1:%d" % (port + 1),
+           "https://127.0.0.1:%d" % port, "http://127.0.0.1", "http://127.0.0.1:%d.evil" % port]
+    got = [(o, raw_admin(lb, "POST", "/backends", [host, ctype, ("Origin", o)], body).status)
+           for o in bad]
+    assert got == [(o, 403) for o in bad], got
+    assert [e["address"] for e in lb.backends()] == [a.addr], lb.backends()
+    assert len(refusals(lb)) == len(bad), lb.log()
+    # The admin's own origin (a page it would serve) may write.
+    resp = raw_admin(lb, "POST", "/backends",
+                     [host, ctype, ("Origin", "http://localhost:%d" % port)], body)
+    assert resp.status == 201, resp
+
+
+def test_delete_without_body_needs_no_content_type(start_upstreams, start_lb):
+    """curl -X DELETE sends no body and no Content-Type: that stays allowed."""
+    a, b = start_upstreams("a", "b")
+    lb = start_lb(backends=[a, b], admin=True)
+    resp = raw_admin(lb, "DELETE", "/backends/" + b.addr,
+                     [("Host", "127.0.0.1:%d" % lb.admin_port)])
+    assert resp.status == 202, resp
+    # A DELETE that carries a body is a write with a body: it must say JSON.
+    resp = raw_admin(lb, "DELETE", "/backends/" + a.addr,
+                     [("Host", "127.0.0.1:%d" % lb.admin_port), ("Content-Type", "text/plain")],
+                     b"x")
+    assert_json_error(resp, 415)
+    assert refusals(lb) and len(refusals(lb)) == 1, lb.log()
+
+
+def test_reads_are_not_refused_for_their_host(start_upstreams, start_lb):
+    """Only writes are guarded: GET /metrics from a scraper that names the
+    balancer by a DNS name keeps working (use --admin-token to guard reads)."""
+    (a,) = start_upstreams("a")
+    lb = start_lb(backends=[a], admin=True)
+    for path in ("/backends", "/metrics", "/healthz"):
+        resp = raw_admin(lb, "GET", path, [("Host", "lb.internal:%d" % lb.admin_port)])
+        assert resp.status == 200, (path, resp)
+    assert refusals(lb) == [], lb.log()
+
+
+def test_chunked_body_and_pipelined_requests(start_upstreams, start_lb):
+    """The admin API runs on the app's HTTP server: a chunked body is read
+    (it used to get 411) and pipelined requests are answered in order."""
+    a, b = start_upstreams("a", "b")
+    lb = start_lb(backends=[a], admin=True)
+    body = json.dumps({"address": b.addr, "weight": 4}).encode()
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    host = "127.0.0.1:%d" % lb.admin_port
+    with RawConn(lb.admin_port) as c:
+        c.send(("POST /backends HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                "Transfer-Encoding: chunked\r\n\r\n" % host).encode() + chunked +
+               ("GET /backends/%s HTTP/1.1\r\nHost: %s\r\n\r\n" % (b.addr, host)).encode())
+        first, second = c.read_response(), c.read_response()
+    assert first.status == 201, first
+    assert second.status == 200 and second.json()["weight"] == 4, second

@@ -1,5 +1,6 @@
 """surge lb: command line and config file (exit 2 + one stderr line on errors)."""
 import re
+import socket
 
 import pytest
 
@@ -77,3 +78,16 @@ def test_help_lb_mentions_every_flag():
     text = res.stdout_text
     missing = [f for f in LB_FLAGS if not re.search(r"(?<![\w-])%s(?![\w-])" % re.escape(f), text)]
     assert not missing, (missing, text)
+
+
+def test_admin_address_in_use_exits_2_cleanly():
+    """The admin server is torn down before it ever listened: exit 2 with the
+    reason, and no sanitizer report (run_surge fails on one)."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        res = run_surge("lb", *L, *B, "--admin", "127.0.0.1:%d" % port)
+    lines = stderr_lines(res)
+    assert res.returncode == 2, res.stderr_text
+    assert "--admin" in lines[-1] and "in use" in lines[-1], lines

@@ -173,3 +173,21 @@ def test_sighup_with_a_bad_file_keeps_the_running_config(start_upstreams, start_
             assert Counter(ids(lb, 4)) == {"a": 2, "b": 2}, what
             assert keep.request("GET", "/").status == 200, what
     assert c.stats()["requests"] == 0, c.stats()
+
+
+def test_sighup_turning_health_checks_off_brings_their_backends_back(start_upstreams, start_lb,
+                                                                   tmp_path):
+    """Nothing else would ever bring back a backend the checks took down."""
+    a, b = start_upstreams("a", "b")
+    cfg = tmp_path / "lb.conf"
+    checks = ["health-check = /healthz", "health-interval = 100", "fall = 1", "rise = 1",
+              "slow-start = 0"]
+    write_config(cfg, [a, b], extra=checks)
+    lb = start_from_file(start_lb, cfg)
+    b.set_health(500)
+    assert wait_until(lambda: lb.states().get(b.addr) == "down", timeout=3), lb.backends()
+    write_config(cfg, [a, b], extra=["slow-start = 0"])
+    assert reload_and_wait(lb, "reloaded"), lb.log()[-1500:]
+    assert wait_until(lambda: lb.states() == {a.addr: "up", b.addr: "up"}, timeout=2), \
+        (lb.backends(), lb.log()[-1500:])
+    assert Counter(ids(lb, 4)) == {"a": 2, "b": 2}

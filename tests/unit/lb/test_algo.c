@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "lb/algo.h"
+#include "lb/lb.h"
 
 #define MAXB 8
 
@@ -620,5 +621,62 @@ Test(all, rebuild_empty_and_back)
         for (int i = 0; i < 4; i++)
             cr_assert_gt(cnt[i], 0, "%s never picked backend %d after rebuild", ops->name, i);
         ops->destroy(st);
+    }
+}
+
+/* ---- properties as data ---------------------------------------------- */
+
+Test(algo, properties_say_which_take_a_key_and_which_weigh_load)
+{
+    static const struct {
+        const char *name;
+        enum lb_algo_key key;
+        unsigned flags;
+    } want[] = {
+        {"round_robin", LB_ALGO_KEY_NONE, 0},
+        {"least_conn", LB_ALGO_KEY_NONE, LB_ALGO_F_LOAD_AWARE},
+        {"ip_hash", LB_ALGO_KEY_CLIENT, 0},
+        {"weighted_round_robin", LB_ALGO_KEY_NONE, 0},
+        {"p2c", LB_ALGO_KEY_NONE, LB_ALGO_F_LOAD_AWARE},
+        {"consistent_hash", LB_ALGO_KEY_REQUEST, 0},
+        {"random", LB_ALGO_KEY_NONE, 0},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const struct lb_algo_ops *ops = algo(want[i].name);
+        cr_assert_eq(ops->key, want[i].key, "%s: key %d, want %d", ops->name, ops->key,
+                     want[i].key);
+        cr_assert_eq(ops->flags, want[i].flags, "%s: flags %u, want %u", ops->name, ops->flags,
+                     want[i].flags);
+    }
+}
+
+Test(algo, config_names_match_the_registry_in_order)
+{
+    const struct conf_entry *e = NULL;
+    for (size_t i = 0; i < lb_conf_table_len; i++)
+        if (!strcmp(lb_conf_table[i].name, "algorithm"))
+            e = &lb_conf_table[i];
+    cr_assert_not_null(e);
+    size_t i = 0;
+    for (; lb_algos[i]; i++) {
+        cr_assert_not_null(e->enum_names[i], "--algorithm lacks %s", lb_algos[i]->name);
+        cr_assert_str_eq(e->enum_names[i], lb_algos[i]->name, "entry %zu", i);
+    }
+    cr_assert_null(e->enum_names[i], "--algorithm has an extra name %s", e->enum_names[i]);
+}
+
+Test(algo, key_kind_of_a_parsed_config_comes_from_the_ops)
+{
+    static const char *const names[] = {"round_robin", "ip_hash", "consistent_hash"};
+    for (size_t i = 0; i < 3; i++) {
+        char a0[] = "--listen", a1[] = "127.0.0.1:0", a2[] = "--backend", a3[] = "127.0.0.1:1",
+             a4[] = "--algorithm", a5[32];
+        snprintf(a5, sizeof a5, "%s", names[i]);
+        char *argv[] = {a0, a1, a2, a3, a4, a5};
+        struct lb_config cfg;
+        char err[256];
+        cr_assert_eq(lb_config_parse(&cfg, 6, argv, err, sizeof err), 0, "%s", err);
+        cr_assert_eq(cfg.key_kind, (int)lb_algo_find(names[i])->key, "%s", names[i]);
+        lb_config_free(&cfg);
     }
 }
