@@ -469,6 +469,9 @@ int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen)
         .max_body = (size_t)cfg->max_body,
         .header_timeout_ms = (uint64_t)cfg->timeout_header_ms,
         .idle_timeout_ms = (uint64_t)cfg->timeout_idle_ms,
+        .body_timeout_ms = (uint64_t)cfg->timeout_body_ms,
+        .min_body_rate = (uint64_t)cfg->min_body_rate,
+        .body_rate_grace_ms = (uint64_t)cfg->body_rate_grace_ms,
     };
     rc = http_server_start(&a->server, &a->loop, &a->listen_addr, &hc, on_request, a);
     if (rc < 0) {

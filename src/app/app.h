@@ -40,6 +40,7 @@ struct app_config {
     long long login_fail_max, login_fail_addr_max, login_fail_window_ms;
     long long max_body, shards, cache_max_mb;
     long long timeout_header_ms, timeout_idle_ms, drain_timeout_ms;
+    long long timeout_body_ms, min_body_rate, body_rate_grace_ms;
     int log_level;
     char *config_file;
 };
@@ -104,7 +105,8 @@ struct app {
 };
 
 /* Set up everything (store, migrations, pools, listener). 0, or -1 with a
- * one-line reason in err (exit 2 for config errors, 1 otherwise). */
+ * one-line reason in err (surge app prints it and exits 2, whatever the
+ * cause: a bad flag, an unusable data dir or store, a busy port). */
 int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen);
 /* Run until SIGTERM/SIGINT and a graceful stop. Returns the exit status. */
 int app_run(struct app *a);

@@ -168,6 +168,11 @@ static void collect_conns(struct metrics_emit *e, void *arg)
     metrics_emit_u64(e, NULL, 0, ((struct app *)arg)->server.nconns);
 }
 
+static void collect_body_timeouts(struct metrics_emit *e, void *arg)
+{
+    metrics_emit_u64(e, NULL, 0, ((struct app *)arg)->server.body_timeouts);
+}
+
 void app_metrics_register(struct app *a)
 {
     const struct metric_desc descs[] = {
@@ -203,6 +208,10 @@ void app_metrics_register(struct app *a)
         {"surge_app_pool_rejected_total", "Jobs refused because the queue was full (503)",
          METRIC_COUNTER, collect_pool_rejected, a},
         {"surge_app_connections", "Open client connections", METRIC_GAUGE, collect_conns, a},
+        {"surge_app_body_timeouts_total",
+         "Requests refused with 408 because their body came too slowly (time bound or minimum "
+         "rate)",
+         METRIC_COUNTER, collect_body_timeouts, a},
     };
     for (size_t i = 0; i < sizeof descs / sizeof descs[0]; i++)
         metrics_register(&a->metrics, &descs[i]);
