@@ -27,6 +27,7 @@
 #include "data/cache.h"
 #include "data/session.h"
 #include "data/store.h"
+#include "app/throttle.h"
 #include "http/http_server.h"
 #include "jobs/queue.h"
 #include "net/workq.h"
@@ -38,6 +39,8 @@ struct app_config {
     long long session_idle_ms, session_max_ms, cache_ttl_ms, flush_interval_ms;
     struct conf_list trusted_proxies;
     long long login_fail_max, login_fail_addr_max, login_fail_window_ms;
+    long long signup_addr_max, signup_window_ms, signup_rate;
+    long long purge_interval_ms, purge_batch;
     long long max_body, shards, cache_max_mb;
     long long timeout_header_ms, timeout_idle_ms, drain_timeout_ms;
     long long timeout_body_ms, min_body_rate, body_rate_grace_ms;
@@ -73,12 +76,24 @@ enum app_route {
 
 enum app_cache_kind { KIND_PRODUCT = 0, KIND_USER, KIND_COUNT };
 
+/* Why a request was turned away early (429), for metrics. */
+enum app_throttle {
+    THR_SIGNUP_ADDR = 0, /* --signup-addr-max */
+    THR_SIGNUP_RATE,     /* --signup-rate */
+    THR_SIGNUP_BUSY,     /* every signup slot taken and the waiting line full */
+    THR_LOGIN_EMAIL,     /* --login-fail-max */
+    THR_LOGIN_ADDR,      /* --login-fail-addr-max */
+    THR_COUNT
+};
+
 struct app_stats {
     uint64_t code_detail[R_COUNT][600];
     struct hist latency[R_COUNT]; /* written on the loop thread only */
     uint64_t cache_hits[KIND_COUNT], cache_misses[KIND_COUNT], cache_stale[KIND_COUNT];
     uint64_t cache_loads[KIND_COUNT];
     uint64_t wb_flushes, wb_flush_errors, wb_flushed_views;
+    uint64_t throttled[THR_COUNT];
+    uint64_t purged_sessions, purged_failures, purge_errors;
 };
 
 struct writeback; /* write-back view counters (writeback.c) */
@@ -96,7 +111,15 @@ struct app {
     struct metrics_registry metrics;
     struct app_stats stats;
     uv_signal_t sig_term, sig_int;
-    uv_timer_t flush_timer, drain_timer;
+    uv_timer_t flush_timer, drain_timer, purge_timer;
+    /* Signups: rate limits, and their share of the hash pool. At most
+     * signup_slots signups are in the hash pool at once (one fewer than
+     * its threads), so a login always finds a thread free of signups;
+     * further signups wait in a short line on the loop thread. */
+    struct throttle signup_addr, signup_all;
+    unsigned signup_slots, signups_in_pool, signups_waiting;
+    struct app_job *signup_head, *signup_tail;
+    int purge_running;
     struct sockaddr_storage listen_addr;
     char listen_text[80];
     int stopping, flush_running, final_flush_tries, final_pending;

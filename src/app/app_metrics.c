@@ -168,6 +168,33 @@ static void collect_conns(struct metrics_emit *e, void *arg)
     metrics_emit_u64(e, NULL, 0, ((struct app *)arg)->server.nconns);
 }
 
+static void collect_throttled(struct metrics_emit *e, void *arg)
+{
+    static const char *const why[THR_COUNT] = {
+        [THR_SIGNUP_ADDR] = "signup_address", [THR_SIGNUP_RATE] = "signup_rate",
+        [THR_SIGNUP_BUSY] = "signup_busy",    [THR_LOGIN_EMAIL] = "login_email",
+        [THR_LOGIN_ADDR] = "login_address",
+    };
+    struct app *a = arg;
+    for (int k = 0; k < THR_COUNT; k++) {
+        const char *labels[2] = {"reason", why[k]};
+        metrics_emit_u64(e, labels, 1, load(&a->stats.throttled[k]));
+    }
+}
+
+static void collect_purged(struct metrics_emit *e, void *arg)
+{
+    struct app *a = arg;
+    const char *s[2] = {"table", "sessions"}, *f[2] = {"table", "login_failures"};
+    metrics_emit_u64(e, s, 1, load(&a->stats.purged_sessions));
+    metrics_emit_u64(e, f, 1, load(&a->stats.purged_failures));
+}
+
+static void collect_signups_waiting(struct metrics_emit *e, void *arg)
+{
+    metrics_emit_u64(e, NULL, 0, ((struct app *)arg)->signups_waiting);
+}
+
 static void collect_body_timeouts(struct metrics_emit *e, void *arg)
 {
     metrics_emit_u64(e, NULL, 0, ((struct app *)arg)->server.body_timeouts);
@@ -212,6 +239,14 @@ void app_metrics_register(struct app *a)
          "Requests refused with 408 because their body came too slowly (time bound or minimum "
          "rate)",
          METRIC_COUNTER, collect_body_timeouts, a},
+        {"surge_app_throttled_total",
+         "Requests refused with 429 by a rate limit, by reason (signups, failed logins)",
+         METRIC_COUNTER, collect_throttled, a},
+        {"surge_app_purged_rows_total",
+         "Expired sessions and ended failed-login counters deleted by the background purge",
+         METRIC_COUNTER, collect_purged, a},
+        {"surge_app_signups_waiting", "Signups waiting for a slot in the hash pool", METRIC_GAUGE,
+         collect_signups_waiting, a},
     };
     for (size_t i = 0; i < sizeof descs / sizeof descs[0]; i++)
         metrics_register(&a->metrics, &descs[i]);

@@ -560,7 +560,7 @@ def test_order_flow(start_app, seed, tmp_path):
     # another user sees neither the order nor the list entries
     _, other = new_user(app, "nosy@example.com")
     assert_json_error(app.get("/api/orders/%d" % order["id"], sid=other), 404)
-    assert app.get("/api/orders", sid=other).json() == {"items": []}
+    assert app.get("/api/orders", sid=other).json() == {"items": [], "next": None}
     assert_json_error(app.get("/api/orders/999999", sid=sid), 404)
 
 
@@ -637,7 +637,7 @@ def test_order_out_of_stock_takes_nothing(start_app, seed, tmp_path):
                                               {"product_id": 2, "quantity": 6}]}, sid=sid)
     assert_json_error(resp, 409)
     assert product(app, 1)["stock"] == 1000 and product(app, 2)["stock"] == 5
-    assert app.get("/api/orders", sid=sid).json() == {"items": []}
+    assert app.get("/api/orders", sid=sid).json() == {"items": [], "next": None}
     ok = app.post("/api/orders", {"items": [{"product_id": 2, "quantity": 5}]}, sid=sid)
     assert ok.status == 201, ok
     assert product(app, 2)["stock"] == 0
@@ -1028,7 +1028,7 @@ def test_concurrent_views_are_all_counted(start_app, seed, tmp_path):
 
 def test_buyers_race_on_one_process(start_app, seed, tmp_path):
     seed(tmp_path / "data", products=1)
-    app = start_app()
+    app = start_app("--signup-addr-max", "1000")
     set_stock(app, 1, 10)
     sids = [new_user(app, "racer%d@example.com" % i)[1] for i in range(20)]
     body = json.dumps({"items": [{"product_id": 1, "quantity": 1}]}).encode()
@@ -1241,19 +1241,31 @@ def test_large_totals_are_exact(start_app):
     assert got["total_cents"] == 1000000000 * 1000, got
 
 
-def test_idempotency_key_with_a_different_body_returns_the_first_order(start_app, seed, tmp_path):
+def test_idempotency_key_with_a_different_body_is_422(start_app, seed, tmp_path):
+    # The IETF Idempotency-Key draft (and Stripe): a key reused with another
+    # request is refused with 422, never answered with the first order.
     seed(tmp_path / "data", products=2)
     app = start_app()
     _, sid = new_user(app, "idem3@example.com")
     key = [("Idempotency-Key", "k-1")]
     first = app.post("/api/orders", {"items": [{"product_id": 1, "quantity": 1}]}, sid=sid,
                      headers=key)
+    assert first.status == 201, first
     again = app.post("/api/orders", {"items": [{"product_id": 2, "quantity": 5}]}, sid=sid,
                      headers=key)
-    assert first.status == 201, first
-    # DESIGN: "repeating K (same user) returns the first order and never creates a second"
-    assert again.status == 201 and again.json() == first.json(), (first, again)
+    assert_json_error(again, 422)
+    assert again.header("Idempotent-Replayed") is None, again
+    more = app.post("/api/orders", {"items": [{"product_id": 1, "quantity": 2}]}, sid=sid,
+                    headers=key)
+    assert_json_error(more, 422)            # same product, another quantity
     assert product(app, 1)["stock"] == 999 and product(app, 2)["stock"] == 1000
+    assert [o["id"] for o in app.get("/api/orders", sid=sid).json()["items"]] == [first.json()["id"]]
+    # The same items, written differently (other order, spacing): the same request.
+    same = app.request("POST", "/api/orders", b'{ "items" : [ {"quantity":1, "product_id":1} ] }',
+                       headers=key + [("Content-Type", "application/json"),
+                                      ("Cookie", "sid=" + sid)])
+    assert same.status == 201 and same.json() == first.json(), same
+    assert same.header("Idempotent-Replayed") == "true", same
 
 
 def test_if_none_match_list_and_star(start_app, seed, tmp_path):

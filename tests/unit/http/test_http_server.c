@@ -188,8 +188,7 @@ Test(http_server, the_whole_body_time_is_bounded_even_at_a_good_rate)
     run(&w, &cfg, s);
     cr_assert(eq(u32, w.requests, 0));
     cr_assert(strstr(w.got, "HTTP/1.1 408 ") == w.got, "%s", w.got);
-    cr_assert(w.closed_after > 0.4 && w.closed_after < 1.5, "closed after %.2f s",
-              w.closed_after);
+    cr_assert(w.closed_after > 0.4 && w.closed_after < 1.5, "closed after %.2f s", w.closed_after);
 }
 
 Test(http_server, a_body_at_a_good_rate_within_the_bound_passes)
