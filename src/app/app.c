@@ -111,7 +111,14 @@ static void job_finish(struct app_job *j)
 
 static void count_throttle(struct app *a, enum app_throttle why)
 {
+    static const char *const what[THR_COUNT] = {
+        [THR_SIGNUP_ADDR] = "signups from one address over --signup-addr-max",
+        [THR_SIGNUP_RATE] = "signups over --signup-rate",
+        [THR_SIGNUP_BUSY] = "signups over the hash pool's signup slots and line",
+    };
     __atomic_fetch_add(&a->stats.throttled[why], 1, __ATOMIC_RELAXED);
+    if (what[why])
+        log_info_rl("429: %s", what[why]);
 }
 
 /* Put a signup into the hash pool; answered at once when the pool refuses. */
@@ -342,6 +349,8 @@ static void on_request(struct http_request *req, void *arg)
     j->job.done = on_job_done;
     if (workq_submit(def->hash_pool ? &a->hash : &a->db, &j->job) < 0) {
         /* The cheapest answer there is: no thread, no store, no hash. */
+        log_warn_rl("%s pool full: 503 for %s", def->hash_pool ? "hash" : "store",
+                    app_route_name((enum app_route)r));
         app_retry_later(&j->resp, 503, "overloaded; retry later", 1000);
         job_finish(j);
     }

@@ -957,7 +957,7 @@ static void give_back(struct app_thread *t, const struct app_order_item *items, 
     if (store_commit(&t->conns, cat) == 0)
         return;
 fail:
-    log_error("orders: could not give back stock of %d items after a failed order", n);
+    log_error_rl("orders: could not give back stock of %d items after a failed order", n);
 }
 
 void app_handle_order_create(struct app_job *j, struct app_thread *t)
