@@ -8,6 +8,7 @@
 #   make bench-gen  load generator benchmark: surge bench vs wrk (docs/benchmarks.md)
 #   make bench-app  shop service benchmark: surge lb + 2 surge app vs static nginx (docs/benchmarks.md)
 #   make bench-spike  the Black Friday scenario (10x spike) through surge lb + 2 surge app
+#   make bench-abuse  surge app under a signup flood and 3,000 slow bodies, before and after
 #   make run        starts surge on embedded defaults
 # Variables: SANITIZE=1 (ASan+UBSan), WERROR=1 (default under CI=true), CC=...
 
@@ -46,7 +47,8 @@ UNIT_SRCS := $(wildcard tests/unit/*/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(OUT)/tests/%)
 FUZZ_SRCS := $(wildcard fuzz/fuzz_*.c)
 
-.PHONY: all deps test unit fuzz lint format bench-lb bench-faults bench-gen bench-app bench-spike run clean
+.PHONY: all deps test unit fuzz lint format bench-lb bench-faults bench-gen bench-app bench-spike \
+        bench-abuse run clean
 all: $(OUT)/surge
 
 deps:
@@ -127,6 +129,10 @@ bench-app: all
 bench-spike: all
 	@scripts/deps.sh bench
 	@scripts/bench-spike.sh
+
+bench-abuse: all
+	@scripts/deps.sh bench
+	@scripts/bench-abuse.sh
 
 run:
 	@scripts/deps.sh build
