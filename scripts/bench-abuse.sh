@@ -95,7 +95,8 @@ LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
     echo
     echo "- Machine: $(nproc) CPUs, $(uname -sr); shared with other work while it ran (load average 1/5/15 min at start: $LOAD0, at end: $LOAD1), so absolute figures are noisy: the before/after contrast is the point."
     echo "- Command: \`BENCH_FLOOD_CONNS=$FLOOD_CONNS BENCH_FLOOD_SECONDS=$FLOOD_SECONDS BENCH_SLOW_CLIENTS=$SLOW_CLIENTS BENCH_SLOW_SECONDS=$SLOW_SECONDS scripts/bench-abuse.sh\` (via \`make bench-abuse\`)"
-    echo "- Before: commit $BASE_COMMIT built with \`make\`; after: $("$SURGE" version) at git $(git rev-parse --short HEAD)$(git diff --quiet || echo -dirty). Each scenario on a fresh \`surge app\` with default flags (argon2id 64 MiB, 2 passes; 2 hash threads; after: --signup-addr-max 20/min, --signup-rate 20/s, --min-body-rate 240 B/s after 5 s, --timeout-body 30 s)."
+    echo "- Before: commit $BASE_COMMIT built with \`make\`; after: $("$SURGE" version) at git $(git rev-parse --short HEAD)$(git diff --quiet || echo -dirty). Each scenario on a fresh \`surge app\` with default flags (argon2id 64 MiB, 2 passes; 2 hash threads; after: signup hashes on 1 thread of their own at nice +10, --signup-addr-max 20/min, --signup-rate 20/s, --min-body-rate 240 B/s after 5 s, --timeout-body 30 s)."
+    echo "- Columns: *login quiet* is the median of 5 logins just before the flood starts; *error* in the flood answers counts requests with no answer (connection refused or reset, or still unanswered 5 s after the flood's end); *timeout* in the logins, a login with no answer within 30 s."
     echo "- Load: bench/abuse_driver.py (Python asyncio in a child process); the login probe is a separate process logging in one existing user every 0.25 s on a fresh connection (30 s timeout)."
     echo
     "$PY" bench/abuse_driver.py report "$TMP/before.json" "$TMP/after.json"

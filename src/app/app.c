@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -17,10 +18,11 @@
 #include "base/log.h"
 #include "net/net.h"
 
-#define DB_QUEUE_MAX    4096
-#define HASH_QUEUE_MAX  256
-#define SIGNUP_WAIT_MAX 32 /* signups waiting for a hash slot (each holds its request) */
-#define PURGE_ROUNDS    10 /* batches per table per purge */
+#define DB_QUEUE_MAX     4096
+#define HASH_QUEUE_MAX   256
+#define SIGNUP_QUEUE_MAX 32 /* signups waiting for the signup pool (each holds its request) */
+#define SIGNUP_NICE      10
+#define PURGE_ROUNDS     10 /* batches per table per purge */
 
 /* ---- worker threads ---- */
 
@@ -47,7 +49,19 @@ static void thread_fini(void *ctx, void *arg)
     free(t);
 }
 
+/* The signup pool's threads run at a lower CPU priority (nice +10; on Linux
+ * the nice value is per thread): when signup hashes and login hashes
+ * compete for a core, the scheduler gives the logins ~90% of it. Raising a
+ * thread's nice value needs no privilege. */
+static void *signup_thread_init(void *arg)
+{
+    if (setpriority(PRIO_PROCESS, 0, SIGNUP_NICE) < 0)
+        log_warn("signup pool: cannot lower the thread's priority: %s", strerror(errno));
+    return thread_init(arg);
+}
+
 static const struct workq_ops thread_ops = {thread_init, thread_fini};
+static const struct workq_ops signup_thread_ops = {signup_thread_init, thread_fini};
 
 /* ---- routing ---- */
 
@@ -121,35 +135,9 @@ static void count_throttle(struct app *a, enum app_throttle why)
         log_info_rl("429: %s", what[why]);
 }
 
-/* Put a signup into the hash pool; answered at once when the pool refuses. */
-static void signup_submit(struct app *a, struct app_job *j)
-{
-    j->in_hash = 1;
-    a->signups_in_pool++;
-    if (workq_submit(&a->hash, &j->job) == 0)
-        return;
-    j->in_hash = 0;
-    a->signups_in_pool--;
-    app_retry_later(&j->resp, 503, "overloaded; retry later", 1000);
-    job_finish(j);
-}
-
-/* Start waiting signups while a slot is free. */
-static void signup_feed(struct app *a)
-{
-    while (a->signup_head && a->signups_in_pool < a->signup_slots) {
-        struct app_job *j = a->signup_head;
-        a->signup_head = j->wait_next;
-        if (!a->signup_head)
-            a->signup_tail = NULL;
-        a->signups_waiting--;
-        signup_submit(a, j);
-    }
-}
-
-/* A signup whose email is free asks for a hash: the overall signup rate
- * first, then a slot in the hash pool (or a place in the waiting line).
- * Refusals are 429 with Retry-After, answered here on the loop. */
+/* A signup whose email is free asks for a hash: first the overall signup
+ * rate, then a place in the signup pool's short queue. Refusals are 429
+ * with Retry-After, answered here on the loop. */
 static void signup_admit(struct app *a, struct app_job *j)
 {
     uint64_t wait = throttle_take(&a->signup_all, "", 0, uv_now(&a->loop));
@@ -159,34 +147,17 @@ static void signup_admit(struct app *a, struct app_job *j)
         job_finish(j);
         return;
     }
-    if (a->signups_in_pool < a->signup_slots) {
-        signup_submit(a, j);
-        return;
-    }
-    if (a->signups_waiting >= SIGNUP_WAIT_MAX) {
+    if (workq_submit(&a->signup, &j->job) < 0) {
         count_throttle(a, THR_SIGNUP_BUSY);
         app_retry_later(&j->resp, 429, "too many signups in progress; retry later", 1000);
         job_finish(j);
-        return;
     }
-    j->wait_next = NULL;
-    if (a->signup_tail)
-        a->signup_tail->wait_next = j;
-    else
-        a->signup_head = j;
-    a->signup_tail = j;
-    a->signups_waiting++;
 }
 
 static void on_job_done(struct workq_job *wj)
 {
     struct app_job *j = container_of(wj, struct app_job, job);
     struct app *a = j->a;
-    if (j->in_hash) {
-        j->in_hash = 0;
-        a->signups_in_pool--;
-        signup_feed(a);
-    }
     /* A well-formed signup (its email taken: 409, or free: next) counts
      * against its address; malformed ones are refused cheaply anyway. */
     if (j->handler == app_handle_signup_check && (j->next || j->resp.status == 409)) {
@@ -510,6 +481,7 @@ static void stop_pools(struct app *a)
     close_handle((uv_handle_t *)&a->sig_int);
     workq_stop(&a->db, NULL);
     workq_stop(&a->hash, NULL);
+    workq_stop(&a->signup, NULL);
 }
 
 static void final_flush_done(struct app *a)
@@ -648,13 +620,15 @@ int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen)
                   (double)cfg->signup_addr_max * 1000.0 / (double)cfg->signup_window_ms,
                   (double)cfg->signup_addr_max);
     throttle_init(&a->signup_all, 1, (double)cfg->signup_rate, (double)cfg->signup_rate);
-    a->signup_slots = cfg->hash_threads > 1 ? (unsigned)cfg->hash_threads - 1 : 1;
     app_metrics_register(a);
     uv_loop_init(&a->loop);
     int rc = workq_start(&a->db, &a->loop, (unsigned)cfg->workers, DB_QUEUE_MAX, &thread_ops, a);
     if (rc == 0)
         rc = workq_start(&a->hash, &a->loop, (unsigned)cfg->hash_threads, HASH_QUEUE_MAX,
                          &thread_ops, a);
+    if (rc == 0)
+        rc = workq_start(&a->signup, &a->loop, (unsigned)cfg->signup_threads, SIGNUP_QUEUE_MAX,
+                         &signup_thread_ops, a);
     if (rc < 0) {
         snprintf(err, errlen, "cannot start worker threads: %s", uv_strerror(rc));
         return -1;
@@ -698,9 +672,9 @@ int app_run(struct app *a)
     printf("surge app: listening on %s\n", a->listen_text);
     fflush(stdout);
     log_info("surge app: listening on %s (pid %d, data %s, %lld shards, %lld store threads, "
-             "%lld hash threads)",
+             "%lld login hash threads, %lld signup hash threads)",
              a->listen_text, (int)getpid(), a->cfg->data_dir, a->cfg->shards, a->cfg->workers,
-             a->cfg->hash_threads);
+             a->cfg->hash_threads, a->cfg->signup_threads);
     uv_run(&a->loop, UV_RUN_DEFAULT);
     int rc = uv_loop_close(&a->loop);
     if (rc < 0)

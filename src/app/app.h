@@ -3,9 +3,12 @@
  * Shape: one libuv loop does all HTTP I/O (src/http/http_server on
  * src/net/conn); handlers that touch the store run on a bounded pool of
  * worker threads (src/net/workq), each thread with its own database
- * connections and prepared statements; password hashing runs on a second,
- * smaller pool so a burst of logins cannot starve ordinary requests (and at
- * most hash_threads argon2id hashes, 64 MiB each by default, run at once).
+ * connections and prepared statements; password hashing runs on smaller
+ * pools so a burst of logins cannot starve ordinary requests: logins on
+ * hash_threads threads, signups on signup_threads threads of their own at a
+ * lower CPU priority, so a signup flood never delays a login (at most
+ * hash_threads + signup_threads argon2id hashes, 64 MiB each by default, run
+ * at once).
  * A product read whose answer is in the local cache is answered on the loop
  * without a thread hop.
  *
@@ -35,7 +38,7 @@
 struct app_config {
     char *listen, *data_dir, *admin_token;
     char *store_url, *cache_url, *sessions_url, *queue_url;
-    long long workers, hash_threads, password_ops, password_memory_kib;
+    long long workers, hash_threads, signup_threads, password_ops, password_memory_kib;
     long long session_idle_ms, session_max_ms, cache_ttl_ms, flush_interval_ms;
     struct conf_list trusted_proxies;
     long long login_fail_max, login_fail_addr_max, login_fail_window_ms;
@@ -102,7 +105,7 @@ struct app {
     struct app_config *cfg;
     uv_loop_t loop;
     struct http_server server;
-    struct workq db, hash;
+    struct workq db, hash, signup;
     struct store_layout layout;
     const struct session_driver *sessions;
     const struct queue_producer_driver *queue;
@@ -112,13 +115,9 @@ struct app {
     struct app_stats stats;
     uv_signal_t sig_term, sig_int;
     uv_timer_t flush_timer, drain_timer, purge_timer;
-    /* Signups: rate limits, and their share of the hash pool. At most
-     * signup_slots signups are in the hash pool at once (one fewer than
-     * its threads), so a login always finds a thread free of signups;
-     * further signups wait in a short line on the loop thread. */
+    /* Signup rate limits (per address, per process); signup hashes run on
+     * their own pool (signup), never on the logins' (hash). */
     struct throttle signup_addr, signup_all;
-    unsigned signup_slots, signups_in_pool, signups_waiting;
-    struct app_job *signup_head, *signup_tail;
     int purge_running;
     struct sockaddr_storage listen_addr;
     char listen_text[80];

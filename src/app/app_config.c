@@ -39,6 +39,8 @@ const struct conf_entry app_conf_table[] = {
     {"workers", CONF_INT, O(workers), 1, 256, "4", NULL, NULL, "N", "threads that run store work"},
     {"hash-threads", CONF_INT, O(hash_threads), 1, 64, "2", NULL, NULL, "N",
      "password hashes that may run at once (each takes --password-memory-kib)"},
+    {"signup-threads", CONF_INT, O(signup_threads), 1, 64, "1", NULL, NULL, "N",
+     "signup password hashes that may run at once, on their own low-priority threads"},
     {"password-ops", CONF_INT, O(password_ops), 1, 20, "2", NULL, NULL, "N",
      "argon2id passes (libsodium opslimit; 2 = INTERACTIVE)"},
     {"password-memory-kib", CONF_INT, O(password_memory_kib), 8, 1048576, "65536", NULL, NULL,

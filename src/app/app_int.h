@@ -62,8 +62,6 @@ struct app_job {
     /* A handler may set next: the job then goes on to a second stage
      * instead of being answered (signup: store checks, then the hash). */
     app_handler next;
-    int in_hash;               /* counted in a->signups_in_pool */
-    struct app_job *wait_next; /* the signup waiting line */
 };
 
 /* The client's address for limits: the TCP peer, or, when the peer is a

@@ -129,9 +129,9 @@ static void collect_wb_oldest(struct metrics_emit *e, void *arg)
 static void collect_pool(struct metrics_emit *e, void *arg, int what)
 {
     struct app *a = arg;
-    struct workq *qs[2] = {&a->db, &a->hash};
-    const char *names[2] = {"store", "hash"};
-    for (int i = 0; i < 2; i++) {
+    struct workq *qs[3] = {&a->db, &a->hash, &a->signup};
+    const char *names[3] = {"store", "hash", "signup"};
+    for (int i = 0; i < 3; i++) {
         struct workq_stats st;
         workq_stats(qs[i], &st);
         const char *labels[2] = {"pool", names[i]};
@@ -190,11 +190,6 @@ static void collect_purged(struct metrics_emit *e, void *arg)
     metrics_emit_u64(e, f, 1, load(&a->stats.purged_failures));
 }
 
-static void collect_signups_waiting(struct metrics_emit *e, void *arg)
-{
-    metrics_emit_u64(e, NULL, 0, ((struct app *)arg)->signups_waiting);
-}
-
 static void collect_body_timeouts(struct metrics_emit *e, void *arg)
 {
     metrics_emit_u64(e, NULL, 0, ((struct app *)arg)->server.body_timeouts);
@@ -245,8 +240,6 @@ void app_metrics_register(struct app *a)
         {"surge_app_purged_rows_total",
          "Expired sessions and ended failed-login counters deleted by the background purge",
          METRIC_COUNTER, collect_purged, a},
-        {"surge_app_signups_waiting", "Signups waiting for a slot in the hash pool", METRIC_GAUGE,
-         collect_signups_waiting, a},
     };
     for (size_t i = 0; i < sizeof descs / sizeof descs[0]; i++)
         metrics_register(&a->metrics, &descs[i]);

@@ -99,11 +99,10 @@ def test_signup_flood_for_a_taken_email_does_not_slow_logins(start_app):
     assert set(flood.statuses) <= {409}, flood.statuses       # never 5xx, never hashed
 
 
-def test_signup_flood_of_new_emails_leaves_logins_a_thread(start_app):
-    # Signups that do need a hash: at most hash-threads - 1 of them are in the
-    # hash pool at once, so a login always finds a free thread; the rest wait
-    # in a short line or get 429 + Retry-After (never a 503 that would get a
-    # healthy app ejected by a balancer).
+def test_signup_flood_of_new_emails_leaves_logins_their_threads(start_app):
+    # Signups that do need a hash run on their own low-priority pool, never on
+    # the logins' threads; beyond its short queue they get 429 + Retry-After
+    # (never a 503 that would get a healthy app ejected by a balancer).
     app = start_app("--signup-addr-max", "1000000", "--signup-rate", "1000000",
                     "--hash-threads", "2", fast_hash=False)
     assert signup(app.port, "user@example.com").status == 201

@@ -1350,7 +1350,7 @@ APP_FLAGS = ["-c", "--listen", "--data-dir", "--admin-token", "--store", "--cach
              "--session-idle", "--session-max", "--cache-ttl", "--flush-interval",
              "--trusted-proxy", "--login-fail-max", "--login-fail-addr-max",
              "--login-fail-window", "--max-body", "--shards", "--log-level", "--drain-timeout",
-             "--timeout-body", "--min-body-rate", "--body-rate-grace", "--signup-addr-max",
+             "--signup-threads", "--timeout-body", "--min-body-rate", "--body-rate-grace", "--signup-addr-max",
              "--signup-window", "--signup-rate", "--purge-interval", "--purge-batch"]
 
 
