@@ -9,6 +9,7 @@
 #   make bench-app  shop service benchmark: surge lb + 2 surge app vs static nginx (docs/benchmarks.md)
 #   make bench-spike  the Black Friday scenario (10x spike) through surge lb + 2 surge app
 #   make bench-parse  HTTP parse cost per request: ours vs the old http-parser based one
+#   make bench-abuse  surge app under a signup flood and 3,000 slow bodies, before and after
 #   make run        starts surge on embedded defaults
 # Variables: SANITIZE=1 (ASan+UBSan), WERROR=1 (default under CI=true), CC=...
 
@@ -47,7 +48,8 @@ UNIT_SRCS := $(wildcard tests/unit/*/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(OUT)/tests/%)
 FUZZ_SRCS := $(wildcard fuzz/fuzz_*.c)
 
-.PHONY: all deps test unit fuzz lint format bench-lb bench-faults bench-gen bench-app bench-spike bench-parse run clean
+.PHONY: all deps test unit fuzz lint format bench-lb bench-faults bench-gen bench-app bench-spike \
+        bench-parse bench-abuse run clean
 all: $(OUT)/surge
 
 deps:
@@ -150,6 +152,9 @@ bench-parse:
 	@scripts/deps.sh bench
 	@$(MAKE) --no-print-directory $(BP)/parse_new $(BP)/parse_old
 	@scripts/bench-parse.sh
+bench-abuse: all
+	@scripts/deps.sh bench
+	@scripts/bench-abuse.sh
 
 run:
 	@scripts/deps.sh build

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -17,8 +18,11 @@
 #include "base/log.h"
 #include "net/net.h"
 
-#define DB_QUEUE_MAX   4096
-#define HASH_QUEUE_MAX 256
+#define DB_QUEUE_MAX     4096
+#define HASH_QUEUE_MAX   256
+#define SIGNUP_QUEUE_MAX 32 /* signups waiting for the signup pool (each holds its request) */
+#define SIGNUP_NICE      10
+#define PURGE_ROUNDS     10 /* batches per table per purge */
 
 /* ---- worker threads ---- */
 
@@ -45,7 +49,19 @@ static void thread_fini(void *ctx, void *arg)
     free(t);
 }
 
+/* The signup pool's threads run at a lower CPU priority (nice +10; on Linux
+ * the nice value is per thread): when signup hashes and login hashes
+ * compete for a core, the scheduler gives the logins ~90% of it. Raising a
+ * thread's nice value needs no privilege. */
+static void *signup_thread_init(void *arg)
+{
+    if (setpriority(PRIO_PROCESS, 0, SIGNUP_NICE) < 0)
+        log_warn("signup pool: cannot lower the thread's priority: %s", strerror(errno));
+    return thread_init(arg);
+}
+
 static const struct workq_ops thread_ops = {thread_init, thread_fini};
+static const struct workq_ops signup_thread_ops = {signup_thread_init, thread_fini};
 
 /* ---- routing ---- */
 
@@ -54,24 +70,25 @@ struct route_def {
     const char *method; /* "GET", ... */
     app_handler handler;
     int hash_pool; /* runs a password hash: the hash pool */
+    int json_body; /* takes a JSON body: Content-Type must say so (415) */
 };
 
 /* Per path shape, the methods it answers. */
 static const struct route_def routes[] = {
-    {R_READYZ, "GET", app_handle_readyz, 0},
-    {R_USERS, "POST", app_handle_signup, 1},
-    {R_USER, "GET", app_handle_user, 0},
-    {R_SESSIONS, "POST", app_handle_login, 1},
-    {R_SESSIONS, "DELETE", app_handle_logout, 0},
-    {R_ME, "GET", app_handle_me, 0},
-    {R_PRODUCTS, "GET", app_handle_products, 0},
-    {R_PRODUCTS, "POST", app_handle_product_create, 0},
-    {R_PRODUCT, "GET", app_handle_product_get, 0},
-    {R_PRODUCT, "PUT", app_handle_product_update, 0},
-    {R_PRODUCT_VIEWS, "POST", app_handle_product_views, 0},
-    {R_ORDERS, "GET", app_handle_orders_list, 0},
-    {R_ORDERS, "POST", app_handle_order_create, 0},
-    {R_ORDER, "GET", app_handle_order_get, 0},
+    {R_READYZ, "GET", app_handle_readyz, 0, 0},
+    {R_USERS, "POST", app_handle_signup_check, 0, 1}, /* then app_handle_signup (hash) */
+    {R_USER, "GET", app_handle_user, 0, 0},
+    {R_SESSIONS, "POST", app_handle_login, 1, 1},
+    {R_SESSIONS, "DELETE", app_handle_logout, 0, 0},
+    {R_ME, "GET", app_handle_me, 0, 0},
+    {R_PRODUCTS, "GET", app_handle_products, 0, 0},
+    {R_PRODUCTS, "POST", app_handle_product_create, 0, 1},
+    {R_PRODUCT, "GET", app_handle_product_get, 0, 0},
+    {R_PRODUCT, "PUT", app_handle_product_update, 0, 1},
+    {R_PRODUCT_VIEWS, "POST", app_handle_product_views, 0, 0},
+    {R_ORDERS, "GET", app_handle_orders_list, 0, 0},
+    {R_ORDERS, "POST", app_handle_order_create, 0, 1},
+    {R_ORDER, "GET", app_handle_order_get, 0, 0},
 };
 
 static void finish(struct app *a, struct http_request *req, enum app_route r,
@@ -99,12 +116,65 @@ static void on_job_work(struct workq_job *wj, void *ctx)
     j->handler(j, ctx);
 }
 
-static void on_job_done(struct workq_job *wj)
+static void job_finish(struct app_job *j)
 {
-    struct app_job *j = container_of(wj, struct app_job, job);
     finish(j->a, j->req, j->route, &j->resp);
     http_response_free(&j->resp);
     free(j);
+}
+
+static void count_throttle(struct app *a, enum app_throttle why)
+{
+    static const char *const what[THR_COUNT] = {
+        [THR_SIGNUP_ADDR] = "signups from one address over --signup-addr-max",
+        [THR_SIGNUP_RATE] = "signups over --signup-rate",
+        [THR_SIGNUP_BUSY] = "signups over the hash pool's signup slots and line",
+    };
+    __atomic_fetch_add(&a->stats.throttled[why], 1, __ATOMIC_RELAXED);
+    if (what[why])
+        log_info_rl("429: %s", what[why]);
+}
+
+/* A signup whose email is free asks for a hash: first the overall signup
+ * rate, then a place in the signup pool's short queue. Refusals are 429
+ * with Retry-After, answered here on the loop. */
+static void signup_admit(struct app *a, struct app_job *j)
+{
+    uint64_t wait = throttle_take(&a->signup_all, "", 0, uv_now(&a->loop));
+    if (wait) {
+        count_throttle(a, THR_SIGNUP_RATE);
+        app_retry_later(&j->resp, 429, "too many signups right now; retry later", wait);
+        job_finish(j);
+        return;
+    }
+    if (workq_submit(&a->signup, &j->job) < 0) {
+        count_throttle(a, THR_SIGNUP_BUSY);
+        app_retry_later(&j->resp, 429, "too many signups in progress; retry later", 1000);
+        job_finish(j);
+    }
+}
+
+static void on_job_done(struct workq_job *wj)
+{
+    struct app_job *j = container_of(wj, struct app_job, job);
+    struct app *a = j->a;
+    /* A well-formed signup (its email taken: 409, or free: next) counts
+     * against its address; malformed ones are refused cheaply anyway. */
+    if (j->handler == app_handle_signup_check && (j->next || j->resp.status == 409)) {
+        uint64_t wait = throttle_take(&a->signup_addr, j->ip, strlen(j->ip), uv_now(&a->loop));
+        if (wait) {
+            j->next = NULL;
+            count_throttle(a, THR_SIGNUP_ADDR);
+            app_retry_later(&j->resp, 429, "too many signups from this address; retry later", wait);
+        }
+    }
+    if (j->next) {
+        j->handler = j->next;
+        j->next = NULL;
+        signup_admit(a, j);
+        return;
+    }
+    job_finish(j);
 }
 
 static void serve_metrics(struct app *a, struct http_request *req)
@@ -216,6 +286,19 @@ static void on_request(struct http_request *req, void *arg)
         answer_now(a, req, (enum app_route)r, 405, "method not allowed", allow);
         return;
     }
+    /* Bodies are JSON and say so (a form or text/plain body is what a
+     * cross-site page can send without a preflight). */
+    if (def->json_body || req->raw.len > req->body_off) {
+        size_t ctlen;
+        const char *ct = http_request_header(req, "content-type", &ctlen);
+        if (!ct || !app_content_type_json(ct, ctlen)) {
+            answer_now(a, req, (enum app_route)r, 415,
+                       "send the body as JSON with Content-Type: application/json", NULL);
+            return;
+        }
+    }
+    char ip[64];
+    app_client_ip(a, req, ip, sizeof ip);
     if (r == R_PRODUCT && def->handler == app_handle_product_get && product_fast(a, req, id) == 0)
         return;
     struct app_job *j = xcalloc(1, sizeof *j);
@@ -224,6 +307,7 @@ static void on_request(struct http_request *req, void *arg)
     j->route = (enum app_route)r;
     j->handler = def->handler;
     j->id = id;
+    memcpy(j->ip, ip, sizeof j->ip);
     if (q && tlen - plen - 1 >= sizeof j->query) {
         free(j);
         answer_now(a, req, (enum app_route)r, 400, "query string too long", NULL);
@@ -235,9 +319,11 @@ static void on_request(struct http_request *req, void *arg)
     j->job.work = on_job_work;
     j->job.done = on_job_done;
     if (workq_submit(def->hash_pool ? &a->hash : &a->db, &j->job) < 0) {
-        http_response_free(&j->resp);
-        free(j);
-        answer_now(a, req, (enum app_route)r, 503, "overloaded; retry later", NULL);
+        /* The cheapest answer there is: no thread, no store, no hash. */
+        log_warn_rl("%s pool full: 503 for %s", def->hash_pool ? "hash" : "store",
+                    app_route_name((enum app_route)r));
+        app_retry_later(&j->resp, 503, "overloaded; retry later", 1000);
+        job_finish(j);
     }
 }
 
@@ -306,6 +392,78 @@ static void on_flush_timer(uv_timer_t *t)
         flush_start(a, NULL);
 }
 
+/* ---- background purge of expired sessions and failed-login counters ---- */
+
+struct purge_job {
+    struct workq_job job;
+    struct app *a;
+    int rc;
+    uint64_t sessions, failures;
+};
+
+static void on_purge_work(struct workq_job *wj, void *ctx)
+{
+    struct purge_job *p = container_of(wj, struct purge_job, job);
+    struct app_thread *t = ctx;
+    const struct app_config *c = p->a->cfg;
+    if (!t->sess) {
+        p->rc = -EIO;
+        return;
+    }
+    /* Bounded batches: each statement deletes at most purge_batch rows, so
+     * the store's write lock is never held for long; a backlog drains over
+     * a few purges instead of in one long transaction. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    unsigned batch = (unsigned)c->purge_batch;
+    for (int round = 0; round < PURGE_ROUNDS; round++) {
+        uint64_t s = 0, f = 0;
+        p->rc = p->a->sessions->purge(t->sess, now, (uint64_t)c->session_idle_ms,
+                                      (uint64_t)c->session_max_ms,
+                                      (uint64_t)c->login_fail_window_ms, batch, &s, &f);
+        if (p->rc < 0)
+            return;
+        p->sessions += s;
+        p->failures += f;
+        if (s < batch && f < batch)
+            return;
+    }
+}
+
+static void on_purge_done(struct workq_job *wj)
+{
+    struct purge_job *p = container_of(wj, struct purge_job, job);
+    struct app *a = p->a;
+    a->purge_running = 0;
+    __atomic_fetch_add(&a->stats.purged_sessions, p->sessions, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&a->stats.purged_failures, p->failures, __ATOMIC_RELAXED);
+    if (p->rc < 0) {
+        __atomic_fetch_add(&a->stats.purge_errors, 1, __ATOMIC_RELAXED);
+        log_warn_rl("purge of expired sessions failed (%d); the next one retries", p->rc);
+    } else if (p->sessions || p->failures) {
+        log_debug("purged %llu expired sessions and %llu failed-login counters",
+                  (unsigned long long)p->sessions, (unsigned long long)p->failures);
+    }
+    free(p);
+}
+
+static void on_purge_timer(uv_timer_t *t)
+{
+    struct app *a = t->data;
+    if (a->purge_running || a->stopping)
+        return;
+    struct purge_job *p = xcalloc(1, sizeof *p);
+    p->a = a;
+    p->job.work = on_purge_work;
+    p->job.done = on_purge_done;
+    if (workq_submit(&a->db, &p->job) < 0) {
+        free(p);
+        return;
+    }
+    a->purge_running = 1;
+}
+
 /* ---- graceful stop ---- */
 
 static void close_handle(uv_handle_t *h)
@@ -318,10 +476,12 @@ static void stop_pools(struct app *a)
 {
     close_handle((uv_handle_t *)&a->flush_timer);
     close_handle((uv_handle_t *)&a->drain_timer);
+    close_handle((uv_handle_t *)&a->purge_timer);
     close_handle((uv_handle_t *)&a->sig_term);
     close_handle((uv_handle_t *)&a->sig_int);
     workq_stop(&a->db, NULL);
     workq_stop(&a->hash, NULL);
+    workq_stop(&a->signup, NULL);
 }
 
 static void final_flush_done(struct app *a)
@@ -341,6 +501,7 @@ static void on_drained(struct http_server *s)
     struct app *a = container_of(s, struct app, server);
     uv_timer_stop(&a->drain_timer);
     uv_timer_stop(&a->flush_timer);
+    uv_timer_stop(&a->purge_timer);
     if (a->flush_running) {
         a->final_pending = 1; /* on_flush_done starts the final flush */
         return;
@@ -455,12 +616,19 @@ int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen)
         return -1;
     }
     a->wb = writeback_new();
+    throttle_init(&a->signup_addr, 4096,
+                  (double)cfg->signup_addr_max * 1000.0 / (double)cfg->signup_window_ms,
+                  (double)cfg->signup_addr_max);
+    throttle_init(&a->signup_all, 1, (double)cfg->signup_rate, (double)cfg->signup_rate);
     app_metrics_register(a);
     uv_loop_init(&a->loop);
     int rc = workq_start(&a->db, &a->loop, (unsigned)cfg->workers, DB_QUEUE_MAX, &thread_ops, a);
     if (rc == 0)
         rc = workq_start(&a->hash, &a->loop, (unsigned)cfg->hash_threads, HASH_QUEUE_MAX,
                          &thread_ops, a);
+    if (rc == 0)
+        rc = workq_start(&a->signup, &a->loop, (unsigned)cfg->signup_threads, SIGNUP_QUEUE_MAX,
+                         &signup_thread_ops, a);
     if (rc < 0) {
         snprintf(err, errlen, "cannot start worker threads: %s", uv_strerror(rc));
         return -1;
@@ -469,6 +637,9 @@ int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen)
         .max_body = (size_t)cfg->max_body,
         .header_timeout_ms = (uint64_t)cfg->timeout_header_ms,
         .idle_timeout_ms = (uint64_t)cfg->timeout_idle_ms,
+        .body_timeout_ms = (uint64_t)cfg->timeout_body_ms,
+        .min_body_rate = (uint64_t)cfg->min_body_rate,
+        .body_rate_grace_ms = (uint64_t)cfg->body_rate_grace_ms,
     };
     rc = http_server_start(&a->server, &a->loop, &a->listen_addr, &hc, on_request, a);
     if (rc < 0) {
@@ -480,7 +651,10 @@ int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen)
     net_addr_format((struct sockaddr *)&a->listen_addr, a->listen_text, sizeof a->listen_text);
     uv_timer_init(&a->loop, &a->flush_timer);
     uv_timer_init(&a->loop, &a->drain_timer);
-    a->flush_timer.data = a->drain_timer.data = a;
+    uv_timer_init(&a->loop, &a->purge_timer);
+    a->flush_timer.data = a->drain_timer.data = a->purge_timer.data = a;
+    uv_timer_start(&a->purge_timer, on_purge_timer, (uint64_t)cfg->purge_interval_ms,
+                   (uint64_t)cfg->purge_interval_ms);
     uv_timer_start(&a->flush_timer, on_flush_timer, (uint64_t)cfg->flush_interval_ms,
                    (uint64_t)cfg->flush_interval_ms);
     uv_signal_init(&a->loop, &a->sig_term);
@@ -498,9 +672,9 @@ int app_run(struct app *a)
     printf("surge app: listening on %s\n", a->listen_text);
     fflush(stdout);
     log_info("surge app: listening on %s (pid %d, data %s, %lld shards, %lld store threads, "
-             "%lld hash threads)",
+             "%lld login hash threads, %lld signup hash threads)",
              a->listen_text, (int)getpid(), a->cfg->data_dir, a->cfg->shards, a->cfg->workers,
-             a->cfg->hash_threads);
+             a->cfg->hash_threads, a->cfg->signup_threads);
     uv_run(&a->loop, UV_RUN_DEFAULT);
     int rc = uv_loop_close(&a->loop);
     if (rc < 0)
@@ -510,6 +684,8 @@ int app_run(struct app *a)
 
 void app_free(struct app *a)
 {
+    throttle_free(&a->signup_addr);
+    throttle_free(&a->signup_all);
     writeback_free(a->wb);
     a->wb = NULL;
     cache_close(&a->cache);

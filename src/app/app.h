@@ -3,9 +3,12 @@
  * Shape: one libuv loop does all HTTP I/O (src/http/http_server on
  * src/net/conn); handlers that touch the store run on a bounded pool of
  * worker threads (src/net/workq), each thread with its own database
- * connections and prepared statements; password hashing runs on a second,
- * smaller pool so a burst of logins cannot starve ordinary requests (and at
- * most hash_threads argon2id hashes, 64 MiB each by default, run at once).
+ * connections and prepared statements; password hashing runs on smaller
+ * pools so a burst of logins cannot starve ordinary requests: logins on
+ * hash_threads threads, signups on signup_threads threads of their own at a
+ * lower CPU priority, so a signup flood never delays a login (at most
+ * hash_threads + signup_threads argon2id hashes, 64 MiB each by default, run
+ * at once).
  * A product read whose answer is in the local cache is answered on the loop
  * without a thread hop.
  *
@@ -27,6 +30,7 @@
 #include "data/cache.h"
 #include "data/session.h"
 #include "data/store.h"
+#include "app/throttle.h"
 #include "http/http_server.h"
 #include "jobs/queue.h"
 #include "net/workq.h"
@@ -34,12 +38,15 @@
 struct app_config {
     char *listen, *data_dir, *admin_token;
     char *store_url, *cache_url, *sessions_url, *queue_url;
-    long long workers, hash_threads, password_ops, password_memory_kib;
+    long long workers, hash_threads, signup_threads, password_ops, password_memory_kib;
     long long session_idle_ms, session_max_ms, cache_ttl_ms, flush_interval_ms;
     struct conf_list trusted_proxies;
     long long login_fail_max, login_fail_addr_max, login_fail_window_ms;
+    long long signup_addr_max, signup_window_ms, signup_rate;
+    long long purge_interval_ms, purge_batch;
     long long max_body, shards, cache_max_mb;
     long long timeout_header_ms, timeout_idle_ms, drain_timeout_ms;
+    long long timeout_body_ms, min_body_rate, body_rate_grace_ms;
     int log_level;
     char *config_file;
 };
@@ -72,12 +79,24 @@ enum app_route {
 
 enum app_cache_kind { KIND_PRODUCT = 0, KIND_USER, KIND_COUNT };
 
+/* Why a request was turned away early (429), for metrics. */
+enum app_throttle {
+    THR_SIGNUP_ADDR = 0, /* --signup-addr-max */
+    THR_SIGNUP_RATE,     /* --signup-rate */
+    THR_SIGNUP_BUSY,     /* every signup slot taken and the waiting line full */
+    THR_LOGIN_EMAIL,     /* --login-fail-max */
+    THR_LOGIN_ADDR,      /* --login-fail-addr-max */
+    THR_COUNT
+};
+
 struct app_stats {
     uint64_t code_detail[R_COUNT][600];
     struct hist latency[R_COUNT]; /* written on the loop thread only */
     uint64_t cache_hits[KIND_COUNT], cache_misses[KIND_COUNT], cache_stale[KIND_COUNT];
     uint64_t cache_loads[KIND_COUNT];
     uint64_t wb_flushes, wb_flush_errors, wb_flushed_views;
+    uint64_t throttled[THR_COUNT];
+    uint64_t purged_sessions, purged_failures, purge_errors;
 };
 
 struct writeback; /* write-back view counters (writeback.c) */
@@ -86,7 +105,7 @@ struct app {
     struct app_config *cfg;
     uv_loop_t loop;
     struct http_server server;
-    struct workq db, hash;
+    struct workq db, hash, signup;
     struct store_layout layout;
     const struct session_driver *sessions;
     const struct queue_producer_driver *queue;
@@ -95,7 +114,11 @@ struct app {
     struct metrics_registry metrics;
     struct app_stats stats;
     uv_signal_t sig_term, sig_int;
-    uv_timer_t flush_timer, drain_timer;
+    uv_timer_t flush_timer, drain_timer, purge_timer;
+    /* Signup rate limits (per address, per process); signup hashes run on
+     * their own pool (signup), never on the logins' (hash). */
+    struct throttle signup_addr, signup_all;
+    int purge_running;
     struct sockaddr_storage listen_addr;
     char listen_text[80];
     int stopping, flush_running, final_flush_tries, final_pending;
@@ -104,7 +127,8 @@ struct app {
 };
 
 /* Set up everything (store, migrations, pools, listener). 0, or -1 with a
- * one-line reason in err (exit 2 for config errors, 1 otherwise). */
+ * one-line reason in err (surge app prints it and exits 2, whatever the
+ * cause: a bad flag, an unusable data dir or store, a busy port). */
 int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen);
 /* Run until SIGTERM/SIGINT and a graceful stop. Returns the exit status. */
 int app_run(struct app *a);

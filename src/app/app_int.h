@@ -58,9 +58,22 @@ struct app_job {
     app_handler handler;
     char query[1024]; /* after the ?, NUL-terminated */
     int64_t id;       /* the {id} of the path, when the route has one */
+    char ip[64];      /* the client's address (app_client_ip), set on the loop */
+    /* A handler may set next: the job then goes on to a second stage
+     * instead of being answered (signup: store checks, then the hash). */
+    app_handler next;
 };
 
+/* The client's address for limits: the TCP peer, or, when the peer is a
+ * trusted proxy, the right-most X-Forwarded-For entry (the one that proxy
+ * appended; see app_xff_client). Loop thread or any thread. */
+void app_client_ip(const struct app *a, const struct http_request *req, char *out, size_t outlen);
+
 /* Handlers (handlers.c), run on worker threads. */
+/* Signup, stage 1 (store pool): validate, refuse a taken email (409)
+ * before any hash; sets j->next = app_handle_signup when the email is free. */
+void app_handle_signup_check(struct app_job *j, struct app_thread *t);
+/* Signup, stage 2 (hash pool): hash the password and create the user. */
 void app_handle_signup(struct app_job *j, struct app_thread *t);
 void app_handle_login(struct app_job *j, struct app_thread *t);
 void app_handle_logout(struct app_job *j, struct app_thread *t);
@@ -78,6 +91,8 @@ void app_handle_readyz(struct app_job *j, struct app_thread *t);
 
 /* Answer helpers (any thread). */
 void app_json_error(struct http_response *r, int status, const char *msg);
+/* 429 (or status) with msg and Retry-After: ceil(wait_ms / 1000) s, >= 1. */
+void app_retry_later(struct http_response *r, int status, const char *msg, uint64_t wait_ms);
 /* Serve a cached product value (see handlers.c) with ETag/304 handling:
  * used by the loop's fast path and by the worker. */
 void app_product_answer(struct app *a, const struct http_request *req, struct http_response *r,

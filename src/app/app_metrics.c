@@ -129,9 +129,9 @@ static void collect_wb_oldest(struct metrics_emit *e, void *arg)
 static void collect_pool(struct metrics_emit *e, void *arg, int what)
 {
     struct app *a = arg;
-    struct workq *qs[2] = {&a->db, &a->hash};
-    const char *names[2] = {"store", "hash"};
-    for (int i = 0; i < 2; i++) {
+    struct workq *qs[3] = {&a->db, &a->hash, &a->signup};
+    const char *names[3] = {"store", "hash", "signup"};
+    for (int i = 0; i < 3; i++) {
         struct workq_stats st;
         workq_stats(qs[i], &st);
         const char *labels[2] = {"pool", names[i]};
@@ -166,6 +166,33 @@ static void collect_pool_rejected(struct metrics_emit *e, void *arg)
 static void collect_conns(struct metrics_emit *e, void *arg)
 {
     metrics_emit_u64(e, NULL, 0, ((struct app *)arg)->server.nconns);
+}
+
+static void collect_throttled(struct metrics_emit *e, void *arg)
+{
+    static const char *const why[THR_COUNT] = {
+        [THR_SIGNUP_ADDR] = "signup_address", [THR_SIGNUP_RATE] = "signup_rate",
+        [THR_SIGNUP_BUSY] = "signup_busy",    [THR_LOGIN_EMAIL] = "login_email",
+        [THR_LOGIN_ADDR] = "login_address",
+    };
+    struct app *a = arg;
+    for (int k = 0; k < THR_COUNT; k++) {
+        const char *labels[2] = {"reason", why[k]};
+        metrics_emit_u64(e, labels, 1, load(&a->stats.throttled[k]));
+    }
+}
+
+static void collect_purged(struct metrics_emit *e, void *arg)
+{
+    struct app *a = arg;
+    const char *s[2] = {"table", "sessions"}, *f[2] = {"table", "login_failures"};
+    metrics_emit_u64(e, s, 1, load(&a->stats.purged_sessions));
+    metrics_emit_u64(e, f, 1, load(&a->stats.purged_failures));
+}
+
+static void collect_body_timeouts(struct metrics_emit *e, void *arg)
+{
+    metrics_emit_u64(e, NULL, 0, ((struct app *)arg)->server.body_timeouts);
 }
 
 void app_metrics_register(struct app *a)
@@ -203,6 +230,16 @@ void app_metrics_register(struct app *a)
         {"surge_app_pool_rejected_total", "Jobs refused because the queue was full (503)",
          METRIC_COUNTER, collect_pool_rejected, a},
         {"surge_app_connections", "Open client connections", METRIC_GAUGE, collect_conns, a},
+        {"surge_app_body_timeouts_total",
+         "Requests refused with 408 because their body came too slowly (time bound or minimum "
+         "rate)",
+         METRIC_COUNTER, collect_body_timeouts, a},
+        {"surge_app_throttled_total",
+         "Requests refused with 429 by a rate limit, by reason (signups, failed logins)",
+         METRIC_COUNTER, collect_throttled, a},
+        {"surge_app_purged_rows_total",
+         "Expired sessions and ended failed-login counters deleted by the background purge",
+         METRIC_COUNTER, collect_purged, a},
     };
     for (size_t i = 0; i < sizeof descs / sizeof descs[0]; i++)
         metrics_register(&a->metrics, &descs[i]);

@@ -17,7 +17,8 @@
 #include "app/validate.h"
 #include "base/log.h"
 
-#define LIST_LIMIT_MAX 100
+#define LIST_LIMIT_MAX       100
+#define ORDERS_LIMIT_DEFAULT 50
 
 static uint64_t wall_ms(void)
 {
@@ -29,6 +30,15 @@ static uint64_t wall_ms(void)
 static void count(uint64_t *c)
 {
     __atomic_fetch_add(c, 1, __ATOMIC_RELAXED);
+}
+
+void app_retry_later(struct http_response *r, int status, const char *msg, uint64_t wait_ms)
+{
+    char ra[32];
+    uint64_t secs = wait_ms ? (wait_ms + 999) / 1000 : 1;
+    snprintf(ra, sizeof ra, "%llu", (unsigned long long)secs);
+    app_json_error(r, status, msg);
+    http_response_header(r, "Retry-After", ra);
 }
 
 void app_json_error(struct http_response *r, int status, const char *msg)
@@ -113,23 +123,15 @@ static int is_trusted(const struct app *a, const char *ip, size_t len)
     return 0;
 }
 
-static int trusted_cb(void *arg, const char *ip, size_t n)
+void app_client_ip(const struct app *a, const struct http_request *req, char *out, size_t outlen)
 {
-    return is_trusted(arg, ip, n);
-}
-
-/* The client's address: the peer, or, when the peer is a trusted proxy, the
- * right-most X-Forwarded-For entry that is not itself a trusted proxy. */
-static void client_ip(const struct app_job *j, char *out, size_t outlen)
-{
-    const struct http_request *req = j->req;
     snprintf(out, outlen, "%s", req->peer_ip);
-    if (!is_trusted(j->a, req->peer_ip, strlen(req->peer_ip)))
+    if (!is_trusted(a, req->peer_ip, strlen(req->peer_ip)))
         return;
     size_t len;
     const char *xff = http_request_header(req, "x-forwarded-for", &len);
     if (xff)
-        app_xff_client(xff, len, trusted_cb, j->a, out, outlen);
+        app_xff_client(xff, len, out, outlen);
 }
 
 static int request_is_https(const struct app_job *j)
@@ -216,6 +218,56 @@ static cJSON *user_json(const struct store_rows *r, int with_email)
 
 /* ---- users and sessions ---- */
 
+/* The signup body's fields, validated (400 set otherwise): 0 or -1. */
+static int signup_fields(struct app_job *j, const cJSON *o, const char **email,
+                         const char **password, const char **name)
+{
+    if (field_string(j, o, "email", 3, APP_EMAIL_MAX_BYTES, email) < 0 ||
+        field_string(j, o, "password", 0, APP_PASSWORD_MAX_BYTES, password) < 0 ||
+        field_string(j, o, "name", 1, APP_NAME_MAX_BYTES, name) < 0)
+        return -1;
+    if (!app_email_valid(*email)) {
+        app_json_error(&j->resp, 400, "\"email\" is not a valid email address");
+        return -1;
+    }
+    if (strlen(*password) < APP_PASSWORD_MIN_BYTES) {
+        app_json_error(&j->resp, 400, "\"password\" must be at least 8 characters");
+        return -1;
+    }
+    return 0;
+}
+
+/* Stage 1, on the store pool: a taken email is answered 409 here, before
+ * any hash, so a flood of signups for an existing address never reaches
+ * the hash pool. (409 itself says the email is taken, as the contract
+ * wants; its speed says nothing more. Enumeration through it is bounded by
+ * --signup-addr-max.) */
+void app_handle_signup_check(struct app_job *j, struct app_thread *t)
+{
+    cJSON *o = json_body(j);
+    const char *email, *password, *name;
+    if (!o)
+        return;
+    if (signup_fields(j, o, &email, &password, &name) < 0)
+        goto out;
+    char lower[APP_EMAIL_MAX_BYTES + 1];
+    lower_copy(lower, sizeof lower, email);
+    struct store_db *dir = store_conns_get(&t->conns, STORE_DIRECTORY, 0);
+    struct store_val ev = store_text(lower, strlen(lower));
+    if (!dir || store_exec(&t->conns, dir, D_BY_EMAIL, &ev, 1, &t->rows) < 0) {
+        store_failed(&j->resp);
+        goto out;
+    }
+    if (t->rows.nrows) {
+        app_json_error(&j->resp, 409, "this email is already registered");
+        goto out;
+    }
+    j->next = app_handle_signup;
+out:
+    cJSON_Delete(o);
+}
+
+/* Stage 2, on the hash pool (admitted by app.c's signup slots). */
 void app_handle_signup(struct app_job *j, struct app_thread *t)
 {
     struct app *a = j->a;
@@ -223,24 +275,14 @@ void app_handle_signup(struct app_job *j, struct app_thread *t)
     const char *email, *password, *name;
     if (!o)
         return;
-    if (field_string(j, o, "email", 3, APP_EMAIL_MAX_BYTES, &email) < 0 ||
-        field_string(j, o, "password", 0, APP_PASSWORD_MAX_BYTES, &password) < 0 ||
-        field_string(j, o, "name", 1, APP_NAME_MAX_BYTES, &name) < 0)
+    if (signup_fields(j, o, &email, &password, &name) < 0)
         goto out;
-    if (!app_email_valid(email)) {
-        app_json_error(&j->resp, 400, "\"email\" is not a valid email address");
-        goto out;
-    }
-    if (strlen(password) < APP_PASSWORD_MIN_BYTES) {
-        app_json_error(&j->resp, 400, "\"password\" must be at least 8 characters");
-        goto out;
-    }
     char lower[APP_EMAIL_MAX_BYTES + 1], hash[crypto_pwhash_STRBYTES];
     lower_copy(lower, sizeof lower, email);
     if (crypto_pwhash_str(hash, password, strlen(password),
                           (unsigned long long)a->cfg->password_ops,
                           (size_t)a->cfg->password_memory_kib * 1024u) != 0) {
-        app_json_error(&j->resp, 503, "out of memory for password hashing; retry later");
+        app_retry_later(&j->resp, 503, "out of memory for password hashing; retry later", 1000);
         goto out;
     }
     struct store_db *dir = store_conns_get(&t->conns, STORE_DIRECTORY, 0);
@@ -252,6 +294,7 @@ void app_handle_signup(struct app_job *j, struct app_thread *t)
     struct store_val dv[2] = {store_text(lower, strlen(lower)), store_int((int64_t)now)};
     int rc = store_exec(&t->conns, dir, D_INSERT, dv, 2, &t->rows);
     if (rc == -EEXIST) {
+        /* Taken between the check and now (a concurrent signup). */
         app_json_error(&j->resp, 409, "this email is already registered");
         goto out;
     }
@@ -281,15 +324,20 @@ out:
     cJSON_Delete(o);
 }
 
-static void too_many(struct app_job *j, uint64_t reset_ms, uint64_t now)
+static void too_many(struct app_job *j, enum app_throttle why, uint64_t reset_ms, uint64_t now)
 {
-    char ra[32];
-    uint64_t secs = reset_ms > now ? (reset_ms - now + 999) / 1000 : 1;
-    snprintf(ra, sizeof ra, "%llu", (unsigned long long)secs);
-    app_json_error(&j->resp, 429, "too many failed logins; retry later");
-    http_response_header(&j->resp, "Retry-After", ra);
+    count(&j->a->stats.throttled[why]);
+    app_retry_later(&j->resp, 429, "too many failed logins; retry later",
+                    reset_ms > now ? reset_ms - now : 1000);
 }
 
+/* Login. Each attempt is counted BEFORE its password is verified, in one
+ * atomic store step per key (per email, per client address), and only an
+ * attempt whose count is within the limit is verified: however many
+ * attempts race (threads, processes), at most --login-fail-max passwords
+ * per email are tried per window. A successful login gives its counts
+ * back (the email's is cleared, the address's refunded by one), so only
+ * failures stay counted. */
 void app_handle_login(struct app_job *j, struct app_thread *t)
 {
     struct app *a = j->a;
@@ -305,27 +353,29 @@ void app_handle_login(struct app_job *j, struct app_thread *t)
         store_failed(&j->resp);
         goto out;
     }
-    char lower[APP_EMAIL_MAX_BYTES + 1], ekey[APP_EMAIL_MAX_BYTES + 3], akey[80], ip[64];
+    char lower[APP_EMAIL_MAX_BYTES + 1], ekey[APP_EMAIL_MAX_BYTES + 3], akey[80];
     lower_copy(lower, sizeof lower, email);
     snprintf(ekey, sizeof ekey, "e:%s", lower);
-    client_ip(j, ip, sizeof ip);
-    snprintf(akey, sizeof akey, "a:%s", ip);
+    snprintf(akey, sizeof akey, "a:%s", j->ip);
     uint64_t now = wall_ms(), window = (uint64_t)c->login_fail_window_ms, reset;
     int64_t n;
-    if (a->sessions->failures(t->sess, ekey, now, window, 0, &n, &reset) < 0) {
+    if (a->sessions->failures(t->sess, ekey, now, window, 1, &n, &reset) < 0) {
         store_failed(&j->resp);
         goto out;
     }
-    if (n >= c->login_fail_max) {
-        too_many(j, reset, now);
+    if (n > c->login_fail_max) {
+        too_many(j, THR_LOGIN_EMAIL, reset, now);
         goto out;
     }
-    if (a->sessions->failures(t->sess, akey, now, window, 0, &n, &reset) < 0) {
+    if (a->sessions->failures(t->sess, akey, now, window, 1, &n, &reset) < 0) {
+        a->sessions->failures(t->sess, ekey, now, window, -1, &n, &reset);
         store_failed(&j->resp);
         goto out;
     }
-    if (n >= c->login_fail_addr_max) {
-        too_many(j, reset, now);
+    if (n > c->login_fail_addr_max) {
+        uint64_t areset = reset;
+        a->sessions->failures(t->sess, ekey, now, window, -1, &n, &reset); /* not tried */
+        too_many(j, THR_LOGIN_ADDR, areset, now);
         goto out;
     }
     int ok = 0;
@@ -351,12 +401,11 @@ void app_handle_login(struct app_job *j, struct app_thread *t)
         (void)same_cost;
     }
     if (!ok) {
-        a->sessions->failures(t->sess, ekey, now, window, 1, &n, &reset);
-        a->sessions->failures(t->sess, akey, now, window, 1, &n, &reset);
         app_json_error(&j->resp, 401, "wrong email or password");
         goto out;
     }
     a->sessions->failures_clear(t->sess, ekey);
+    a->sessions->failures(t->sess, akey, now, window, -1, &n, &reset);
     /* A new id at every login (no session fixation); the old one ends. */
     char old[65], hash[65], token[65];
     if (session_cookie(j->req, old) == 0) {
@@ -760,26 +809,56 @@ static void order_json_rows(struct buf *b, const struct store_rows *r, unsigned 
     buf_puts(b, "]}");
 }
 
+/* The user's orders, newest first, paged like products: ?limit=N (1..100,
+ * default 50) and ?after=ID (the public id of the last order of the
+ * previous page; the next page holds older ones); "next" is the id to pass
+ * as after, or null on the last page. */
 void app_handle_orders_list(struct app_job *j, struct app_thread *t)
 {
+    long long limit = ORDERS_LIMIT_DEFAULT, after = 0;
+    int rl = app_query_int(j->query, "limit", LIST_LIMIT_MAX, &limit);
+    int ra = app_query_int(j->query, "after", 999999999999999999LL, &after);
+    if (rl < 0 || (rl == 0 && limit < 1)) {
+        app_json_error(&j->resp, 400, "limit must be an integer from 1 to 100");
+        return;
+    }
+    if (ra < 0 || (ra == 0 && after < 1)) {
+        app_json_error(&j->resp, 400, "after must be an order id");
+        return;
+    }
     int64_t uid;
     if (session_user(j, t, &uid) < 0)
         return;
     unsigned shard = store_shard_of((uint64_t)uid, j->a->layout.nshards);
+    int64_t before = INT64_MAX;
+    if (ra == 0) {
+        if (after % ORDER_ID_SHARDS != (long long)shard) {
+            app_json_error(&j->resp, 400, "after must be the id of one of your orders");
+            return;
+        }
+        before = after / ORDER_ID_SHARDS;
+    }
     struct store_db *db = store_conns_reader(&t->conns, STORE_SHARD, shard);
-    struct store_val u = store_int(uid);
-    if (!db || store_exec(&t->conns, db, S_ORDERS_LIST, &u, 1, &t->rows) < 0) {
+    struct store_val args[3] = {store_int(uid), store_int(before), store_int(limit + 1)};
+    if (!db || store_exec(&t->conns, db, S_ORDERS_LIST, args, 3, &t->rows) < 0) {
         store_failed(&j->resp);
         return;
     }
     struct buf *b = &j->resp.body;
     buf_puts(b, "{\"items\":[");
-    for (unsigned row = 0; row < t->rows.nrows;) {
-        if (row)
+    long long shown = 0;
+    int64_t last = 0;
+    unsigned row = 0;
+    while (row < t->rows.nrows && shown < limit) {
+        if (shown++)
             buf_puts(b, ",");
+        last = store_rows_int(&t->rows, row, 0);
         order_json_rows(b, &t->rows, &row, shard);
     }
-    buf_puts(b, "]}");
+    if (row < t->rows.nrows) /* one more order came back: there is a next page */
+        buf_printf(b, "],\"next\":%lld}", (long long)public_order_id(last, shard));
+    else
+        buf_puts(b, "],\"next\":null}");
     j->resp.status = 200;
     j->resp.content_type = "application/json";
     http_response_header(&j->resp, "Cache-Control", "private, no-store");
@@ -835,6 +914,33 @@ void app_handle_order_get(struct app_job *j, struct app_thread *t)
     http_response_header(&j->resp, "Cache-Control", "private, no-store");
 }
 
+/* What an Idempotency-Key stands for: SHA-256 (hex) of the items sorted by
+ * product id, "id:quantity;" each, so the same order written with other
+ * whitespace, member order or item order is the same request. */
+static void order_request_hash(const struct app_order_item *items, int n, char out[65])
+{
+    struct app_order_item sorted[APP_ORDER_ITEMS_MAX];
+    memcpy(sorted, items, (size_t)n * sizeof *items);
+    for (int i = 1; i < n; i++) {
+        struct app_order_item x = sorted[i];
+        int k = i;
+        for (; k > 0 && sorted[k - 1].product_id > x.product_id; k--)
+            sorted[k] = sorted[k - 1];
+        sorted[k] = x;
+    }
+    crypto_hash_sha256_state st;
+    crypto_hash_sha256_init(&st);
+    for (int i = 0; i < n; i++) {
+        char part[48];
+        int len = snprintf(part, sizeof part, "%lld:%lld;", (long long)sorted[i].product_id,
+                           (long long)sorted[i].quantity);
+        crypto_hash_sha256_update(&st, (const unsigned char *)part, (unsigned long long)len);
+    }
+    unsigned char h[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256_final(&st, h);
+    sodium_bin2hex(out, 65, h, sizeof h);
+}
+
 /* Give stock back (the order could not be written). Best effort, logged. */
 static void give_back(struct app_thread *t, const struct app_order_item *items, int n)
 {
@@ -851,7 +957,7 @@ static void give_back(struct app_thread *t, const struct app_order_item *items, 
     if (store_commit(&t->conns, cat) == 0)
         return;
 fail:
-    log_error("orders: could not give back stock of %d items after a failed order", n);
+    log_error_rl("orders: could not give back stock of %d items after a failed order", n);
 }
 
 void app_handle_order_create(struct app_job *j, struct app_thread *t)
@@ -877,6 +983,8 @@ void app_handle_order_create(struct app_job *j, struct app_thread *t)
         app_json_error(&j->resp, 400, "Idempotency-Key must be 1 to 200 characters");
         return;
     }
+    char rhash[65];
+    order_request_hash(items, n, rhash);
     unsigned shard = store_shard_of((uint64_t)uid, a->layout.nshards);
     struct store_db *sh = store_conns_get(&t->conns, STORE_SHARD, shard);
     struct store_db *cat = store_conns_get(&t->conns, STORE_CATALOG, 0);
@@ -890,9 +998,8 @@ void app_handle_order_create(struct app_job *j, struct app_thread *t)
             store_failed(&j->resp);
             return;
         }
-        if (t->rows.nrows) {
+        if (t->rows.nrows)
             goto replay;
-        }
     }
     /* 1. Take the stock in one catalog transaction: all items or none. */
     int64_t total = 0;
@@ -943,9 +1050,11 @@ void app_handle_order_create(struct app_job *j, struct app_thread *t)
     int rc = store_begin(&t->conns, sh, 1);
     int64_t local = 0;
     if (rc == 0) {
-        struct store_val ov[4] = {store_int(uid), store_int(total), store_int((int64_t)now),
-                                  key ? store_text(key, klen) : (struct store_val){0}};
-        rc = store_exec(&t->conns, sh, S_ORDER_INSERT, ov, 4, &t->rows);
+        struct store_val none = {.type = STORE_NULL};
+        struct store_val ov[5] = {store_int(uid), store_int(total), store_int((int64_t)now),
+                                  key ? store_text(key, klen) : none,
+                                  key ? store_text(rhash, 64) : none};
+        rc = store_exec(&t->conns, sh, S_ORDER_INSERT, ov, 5, &t->rows);
         if (rc == 0 && t->rows.nrows != 1)
             rc = -EIO;
         if (rc == 0)
@@ -984,6 +1093,14 @@ void app_handle_order_create(struct app_job *j, struct app_thread *t)
     order_answer(j, 201, public_order_id(local, shard), "pending", total);
     return;
 replay:
+    /* The IETF Idempotency-Key draft and Stripe: a key reused for another
+     * request is the client's mistake, never a silent replay. (Orders from
+     * before the hash was kept have none and replay as before.) */
+    if (store_rows_text(&t->rows, 0, 3)[0] && strcmp(store_rows_text(&t->rows, 0, 3), rhash)) {
+        app_json_error(&j->resp, 422,
+                       "this Idempotency-Key was used for an order with other items");
+        return;
+    }
     order_answer(j, 201, public_order_id(store_rows_int(&t->rows, 0, 0), shard),
                  store_rows_text(&t->rows, 0, 1), store_rows_int(&t->rows, 0, 2));
     http_response_header(&j->resp, "Idempotent-Replayed", "true");

@@ -47,6 +47,9 @@ const char *const app_migrations_shard[] = {
     " state TEXT NOT NULL DEFAULT 'ready', attempts INTEGER NOT NULL DEFAULT 0,"
     " run_at_ms INTEGER NOT NULL, created_ms INTEGER NOT NULL, last_error TEXT);"
     "CREATE INDEX jobs_ready ON jobs (state, run_at_ms)",
+    /* What an Idempotency-Key was first used for (a hash of the order's
+     * items): a reuse with other items is refused (422). */
+    "ALTER TABLE orders ADD COLUMN request_hash TEXT",
 };
 const unsigned app_migrations_shard_n =
     sizeof app_migrations_shard / sizeof app_migrations_shard[0];
@@ -90,16 +93,17 @@ const char *const app_sql_shard[S_COUNT] = {
     [S_USER_INSERT_SEED] = "INSERT INTO users (id, email, name, password_hash, created_ms)"
                            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
     [S_USER_GET] = "SELECT id, email, name, password_hash FROM users WHERE id = ?",
-    [S_ORDER_BY_KEY] = "SELECT id, status, total_cents FROM orders"
+    [S_ORDER_BY_KEY] = "SELECT id, status, total_cents, request_hash FROM orders"
                        " WHERE user_id = ? AND idempotency_key = ?",
     [S_ORDER_INSERT] = "INSERT INTO orders (user_id, status, total_cents, created_ms,"
-                       " idempotency_key) VALUES (?, 'pending', ?, ?, ?) RETURNING id",
+                       " idempotency_key, request_hash) VALUES (?, 'pending', ?, ?, ?, ?)"
+                       " RETURNING id",
     [S_ITEM_INSERT] = "INSERT INTO order_items (order_id, product_id, quantity, price_cents)"
                       " VALUES (?, ?, ?, ?)",
     [S_ORDERS_LIST] = "SELECT o.id, o.status, o.total_cents, i.product_id, i.quantity,"
                       " i.price_cents FROM orders o JOIN order_items i ON i.order_id = o.id"
-                      " WHERE o.id IN (SELECT id FROM orders WHERE user_id = ?"
-                      " ORDER BY id DESC LIMIT 50) ORDER BY o.id DESC, i.product_id",
+                      " WHERE o.id IN (SELECT id FROM orders WHERE user_id = ? AND id < ?"
+                      " ORDER BY id DESC LIMIT ?) ORDER BY o.id DESC, i.product_id",
     [S_ORDER_GET] = "SELECT id, status, total_cents FROM orders WHERE id = ? AND user_id = ?",
     [S_ORDER_ITEMS] = "SELECT product_id, quantity, price_cents FROM order_items"
                       " WHERE order_id = ? ORDER BY product_id",

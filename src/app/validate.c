@@ -2,13 +2,42 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "app/app.h"
+
+int app_json_has_nul(const char *body, size_t len)
+{
+    int in_string = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = body[i];
+        if (c == '\0')
+            return 1;
+        if (!in_string) {
+            in_string = c == '"';
+            continue;
+        }
+        if (c == '"') {
+            in_string = 0;
+        } else if (c == '\\' && i + 1 < len) {
+            i++;
+            if (body[i] == 'u' && i + 4 < len && !memcmp(body + i + 1, "0000", 4))
+                return 1;
+        }
+    }
+    return 0;
+}
 
 cJSON *app_parse_object(const char *body, size_t len, char *msg, size_t msglen)
 {
     if (len == 0) {
         snprintf(msg, msglen, "a JSON object body is required");
+        return NULL;
+    }
+    /* cJSON keeps strings NUL-terminated: "pw\u0000junk" would silently
+     * become "pw". No field of ours may hold a NUL, so refuse them all. */
+    if (app_json_has_nul(body, len)) {
+        snprintf(msg, msglen, "strings must not contain NUL (\\u0000)");
         return NULL;
     }
     const char *end = NULL;
@@ -213,34 +242,40 @@ int app_etag_matches(const char *inm, size_t len, const char *etag)
     return 0;
 }
 
-int app_xff_client(const char *xff, size_t len, int (*trusted)(void *arg, const char *ip, size_t n),
-                   void *arg, char *out, size_t outlen)
+int app_xff_client(const char *xff, size_t len, char *out, size_t outlen)
 {
-    while (len) {
-        size_t end = len;
-        while (end && (xff[end - 1] == ' ' || xff[end - 1] == '\t'))
-            end--;
-        size_t start = end;
-        while (start && xff[start - 1] != ',')
-            start--;
-        size_t s = start;
-        while (s < end && (xff[s] == ' ' || xff[s] == '\t'))
-            s++;
-        if (end > s && !trusted(arg, xff + s, end - s)) {
-            /* The client: it must look like an IP address, else the peer
-             * stands (a garbage entry must not become a rate-limit key). */
-            if (end - s >= outlen || end - s > 45)
-                return -1;
-            for (size_t k = s; k < end; k++)
-                if (!strchr("0123456789abcdefABCDEF.:", xff[k]) || !xff[k])
-                    return -1;
-            memcpy(out, xff + s, end - s);
-            out[end - s] = '\0';
-            return 0;
-        }
-        len = start ? start - 1 : 0;
-    }
-    return -1;
+    size_t end = len;
+    while (end && (xff[end - 1] == ' ' || xff[end - 1] == '\t'))
+        end--;
+    size_t s = end;
+    while (s && xff[s - 1] != ',')
+        s--;
+    while (s < end && (xff[s] == ' ' || xff[s] == '\t'))
+        s++;
+    /* It must look like an IP address, else the peer stands (a garbage
+     * entry must not become a rate-limit key). */
+    if (end == s || end - s >= outlen || end - s > 45)
+        return -1;
+    for (size_t k = s; k < end; k++)
+        if (!xff[k] || !strchr("0123456789abcdefABCDEF.:", xff[k]))
+            return -1;
+    memcpy(out, xff + s, end - s);
+    out[end - s] = '\0';
+    return 0;
+}
+
+int app_content_type_json(const char *v, size_t len)
+{
+    static const char want[] = "application/json";
+    size_t n = sizeof want - 1, i = 0;
+    while (i < len && (v[i] == ' ' || v[i] == '\t'))
+        i++;
+    if (len - i < n || strncasecmp(v + i, want, n))
+        return 0;
+    i += n;
+    while (i < len && (v[i] == ' ' || v[i] == '\t'))
+        i++;
+    return i == len || v[i] == ';'; /* parameters (charset=utf-8) are fine */
 }
 
 int app_parse_id(const char *s, size_t n, int64_t *out)

@@ -19,9 +19,16 @@
 #define APP_STOCK_MAX          1000000000LL
 #define APP_PRODUCT_ID_MAX     999999999999999LL
 
-/* The body as one JSON object (trailing whitespace allowed, nothing else).
- * The object (free with cJSON_Delete), or NULL with msg set. */
+/* The body as one JSON object (trailing whitespace allowed, nothing else;
+ * no string may hold a NUL, raw or escaped as \u0000). The object (free
+ * with cJSON_Delete), or NULL with msg set. */
 cJSON *app_parse_object(const char *body, size_t len, char *msg, size_t msglen);
+/* Does the JSON text hold a NUL byte, or a \u0000 escape inside a string?
+ * 1 or 0 (the text need not be valid JSON). */
+int app_json_has_nul(const char *body, size_t len);
+/* Is a Content-Type value application/json (any case, parameters such as
+ * "; charset=utf-8" allowed, nothing else: no +json, no text/plain)? */
+int app_content_type_json(const char *v, size_t len);
 /* A string member of min..max bytes of valid UTF-8: 0 and *out (owned by
  * o), or -1 with msg set. */
 int app_field_string(const cJSON *o, const char *name, size_t min, size_t max, const char **out,
@@ -50,12 +57,12 @@ int app_query_int(const char *q, const char *name, long long max, long long *out
 int app_cookie_sid(const char *v, size_t n, char out[65]);
 /* Does an If-None-Match value match etag (weak comparison, or "*")? */
 int app_etag_matches(const char *inm, size_t len, const char *etag);
-/* The client address in an X-Forwarded-For value: the right-most entry for
- * which trusted(entry) is false (the left-most ones are whatever the client
- * sent). 0 with the address in out; -1 when every entry is trusted, the
- * value is empty, or that entry is not an IP address (hex digits, '.', ':'). */
-int app_xff_client(const char *xff, size_t len, int (*trusted)(void *arg, const char *ip, size_t n),
-                   void *arg, char *out, size_t outlen);
+/* The client address in an X-Forwarded-For value that a trusted proxy
+ * sent: its right-most entry, the one that proxy appended itself (every
+ * entry to its left is whatever the client wrote, so none is believed, even
+ * one that names a trusted proxy). 0 with the address in out; -1 when the
+ * value is empty or that entry is not an IP address (hex digits, '.', ':'). */
+int app_xff_client(const char *xff, size_t len, char *out, size_t outlen);
 
 /* Path ids: 1 to 15 digits. 0 or -1. */
 int app_parse_id(const char *s, size_t n, int64_t *out);

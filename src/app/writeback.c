@@ -160,7 +160,7 @@ int writeback_flush(struct writeback *w, struct app *a, struct app_thread *t)
             w->oldest_ms = oldest;
         pthread_mutex_unlock(&w->mu);
         free(snap);
-        log_warn("write-back: flush of %zu view counters failed; kept for the next one", n);
+        log_warn_rl("write-back: flush of %zu view counters failed; kept for the next one", n);
         return rc;
     }
     /* The cached products carry the store's count: drop them so the next

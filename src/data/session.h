@@ -35,13 +35,24 @@ struct session_driver {
                   uint64_t max_ms, int64_t *user_id);
     /* Delete a session (0 even when it did not exist). */
     int (*remove)(struct session_conn *s, const char *hash);
-    /* Failed-login counter for key in fixed windows of window_ms: add 1 when
-     * add is set; *count receives the count in the current window and
-     * *reset_ms when it ends. */
+    /* Failed-login counter for key in fixed windows of window_ms. add is a
+     * delta: 1 counts an attempt, -1 refunds one (the count never goes
+     * below 0), 0 only reads. Adding and reading the new count are one
+     * atomic step (concurrent callers in any thread or process each get a
+     * distinct count), so "count, then verify only if within the limit"
+     * cannot be raced past the limit. *count receives the count in the
+     * current window and *reset_ms when it ends. */
     int (*failures)(struct session_conn *s, const char *key, uint64_t now_ms, uint64_t window_ms,
                     int add, int64_t *count, uint64_t *reset_ms);
     /* Forget a key's failures (after a successful login). */
     int (*failures_clear)(struct session_conn *s, const char *key);
+    /* Delete at most batch expired sessions (unused for idle_ms or older
+     * than max_ms) and at most batch failure counters whose window_ms
+     * window is over; *sessions and *failures receive how many went.
+     * Background housekeeping: a caller repeats while a batch comes back
+     * full. 0 or negative. */
+    int (*purge)(struct session_conn *s, uint64_t now_ms, uint64_t idle_ms, uint64_t max_ms,
+                 uint64_t window_ms, unsigned batch, uint64_t *sessions, uint64_t *failures);
 };
 
 /* The driver for url ("sqlite:"), or NULL. */

@@ -18,9 +18,24 @@ static const char *const migrations[] = {
     "CREATE INDEX sessions_user ON sessions (user_id);"
     "CREATE TABLE login_failures (key TEXT PRIMARY KEY, window_start_ms INTEGER NOT NULL,"
     " count INTEGER NOT NULL);",
+    /* For the background purge (ss_purge): expired rows found by index. */
+    "CREATE INDEX sessions_seen ON sessions (last_seen_ms);"
+    "CREATE INDEX sessions_created ON sessions (created_ms);"
+    "CREATE INDEX login_failures_window ON login_failures (window_start_ms);",
 };
 
-enum { S_INSERT, S_GET, S_TOUCH, S_DELETE, S_FAIL_ADD, S_FAIL_GET, S_FAIL_CLEAR, S_COUNT };
+enum {
+    S_INSERT,
+    S_GET,
+    S_TOUCH,
+    S_DELETE,
+    S_FAIL_ADD,
+    S_FAIL_GET,
+    S_FAIL_CLEAR,
+    S_PURGE_SESSIONS,
+    S_PURGE_FAILURES,
+    S_COUNT
+};
 
 static const char *const sql[S_COUNT] = {
     [S_INSERT] = "INSERT INTO sessions (id_hash, user_id, created_ms, last_seen_ms)"
@@ -28,15 +43,23 @@ static const char *const sql[S_COUNT] = {
     [S_GET] = "SELECT user_id, created_ms, last_seen_ms FROM sessions WHERE id_hash = ?",
     [S_TOUCH] = "UPDATE sessions SET last_seen_ms = ? WHERE id_hash = ?",
     [S_DELETE] = "DELETE FROM sessions WHERE id_hash = ?",
-    [S_FAIL_ADD] = "INSERT INTO login_failures (key, window_start_ms, count) VALUES (?1, ?2, 1)"
+    /* One statement, so concurrent attempts (threads, processes) each see
+     * their own count: the check and the count are one atomic step. */
+    [S_FAIL_ADD] = "INSERT INTO login_failures (key, window_start_ms, count)"
+                   " VALUES (?1, ?2, MAX(?4, 0))"
                    " ON CONFLICT (key) DO UPDATE SET"
-                   " count = CASE WHEN window_start_ms <= ?2 - ?3 THEN 1 ELSE count + 1 END,"
+                   " count = CASE WHEN window_start_ms <= ?2 - ?3 THEN MAX(?4, 0)"
+                   " ELSE MAX(count + ?4, 0) END,"
                    " window_start_ms = CASE WHEN window_start_ms <= ?2 - ?3 THEN ?2"
                    " ELSE window_start_ms END"
                    " RETURNING count, window_start_ms",
     [S_FAIL_GET] = "SELECT count, window_start_ms FROM login_failures"
                    " WHERE key = ?1 AND window_start_ms > ?2 - ?3",
     [S_FAIL_CLEAR] = "DELETE FROM login_failures WHERE key = ?",
+    [S_PURGE_SESSIONS] = "DELETE FROM sessions WHERE rowid IN (SELECT rowid FROM sessions"
+                         " WHERE last_seen_ms <= ?1 OR created_ms <= ?2 LIMIT ?3)",
+    [S_PURGE_FAILURES] = "DELETE FROM login_failures WHERE rowid IN (SELECT rowid"
+                         " FROM login_failures WHERE window_start_ms <= ?1 LIMIT ?2)",
 };
 
 struct session_conn {
@@ -119,10 +142,10 @@ static int ss_remove(struct session_conn *s, const char *hash)
 static int ss_failures(struct session_conn *s, const char *key, uint64_t now_ms, uint64_t window_ms,
                        int add, int64_t *count, uint64_t *reset_ms)
 {
-    struct store_val a[3] = {store_text(key, strlen(key)), store_int((int64_t)now_ms),
-                             store_int((int64_t)window_ms)};
+    struct store_val a[4] = {store_text(key, strlen(key)), store_int((int64_t)now_ms),
+                             store_int((int64_t)window_ms), store_int(add)};
     store_rows_reset(&s->rows);
-    int rc = D->exec(s->db, add ? S_FAIL_ADD : S_FAIL_GET, a, 3, &s->rows);
+    int rc = D->exec(s->db, add ? S_FAIL_ADD : S_FAIL_GET, a, add ? 4 : 3, &s->rows);
     if (rc < 0)
         return rc;
     *count = s->rows.nrows ? store_rows_int(&s->rows, 0, 0) : 0;
@@ -136,6 +159,25 @@ static int ss_failures_clear(struct session_conn *s, const char *key)
     return D->exec(s->db, S_FAIL_CLEAR, &k, 1, NULL);
 }
 
+static int ss_purge(struct session_conn *s, uint64_t now_ms, uint64_t idle_ms, uint64_t max_ms,
+                    uint64_t window_ms, unsigned batch, uint64_t *sessions, uint64_t *failures)
+{
+    int64_t seen = (int64_t)(now_ms - idle_ms), created = (int64_t)(now_ms - max_ms);
+    struct store_val a[3] = {store_int(seen), store_int(created), store_int(batch)};
+    store_rows_reset(&s->rows);
+    int rc = D->exec(s->db, S_PURGE_SESSIONS, a, 3, &s->rows);
+    if (rc < 0)
+        return rc;
+    *sessions = (uint64_t)s->rows.changes;
+    struct store_val f[2] = {store_int((int64_t)(now_ms - window_ms)), store_int(batch)};
+    store_rows_reset(&s->rows);
+    rc = D->exec(s->db, S_PURGE_FAILURES, f, 2, &s->rows);
+    if (rc < 0)
+        return rc;
+    *failures = (uint64_t)s->rows.changes;
+    return 0;
+}
+
 const struct session_driver session_sqlite_driver = {
     .name = "sqlite",
     .migrate = ss_migrate,
@@ -146,4 +188,5 @@ const struct session_driver session_sqlite_driver = {
     .remove = ss_remove,
     .failures = ss_failures,
     .failures_clear = ss_failures_clear,
+    .purge = ss_purge,
 };

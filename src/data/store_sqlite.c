@@ -42,10 +42,11 @@ static int map_rc(struct store_db *d, int rc, const char *what)
         return -EEXIST;
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
-        log_warn("sqlite %s: %s: busy: %s", d->path, what, sqlite3_errmsg(d->db));
+        /* Per request under contention: rate-limited (base/log.h). */
+        log_warn_rl("sqlite %s: %s: busy: %s", d->path, what, sqlite3_errmsg(d->db));
         return -EBUSY;
     default:
-        log_error("sqlite %s: %s: %s (%d)", d->path, what, sqlite3_errmsg(d->db), rc);
+        log_error_rl("sqlite %s: %s: %s (%d)", d->path, what, sqlite3_errmsg(d->db), rc);
         return -EIO;
     }
 }

@@ -26,6 +26,11 @@ struct http_sconn {
     int in_body, too_big;
     size_t head_len, fed;
     struct buf body;
+    /* Waiting for the body of a request whose head is complete (either
+     * framing): since body_start_ms (loop time); its time is bounded as a
+     * whole and by a minimum average rate (arm_body_timer). */
+    int body_wait;
+    uint64_t body_start_ms;
 };
 
 void http_response_init(struct http_response *r)
@@ -175,11 +180,40 @@ static void dispatch(struct http_sconn *sc, size_t head_len, const char *body, s
     req->start_ns = clock_mono_ns();
     memcpy(req->peer_ip, sc->conn.peer_ip, sizeof req->peer_ip);
     buf_consume(&sc->conn.in, consumed);
+    sc->body_wait = 0;
     sc->req = req;
     s->in_flight++;
     conn_pause(&sc->conn);
     conn_timeout(&sc->conn, 0);
     s->on_request(req, s->arg);
+}
+
+/* The body's deadline, re-armed whenever bytes arrive: the earlier of its
+ * whole-time bound (body_timeout_ms after the head) and the moment its
+ * average rate since the head would fall below min_body_rate (never before
+ * the grace period): a client trickling one byte a second cannot hold the
+ * connection by merely staying alive. got: body bytes received so far. */
+static void arm_body_timer(struct http_sconn *sc, size_t got)
+{
+    const struct http_server_config *cfg = &sc->s->cfg;
+    uint64_t now = uv_now(sc->s->loop);
+    if (!sc->body_wait) {
+        sc->body_wait = 1;
+        sc->body_start_ms = now;
+    }
+    uint64_t deadline = UINT64_MAX;
+    if (cfg->body_timeout_ms)
+        deadline = sc->body_start_ms + cfg->body_timeout_ms;
+    if (cfg->min_body_rate) {
+        uint64_t by_rate = (uint64_t)got * 1000u / cfg->min_body_rate;
+        if (by_rate < cfg->body_rate_grace_ms)
+            by_rate = cfg->body_rate_grace_ms;
+        if (sc->body_start_ms + by_rate < deadline)
+            deadline = sc->body_start_ms + by_rate;
+    }
+    if (deadline == UINT64_MAX)
+        deadline = now + cfg->header_timeout_ms; /* neither bound set: per pause */
+    conn_timeout(&sc->conn, deadline > now ? deadline - now : 1);
 }
 
 /* Decode more of a chunked body. */
@@ -200,6 +234,8 @@ static void feed_chunked(struct http_sconn *sc)
         /* The decoded body is capped; the framing is bounded by in's cap. */
         if (sc->conn.in.len >= sc->conn.in.max_size)
             send_error(sc, 413, "request body too large");
+        else
+            arm_body_timer(sc, sc->conn.in.len - sc->head_len);
         return;
     }
     sc->in_body = 0;
@@ -246,7 +282,7 @@ static void try_request(struct http_sconn *sc)
             static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
             conn_write(&sc->conn, cont, sizeof cont - 1);
         }
-        conn_timeout(&sc->conn, s->cfg.header_timeout_ms);
+        sc->body_wait = 0;
         feed_chunked(sc);
         return;
     }
@@ -256,11 +292,11 @@ static void try_request(struct http_sconn *sc)
     }
     size_t total = used + (size_t)sc->msg.content_length;
     if (sc->conn.in.len < total) {
-        if ((sc->msg.flags & HTTP_F_EXPECT_100) && sc->conn.in.len == used) {
+        if ((sc->msg.flags & HTTP_F_EXPECT_100) && !sc->body_wait) {
             static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
             conn_write(&sc->conn, cont, sizeof cont - 1);
         }
-        conn_timeout(&sc->conn, s->cfg.header_timeout_ms);
+        arm_body_timer(sc, sc->conn.in.len - used);
         return;
     }
     dispatch(sc, used, sc->conn.in.data + used, (size_t)sc->msg.content_length, total);
@@ -269,6 +305,35 @@ static void try_request(struct http_sconn *sc)
 static void on_sdata(struct conn *c)
 {
     try_request(container_of(c, struct http_sconn, conn));
+}
+
+/* A deadline passed. A body or a head in progress gets 408 (RFC 9110
+ * 15.5.9) and the connection closes; an idle keep-alive connection closes
+ * without a word (nothing was asked); an answer that cannot be written
+ * closes now. */
+static void on_stimeout(struct conn *c)
+{
+    struct http_sconn *sc = container_of(c, struct http_sconn, conn);
+    if (sc->closing || sc->req) {
+        conn_close(c);
+        return;
+    }
+    if (sc->body_wait || sc->in_body) {
+        uint64_t took = uv_now(sc->s->loop) - sc->body_start_ms;
+        log_conn_rl(LOG_INFO, &c->log, "request body too slow: 408 after %llu ms",
+                    (unsigned long long)took);
+        sc->s->body_timeouts++;
+        send_error(sc, 408, "request body too slow");
+    } else if (c->in.len) {
+        log_conn_rl(LOG_INFO, &c->log, "request head too slow: 408");
+        send_error(sc, 408, "request head too slow");
+    } else {
+        conn_close(c);
+        return;
+    }
+    /* Bound the write of the 408 too (a client that does not read it):
+     * the next expiry closes (sc->closing). */
+    conn_timeout(c, 2000);
 }
 
 static void on_sclose(struct conn *c, int status)
@@ -303,6 +368,7 @@ static void on_sfree(struct conn *c)
 
 static const struct conn_ops sconn_ops = {
     .on_data = on_sdata,
+    .on_timeout = on_stimeout,
     .on_close = on_sclose,
     .on_free = on_sfree,
 };

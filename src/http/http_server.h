@@ -8,10 +8,18 @@
  * Rejected here, with a JSON {"error": ...} answer and the connection
  * closed: malformed requests (400/414/431/501 from the parser), a
  * Content-Length above max_body (413 as soon as the head says so), a
- * chunked body (411: send Content-Length). Timeouts: a request head must
- * arrive within header_timeout_ms of the connection's start or of the
- * previous answer; an idle keep-alive connection closes after
- * idle_timeout_ms.
+ * chunked body whose decoded size passes max_body (413 once it does).
+ * Both framings of a body are taken (Content-Length and chunked).
+ *
+ * Timeouts: a request head must arrive within header_timeout_ms of the
+ * connection's start or of the previous answer (408 and close when part of
+ * a head came; an idle keep-alive connection closes silently after
+ * idle_timeout_ms). A body, once its head is complete, must arrive whole
+ * within body_timeout_ms, and its average rate since the head must stay at
+ * or above min_body_rate bytes/s once body_rate_grace_ms have passed (as
+ * Kestrel's MinRequestBodyDataRate); otherwise 408 and close. Neither bound
+ * restarts when bytes arrive, so a trickle cannot hold a connection (0
+ * turns a bound off; with both off the head timeout applies per pause).
  *
  * Threading: every function runs on the loop thread; a request may be
  * answered later (after work on other threads), from the loop thread. */
@@ -48,6 +56,9 @@ typedef void (*http_request_cb)(struct http_request *req, void *arg);
 struct http_server_config {
     size_t max_body;
     uint64_t header_timeout_ms, idle_timeout_ms;
+    uint64_t body_timeout_ms;    /* whole body, from the end of the head; 0: none */
+    uint64_t min_body_rate;      /* bytes/s averaged since the head; 0: none */
+    uint64_t body_rate_grace_ms; /* the rate is not checked before this */
 };
 
 struct http_server {
@@ -58,6 +69,7 @@ struct http_server {
     void *arg;
     struct list conns;
     unsigned nconns, in_flight;
+    uint64_t body_timeouts; /* 408s for slow bodies (loop thread) */
     int listening, draining;
     void (*on_drained)(struct http_server *s); /* set by http_server_drain */
 };
