@@ -12,7 +12,7 @@
 # Variables: SANITIZE=1 (ASan+UBSan), WERROR=1 (default under CI=true), CC=...
 
 CC      ?= gcc
-PKGS    := libuv libcjson inih sqlite3 libsodium
+PKGS    := libuv libcjson inih sqlite3 libsodium libcurl
 WERROR  ?= $(if $(CI),1,0)
 SANITIZE ?= 0
 

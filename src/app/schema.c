@@ -47,6 +47,23 @@ const char *const app_migrations_shard[] = {
     " state TEXT NOT NULL DEFAULT 'ready', attempts INTEGER NOT NULL DEFAULT 0,"
     " run_at_ms INTEGER NOT NULL, created_ms INTEGER NOT NULL, last_error TEXT);"
     "CREATE INDEX jobs_ready ON jobs (state, run_at_ms)",
+    /* 2: the worker side of the queue (src/jobs/queue_sqlite.c): leases with
+     * fencing tokens, priorities, named queues, unique keys, attempt limits
+     * and history; 'delayed' becomes a stored state. */
+    "ALTER TABLE jobs ADD COLUMN queue TEXT NOT NULL DEFAULT 'default';"
+    "ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE jobs ADD COLUMN unique_key TEXT;"
+    "ALTER TABLE jobs ADD COLUMN max_attempts INTEGER NOT NULL DEFAULT 8;"
+    "ALTER TABLE jobs ADD COLUMN token INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE jobs ADD COLUMN lease_until_ms INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE jobs ADD COLUMN worker TEXT;"
+    "ALTER TABLE jobs ADD COLUMN started_ms INTEGER;"
+    "ALTER TABLE jobs ADD COLUMN finished_ms INTEGER;"
+    "ALTER TABLE jobs ADD COLUMN history TEXT NOT NULL DEFAULT '';"
+    "UPDATE jobs SET state = 'delayed' WHERE state = 'ready' AND run_at_ms > created_ms;"
+    "CREATE INDEX jobs_claim ON jobs (state, priority DESC, id);"
+    "CREATE UNIQUE INDEX jobs_unique ON jobs (unique_key)"
+    " WHERE unique_key IS NOT NULL AND state IN ('ready', 'delayed', 'running')",
 };
 const unsigned app_migrations_shard_n =
     sizeof app_migrations_shard / sizeof app_migrations_shard[0];
