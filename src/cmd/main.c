@@ -15,10 +15,12 @@ static void usage(FILE *out)
                  "  lb        HTTP/1.1 load balancer in front of any HTTP backends\n"
                  "  app       the shop service (one stateless API server process)\n"
                  "  seed      fill a store with demo products and users\n"
+                 "  worker    run queued jobs (order confirmation mail, ...)\n"
+                 "  jobs      inspect and operate the job queue\n"
                  "  bench     HTTP/1.1 load generator (closed and open model, thresholds)\n"
                  "  version   print the version\n"
                  "  help [COMMAND]  this text, or a command's options\n\n"
-                 "Planned (see the issues): worker, up.\n");
+                 "Planned (see the issues): up.\n");
 }
 
 int main(int argc, char **argv)
@@ -36,6 +38,10 @@ int main(int argc, char **argv)
         return cmd_app(argc - 2, argv + 2);
     if (!strcmp(cmd, "seed"))
         return cmd_seed(argc - 2, argv + 2);
+    if (!strcmp(cmd, "worker"))
+        return cmd_worker(argc - 2, argv + 2);
+    if (!strcmp(cmd, "jobs"))
+        return cmd_jobs(argc - 2, argv + 2);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
         printf("surge %s\n", SURGE_VERSION);
         return 0;
@@ -51,6 +57,14 @@ int main(int argc, char **argv)
         }
         if (argc >= 3 && !strcmp(argv[2], "seed")) {
             cmd_seed_help(stdout);
+            return 0;
+        }
+        if (argc >= 3 && !strcmp(argv[2], "worker")) {
+            cmd_worker_help(stdout);
+            return 0;
+        }
+        if (argc >= 3 && !strcmp(argv[2], "jobs")) {
+            cmd_jobs_help(stdout);
             return 0;
         }
         if (argc >= 3 && !strcmp(argv[2], "bench")) {

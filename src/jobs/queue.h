@@ -99,6 +99,7 @@ struct queue_claim_req {
 struct queue_claim_stats {
     unsigned expired;      /* leases found expired and taken back */
     unsigned expired_dead; /* ... of which went dead (no attempts left) */
+    uint64_t next_due_ms;  /* earliest run_at of a delayed job in the shards visited; 0 none */
 };
 
 enum queue_outcome {

@@ -93,6 +93,7 @@ enum {
     Q_RELEASE,
     Q_RENEW,
     Q_PROMOTE,
+    Q_NEXT_DUE,
     Q_CLAIM,
     Q_CLAIM_Q,
     Q_COUNTS,
@@ -135,6 +136,7 @@ static const char *const queue_sql[Q_COUNT] = {
     [Q_RENEW] =
         "UPDATE jobs SET lease_until_ms = ? WHERE id = ? AND token = ? AND state = 'running'",
     [Q_PROMOTE] = "UPDATE jobs SET state = 'ready' WHERE state = 'delayed' AND run_at_ms <= ?",
+    [Q_NEXT_DUE] = "SELECT MIN(run_at_ms) FROM jobs WHERE state = 'delayed'",
     [Q_CLAIM] = CLAIM_SET CLAIM_RET,
     [Q_CLAIM_Q] = CLAIM_SET " AND queue = ?" CLAIM_RET,
     [Q_COUNTS] = "SELECT state, COUNT(*) FROM jobs GROUP BY state",
@@ -466,6 +468,13 @@ static int claim_shard(struct queue_conn *c, unsigned s, const struct queue_clai
         rc = q_exec(c, db, req->nqueues ? Q_CLAIM_Q : Q_CLAIM, a, req->nqueues ? 5 : 4, &c->rows);
         if (rc == 0)
             got += take_rows(c, s, out + got, room - (unsigned)got);
+    }
+    if (rc == 0 && st)
+        rc = q_exec(c, db, Q_NEXT_DUE, NULL, 0, &c->rows);
+    if (rc == 0 && st && store_rows_type(&c->rows, 0, 0) == STORE_INT) {
+        uint64_t t = (uint64_t)store_rows_int(&c->rows, 0, 0);
+        if (!st->next_due_ms || t < st->next_due_ms)
+            st->next_due_ms = t;
     }
     if (rc == 0)
         rc = c->sd->commit(db);

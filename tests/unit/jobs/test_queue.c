@@ -41,8 +41,13 @@ TestSuite(queue, .init = setup, .fini = teardown);
 
 static void add(const char *kind, uint64_t run_at, int prio, const char *key, char *id, int want)
 {
-    struct queue_job j = {.kind = kind, .payload = "{}", .payload_len = 2, .run_at_ms = run_at,
-                          .priority = prio, .unique_key = key, .max_attempts = 3};
+    struct queue_job j = {.kind = kind,
+                          .payload = "{}",
+                          .payload_len = 2,
+                          .run_at_ms = run_at,
+                          .priority = prio,
+                          .unique_key = key,
+                          .max_attempts = 3};
     char tmp[QUEUE_ID_MAX];
     int rc = qd->enqueue(qc, &j, 1000, id ? id : tmp, QUEUE_ID_MAX);
     cr_assert_eq(rc, want, "enqueue %s: %d, want %d", kind, rc, want);
@@ -50,8 +55,11 @@ static void add(const char *kind, uint64_t run_at, int prio, const char *key, ch
 
 static struct queue_claim_req req_at(uint64_t now)
 {
-    struct queue_claim_req r = {.now_ms = now, .lease_ms = 100, .worker = "w1",
-                                .backoff_base_ms = 10, .backoff_cap_ms = 1000};
+    struct queue_claim_req r = {.now_ms = now,
+                                .lease_ms = 100,
+                                .worker = "w1",
+                                .backoff_base_ms = 10,
+                                .backoff_cap_ms = 1000};
     return r;
 }
 
@@ -155,10 +163,14 @@ Test(queue, failures_retry_then_dead_with_history_then_replay)
         struct queue_claim_req r = req_at(now);
         cr_assert_eq(qd->claim(qc, &r, c, 1, NULL), 1, "attempt %u", attempt);
         cr_assert_eq(c[0].attempts, attempt);
-        struct queue_settle s = {.id = c[0].id, .token = c[0].token,
+        struct queue_settle s = {.id = c[0].id,
+                                 .token = c[0].token,
                                  .how = attempt < 3 ? QUEUE_RETRY : QUEUE_DEAD,
-                                 .retry_at_ms = now + 500, .error = "boom \"quoted\"",
-                                 .attempt = attempt, .started_ms = now, .worker = "w1"};
+                                 .retry_at_ms = now + 500,
+                                 .error = "boom \"quoted\"",
+                                 .attempt = attempt,
+                                 .started_ms = now,
+                                 .worker = "w1"};
         cr_assert_eq(qd->settle(qc, &s, 1, now + 1), 0);
         cr_assert_eq(s.result, 0);
         if (attempt < 3) {
@@ -254,8 +266,8 @@ Test(queue, release_hands_back_without_using_an_attempt_and_purge)
     queue_claimed_clear(&c[0]);
     cr_assert_eq(qd->claim(qc, &r, c, 1, NULL), 1, "ready again at once");
     cr_assert_eq(c[0].attempts, 1);
-    s = (struct queue_settle){.id = c[0].id, .token = c[0].token, .how = QUEUE_DEAD,
-                              .error = "bad", .attempt = 1};
+    s = (struct queue_settle){
+        .id = c[0].id, .token = c[0].token, .how = QUEUE_DEAD, .error = "bad", .attempt = 1};
     cr_assert_eq(qd->settle(qc, &s, 1, 2002), 0);
     queue_claimed_clear(&c[0]);
     unsigned n;
