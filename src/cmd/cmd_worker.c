@@ -140,7 +140,8 @@ int cmd_worker(int argc, char **argv)
         .retry_base_ms = (uint64_t)f.retry_base_ms,
         .retry_cap_ms = (uint64_t)f.retry_cap_ms,
     };
-    if (cfg.smtp_url && strncmp(cfg.smtp_url, "smtp://", 7) && strncmp(cfg.smtp_url, "smtps://", 8)) {
+    if (cfg.smtp_url && strncmp(cfg.smtp_url, "smtp://", 7) &&
+        strncmp(cfg.smtp_url, "smtps://", 8)) {
         fprintf(stderr, "surge worker: --smtp: '%s': want smtp://HOST:PORT or smtps://HOST:PORT\n",
                 cfg.smtp_url);
         goto out;

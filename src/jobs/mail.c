@@ -105,8 +105,8 @@ static int write_file(const char *path, const char *msg, size_t len, char *err, 
     return 0;
 }
 
-int mail_maildir_deliver(const char *dir, const char *name, const char *msg, size_t len,
-                         char *err, size_t errlen)
+int mail_maildir_deliver(const char *dir, const char *name, const char *msg, size_t len, char *err,
+                         size_t errlen)
 {
     if (!name_ok(name)) {
         snprintf(err, errlen, "bad mail name '%s'", name);

@@ -12,7 +12,7 @@
 #define SURGE_JOBS_MAIL_H
 #include <stddef.h>
 
-#define MAIL_ALREADY 1  /* delivered before: nothing done */
+#define MAIL_ALREADY  1  /* delivered before: nothing done */
 #define MAIL_NAME_MAX 64 /* [A-Za-z0-9._-]{1,64} */
 
 /* Create DIR, DIR/tmp, DIR/new, DIR/cur (and DIR/sent). 0 or -errno with err set. */
@@ -20,8 +20,8 @@ int mail_dir_prepare(const char *dir, char *err, size_t errlen);
 
 /* Deliver msg[0..len) into maildir dir as NAME. 0 delivered, MAIL_ALREADY,
  * -EINVAL for a bad name, or -errno with err set. Thread-safe. */
-int mail_maildir_deliver(const char *dir, const char *name, const char *msg, size_t len,
-                         char *err, size_t errlen);
+int mail_maildir_deliver(const char *dir, const char *name, const char *msg, size_t len, char *err,
+                         size_t errlen);
 
 struct mail_smtp; /* one thread's SMTP client (a curl easy handle) */
 

@@ -263,8 +263,8 @@ static void on_sync_work(struct workq_job *wq, void *ctx)
         list_foreach_safe(pos, tmp, &op->settles) s[i++] = list_entry(pos, struct psettle, node)->s;
         op->settle_rc = w->qd->settle(w->qc, s, op->nsettle, now);
         i = 0;
-        list_foreach_safe(pos, tmp, &op->settles)
-            list_entry(pos, struct psettle, node)->s.result = s[i++].result;
+        list_foreach_safe(pos, tmp, &op->settles) list_entry(pos, struct psettle, node)->s.result =
+            s[i++].result;
         free(s);
     }
     if (op->nrenew)
@@ -846,8 +846,8 @@ int worker_new(const struct worker_config *cfg, struct worker **out, char *err, 
 
 int worker_run(struct worker *w)
 {
-    printf("surge worker: running as %s (concurrency %u, lease %" PRIu64 " ms, mail %s)\n",
-           w->name, w->cfg->concurrency, w->cfg->lease_ms,
+    printf("surge worker: running as %s (concurrency %u, lease %" PRIu64 " ms, mail %s)\n", w->name,
+           w->cfg->concurrency, w->cfg->lease_ms,
            w->cfg->smtp_url ? w->cfg->smtp_url : w->mail_dir);
     if (w->metrics_on)
         printf("surge worker: metrics on %s\n", w->maddr_text);
