@@ -8,6 +8,8 @@
 #   make bench-gen  load generator benchmark: surge bench vs wrk (docs/benchmarks.md)
 #   make bench-app  shop service benchmark: surge lb + 2 surge app vs static nginx (docs/benchmarks.md)
 #   make bench-spike  the Black Friday scenario (10x spike) through surge lb + 2 surge app
+#   make soak       the worker chaos test at 100,000 jobs (release build)
+#   make bench-jobs  surge worker vs BullMQ: jobs/s, enqueue-to-start, RSS (docs/benchmarks.md)
 #   make run        starts surge on embedded defaults
 # Variables: SANITIZE=1 (ASan+UBSan), WERROR=1 (default under CI=true), CC=...
 
@@ -46,7 +48,8 @@ UNIT_SRCS := $(wildcard tests/unit/*/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(OUT)/tests/%)
 FUZZ_SRCS := $(wildcard fuzz/fuzz_*.c)
 
-.PHONY: all deps test unit fuzz lint format bench-lb bench-faults bench-gen bench-app bench-spike run clean
+.PHONY: all deps test unit fuzz lint format bench-lb bench-faults bench-gen bench-app bench-spike \
+        bench-jobs soak run clean
 all: $(OUT)/surge
 
 deps:
@@ -127,6 +130,16 @@ bench-app: all
 bench-spike: all
 	@scripts/deps.sh bench
 	@scripts/bench-spike.sh
+
+bench-jobs: all
+	@scripts/deps.sh bench
+	@scripts/bench-jobs.sh
+
+# 100,000 order confirmations, 3 workers, one killed -9 every 2 s.
+soak: all
+	@scripts/deps.sh test
+	SURGE_BIN=$(CURDIR)/build/surge CHAOS_JOBS=100000 /usr/bin/python3 -m pytest -q -s \
+	    -p no:cacheprovider tests/integration/test_worker_chaos.py
 
 run:
 	@scripts/deps.sh build
