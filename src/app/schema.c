@@ -18,6 +18,11 @@ const char *const app_migrations_catalog[] = {
     "CREATE TABLE products (id INTEGER PRIMARY KEY, name TEXT NOT NULL,"
     " price_cents INTEGER NOT NULL CHECK (price_cents >= 0),"
     " stock INTEGER NOT NULL CHECK (stock >= 0), views INTEGER NOT NULL DEFAULT 0)",
+    /* 2: stock taken for an order that is not written yet (docs/app.md):
+     * the worker gives back the ones that never became an order. */
+    "CREATE TABLE stock_reservations (id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL,"
+    " shard INTEGER NOT NULL, items TEXT NOT NULL, created_ms INTEGER NOT NULL);"
+    "CREATE INDEX stock_reservations_created ON stock_reservations (created_ms)",
 };
 const unsigned app_migrations_catalog_n =
     sizeof app_migrations_catalog / sizeof app_migrations_catalog[0];
@@ -64,6 +69,10 @@ const char *const app_migrations_shard[] = {
     "CREATE INDEX jobs_claim ON jobs (state, priority DESC, id);"
     "CREATE UNIQUE INDEX jobs_unique ON jobs (unique_key)"
     " WHERE unique_key IS NOT NULL AND state IN ('ready', 'delayed', 'running')",
+    /* 3: the stock reservation an order consumed (see the catalog's step 2). */
+    "ALTER TABLE orders ADD COLUMN reservation_id INTEGER;"
+    "CREATE UNIQUE INDEX orders_reservation ON orders (reservation_id)"
+    " WHERE reservation_id IS NOT NULL",
 };
 const unsigned app_migrations_shard_n =
     sizeof app_migrations_shard / sizeof app_migrations_shard[0];
@@ -87,6 +96,11 @@ const char *const app_sql_catalog[P_COUNT] = {
     [P_VIEWS] = "UPDATE products SET views = views + ? WHERE id = ?",
     [P_PING] = "SELECT 1",
     [P_MAX_ID] = "SELECT COALESCE(MAX(id), 0) FROM products",
+    /* Random ids: a rowid freed by a delete could come back and be
+     * mistaken for an older reservation that an order consumed. */
+    [P_RESERVE] = "INSERT INTO stock_reservations (id, user_id, shard, items, created_ms)"
+                  " VALUES (?, ?, ?, ?, ?)",
+    [P_UNRESERVE] = "DELETE FROM stock_reservations WHERE id = ?",
 };
 const unsigned app_sql_catalog_n = P_COUNT;
 
@@ -110,7 +124,8 @@ const char *const app_sql_shard[S_COUNT] = {
     [S_ORDER_BY_KEY] = "SELECT id, status, total_cents FROM orders"
                        " WHERE user_id = ? AND idempotency_key = ?",
     [S_ORDER_INSERT] = "INSERT INTO orders (user_id, status, total_cents, created_ms,"
-                       " idempotency_key) VALUES (?, 'pending', ?, ?, ?) RETURNING id",
+                       " idempotency_key, reservation_id) VALUES (?, 'pending', ?, ?, ?, ?)"
+                       " RETURNING id",
     [S_ITEM_INSERT] = "INSERT INTO order_items (order_id, product_id, quantity, price_cents)"
                       " VALUES (?, ?, ?, ?)",
     [S_ORDERS_LIST] = "SELECT o.id, o.status, o.total_cents, i.product_id, i.quantity,"

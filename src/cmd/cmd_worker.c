@@ -15,7 +15,8 @@
 
 struct worker_flags {
     char *data_dir, *store_url, *queue_url, *queues, *mail_dir, *smtp_url, *metrics;
-    long long concurrency, batch, lease_ms, drain_timeout_ms, poll_ms, retry_base_ms, retry_cap_ms;
+    long long concurrency, batch, lease_ms, drain_timeout_ms, poll_ms, retry_base_ms, retry_cap_ms,
+        reservation_timeout_ms;
     int log_level;
 };
 
@@ -75,6 +76,10 @@ static const struct conf_entry worker_conf[] = {
      "backoff after a first failure (doubles per attempt, full jitter)"},
     {"retry-cap", CONF_MS, O(retry_cap_ms), 1, 7LL * 24 * 3600 * 1000, "1h", NULL, NULL, "MS",
      "the longest backoff"},
+    {"reservation-timeout", CONF_MS, O(reservation_timeout_ms), 0, 24LL * 3600 * 1000, "5m", NULL,
+     NULL, "MS",
+     "give back stock reserved this long ago that no order took (0: never; keep it above the "
+     "app's 30 s guard)"},
     {"log-level", CONF_ENUM, O(log_level), 0, 0, "info", level_names, NULL, "LEVEL",
      "what goes to stderr"},
 };
@@ -139,11 +144,16 @@ int cmd_worker(int argc, char **argv)
         .poll_ms = (uint64_t)f.poll_ms,
         .retry_base_ms = (uint64_t)f.retry_base_ms,
         .retry_cap_ms = (uint64_t)f.retry_cap_ms,
+        .reservation_timeout_ms = (uint64_t)f.reservation_timeout_ms,
     };
     if (cfg.smtp_url && strncmp(cfg.smtp_url, "smtp://", 7) &&
         strncmp(cfg.smtp_url, "smtps://", 8)) {
         fprintf(stderr, "surge worker: --smtp: '%s': want smtp://HOST:PORT or smtps://HOST:PORT\n",
                 cfg.smtp_url);
+        goto out;
+    }
+    if (cfg.reservation_timeout_ms && cfg.reservation_timeout_ms < 1000) {
+        fprintf(stderr, "surge worker: --reservation-timeout: 0 (off) or at least 1s\n");
         goto out;
     }
     if (worker_new(&cfg, &w, err, sizeof err) < 0) {

@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -220,8 +221,108 @@ static int run_order_confirmation(struct job_run *r, struct job_thread *t)
     return 0;
 }
 
+/* ---- stock_reservations: give back stock no order ever took ---- */
+
+static const char resv_sql[] = "SELECT id, shard, items FROM stock_reservations"
+                               " WHERE created_ms < ? ORDER BY created_ms LIMIT 200";
+static const char resv_order_sql[] = "SELECT id FROM orders WHERE reservation_id = ?";
+static const char resv_delete_sql[] = "DELETE FROM stock_reservations WHERE id = ?";
+static const char resv_give_sql[] = "UPDATE products SET stock = stock + ? WHERE id = ?";
+
+/* Give back one reservation's items, if it is still there (another worker
+ * may have done it: the conditional delete decides). 1 given back, 0 not. */
+static int give_back_reservation(struct job_thread *t, struct store_db *cat, int64_t id,
+                                 const char *items)
+{
+    const struct store_driver *sd = t->conns.layout->driver;
+    struct store_val a = store_int(id);
+    int rc = sd->begin(cat, 1);
+    store_rows_reset(&t->rows2);
+    if (rc == 0)
+        rc = sd->exec_text(cat, resv_delete_sql, &a, 1, &t->rows2);
+    int mine = rc == 0 && t->rows2.changes == 1;
+    for (const char *p = items; rc == 0 && mine && *p;) {
+        char *end;
+        long long pid = strtoll(p, &end, 10);
+        long long q = *end == ':' ? strtoll(end + 1, &end, 10) : 0;
+        if (pid > 0 && q > 0) {
+            struct store_val g[2] = {store_int(q), store_int(pid)};
+            rc = sd->exec_text(cat, resv_give_sql, g, 2, NULL);
+        }
+        p = *end == ',' ? end + 1 : end + strlen(end);
+    }
+    if (rc == 0)
+        rc = sd->commit(cat);
+    if (rc < 0) {
+        sd->rollback(cat);
+        return rc;
+    }
+    return mine;
+}
+
+static int run_stock_reservations(struct job_run *r, struct job_thread *t)
+{
+    const struct store_driver *sd = t->conns.layout->driver;
+    cJSON *o = cJSON_ParseWithLength(r->job->payload, r->job->payload_len);
+    const cJSON *age = o ? cJSON_GetObjectItemCaseSensitive(o, "older_than_ms") : NULL;
+    if (!cJSON_IsNumber(age) || age->valuedouble < 1000) {
+        cJSON_Delete(o);
+        snprintf(r->error, sizeof r->error, "malformed payload: want {\"older_than_ms\": >= 1000}");
+        return JOB_FATAL;
+    }
+    uint64_t older = (uint64_t)age->valuedouble;
+    cJSON_Delete(o);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    if (access(t->conns.layout->catalog, F_OK) < 0)
+        return 0; /* no store yet */
+    struct store_db *cat = store_conns_get(&t->conns, STORE_CATALOG, 0);
+    if (!cat) {
+        snprintf(r->error, sizeof r->error, "cannot open the catalog");
+        return JOB_RETRY;
+    }
+    struct store_val cut = store_int((int64_t)(now - older));
+    struct store_rows list;
+    store_rows_init(&list);
+    int rc = sd->exec_text(cat, resv_sql, &cut, 1, &list);
+    unsigned given = 0, kept = 0;
+    for (unsigned i = 0; rc == 0 && i < list.nrows; i++) {
+        int64_t id = store_rows_int(&list, i, 0);
+        unsigned shard = (unsigned)store_rows_int(&list, i, 1);
+        if (shard >= t->conns.layout->nshards || access(t->conns.layout->shard[shard], F_OK) < 0)
+            continue;
+        struct store_db *sh = store_conns_get(&t->conns, STORE_SHARD, shard);
+        struct store_val a = store_int(id);
+        store_rows_reset(&t->rows);
+        if (!sh || (rc = sd->exec_text(sh, resv_order_sql, &a, 1, &t->rows)) < 0)
+            break;
+        if (t->rows.nrows) {
+            /* The order was written: its stock is spent; only the record goes. */
+            store_rows_reset(&t->rows2);
+            rc = sd->exec_text(cat, resv_delete_sql, &a, 1, &t->rows2);
+            kept++;
+            continue;
+        }
+        int g = give_back_reservation(t, cat, id, store_rows_text(&list, i, 2));
+        if (g < 0)
+            rc = g;
+        else
+            given += (unsigned)g;
+    }
+    store_rows_free(&list);
+    if (rc < 0) {
+        snprintf(r->error, sizeof r->error, "store error while sweeping reservations (%d)", rc);
+        return JOB_RETRY;
+    }
+    if (given || kept)
+        log_info("stock reservations: %u given back (no order), %u cleared (ordered)", given, kept);
+    return 0;
+}
+
 static const struct job_kind kinds[] = {
     {"order_confirmation", run_order_confirmation, 60000},
+    {"stock_reservations", run_stock_reservations, 60000},
     {"noop", run_noop, 60000},
     {"fail", run_fail, 60000},
     {"sleep", run_sleep, 3600000},

@@ -10,8 +10,11 @@
  * the worker lost the job's lease (its result will be refused anyway).
  *
  * Kinds: order_confirmation (the shop's mail, then the order confirmed),
- * and three for operations and tests: noop (does nothing), fail (always
- * fails: exercises retries and dead letters), sleep ({"ms":N}; cancellable). */
+ * stock_reservations ({"older_than_ms":N}: give back the stock of order
+ * reservations older than N that never became an order; enqueued
+ * periodically by every worker under one unique key), and three for operations and tests: noop
+ * (does nothing), fail (always fails: exercises retries and dead letters), sleep ({"ms":N};
+ * cancellable). */
 #ifndef SURGE_JOBS_JOB_H
 #define SURGE_JOBS_JOB_H
 #include <stdint.h>

@@ -174,7 +174,9 @@ struct queue_consumer_driver {
     /* Make a dead job (id) or every dead job (id NULL) ready again with a
      * fresh attempt count; *count = jobs replayed. -ENOENT: id is not dead. */
     int (*retry)(struct queue_conn *c, const char *id, uint64_t now_ms, unsigned *count);
-    /* Delete the jobs in state ("dead" or "done"); *count = deleted. */
+    /* Delete the jobs in state ("dead" or "done"); *count = deleted. Job
+     * ids are never reused (mail files are named by them): a driver may keep
+     * a row to guarantee it (sqlite keeps the newest job of each shard). */
     int (*purge)(struct queue_conn *c, const char *state, unsigned *count);
     /* A directory whose files change when a job may have been enqueued
      * (watched with inotify by the worker to wake at once), or NULL when

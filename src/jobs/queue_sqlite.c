@@ -154,7 +154,9 @@ static const char *const queue_sql[Q_COUNT] = {
                      " token = token + 1 WHERE state = 'dead' AND (unique_key IS NULL OR"
                      " unique_key NOT IN (SELECT unique_key FROM jobs WHERE unique_key IS NOT"
                      " NULL AND " PENDING "))",
-    [Q_PURGE] = "DELETE FROM jobs WHERE state = ?",
+    /* The newest row stays: SQLite hands out MAX(rowid) + 1, so keeping
+     * the maximum means a job id (and its mail file name) is never reused. */
+    [Q_PURGE] = "DELETE FROM jobs WHERE state = ? AND id < (SELECT MAX(id) FROM jobs)",
 };
 
 struct queue_conn {

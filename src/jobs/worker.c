@@ -65,6 +65,7 @@ struct sync_op {
     unsigned want_claim;
     struct queue_claim_req req;
     int want_stats;
+    int want_sweep;
     /* out */
     int settle_rc, renew_rc, nclaimed, stats_rc;
     struct queue_claimed claimed[QUEUE_CLAIM_MAX];
@@ -81,7 +82,7 @@ struct worker {
     struct job_env env;
     char *mail_dir;
     struct workq storeq, runq;
-    uv_timer_t poll_timer, renew_timer, drain_timer, exit_timer;
+    uv_timer_t poll_timer, renew_timer, drain_timer, exit_timer, sweep_timer;
     uv_fs_event_t watch;
     int watching;
     uv_signal_t sig_term, sig_int;
@@ -95,7 +96,7 @@ struct worker {
     struct list running, settles;
     unsigned nrunning, nsettles;
     struct sync_op *op; /* in flight, or NULL */
-    int claim_wanted, renew_due, stats_due;
+    int claim_wanted, renew_due, stats_due, sweep_due;
     uint64_t stats_at_ms, next_due_ms;
     int stopping, releasing, closed;
     uint64_t rnd;
@@ -275,6 +276,19 @@ static void on_sync_work(struct workq_job *wq, void *ctx)
     }
     if (op->want_stats)
         op->stats_rc = w->qd->stats(w->qc, wall_ms(), &op->stats);
+    if (op->want_sweep) {
+        char payload[64], id[QUEUE_ID_MAX];
+        snprintf(payload, sizeof payload, "{\"older_than_ms\":%" PRIu64 "}",
+                 w->cfg->reservation_timeout_ms);
+        struct queue_job job = {.kind = "stock_reservations",
+                                .payload = payload,
+                                .payload_len = strlen(payload),
+                                .unique_key = "stock-reservations",
+                                .max_attempts = 3};
+        int rc = w->qd->enqueue(w->qc, &job, now, id, sizeof id);
+        if (rc < 0 && rc != -ENOENT)
+            log_warn("cannot enqueue the stock reservation sweep (%d)", rc);
+    }
 }
 
 static struct wjob *find_running(struct worker *w, const char *id, uint64_t token)
@@ -403,13 +417,14 @@ static void kick(struct worker *w)
     if (w->claim_wanted && !w->stopping && free_slots)
         want = free_slots < w->cfg->batch ? free_slots : w->cfg->batch;
     int stats = w->stats_due && !w->stopping;
+    int sweep = w->sweep_due && !w->stopping;
     unsigned nrenew = 0;
     if (w->renew_due) {
         struct list *pos, *tmp;
         list_foreach_safe(pos, tmp, &w->running) nrenew +=
             !list_entry(pos, struct wjob, node)->abandoned;
     }
-    if (!w->nsettles && !want && !stats && !nrenew) {
+    if (!w->nsettles && !want && !stats && !nrenew && !sweep) {
         w->renew_due = 0;
         return;
     }
@@ -453,6 +468,10 @@ static void kick(struct worker *w)
     if (stats) {
         op->want_stats = 1;
         w->stats_due = 0;
+    }
+    if (sweep) {
+        op->want_sweep = 1;
+        w->sweep_due = 0;
     }
     op->wq.work = on_sync_work;
     op->wq.done = on_sync_done;
@@ -504,6 +523,13 @@ static void on_renew_timer(uv_timer_t *t)
     kick(w);
 }
 
+static void on_sweep_timer(uv_timer_t *t)
+{
+    struct worker *w = t->data;
+    w->sweep_due = 1;
+    kick(w);
+}
+
 static void on_watch(uv_fs_event_t *h, const char *filename, int events, int status)
 {
     struct worker *w = h->data;
@@ -531,6 +557,7 @@ static void shutdown_all(struct worker *w)
     close_if((uv_handle_t *)&w->renew_timer);
     close_if((uv_handle_t *)&w->drain_timer);
     close_if((uv_handle_t *)&w->exit_timer);
+    close_if((uv_handle_t *)&w->sweep_timer);
     close_if((uv_handle_t *)&w->sig_term);
     close_if((uv_handle_t *)&w->sig_int);
     if (w->watching)
@@ -608,6 +635,7 @@ static void on_signal(uv_signal_t *s, int signum)
     w->stopping = 1;
     log_info("signal %d: draining (%u jobs running)", signum, w->nrunning);
     uv_timer_stop(&w->poll_timer);
+    uv_timer_stop(&w->sweep_timer);
     if (w->watching)
         uv_fs_event_stop(&w->watch);
     if (w->cfg->drain_timeout_ms == 0)
@@ -819,7 +847,14 @@ int worker_new(const struct worker_config *cfg, struct worker **out, char *err, 
     uv_timer_init(&w->loop, &w->renew_timer);
     uv_timer_init(&w->loop, &w->drain_timer);
     uv_timer_init(&w->loop, &w->exit_timer);
+    uv_timer_init(&w->loop, &w->sweep_timer);
     w->poll_timer.data = w->renew_timer.data = w->drain_timer.data = w->exit_timer.data = w;
+    w->sweep_timer.data = w;
+    if (cfg->reservation_timeout_ms) {
+        uint64_t sweep = cfg->reservation_timeout_ms / 2;
+        sweep = sweep > 30000 ? 30000 : sweep < 500 ? 500 : sweep;
+        uv_timer_start(&w->sweep_timer, on_sweep_timer, sweep, sweep);
+    }
     uint64_t every = cfg->lease_ms / 3 ? cfg->lease_ms / 3 : 1;
     if (every > 1000)
         every = 1000; /* also the stats and timeout tick */

@@ -18,6 +18,9 @@
  * kind's timeout is failed (retried with backoff) and its late result
  * dropped likewise.
  *
+ * Periodic work goes through the queue too: the stock_reservations sweep
+ * (see reservation_timeout_ms) is a job like any other.
+ *
  * SIGTERM/SIGINT: stop claiming, let running jobs finish within
  * drain_timeout_ms, then hand the rest back at once (ready again, attempt
  * not counted) and exit 0; a second signal hands back at once. */
@@ -38,6 +41,11 @@ struct worker_config {
     unsigned concurrency; /* handler threads, 1..1024 */
     unsigned batch;       /* jobs per claim, 1..QUEUE_CLAIM_MAX */
     uint64_t lease_ms, drain_timeout_ms, poll_ms, retry_base_ms, retry_cap_ms;
+    /* Stock reservations older than this that never became an order are
+     * given back by a stock_reservations job, enqueued every
+     * min(timeout / 2, 30 s) under one unique key (so one runs at a time
+     * however many workers there are). 0: never. */
+    uint64_t reservation_timeout_ms;
 };
 
 struct worker;

@@ -90,9 +90,13 @@ class Workers:
         self.log_dir = Path(log_dir)
         self.all = []
 
-    def start(self, data_dir, *extra, metrics=False, wait=True):
+    def start(self, data_dir, *extra, metrics=False, wait=True, sweep=False):
+        """sweep=False adds --reservation-timeout 0: no periodic stock sweep
+        job shows up in the counts of tests about other things."""
         n = len(self.all) + 1
         argv = [str(SURGE_BIN), "worker", "--data-dir", str(data_dir)]
+        if not sweep:
+            argv += ["--reservation-timeout", "0"]
         if metrics:
             argv += ["--metrics", "127.0.0.1:0"]
         argv += [str(a) for a in extra]
