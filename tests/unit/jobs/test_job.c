@@ -60,8 +60,13 @@ Test(job, kinds_and_verdicts)
     cr_assert_not_null(strstr(e, "always fails"));
     cr_assert_eq(run("sleep", "{\"ms\":1}", e), 0);
     cr_assert_eq(run("sleep", "{\"ms\":-1}", e), JOB_FATAL);
-    const char *bad[] = {"", "{", "[]", "{\"order_id\":1}", "{\"order_id\":1.5,\"user_id\":1}",
-                         "{\"order_id\":\"64\",\"user_id\":1}", "{\"order_id\":0,\"user_id\":1}"};
+    const char *bad[] = {"",
+                         "{",
+                         "[]",
+                         "{\"order_id\":1}",
+                         "{\"order_id\":1.5,\"user_id\":1}",
+                         "{\"order_id\":\"64\",\"user_id\":1}",
+                         "{\"order_id\":0,\"user_id\":1}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         cr_assert_eq(run("order_confirmation", bad[i], e), JOB_FATAL, "%s", bad[i]);
         cr_assert_not_null(strstr(e, "malformed payload"), "%s: %s", bad[i], e);

@@ -69,8 +69,10 @@ Test(mail, refuses_names_that_are_not_plain)
     char m[128], err[256];
     snprintf(m, sizeof m, "%s/m", dir);
     cr_assert_eq(mail_dir_prepare(m, err, sizeof err), 0, "%s", err);
-    const char *bad[] = {"", "../x", "a/b", ".hidden", "sp ace",
-                         "0123456789012345678901234567890123456789012345678901234567890123456789"};
+    const char *bad[] = {
+        "",       "../x",
+        "a/b",    ".hidden",
+        "sp ace", "0123456789012345678901234567890123456789012345678901234567890123456789"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         cr_assert_eq(mail_maildir_deliver(m, bad[i], "x", 1, err, sizeof err), -EINVAL, "%s",
                      bad[i]);
