@@ -31,7 +31,6 @@
 
 /* A claimed job, from claim until its handler returns. */
 struct wjob {
-    struct workq_job wq;
     struct list node; /* w->running */
     struct worker *w;
     struct queue_claimed c;
@@ -40,6 +39,9 @@ struct wjob {
     int cancelled; /* atomic: the handler should stop (lease lost, released) */
     int abandoned; /* settled already (timeout, lost, released): drop the result */
     int rc;
+    int ran;                    /* set by the handler thread */
+    uint64_t run_start_wall_ms; /* ditto */
+    uint64_t run_us;            /* ditto */
     char error[QUEUE_ERROR_MAX];
 };
 
@@ -199,34 +201,70 @@ static void free_wjob(struct worker *w, struct wjob *j)
 
 /* ---- handler runs ---- */
 
-static void on_run_work(struct workq_job *wq, void *ctx)
+/* Jobs go to the handler threads in small groups (one claimed batch split
+ * over the threads), so a burst of short jobs costs one thread hand-off per
+ * group, not per job. */
+struct wtask {
+    struct workq_job wq;
+    struct worker *w;
+    unsigned n;
+    struct wjob *jobs[];
+};
+
+static uint64_t mono_us(void)
 {
-    struct wjob *j = container_of(wq, struct wjob, wq);
-    struct job_run r = {.job = &j->c, .cancelled = &j->cancelled};
-    j->rc = job_run(&r, ctx); /* an unknown kind: JOB_FATAL with its message */
-    memcpy(j->error, r.error, sizeof j->error);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-static void on_run_done(struct workq_job *wq)
+static void on_task_work(struct workq_job *wq, void *ctx)
 {
-    struct wjob *j = container_of(wq, struct wjob, wq);
-    struct worker *w = j->w;
-    uint64_t ms = uv_now(&w->loop) - j->start_mono_ms;
-    hist_record(&w->run_hist, ms * 1000);
-    if (j->abandoned) {
-        log_debug("job %s: result dropped (%s)", j->c.id, j->error[0] ? j->error : "ok");
-    } else if (j->rc == 0) {
-        queue_settle(w, j, QUEUE_ACK, NULL);
-    } else {
-        settle_failure(w, j, j->rc == JOB_FATAL, j->error[0] ? j->error : "failed");
+    struct wtask *t = container_of(wq, struct wtask, wq);
+    for (unsigned i = 0; i < t->n; i++) {
+        struct wjob *j = t->jobs[i];
+        if (__atomic_load_n(&j->cancelled, __ATOMIC_ACQUIRE)) {
+            j->ran = 0; /* handed back or lost before it started */
+            continue;
+        }
+        j->ran = 1;
+        j->run_start_wall_ms = wall_ms();
+        uint64_t t0 = mono_us();
+        struct job_run r = {.job = &j->c, .cancelled = &j->cancelled};
+        j->rc = job_run(&r, ctx); /* an unknown kind: JOB_FATAL with its message */
+        j->run_us = mono_us() - t0;
+        memcpy(j->error, r.error, sizeof j->error);
     }
-    free_wjob(w, j);
-    w->claim_wanted = 1; /* a slot is free */
+}
+
+static void on_task_done(struct workq_job *wq)
+{
+    struct wtask *t = container_of(wq, struct wtask, wq);
+    struct worker *w = t->w;
+    for (unsigned i = 0; i < t->n; i++) {
+        struct wjob *j = t->jobs[i];
+        if (j->ran) {
+            uint64_t due = j->c.due_ms > j->c.created_ms ? j->c.due_ms : j->c.created_ms;
+            hist_record(&w->wait_hist,
+                        j->run_start_wall_ms > due ? (j->run_start_wall_ms - due) * 1000 : 0);
+            hist_record(&w->run_hist, j->run_us);
+        }
+        if (j->abandoned || !j->ran) {
+            log_debug("job %s: result dropped (%s)", j->c.id, j->error[0] ? j->error : "ok");
+        } else if (j->rc == 0) {
+            queue_settle(w, j, QUEUE_ACK, NULL);
+        } else {
+            settle_failure(w, j, j->rc == JOB_FATAL, j->error[0] ? j->error : "failed");
+        }
+        free_wjob(w, j);
+    }
+    free(t);
+    w->claim_wanted = 1; /* slots are free */
     kick(w);
     maybe_finish(w);
 }
 
-static void start_job(struct worker *w, struct queue_claimed *c, uint64_t now_wall)
+static struct wjob *new_wjob(struct worker *w, struct queue_claimed *c, uint64_t now_wall)
 {
     struct wjob *j = xcalloc(1, sizeof *j);
     j->w = w;
@@ -235,18 +273,34 @@ static void start_job(struct worker *w, struct queue_claimed *c, uint64_t now_wa
     j->kind = job_kind_find(j->c.kind);
     j->start_mono_ms = uv_now(&w->loop);
     j->start_wall_ms = now_wall;
-    uint64_t due = j->c.due_ms > j->c.created_ms ? j->c.due_ms : j->c.created_ms;
-    hist_record(&w->wait_hist, now_wall > due ? (now_wall - due) * 1000 : 0);
     list_insert_tail(&w->running, &j->node);
     w->nrunning++;
     w->claimed_total++;
-    j->wq.work = on_run_work;
-    j->wq.done = on_run_done;
-    if (workq_submit(&w->runq, &j->wq) < 0) {
-        /* Cannot happen (the pool's queue holds 2x concurrency): hand it back. */
-        log_error("job %s: the handler pool refused it; handing it back", j->c.id);
-        queue_settle(w, j, QUEUE_RELEASE, NULL);
-        free_wjob(w, j);
+    return j;
+}
+
+/* Hand n new jobs to the handler threads, split into at most one group per
+ * thread. */
+static void dispatch(struct worker *w, struct wjob **jobs, unsigned n)
+{
+    unsigned per = (n + w->cfg->concurrency - 1) / w->cfg->concurrency;
+    for (unsigned i = 0; i < n; i += per) {
+        unsigned k = n - i < per ? n - i : per;
+        struct wtask *t = xcalloc(1, sizeof *t + k * sizeof t->jobs[0]);
+        t->w = w;
+        t->n = k;
+        memcpy(t->jobs, jobs + i, k * sizeof jobs[0]);
+        t->wq.work = on_task_work;
+        t->wq.done = on_task_done;
+        if (workq_submit(&w->runq, &t->wq) < 0) {
+            /* Cannot happen (the pool's queue is sized for two batches): hand back. */
+            for (unsigned m = 0; m < k; m++) {
+                log_error("job %s: the handler pool refused it; handing it back", t->jobs[m]->c.id);
+                queue_settle(w, t->jobs[m], QUEUE_RELEASE, NULL);
+                free_wjob(w, t->jobs[m]);
+            }
+            free(t);
+        }
     }
 }
 
@@ -383,6 +437,8 @@ static void on_sync_done(struct workq_job *wq)
             w->claim_wanted = 0;
         } else {
             uint64_t now = wall_ms();
+            struct wjob *fresh[QUEUE_CLAIM_MAX];
+            unsigned nfresh = 0;
             for (int i = 0; i < op->nclaimed; i++) {
                 if (w->stopping) {
                     /* Claimed while the signal arrived: hand back at once. */
@@ -391,8 +447,9 @@ static void on_sync_done(struct workq_job *wq)
                     queue_claimed_clear(&op->claimed[i]);
                     continue;
                 }
-                start_job(w, &op->claimed[i], now);
+                fresh[nfresh++] = new_wjob(w, &op->claimed[i], now);
             }
+            dispatch(w, fresh, nfresh);
             /* A full batch: there is probably more; otherwise wait for a wake. */
             w->claim_wanted = (unsigned)op->nclaimed == op->want_claim;
         }
@@ -412,7 +469,11 @@ static void kick(struct worker *w)
 {
     if (w->op || w->closed)
         return;
-    unsigned free_slots = w->cfg->concurrency > w->nrunning ? w->cfg->concurrency - w->nrunning : 0;
+    /* Claim up to one batch ahead of the handlers, so they never wait for a
+     * store round trip; prefetched jobs hold leases that are renewed like
+     * running ones. */
+    unsigned cap = w->cfg->concurrency + w->cfg->batch;
+    unsigned free_slots = cap > w->nrunning ? cap - w->nrunning : 0;
     unsigned want = 0;
     if (w->claim_wanted && !w->stopping && free_slots)
         want = free_slots < w->cfg->batch ? free_slots : w->cfg->batch;
@@ -822,8 +883,8 @@ int worker_new(const struct worker_config *cfg, struct worker **out, char *err, 
     uv_loop_init(&w->loop);
     int rc = workq_start(&w->storeq, &w->loop, 1, 4, &store_ops, w);
     if (rc == 0)
-        rc = workq_start(&w->runq, &w->loop, cfg->concurrency, (size_t)cfg->concurrency * 2 + 16,
-                         &run_ops, w);
+        rc = workq_start(&w->runq, &w->loop, cfg->concurrency,
+                         (size_t)cfg->concurrency + 2 * cfg->batch + 16, &run_ops, w);
     if (rc < 0) {
         snprintf(err, errlen, "cannot start threads: %s", uv_strerror(rc));
         return -1;
