@@ -66,7 +66,14 @@ const char *const app_migrations_shard[] = {
     "ALTER TABLE jobs ADD COLUMN finished_ms INTEGER;"
     "ALTER TABLE jobs ADD COLUMN history TEXT NOT NULL DEFAULT '';"
     "UPDATE jobs SET state = 'delayed' WHERE state = 'ready' AND run_at_ms > created_ms;"
-    "CREATE INDEX jobs_claim ON jobs (state, priority DESC, id);"
+    /* One small partial index per state that is searched: a job changing
+     * state moves between two of them instead of rewriting entries in
+     * indexes over every row (done rows are in none). */
+    "DROP INDEX jobs_ready;"
+    "CREATE INDEX jobs_claim ON jobs (priority DESC, id, run_at_ms) WHERE state = 'ready';"
+    "CREATE INDEX jobs_due ON jobs (run_at_ms) WHERE state = 'delayed';"
+    "CREATE INDEX jobs_lease ON jobs (lease_until_ms) WHERE state = 'running';"
+    "CREATE INDEX jobs_dead ON jobs (id) WHERE state = 'dead';"
     "CREATE UNIQUE INDEX jobs_unique ON jobs (unique_key)"
     " WHERE unique_key IS NOT NULL AND state IN ('ready', 'delayed', 'running')",
     /* 3: the stock reservation an order consumed (see the catalog's step 2). */

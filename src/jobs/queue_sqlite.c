@@ -139,7 +139,10 @@ static const char *const queue_sql[Q_COUNT] = {
     [Q_NEXT_DUE] = "SELECT MIN(run_at_ms) FROM jobs WHERE state = 'delayed'",
     [Q_CLAIM] = CLAIM_SET CLAIM_RET,
     [Q_CLAIM_Q] = CLAIM_SET " AND queue = ?" CLAIM_RET,
-    [Q_COUNTS] = "SELECT state, COUNT(*) FROM jobs GROUP BY state",
+    [Q_COUNTS] = "SELECT (SELECT COUNT(*) FROM jobs WHERE state = 'ready'),"
+                 " (SELECT COUNT(*) FROM jobs WHERE state = 'delayed'),"
+                 " (SELECT COUNT(*) FROM jobs WHERE state = 'running'),"
+                 " (SELECT COUNT(*) FROM jobs WHERE state = 'dead'), (SELECT COUNT(*) FROM jobs)",
     [Q_OLDEST] = "SELECT MIN(run_at_ms) FROM jobs WHERE state = 'ready'",
     [Q_DUE_DELAYED] = "SELECT COUNT(*), MIN(run_at_ms) FROM jobs"
                       " WHERE state = 'delayed' AND run_at_ms <= ?",
@@ -625,17 +628,16 @@ static int sq_stats(struct queue_conn *c, uint64_t now_ms, struct queue_stats *o
         int rc = c->sd->begin(db, 0);
         if (rc == 0)
             rc = q_exec(c, db, Q_COUNTS, NULL, 0, &c->rows);
-        for (unsigned i = 0; rc == 0 && i < c->rows.nrows; i++) {
-            const char *st = store_rows_text(&c->rows, i, 0);
-            uint64_t n = (uint64_t)store_rows_int(&c->rows, i, 1);
-            uint64_t *slot = !strcmp(st, "ready")     ? &out->ready
-                             : !strcmp(st, "delayed") ? &out->delayed
-                             : !strcmp(st, "running") ? &out->running
-                             : !strcmp(st, "done")    ? &out->done
-                             : !strcmp(st, "dead")    ? &out->dead
-                                                      : NULL;
-            if (slot)
-                *slot += n;
+        if (rc == 0 && c->rows.nrows == 1) {
+            uint64_t v[5];
+            for (unsigned k = 0; k < 5; k++)
+                v[k] = (uint64_t)store_rows_int(&c->rows, 0, k);
+            out->ready += v[0];
+            out->delayed += v[1];
+            out->running += v[2];
+            out->dead += v[3];
+            /* Every other row is done (the only state without an index). */
+            out->done += v[4] - v[0] - v[1] - v[2] - v[3];
         }
         if (rc == 0)
             rc = q_exec(c, db, Q_OLDEST, NULL, 0, &c->rows);

@@ -39,11 +39,14 @@ struct wjob {
     int cancelled; /* atomic: the handler should stop (lease lost, released) */
     int abandoned; /* settled already (timeout, lost, released): drop the result */
     int rc;
-    int ran;                    /* set by the handler thread */
+    int phase; /* atomic: JOB_QUEUED, then JOB_STARTED (handler) or JOB_REVOKED (loop) */
+    int ran;   /* set by the handler thread */
     uint64_t run_start_wall_ms; /* ditto */
     uint64_t run_us;            /* ditto */
     char error[QUEUE_ERROR_MAX];
 };
+
+enum { JOB_QUEUED, JOB_STARTED, JOB_REVOKED };
 
 /* A settle waiting for the store thread. */
 struct psettle {
@@ -223,7 +226,10 @@ static void on_task_work(struct workq_job *wq, void *ctx)
     struct wtask *t = container_of(wq, struct wtask, wq);
     for (unsigned i = 0; i < t->n; i++) {
         struct wjob *j = t->jobs[i];
-        if (__atomic_load_n(&j->cancelled, __ATOMIC_ACQUIRE)) {
+        int queued = JOB_QUEUED;
+        if (__atomic_load_n(&j->cancelled, __ATOMIC_ACQUIRE) ||
+            !__atomic_compare_exchange_n(&j->phase, &queued, JOB_STARTED, 0, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_ACQUIRE)) {
             j->ran = 0; /* handed back or lost before it started */
             continue;
         }
@@ -279,11 +285,11 @@ static struct wjob *new_wjob(struct worker *w, struct queue_claimed *c, uint64_t
     return j;
 }
 
-/* Hand n new jobs to the handler threads, split into at most one group per
- * thread. */
+/* Hand n new jobs to the handler threads in groups of n / concurrency (at
+ * least 1), so no thread idles while another has a queue of its own. */
 static void dispatch(struct worker *w, struct wjob **jobs, unsigned n)
 {
-    unsigned per = (n + w->cfg->concurrency - 1) / w->cfg->concurrency;
+    unsigned per = n / w->cfg->concurrency ? n / w->cfg->concurrency : 1;
     for (unsigned i = 0; i < n; i += per) {
         unsigned k = n - i < per ? n - i : per;
         struct wtask *t = xcalloc(1, sizeof *t + k * sizeof t->jobs[0]);
@@ -678,6 +684,26 @@ static void release_all(struct worker *w)
     maybe_finish(w);
 }
 
+/* Hand back at once the prefetched jobs no handler has started. */
+static void release_unstarted(struct worker *w)
+{
+    unsigned n = 0;
+    struct list *pos, *tmp;
+    list_foreach_safe(pos, tmp, &w->running)
+    {
+        struct wjob *j = list_entry(pos, struct wjob, node);
+        int queued = JOB_QUEUED;
+        if (j->abandoned || !__atomic_compare_exchange_n(&j->phase, &queued, JOB_REVOKED, 0,
+                                                         __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            continue;
+        queue_settle(w, j, QUEUE_RELEASE, NULL);
+        j->abandoned = 1;
+        n++;
+    }
+    if (n)
+        log_info("surge worker: handing back %u claimed jobs that had not started", n);
+}
+
 static void on_drain_timer(uv_timer_t *t)
 {
     struct worker *w = t->data;
@@ -695,6 +721,7 @@ static void on_signal(uv_signal_t *s, int signum)
     }
     w->stopping = 1;
     log_info("signal %d: draining (%u jobs running)", signum, w->nrunning);
+    release_unstarted(w);
     uv_timer_stop(&w->poll_timer);
     uv_timer_stop(&w->sweep_timer);
     if (w->watching)

@@ -230,7 +230,9 @@ def test_sigterm_hands_back_long_jobs_at_once(workers, tmp_path):
     n = 6
     jobs(data, "enqueue", "sleep", "--payload", '{"ms":20000}', "--count", n)
     w = workers.start(data, "--concurrency", "4", "--drain-timeout", "300ms", metrics=True)
-    assert wait_until(lambda: stats(data)["running"] == 4, timeout=10), stats(data)
+    # All claimed (a batch ahead of the 4 handlers), 4 of them started.
+    assert wait_until(lambda: stats(data)["running"] == n, timeout=10), stats(data)
+    time.sleep(0.3)
     t0 = time.monotonic()
     assert w.stop() == 0
     took = time.monotonic() - t0

@@ -9,6 +9,8 @@
 
 #include "app/app_int.h"
 #include "jobs/queue.h"
+/* The driver itself, for its statement table (EXPLAIN checks below). */
+#include "../../../src/jobs/queue_sqlite.c"
 
 static char dir[64];
 static struct store_layout layout;
@@ -286,4 +288,28 @@ Test(queue, release_hands_back_without_using_an_attempt_and_purge)
     buf_puts(&b, "");
     cr_assert_str_eq(b.data, "[]");
     buf_free(&b);
+}
+
+/* Every statement a worker runs per job or per pass finds its rows through
+ * an index (a partial one per state), never by scanning the table. */
+Test(queue, hot_statements_use_indexes)
+{
+    struct store_db *db;
+    char err[256];
+    cr_assert_eq(layout.driver->open(layout.shard[0], queue_sql, Q_COUNT, &db, err, sizeof err), 0,
+                 "%s", err);
+    const unsigned hot[] = {Q_CLAIM, Q_EXPIRED, Q_PROMOTE,     Q_NEXT_DUE, Q_ACK,        Q_FAIL,
+                            Q_RENEW, Q_RELEASE, Q_PENDING_KEY, Q_OLDEST,   Q_DUE_DELAYED};
+    for (size_t i = 0; i < sizeof hot / sizeof hot[0]; i++) {
+        struct buf plan;
+        buf_init(&plan, 64 * 1024);
+        cr_assert_eq(layout.driver->explain(db, hot[i], &plan), 0);
+        buf_puts(&plan, "");
+        cr_assert(strstr(plan.data, "INDEX") || strstr(plan.data, "PRIMARY KEY"),
+                  "statement %u: %s", hot[i], plan.data);
+        cr_assert_null(strstr(plan.data, "SCAN jobs\n"), "statement %u scans: %s", hot[i],
+                       plan.data);
+        buf_free(&plan);
+    }
+    layout.driver->close(db);
 }
