@@ -10,11 +10,13 @@
 #   make bench-spike  the Black Friday scenario (10x spike) through surge lb + 2 surge app
 #   make bench-parse  HTTP parse cost per request: ours vs the old http-parser based one
 #   make bench-abuse  surge app under a signup flood and 3,000 slow bodies, before and after
+#   make soak       the worker chaos test at 100,000 jobs (release build)
+#   make bench-jobs  surge worker vs BullMQ: jobs/s, enqueue-to-start, RSS (docs/benchmarks.md)
 #   make run        starts surge on embedded defaults
 # Variables: SANITIZE=1 (ASan+UBSan), WERROR=1 (default under CI=true), CC=...
 
 CC      ?= gcc
-PKGS    := libuv libcjson inih sqlite3 libsodium
+PKGS    := libuv libcjson inih sqlite3 libsodium libcurl
 WERROR  ?= $(if $(CI),1,0)
 SANITIZE ?= 0
 
@@ -49,7 +51,7 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(OUT)/tests/%)
 FUZZ_SRCS := $(wildcard fuzz/fuzz_*.c)
 
 .PHONY: all deps test unit fuzz lint format bench-lb bench-faults bench-gen bench-app bench-spike \
-        bench-parse bench-abuse run clean
+        bench-parse bench-abuse bench-jobs soak run clean
 all: $(OUT)/surge
 
 deps:
@@ -155,6 +157,15 @@ bench-parse:
 bench-abuse: all
 	@scripts/deps.sh bench
 	@scripts/bench-abuse.sh
+bench-jobs: all
+	@scripts/deps.sh bench
+	@scripts/bench-jobs.sh
+
+# 100,000 order confirmations, 3 workers, one killed -9 every 2 s.
+soak: all
+	@scripts/deps.sh test
+	SURGE_BIN=$(CURDIR)/build/surge CHAOS_JOBS=100000 /usr/bin/python3 -m pytest -q -s \
+	    -p no:cacheprovider tests/integration/test_worker_chaos.py
 
 run:
 	@scripts/deps.sh build

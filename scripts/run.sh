@@ -4,6 +4,7 @@
 #   surge app    two processes sharing ./data, ports picked by the kernel
 #   surge lb     gateway on 127.0.0.1:8080 (admin API on 127.0.0.1:9090) in
 #                front of both, health-checking /readyz
+#   surge worker runs the jobs (order confirmation mail into $DATA/mail/new)
 # Environment: SURGE_LISTEN, SURGE_ADMIN (gateway and admin addresses),
 # SURGE_DATA (data directory, default ./data), SURGE_ADMIN_TOKEN (the apps'
 # admin token for product writes, default dev-admin-token).
@@ -51,6 +52,9 @@ for n in 1 2; do
     addrs+=("$addr")
 done
 
+"$SURGE" worker --data-dir "$DATA" 2> >(sed "s/^/[worker] /" >&2) >"$work/worker.out" &
+pids+=($!)
+
 "$SURGE" lb --listen "$LISTEN" --admin "$ADMIN" --health-check /readyz "${backends[@]}" &
 pids+=($!)
 ok=0
@@ -76,7 +80,9 @@ surge is running (Ctrl-C to stop): gateway $G, admin $ADMIN, apps ${addrs[*]}, d
   who am I       curl -s -b /tmp/surge.jar $G/api/me
   order          curl -s -b /tmp/surge.jar -XPOST $G/api/orders -H 'Content-Type: application/json' \\
                    -d '{"items":[{"product_id":42,"quantity":2}]}'
-  my orders      curl -s -b /tmp/surge.jar $G/api/orders
+  my orders      curl -s -b /tmp/surge.jar $G/api/orders   (confirmed once the worker mailed it)
+  the mail       ls $DATA/mail/new
+  jobs           build/surge jobs --data-dir $DATA stats    (list, show ID, retry --dead)
   log out        curl -s -b /tmp/surge.jar -XDELETE $G/api/sessions
   admin write    curl -s -XPUT $G/api/products/42 -H "Authorization: Bearer $TOKEN" \\
                    -H 'Content-Type: application/json' -d '{"stock":500}'

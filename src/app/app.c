@@ -615,6 +615,12 @@ int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen)
                  cfg->password_memory_kib);
         return -1;
     }
+    /* A test-only fault hook (tests/integration/test_worker_stock.py): die
+     * between taking stock and writing the order, as a crash would. */
+    const char *fault = getenv("SURGE_FAULT");
+    a->fault_after_stock = fault && !strcmp(fault, "after-stock-take");
+    if (a->fault_after_stock)
+        log_warn("SURGE_FAULT=after-stock-take: every order kills this process (tests only)");
     a->wb = writeback_new();
     throttle_init(&a->signup_addr, 4096,
                   (double)cfg->signup_addr_max * 1000.0 / (double)cfg->signup_window_ms,

@@ -124,6 +124,7 @@ struct app {
     int stopping, flush_running, final_flush_tries, final_pending;
     char dummy_hash[128]; /* crypto_pwhash_STRBYTES: verified against for unknown emails */
     uint64_t started_ms;
+    int fault_after_stock; /* test-only: SURGE_FAULT=after-stock-take kills the process there */
 };
 
 /* Set up everything (store, migrations, pools, listener). 0, or -1 with a

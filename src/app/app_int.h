@@ -16,6 +16,8 @@ enum {
     P_VIEWS,
     P_PING,
     P_MAX_ID,
+    P_RESERVE,
+    P_UNRESERVE,
     P_COUNT
 };
 /* Directory statements. */
@@ -33,6 +35,10 @@ enum {
     S_ORDER_ITEMS,
     S_COUNT
 };
+
+/* An order is written at most this long after its stock was reserved; the
+ * worker's --reservation-timeout must be longer (docs/app.md). */
+#define APP_RESERVATION_GUARD_MS 30000
 
 /* Public order ids carry their shard: id = local_id * 64 + shard. */
 #define ORDER_ID_SHARDS 64

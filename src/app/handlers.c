@@ -4,6 +4,7 @@
  * 4xx with {"error": ...}; a store failure gets 503 (retryable), never a
  * 500 for the client's input. */
 #include <errno.h>
+#include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -941,12 +942,21 @@ static void order_request_hash(const struct app_order_item *items, int n, char o
     sodium_bin2hex(out, 65, h, sizeof h);
 }
 
-/* Give stock back (the order could not be written). Best effort, logged. */
-static void give_back(struct app_thread *t, const struct app_order_item *items, int n)
+/* Give stock back (the order could not be written) and drop its
+ * reservation in the same transaction. Best effort, logged: a reservation
+ * left behind is given back by the worker's stock_reservations job. */
+static void give_back(struct app_thread *t, const struct app_order_item *items, int n,
+                      int64_t reservation)
 {
     struct store_db *cat = store_conns_get(&t->conns, STORE_CATALOG, 0);
     if (!cat || store_begin(&t->conns, cat, 1) < 0)
         goto fail;
+    struct store_val r = store_int(reservation);
+    if (store_exec(&t->conns, cat, P_UNRESERVE, &r, 1, &t->rows) < 0 || t->rows.changes != 1) {
+        /* Gone: the worker gave this stock back already. */
+        store_rollback(&t->conns, cat);
+        return;
+    }
     for (int i = 0; i < n; i++) {
         struct store_val a2[2] = {store_int(items[i].quantity), store_int(items[i].product_id)};
         if (store_exec(&t->conns, cat, P_GIVE, a2, 2, NULL) < 0) {
@@ -1033,11 +1043,31 @@ void app_handle_order_create(struct app_job *j, struct app_thread *t)
         items[i].price_cents = store_rows_int(&t->rows, 0, 0);
         total += items[i].price_cents * items[i].quantity;
     }
+    /* The reservation records the stock taken, in the same transaction, so
+     * a crash before the order is written cannot lose it for good. */
+    char held[APP_ORDER_ITEMS_MAX * 48];
+    size_t hl = 0;
+    for (int i = 0; i < n && hl < sizeof held; i++)
+        hl += (size_t)snprintf(held + hl, sizeof held - hl, "%s%lld:%lld", i ? "," : "",
+                               (long long)items[i].product_id, (long long)items[i].quantity);
+    uint64_t reserved_ms = wall_ms();
+    int64_t reservation;
+    randombytes_buf(&reservation, sizeof reservation);
+    reservation = (int64_t)((uint64_t)reservation >> 2) + 1;
+    struct store_val rv[5] = {store_int(reservation), store_int(uid), store_int(shard),
+                              store_text(held, strlen(held)), store_int((int64_t)reserved_ms)};
+    if (store_exec(&t->conns, cat, P_RESERVE, rv, 5, NULL) < 0) {
+        store_rollback(&t->conns, cat);
+        store_failed(&j->resp);
+        return;
+    }
     if (store_commit(&t->conns, cat) < 0) {
         store_rollback(&t->conns, cat);
         store_failed(&j->resp);
         return;
     }
+    if (a->fault_after_stock)
+        raise(SIGKILL);
     /* The stock changed: this process's cached copies are stale now. */
     for (int i = 0; i < n; i++) {
         char pk[32];
@@ -1051,10 +1081,10 @@ void app_handle_order_create(struct app_job *j, struct app_thread *t)
     int64_t local = 0;
     if (rc == 0) {
         struct store_val none = {.type = STORE_NULL};
-        struct store_val ov[5] = {store_int(uid), store_int(total), store_int((int64_t)now),
+        struct store_val ov[6] = {store_int(uid), store_int(total), store_int((int64_t)now),
                                   key ? store_text(key, klen) : none,
-                                  key ? store_text(rhash, 64) : none};
-        rc = store_exec(&t->conns, sh, S_ORDER_INSERT, ov, 5, &t->rows);
+                                  key ? store_text(rhash, 64) : none, store_int(reservation)};
+        rc = store_exec(&t->conns, sh, S_ORDER_INSERT, ov, 6, &t->rows);
         if (rc == 0 && t->rows.nrows != 1)
             rc = -EIO;
         if (rc == 0)
@@ -1075,13 +1105,26 @@ void app_handle_order_create(struct app_job *j, struct app_thread *t)
                                     .run_at_ms = now};
             rc = a->queue->enqueue_tx(a->layout.driver, sh, &job, now);
         }
+        /* The worker may give back reservations older than its timeout
+         * (5 min by default): an order this late is refused rather than
+         * risking stock counted twice. */
+        if (rc == 0 && wall_ms() - reserved_ms > APP_RESERVATION_GUARD_MS)
+            rc = -ETIMEDOUT;
         if (rc == 0)
             rc = store_commit(&t->conns, sh);
         if (rc < 0)
             store_rollback(&t->conns, sh);
     }
+    if (rc == 0) {
+        /* The order holds the stock now. If this is lost (crash), the worker
+         * finds the order and drops the reservation without giving back. */
+        struct store_val r = store_int(reservation);
+        if (store_exec(&t->conns, cat, P_UNRESERVE, &r, 1, NULL) < 0)
+            log_warn("orders: reservation %lld not cleared; the worker will",
+                     (long long)reservation);
+    }
     if (rc < 0) {
-        give_back(t, items, n);
+        give_back(t, items, n, reservation);
         if (rc == -EEXIST && key) {
             /* The same key won a race on another thread or process. */
             if (store_exec(&t->conns, sh, S_ORDER_BY_KEY, kv, 2, &t->rows) == 0 && t->rows.nrows)

@@ -18,6 +18,11 @@ const char *const app_migrations_catalog[] = {
     "CREATE TABLE products (id INTEGER PRIMARY KEY, name TEXT NOT NULL,"
     " price_cents INTEGER NOT NULL CHECK (price_cents >= 0),"
     " stock INTEGER NOT NULL CHECK (stock >= 0), views INTEGER NOT NULL DEFAULT 0)",
+    /* 2: stock taken for an order that is not written yet (docs/app.md):
+     * the worker gives back the ones that never became an order. */
+    "CREATE TABLE stock_reservations (id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL,"
+    " shard INTEGER NOT NULL, items TEXT NOT NULL, created_ms INTEGER NOT NULL);"
+    "CREATE INDEX stock_reservations_created ON stock_reservations (created_ms)",
 };
 const unsigned app_migrations_catalog_n =
     sizeof app_migrations_catalog / sizeof app_migrations_catalog[0];
@@ -47,7 +52,35 @@ const char *const app_migrations_shard[] = {
     " state TEXT NOT NULL DEFAULT 'ready', attempts INTEGER NOT NULL DEFAULT 0,"
     " run_at_ms INTEGER NOT NULL, created_ms INTEGER NOT NULL, last_error TEXT);"
     "CREATE INDEX jobs_ready ON jobs (state, run_at_ms)",
-    /* What an Idempotency-Key was first used for (a hash of the order's
+    /* 2: the worker side of the queue (src/jobs/queue_sqlite.c): leases with
+     * fencing tokens, priorities, named queues, unique keys, attempt limits
+     * and history; 'delayed' becomes a stored state. */
+    "ALTER TABLE jobs ADD COLUMN queue TEXT NOT NULL DEFAULT 'default';"
+    "ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE jobs ADD COLUMN unique_key TEXT;"
+    "ALTER TABLE jobs ADD COLUMN max_attempts INTEGER NOT NULL DEFAULT 8;"
+    "ALTER TABLE jobs ADD COLUMN token INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE jobs ADD COLUMN lease_until_ms INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE jobs ADD COLUMN worker TEXT;"
+    "ALTER TABLE jobs ADD COLUMN started_ms INTEGER;"
+    "ALTER TABLE jobs ADD COLUMN finished_ms INTEGER;"
+    "ALTER TABLE jobs ADD COLUMN history TEXT NOT NULL DEFAULT '';"
+    "UPDATE jobs SET state = 'delayed' WHERE state = 'ready' AND run_at_ms > created_ms;"
+    /* One small partial index per state that is searched: a job changing
+     * state moves between two of them instead of rewriting entries in
+     * indexes over every row (done rows are in none). */
+    "DROP INDEX jobs_ready;"
+    "CREATE INDEX jobs_claim ON jobs (priority DESC, id, run_at_ms) WHERE state = 'ready';"
+    "CREATE INDEX jobs_due ON jobs (run_at_ms) WHERE state = 'delayed';"
+    "CREATE INDEX jobs_lease ON jobs (lease_until_ms) WHERE state = 'running';"
+    "CREATE INDEX jobs_dead ON jobs (id) WHERE state = 'dead';"
+    "CREATE UNIQUE INDEX jobs_unique ON jobs (unique_key)"
+    " WHERE unique_key IS NOT NULL AND state IN ('ready', 'delayed', 'running')",
+    /* 3: the stock reservation an order consumed (see the catalog's step 2). */
+    "ALTER TABLE orders ADD COLUMN reservation_id INTEGER;"
+    "CREATE UNIQUE INDEX orders_reservation ON orders (reservation_id)"
+    " WHERE reservation_id IS NOT NULL",
+    /* 4: what an Idempotency-Key was first used for (a hash of the order's
      * items): a reuse with other items is refused (422). */
     "ALTER TABLE orders ADD COLUMN request_hash TEXT",
 };
@@ -73,6 +106,11 @@ const char *const app_sql_catalog[P_COUNT] = {
     [P_VIEWS] = "UPDATE products SET views = views + ? WHERE id = ?",
     [P_PING] = "SELECT 1",
     [P_MAX_ID] = "SELECT COALESCE(MAX(id), 0) FROM products",
+    /* Random ids: a rowid freed by a delete could come back and be
+     * mistaken for an older reservation that an order consumed. */
+    [P_RESERVE] = "INSERT INTO stock_reservations (id, user_id, shard, items, created_ms)"
+                  " VALUES (?, ?, ?, ?, ?)",
+    [P_UNRESERVE] = "DELETE FROM stock_reservations WHERE id = ?",
 };
 const unsigned app_sql_catalog_n = P_COUNT;
 
@@ -96,7 +134,8 @@ const char *const app_sql_shard[S_COUNT] = {
     [S_ORDER_BY_KEY] = "SELECT id, status, total_cents, request_hash FROM orders"
                        " WHERE user_id = ? AND idempotency_key = ?",
     [S_ORDER_INSERT] = "INSERT INTO orders (user_id, status, total_cents, created_ms,"
-                       " idempotency_key, request_hash) VALUES (?, 'pending', ?, ?, ?, ?)"
+                       " idempotency_key, request_hash, reservation_id)"
+                       " VALUES (?, 'pending', ?, ?, ?, ?, ?)"
                        " RETURNING id",
     [S_ITEM_INSERT] = "INSERT INTO order_items (order_id, product_id, quantity, price_cents)"
                       " VALUES (?, ?, ?, ?)",

@@ -16,5 +16,11 @@ void cmd_app_help(FILE *out);
 /* surge seed: 0 done, 1 store error, 2 usage. */
 int cmd_seed(int argc, char **argv);
 void cmd_seed_help(FILE *out);
+/* surge worker: 0 after a graceful stop, 2 usage/config error. */
+int cmd_worker(int argc, char **argv);
+void cmd_worker_help(FILE *out);
+/* surge jobs: 0 done, 1 not found / store error, 2 usage. */
+int cmd_jobs(int argc, char **argv);
+void cmd_jobs_help(FILE *out);
 
 #endif

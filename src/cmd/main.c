@@ -31,6 +31,10 @@ static const struct command commands[] = {
      "the shop service (one stateless API server process)"},
     {"seed",    {NULL, NULL},            cmd_seed,    cmd_seed_help,  "",
      "fill a store with demo products and users"},
+    {"worker",  {NULL, NULL},            cmd_worker,  cmd_worker_help, "",
+     "run queued jobs (order confirmation mail, ...)"},
+    {"jobs",    {NULL, NULL},            cmd_jobs,    cmd_jobs_help,  "",
+     "inspect and operate the job queue"},
     {"bench",   {NULL, NULL},            cmd_bench,   cmd_bench_help, "",
      "HTTP/1.1 load generator (closed and open model, thresholds)"},
     {"version", {"--version", "-V"},     cmd_version, NULL,           "",
@@ -61,7 +65,7 @@ static void usage(FILE *out)
         snprintf(left, sizeof left, "%s%s", commands[i].name, commands[i].args);
         fprintf(out, "  %-16s %s\n", left, commands[i].summary);
     }
-    fprintf(out, "\nPlanned (see the issues): worker, up.\n");
+    fprintf(out, "\nPlanned (see the issues): up.\n");
 }
 
 static int cmd_version(int argc, char **argv)

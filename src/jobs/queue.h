@@ -1,41 +1,198 @@
-/* The job queue, producer side (DESIGN.md section 6; the worker side comes
- * with `surge worker`).
+/* The job queue (DESIGN.md sections 6 and 8): producer and consumer sides.
  *
- * A job is produced inside the caller's own write transaction on the
- * database that holds the data it is about (a transactional outbox): the
- * job exists if and only if that transaction commits, so an order can never
- * exist without its confirmation job, nor a job without its order. Drivers
- * (one ops table each, registered in queue.c): `sqlite`, the `jobs` table of
- * the user's shard, which the embedded worker reads; a Redis Streams driver
- * will relay the same outbox rows into a stream. Calls are blocking (worker
- * threads). */
+ * Producer. A job is produced inside the caller's own write transaction on
+ * the database that holds the data it is about (a transactional outbox):
+ * the job exists if and only if that transaction commits, so an order can
+ * never exist without its confirmation job, nor a job without its order.
+ *
+ * Consumer (`surge worker`, `surge jobs`). At-least-once delivery with
+ * leases: claim() hands out up to N due jobs, each with a lease (until
+ * lease_until_ms) and a fencing token; the token changes every time the job
+ * changes hands (claim, retry, release, lease expiry), and every settle or
+ * renewal names the token it holds, so one made with a stale token is
+ * refused (-ESTALE) and changes nothing: two workers never both complete a
+ * job. A job whose lease expired is taken back by the next claim() on any
+ * worker and counts as a failed attempt.
+ *
+ * States: ready (due), delayed (run_at in the future: enqueued for later or
+ * waiting for a retry), running (claimed, leased), done, dead (failed
+ * max_attempts times, or failed permanently; payload, last error and the
+ * history of its failed attempts are kept). Within the due jobs, a higher
+ * priority goes first, then enqueue order. A job may carry a unique key:
+ * while a job with that key is ready, delayed or running, enqueueing
+ * another is a no-op reported as QUEUE_DUPLICATE.
+ *
+ * Drivers (one ops table each, registered in queue.c): `sqlite`, the
+ * `jobs` table of each shard of the store (the outbox itself is the queue);
+ * the interface keeps driver-neutral shapes (text ids, explicit tokens) so
+ * a Redis Streams driver can sit behind it. Calls are blocking: run them on
+ * worker threads, one connection per thread. */
 #ifndef SURGE_JOBS_QUEUE_H
 #define SURGE_JOBS_QUEUE_H
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/buf.h"
 #include "data/store.h"
 
-#define QUEUE_KIND_MAX    64
-#define QUEUE_PAYLOAD_MAX (64 * 1024)
+#define QUEUE_KIND_MAX         64
+#define QUEUE_NAME_MAX         64
+#define QUEUE_UNIQUE_MAX       200
+#define QUEUE_PAYLOAD_MAX      (64 * 1024)
+#define QUEUE_ID_MAX           32
+#define QUEUE_ERROR_MAX        300 /* an attempt's error text is cut to this */
+#define QUEUE_ATTEMPTS_MAX     100
+#define QUEUE_DEFAULT_ATTEMPTS 8
+#define QUEUE_CLAIM_MAX        256 /* jobs per claim() call */
+#define QUEUE_DUPLICATE        1   /* enqueue: a pending job has the unique key */
 
 struct queue_job {
-    const char *kind;    /* e.g. "order_confirmation": 1..QUEUE_KIND_MAX bytes */
-    const char *payload; /* JSON text */
-    size_t payload_len;  /* <= QUEUE_PAYLOAD_MAX */
-    uint64_t run_at_ms;  /* not before (wall-clock ms): delayed jobs */
+    const char *kind;       /* e.g. "order_confirmation": 1..QUEUE_KIND_MAX bytes */
+    const char *payload;    /* JSON text */
+    size_t payload_len;     /* <= QUEUE_PAYLOAD_MAX */
+    uint64_t run_at_ms;     /* not before (wall-clock ms): delayed jobs */
+    const char *queue;      /* NULL: "default" */
+    int priority;           /* higher first; 0 default */
+    const char *unique_key; /* NULL: none */
+    unsigned max_attempts;  /* 0: QUEUE_DEFAULT_ATTEMPTS; at most QUEUE_ATTEMPTS_MAX */
 };
 
 struct queue_producer_driver {
     const char *name; /* URL scheme */
     /* Add job in the write transaction the caller has open on db (through
-     * store driver sd). 0; -EINVAL for a job outside the limits; another
-     * negative store error (the caller rolls back). */
+     * store driver sd). 0 (also when a pending job holds the same unique
+     * key: then nothing is added); -EINVAL for a job outside the limits;
+     * another negative store error (the caller rolls back). */
     int (*enqueue_tx)(const struct store_driver *sd, struct store_db *db,
                       const struct queue_job *job, uint64_t now_ms);
 };
 
 /* The producer driver for url ("sqlite:"), or NULL. */
 const struct queue_producer_driver *queue_producer_find(const char *url);
+
+/* ---- consumer side ---- */
+
+/* A claimed job; payload is malloc'd (queue_claimed_clear frees it). */
+struct queue_claimed {
+    char id[QUEUE_ID_MAX];
+    char kind[QUEUE_KIND_MAX + 1];
+    char queue[QUEUE_NAME_MAX + 1];
+    char *payload;
+    size_t payload_len;
+    uint64_t token;
+    unsigned attempts; /* including this one */
+    unsigned max_attempts;
+    uint64_t created_ms, due_ms, lease_until_ms;
+};
+
+void queue_claimed_clear(struct queue_claimed *j);
+
+struct queue_claim_req {
+    uint64_t now_ms;
+    uint64_t lease_ms;
+    const char *worker;        /* who claims: "host:pid", recorded with the job */
+    const char *const *queues; /* NULL/0: every queue */
+    unsigned nqueues;
+    uint64_t backoff_base_ms, backoff_cap_ms; /* for jobs whose lease expired */
+};
+
+struct queue_claim_stats {
+    unsigned expired;      /* leases found expired and taken back */
+    unsigned expired_dead; /* ... of which went dead (no attempts left) */
+    uint64_t next_due_ms;  /* earliest run_at of a delayed job in the shards visited; 0 none */
+};
+
+enum queue_outcome {
+    QUEUE_ACK,     /* done */
+    QUEUE_RETRY,   /* failed: delayed until retry_at_ms */
+    QUEUE_DEAD,    /* failed for good */
+    QUEUE_RELEASE, /* handed back unrun (shutdown): ready now, the attempt not counted */
+};
+
+struct queue_settle {
+    const char *id;
+    uint64_t token;
+    enum queue_outcome how;
+    uint64_t retry_at_ms; /* QUEUE_RETRY */
+    const char *error;    /* RETRY / DEAD: why (cut to QUEUE_ERROR_MAX) */
+    unsigned attempt;     /* RETRY / DEAD: the attempt that failed (history) */
+    uint64_t started_ms;  /* RETRY / DEAD: when it started (history) */
+    const char *worker;   /* RETRY / DEAD: who ran it (history) */
+    int result;           /* out: 0, -ESTALE (token no longer current), or negative */
+};
+
+struct queue_renew {
+    const char *id;
+    uint64_t token;
+    int result; /* out: 0 or -ESTALE */
+};
+
+struct queue_stats {
+    uint64_t ready, delayed, running, done, dead;
+    double oldest_ready_age_s; /* 0 when nothing is ready */
+};
+
+struct queue_conn; /* driver-defined: one thread's connection */
+
+/* A filter for list / purge. */
+struct queue_filter {
+    const char *state; /* NULL: any */
+    const char *queue; /* NULL: any */
+    unsigned limit;    /* list: at most this many (newest first) */
+};
+
+struct queue_consumer_driver {
+    const char *name; /* URL scheme */
+    /* Open a connection for url on the store layout (sqlite: the shards of
+     * the layout; the shard count comes from the store itself once it
+     * exists, see queue_sqlite.c). 0, or negative with err set. */
+    int (*open)(const char *url, const struct store_layout *layout, struct queue_conn **out,
+                char *err, size_t errlen);
+    void (*close)(struct queue_conn *c);
+    /* Enqueue outside any caller transaction. 0 added (id written), or
+     * QUEUE_DUPLICATE (id = the pending job holding the key), or negative
+     * (-EINVAL outside the limits, -ENOENT the store does not exist yet). */
+    int (*enqueue)(struct queue_conn *c, const struct queue_job *job, uint64_t now_ms, char *id,
+                   size_t idlen);
+    /* Take back expired leases, make due delayed jobs ready, then claim up
+     * to max (<= QUEUE_CLAIM_MAX) ready jobs into out[]. Number claimed, or
+     * negative. st (may be NULL) receives what happened to expired leases. */
+    int (*claim)(struct queue_conn *c, const struct queue_claim_req *req, struct queue_claimed *out,
+                 unsigned max, struct queue_claim_stats *st);
+    /* Settle n jobs (batched per database); each item's result is set.
+     * 0, or negative when the store failed (results then undefined: the
+     * leases will expire and the jobs run again). */
+    int (*settle)(struct queue_conn *c, struct queue_settle *s, unsigned n, uint64_t now_ms);
+    /* Extend n leases to lease_until_ms; each item's result is set. */
+    int (*renew)(struct queue_conn *c, struct queue_renew *r, unsigned n, uint64_t lease_until_ms);
+    int (*stats)(struct queue_conn *c, uint64_t now_ms, struct queue_stats *out);
+    /* Append a JSON array of jobs (summaries) matching f to out. */
+    int (*list)(struct queue_conn *c, const struct queue_filter *f, uint64_t now_ms,
+                struct buf *out);
+    /* Append one job as a JSON object (with payload and history). 0 or -ENOENT. */
+    int (*show)(struct queue_conn *c, const char *id, struct buf *out);
+    /* Make a dead job (id) or every dead job (id NULL) ready again with a
+     * fresh attempt count; *count = jobs replayed. -ENOENT: id is not dead. */
+    int (*retry)(struct queue_conn *c, const char *id, uint64_t now_ms, unsigned *count);
+    /* Delete the jobs in state ("dead" or "done"); *count = deleted. Job
+     * ids are never reused (mail files are named by them): a driver may keep
+     * a row to guarantee it (sqlite keeps the newest job of each shard). */
+    int (*purge)(struct queue_conn *c, const char *state, unsigned *count);
+    /* A directory whose files change when a job may have been enqueued
+     * (watched with inotify by the worker to wake at once), or NULL when
+     * the driver has no such thing. */
+    const char *(*watch_dir)(struct queue_conn *c);
+};
+
+/* The consumer driver for url ("sqlite:"), or NULL. */
+const struct queue_consumer_driver *queue_consumer_find(const char *url);
+
+/* Retry delay after failed attempt n (1-based): exponential backoff with
+ * full jitter, uniform in [0, min(cap_ms, base_ms * 2^(n-1))]; rnd is a
+ * uniform 64-bit random value supplied by the caller (tests pass fixed ones). */
+uint64_t queue_backoff_ms(unsigned attempt, uint64_t base_ms, uint64_t cap_ms, uint64_t rnd);
+
+/* Is state one of the five job states? */
+int queue_state_valid(const char *state);
 
 #endif
