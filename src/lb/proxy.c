@@ -94,6 +94,8 @@ void proxy_worker_free(struct lb_worker *w)
 void client_log(const struct client *c, const struct backend *b, int level, const char *action,
                 const char *msg)
 {
+    if (level > log_level_g)
+        return;
     char peer[INET6_ADDRSTRLEN + 8];
     snprintf(peer, sizeof peer, "%s:%u", c->ip, (unsigned)c->port);
     struct log_ctx ctx = {peer, b ? b->address : NULL, action};
@@ -143,6 +145,8 @@ static int client_reading_want(const struct client *c)
     case TX_RESPOND:
         /* The next request may come (pipelining), or the client's close. */
         return !(t->flags & TF_ABANDONED);
+    case TX_END:
+        return !(t->flags & TF_CLOSE); /* the connection moves on */
     default:
         return 0;
     }

@@ -103,19 +103,19 @@ enum txn_state {
 
 /* Facts about a transaction that are not states: each is a property of the
  * messages or of a pending write, never a substitute for a state. */
-#define TF_REQ_DONE     0x01u /* the whole request went to the upstream */
-#define TF_RESP_DONE    0x02u /* the response is parsed: finish when the write is out */
-#define TF_CLOSE        0x04u /* the connection closes after this exchange */
-#define TF_WRITING      0x08u /* a write to the client is pending */
-#define TF_STARTED      0x10u /* a response byte went to the client */
-#define TF_STALE_RETRY  0x20u /* replayed once after a stale pooled connection */
-#define TF_ABANDONED    0x40u /* an early answer came: the rest of the body is not sent */
-#define TF_IN_FLIGHT    0x80u /* counted in stats.in_flight */
-#define TF_REPLAYABLE   0x100u /* no body and safe to repeat (idempotent or keyed) */
-#define TF_IDEMPOTENT   0x200u /* no body and an idempotent method */
-#define TF_HEAD_METHOD  0x400u /* the method is HEAD */
-#define TF_HEAD_DONE    0x800u /* the request head was parsed */
-#define TF_HEAD_OUT     0x1000u /* the rewritten head is on its way upstream */
+#define TF_REQ_DONE    0x01u   /* the whole request went to the upstream */
+#define TF_RESP_DONE   0x02u   /* the response is parsed: finish when the write is out */
+#define TF_CLOSE       0x04u   /* the connection closes after this exchange */
+#define TF_WRITING     0x08u   /* a write to the client is pending */
+#define TF_STARTED     0x10u   /* a response byte went to the client */
+#define TF_STALE_RETRY 0x20u   /* replayed once after a stale pooled connection */
+#define TF_ABANDONED   0x40u   /* an early answer came: the rest of the body is not sent */
+#define TF_IN_FLIGHT   0x80u   /* counted in stats.in_flight */
+#define TF_REPLAYABLE  0x100u  /* no body and safe to repeat (idempotent or keyed) */
+#define TF_IDEMPOTENT  0x200u  /* no body and an idempotent method */
+#define TF_HEAD_METHOD 0x400u  /* the method is HEAD */
+#define TF_HEAD_DONE   0x800u  /* the request head was parsed */
+#define TF_HEAD_OUT    0x1000u /* the rewritten head is on its way upstream */
 
 struct upstream;
 
@@ -164,8 +164,8 @@ struct upstream {
     uv_connect_t creq;
     uv_write_t wreq;
     struct lb_worker *w;
-    struct backend *b; /* referenced while the connection exists */
-    struct txn *t;     /* NULL while idle */
+    struct backend *b;     /* referenced while the connection exists */
+    struct txn *t;         /* NULL while idle */
     struct list idle_link; /* in b->per_thread[w->id].idle */
     struct list wlink;     /* in the worker's idle list */
     unsigned flags;
@@ -210,7 +210,7 @@ void client_timer(struct client *c, uint64_t ms);
  * the client is gone (the connection was closed). */
 int client_write(struct txn *t, uv_buf_t *bufs, unsigned n);
 void client_log(const struct client *c, const struct backend *b, int level, const char *action,
-              const char *msg);
+                const char *msg);
 
 /* ---- proxy_txn.c: the transaction state machine -------------------------- */
 

@@ -252,7 +252,6 @@ int msg_build_response_head(struct txn *t)
     return rc ? -ENOBUFS : 0;
 }
 
-
 int msg_has_idempotency_key(const struct txn *t)
 {
     const struct http_msg *m = &t->req;

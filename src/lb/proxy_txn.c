@@ -174,6 +174,16 @@ void txn_set_state(struct txn *t, enum txn_state to)
         stat_add(&w->stats.in_flight, 1);
     }
     t->state = to;
+    if (to == TX_END) {
+        if (t->flags & TF_IN_FLIGHT) {
+            t->flags &= ~TF_IN_FLIGHT;
+            stat_add(&w->stats.in_flight, -1);
+        }
+        if (t->exclude) {
+            pool_unref(t->exclude);
+            t->exclude = NULL;
+        }
+    }
     if (!c)
         return; /* detached: no timer, no reading */
 
@@ -226,14 +236,6 @@ void txn_set_state(struct txn *t, enum txn_state to)
         break;
     case TX_END:
         uv_timer_stop(&c->timer);
-        if (t->flags & TF_IN_FLIGHT) {
-            t->flags &= ~TF_IN_FLIGHT;
-            stat_add(&w->stats.in_flight, -1);
-        }
-        if (t->exclude) {
-            pool_unref(t->exclude);
-            t->exclude = NULL;
-        }
         break;
     }
     client_reading_update(c);
