@@ -224,6 +224,8 @@ void txn_set_state(struct txn *t, enum txn_state to);
 /* Step t: STEP_WAIT (waiting for an event), STEP_END (t is TX_END: the
  * connection moves on), STEP_GONE (the connection closed). */
 int txn_step(struct txn *t);
+/* TX_SEND: measure the body's pace from now (after a 100 Continue). */
+void txn_body_restart(struct txn *t);
 /* Timer fired while t owns the connection. */
 void txn_timeout(struct txn *t);
 /* Answer with our own error: TX_LOCAL. */

@@ -140,6 +140,13 @@ static void arm_body_timer(struct txn *t)
     client_timer(t->c, deadline > now ? deadline - now : 0);
 }
 
+void txn_body_restart(struct txn *t)
+{
+    t->body_t0_ms = t->body_last_ms = uv_now(&t->w->loop);
+    t->body_bytes = t->body_stall_ms = 0;
+    arm_body_timer(t);
+}
+
 static void queue_schedule(struct lb_worker *w, uint64_t delay_ms)
 {
     uv_timer_start(&w->queue_timer, proxy_queue_tick, delay_ms, QUEUE_POLL_MS);

@@ -369,7 +369,11 @@ int up_pump_response(struct txn *t)
         if (ev != HTTP_EV_DONE)
             continue;
         if (interim) {
-            /* 1xx done: the final response follows on the same connection. */
+            /* 1xx done: the final response follows on the same connection.
+             * A client that waited for "100 Continue" starts its body now:
+             * its pace is measured from here. */
+            if (t->state == TX_SEND)
+                txn_body_restart(t);
             http_msg_reset(&t->resp);
             t->resp.request_was_head = (t->flags & TF_HEAD_METHOD) != 0;
             if (t->flags & TF_WRITING)
