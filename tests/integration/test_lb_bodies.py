@@ -331,3 +331,79 @@ def test_body_at_a_fair_rate_passes_the_grace(start_upstreams, start_lb):
     slow_sender(lb.port, head, [b"y" * 100] * 20, 0.1, out)
     assert out["reply"].startswith(b"HTTP/1.1 200"), out
     assert b'"length": 2000' in out["reply"], out
+
+
+# ---- 100-continue and the accounting of abandoned requests ------------------------------
+class ContinueBackend(RecordingBackend):
+    """Answers "100 Continue" after the head, then 200 with the body length."""
+
+    def handle(self, c):
+        c.settimeout(5)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                d = c.recv(65536)
+                if not d:
+                    return
+                data += d
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))
+            c.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            while len(body) < length:
+                d = c.recv(65536)
+                if not d:
+                    return
+                body += d
+            reply = b"%d" % len(body)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(reply), reply))
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+
+def test_expect_100_continue_goes_through(start_lb):
+    be = ContinueBackend(b"")
+    try:
+        # The body starts after the 100: the pace is measured from there.
+        lb = start_lb("--body-min-rate", "100", "--body-rate-grace", "300", backends=[be.addr])
+        s = socket.create_connection(("127.0.0.1", lb.port))
+        s.settimeout(5)
+        s.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n"
+                  b"Connection: close\r\n\r\n")
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            interim += s.recv(65536)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n"), interim
+        s.sendall(b"hello")
+        got = interim.partition(b"\r\n\r\n")[2] + read_until_close(s)
+        assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"\r\n\r\n5"), got
+    finally:
+        be.close()
+
+
+def test_abandoned_requests_leave_nothing_in_flight(start_upstreams, start_lb):
+    """Clients that vanish mid-upload or before the answer: once they are
+    gone, the in-flight gauge is back to zero (every transaction ended)."""
+    (a,) = start_upstreams("a", delay_ms=300)
+    lb = start_lb(admin=True, backends=[a])
+    socks = []
+    for i in range(10):
+        s = socket.create_connection(("127.0.0.1", lb.port))
+        if i % 2:
+            s.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+        else:
+            s.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        socks.append(s)
+    time.sleep(0.1)
+    for s in socks:
+        s.close()
+    deadline = time.monotonic() + 5
+    while True:
+        text = lb.metrics()
+        m = re.search(r"^surge_lb_requests_in_flight (\d+)", text, re.M)
+        if m and m.group(1) == "0":
+            break
+        assert time.monotonic() < deadline, m.group(0) if m else text[:500]
+        time.sleep(0.1)
+    assert lb.get("/").status == 200
