@@ -259,7 +259,7 @@ static int on_response_head(struct txn *t)
         txn_up_failed(t, "response head too large");
         return -1;
     }
-    if ((m->flags & HTTP_F_CHUNKED) && !t->resp_frame)
+    if ((m->flags & HTTP_F_CHUNKED) && !(m->flags & HTTP_F_NO_BODY) && !t->resp_frame)
         t->resp_frame = frame_get(w);
     txn_set_state(t, TX_RESPOND);
     return 0;

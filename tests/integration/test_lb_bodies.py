@@ -407,3 +407,16 @@ def test_abandoned_requests_leave_nothing_in_flight(start_upstreams, start_lb):
         assert time.monotonic() < deadline, m.group(0) if m else text[:500]
         time.sleep(0.1)
     assert lb.get("/").status == 200
+
+
+def test_head_answered_with_chunked_framing_has_no_body(start_upstreams, start_lb):
+    """A HEAD answer that announces a chunked body carries none: nothing is
+    invented for it and the connection goes on."""
+    (a,) = start_upstreams("a")
+    lb = start_lb(backends=[a])
+    with lb.conn() as c:
+        t0 = time.monotonic()
+        resp = c.request("HEAD", "/bytes?n=100&chunked=1")
+        assert resp.status == 200 and resp.body == b"", resp
+        assert c.request("GET", "/").body == b"a"
+        assert time.monotonic() - t0 < 2.0
