@@ -9,6 +9,8 @@
 #   BENCH_IDLE_CONNS  idle keep-alive connections for the memory test (default 7000)
 #   BENCH_IDLE_REQUESTS  requests each of them sends before going idle (default 1;
 #                     0 = connections that never sent one)
+#   BENCH_ONLY        "idle": only the idle-connection memory test, printed to
+#                     stdout (docs untouched; it is memory-bound, not CPU-bound)
 #   BENCH_DOC         markdown file to update (default docs/benchmarks.md; "-" = stdout only)
 #   BENCH_KEEP        directory to copy the raw results into (wrk outputs, TSVs, logs)
 #
@@ -27,6 +29,7 @@ ROUNDS=${BENCH_ROUNDS:-5}
 DURATION=${BENCH_DURATION:-5}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-7000}
 IDLE_REQUESTS=${BENCH_IDLE_REQUESTS:-1}
+ONLY=${BENCH_ONLY:-all}
 DOC=${BENCH_DOC:-docs/benchmarks.md}
 SURGE=${SURGE_BIN:-build/surge}
 PY=/usr/bin/python3
@@ -48,6 +51,7 @@ die() { log "error: $*"; exit 2; }
 for v in ROUNDS DURATION IDLE_CONNS; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "BENCH_$v must be a positive integer (got '${!v}')"
 done
+[ "$ONLY" = all ] || [ "$ONLY" = idle ] || die "BENCH_ONLY must be idle (got '$ONLY')"
 [[ $IDLE_REQUESTS =~ ^[0-9]+$ ]] || die "BENCH_IDLE_REQUESTS must be a number (got '$IDLE_REQUESTS')"
 for c in nginx haproxy wrk taskset curl ss pgrep; do
     command -v "$c" >/dev/null || die "$c not found (scripts/deps.sh bench installs nginx-light haproxy wrk)"
@@ -263,6 +267,7 @@ run_one() {   # ROUND TARGET THREADS CONNS
         "$r" "$t" "$n" "$c" "$rps" "$p99" "${err:-?}" >&2
 }
 
+if [ "$ONLY" = all ]; then
 # ---------------------------------------------------------------- throughput
 log "matrix: ${ROUNDS} rounds x threads {${THREADS_LIST[*]}} x conns {${CONNS_LIST[*]}} x {${TARGETS[*]}}, ${WARMUP}s warm-up + ${DURATION}s each"
 verified=0
@@ -302,6 +307,7 @@ if start_surge 2; then
 else
     REUSE_STATUS=$SURGE_STATUS
 fi
+fi # ONLY=all
 
 # ---------------------------------------------------------------- idle memory
 MEM=$TMP/memory.tsv
@@ -368,6 +374,13 @@ mem_one() {   # TARGET
 log "idle-connection memory: $IDLE_CONNS connections, threads 2"
 mem_one haproxy
 mem_one surge
+if [ "$ONLY" = idle ]; then
+    awk -F'\t' -v req="$IDLE_REQUESTS" 'NR > 1 && $4 > 0 {
+        printf "%s: %d idle connections after %d request(s) each, RSS %d -> %d kB: %d B per connection (alive at end %s)\n",
+               $1, $4, req, $5, $6, ($6 - $5) * 1024 / $4, $7 }
+        NR > 1 && $4 == 0 { printf "%s: %s\n", $1, $8 }' "$MEM"
+    exit "$SURGE_EVER_FAILED"
+fi
 
 # ---------------------------------------------------------------- report
 cmd="BENCH_ROUNDS=$ROUNDS BENCH_DURATION=$DURATION scripts/bench-lb.sh"
