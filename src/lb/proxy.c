@@ -82,8 +82,10 @@ void proxy_worker_free(struct lb_worker *w)
         buf_free(&pw->txns[i]->out);
         free(pw->txns[i]);
     }
-    for (unsigned i = 0; i < pw->nframes; i++)
+    for (unsigned i = 0; i < pw->nframes; i++) {
+        buf_free(&pw->frames[i]->trailers);
         free(pw->frames[i]);
+    }
     free(pw->discard);
     free(pw);
     w->proxy = NULL;

@@ -81,6 +81,7 @@ struct frame {
     uint32_t plen[FRAME_SLOTS];
     char text[FRAME_SLOTS][16]; /* "\r\n" (after the previous piece) + size + "\r\n" */
     char tail[8];               /* "\r\n" after the last piece, then the last chunk */
+    struct buf trailers;        /* "name: value\r\n" lines kept for the last chunk */
     unsigned n;
     int overflow;
     uv_buf_t iov[2 * FRAME_SLOTS + 3];
@@ -193,22 +194,34 @@ static inline struct proxy_worker *PW(struct lb_worker *w)
 
 /* ---- proxy.c: connections -------------------------------------------------- */
 
+/* A 16 KiB read buffer from the worker's cache (or malloc); px_rbuf_put gives
+ * one back (NULL is fine; a grown buffer, cap != RBUF_SIZE, is freed). */
 char *px_rbuf_get(struct lb_worker *w);
 void px_rbuf_put(struct lb_worker *w, char *p, size_t cap);
-/* Grow-on-demand read room for a head (up to RBUF_HEAD_MAX) or a body. */
+/* Room to read into for a libuv alloc callback: a cached buffer on demand,
+ * grown once to RBUF_HEAD_MAX only while a head (in_head) fills it. *out may
+ * be empty (len 0) when the buffer is full: the caller stops reading first. */
 void px_read_room(struct lb_worker *w, char **rbuf, size_t *rlen, size_t *rpos, size_t *rcap,
                   int in_head, uv_buf_t *out);
-/* Start or stop reading the client as its state wants (client_reading_want). */
+/* Start or stop reading the client as its state wants. Any state. */
 void client_reading_update(struct client *c);
-/* Close at once (client gone, fatal error). Safe to call twice. */
+/* Close at once (client gone, fatal error): the transaction is detached (its
+ * backend, upstream and queue slot let go) and freed with the connection in
+ * the close callbacks. Safe to call twice. */
 void client_close(struct client *c);
-/* Step the connection until it waits for an event (the only driver). */
+/* The only driver: step the connection's transactions until one waits for
+ * an event, then idle, linger or close. Called by libuv callbacks only (never
+ * from below itself). */
 void client_run(struct client *c);
-/* Arm the connection's timer. */
+/* Arm the connection's one timer (txn_set_state and the re-arms of a state's
+ * own deadline). */
 void client_timer(struct client *c, uint64_t ms);
-/* Write to the client from t (t->wreq). 0 written, 1 pending (TF_WRITING), <0
- * the client is gone (the connection was closed). */
+/* Write to the client with t->wreq; the data must live until the write
+ * completes (t's buffers do). 0 written, 1 pending (TF_WRITING set), <0 the
+ * client is gone (the connection was closed: check t->c). */
 int client_write(struct txn *t, uv_buf_t *bufs, unsigned n);
+/* One log line with the client's address, b's (may be NULL) and the action;
+ * nothing is formatted when the level is off. */
 void client_log(const struct client *c, const struct backend *b, int level, const char *action,
                 const char *msg);
 
@@ -217,24 +230,37 @@ void client_log(const struct client *c, const struct backend *b, int level, cons
 /* Results of stepping a transaction. */
 enum { STEP_WAIT, STEP_END, STEP_GONE };
 
+/* A transaction for c from the worker's pool, in TX_HEAD (the caller enters
+ * it with txn_set_state). Never fails (allocation failure aborts). */
 struct txn *txn_new(struct client *c);
-/* Give t back to the pool: no backend, no upstream, no pending write. */
+/* Give t back to the pool. Precondition: TX_END, no backend, no upstream,
+ * no pending write. */
 void txn_free(struct lb_worker *w, struct txn *t);
+/* The one transition function (see proxy_txn.c). In: any state but TX_END.
+ * With t->c NULL (detached) it only does the accounting. */
 void txn_set_state(struct txn *t, enum txn_state to);
-/* Step t: STEP_WAIT (waiting for an event), STEP_END (t is TX_END: the
- * connection moves on), STEP_GONE (the connection closed). */
+/* Step t as far as the bytes at hand allow: STEP_WAIT (waiting for an
+ * event), STEP_END (t is TX_END: the connection moves on), STEP_GONE (the
+ * connection closed). */
 int txn_step(struct txn *t);
 /* TX_SEND: measure the body's pace from now (after a 100 Continue). */
 void txn_body_restart(struct txn *t);
-/* Timer fired while t owns the connection. */
+/* The connection's timer fired while t owns it: the deadline of t's state
+ * passed. Out: a failure state, a retry, or the connection closed. */
 void txn_timeout(struct txn *t);
-/* Answer with our own error: TX_LOCAL. */
+/* Answer with our own error (status, JSON {"error": reason}; reason is a
+ * static string without quotes). Out: TX_LOCAL; keep-alive only for a 429 or
+ * 5xx to a whole request. */
 void txn_reject(struct txn *t, int status, const char *reason);
-/* The connection is closing: drop the backend, upstream, queue slot. */
+/* The connection is closing: let go of the upstream, the backend and the
+ * queue slot. Out: TX_END, t->c NULL. */
 void txn_detach(struct txn *t);
-/* The upstream failed before or while answering: retry, 502 or abort. */
+/* The upstream failed before or while answering (closed, reset, broken
+ * response): counted against the backend, then a replay, a retry, a 502, or
+ * (a response byte already went out) the client connection cut. */
 void txn_up_failed(struct txn *t, const char *reason);
-/* A write to the upstream failed: stop sending, let its answer decide. */
+/* A write to the upstream failed: stop sending, let its answer decide
+ * (RFC 9112 9.5). Not counted against the backend. */
 void txn_up_write_failed(struct txn *t);
 /* How an attempt failed, for the retry decision. */
 enum {
@@ -242,52 +268,94 @@ enum {
     RETRY_LOST,    /* the connection failed: refused, reset, closed before answering */
     RETRY_ANSWERED /* the backend answered 502/503/504 */
 };
+/* Retry elsewhere after a backoff when allowed, else answer status. In:
+ * TX_CONNECT, TX_SEND, TX_WAIT (no response byte sent). Out: TX_BACKOFF or
+ * TX_LOCAL. */
 void txn_retry_or_fail(struct txn *t, int kind, int status, const char *reason);
-/* May another retry start now (under 20% of the requests in flight)? */
+/* May another retry start now (retries under 20% of the requests in flight,
+ * floor 3)? Sums every worker's counters at most once a millisecond. */
 int txn_retry_budget(struct lb_worker *w);
-/* The backend answered: forward it (proxy_up.c calls this). */
+/* Passive health: b failed a request (lost: the connection failed, else it
+ * answered 5xx or too slowly). */
 void txn_backend_failed(struct lb_worker *w, struct backend *b, int lost);
-/* Attach t to backend b: pooled upstream (TX_SEND) or a new one (TX_CONNECT). */
+/* Send t to b (its slot taken by pool_pick): a pooled upstream connection
+ * (TX_SEND) or a new one (TX_CONNECT); a connect that cannot start retries
+ * or fails like a refused one. */
 void txn_attach(struct txn *t, struct backend *b);
-/* Count a response class (0 = aborted). */
+/* Count a response by status class (0 = aborted) in the worker's stats. */
 void txn_count_response(struct lb_worker *w, int status);
+/* Add d to a per-worker counter (written by its own thread only, read by
+ * others with relaxed atomics). */
 void stat_add(uint64_t *v, int64_t d);
 
 /* ---- proxy_up.c: upstream connections ------------------------------------- */
 
-/* Take an idle pooled connection to b, or NULL. */
+/* Take an idle pooled connection to b of this worker (most recent first), or
+ * NULL. The caller attaches it (up->t, t->up). */
 struct upstream *up_take_idle(struct lb_worker *w, struct backend *b);
-/* Open a new connection to b for t. 0, or <0 when the connect could not start
- * (nothing was allocated then). */
+/* Open a new connection to b for t (attached on success, b referenced). 0,
+ * or <0 when the connect could not start (nothing attached then). */
 int up_open(struct txn *t, struct backend *b);
+/* Close (detaching its transaction, cancelling a pending write); the memory
+ * goes in the close callback. Safe to call twice. */
 void up_close(struct upstream *up);
-/* The exchange is over: back to the idle pool if reusable, else close. */
+/* The exchange is over: detach, then back to the idle pool when reuse, else
+ * close. */
 void up_release(struct txn *t, int reuse);
+/* Start or stop reading as the connection's state wants (stop while the
+ * transaction's response buffer is full). */
 void up_read_update(struct upstream *up);
-/* Write request bytes; 0 done, 1 pending, <0 failed (handled by the caller). */
+/* Write request bytes (data live until the write completes). 0 done or
+ * pending (t->up_writing), <0 failed now: the caller calls
+ * txn_up_write_failed. After a failed write, writes are dropped (0). */
 int up_write(struct txn *t, uv_buf_t *bufs, unsigned n);
-/* Parse and forward what the upstream sent. 1 on progress; the caller checks
- * t->c (NULL: the connection closed). A complete response sets TF_RESP_DONE. */
+/* Parse and forward what the upstream sent, until its bytes are used or a
+ * client write is pending. 1 on progress; the caller checks t->c (NULL: the
+ * connection closed) and t->state. A complete response sets TF_RESP_DONE. */
 int up_pump_response(struct txn *t);
+/* Close idle connections older than UP_IDLE_MAX_MS or to a draining
+ * backend (all of them while stopping). */
 void up_sweep(struct lb_worker *w);
+/* Close every idle connection of the worker (exit). */
 void up_close_all(struct lb_worker *w);
 
 /* ---- proxy_msg.c: heads and framing -------------------------------------- */
 
+/* Rewrite the parsed request head (c->rbuf, t->req) into t->head: hop-by-hop
+ * fields dropped, X-Forwarded-For/-Proto and X-Request-Id added. 0, or
+ * -ENOBUFS past OUT_HEAD_MAX (the caller answers 431). */
 int msg_build_request_head(struct txn *t);
+/* Rewrite the response head (t->rbuf, t->resp) into t->out, with
+ * "Connection: close" when TF_CLOSE. 0 or -ENOBUFS. */
 int msg_build_response_head(struct txn *t);
+/* The key ip_hash and consistent_hash hash for this request (--hash-key),
+ * the client address when the request has none. Reads the head's bytes. */
 uint64_t msg_request_key(struct txn *t);
+/* Does the request carry an Idempotency-Key header? */
 int msg_has_idempotency_key(const struct txn *t);
-/* Feed a chunked body from buf[*pos, len) into f (f->n pieces so far) until
- * f is full or the bytes are used. Returns the parser's event. */
+/* Feed a chunked body from buf[*pos, len) into f (f->n pieces so far) in
+ * slices that cannot bring more than the slots left, until f is full, the
+ * bytes are used or the message ends. *pos advances past what was consumed.
+ * Returns the parser's event (HTTP_EV_ERROR with m->err_*). */
 int frame_feed(struct frame *f, struct http_msg *m, const char *buf, size_t *pos, size_t len);
-/* The iovecs for f's pieces (and the last chunk when `end`), after `first`
- * when not NULL; *n receives the count. f->n is reset; the texts stay valid
- * until the next frame_feed. */
+/* The iovecs for f's pieces (and the last chunk with the kept trailers when
+ * `end`), after `first` when not NULL; *n receives the count. f->n is reset;
+ * the texts stay valid until the next frame_feed. */
 uv_buf_t *frame_iov(struct frame *f, int end, const uv_buf_t *first, unsigned *n);
+/* Keep one trailer field for the last chunk; fields that frame, route or
+ * manage the connection are dropped (RFC 9110 6.5.1). The parser has
+ * checked the field with the head's rules. arg: the frame. */
+void frame_on_trailer(void *arg, const char *name, size_t nlen, const char *value, size_t vlen);
+/* A frame from the worker's pool (empty); frame_put gives it back (NULL is
+ * fine). */
 struct frame *frame_get(struct lb_worker *w);
 void frame_put(struct lb_worker *w, struct frame *f);
-/* The request method's name, as forwarded. */
+/* What the proxy needs to know of a request's method. */
+#define MSG_M_CONNECT    0x1u /* answered 501: the balancer does not tunnel */
+#define MSG_M_HEAD       0x2u /* the response has no body whatever it says */
+#define MSG_M_IDEMPOTENT 0x4u /* RFC 9110 9.2.2: may be repeated after a failure */
+unsigned msg_method_class(const struct http_msg *m);
+/* The request method's name, as forwarded (buf: the bytes m was parsed from). */
 const char *msg_method_name(const struct http_msg *m, const char *buf, size_t *len);
 
 #endif

@@ -261,6 +261,21 @@ int msg_has_idempotency_key(const struct txn *t)
     return 0;
 }
 
+/* The one place that reads the parser's method enum.
+ * TODO(parser merge): HTTP_M_CONNECT and HTTP_M_HEAD, and the idempotence
+ * test on the new enum, once the parser branch lands. */
+unsigned msg_method_class(const struct http_msg *m)
+{
+    unsigned c = 0;
+    if (m->method == HTTP_CONNECT)
+        c |= MSG_M_CONNECT;
+    if (m->method == HTTP_HEAD)
+        c |= MSG_M_HEAD;
+    if (http_method_idempotent(m->method))
+        c |= MSG_M_IDEMPOTENT;
+    return c;
+}
+
 /* The one place that names a request's method for the next hop.
  * TODO(parser merge): return the raw token, m->method_tok, once the parser
  * branch lands; every token method is then forwarded as received. */
@@ -300,6 +315,8 @@ int frame_feed(struct frame *f, struct http_msg *m, const char *buf, size_t *pos
     int ev = HTTP_EV_NEED_MORE;
     m->on_body = frame_on_body;
     m->body_arg = f;
+    /* TODO(parser merge): m->on_trailer = frame_on_trailer; trailers are
+     * dropped until the parser branch brings that callback. */
     while (*pos < len && f->n < FRAME_SLOTS) {
         /* Two pieces are at least 3 framing bytes apart (LF, a digit, LF at
          * the very least), so k pieces span >= 4k - 3 bytes: a slice of
@@ -331,14 +348,22 @@ static size_t put_hex(char *s, uint32_t v)
     return n;
 }
 
-/* The last chunk and the trailer section.
- * TODO(parser merge): trailers are dropped for now; with the parser branch's
- * on_trailer callback they are collected (with the head's field rules) and
- * written here between "0\r\n" and the final CRLF. */
-static size_t frame_last_chunk(struct frame *f, char *s)
+void frame_on_trailer(void *arg, const char *name, size_t nlen, const char *value, size_t vlen)
 {
-    memcpy(s, "0\r\n\r\n", 5);
-    return 5;
+    static const char *const dropped[] = {
+        "content-length", "transfer-encoding", "host", "connection", "keep-alive", "te", "trailer",
+        "upgrade",        "proxy-connection",  NULL};
+    struct frame *f = arg;
+    for (const char *const *d = dropped; *d; d++)
+        if (strlen(*d) == nlen && strncasecmp(name, *d, nlen) == 0)
+            return;
+    size_t before = f->trailers.len;
+    int rc = buf_append(&f->trailers, name, nlen);
+    rc |= buf_append(&f->trailers, ": ", 2);
+    rc |= buf_append(&f->trailers, value, vlen);
+    rc |= buf_append(&f->trailers, "\r\n", 2);
+    if (rc) /* over the cap (the parser's own limit is lower): drop the field */
+        f->trailers.len = before;
 }
 
 uv_buf_t *frame_iov(struct frame *f, int end, const uv_buf_t *first, unsigned *n)
@@ -364,10 +389,21 @@ uv_buf_t *frame_iov(struct frame *f, int end, const uv_buf_t *first, unsigned *n
         f->tail[l++] = '\r';
         f->tail[l++] = '\n';
     }
-    if (end)
-        l += frame_last_chunk(f, f->tail + l);
+    if (end) {
+        /* The last chunk, the trailer section, the final CRLF. */
+        memcpy(f->tail + l, "0\r\n", 3);
+        l += 3;
+        if (!f->trailers.len) {
+            memcpy(f->tail + l, "\r\n", 2);
+            l += 2;
+        }
+    }
     if (l)
         f->iov[k++] = uv_buf_init(f->tail, (unsigned)l);
+    if (end && f->trailers.len) {
+        f->iov[k++] = uv_buf_init(f->trailers.data, (unsigned)f->trailers.len);
+        f->iov[k++] = uv_buf_init((char *)"\r\n", 2);
+    }
     f->n = 0;
     *n = k;
     return f->iov;
@@ -376,7 +412,14 @@ uv_buf_t *frame_iov(struct frame *f, int end, const uv_buf_t *first, unsigned *n
 struct frame *frame_get(struct lb_worker *w)
 {
     struct proxy_worker *pw = PW(w);
-    struct frame *f = pw->nframes ? pw->frames[--pw->nframes] : xmalloc(sizeof *f);
+    struct frame *f;
+    if (pw->nframes) {
+        f = pw->frames[--pw->nframes];
+        buf_reset(&f->trailers);
+    } else {
+        f = xmalloc(sizeof *f);
+        buf_init(&f->trailers, HTTP_DEFAULT_MAX_HEAD);
+    }
     f->n = 0;
     f->overflow = 0;
     return f;
@@ -387,8 +430,12 @@ void frame_put(struct lb_worker *w, struct frame *f)
     struct proxy_worker *pw = PW(w);
     if (!f)
         return;
-    if (pw->nframes < POOL_MAX)
+    if (f->trailers.cap > 4096)
+        buf_free(&f->trailers);
+    if (pw->nframes < POOL_MAX) {
         pw->frames[pw->nframes++] = f;
-    else
-        free(f);
+        return;
+    }
+    buf_free(&f->trailers);
+    free(f);
 }

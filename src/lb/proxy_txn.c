@@ -588,7 +588,8 @@ static void on_request_head(struct txn *t)
     t->flags |= TF_HEAD_DONE;
     t->t_head_us = lb_now_us();
     stat_add(&w->stats.requests, 1);
-    if (m->method == HTTP_CONNECT) {
+    unsigned mc = msg_method_class(m);
+    if (mc & MSG_M_CONNECT) {
         txn_reject(t, 501, "CONNECT is not supported");
         return;
     }
@@ -605,10 +606,10 @@ static void on_request_head(struct txn *t)
     }
     if (!(m->flags & HTTP_F_KEEP_ALIVE) || w->stopping)
         t->flags |= TF_CLOSE;
-    if (m->method == HTTP_HEAD)
+    if (mc & MSG_M_HEAD)
         t->flags |= TF_HEAD_METHOD;
     if (m->flags & HTTP_F_NO_BODY) {
-        if (http_method_idempotent(m->method))
+        if (mc & MSG_M_IDEMPOTENT)
             t->flags |= TF_IDEMPOTENT | TF_REPLAYABLE;
         else if (msg_has_idempotency_key(t))
             t->flags |= TF_REPLAYABLE;

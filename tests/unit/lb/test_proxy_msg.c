@@ -66,6 +66,7 @@ static struct out reframe(const char *in, size_t n, size_t step)
     const char head[] = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
     size_t used;
     memset(&f, 0, sizeof f);
+    buf_init(&f.trailers, 4096);
     http_msg_init(&m, HTTP_REQUEST_KIND);
     cr_assert(eq(int, http_msg_feed(&m, head, 0, sizeof head - 1, &used), HTTP_EV_HEAD));
     int ev = HTTP_EV_NEED_MORE;
@@ -86,6 +87,7 @@ static struct out reframe(const char *in, size_t n, size_t step)
             break;
     }
     cr_assert(eq(int, ev, HTTP_EV_DONE), "the body did not end (step %zu)", step);
+    buf_free(&f.trailers);
     free(rbuf);
     return o;
 }
@@ -109,7 +111,8 @@ static void check_all_chunkings(const char *in, const char *want)
 
 Test(frame, extensions_and_whitespace_are_dropped)
 {
-    check_all_chunkings("5;a=b\r\nhello\r\n6 ; q=\"x y\"\r\n world\r\n0;end\r\n\r\n", "hello world");
+    check_all_chunkings("5;a=b\r\nhello\r\n6 ; q=\"x y\"\r\n world\r\n0;end\r\n\r\n",
+                        "hello world");
 }
 
 Test(frame, upper_case_and_padded_sizes_become_canonical)
@@ -159,4 +162,26 @@ Test(frame, contiguous_pieces_of_one_read_become_one_chunk)
     cr_assert(memcmp(o.p, want_head, sizeof want_head - 1) == 0, "%.8s", o.p);
     cr_assert(eq(sz, o.n, 6 + 10000 + 2 + 5));
     free(o.p);
+}
+
+Test(frame, kept_trailers_follow_the_last_chunk)
+{
+    struct frame f;
+    memset(&f, 0, sizeof f);
+    buf_init(&f.trailers, 4096);
+    frame_on_trailer(&f, "X-Checksum", 10, "abc", 3);
+    frame_on_trailer(&f, "Content-Length", 14, "5", 1); /* framing: dropped */
+    frame_on_trailer(&f, "Connection", 10, "close", 5); /* hop-by-hop: dropped */
+    unsigned k;
+    uv_buf_t *iov = frame_iov(&f, 1, NULL, &k);
+    char out[256];
+    size_t n = 0;
+    for (unsigned i = 0; i < k; i++) {
+        memcpy(out + n, iov[i].base, iov[i].len);
+        n += iov[i].len;
+    }
+    const char want[] = "0\r\nX-Checksum: abc\r\n\r\n";
+    cr_assert(eq(sz, n, sizeof want - 1), "%.*s", (int)n, out);
+    cr_assert(memcmp(out, want, n) == 0, "%.*s", (int)n, out);
+    buf_free(&f.trailers);
 }
