@@ -1,11 +1,13 @@
 #!/usr/bin/python3
 """Open N idle HTTP/1.1 keep-alive connections and hold them.
 
-    idle_conns.py HOST PORT N HOLD_SECONDS [--inflight K] [--timeout S]
+    idle_conns.py HOST PORT N HOLD_SECONDS [--inflight K] [--timeout S] [--requests R]
 
-Each connection sends one `GET / HTTP/1.1` request and reads the complete
-response (Content-Length or chunked); then all connections stay open, idle,
-for HOLD_SECONDS. At most K connections are connecting/awaiting a response at
+Each connection sends R `GET / HTTP/1.1` requests one after the other
+(default 1) and reads each complete response (Content-Length or chunked);
+then all connections stay open, idle, for HOLD_SECONDS. --requests 0 holds
+connections that never sent a request (what a server pays before the first
+request) instead of kept-alive ones (what it pays after a request ended). At most K connections are connecting/awaiting a response at
 any moment (default 200) so the listener's accept backlog is never flooded.
 
 stdout (one line each, flushed):
@@ -55,10 +57,11 @@ def main():
     ap.add_argument("hold", type=float)
     ap.add_argument("--inflight", type=int, default=200)
     ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--requests", type=int, default=1)
     a = ap.parse_args()
 
     sel = selectors.DefaultSelector()
-    state = {}  # sock -> [phase, buffer]; phase: "connect", "read"
+    state = {}  # sock -> [phase, buffer, requests left]; phase: "connect", "read"
     done = []
     failed = 0
     started = 0
@@ -71,7 +74,7 @@ def main():
         if err not in (0, errno.EINPROGRESS):
             s.close()
             return False
-        state[s] = ["connect", b""]
+        state[s] = ["connect", b"", a.requests]
         sel.register(s, selectors.EVENT_WRITE)
         return True
 
@@ -94,6 +97,11 @@ def main():
                     s.close()
                     failed += 1
                     continue
+                if st[2] == 0:  # hold it without a request
+                    sel.unregister(s)
+                    del state[s]
+                    done.append(s)
+                    continue
                 s.sendall(REQUEST)  # 35 bytes into an empty send buffer
                 st[0] = "read"
                 sel.modify(s, selectors.EVENT_READ)
@@ -112,6 +120,11 @@ def main():
                 continue
             st[1] += data
             if response_complete(st[1]):
+                st[2] -= 1
+                if st[2] > 0:
+                    st[1] = b""
+                    s.sendall(REQUEST)
+                    continue
                 sel.unregister(s)
                 del state[s]
                 done.append(s)

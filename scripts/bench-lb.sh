@@ -6,7 +6,11 @@
 # Environment:
 #   BENCH_ROUNDS      interleaved rounds (default 5)
 #   BENCH_DURATION    seconds per measured wrk run, after a 1 s warm-up (default 5)
-#   BENCH_IDLE_CONNS  idle keep-alive connections for the memory test (default 10000)
+#   BENCH_IDLE_CONNS  idle keep-alive connections for the memory test (default 7000)
+#   BENCH_IDLE_REQUESTS  requests each of them sends before going idle (default 1;
+#                     0 = connections that never sent one)
+#   BENCH_ONLY        "idle": only the idle-connection memory test, printed to
+#                     stdout (docs untouched; it is memory-bound, not CPU-bound)
 #   BENCH_DOC         markdown file to update (default docs/benchmarks.md; "-" = stdout only)
 #   BENCH_KEEP        directory to copy the raw results into (wrk outputs, TSVs, logs)
 #
@@ -23,7 +27,9 @@ ROOT=$PWD
 
 ROUNDS=${BENCH_ROUNDS:-5}
 DURATION=${BENCH_DURATION:-5}
-IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
+IDLE_CONNS=${BENCH_IDLE_CONNS:-7000}
+IDLE_REQUESTS=${BENCH_IDLE_REQUESTS:-1}
+ONLY=${BENCH_ONLY:-all}
 DOC=${BENCH_DOC:-docs/benchmarks.md}
 SURGE=${SURGE_BIN:-build/surge}
 PY=/usr/bin/python3
@@ -45,6 +51,8 @@ die() { log "error: $*"; exit 2; }
 for v in ROUNDS DURATION IDLE_CONNS; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "BENCH_$v must be a positive integer (got '${!v}')"
 done
+[ "$ONLY" = all ] || [ "$ONLY" = idle ] || die "BENCH_ONLY must be idle (got '$ONLY')"
+[[ $IDLE_REQUESTS =~ ^[0-9]+$ ]] || die "BENCH_IDLE_REQUESTS must be a number (got '$IDLE_REQUESTS')"
 for c in nginx haproxy wrk taskset curl ss pgrep; do
     command -v "$c" >/dev/null || die "$c not found (scripts/deps.sh bench installs nginx-light haproxy wrk)"
 done
@@ -259,6 +267,7 @@ run_one() {   # ROUND TARGET THREADS CONNS
         "$r" "$t" "$n" "$c" "$rps" "$p99" "${err:-?}" >&2
 }
 
+if [ "$ONLY" = all ]; then
 # ---------------------------------------------------------------- throughput
 log "matrix: ${ROUNDS} rounds x threads {${THREADS_LIST[*]}} x conns {${CONNS_LIST[*]}} x {${TARGETS[*]}}, ${WARMUP}s warm-up + ${DURATION}s each"
 verified=0
@@ -298,6 +307,7 @@ if start_surge 2; then
 else
     REUSE_STATUS=$SURGE_STATUS
 fi
+fi # ONLY=all
 
 # ---------------------------------------------------------------- idle memory
 MEM=$TMP/memory.tsv
@@ -328,7 +338,8 @@ mem_one() {   # TARGET
     before=$(rss_kb "$pid")
     out=$TMP/idle-$t.txt
     : >"$out"
-    taskset -c "$LOAD_CPU" "$PY" bench/idle_conns.py 127.0.0.1 "$port" "$IDLE_CONNS" "$HOLD" >"$out" 2>&1 &
+    taskset -c "$LOAD_CPU" "$PY" bench/idle_conns.py 127.0.0.1 "$port" "$IDLE_CONNS" "$HOLD" \
+        --requests "$IDLE_REQUESTS" >"$out" 2>&1 &
     local hpid=$!
     PIDS+=("$hpid")
     ready=''
@@ -363,10 +374,18 @@ mem_one() {   # TARGET
 log "idle-connection memory: $IDLE_CONNS connections, threads 2"
 mem_one haproxy
 mem_one surge
+if [ "$ONLY" = idle ]; then
+    awk -F'\t' -v req="$IDLE_REQUESTS" 'NR > 1 && $4 > 0 {
+        printf "%s: %d idle connections after %d request(s) each, RSS %d -> %d kB: %d B per connection (alive at end %s)\n",
+               $1, $4, req, $5, $6, ($6 - $5) * 1024 / $4, $7 }
+        NR > 1 && $4 == 0 { printf "%s: %s\n", $1, $8 }' "$MEM"
+    exit "$SURGE_EVER_FAILED"
+fi
 
 # ---------------------------------------------------------------- report
 cmd="BENCH_ROUNDS=$ROUNDS BENCH_DURATION=$DURATION scripts/bench-lb.sh"
-[ "$IDLE_CONNS" != 10000 ] && cmd="BENCH_IDLE_CONNS=$IDLE_CONNS $cmd"
+[ "$IDLE_CONNS" != 7000 ] && cmd="BENCH_IDLE_CONNS=$IDLE_CONNS $cmd"
+[ "$IDLE_REQUESTS" != 1 ] && cmd="BENCH_IDLE_REQUESTS=$IDLE_REQUESTS $cmd"
 [ -n "${MAKELEVEL:-}" ] && cmd="$cmd (via make bench-lb)"
 surge_ver='not run'
 if [ -x "$SURGE" ]; then surge_ver="$("$SURGE" version 2>&1 | head -1 || true) (git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none))"; fi
@@ -382,7 +401,7 @@ if [ -x "$SURGE" ]; then surge_ver="$("$SURGE" version 2>&1 | head -1 || true) (
     echo "command=$cmd"
     # shellcheck disable=SC2028  # the backslash is meant literally
     echo "method=wrk -t$WRK_THREADS pinned to CPU $LOAD_CPU (taskset); balancers and both nginx backends (1 worker each, \`return 200 \"hello\\n\"\`) pinned to CPU $SERVER_CPU; $ROUNDS interleaved rounds (round → balancer threads → connections → targets, target order rotated each round; balancers restarted when the thread count changes); each run a ${WARMUP} s warm-up then \`wrk -t$WRK_THREADS -cC -d${DURATION}s --latency\`; median and min–max over rounds. HAProxy: nbthread N, roundrobin, http-reuse always. nginx: worker_processes N, upstream keepalive 64. surge: \`lb --threads N --algorithm round_robin\`."
-    echo "mem_method=fresh balancer with 2 threads, 1 s wrk warm-up, VmRSS before and 1 s after $IDLE_CONNS client connections each sent one GET and read its response (bench/idle_conns.py, fd limit $FD_LIMIT), held idle ${HOLD} s"
+    echo "mem_method=fresh balancer with 2 threads, 1 s wrk warm-up, VmRSS before and 1 s after $IDLE_CONNS client connections each sent $IDLE_REQUESTS GET(s) and read the response(s) (bench/idle_conns.py, fd limit $FD_LIMIT), held idle ${HOLD} s"
     echo "reuse_method=fresh \`surge lb --threads 2\`, one \`wrk -c64 -d${DURATION}s\` run, counters since start"
     echo "load_start=$LOAD_START"
     echo "load_end=$(cut -d' ' -f1-3 /proc/loadavg)"

@@ -35,6 +35,7 @@ struct lb_config {
     long long eject_after, eject_time_ms, eject_max_ms, slow_start_ms;
     long long timeout_connect_ms, timeout_header_ms, timeout_upstream_ms, timeout_idle_ms;
     long long timeout_body_ms;
+    long long body_min_rate, body_rate_grace_ms; /* request bodies: bytes/s after the grace */
     long long drain_timeout_ms;
     long long backend_max_conns, max_conns, queue_timeout_ms, queue_max;
     long long rate_limit, rate_burst;
@@ -65,6 +66,8 @@ struct lb_stats { /* per worker; written by its thread, read with relaxed atomic
     uint64_t responses[6]; /* by status class 1xx..5xx; [0] = aborted */
 };
 
+struct proxy_worker; /* per-thread proxy state, owned by proxy.c */
+
 struct lb_worker {
     struct lb *lb;
     unsigned id;
@@ -90,6 +93,7 @@ struct lb_worker {
     struct admin *admin;   /* worker 0 only */
     struct drain *drain;   /* set while stopping */
     struct health *health; /* worker 0 only */
+    struct proxy_worker *proxy;
 };
 
 struct lb {
@@ -108,6 +112,7 @@ struct lb {
     struct metrics_registry metrics;
     struct ratelimit ratelimit;
     uint64_t start_ms;
+    uint64_t queued_all; /* (atomic) requests queued on every worker, read per request */
 };
 
 /* Build the balancer from a parsed config: pool, listeners (bound now so

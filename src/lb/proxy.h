@@ -1,13 +1,18 @@
 /* The proxy: client connections, upstream connections and the request
- * state machine between them, on one worker's loop. Everything here runs
- * on the worker's thread; the only shared state is the pool (locked) and
- * backend counters (atomic). */
+ * state machine between them, on one worker's loop (proxy.c, proxy_txn.c,
+ * proxy_up.c, proxy_msg.c; internals in proxy_int.h). Everything here runs
+ * on the worker's thread; the only shared state is the pool (locked),
+ * backend counters and lb->queued_all (atomic). */
 #ifndef SURGE_LB_PROXY_H
 #define SURGE_LB_PROXY_H
 #include <uv.h>
 
 #include "lb/lb.h"
 
+/* Per-thread proxy state (pools of transactions and framing buffers):
+ * created before the worker's loop runs, freed after it stopped. */
+void proxy_worker_init(struct lb_worker *w);
+void proxy_worker_free(struct lb_worker *w);
 /* Listener callback: accept one client on the worker in server->data. */
 void proxy_on_accept(uv_stream_t *server, int status);
 /* Begin a graceful stop: idle clients close now, busy ones after their

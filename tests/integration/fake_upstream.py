@@ -17,6 +17,9 @@ default body is NAME.
 Per-request controls (query string, any path):
     ?delay=MS     sleep before answering          ?status=N   answer with status N
     ?close=1      close the connection without answering
+    ?early=N      answer N (with "Connection: close") as soon as the head is read,
+                  then close without reading the body (a peer with unread
+                  bytes resets: the early answer of RFC 9112 9.5)
 Routes:
     GET  /bytes?n=N[&chunked=1]  N bytes of the pattern (i % 251), streamed
     POST /sha256                 {"sha256": hex, "length": n} of the request body
@@ -317,6 +320,10 @@ class Connection:
         if q.get("close") == "1" or self.server.close:
             self.sock.shutdown(socket.SHUT_RDWR)
             return False
+
+        if "early" in q:
+            self.respond(req, int(q["early"]), b"early answer", False)
+            return False  # closed by run() with the body unread
 
         delay_ms = self.server.delay_ms
         if "delay" in q:
