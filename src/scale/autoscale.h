@@ -35,12 +35,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define AS_MAX_METRICS    8
-#define AS_MAX_POLICIES   4
-#define AS_MAX_WINDOW_S   3600 /* stabilization windows and policy periods are capped here */
-#define AS_HISTORY_SLOTS  4096 /* one slot per second of history (> AS_MAX_WINDOW_S) */
-#define AS_EVENT_SLOTS    256
-#define AS_DEFAULT_TOL    0.1
+#define AS_MAX_METRICS   8
+#define AS_MAX_POLICIES  4
+#define AS_MAX_WINDOW_S  3600 /* stabilization windows and policy periods are capped here */
+#define AS_HISTORY_SLOTS 4096 /* one slot per second of history (> AS_MAX_WINDOW_S) */
+#define AS_EVENT_SLOTS   256
+#define AS_DEFAULT_TOL   0.1
 
 enum as_metric_kind {
     AS_POD_UTILIZATION = 0, /* per pod: usage / limit (0.7 = 70%); target likewise */
@@ -50,9 +50,9 @@ enum as_metric_kind {
 };
 
 enum as_pod_state {
-    AS_POD_READY = 0,   /* serving: its value counts */
+    AS_POD_READY = 0,    /* serving: its value counts */
     AS_POD_STARTING = 1, /* not ready yet: counts as 0 on a scale-up, ignored otherwise */
-    AS_POD_IGNORED = 2, /* draining or being removed: never counts */
+    AS_POD_IGNORED = 2,  /* draining or being removed: never counts */
 };
 
 struct as_pod_sample {
@@ -62,13 +62,13 @@ struct as_pod_sample {
 };
 
 struct as_metric_input {
-    const char *name;                  /* for the decision log ("cpu", "inflight"...) */
-    int kind;                          /* enum as_metric_kind */
-    double target;                     /* > 0 */
-    const struct as_pod_sample *pods;  /* per-pod kinds: npods samples */
+    const char *name;                 /* for the decision log ("cpu", "inflight"...) */
+    int kind;                         /* enum as_metric_kind */
+    double target;                    /* > 0 */
+    const struct as_pod_sample *pods; /* per-pod kinds: npods samples */
     size_t npods;
-    int available;                     /* external kinds: 0 when the value could not be read */
-    double value;                      /* external kinds */
+    int available; /* external kinds: 0 when the value could not be read */
+    double value;  /* external kinds */
 };
 
 struct as_input {
@@ -130,7 +130,7 @@ struct as_decision {
     unsigned stabilized; /* after the stabilization windows */
     unsigned desired;    /* the answer: after policies and bounds */
     struct as_metric_result metrics[AS_MAX_METRICS];
-    const char *reason;  /* static text: why desired is what it is */
+    const char *reason; /* static text: why desired is what it is */
 };
 
 /* Kubernetes' defaults: tolerance 0.1; scale-up without stabilization,

@@ -34,8 +34,8 @@ static struct as_metric_result run_metric(const struct metric_case *c)
     struct as_pod_sample s[8];
     for (size_t i = 0; i < c->npods; i++)
         s[i] = (struct as_pod_sample){c->pods[i].state, c->pods[i].has, c->pods[i].v};
-    struct as_metric_input m = {.name = "m", .kind = c->kind, .target = c->target,
-                                .pods = s, .npods = c->npods};
+    struct as_metric_input m = {
+        .name = "m", .kind = c->kind, .target = c->target, .pods = s, .npods = c->npods};
     return as_metric_propose(&m, c->current, AS_DEFAULT_TOL);
 }
 
@@ -46,29 +46,99 @@ Test(autoscale, per_pod_rules_table)
     static const struct metric_case cases[] = {
         /* The documentation's example: 200m used, 100m wanted -> double. */
         {"200/100 doubles", 100, AS_POD_AVERAGE, 1, {{R, 1, 200}}, 1, 1, 2},
-        {"50/100 halves", 100, AS_POD_AVERAGE, 4, {{R, 1, 50}, {R, 1, 50}, {R, 1, 50}, {R, 1, 50}}, 4, 1, 2},
+        {"50/100 halves",
+         100,
+         AS_POD_AVERAGE,
+         4,
+         {{R, 1, 50}, {R, 1, 50}, {R, 1, 50}, {R, 1, 50}},
+         4,
+         1,
+         2},
         /* Utilization: 2 pods at 140% of a 70% target -> 4. */
         {"cpu 2x target", 0.7, AS_POD_UTILIZATION, 2, {{R, 1, 1.4}, {R, 1, 1.4}}, 2, 1, 4},
         /* Within 10% of the target: no change either way. */
-        {"ratio 1.05 holds", 0.7, AS_POD_UTILIZATION, 3, {{R, 1, 0.735}, {R, 1, 0.735}, {R, 1, 0.735}}, 3, 1, 3},
+        {"ratio 1.05 holds",
+         0.7,
+         AS_POD_UTILIZATION,
+         3,
+         {{R, 1, 0.735}, {R, 1, 0.735}, {R, 1, 0.735}},
+         3,
+         1,
+         3},
         {"ratio 0.95 holds", 100, AS_POD_AVERAGE, 3, {{R, 1, 95}, {R, 1, 95}, {R, 1, 95}}, 3, 1, 3},
-        {"ratio 1.11 scales", 100, AS_POD_AVERAGE, 10, {{R, 1, 111}, {R, 1, 111}, {R, 1, 111}, {R, 1, 111}, {R, 1, 111}, {R, 1, 111}, {R, 1, 111}, {R, 1, 111}}, 8, 1, 9},
+        {"ratio 1.11 scales",
+         100,
+         AS_POD_AVERAGE,
+         10,
+         {{R, 1, 111},
+          {R, 1, 111},
+          {R, 1, 111},
+          {R, 1, 111},
+          {R, 1, 111},
+          {R, 1, 111},
+          {R, 1, 111},
+          {R, 1, 111}},
+         8,
+         1,
+         9},
         /* Draining pods never count. */
         {"ignored pod", 100, AS_POD_AVERAGE, 3, {{R, 1, 200}, {R, 1, 200}, {I, 1, 0}}, 3, 1, 4},
         /* Missing pods on a scale-up count as 0: 2 ready at 200 + 2 silent -> ratio 1.0 -> hold. */
-        {"missing on scale-up use 0", 100, AS_POD_AVERAGE, 4, {{R, 1, 200}, {R, 1, 200}, {R, 0, 0}, {R, 0, 0}}, 4, 1, 4},
+        {"missing on scale-up use 0",
+         100,
+         AS_POD_AVERAGE,
+         4,
+         {{R, 1, 200}, {R, 1, 200}, {R, 0, 0}, {R, 0, 0}},
+         4,
+         1,
+         4},
         /* ... 2 ready at 300 + 1 silent: (600 + 0) / 3 = 200 -> 6. */
-        {"missing on scale-up, still up", 100, AS_POD_AVERAGE, 3, {{R, 1, 300}, {R, 1, 300}, {R, 0, 0}}, 3, 1, 6},
+        {"missing on scale-up, still up",
+         100,
+         AS_POD_AVERAGE,
+         3,
+         {{R, 1, 300}, {R, 1, 300}, {R, 0, 0}},
+         3,
+         1,
+         6},
         /* Missing pods on a scale-down count as at target: 2 at 20 + 2 silent at 100 -> 60 -> 3. */
-        {"missing on scale-down at target", 100, AS_POD_AVERAGE, 4, {{R, 1, 20}, {R, 1, 20}, {R, 0, 0}, {R, 0, 0}}, 4, 1, 3},
+        {"missing on scale-down at target",
+         100,
+         AS_POD_AVERAGE,
+         4,
+         {{R, 1, 20}, {R, 1, 20}, {R, 0, 0}, {R, 0, 0}},
+         4,
+         1,
+         3},
         /* Utilization: a silent pod counts as 100% of its limit, not the 50% target. */
-        {"missing cpu on scale-down at 100%", 0.5, AS_POD_UTILIZATION, 2, {{R, 1, 0.1}, {R, 0, 0}}, 2, 1, 2},
+        {"missing cpu on scale-down at 100%",
+         0.5,
+         AS_POD_UTILIZATION,
+         2,
+         {{R, 1, 0.1}, {R, 0, 0}},
+         2,
+         1,
+         2},
         /* Starting pods on a scale-up count as 0. 1 ready at 300, 2 starting -> 100 -> hold. */
-        {"starting on scale-up use 0", 100, AS_POD_AVERAGE, 3, {{R, 1, 300}, {S, 0, 0}, {S, 0, 0}}, 3, 1, 3},
+        {"starting on scale-up use 0",
+         100,
+         AS_POD_AVERAGE,
+         3,
+         {{R, 1, 300}, {S, 0, 0}, {S, 0, 0}},
+         3,
+         1,
+         3},
         /* ... 1 ready at 600, 1 starting: 300 over 2 -> 6. */
         {"starting, still up", 100, AS_POD_AVERAGE, 2, {{R, 1, 600}, {S, 1, 999}}, 2, 1, 6},
         /* Starting pods are ignored on a scale-down. */
-        {"starting ignored on scale-down", 100, AS_POD_AVERAGE, 3, {{R, 1, 10}, {R, 1, 10}, {S, 0, 0}}, 3, 1, 1},
+        {"starting ignored on scale-down",
+         100,
+         AS_POD_AVERAGE,
+         3,
+         {{R, 1, 10}, {R, 1, 10}, {S, 0, 0}},
+         3,
+         1,
+         1},
         /* No ready pod with a value: the metric cannot propose. */
         {"nothing to average", 100, AS_POD_AVERAGE, 2, {{S, 0, 0}, {R, 0, 0}}, 2, 0, 2},
         /* Folding silent pods in reverses the direction: hold. 1 at 150, 2 silent -> 50 < 1. */
@@ -103,8 +173,11 @@ Test(autoscale, external_metrics_table)
         {"age within tolerance", AS_EXTERNAL_VALUE, 10, 10.5, 1, 2, 2, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        struct as_metric_input m = {.name = "q", .kind = cases[i].kind, .target = cases[i].target,
-                                    .available = cases[i].available, .value = cases[i].value};
+        struct as_metric_input m = {.name = "q",
+                                    .kind = cases[i].kind,
+                                    .target = cases[i].target,
+                                    .available = cases[i].available,
+                                    .value = cases[i].value};
         struct as_metric_result r = as_metric_propose(&m, cases[i].current, AS_DEFAULT_TOL);
         cr_expect_eq(r.valid, cases[i].valid, "%s: valid %d", cases[i].what, r.valid);
         cr_expect_eq(r.proposed, cases[i].want, "%s: proposed %u, want %u", cases[i].what,
@@ -137,8 +210,11 @@ static unsigned step(struct world *w, unsigned current, double each, uint64_t t_
 {
     for (unsigned i = 0; i < current && i < 64; i++)
         w->pods[i] = (struct as_pod_sample){AS_POD_READY, 1, each};
-    w->m[0] = (struct as_metric_input){.name = "inflight", .kind = AS_POD_AVERAGE,
-                                       .target = 100, .pods = w->pods, .npods = current};
+    w->m[0] = (struct as_metric_input){.name = "inflight",
+                                       .kind = AS_POD_AVERAGE,
+                                       .target = 100,
+                                       .pods = w->pods,
+                                       .npods = current};
     struct as_input in = {.current = current, .metrics = w->m, .nmetrics = 1};
     return as_decide(&w->cfg, &w->st, &in, t_ms, d);
 }
@@ -187,7 +263,7 @@ Test(autoscale, stabilization_takes_the_highest_recent_proposal)
     struct world *w = world_new(1, 20);
     w->cfg.down.stabilization_s = 60;
     struct as_decision d;
-    cr_assert_eq(step(w, 10, 100, 0, &d), 10);   /* proposal 10 */
+    cr_assert_eq(step(w, 10, 100, 0, &d), 10);    /* proposal 10 */
     cr_assert_eq(step(w, 10, 60, 20000, &d), 10); /* proposal 6, window max 10 */
     cr_assert_eq(step(w, 10, 30, 61000, &d), 6, "got %u (%s)", d.desired, d.reason);
     /* proposals in the window now: 6 (t=20), 3 (t=61): the highest, 6, wins */
