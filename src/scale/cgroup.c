@@ -96,7 +96,8 @@ static int join(char *out, size_t cap, const char *a, const char *b)
         la--;
     while (*b == '/')
         b++;
-    int n = *b ? snprintf(out, cap, "%.*s/%s", (int)la, a, b) : snprintf(out, cap, "%.*s", (int)la, a);
+    int n =
+        *b ? snprintf(out, cap, "%.*s/%s", (int)la, a, b) : snprintf(out, cap, "%.*s", (int)la, a);
     return n < 0 || (size_t)n >= cap ? -1 : 0;
 }
 

@@ -27,11 +27,11 @@
 #define CG_PERIOD_US 100000 /* the CFS period: 100 ms, the kernel's and Kubernetes' default */
 
 struct cg_sys {
-    int version;               /* 2, 1, or 0 when no usable CPU controller was found */
-    char cpu_base[PATH_MAX];   /* the directory our groups go under (v2: the only one) */
-    char acct_base[PATH_MAX];  /* v1: the cpuacct directory (may equal cpu_base) */
-    char cpu_root[PATH_MAX];   /* after cg_sys_open: cpu_base/NAME */
-    char acct_root[PATH_MAX];  /* after cg_sys_open (v1) */
+    int version;              /* 2, 1, or 0 when no usable CPU controller was found */
+    char cpu_base[PATH_MAX];  /* the directory our groups go under (v2: the only one) */
+    char acct_base[PATH_MAX]; /* v1: the cpuacct directory (may equal cpu_base) */
+    char cpu_root[PATH_MAX];  /* after cg_sys_open: cpu_base/NAME */
+    char acct_root[PATH_MAX]; /* after cg_sys_open (v1) */
     int open;
 };
 

@@ -19,11 +19,11 @@ Test(cgroup, parse_cpu_table)
         int rc;
         unsigned m;
     } cases[] = {
-        {"500m", 0, 500},  {"1", 0, 1000},      {"0.5", 0, 500},   {"1.25", 0, 1250},
-        {"2", 0, 2000},    {"0.001", 0, 1},     {"100m", 0, 100},  {"1000", 0, 1000000},
-        {"", -1, 0},       {"m", -1, 0},        {"0", -1, 0},      {"0m", -1, 0},
-        {"-1", -1, 0},     {"0.0001", -1, 0},   {"1.", -1, 0},     {".5", -1, 0},
-        {"5x", -1, 0},     {"1001", -1, 0},     {"12345678m", -1, 0}, {"1 ", -1, 0},
+        {"500m", 0, 500}, {"1", 0, 1000},    {"0.5", 0, 500},      {"1.25", 0, 1250},
+        {"2", 0, 2000},   {"0.001", 0, 1},   {"100m", 0, 100},     {"1000", 0, 1000000},
+        {"", -1, 0},      {"m", -1, 0},      {"0", -1, 0},         {"0m", -1, 0},
+        {"-1", -1, 0},    {"0.0001", -1, 0}, {"1.", -1, 0},        {".5", -1, 0},
+        {"5x", -1, 0},    {"1001", -1, 0},   {"12345678m", -1, 0}, {"1 ", -1, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         unsigned m = 0;
@@ -148,8 +148,8 @@ Test(cgroup, live_group_throttles_a_busy_process, .timeout = 30)
     cr_assert_eq(rc, 0, "cg_usage_ns: %s", strerror(-rc));
     cr_expect_gt(ns, 10 * 1000 * 1000ull, "the busy child used %llu ns: not accounted",
                  (unsigned long long)ns);
-    cr_expect_lt(ns, 450 * 1000 * 1000ull, "the busy child used %.3f s of CPU in 1.5 s with a 200m limit",
-                 (double)ns / 1e9);
+    cr_expect_lt(ns, 450 * 1000 * 1000ull,
+                 "the busy child used %.3f s of CPU in 1.5 s with a 200m limit", (double)ns / 1e9);
     cr_expect_eq(cg_destroy(&g), 0);
     cg_sys_close(&sys);
 }
