@@ -14,7 +14,7 @@
 #include "base/log.h"
 #include "http/http_client.h"
 
-#define PROBE_EVERY_MS 50
+#define PROBE_EVERY_MS   50
 #define PROBE_TIMEOUT_MS 1000
 
 static uint64_t next_rnd(uint64_t *s)
@@ -193,9 +193,9 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal)
                                    next_rnd(&sv->rnd));
         c->quick_failures++;
         c->restarts++;
-        log_warn("supervisor: %s %u (pid %d) exited (status %lld, signal %d); restarting in %llu ms",
-                 c->spec->name, c->id, (int)pid, (long long)status, term_signal,
-                 (unsigned long long)d);
+        log_warn(
+            "supervisor: %s %u (pid %d) exited (status %lld, signal %d); restarting in %llu ms",
+            c->spec->name, c->id, (int)pid, (long long)status, term_signal, (unsigned long long)d);
         c->state = SV_BACKOFF;
         if (sv->hooks.on_exit)
             sv->hooks.on_exit(c, status, term_signal, 1, sv->hooks.arg);
@@ -457,8 +457,8 @@ void sv_child_stop(struct sv_child *c)
         return;
     }
     uv_process_kill(&c->proc, SIGTERM);
-    uv_timer_start(&c->timer, on_kill_timer, c->spec->stop_grace_ms ? c->spec->stop_grace_ms : 10000,
-                   0);
+    uv_timer_start(&c->timer, on_kill_timer,
+                   c->spec->stop_grace_ms ? c->spec->stop_grace_ms : 10000, 0);
 }
 
 void sv_child_drain(struct sv_child *c)

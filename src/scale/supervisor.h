@@ -44,13 +44,13 @@ struct supervisor;
 
 /* What to run. The strings are the owner's and must outlive the children. */
 struct sv_spec {
-    const char *name;         /* output prefix and cgroup name: "app", "worker", "gateway" */
+    const char *name;              /* output prefix and cgroup name: "app", "worker", "gateway" */
     const char *argv[SV_MAX_ARGS]; /* NULL-terminated; "{port}" in an argument is replaced */
-    int wants_port;           /* pick a free port for each child */
-    const char *ready_path;   /* GET this on the child's port until 200; NULL: ready at spawn */
-    unsigned millicores;      /* CPU limit; 0 = none */
+    int wants_port;                /* pick a free port for each child */
+    const char *ready_path;    /* GET this on the child's port until 200; NULL: ready at spawn */
+    unsigned millicores;       /* CPU limit; 0 = none */
     uint64_t start_timeout_ms; /* not ready by then: killed and restarted (0 = 30 s) */
-    uint64_t stop_grace_ms;   /* SIGTERM, then SIGKILL after this (0 = 10 s) */
+    uint64_t stop_grace_ms;    /* SIGTERM, then SIGKILL after this (0 = 10 s) */
 };
 
 /* Owner callbacks (any may be NULL). */
@@ -67,13 +67,13 @@ struct sv_child {
     struct supervisor *sv;
     const struct sv_spec *spec;
     struct list link;
-    unsigned id;     /* 1, 2, ... per supervisor */
-    int state;       /* enum sv_state */
-    pid_t pid;       /* 0 while not running */
-    int port;        /* 0 when the spec wants none */
+    unsigned id; /* 1, 2, ... per supervisor */
+    int state;   /* enum sv_state */
+    pid_t pid;   /* 0 while not running */
+    int port;    /* 0 when the spec wants none */
     uint64_t spawned_ms, ready_ms;
     unsigned quick_failures, restarts;
-    int stopping;    /* no restart after the next exit */
+    int stopping; /* no restart after the next exit */
     /* CPU use against the limit, sampled by sv_sample_cpu. */
     uint64_t cpu_ns, cpu_sample_ms;
     double cpu_util; /* usage / limit over the last sample interval; -1 unknown */

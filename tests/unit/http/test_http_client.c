@@ -60,8 +60,8 @@ static void world_start(struct world *w)
     cr_assert_eq(uv_loop_init(&w->loop), 0);
     struct sockaddr_in *in = (struct sockaddr_in *)&w->addr;
     uv_ip4_addr("127.0.0.1", 0, in);
-    struct http_server_config cfg = {.max_body = 4096, .header_timeout_ms = 5000,
-                                     .idle_timeout_ms = 5000};
+    struct http_server_config cfg = {
+        .max_body = 4096, .header_timeout_ms = 5000, .idle_timeout_ms = 5000};
     cr_assert_eq(http_server_start(&w->srv, &w->loop, &w->addr, &cfg, on_request, NULL), 0);
 }
 
@@ -89,9 +89,9 @@ Test(http_client, get_200_with_body)
     struct world w;
     world_start(&w);
     struct result r = {0};
-    cr_assert_eq(http_client_request(&w.loop, &w.addr, "GET", "/readyz", NULL, NULL, 0, 2000,
-                                     on_done, &r),
-                 0);
+    cr_assert_eq(
+        http_client_request(&w.loop, &w.addr, "GET", "/readyz", NULL, NULL, 0, 2000, on_done, &r),
+        0);
     run_until(&w, &r);
     cr_expect_eq(r.done, 1);
     cr_expect_eq(r.status, 200, "status %d", r.status);
@@ -119,9 +119,8 @@ Test(http_client, a_silent_server_times_out)
     struct world w;
     world_start(&w);
     struct result r = {0};
-    cr_assert_eq(http_client_request(&w.loop, &w.addr, "GET", "/slow", NULL, NULL, 0, 100, on_done,
-                                     &r),
-                 0);
+    cr_assert_eq(
+        http_client_request(&w.loop, &w.addr, "GET", "/slow", NULL, NULL, 0, 100, on_done, &r), 0);
     run_until(&w, &r);
     cr_expect_eq(r.done, 1);
     cr_expect_eq(r.status, UV_ETIMEDOUT, "status %d", r.status);
@@ -148,7 +147,8 @@ Test(http_client, a_refused_connection_is_reported_once)
     uv_tcp_getsockname(&t, (struct sockaddr *)&ss, &len);
     uv_close((uv_handle_t *)&t, NULL);
     struct result r = {0};
-    cr_assert_eq(http_client_request(&w.loop, &ss, "GET", "/", NULL, NULL, 0, 2000, on_done, &r), 0);
+    cr_assert_eq(http_client_request(&w.loop, &ss, "GET", "/", NULL, NULL, 0, 2000, on_done, &r),
+                 0);
     cr_expect_eq(r.done, 0, "reported before the loop ran");
     run_until(&w, &r);
     cr_expect_eq(r.done, 1);
@@ -166,7 +166,8 @@ Test(http_client, bad_arguments_are_refused)
     cr_expect_lt(http_client_request(&loop, &ss, "GE T", "/", NULL, NULL, 0, 10, on_done, &r), 0);
     cr_expect_lt(http_client_request(&loop, &ss, "GET", "nope", NULL, NULL, 0, 10, on_done, &r), 0);
     cr_expect_lt(http_client_request(&loop, &ss, "GET", "/a b", NULL, NULL, 0, 10, on_done, &r), 0);
-    cr_expect_lt(http_client_request(&loop, &ss, "POST", "/", "a\r\nX: y", "x", 1, 10, on_done, &r), 0);
+    cr_expect_lt(http_client_request(&loop, &ss, "POST", "/", "a\r\nX: y", "x", 1, 10, on_done, &r),
+                 0);
     cr_expect_eq(r.done, 0);
     cr_expect_eq(uv_loop_close(&loop), 0);
 }
