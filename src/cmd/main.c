@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cmd/cmd.h"
+#include "scale/up.h"
 
 #ifndef SURGE_VERSION
 #define SURGE_VERSION "0.1.0-dev"
@@ -36,6 +37,8 @@ int main(int argc, char **argv)
         return cmd_app(argc - 2, argv + 2);
     if (!strcmp(cmd, "seed"))
         return cmd_seed(argc - 2, argv + 2);
+    if (!strcmp(cmd, "up"))
+        return up_main(argc - 2, argv + 2);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
         printf("surge %s\n", SURGE_VERSION);
         return 0;

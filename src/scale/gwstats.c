@@ -90,8 +90,8 @@ size_t gw_parse(const char *text, size_t len, const char *backend, struct gw_sna
                 used++;
             }
         } else if (n == sizeof bucket - 1 && !memcmp(line, bucket, n) && lb) {
-            if (backend && (label_value(lb, lend, "backend", val, sizeof val) < 0 ||
-                            strcmp(val, backend)))
+            if (backend &&
+                (label_value(lb, lend, "backend", val, sizeof val) < 0 || strcmp(val, backend)))
                 continue;
             if (label_value(lb, lend, "le", val, sizeof val) < 0)
                 continue;

@@ -16,8 +16,8 @@
 #define GW_MAX_BUCKETS 40
 
 struct gw_snapshot {
-    double by_class[6]; /* [1]..[5]: 1xx..5xx answers */
-    double answers;     /* their sum */
+    double by_class[6];         /* [1]..[5]: 1xx..5xx answers */
+    double answers;             /* their sum */
     double le[GW_MAX_BUCKETS];  /* bucket bounds in seconds, ascending (+Inf last) */
     double cum[GW_MAX_BUCKETS]; /* cumulative counts */
     size_t nbuckets;

@@ -199,7 +199,8 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal)
         c->state = SV_BACKOFF;
         if (sv->hooks.on_exit)
             sv->hooks.on_exit(c, status, term_signal, 1, sv->hooks.arg);
-        uv_timer_start(&c->timer, on_restart_timer, d, 0);
+        if (!c->stopping) /* the hook may have stopped it for good */
+            uv_timer_start(&c->timer, on_restart_timer, d, 0);
         return;
     }
     log_info("supervisor: %s %u (pid %d) stopped (status %lld, signal %d)", c->spec->name, c->id,
@@ -354,6 +355,9 @@ static int spawn(struct sv_child *c)
         .env = env,
         .stdio = stdio,
         .stdio_count = 3,
+        /* A session of its own: a Ctrl-C at the terminal reaches only the
+         * supervisor, which stops the children in order (gateway first). */
+        .flags = UV_PROCESS_DETACHED,
     };
     c->proc.data = c;
     int rc = uv_spawn(sv->loop, &c->proc, &opt);
@@ -397,9 +401,10 @@ static int spawn(struct sv_child *c)
     return 0;
 }
 
-struct sv_child *sv_child_start(struct supervisor *sv, const struct sv_spec *spec)
+struct sv_child *sv_child_start(struct supervisor *sv, const struct sv_spec *spec, void *data)
 {
     struct sv_child *c = xcalloc(1, sizeof *c);
+    c->data = data;
     c->sv = sv;
     c->spec = spec;
     c->id = ++sv->next_id;

@@ -9,6 +9,8 @@
  *      |  (or at once without a probe)  |                              (no restart)
  *      +------- unexpected exit --------+--> BACKOFF --timer--> STARTING (restarted)
  *
+ * - Children run in a session of their own (setsid), so a Ctrl-C at the
+ *   terminal reaches only the supervisor, which stops them in order.
  * - Each child gets a free loopback port when its spec asks for one: in its
  *   argv ("{port}" is replaced) and in $PORT, so any command can be the app.
  * - Each child runs in a cgroup of its own with the spec's CPU limit where
@@ -74,6 +76,7 @@ struct sv_child {
     uint64_t spawned_ms, ready_ms;
     unsigned quick_failures, restarts;
     int stopping; /* no restart after the next exit */
+    void *data;   /* the owner's, given to sv_child_start */
     /* CPU use against the limit, sampled by sv_sample_cpu. */
     uint64_t cpu_ns, cpu_sample_ms;
     double cpu_util; /* usage / limit over the last sample interval; -1 unknown */
@@ -104,9 +107,10 @@ struct supervisor {
  * once (info when limits apply, warn with the reason when they cannot). */
 void sv_init(struct supervisor *sv, uv_loop_t *loop, const char *self_exe, const char *cgroup_name,
              const struct sv_hooks *hooks);
-/* Start a new child of spec. The child pointer, or NULL on a spawn error
- * (logged). */
-struct sv_child *sv_child_start(struct supervisor *sv, const struct sv_spec *spec);
+/* Start a new child of spec, carrying the owner's data (set before any
+ * hook can run: a spec without a readiness probe is ready at once). The
+ * child pointer, or NULL on a spawn error (logged; no hook ran). */
+struct sv_child *sv_child_start(struct supervisor *sv, const struct sv_spec *spec, void *data);
 /* Stop a child for good: SIGTERM now, SIGKILL after the spec's grace.
  * on_exit(restarting = 0) follows. */
 void sv_child_stop(struct sv_child *c);

@@ -78,7 +78,7 @@ Test(supervisor, app_ready_restarted_after_kill_then_stopped, .timeout = 60)
                            .ready_path = "/readyz",
                            .start_timeout_ms = 20000,
                            .stop_grace_ms = 2000};
-    struct sv_child *c = sv_child_start(&sv, &spec);
+    struct sv_child *c = sv_child_start(&sv, &spec, NULL);
     cr_assert_not_null(c);
     cr_expect_eq(c->state, SV_STARTING);
     run_ms(&loop, 20000, &ev.ready, 1);
@@ -114,7 +114,7 @@ Test(supervisor, a_failing_child_backs_off, .timeout = 60)
     struct supervisor sv;
     sv_init(&sv, &loop, NULL, NULL, &hooks);
     struct sv_spec spec = {.name = "bad", .argv = {"/bin/sh", "-c", "echo dying; exit 3", NULL}};
-    struct sv_child *c = sv_child_start(&sv, &spec);
+    struct sv_child *c = sv_child_start(&sv, &spec, NULL);
     cr_assert_not_null(c);
     run_ms(&loop, 2500, NULL, 0);
     /* Delays drawn from [0, 100], [0, 200], [0, 400], [0, 800], [0, 1600] ms...:
@@ -137,7 +137,7 @@ Test(supervisor, a_missing_command_fails_to_start)
     struct supervisor sv;
     sv_init(&sv, &loop, NULL, NULL, NULL);
     struct sv_spec spec = {.name = "nope", .argv = {"/nonexistent/surge-app", NULL}};
-    cr_expect_null(sv_child_start(&sv, &spec));
+    cr_expect_null(sv_child_start(&sv, &spec, NULL));
     cr_expect_eq(sv.nchildren, 0);
     uv_run(&loop, UV_RUN_DEFAULT);
     cr_expect_eq(uv_loop_close(&loop), 0);
