@@ -42,7 +42,7 @@ LDFLAGS :=
 endif
 
 LIB_SRCS := $(wildcard src/base/*.c src/net/*.c src/http/*.c src/lb/*.c src/bench/*.c \
-              src/data/*.c src/jobs/*.c src/app/*.c)
+              src/data/*.c src/jobs/*.c src/app/*.c src/scale/*.c)
 CMD_SRCS := $(wildcard src/cmd/*.c)
 LIB_OBJS := $(LIB_SRCS:%.c=$(OUT)/obj/%.o)
 CMD_OBJS := $(CMD_SRCS:%.c=$(OUT)/obj/%.o)

@@ -286,7 +286,7 @@ struct file_ctx {
     size_t n;
     void *obj;
     int failed;
-    char key[64];
+    char key[128];
     char reason[256];
 };
 
@@ -295,7 +295,21 @@ static int on_ini_pair(void *user, const char *section, const char *name, const 
     struct file_ctx *c = user;
     if (c->failed)
         return 1; /* stop applying values after the first error */
-    int rc = conf_set(c->tab, c->n, c->obj, name, value, c->reason, sizeof(c->reason));
+    /* "[app] cpu = 500m" sets "app.cpu" when the table has that key, else "cpu". */
+    char qualified[128];
+    int rc = -ENOENT;
+    if (section && *section &&
+        snprintf(qualified, sizeof qualified, "%s.%s", section, name) < (int)sizeof qualified) {
+        rc = conf_set(c->tab, c->n, c->obj, qualified, value, c->reason, sizeof(c->reason));
+        if (rc == 0)
+            return 1;
+        if (rc != -ENOENT) {
+            c->failed = 1;
+            snprintf(c->key, sizeof(c->key), "%s", qualified);
+            return 0;
+        }
+    }
+    rc = conf_set(c->tab, c->n, c->obj, name, value, c->reason, sizeof(c->reason));
     if (rc == 0)
         return 1;
     c->failed = 1;

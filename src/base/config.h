@@ -48,8 +48,9 @@ int conf_defaults(const struct conf_entry *tab, size_t n, void *obj, char *err, 
  * (err says why, without the "FILE:LINE: key:" prefix). */
 int conf_set(const struct conf_entry *tab, size_t n, void *obj, const char *key, const char *value,
              char *err, size_t errlen);
-/* Read an INI file (sections are ignored except that keys may be written as
- * in the table). 0, or -1 with err = "FILE:LINE: key: reason" (or
+/* Read an INI file. A key under "[section]" sets the table's "section.key"
+ * when the table has one, else the plain "key" (so sections are optional
+ * for unqualified keys). 0, or -1 with err = "FILE:LINE: key: reason" (or
  * "FILE: cannot open: ..."). */
 int conf_load_file(const struct conf_entry *tab, size_t n, void *obj, const char *path, char *err,
                    size_t errlen);

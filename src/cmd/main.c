@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cmd/cmd.h"
+#include "scale/up.h"
 
 #ifndef SURGE_VERSION
 #define SURGE_VERSION "0.1.0-dev"
@@ -35,6 +36,8 @@ static const struct command commands[] = {
      "run queued jobs (order confirmation mail, ...)"},
     {"jobs",    {NULL, NULL},            cmd_jobs,    cmd_jobs_help,  "",
      "inspect and operate the job queue"},
+    {"up",      {NULL, NULL},            up_main,     up_help,        "",
+     "the whole stack: gateway, autoscaled app pool, workers, admin"},
     {"bench",   {NULL, NULL},            cmd_bench,   cmd_bench_help, "",
      "HTTP/1.1 load generator (closed and open model, thresholds)"},
     {"version", {"--version", "-V"},     cmd_version, NULL,           "",
@@ -65,7 +68,6 @@ static void usage(FILE *out)
         snprintf(left, sizeof left, "%s%s", commands[i].name, commands[i].args);
         fprintf(out, "  %-16s %s\n", left, commands[i].summary);
     }
-    fprintf(out, "\nPlanned (see the issues): up.\n");
 }
 
 static int cmd_version(int argc, char **argv)

@@ -550,3 +550,39 @@ Test(config, print_help_aligned)
     free(text); /* before asserting: a failed assert must not also leak */
     cr_assert(same, "got:\n%s\nwant:\n%s", shown, want);
 }
+
+/* "[app] cpu = X" sets the table's "app.cpu" when it has one; keys without a
+ * qualified entry fall back to the plain name, whatever the section. */
+struct sect_conf {
+    char *app_cpu, *worker_cpu, *listen;
+};
+static const struct conf_entry sect_tab[] = {
+    {"app.cpu", CONF_STRING, offsetof(struct sect_conf, app_cpu), 0, 0, "500m", NULL, NULL, "Q",
+     "app"},
+    {"worker.cpu", CONF_STRING, offsetof(struct sect_conf, worker_cpu), 0, 0, "1", NULL, NULL, "Q",
+     "worker"},
+    {"listen", CONF_STRING, offsetof(struct sect_conf, listen), 0, 0, NULL, NULL, validate_listen,
+     "A", "l"},
+};
+
+Test(config, file_section_qualified_keys)
+{
+    struct sect_conf sc;
+    char path[] = "/tmp/surge_conf_XXXXXX";
+    cr_assert(eq(int, conf_defaults(sect_tab, 3, &sc, err, sizeof(err)), 0));
+    write_temp(path, "[gateway]\nlisten = 127.0.0.1:8080\n[app]\ncpu = 250m\n[worker]\ncpu = 2\n");
+    int rc = conf_load_file(sect_tab, 3, &sc, path, err, sizeof(err));
+    cr_assert(eq(int, rc, 0), "%s", err);
+    assert_str(sc.app_cpu, "250m");
+    assert_str(sc.worker_cpu, "2");
+    assert_str(sc.listen, "127.0.0.1:8080");
+    /* A key with no plain entry outside its section is unknown. */
+    unlink(path);
+    char path2[] = "/tmp/surge_conf_XXXXXX";
+    write_temp(path2, "[app]\ncpu = 1\n[db]\ncpu = 3\n");
+    rc = conf_load_file(sect_tab, 3, &sc, path2, err, sizeof(err));
+    unlink(path2);
+    cr_assert(eq(int, rc, -1));
+    cr_assert(strstr(err, ":4: cpu:") != NULL, "%s", err);
+    conf_free(sect_tab, 3, &sc);
+}

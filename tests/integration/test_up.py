@@ -1,0 +1,308 @@
+"""surge up: the gateway, the app pool and the admin address, as real processes.
+
+Each test starts `surge up` on ports it picks (bound to 0 on 127.0.0.1 and
+released), with embedded drivers in tmp_path, and checks what a user sees:
+GET /status (DESIGN.md section 7), requests through the gateway, a clean exit
+0 on SIGTERM with every child gone, restarts after kill -9, a rolling restart
+on SIGHUP without a failed request, CPU-driven scale-up, and config errors as
+one line with exit status 2.
+"""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from harness import SURGE_BIN, child_env, sanitizer_lines, tail, wait_until
+
+STATUS_KEYS = {"instances", "desired", "workers", "desired_workers", "rps", "p99_ms",
+               "error_rate", "queue_depth"}
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def http_get(port, path, timeout=3.0):
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def pids_alive(pids):
+    alive = []
+    for p in pids:
+        try:
+            os.kill(p, 0)
+            alive.append(p)
+        except ProcessLookupError:
+            pass
+    return alive
+
+
+class Up:
+    def __init__(self, tmp_path, *extra, seed=True):
+        self.port = free_port()
+        self.admin = free_port()
+        self.data = tmp_path / "data"
+        self.log_path = tmp_path / ("up-%d.log" % self.port)
+        if seed and not (self.data / "catalog.db").exists():
+            subprocess.run([SURGE_BIN, "seed", "--data-dir", str(self.data), "--products", "200",
+                            "--users", "5"], check=True, capture_output=True, timeout=120,
+                           env=child_env())
+        self.argv = [SURGE_BIN, "up", "--listen", "127.0.0.1:%d" % self.port,
+                     "--admin", "127.0.0.1:%d" % self.admin, "--data-dir", str(self.data),
+                     "--worker.min", "0", "--scale-interval", "500ms", *extra]
+        self.logf = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.argv, stdout=self.logf, stderr=subprocess.STDOUT,
+                                     env=child_env(), start_new_session=True)
+        self.children = set()
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")
+
+    def status(self):
+        code, body = http_get(self.admin, "/status")
+        assert code == 200, body
+        st = json.loads(body)
+        for i in st["instances"]:
+            if i["pid"]:
+                self.children.add(i["pid"])
+        if st["gateway"]["pid"]:
+            self.children.add(st["gateway"]["pid"])
+        return st
+
+    def wait_ready(self, n=2, timeout=60):
+        def ok():
+            if self.proc.poll() is not None:
+                raise AssertionError("surge up exited %s:\n%s" % (self.proc.returncode,
+                                                                  tail(self.log())))
+            try:
+                st = self.status()
+            except (OSError, AssertionError):
+                return False
+            ready = [i for i in st["instances"] if i["state"] == "ready"]
+            return len(ready) >= n and st["gateway"]["state"] == "ready"
+        assert wait_until(ok, timeout=timeout, interval=0.2), tail(self.log())
+        assert wait_until(lambda: http_get(self.port, "/api/products/1")[0] == 200, timeout=20)
+
+    def stop(self, timeout=30):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+                raise AssertionError("surge up did not stop within %d s:\n%s"
+                                     % (timeout, tail(self.log())))
+        self.logf.close()
+        return self.proc.returncode
+
+    def check_clean(self):
+        bad = sanitizer_lines(self.log())
+        assert not bad, tail(self.log(), 80)
+        assert wait_until(lambda: not pids_alive(self.children), timeout=10), \
+            "children left running: %s" % pids_alive(self.children)
+        assert not [d for d in os.listdir("/sys/fs/cgroup/cpu")
+                    if d == "surge-up-%d" % self.proc.pid], "cgroup left behind"
+
+
+@pytest.fixture
+def ups(tmp_path):
+    started = []
+
+    def start(*extra, **kw):
+        u = Up(tmp_path, *extra, **kw)
+        started.append(u)
+        return u
+    yield start
+    for u in started:
+        if u.proc.poll() is None:
+            u.stop()
+        if not u.logf.closed:
+            u.logf.close()
+        for p in pids_alive(u.children):
+            os.kill(p, signal.SIGKILL)
+
+
+class Load:
+    """GETs through the gateway from a few threads; counts failures."""
+
+    def __init__(self, port, threads=4, path="/api/products/%d"):
+        self.port, self.path = port, path
+        self.ok = self.failed = 0
+        self.errors = []
+        self.stop_flag = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run, args=(k,)) for k in range(threads)]
+
+    def run(self, k):
+        i = 0
+        while not self.stop_flag.is_set():
+            i += 1
+            code, body = (None, b"")
+            try:
+                code, body = http_get(self.port, self.path % (1 + (i + k) % 100), timeout=10)
+            except OSError as e:
+                body = str(e).encode()
+            with self.lock:
+                if code == 200:
+                    self.ok += 1
+                else:
+                    self.failed += 1
+                    self.errors.append((code, body[:200]))
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(30)
+
+
+def test_status_gateway_and_clean_stop(ups):
+    u = ups()
+    u.wait_ready(2)
+    st = u.status()
+    assert STATUS_KEYS <= set(st), st
+    assert st["desired"] == 2 and len(st["instances"]) == 2
+    for i in st["instances"]:
+        assert set(i) >= {"pid", "port", "state", "cpu"}
+        assert i["state"] == "ready" and i["cpu"] >= 0
+    assert st["cpu_limits"] is True  # root on cgroup v1 or v2 here
+    code, body = http_get(u.port, "/api/products/7")
+    assert code == 200 and json.loads(body)["id"] == 7
+    code, body = http_get(u.admin, "/metrics")
+    assert code == 200
+    text = body.decode()
+    assert 'surge_up_instances{state="ready"} 2' in text
+    assert "surge_lb_requests_total" in text  # the gateway's families follow
+    code, body = http_get(u.admin, "/nope")
+    assert code == 404 and "error" in json.loads(body)
+    assert u.stop() == 0, tail(u.log())
+    u.check_clean()
+
+
+def test_killed_instance_is_replaced_without_failed_gets(ups):
+    u = ups()
+    u.wait_ready(2)
+    victim = u.status()["instances"][0]
+    with Load(u.port) as load:
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        os.kill(victim["pid"], signal.SIGKILL)
+
+        def replaced():
+            st = u.status()
+            ready = [i for i in st["instances"] if i["state"] == "ready"]
+            return len(ready) == 2 and victim["pid"] not in [i["pid"] for i in ready]
+        assert wait_until(replaced, timeout=15, interval=0.05), tail(u.log())
+        took = time.monotonic() - t0
+        time.sleep(1.0)
+    assert load.failed == 0, load.errors[:5]
+    assert load.ok > 50
+    assert took < 10, "replaced after %.1f s" % took
+    assert u.stop() == 0
+    u.check_clean()
+
+
+def test_sighup_rolls_every_instance_without_a_failed_request(ups):
+    u = ups()
+    u.wait_ready(2)
+    before = {i["pid"] for i in u.status()["instances"]}
+    with Load(u.port) as load:
+        time.sleep(0.5)
+        u.proc.send_signal(signal.SIGHUP)
+
+        def rolled():
+            st = u.status()
+            now = {i["pid"] for i in st["instances"] if i["state"] == "ready"}
+            return (not st["rolling"] and len(st["instances"]) == 2 and len(now) == 2
+                    and not (now & before))
+        assert wait_until(rolled, timeout=60, interval=0.2), (u.status(), tail(u.log()))
+        time.sleep(0.5)
+    assert load.failed == 0, load.errors[:5]
+    assert load.ok > 50
+    assert "rolling restart done" in u.log()
+    assert u.stop() == 0
+    u.check_clean()
+
+
+def test_cpu_load_scales_the_pool_up_then_down(ups):
+    u = ups("--app.cpu", "100m", "--app.scale-down-window", "3s", "--app.max", "4")
+    u.wait_ready(2)
+    bench = subprocess.Popen([SURGE_BIN, "bench", "-c", "16", "-d", "12",
+                              "http://127.0.0.1:%d/api/products/3" % u.port],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env())
+    grew = wait_until(lambda: u.status()["desired"] > 2, timeout=12, interval=0.2)
+    out = bench.communicate(timeout=60)[0].decode()
+    assert grew, "the pool did not grow under load:\n%s\n%s" % (u.status(), tail(u.log()))
+    assert re.search(r"errors\s+0 ", out), out
+    assert "up: scale 2 -> " in u.log()
+    # Idle again: back to min after the (shortened) stabilization window.
+    assert wait_until(lambda: u.status()["desired"] == 2 and len(u.status()["instances"]) == 2,
+                      timeout=30, interval=0.3), (u.status(), tail(u.log()))
+    assert u.stop() == 0
+    u.check_clean()
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--app.min", "5", "--app.max", "3"], "app.min (5) is greater than app.max (3)"),
+    (["--app.cpu", "lots"], "is not a CPU quantity"),
+    (["--nope", "1"], "nope"),
+    (["--listen", "nowhere"], "listen"),
+])
+def test_config_errors_are_one_line_and_exit_2(tmp_path, args, msg):
+    p = subprocess.run([SURGE_BIN, "up", "--data-dir", str(tmp_path / "d"), *args],
+                       capture_output=True, timeout=30, env=child_env())
+    assert p.returncode == 2, p
+    lines = p.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and msg in lines[0], lines
+
+
+def test_config_file_sections_and_a_bad_reload_keeps_running(ups, tmp_path):
+    conf = tmp_path / "up.ini"
+    conf.write_text("[app]\nmin = 2\ncpu = 300m\n")
+    u = ups("-c", str(conf))
+    u.wait_ready(2)
+    assert u.status()["instances"][0]["cpu_limit_millicores"] == 300
+    conf.write_text("[app]\nmin = 2\ncpu = nonsense\n")
+    u.proc.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: "reload refused" in u.log(), timeout=10), tail(u.log())
+    assert u.status()["rolling"] is False
+    assert http_get(u.port, "/api/products/2")[0] == 200
+    assert u.stop() == 0
+    u.check_clean()
+
+
+def test_a_taken_gateway_port_is_exit_2(ups):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    taken = s.getsockname()[1]
+    try:
+        u = ups("--listen", "127.0.0.1:%d" % taken)
+        rc = u.proc.wait(60)
+        assert rc == 2, tail(u.log())
+        assert "gateway cannot start" in u.log()
+        u.logf.close()
+        u.check_clean()
+    finally:
+        s.close()
