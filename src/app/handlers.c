@@ -1081,9 +1081,12 @@ void app_handle_order_create(struct app_job *j, struct app_thread *t)
     int64_t local = 0;
     if (rc == 0) {
         struct store_val none = {.type = STORE_NULL};
-        struct store_val ov[6] = {store_int(uid), store_int(total), store_int((int64_t)now),
+        struct store_val ov[6] = {store_int(uid),
+                                  store_int(total),
+                                  store_int((int64_t)now),
                                   key ? store_text(key, klen) : none,
-                                  key ? store_text(rhash, 64) : none, store_int(reservation)};
+                                  key ? store_text(rhash, 64) : none,
+                                  store_int(reservation)};
         rc = store_exec(&t->conns, sh, S_ORDER_INSERT, ov, 6, &t->rows);
         if (rc == 0 && t->rows.nrows != 1)
             rc = -EIO;

@@ -105,6 +105,56 @@ size_t gw_parse(const char *text, size_t len, const char *backend, struct gw_sna
     return used;
 }
 
+int gw_sample(const char *text, size_t len, const char *name, const char *label, const char *value,
+              double *out)
+{
+    size_t nlen = strlen(name);
+    const char *p = text, *end = text + len;
+    int found = 0;
+    double sum = 0;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl ? nl : end, *line = p;
+        p = nl ? nl + 1 : end;
+        if ((size_t)(le - line) <= nlen || memcmp(line, name, nlen) ||
+            (line[nlen] != ' ' && line[nlen] != '{'))
+            continue;
+        const char *vp = line + nlen;
+        if (*vp == '{') {
+            const char *close = memchr(vp, '}', (size_t)(le - vp));
+            if (!close)
+                continue;
+            char v[128];
+            if (label && (label_value(vp, close, label, v, sizeof v) < 0 || strcmp(v, value)))
+                continue;
+            vp = close + 1;
+        } else if (label) {
+            continue;
+        }
+        char num[64];
+        while (vp < le && *vp == ' ')
+            vp++;
+        size_t n = (size_t)(le - vp);
+        const char *sp = memchr(vp, ' ', n);
+        if (sp)
+            n = (size_t)(sp - vp);
+        if (n == 0 || n >= sizeof num)
+            continue;
+        memcpy(num, vp, n);
+        num[n] = '\0';
+        char *ep;
+        double d = strtod(num, &ep);
+        if (*ep || !isfinite(d))
+            continue;
+        sum += d;
+        found = 1;
+    }
+    if (!found)
+        return -1;
+    *out = sum;
+    return 0;
+}
+
 double gw_quantile(const double *le, const double *cum, size_t n, double q)
 {
     if (n == 0 || !(cum[n - 1] > 0))

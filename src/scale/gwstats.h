@@ -39,6 +39,13 @@ struct gw_rates {
 struct gw_rates gw_rates_between(const struct gw_snapshot *prev, const struct gw_snapshot *cur,
                                  double dt_s);
 
+/* The sum of the samples of metric `name` (exact name, e.g.
+ * "surge_worker_queue_jobs") whose label `label` equals `value` (label NULL:
+ * every sample). 0 with *out set when at least one sample matched, -1
+ * otherwise. */
+int gw_sample(const char *text, size_t len, const char *name, const char *label, const char *value,
+              double *out);
+
 /* The q-quantile (0 < q < 1) of bucket counts as Prometheus'
  * histogram_quantile computes it: linear inside the bucket that holds it,
  * the last finite bound when it falls in +Inf. -1 when count is 0. */

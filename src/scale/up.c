@@ -32,7 +32,7 @@ struct up_config {
     long long app_min, app_max, target_cpu, target_inflight, target_p99_ms;
     long long scale_interval_ms, scale_down_window_ms, start_timeout_ms, drain_timeout_ms;
     char *worker_command, *worker_cpu;
-    long long worker_min;
+    long long worker_min, worker_max, worker_target_depth, worker_target_age_ms;
 };
 
 static int check_cpu(const char *v, char *err, size_t errlen)
@@ -95,7 +95,13 @@ static const struct conf_entry up_tab[] = {
      "a worker: a shell command (default: surge worker on the data dir)"},
     {"worker.cpu", CONF_STRING, O(worker_cpu), 0, 0, "1", NULL, check_cpu, "CPU",
      "CPU limit of each worker"},
-    {"worker.min", CONF_INT, O(worker_min), 0, 100, "1", NULL, NULL, "N", "workers to run"},
+    {"worker.min", CONF_INT, O(worker_min), 0, 100, "1", NULL, NULL, "N",
+     "fewest workers (0 = no worker pool)"},
+    {"worker.max", CONF_INT, O(worker_max), 1, 100, "4", NULL, NULL, "N", "most workers"},
+    {"worker.target-depth", CONF_INT, O(worker_target_depth), 1, 100000000, "100", NULL, NULL, "N",
+     "target ready jobs per worker (queue depth / workers)"},
+    {"worker.target-age", CONF_MS, O(worker_target_age_ms), 0, 3600000, "0", NULL, NULL, "MS",
+     "target age of the oldest ready job (0 = not a metric)"},
 };
 #define NTAB (sizeof up_tab / sizeof up_tab[0])
 
@@ -115,9 +121,9 @@ enum inst_kind { K_APP, K_WORKER, K_GATEWAY };
 /* What surge up knows of a child besides what the supervisor keeps. */
 struct inst {
     int kind;
-    unsigned gen;      /* config generation it was started with (SIGHUP) */
-    int registered;    /* in the gateway's pool, as reg_port */
-    int registering;   /* a POST /backends is in flight */
+    unsigned gen;    /* config generation it was started with (SIGHUP) */
+    int registered;  /* in the gateway's pool, as reg_port */
+    int registering; /* a POST /backends is in flight */
     int reg_port;
     int draining;      /* out of the pool; stopped once the gateway let it go */
     uint64_t drain_ms; /* when the drain began */
@@ -141,6 +147,11 @@ struct up {
     struct as_state *as_st;
     unsigned desired;
     struct as_decision last;
+    struct as_config wcfg; /* the worker pool's autoscaler */
+    struct as_state *wst;
+    unsigned desired_workers;
+    double queue_depth, oldest_age_s; /* from a worker's /metrics; -1 unknown */
+    int worker_busy;
     uv_timer_t tick;
     int tick_busy;
     uv_signal_t sig_term, sig_int, sig_hup;
@@ -162,8 +173,7 @@ static struct inst *inst_of(const struct sv_child *c)
 
 #define FOR_CHILDREN(u, c)                                                                         \
     for (struct list *pos_ = (u)->sv.children.next, *tmp_ = pos_->next;                            \
-         pos_ != &(u)->sv.children &&                                                              \
-         ((c) = list_entry(pos_, struct sv_child, link), 1);                                       \
+         pos_ != &(u)->sv.children && ((c) = list_entry(pos_, struct sv_child, link), 1);          \
          pos_ = tmp_, tmp_ = pos_->next)
 
 static unsigned count_apps(struct up *u)
@@ -261,8 +271,8 @@ static void gw_register(struct up *u, struct sv_child *c)
     struct reg_ctx *r = xmalloc(sizeof *r);
     *r = (struct reg_ctx){u, c->id, c->port};
     in->registering = 1;
-    if (http_client_request(u->loop, &ss, "POST", "/backends", "application/json", body,
-                            (size_t)n, 2000, on_registered, r) < 0) {
+    if (http_client_request(u->loop, &ss, "POST", "/backends", "application/json", body, (size_t)n,
+                            2000, on_registered, r) < 0) {
         in->registering = 0;
         free(r);
     }
@@ -483,13 +493,17 @@ static void decide(struct up *u)
     }
     struct as_metric_input m[3];
     size_t nm = 0;
-    m[nm++] = (struct as_metric_input){.name = "cpu", .kind = AS_POD_UTILIZATION,
+    m[nm++] = (struct as_metric_input){.name = "cpu",
+                                       .kind = AS_POD_UTILIZATION,
                                        .target = (double)u->cfg.target_cpu / 100.0,
-                                       .pods = cpu, .npods = n};
+                                       .pods = cpu,
+                                       .npods = n};
     if (u->cfg.target_inflight > 0)
-        m[nm++] = (struct as_metric_input){.name = "inflight", .kind = AS_POD_AVERAGE,
+        m[nm++] = (struct as_metric_input){.name = "inflight",
+                                           .kind = AS_POD_AVERAGE,
                                            .target = (double)u->cfg.target_inflight,
-                                           .pods = inflight, .npods = n};
+                                           .pods = inflight,
+                                           .npods = n};
     if (u->cfg.target_p99_ms > 0)
         m[nm++] = (struct as_metric_input){.name = "p99",
                                            .kind = AS_EXTERNAL_VALUE,
@@ -586,16 +600,124 @@ static void on_metrics(int status, const char *body, size_t len, void *arg)
         u->have_snap = 1;
     }
     struct sockaddr_storage ss;
-    if (gw_addr(u, &ss) < 0 ||
-        http_client_request(u->loop, &ss, "GET", "/backends", NULL, NULL, 0, 2000, on_backends,
-                            u) < 0)
+    if (gw_addr(u, &ss) < 0 || http_client_request(u->loop, &ss, "GET", "/backends", NULL, NULL, 0,
+                                                   2000, on_backends, u) < 0)
         on_backends(0, "", 0, u);
+}
+
+/* ---- the worker pool (KEDA style: queue depth per worker) ---------------- */
+
+static unsigned count_workers(struct up *u)
+{
+    unsigned n = 0;
+    struct sv_child *c;
+    FOR_CHILDREN(u, c)
+    {
+        if (inst_of(c)->kind == K_WORKER && !c->stopping)
+            n++;
+    }
+    return n;
+}
+
+static void set_workers(struct up *u, unsigned want)
+{
+    unsigned cur = count_workers(u);
+    for (; cur < want; cur++)
+        if (!start_child(u, K_WORKER))
+            break;
+    while (cur > want) {
+        struct sv_child *newest = NULL, *c;
+        FOR_CHILDREN(u, c)
+        {
+            if (inst_of(c)->kind == K_WORKER && !c->stopping && (!newest || c->id > newest->id))
+                newest = c;
+        }
+        if (!newest)
+            break;
+        sv_child_stop(newest); /* SIGTERM: it finishes or hands back its jobs */
+        cur--;
+    }
+}
+
+static void decide_workers(struct up *u)
+{
+    if (u->stopping || u->cfg.worker_min == 0)
+        return;
+    struct as_metric_input m[2];
+    size_t nm = 0;
+    m[nm++] = (struct as_metric_input){.name = "queue_depth",
+                                       .kind = AS_EXTERNAL_TOTAL,
+                                       .target = (double)u->cfg.worker_target_depth,
+                                       .available = u->queue_depth >= 0,
+                                       .value = u->queue_depth};
+    if (u->cfg.worker_target_age_ms > 0)
+        m[nm++] = (struct as_metric_input){.name = "oldest_ready_age",
+                                           .kind = AS_EXTERNAL_VALUE,
+                                           .target = (double)u->cfg.worker_target_age_ms / 1000.0,
+                                           .available = u->oldest_age_s >= 0,
+                                           .value = u->oldest_age_s};
+    struct as_input in = {.current = count_workers(u), .metrics = m, .nmetrics = nm};
+    struct as_decision d;
+    unsigned want = as_decide(&u->wcfg, u->wst, &in, uv_now(u->loop), &d);
+    if (want != d.current)
+        log_info("up: workers %u -> %u (%s; queue depth %.0f, oldest ready %.1f s)", d.current,
+                 want, d.reason, u->queue_depth, u->oldest_age_s);
+    u->desired_workers = want;
+    set_workers(u, want);
+}
+
+static void on_worker_metrics(int status, const char *body, size_t len, void *arg)
+{
+    struct up *u = arg;
+    u->worker_busy = 0;
+    double depth, age;
+    if (status == 200 &&
+        gw_sample(body, len, "surge_worker_queue_jobs", "state", "ready", &depth) == 0) {
+        u->queue_depth = depth;
+        u->oldest_age_s =
+            gw_sample(body, len, "surge_worker_oldest_ready_age_seconds", NULL, NULL, &age) == 0
+                ? age
+                : -1;
+    } else {
+        u->queue_depth = u->oldest_age_s = -1;
+    }
+    decide_workers(u);
+}
+
+/* Read the queue from one ready worker's /metrics (every worker reports the
+ * whole store's queue), then decide the worker pool. */
+static void tick_workers(struct up *u)
+{
+    if (u->worker_busy || u->cfg.worker_min == 0)
+        return;
+    struct sv_child *c, *pick = NULL;
+    FOR_CHILDREN(u, c)
+    {
+        if (inst_of(c)->kind == K_WORKER && c->state == SV_READY && c->port && !c->stopping) {
+            pick = c;
+            break;
+        }
+    }
+    struct sockaddr_storage ss;
+    if (!pick) {
+        u->queue_depth = u->oldest_age_s = -1;
+        decide_workers(u);
+        return;
+    }
+    uv_ip4_addr("127.0.0.1", pick->port, (struct sockaddr_in *)&ss);
+    u->worker_busy = 1;
+    if (http_client_request(u->loop, &ss, "GET", "/metrics", NULL, NULL, 0, 2000, on_worker_metrics,
+                            u) < 0)
+        on_worker_metrics(0, "", 0, u);
 }
 
 static void on_tick(uv_timer_t *t)
 {
     struct up *u = t->data;
-    if (u->tick_busy || u->stopping)
+    if (u->stopping)
+        return;
+    tick_workers(u);
+    if (u->tick_busy)
         return;
     sv_sample_cpu(&u->sv, uv_now(u->loop));
     struct sockaddr_storage ss;
@@ -606,8 +728,8 @@ static void on_tick(uv_timer_t *t)
         return;
     }
     u->tick_busy = 1;
-    if (http_client_request(u->loop, &ss, "GET", "/metrics", NULL, NULL, 0, 2000, on_metrics,
-                            u) < 0)
+    if (http_client_request(u->loop, &ss, "GET", "/metrics", NULL, NULL, 0, 2000, on_metrics, u) <
+        0)
         on_metrics(0, "", 0, u);
 }
 
@@ -641,8 +763,8 @@ static void render_status(struct up *u, struct buf *b)
             nworkers++;
         if (in->kind != K_APP)
             continue;
-        buf_printf(b, "%s{\"id\":%u,\"pid\":%d,\"port\":%d,\"state\":\"%s\",\"cpu\":", first ? "" : ",",
-                   c->id, (int)c->pid, c->port, state_name(c));
+        buf_printf(b, "%s{\"id\":%u,\"pid\":%d,\"port\":%d,\"state\":\"%s\",\"cpu\":",
+                   first ? "" : ",", c->id, (int)c->pid, c->port, state_name(c));
         json_num(b, c->cpu_util >= 0 ? c->cpu_util : 0);
         buf_printf(b, ",\"cpu_limit_millicores\":%u,\"in_flight\":%ld,\"restarts\":%u}",
                    u->sv.cg_ok ? u->app_spec.millicores : 0, in->active < 0 ? 0 : in->active,
@@ -660,14 +782,25 @@ static void render_status(struct up *u, struct buf *b)
                    (int)c->pid, state_name(c));
         first = 0;
     }
-    buf_printf(b, "],\"desired_workers\":%lld,\"rps\":", u->cfg.worker_min);
+    buf_printf(b, "],\"desired_workers\":%u,\"rps\":", u->desired_workers);
     json_num(b, u->rates.rps);
     buf_puts(b, ",\"p99_ms\":");
     json_num(b, u->rates.p99_ms >= 0 ? u->rates.p99_ms : 0);
     buf_puts(b, ",\"error_rate\":");
     json_num(b, u->rates.error_rate);
-    buf_printf(b, ",\"queue_depth\":0,\"gateway\":{\"pid\":%d,\"state\":\"%s\"},"
-                  "\"cpu_limits\":%s,\"rolling\":%s,\"last_decision\":\"%s\"}\n",
+    buf_puts(b, ",\"queue_depth\":");
+    if (u->queue_depth >= 0)
+        json_num(b, u->queue_depth);
+    else
+        buf_puts(b, "null");
+    buf_puts(b, ",\"oldest_ready_age_s\":");
+    if (u->oldest_age_s >= 0)
+        json_num(b, u->oldest_age_s);
+    else
+        buf_puts(b, "null");
+    buf_printf(b,
+               ",\"gateway\":{\"pid\":%d,\"state\":\"%s\"},"
+               "\"cpu_limits\":%s,\"rolling\":%s,\"last_decision\":\"%s\"}\n",
                u->gateway ? (int)u->gateway->pid : 0,
                u->gateway ? (u->gw_ready ? "ready" : "starting") : "stopped",
                u->sv.cg_ok ? "true" : "false", u->rolling ? "true" : "false",
@@ -779,8 +912,8 @@ static void on_admin(struct http_request *req, void *arg)
         struct sockaddr_storage ss;
         struct metrics_ctx *m = xmalloc(sizeof *m);
         *m = (struct metrics_ctx){u, req};
-        if (gw_addr(u, &ss) < 0 || http_client_request(u->loop, &ss, "GET", "/metrics", NULL,
-                                                       NULL, 0, 2000, on_gateway_metrics, m) < 0)
+        if (gw_addr(u, &ss) < 0 || http_client_request(u->loop, &ss, "GET", "/metrics", NULL, NULL,
+                                                       0, 2000, on_gateway_metrics, m) < 0)
             on_gateway_metrics(0, "", 0, m);
     }
 #undef IS
@@ -791,6 +924,11 @@ static void on_admin(struct http_request *req, void *arg)
 
 static int validate(const struct up_config *cfg, char *err, size_t errlen)
 {
+    if (cfg->worker_min > cfg->worker_max) {
+        snprintf(err, errlen, "worker.min (%lld) is greater than worker.max (%lld)",
+                 cfg->worker_min, cfg->worker_max);
+        return -1;
+    }
     if (cfg->app_min > cfg->app_max) {
         snprintf(err, errlen, "app.min (%lld) is greater than app.max (%lld)", cfg->app_min,
                  cfg->app_max);
@@ -816,8 +954,9 @@ static void build_specs(struct up *u)
         a->argv[1] = "-c";
         a->argv[2] = u->app_shell;
     } else {
-        const char *v[] = {"{self}", "app", "--listen", "127.0.0.1:{port}", "--data-dir",
-                           cfg->data_dir, "--trusted-proxy", "127.0.0.1", NULL};
+        const char *v[] = {"{self}",           "app",        "--listen",
+                           "127.0.0.1:{port}", "--data-dir", cfg->data_dir,
+                           "--trusted-proxy",  "127.0.0.1",  NULL};
         memcpy(a->argv, v, sizeof v);
     }
     a->wants_port = 1;
@@ -835,18 +974,31 @@ static void build_specs(struct up *u)
         w->argv[1] = "-c";
         w->argv[2] = u->worker_shell;
     } else {
-        const char *v[] = {"{self}", "worker", "--data-dir", cfg->data_dir, NULL};
+        const char *v[] = {"{self}",    "worker",           "--data-dir", cfg->data_dir,
+                           "--metrics", "127.0.0.1:{port}", NULL};
         memcpy(w->argv, v, sizeof v);
+        w->ready_path = "/metrics";
     }
+    w->wants_port = 1; /* $PORT for any command: /metrics there is scraped if served */
     w->millicores = wmc;
     w->stop_grace_ms = (uint64_t)cfg->drain_timeout_ms;
 
     struct sv_spec *g = &u->gw_spec;
     memset(g, 0, sizeof *g);
     g->name = "gateway";
-    const char *gv[] = {"{self}", "lb", "--listen", cfg->listen, "--admin", "127.0.0.1:{port}",
-                        "--health-check", cfg->app_ready, "--health-interval", "1000",
-                        "--backend", u->gw_backend, NULL};
+    const char *gv[] = {"{self}",
+                        "lb",
+                        "--listen",
+                        cfg->listen,
+                        "--admin",
+                        "127.0.0.1:{port}",
+                        "--health-check",
+                        cfg->app_ready,
+                        "--health-interval",
+                        "1000",
+                        "--backend",
+                        u->gw_backend,
+                        NULL};
     memcpy(g->argv, gv, sizeof gv);
     g->wants_port = 1;
     g->ready_path = "/healthz";
@@ -855,6 +1007,9 @@ static void build_specs(struct up *u)
 
     as_config_default(&u->as_cfg, (unsigned)cfg->app_min, (unsigned)cfg->app_max);
     u->as_cfg.down.stabilization_s = (unsigned)(cfg->scale_down_window_ms / 1000);
+    as_config_default(&u->wcfg, cfg->worker_min ? (unsigned)cfg->worker_min : 1,
+                      (unsigned)cfg->worker_max);
+    u->wcfg.down.stabilization_s = (unsigned)(cfg->scale_down_window_ms / 1000);
 }
 
 static void on_closed_noop(uv_handle_t *h)
@@ -1003,6 +1158,9 @@ int up_main(int argc, char **argv)
     u->loop = uv_default_loop();
     u->as_st = xmalloc(sizeof *u->as_st);
     as_state_init(u->as_st);
+    u->wst = xmalloc(sizeof *u->wst);
+    as_state_init(u->wst);
+    u->queue_depth = u->oldest_age_s = -1;
     snprintf(u->gw_backend, sizeof u->gw_backend, "127.0.0.1:1");
     build_specs(u);
 
@@ -1010,14 +1168,15 @@ int up_main(int argc, char **argv)
     struct sockaddr_storage ss;
     socklen_t sl;
     net_parse_listen(u->cfg.admin, &ss, &sl, err, sizeof err);
-    struct http_server_config hc = {.max_body = 64 * 1024, .header_timeout_ms = 10000,
-                                    .idle_timeout_ms = 60000};
+    struct http_server_config hc = {
+        .max_body = 64 * 1024, .header_timeout_ms = 10000, .idle_timeout_ms = 60000};
     int rc = http_server_start(&u->admin, u->loop, &ss, &hc, on_admin, u);
     if (rc < 0) {
         fprintf(stderr, "surge up: --admin %s: %s\n", u->cfg.admin, uv_strerror(rc));
         conf_free(up_tab, NTAB, &u->cfg);
         free(u->config_path);
         free(u->as_st);
+        free(u->wst);
         return 2;
     }
     u->admin_on = 1;
@@ -1044,8 +1203,8 @@ int up_main(int argc, char **argv)
              u->cfg.app_min, u->cfg.app_cpu, u->cfg.worker_min, u->cfg.listen);
     u->desired = (unsigned)u->cfg.app_min;
     set_pool(u, u->desired);
-    for (long long i = 0; i < u->cfg.worker_min; i++)
-        start_child(u, K_WORKER);
+    u->desired_workers = (unsigned)u->cfg.worker_min;
+    set_workers(u, u->desired_workers);
     if (count_apps(u) == 0) {
         log_error("up: no app instance could be started (app.command?)");
         u->exit_code = 2;
@@ -1058,5 +1217,6 @@ int up_main(int argc, char **argv)
     conf_free(up_tab, NTAB, &u->cfg);
     free(u->config_path);
     free(u->as_st);
+    free(u->wst);
     return u->exit_code;
 }

@@ -306,3 +306,29 @@ def test_a_taken_gateway_port_is_exit_2(ups):
         u.check_clean()
     finally:
         s.close()
+
+
+def test_workers_scale_on_queue_depth_and_confirm_orders(ups):
+    u = ups("--worker.min", "1", "--worker.max", "3", "--worker.target-depth", "50",
+            "--app.scale-down-window", "3s")
+    u.wait_ready(2)
+    assert wait_until(lambda: [w for w in u.status()["workers"] if w["state"] == "ready"],
+                      timeout=30), tail(u.log())
+    assert wait_until(lambda: u.status()["queue_depth"] is not None, timeout=10)
+    p = subprocess.run([SURGE_BIN, "jobs", "--data-dir", str(u.data), "enqueue", "sleep",
+                        "--payload", '{"ms":100}', "--count", "1500"],
+                       capture_output=True, timeout=60, env=child_env())
+    assert p.returncode == 0, p
+    grew = wait_until(lambda: u.status()["desired_workers"] == 3, timeout=15, interval=0.2)
+    assert grew, (u.status(), tail(u.log()))
+    assert "up: workers 1 -> 3" in u.log()
+    # The backlog drains; the pool goes back to one worker after the window.
+    assert wait_until(lambda: u.status()["queue_depth"] == 0, timeout=90, interval=0.5), u.status()
+    assert wait_until(lambda: len(u.status()["workers"]) == 1, timeout=30, interval=0.5), \
+        (u.status(), tail(u.log()))
+    stats = subprocess.run([SURGE_BIN, "jobs", "--data-dir", str(u.data), "stats", "--json"],
+                           capture_output=True, timeout=30, env=child_env())
+    st = json.loads(stats.stdout)
+    assert st["ready"] == 0 and st["running"] == 0 and st["dead"] == 0, st
+    assert u.stop() == 0
+    u.check_clean()

@@ -88,3 +88,22 @@ Test(gwstats, a_counter_reset_reads_as_no_data)
     cr_expect_eq(r.rps, 0);
     cr_expect_eq(r.p99_ms, -1);
 }
+
+Test(gwstats, sample_by_name_and_label)
+{
+    static const char text[] = "# TYPE surge_worker_queue_jobs gauge\n"
+                               "surge_worker_queue_jobs{state=\"ready\"} 42\n"
+                               "surge_worker_queue_jobs{state=\"running\"} 3\n"
+                               "surge_worker_queue_jobs_other{state=\"ready\"} 99\n"
+                               "surge_worker_oldest_ready_age_seconds 1.5\n";
+    double v = -1;
+    cr_assert_eq(gw_sample(text, strlen(text), "surge_worker_queue_jobs", "state", "ready", &v), 0);
+    cr_expect_eq(v, 42);
+    cr_assert_eq(gw_sample(text, strlen(text), "surge_worker_queue_jobs", NULL, NULL, &v), 0);
+    cr_expect_eq(v, 45);
+    cr_assert_eq(
+        gw_sample(text, strlen(text), "surge_worker_oldest_ready_age_seconds", NULL, NULL, &v), 0);
+    cr_expect_eq(v, 1.5);
+    cr_expect_eq(gw_sample(text, strlen(text), "surge_worker_queue_jobs", "state", "dead", &v), -1);
+    cr_expect_eq(gw_sample(text, strlen(text), "nope", NULL, NULL, &v), -1);
+}
