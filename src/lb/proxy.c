@@ -101,7 +101,12 @@ void client_log(const struct client *c, const struct backend *b, int level, cons
     char peer[INET6_ADDRSTRLEN + 8];
     snprintf(peer, sizeof peer, "%s:%u", c->ip, (unsigned)c->port);
     struct log_ctx ctx = {peer, b ? b->address : NULL, action};
-    log_conn(level, &ctx, "%s", msg);
+    /* Per-connection lines come at request rate under attack: warnings and
+     * errors share one limiter (the suppressed count goes on the next line). */
+    if (level <= LOG_WARN)
+        log_conn_rl(level, &ctx, "%s", msg);
+    else
+        log_conn(level, &ctx, "%s", msg);
 }
 
 static void on_client_timer(uv_timer_t *t);
