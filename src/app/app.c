@@ -128,7 +128,7 @@ static void count_throttle(struct app *a, enum app_throttle why)
     static const char *const what[THR_COUNT] = {
         [THR_SIGNUP_ADDR] = "signups from one address over --signup-addr-max",
         [THR_SIGNUP_RATE] = "signups over --signup-rate",
-        [THR_SIGNUP_BUSY] = "signups over the hash pool's signup slots and line",
+        [THR_SIGNUP_BUSY] = "signups over the signup pool's queue",
     };
     __atomic_fetch_add(&a->stats.throttled[why], 1, __ATOMIC_RELAXED);
     if (what[why])
@@ -209,6 +209,32 @@ static int product_fast(struct app *a, struct http_request *req, int64_t id)
     app_product_answer(a, req, &resp, id, v.data, v.len);
     buf_free(&v);
     finish(a, req, R_PRODUCT, &resp);
+    http_response_free(&resp);
+    return 0;
+}
+
+/* A signup from an address, or at a moment, whose bucket is already empty
+ * gets its 429 here on the loop, before any thread or store work: a flood
+ * costs a table lookup per request. (Buckets are only drawn from after
+ * stage 1, so malformed signups never use them up.) 0 when answered. */
+static int signup_throttled(struct app *a, struct http_request *req, const char *ip)
+{
+    uint64_t now = uv_now(&a->loop);
+    uint64_t wait = throttle_peek(&a->signup_addr, ip, strlen(ip), now);
+    enum app_throttle why = THR_SIGNUP_ADDR;
+    const char *msg = "too many signups from this address; retry later";
+    if (!wait) {
+        wait = throttle_peek(&a->signup_all, "", 0, now);
+        why = THR_SIGNUP_RATE;
+        msg = "too many signups right now; retry later";
+    }
+    if (!wait)
+        return -1;
+    struct http_response resp;
+    http_response_init(&resp);
+    count_throttle(a, why);
+    app_retry_later(&resp, 429, msg, wait);
+    finish(a, req, R_USERS, &resp);
     http_response_free(&resp);
     return 0;
 }
@@ -299,6 +325,8 @@ static void on_request(struct http_request *req, void *arg)
     }
     char ip[64];
     app_client_ip(a, req, ip, sizeof ip);
+    if (r == R_USERS && signup_throttled(a, req, ip) == 0)
+        return;
     if (r == R_PRODUCT && def->handler == app_handle_product_get && product_fast(a, req, id) == 0)
         return;
     struct app_job *j = xcalloc(1, sizeof *j);

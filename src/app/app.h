@@ -83,7 +83,7 @@ enum app_cache_kind { KIND_PRODUCT = 0, KIND_USER, KIND_COUNT };
 enum app_throttle {
     THR_SIGNUP_ADDR = 0, /* --signup-addr-max */
     THR_SIGNUP_RATE,     /* --signup-rate */
-    THR_SIGNUP_BUSY,     /* every signup slot taken and the waiting line full */
+    THR_SIGNUP_BUSY,     /* the signup pool's queue is full */
     THR_LOGIN_EMAIL,     /* --login-fail-max */
     THR_LOGIN_ADDR,      /* --login-fail-addr-max */
     THR_COUNT

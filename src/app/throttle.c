@@ -20,7 +20,7 @@ void throttle_free(struct throttle *t)
     t->slots = NULL;
 }
 
-uint64_t throttle_take(struct throttle *t, const char *key, size_t len, uint64_t now_ms)
+static uint64_t take(struct throttle *t, const char *key, size_t len, uint64_t now_ms, int peek)
 {
     unsigned char h[crypto_shorthash_BYTES];
     crypto_shorthash(h, (const unsigned char *)key, len, t->hash_key);
@@ -40,12 +40,26 @@ uint64_t throttle_take(struct throttle *t, const char *key, size_t len, uint64_t
         s->key = k; /* a new key, or a refilled slot taken over */
         tokens = t->burst;
     }
-    s->last_ms = now_ms;
     if (tokens >= 1.0) {
-        s->tokens = tokens - 1.0;
+        if (!peek) {
+            s->last_ms = now_ms;
+            s->tokens = tokens - 1.0;
+        }
         return 0;
     }
-    s->tokens = tokens;
-    uint64_t wait = (uint64_t)((1.0 - tokens) / t->per_ms) + 1;
-    return wait;
+    if (!peek) {
+        s->last_ms = now_ms;
+        s->tokens = tokens;
+    }
+    return (uint64_t)((1.0 - tokens) / t->per_ms) + 1;
+}
+
+uint64_t throttle_take(struct throttle *t, const char *key, size_t len, uint64_t now_ms)
+{
+    return take(t, key, len, now_ms, 0);
+}
+
+uint64_t throttle_peek(struct throttle *t, const char *key, size_t len, uint64_t now_ms)
+{
+    return take(t, key, len, now_ms, 1);
 }

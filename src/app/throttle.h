@@ -31,5 +31,7 @@ void throttle_free(struct throttle *t);
 /* Take a token for key (len bytes) at now_ms. 0 when one was there, else
  * the milliseconds until one will be (>= 1; nothing taken). */
 uint64_t throttle_take(struct throttle *t, const char *key, size_t len, uint64_t now_ms);
+/* What throttle_take would answer, taking nothing. */
+uint64_t throttle_peek(struct throttle *t, const char *key, size_t len, uint64_t now_ms);
 
 #endif

@@ -68,6 +68,9 @@ Test(throttle, bucket_per_key_refills_at_its_rate)
     uint64_t wait = throttle_take(&t, S("10.0.0.1"), 1000);
     cr_assert(wait >= 400 && wait <= 501, "wait %llu", (unsigned long long)wait);
     cr_assert(eq(u64, throttle_take(&t, S("10.0.0.2"), 1000), 0)); /* another key */
+    cr_assert(throttle_peek(&t, S("10.0.0.1"), 1000) > 0);
+    cr_assert(eq(u64, throttle_peek(&t, S("10.0.0.1"), 1500), 0)); /* peeking takes nothing */
+    cr_assert(eq(u64, throttle_peek(&t, S("10.0.0.1"), 1500), 0));
     cr_assert(eq(u64, throttle_take(&t, S("10.0.0.1"), 1500), 0)); /* refilled one */
     cr_assert(throttle_take(&t, S("10.0.0.1"), 1500) > 0);
     throttle_free(&t);
