@@ -420,3 +420,22 @@ def test_head_answered_with_chunked_framing_has_no_body(start_upstreams, start_l
         assert resp.status == 200 and resp.body == b"", resp
         assert c.request("GET", "/").body == b"a"
         assert time.monotonic() - t0 < 2.0
+
+
+def test_early_answer_reaches_a_client_that_reads_only_after_sending(start_upstreams, start_lb):
+    """A naive client sends its whole 32 MB body before it reads anything: the
+    balancer drops the rest of the body it no longer forwards, so the
+    client's send completes and it finds the early answer."""
+    (a,) = start_upstreams("a")
+    lb = start_lb(backends=[a])
+    s = socket.create_connection(("127.0.0.1", lb.port))
+    s.settimeout(10)
+    size = 32 * MB
+    s.sendall(b"POST /x?early=413 HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+    try:
+        s.sendall(b"z" * size)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the linger ended first: the answer is still in the receive queue
+    got = read_until_close(s)
+    assert got.startswith(b"HTTP/1.1 413"), got[:200]
+    assert got.endswith(b"early answer"), got[-100:]
