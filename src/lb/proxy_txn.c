@@ -398,6 +398,7 @@ void txn_retry_or_fail(struct txn *t, int kind, int status, const char *reason)
         uint64_t base_us = 5000ull << (attempt < 6 ? attempt : 6);
         uint64_t delay_us = base_us / 2 + lb_worker_rand(w) % (base_us / 2 + 1);
         t->backoff_ms = (delay_us + 999) / 1000;
+        PW(w)->retrying_sum++; /* seen by the budget before its next refresh */
         txn_set_state(t, TX_BACKOFF);
         return;
     }
