@@ -427,6 +427,8 @@ void txn_up_failed(struct txn *t, const char *reason)
         t->b = NULL;
         txn_dispatch(t, NULL);
         pool_release(&w->lb->pool, old);
+        if (!list_empty(&w->queue))
+            queue_schedule(w, 0);
         return;
     }
     client_log(t->c, t->b, LOG_WARN, "waiting for the response", reason);
