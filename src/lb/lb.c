@@ -94,7 +94,6 @@ int lb_init(struct lb *lb, char *err, size_t errlen)
         w->queue_head_us = UINT64_MAX;
         hist_init(&w->queue_wait);
         w->buf_cache = xcalloc(64, sizeof *w->buf_cache);
-        w->msg_cache = xcalloc(64, sizeof *w->msg_cache);
         proxy_worker_init(w);
         if (getrandom(w->rng, sizeof w->rng, 0) != sizeof w->rng)
             w->rng[0] = clock_mono_ns() ^ i, w->rng[1] = 0x9e3779b97f4a7c15ULL;
@@ -344,9 +343,6 @@ void lb_free(struct lb *lb)
             for (unsigned k = 0; k < w->nbuf_cache; k++)
                 free(w->buf_cache[k]);
             free(w->buf_cache);
-            for (unsigned k = 0; k < w->nmsg_cache; k++)
-                free(w->msg_cache[k]);
-            free(w->msg_cache);
             proxy_worker_free(w);
         }
         free(lb->workers);

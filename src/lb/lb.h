@@ -86,8 +86,6 @@ struct lb_worker {
     uint64_t rng[2];   /* xorshift128+ state */
     char **buf_cache;  /* free 16 KiB read buffers */
     unsigned nbuf_cache;
-    struct http_msg **msg_cache; /* free request parsers */
-    unsigned nmsg_cache;
     int stopping;
     struct lb_stats stats;
     struct admin *admin;   /* worker 0 only */

@@ -128,6 +128,11 @@ static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
         out->len = DISCARD_SIZE;
         return;
     }
+    if (c->txn && (c->txn->flags & TF_ABANDONED)) {
+        out->base = PW(c->w)->discard;
+        out->len = DISCARD_SIZE;
+        return;
+    }
     int in_head = !c->txn || c->txn->state == TX_HEAD;
     px_read_room(c->w, &c->rbuf, &c->rlen, &c->rpos, &c->rcap, in_head, out);
 }
@@ -150,8 +155,10 @@ static int client_reading_want(const struct client *c)
         return 1;
     case TX_WAIT:
     case TX_RESPOND:
-        /* The next request may come (pipelining), or the client's close. */
-        return !(t->flags & TF_ABANDONED);
+        /* The next request may come (pipelining), or the client's close;
+         * or, after an early answer, the rest of a body nobody wants (read
+         * and dropped, so that a client busy sending can get to reading). */
+        return 1;
     case TX_END:
         return !(t->flags & TF_CLOSE); /* the connection moves on */
     default:
@@ -302,9 +309,16 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     struct client *c = s->data;
     if (nread == 0)
         return;
-    if (c->state == CL_LINGER) {
-        if (nread < 0)
+    if (c->state == CL_LINGER || (c->txn && (c->txn->flags & TF_ABANDONED))) {
+        /* Bytes of an abandoned body: dropped (they are in the discard
+         * buffer). Its end closes a lingering connection; while the answer
+         * is still on its way, it only means "close after". */
+        if (nread < 0 && c->state == CL_LINGER) {
             client_close(c);
+        } else if (nread < 0) {
+            c->eof = 1;
+            client_reading_update(c);
+        }
         return;
     }
     if (nread > 0) {

@@ -398,6 +398,7 @@ void txn_retry_or_fail(struct txn *t, int kind, int status, const char *reason)
         uint64_t base_us = 5000ull << (attempt < 6 ? attempt : 6);
         uint64_t delay_us = base_us / 2 + lb_worker_rand(w) % (base_us / 2 + 1);
         t->backoff_ms = (delay_us + 999) / 1000;
+        PW(w)->retrying_sum++; /* seen by the budget before its next refresh */
         txn_set_state(t, TX_BACKOFF);
         return;
     }
@@ -426,6 +427,8 @@ void txn_up_failed(struct txn *t, const char *reason)
         t->b = NULL;
         txn_dispatch(t, NULL);
         pool_release(&w->lb->pool, old);
+        if (!list_empty(&w->queue))
+            queue_schedule(w, 0);
         return;
     }
     client_log(t->c, t->b, LOG_WARN, "waiting for the response", reason);

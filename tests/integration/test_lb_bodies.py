@@ -15,6 +15,8 @@ import socket
 import threading
 import time
 
+import pytest
+
 MB = 1024 * 1024
 CHUNK_LINE = re.compile(rb"([0-9a-f]+)\r\n")
 
@@ -181,15 +183,19 @@ def test_content_length_body_is_not_forwarded_past_its_length(start_lb):
 
 
 # ---- early answers --------------------------------------------------------------------
-def upload_watching_for_an_answer(port, path, size, out, i):
+def upload_watching_for_an_answer(port, path, size, out, i, chunked=False):
     """Send a `size`-byte body while watching for an answer, as curl does;
     stop sending at the first response byte. out[i] = the raw answer."""
     s = socket.create_connection(("127.0.0.1", port))
     try:
+        framing = (b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % size)
         s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: %d\r\n\r\n" % (path.encode(), size))
+                  b"%s\r\n\r\n" % (path.encode(), framing))
         s.setblocking(False)
         block = b"x" * 65536
+        if chunked:  # the same bytes on the wire, framed as 4 KiB chunks
+            block = (b"1000\r\n" + b"x" * 4096 + b"\r\n") * 16
+            size = len(block) * (size // 65536)
         sent, got, sending = 0, b"", True
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -217,13 +223,14 @@ def upload_watching_for_an_answer(port, path, size, out, i):
         s.close()
 
 
-def test_early_413_reaches_every_client_and_is_not_a_failure(start_upstreams, start_lb):
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_early_413_reaches_every_client_and_is_not_a_failure(start_upstreams, start_lb, chunked):
     (a,) = start_upstreams("a")
     lb = start_lb(admin=True, backends=[a])
     n = 36
     out = [None] * n
     threads = [threading.Thread(target=upload_watching_for_an_answer,
-                                args=(lb.port, "/orders?early=413", MB, out, i))
+                                args=(lb.port, "/orders?early=413", MB, out, i, chunked))
                for i in range(n)]
     for t in threads:
         t.start()
@@ -420,3 +427,22 @@ def test_head_answered_with_chunked_framing_has_no_body(start_upstreams, start_l
         assert resp.status == 200 and resp.body == b"", resp
         assert c.request("GET", "/").body == b"a"
         assert time.monotonic() - t0 < 2.0
+
+
+def test_early_answer_reaches_a_client_that_reads_only_after_sending(start_upstreams, start_lb):
+    """A naive client sends its whole 32 MB body before it reads anything: the
+    balancer drops the rest of the body it no longer forwards, so the
+    client's send completes and it finds the early answer."""
+    (a,) = start_upstreams("a")
+    lb = start_lb(backends=[a])
+    s = socket.create_connection(("127.0.0.1", lb.port))
+    s.settimeout(10)
+    size = 32 * MB
+    s.sendall(b"POST /x?early=413 HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+    try:
+        s.sendall(b"z" * size)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the linger ended first: the answer is still in the receive queue
+    got = read_until_close(s)
+    assert got.startswith(b"HTTP/1.1 413"), got[:200]
+    assert got.endswith(b"early answer"), got[-100:]
