@@ -132,7 +132,7 @@ bench-spike: all
 	@scripts/bench-spike.sh
 
 bench-jobs: all
-	@scripts/deps.sh bench
+	@scripts/deps.sh bench-jobs
 	@scripts/bench-jobs.sh
 
 # 100,000 order confirmations, 3 workers, one killed -9 every 2 s.

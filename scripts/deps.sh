@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages surge needs, only those missing.
-#   scripts/deps.sh [build|test|fuzz|bench]...   (default: build)
+#   scripts/deps.sh [build|test|fuzz|bench|bench-jobs]...   (default: build)
 # build: compile surge; test: build + unit/integration tests; fuzz: clang
 # libFuzzer runtime; bench: nginx, HAProxy and wrk for the comparison runs.
 # Runs `apt-get update` at most once, then `apt-get install -y` the rest.
@@ -11,6 +11,7 @@ build_pkgs=(build-essential pkg-config libuv1-dev libhttp-parser-dev libinih-dev
 test_pkgs=(libcriterion-dev python3 python3-pytest curl)
 fuzz_pkgs=(clang libclang-rt-14-dev)
 bench_pkgs=(nginx-light haproxy wrk)
+bench_jobs_pkgs=(redis-server nodejs npm)
 lint_pkgs=(clang-format)
 
 want=()
@@ -21,8 +22,9 @@ for group in "$@"; do
     test)  want+=("${build_pkgs[@]}" "${test_pkgs[@]}" "${fuzz_pkgs[@]}") ;;
     fuzz)  want+=("${build_pkgs[@]}" "${fuzz_pkgs[@]}") ;;
     bench) want+=("${build_pkgs[@]}" "${bench_pkgs[@]}") ;;
+    bench-jobs) want+=("${build_pkgs[@]}" "${bench_jobs_pkgs[@]}") ;;
     lint)  want+=("${lint_pkgs[@]}") ;;
-    *) echo "deps.sh: unknown group '$group' (build|test|fuzz|bench|lint)" >&2; exit 2 ;;
+    *) echo "deps.sh: unknown group '$group' (build|test|fuzz|bench|bench-jobs|lint)" >&2; exit 2 ;;
     esac
 done
 

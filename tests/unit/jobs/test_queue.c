@@ -298,8 +298,8 @@ Test(queue, hot_statements_use_indexes)
     char err[256];
     cr_assert_eq(layout.driver->open(layout.shard[0], queue_sql, Q_COUNT, &db, err, sizeof err), 0,
                  "%s", err);
-    const unsigned hot[] = {Q_CLAIM, Q_EXPIRED, Q_PROMOTE,     Q_NEXT_DUE, Q_ACK,        Q_FAIL,
-                            Q_RENEW, Q_RELEASE, Q_PENDING_KEY, Q_OLDEST,   Q_DUE_DELAYED};
+    const unsigned hot[] = {Q_WORK, Q_CLAIM, Q_EXPIRED, Q_PROMOTE,     Q_NEXT_DUE, Q_ACK,
+                            Q_FAIL, Q_RENEW, Q_RELEASE, Q_PENDING_KEY, Q_OLDEST,   Q_DUE_DELAYED};
     for (size_t i = 0; i < sizeof hot / sizeof hot[0]; i++) {
         struct buf plan;
         buf_init(&plan, 64 * 1024);
