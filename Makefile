@@ -158,7 +158,7 @@ bench-abuse: all
 	@scripts/deps.sh bench
 	@scripts/bench-abuse.sh
 bench-jobs: all
-	@scripts/deps.sh bench
+	@scripts/deps.sh bench-jobs
 	@scripts/bench-jobs.sh
 
 # 100,000 order confirmations, 3 workers, one killed -9 every 2 s.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages surge needs, only those missing.
-#   scripts/deps.sh [build|test|fuzz|bench]...   (default: build)
+#   scripts/deps.sh [build|test|fuzz|bench|bench-jobs]...   (default: build)
 # build: compile surge; test: build + unit/integration tests; fuzz: clang
 # libFuzzer runtime; bench: nginx, HAProxy and wrk for the comparison runs, and
 # http-parser for the old parser that make bench-parse compares ours with.
@@ -12,6 +12,7 @@ build_pkgs=(build-essential pkg-config libuv1-dev libinih-dev
 test_pkgs=(libcriterion-dev python3 python3-pytest curl)
 fuzz_pkgs=(clang libclang-rt-14-dev)
 bench_pkgs=(nginx-light haproxy wrk libhttp-parser-dev)
+bench_jobs_pkgs=(redis-server nodejs npm)
 lint_pkgs=(clang-format)
 
 want=()
@@ -22,8 +23,9 @@ for group in "$@"; do
     test)  want+=("${build_pkgs[@]}" "${test_pkgs[@]}" "${fuzz_pkgs[@]}") ;;
     fuzz)  want+=("${build_pkgs[@]}" "${fuzz_pkgs[@]}") ;;
     bench) want+=("${build_pkgs[@]}" "${bench_pkgs[@]}") ;;
+    bench-jobs) want+=("${build_pkgs[@]}" "${bench_jobs_pkgs[@]}") ;;
     lint)  want+=("${lint_pkgs[@]}") ;;
-    *) echo "deps.sh: unknown group '$group' (build|test|fuzz|bench|lint)" >&2; exit 2 ;;
+    *) echo "deps.sh: unknown group '$group' (build|test|fuzz|bench|bench-jobs|lint)" >&2; exit 2 ;;
     esac
 done
 

@@ -7,7 +7,8 @@
  *     retry ID | retry --dead [--json]
  *     purge --dead | purge --done [--json]
  *     enqueue KIND [--payload JSON] [--delay MS | --run-at UNIX_S] [--priority N]
- *             [--unique KEY] [--queue NAME] [--max-attempts N] [--count N] [--json]
+ *             [--unique KEY] [--queue NAME] [--max-attempts N] [--count N [--rate R]]
+ *             [--json]
  *
  * Exit status: 0 done, 1 the job or the store is not there (or the store
  * failed), 2 usage. */
@@ -36,7 +37,8 @@ void cmd_jobs_help(FILE *out)
             "  retry ID | retry --dead [--json]    replay a dead job, or every dead job\n"
             "  purge --dead | --done [--json]      delete dead (or done) jobs\n"
             "  enqueue KIND [--payload JSON] [--delay MS | --run-at UNIX_S] [--priority N]\n"
-            "          [--unique KEY] [--queue NAME] [--max-attempts N] [--count N] [--json]\n"
+            "          [--unique KEY] [--queue NAME] [--max-attempts N] [--count N [--rate R]]\n"
+            "          [--json]\n"
             "                                      add jobs (a pending --unique KEY: no-op, "
             "reported)\n\n"
             "  --data-dir DIR  the store's directory (default ./data)\n"
@@ -246,7 +248,7 @@ static int cmd_purge(struct jobs_ctx *c, int argc, char **argv)
 static int cmd_enqueue(struct jobs_ctx *c, int argc, char **argv)
 {
     struct queue_job job = {.payload = "{}", .payload_len = 2};
-    long long count = 1, v;
+    long long count = 1, rate = 0, v;
     int json = 0;
     uint64_t now = wall_ms(), delay = 0, run_at = 0;
     for (int i = 0; i < argc; i++) {
@@ -296,6 +298,10 @@ static int cmd_enqueue(struct jobs_ctx *c, int argc, char **argv)
             if (parse_ll(val, 1, QUEUE_ATTEMPTS_MAX, &v) < 0)
                 return usage("--max-attempts: want 1..100", val);
             job.max_attempts = (unsigned)v;
+        } else if (!strcmp(a, "--rate")) {
+            if (parse_ll(val, 1, 1000000, &v) < 0)
+                return usage("--rate: want 1..1000000 jobs per second", val);
+            rate = v;
         } else if (!strcmp(a, "--count")) {
             if (parse_ll(val, 1, 10000000, &v) < 0)
                 return usage("--count: want 1..10000000", val);
@@ -314,13 +320,46 @@ static int cmd_enqueue(struct jobs_ctx *c, int argc, char **argv)
     char id[QUEUE_ID_MAX] = "", first[QUEUE_ID_MAX] = "";
     long long added = 0;
     int rc = 0;
-    for (long long i = 0; i < count; i++) {
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (count == 1) {
         rc = c->qd->enqueue(c->qc, &job, now, id, sizeof id);
+        snprintf(first, sizeof first, "%s", id);
+        added = rc == 0;
+    }
+    /* Many: one transaction per shard for the jobs due in each 10 ms tick
+     * (--rate: job i is due at t0 + i / rate, an open-model producer that
+     * catches up after a stall instead of drifting), or 1000 at a time. */
+    for (long long i = 0; count > 1 && i < count;) {
+        long long k = count - i < 1000 ? count - i : 1000;
+        if (rate) {
+            uint64_t at_ns = (uint64_t)i * 1000000000ull / (uint64_t)rate;
+            struct timespec due = {t0.tv_sec + (time_t)(at_ns / 1000000000ull),
+                                   t0.tv_nsec + (long)(at_ns % 1000000000ull)};
+            if (due.tv_nsec >= 1000000000L)
+                due.tv_sec++, due.tv_nsec -= 1000000000L;
+            clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &due, NULL);
+            struct timespec t;
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            uint64_t el_ns = (uint64_t)(t.tv_sec - t0.tv_sec) * 1000000000ull +
+                             (uint64_t)(t.tv_nsec - t0.tv_nsec);
+            /* Everything due by now and in the next 10 ms. */
+            long long due_n = (long long)((el_ns + 10000000ull) * (uint64_t)rate / 1000000000ull);
+            k = due_n - i < 1 ? 1 : due_n - i;
+            if (k > count - i)
+                k = count - i;
+            now = wall_ms();
+            job.run_at_ms = run_at ? run_at : now + delay;
+        }
+        char fid[QUEUE_ID_MAX];
+        rc = c->qd->enqueue_many(c->qc, &job, (unsigned)k, now, fid, sizeof fid);
         if (rc < 0)
             break;
         if (!*first)
-            snprintf(first, sizeof first, "%s", id);
-        added += rc == 0;
+            snprintf(first, sizeof first, "%s", fid);
+        added += rc;
+        i += k;
+        rc = 0;
     }
     if (rc == -ENOENT) {
         fprintf(stderr, "surge jobs: no store in %s (start surge app once to create it)\n",

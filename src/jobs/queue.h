@@ -154,6 +154,11 @@ struct queue_consumer_driver {
      * (-EINVAL outside the limits, -ENOENT the store does not exist yet). */
     int (*enqueue)(struct queue_conn *c, const struct queue_job *job, uint64_t now_ms, char *id,
                    size_t idlen);
+    /* Enqueue n copies of job (no unique key) in as few transactions as the
+     * driver can (sqlite: one per shard, spread round robin). The number
+     * added, or negative (then none was). first_id receives the first id. */
+    int (*enqueue_many)(struct queue_conn *c, const struct queue_job *job, unsigned n,
+                        uint64_t now_ms, char *first_id, size_t idlen);
     /* Take back expired leases, make due delayed jobs ready, then claim up
      * to max (<= QUEUE_CLAIM_MAX) ready jobs into out[]. Number claimed, or
      * negative. st (may be NULL) receives what happened to expired leases. */

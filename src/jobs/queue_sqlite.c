@@ -94,6 +94,7 @@ enum {
     Q_RENEW,
     Q_PROMOTE,
     Q_NEXT_DUE,
+    Q_WORK,
     Q_CLAIM,
     Q_CLAIM_Q,
     Q_COUNTS,
@@ -137,6 +138,11 @@ static const char *const queue_sql[Q_COUNT] = {
         "UPDATE jobs SET lease_until_ms = ? WHERE id = ? AND token = ? AND state = 'running'",
     [Q_PROMOTE] = "UPDATE jobs SET state = 'ready' WHERE state = 'delayed' AND run_at_ms <= ?",
     [Q_NEXT_DUE] = "SELECT MIN(run_at_ms) FROM jobs WHERE state = 'delayed'",
+    /* Anything for claim() to do here? Read without the write lock. */
+    [Q_WORK] = "SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'ready'),"
+               " EXISTS (SELECT 1 FROM jobs WHERE state = 'delayed' AND run_at_ms <= ?),"
+               " EXISTS (SELECT 1 FROM jobs WHERE state = 'running' AND lease_until_ms < ?),"
+               " (SELECT MIN(run_at_ms) FROM jobs WHERE state = 'delayed')",
     [Q_CLAIM] = CLAIM_SET CLAIM_RET,
     [Q_CLAIM_Q] = CLAIM_SET " AND queue = ?" CLAIM_RET,
     [Q_COUNTS] = "SELECT (SELECT COUNT(*) FROM jobs WHERE state = 'ready'),"
@@ -338,6 +344,43 @@ static int sq_enqueue(struct queue_conn *c, const struct queue_job *job, uint64_
     return QUEUE_DUPLICATE;
 }
 
+static int sq_enqueue_many(struct queue_conn *c, const struct queue_job *job, unsigned n,
+                           uint64_t now_ms, char *first_id, size_t idlen)
+{
+    if (!job_valid(job) || job->unique_key)
+        return -EINVAL;
+    if (discover(c) < 0)
+        return -ENOENT;
+    struct store_val args[9];
+    enqueue_args(job, now_ms, args);
+    unsigned start = c->rr;
+    c->rr += n;
+    int added = 0;
+    if (first_id && idlen)
+        first_id[0] = '\0';
+    for (unsigned k = 0; k < c->nshards && k < n; k++) {
+        unsigned s = (start + k) % c->nshards;
+        unsigned mine = n / c->nshards + (k < n % c->nshards ? 1 : 0);
+        struct store_db *db = shard_db(c, s);
+        if (!db)
+            return added ? added : -EIO;
+        int rc = c->sd->begin(db, 1);
+        for (unsigned i = 0; rc == 0 && i < mine; i++) {
+            rc = q_exec(c, db, Q_ENQUEUE, args, 9, &c->rows);
+            if (rc == 0 && k == 0 && i == 0 && first_id && c->rows.nrows == 1)
+                format_id(store_rows_int(&c->rows, 0, 0), s, first_id, idlen);
+        }
+        if (rc == 0)
+            rc = c->sd->commit(db);
+        if (rc < 0) {
+            c->sd->rollback(db);
+            return added ? added : rc;
+        }
+        added += (int)mine;
+    }
+    return added;
+}
+
 /* One history line: {"attempt","worker","started_ms","ended_ms","error"}. */
 static void json_str(struct buf *b, const char *s)
 {
@@ -454,7 +497,22 @@ static int claim_shard(struct queue_conn *c, unsigned s, const struct queue_clai
     struct store_db *db = shard_db(c, s);
     if (!db)
         return -EIO;
-    int rc = c->sd->begin(db, 1);
+    /* An idle shard costs one read, not the write lock that producers and
+     * other workers wait for. */
+    struct store_val nn[2] = {store_int((int64_t)req->now_ms), store_int((int64_t)req->now_ms)};
+    int rc = q_exec(c, db, Q_WORK, nn, 2, &c->rows);
+    if (rc < 0)
+        return rc;
+    if (c->rows.nrows == 1 && !store_rows_int(&c->rows, 0, 0) && !store_rows_int(&c->rows, 0, 1) &&
+        !store_rows_int(&c->rows, 0, 2)) {
+        if (st && store_rows_type(&c->rows, 0, 3) == STORE_INT) {
+            uint64_t t = (uint64_t)store_rows_int(&c->rows, 0, 3);
+            if (!st->next_due_ms || t < st->next_due_ms)
+                st->next_due_ms = t;
+        }
+        return 0;
+    }
+    rc = c->sd->begin(db, 1);
     if (rc < 0)
         return rc;
     int got = 0;
@@ -839,6 +897,7 @@ const struct queue_consumer_driver queue_sqlite_consumer = {
     .open = sq_open,
     .close = sq_close,
     .enqueue = sq_enqueue,
+    .enqueue_many = sq_enqueue_many,
     .claim = sq_claim,
     .settle = sq_settle,
     .renew = sq_renew,

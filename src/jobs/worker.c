@@ -28,6 +28,8 @@
 #define SETTLE_MAX     1024 /* settles per sync pass */
 #define STATS_EVERY_MS 1000
 #define EXIT_GRACE_MS  1000 /* after handing back: how long cancelled handlers get */
+/* Second looks after a wake-up (see on_watch), ms after the first event. */
+static const uint64_t echo_ms[] = {3, 30, 150};
 
 /* A claimed job, from claim until its handler returns. */
 struct wjob {
@@ -87,7 +89,7 @@ struct worker {
     struct job_env env;
     char *mail_dir;
     struct workq storeq, runq;
-    uv_timer_t poll_timer, renew_timer, drain_timer, exit_timer, sweep_timer;
+    uv_timer_t poll_timer, renew_timer, drain_timer, exit_timer, sweep_timer, echo_timer;
     uv_fs_event_t watch;
     int watching;
     uv_signal_t sig_term, sig_int;
@@ -102,6 +104,7 @@ struct worker {
     unsigned nrunning, nsettles;
     struct sync_op *op; /* in flight, or NULL */
     int claim_wanted, renew_due, stats_due, sweep_due;
+    unsigned echo_stage;
     uint64_t stats_at_ms, next_due_ms;
     int stopping, releasing, closed;
     uint64_t rnd;
@@ -437,10 +440,10 @@ static void on_sync_done(struct workq_job *wq)
         w->dead_total += op->cs.expired_dead;
         w->retries_total += op->cs.expired - op->cs.expired_dead;
         w->next_due_ms = op->cs.next_due_ms;
+        log_debug("claim pass: %d of %u", op->nclaimed, op->want_claim);
         if (op->nclaimed < 0) {
             w->store_errors_total++;
             log_warn("claim failed (%d); retrying at the next poll", op->nclaimed);
-            w->claim_wanted = 0;
         } else {
             uint64_t now = wall_ms();
             struct wjob *fresh[QUEUE_CLAIM_MAX];
@@ -456,8 +459,11 @@ static void on_sync_done(struct workq_job *wq)
                 fresh[nfresh++] = new_wjob(w, &op->claimed[i], now);
             }
             dispatch(w, fresh, nfresh);
-            /* A full batch: there is probably more; otherwise wait for a wake. */
-            w->claim_wanted = (unsigned)op->nclaimed == op->want_claim;
+            /* A full batch: there is probably more; otherwise wait for a wake
+             * (a wake that came during this pass has set claim_wanted again:
+             * it must not be lost). */
+            if ((unsigned)op->nclaimed == op->want_claim)
+                w->claim_wanted = 1;
         }
         arm_poll(w);
     }
@@ -597,14 +603,34 @@ static void on_sweep_timer(uv_timer_t *t)
     kick(w);
 }
 
+static void on_echo(uv_timer_t *t)
+{
+    struct worker *w = t->data;
+    w->claim_wanted = 1;
+    kick(w);
+    if (++w->echo_stage < sizeof echo_ms / sizeof echo_ms[0])
+        uv_timer_start(&w->echo_timer, on_echo, echo_ms[w->echo_stage] - echo_ms[w->echo_stage - 1],
+                       0);
+}
+
 static void on_watch(uv_fs_event_t *h, const char *filename, int events, int status)
 {
     struct worker *w = h->data;
     /* Any commit to a shard (an enqueue among them) rewrites its WAL. */
-    if (status < 0 || !filename || strncmp(filename, "shard-", 6))
+    if (status < 0 || !filename || strncmp(filename, "shard-", 6) || w->stopping)
         return;
+    log_debug("wake: %s changed (events %d)", filename, events);
     w->claim_wanted = 1;
     kick(w);
+    /* SQLite publishes a commit in the shared-memory index after its last
+     * WAL write (and after an fsync, for a writer with synchronous=FULL), and
+     * writes to that mapping raise no inotify event: a claim woken by the
+     * write may look too early. Second looks 3, 30 and 150 ms after the
+     * first event of a burst close that window. */
+    if (!uv_is_active((uv_handle_t *)&w->echo_timer)) {
+        w->echo_stage = 0;
+        uv_timer_start(&w->echo_timer, on_echo, echo_ms[0], 0);
+    }
 }
 
 /* ---- stop ---- */
@@ -625,6 +651,7 @@ static void shutdown_all(struct worker *w)
     close_if((uv_handle_t *)&w->drain_timer);
     close_if((uv_handle_t *)&w->exit_timer);
     close_if((uv_handle_t *)&w->sweep_timer);
+    close_if((uv_handle_t *)&w->echo_timer);
     close_if((uv_handle_t *)&w->sig_term);
     close_if((uv_handle_t *)&w->sig_int);
     if (w->watching)
@@ -724,6 +751,7 @@ static void on_signal(uv_signal_t *s, int signum)
     release_unstarted(w);
     uv_timer_stop(&w->poll_timer);
     uv_timer_stop(&w->sweep_timer);
+    uv_timer_stop(&w->echo_timer);
     if (w->watching)
         uv_fs_event_stop(&w->watch);
     if (w->cfg->drain_timeout_ms == 0)
@@ -936,6 +964,8 @@ int worker_new(const struct worker_config *cfg, struct worker **out, char *err, 
     uv_timer_init(&w->loop, &w->drain_timer);
     uv_timer_init(&w->loop, &w->exit_timer);
     uv_timer_init(&w->loop, &w->sweep_timer);
+    uv_timer_init(&w->loop, &w->echo_timer);
+    w->echo_timer.data = w;
     w->poll_timer.data = w->renew_timer.data = w->drain_timer.data = w->exit_timer.data = w;
     w->sweep_timer.data = w;
     if (cfg->reservation_timeout_ms) {

@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# Job queue benchmark: `surge worker` on the embedded SQLite queue against
+# BullMQ (npm `bullmq` on Debian's redis-server and nodejs), on the same
+# machine and cores.
+#   make bench-jobs                      (after `make` built build/surge)
+#   BENCH_ROUNDS=1 BENCH_JOBS=20000 scripts/bench-jobs.sh     (a short run)
+#
+# Environment:
+#   BENCH_ROUNDS   rounds of every measurement (default 3)
+#   BENCH_JOBS     backlog drained per run (default 100000)
+#   BENCH_RATE     arrival rate of the latency runs, jobs/s (default 5000)
+#   BENCH_SECONDS  length of the latency runs (default 10)
+#   BENCH_BULLMQ   0 skips BullMQ (default 1: npm install bullmq into build/bullmq once)
+#
+# Measured, per round:
+#   drain    no-op jobs/s emptying a backlog of BENCH_JOBS: surge with 1 and
+#            with 2 worker processes (--concurrency 50 --batch 256); BullMQ with
+#            one worker at concurrency 50. Time from the workers' start to the
+#            last job done (surge: polled with `surge jobs stats` every 0.1 s;
+#            BullMQ: its own completed events). The backlog is written before
+#            the clock starts (surge: straight into the shards' outbox tables,
+#            the rows the app's producer writes; BullMQ: addBulk).
+#   latency  enqueue-to-start p50/p99 at a fixed BENCH_RATE jobs/s for
+#            BENCH_SECONDS (surge: `surge jobs enqueue --rate`, the jobs due
+#            in each 10 ms tick in one transaction per shard, latency = claim
+#            time - enqueue time from the job rows, ms resolution; BullMQ: a
+#            producer adding a batch every 10 ms with addBulk, latency =
+#            processor start - add time).
+#   rss      peak RSS (VmHWM) of each worker process.
+# Redis runs with AOF (appendfsync everysec), the closest match to SQLite's
+# WAL with synchronous=NORMAL that surge uses.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+ROUNDS=${BENCH_ROUNDS:-3}
+JOBS=${BENCH_JOBS:-100000}
+RATE=${BENCH_RATE:-5000}
+SECONDS_RUN=${BENCH_SECONDS:-10}
+BULLMQ=${BENCH_BULLMQ:-1}
+SURGE=$ROOT/build/surge
+PY=/usr/bin/python3
+TMP=$(mktemp -d /tmp/bench-jobs.XXXXXX)
+PIDS=()
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "bench-jobs: $*" >&2; }
+[ -x "$SURGE" ] || { log "build/surge is missing (run make)"; exit 2; }
+
+peak_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+new_store() {   # DIR: a seeded 4-shard store
+    "$SURGE" seed --data-dir "$1" --products 1 --users 1 --password-ops 1 \
+        --password-memory-kib 8192 >/dev/null
+}
+
+fill_surge() {  # DIR N: N ready no-op jobs, spread over the shards
+    "$PY" - "$1" "$2" <<'EOF'
+import sqlite3, sys, time, pathlib
+d, n = pathlib.Path(sys.argv[1]), int(sys.argv[2])
+shards = sorted(d.glob("shard-*.db"))
+now = int(time.time() * 1000)
+for i, p in enumerate(shards):
+    k = n // len(shards) + (1 if i < n % len(shards) else 0)
+    con = sqlite3.connect(str(p), timeout=30)
+    con.execute("BEGIN IMMEDIATE")
+    con.executemany("INSERT INTO jobs (kind, payload, state, run_at_ms, created_ms)"
+                    " VALUES ('noop', '{}', 'ready', ?, ?)", [(now, now)] * k)
+    con.commit()
+    con.close()
+EOF
+}
+
+done_count() { "$SURGE" jobs --data-dir "$1" stats --json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["done"])'; }
+
+surge_drain() {  # WORKERS ROUND -> prints "jobs_s peak_kb_max"
+    local w=$1 dir=$TMP/s-drain-$1-$2 pids=() t0 t1 kb=0 k p
+    new_store "$dir"
+    fill_surge "$dir" "$JOBS"
+    t0=$(date +%s.%N)
+    for ((k = 0; k < w; k++)); do
+        "$SURGE" worker --data-dir "$dir" --concurrency 50 --batch 256 --reservation-timeout 0 \
+            --log-level warn >/dev/null 2>>"$TMP/worker.log" &
+        pids+=($!); PIDS+=($!)
+    done
+    until [ "$(done_count "$dir")" = "$JOBS" ]; do sleep 0.1; done
+    t1=$(date +%s.%N)
+    for p in "${pids[@]}"; do
+        k=$(peak_kb "$p"); [ "$k" -gt "$kb" ] && kb=$k
+        stop_pid "$p"
+    done
+    rm -rf "$dir"
+    "$PY" -c "print('%.0f %d' % ($JOBS / ($t1 - $t0), $kb))"
+}
+
+surge_latency() {  # ROUND -> prints "p50_ms p99_ms peak_kb achieved_rate"
+    local dir=$TMP/s-lat-$1 n=$((RATE * SECONDS_RUN)) pid t0 t1 kb
+    new_store "$dir"
+    "$SURGE" worker --data-dir "$dir" --concurrency 50 --reservation-timeout 0 \
+        --log-level warn >/dev/null 2>>"$TMP/worker.log" &
+    pid=$!; PIDS+=($pid)
+    sleep 0.5
+    t0=$(date +%s.%N)
+    "$SURGE" jobs --data-dir "$dir" enqueue noop --count "$n" --rate "$RATE" >/dev/null
+    t1=$(date +%s.%N)
+    until [ "$(done_count "$dir")" = "$n" ]; do sleep 0.1; done
+    kb=$(peak_kb "$pid")
+    stop_pid "$pid"
+    "$PY" - "$dir" "$kb" "$n" "$t0" "$t1" <<'EOF'
+import sqlite3, sys, pathlib
+d, kb, n, t0, t1 = pathlib.Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+lat = []
+for p in d.glob("shard-*.db"):
+    con = sqlite3.connect(str(p))
+    lat += [r[0] for r in con.execute("SELECT started_ms - created_ms FROM jobs WHERE kind = 'noop'")]
+    con.close()
+lat.sort()
+pct = lambda q: lat[min(len(lat) - 1, int(q / 100 * len(lat)))]
+print(pct(50), pct(99), kb, "%.0f" % (n / (t1 - t0)))
+EOF
+    rm -rf "$dir"
+}
+
+results=$TMP/results.tsv
+: >"$results"
+for ((r = 1; r <= ROUNDS; r++)); do
+    for w in 1 2; do
+        read -r js kb < <(surge_drain "$w" "$r")
+        printf 'surge-drain-%d\t%s\t%s\n' "$w" "$js" "$kb" >>"$results"
+        log "round $r: surge, $w worker(s): $js jobs/s, peak RSS $kb kB"
+    done
+    read -r p50 p99 kb rate < <(surge_latency "$r")
+    printf 'surge-latency\t%s\t%s\t%s\t%s\n' "$p50" "$p99" "$kb" "$rate" >>"$results"
+    log "round $r: surge at $rate jobs/s: enqueue-to-start p50 $p50 ms, p99 $p99 ms, peak RSS $kb kB"
+done
+
+if [ "$BULLMQ" = 1 ]; then
+    command -v node >/dev/null && command -v redis-server >/dev/null || {
+        log "BullMQ needs nodejs, npm and redis-server (apt-get install nodejs npm redis-server)"; exit 2; }
+    if [ ! -d build/bullmq/node_modules/bullmq ] || [ ! -d build/bullmq/node_modules/ioredis ]; then
+        log "installing bullmq (and its redis client, ioredis) from npm into build/bullmq"
+        mkdir -p build/bullmq
+        npm install --silent --prefix build/bullmq bullmq ioredis >/dev/null
+    fi
+    log "bullmq $(node -p "require('$ROOT/build/bullmq/node_modules/bullmq/package.json').version"), node $(node --version), redis $(redis-server --version | cut -d' ' -f3 | cut -d= -f2)"
+    export NODE_PATH=$ROOT/build/bullmq/node_modules
+    JS=$ROOT/scripts/bench-jobs-bullmq.js
+    read -r RPORT < <(pick_ports 1)
+    mkdir -p "$TMP/redis"
+    redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly yes \
+        --appendfsync everysec --dir "$TMP/redis" --logfile "$TMP/redis.log" &
+    PIDS+=($!)
+    for _ in $(seq 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    for ((r = 1; r <= ROUNDS; r++)); do
+        redis-cli -p "$RPORT" flushall >/dev/null
+        node "$JS" fill "$RPORT" "$JOBS"
+        read -r js kb < <(node "$JS" drain "$RPORT" "$JOBS" 50)
+        printf 'bullmq-drain-1\t%s\t%s\n' "$js" "$kb" >>"$results"
+        log "round $r: BullMQ, 1 worker at concurrency 50: $js jobs/s, peak RSS $kb kB"
+        redis-cli -p "$RPORT" flushall >/dev/null
+        n=$((RATE * SECONDS_RUN))
+        node "$JS" latency "$RPORT" "$n" 50 >"$TMP/lat.out" &
+        lp=$!; PIDS+=($lp)
+        until grep -q ready "$TMP/lat.out"; do sleep 0.05; done
+        sleep 0.5
+        rate=$(node "$JS" produce "$RPORT" "$RATE" "$n")
+        wait "$lp"; forget_pid "$lp"
+        read -r p50 p99 kb < <(tail -1 "$TMP/lat.out")
+        printf 'bullmq-latency\t%s\t%s\t%s\t%s\n' "$p50" "$p99" "$kb" "$rate" >>"$results"
+        log "round $r: BullMQ at $rate jobs/s: enqueue-to-start p50 $p50 ms, p99 $p99 ms, peak RSS $kb kB"
+    done
+fi
+
+"$PY" - "$results" "$ROUNDS" "$JOBS" "$RATE" "$SECONDS_RUN" <<'EOF'
+import sys, collections
+rows = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    f = line.rstrip("\n").split("\t")
+    rows[f[0]].append([float(x) for x in f[1:]])
+rounds, jobs, rate, secs = sys.argv[2:]
+rng = lambda v, fmt="%.0f": (fmt % min(v)) if min(v) == max(v) else (fmt % min(v) + "–" + fmt % max(v))
+print("\n%s round(s), backlog %s jobs, latency runs at %s jobs/s for %s s\n" % (rounds, jobs, rate, secs))
+print("| run | jobs/s | peak RSS (MiB) |")
+print("|---|---|---|")
+for k, name in (("surge-drain-1", "surge worker, 1 process"), ("surge-drain-2", "surge worker, 2 processes"),
+                ("bullmq-drain-1", "BullMQ, 1 worker, concurrency 50")):
+    if k in rows:
+        print("| %s | %s | %s |" % (name, rng([r[0] for r in rows[k]]), rng([r[1] / 1024 for r in rows[k]], "%.1f")))
+print("\n| latency run | achieved rate | p50 (ms) | p99 (ms) | peak RSS (MiB) |")
+print("|---|---|---|---|---|")
+for k, name in (("surge-latency", "surge worker"), ("bullmq-latency", "BullMQ")):
+    if k in rows:
+        print("| %s | %s | %s | %s | %s |" % (name, rng([r[3] for r in rows[k]]), rng([r[0] for r in rows[k]]),
+                                             rng([r[1] for r in rows[k]]), rng([r[2] / 1024 for r in rows[k]], "%.1f")))
+if "bullmq-drain-1" in rows and "surge-drain-1" in rows:
+    b = sorted(r[0] for r in rows["bullmq-drain-1"])[len(rows["bullmq-drain-1"]) // 2]
+    for k in ("surge-drain-1", "surge-drain-2"):
+        s = sorted(r[0] for r in rows[k])[len(rows[k]) // 2]
+        print("\n%s / BullMQ (medians): %.1fx" % (k, s / b), end="")
+    print()
+EOF
