@@ -19,9 +19,9 @@ from report_lib import read_meta, read_tsv, update_doc
 
 BEGIN = "<!-- bench-lb:begin -->"
 END = "<!-- bench-lb:end -->"
-TARGETS = ["direct", "haproxy", "nginx", "surge"]
+TARGETS = ["direct", "haproxy", "nginx", "surge_base", "surge"]
 LABEL = {"direct": "direct (one nginx backend)", "haproxy": "HAProxy",
-         "nginx": "nginx proxy", "surge": "surge lb"}
+         "nginx": "nginx proxy", "surge": "surge lb", "surge_base": "surge lb (before)"}
 
 
 def fnum(x, nd=0):
@@ -73,7 +73,9 @@ def build(workdir):
     L.append(f"- Machine: {meta.get('nproc', '?')} CPUs, {meta.get('cpu_model', '?')}, "
              f"Linux {meta.get('kernel', '?')}")
     L.append(f"- Versions: {meta.get('haproxy_version', '?')}; {meta.get('nginx_version', '?')}; "
-             f"{meta.get('wrk_version', '?')}; surge: {meta.get('surge_version', '?')}")
+             f"{meta.get('wrk_version', '?')}; surge: {meta.get('surge_version', '?')}"
+             + (f"; surge lb (before): {meta['surge_base_version']}"
+                if meta.get("surge_base_version") else ""))
     L.append(f"- Command: `{meta.get('command', '?')}`")
     L.append(f"- Method: {meta.get('method', '?')}")
     L.append(f"- Load average (1/5/15 min) at start: {meta.get('load_start', '?')}, at end: "
@@ -144,7 +146,8 @@ def build(workdir):
         if "rps_med" not in s:
             lines.append(f"surge at {th} thread(s), {c} conns: {s['status'] or 'not run'}.")
             continue
-        for other, name in (("haproxy", "HAProxy"), ("nginx", "nginx")):
+        for other, name in (("haproxy", "HAProxy"), ("nginx", "nginx"),
+                            ("surge_base", "surge before")):
             o = summ.get((other, th, c))
             r = ratio(s, o)
             if r is None:
@@ -162,6 +165,10 @@ def build(workdir):
         if t != "direct" and s.get("up_reuse") is not None and s["up_reuse"] < 10:
             lines.append(f"{LABEL[t]} at {th} thread(s), {c} conns carries only {s['up_reuse']:.1f} "
                          f"requests per upstream connection (upstream connection churn).")
+    if "surge" in per_conn and "surge_base" in per_conn and per_conn["surge_base"] > 0:
+        lines.append(f"Idle connection memory surge/surge before: "
+                     f"{per_conn['surge'] / per_conn['surge_base']:.2f}× "
+                     f"({per_conn['surge']:,.0f} B vs {per_conn['surge_base']:,.0f} B per connection).")
     if "surge" in per_conn and "haproxy" in per_conn and per_conn["haproxy"] > 0:
         lines.append(f"Idle connection memory surge/HAProxy: "
                      f"{per_conn['surge'] / per_conn['haproxy']:.2f}× "

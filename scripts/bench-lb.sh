@@ -13,6 +13,9 @@
 #                     stdout (docs untouched; it is memory-bound, not CPU-bound)
 #   BENCH_DOC         markdown file to update (default docs/benchmarks.md; "-" = stdout only)
 #   BENCH_KEEP        directory to copy the raw results into (wrk outputs, TSVs, logs)
+#   BENCH_BASELINE_BIN  an older surge binary: adds a "surge lb (before)" target,
+#                     interleaved with the others (before/after in one run)
+#   BENCH_BASELINE_REV  what to call it in the report (default: its `surge version`)
 #
 # Two nginx backends, HAProxy, an nginx proxy and surge lb run on loopback ports
 # picked free in 20000-29999, all pinned to CPU 1; wrk (and the idle-connection
@@ -36,6 +39,11 @@ PY=/usr/bin/python3
 CONNS_LIST=(64 256)
 THREADS_LIST=(1 2)
 TARGETS=(direct haproxy nginx surge)
+BASE_BIN=${BENCH_BASELINE_BIN:-}
+if [ -n "$BASE_BIN" ]; then
+    [ -x "$BASE_BIN" ] || { echo "[bench-lb] error: BENCH_BASELINE_BIN $BASE_BIN is not executable" >&2; exit 2; }
+    TARGETS=(direct haproxy nginx surge_base surge)
+fi
 # wrk gets one thread: it is pinned to a single CPU, so a second thread would only
 # time-share that core (more context switches, no extra capacity).
 WRK_THREADS=1
@@ -94,8 +102,8 @@ start_bg() {
 
 
 
-read -r P_B1 P_B2 P_HAP P_NGX P_SRG P_ADM < <(pick_ports 6)
-[ -n "${P_ADM:-}" ] || die "could not find 6 free ports in 20000-29999"
+read -r P_B1 P_B2 P_HAP P_NGX P_SRG P_ADM P_SRB < <(pick_ports 7)
+[ -n "${P_SRB:-}" ] || die "could not find 7 free ports in 20000-29999"
 log "ports: backends $P_B1 $P_B2, haproxy $P_HAP, nginx $P_NGX, surge $P_SRG (admin $P_ADM); tmp $TMP"
 
 # ---------------------------------------------------------------- servers
@@ -169,21 +177,38 @@ start_surge() {   # THREADS [extra args...]; returns 1 (and sets SURGE_STATUS) o
     return 1
 }
 
+PID_SRB=''
+# The baseline surge (BENCH_BASELINE_BIN), same flags, its own port, no admin.
+start_surge_base() {   # THREADS [extra args...]
+    local n=$1 logf=$TMP/surge-base-threads$1.log i; shift
+    start_bg "$logf" "$BASE_BIN" lb --listen "127.0.0.1:$P_SRB" --backend "127.0.0.1:$P_B1" \
+        --backend "127.0.0.1:$P_B2" --threads "$n" --algorithm round_robin "$@"
+    PID_SRB=$STARTED_PID
+    for ((i = 0; i < 100; i++)); do
+        [ "$(curl -s --max-time 1 "http://127.0.0.1:$P_SRB/" || true)" = hello ] && return 0
+        kill -0 "$PID_SRB" 2>/dev/null || break
+        sleep 0.1
+    done
+    die "the baseline surge ($BASE_BIN) did not start: $(tail -2 "$logf")"
+}
+
 stop_proxies() {
     local p
-    for p in "$PID_HAP" "$PID_NGX" "$PID_SRG"; do [ -n "$p" ] && stop_pid "$p"; done
-    PID_HAP='' PID_NGX='' PID_SRG=''
+    for p in "$PID_HAP" "$PID_NGX" "$PID_SRG" "$PID_SRB"; do [ -n "$p" ] && stop_pid "$p"; done
+    PID_HAP='' PID_NGX='' PID_SRG='' PID_SRB=''
 }
 
 start_proxies() {   # THREADS
     start_haproxy "$1"
     start_nginx_proxy "$1"
+    [ -n "$BASE_BIN" ] && start_surge_base "$1"
     start_surge "$1" || log "surge: $SURGE_STATUS"
 }
 
 port_of() {
     case $1 in
     direct) echo "$P_B1" ;; haproxy) echo "$P_HAP" ;; nginx) echo "$P_NGX" ;; surge) echo "$P_SRG" ;;
+    surge_base) echo "$P_SRB" ;;
     esac
 }
 
@@ -319,6 +344,7 @@ mem_one() {   # TARGET
     local t=$1 pid port out i ready="" before="" after="" alive="" st=ok
     case $t in
     haproxy) start_haproxy 2; pid=$PID_HAP; port=$P_HAP ;;
+    surge_base) start_surge_base 2 --timeout-idle 120000; pid=$PID_SRB; port=$P_SRB ;;
     surge)
         # Keep idle clients open longer than the hold; retry without the flag
         # if this surge build does not accept it.
@@ -369,10 +395,11 @@ mem_one() {   # TARGET
         log "memory $t: RSS ${before} kB -> ${after} kB with $ready idle connections (alive at end: ${alive:-?})"
     fi
     stop_pid "$pid"
-    PID_HAP='' PID_SRG=''
+    PID_HAP='' PID_SRG='' PID_SRB=''
 }
 log "idle-connection memory: $IDLE_CONNS connections, threads 2"
 mem_one haproxy
+[ -n "$BASE_BIN" ] && mem_one surge_base
 mem_one surge
 if [ "$ONLY" = idle ]; then
     awk -F'\t' -v req="$IDLE_REQUESTS" 'NR > 1 && $4 > 0 {
@@ -386,7 +413,10 @@ fi
 cmd="BENCH_ROUNDS=$ROUNDS BENCH_DURATION=$DURATION scripts/bench-lb.sh"
 [ "$IDLE_CONNS" != 7000 ] && cmd="BENCH_IDLE_CONNS=$IDLE_CONNS $cmd"
 [ "$IDLE_REQUESTS" != 1 ] && cmd="BENCH_IDLE_REQUESTS=$IDLE_REQUESTS $cmd"
+[ -n "$BASE_BIN" ] && cmd="BENCH_BASELINE_BIN=$BASE_BIN $cmd"
 [ -n "${MAKELEVEL:-}" ] && cmd="$cmd (via make bench-lb)"
+base_ver=''
+if [ -n "$BASE_BIN" ]; then base_ver="${BENCH_BASELINE_REV:-$("$BASE_BIN" version 2>&1 | head -1)}"; fi
 surge_ver='not run'
 if [ -x "$SURGE" ]; then surge_ver="$("$SURGE" version 2>&1 | head -1 || true) (git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none))"; fi
 {
@@ -398,6 +428,7 @@ if [ -x "$SURGE" ]; then surge_ver="$("$SURGE" version 2>&1 | head -1 || true) (
     echo "nginx_version=$(nginx -v 2>&1 | head -1)"
     echo "wrk_version=$(wrk -v 2>&1 | head -1 | sed 's/ Copyright.*//')"
     echo "surge_version=$surge_ver"
+    [ -n "$base_ver" ] && echo "surge_base_version=$base_ver"
     echo "command=$cmd"
     # shellcheck disable=SC2028  # the backslash is meant literally
     echo "method=wrk -t$WRK_THREADS pinned to CPU $LOAD_CPU (taskset); balancers and both nginx backends (1 worker each, \`return 200 \"hello\\n\"\`) pinned to CPU $SERVER_CPU; $ROUNDS interleaved rounds (round → balancer threads → connections → targets, target order rotated each round; balancers restarted when the thread count changes); each run a ${WARMUP} s warm-up then \`wrk -t$WRK_THREADS -cC -d${DURATION}s --latency\`; median and min–max over rounds. HAProxy: nbthread N, roundrobin, http-reuse always. nginx: worker_processes N, upstream keepalive 64. surge: \`lb --threads N --algorithm round_robin\`."
