@@ -298,3 +298,26 @@ def test_usage_errors_are_one_line_and_exit_2(tmp_path):
     assert json.loads(res.stdout_text) == {"ready": 0, "delayed": 0, "running": 0, "done": 0,
                                            "dead": 0, "oldest_ready_age_s": 0}
     assert not Path(tmp_path / "none").exists(), "stats created a store"
+
+
+def test_worker_started_before_the_store_exists_picks_up_the_first_order(start_app, workers,
+                                                                          tmp_path):
+    """`surge up` starts apps and workers together: a worker on an empty data
+    directory waits for the store, then runs its jobs without a restart."""
+    data = tmp_path / "data"
+    w = workers.start(data, "--poll", "200ms", metrics=True)
+    assert stats(data) == {"ready": 0, "delayed": 0, "running": 0, "done": 0, "dead": 0,
+                           "oldest_ready_age_s": 0}
+    app = start_app(data_dir=data)
+    resp = app.post("/api/users", {"email": "late@example.com", "password": "correct horse",
+                                   "name": "Late"})
+    assert resp.status == 201, resp
+    sid = login(app, "late@example.com", "correct horse")
+    assert app.post("/api/products", {"name": "P", "price_cents": 100, "stock": 5},
+                    token=app.admin_token).status == 201
+    resp = app.post("/api/orders", {"items": [{"product_id": 1, "quantity": 1}]}, sid=sid)
+    assert resp.status == 201, resp
+    oid = resp.json()["id"]
+    assert wait_until(lambda: app.get("/api/orders/%d" % oid, sid=sid).json()["status"]
+                      == "confirmed", timeout=10)
+    assert w.stop() == 0
