@@ -321,3 +321,39 @@ def test_worker_started_before_the_store_exists_picks_up_the_first_order(start_a
     assert wait_until(lambda: app.get("/api/orders/%d" % oid, sid=sid).json()["status"]
                       == "confirmed", timeout=10)
     assert w.stop() == 0
+
+
+def job_times(data, queue):
+    out = []
+    for path in sorted(data.glob("shard-*.db")):
+        con = sqlite3.connect(str(path), timeout=30)
+        out += con.execute("SELECT started_ms, finished_ms FROM jobs WHERE queue = ?",
+                           (queue,)).fetchall()
+        con.close()
+    return out
+
+
+def test_per_queue_concurrency_and_rate_limits(workers, tmp_path):
+    data = tmp_path / "data"
+    make_store(data)
+    assert jobs(data, "enqueue", "sleep", "--payload", '{"ms":400}', "--queue", "slow",
+                "--count", 6).returncode == 0
+    assert jobs(data, "enqueue", "noop", "--queue", "fast", "--count", 40).returncode == 0
+    assert jobs(data, "enqueue", "noop", "--count", 20).returncode == 0
+    w = workers.start(data, "--concurrency", "8", "--queue-limit", "slow=2",
+                      "--queue-rate", "fast=20")
+    assert wait_until(lambda: stats(data)["done"] == 66, timeout=30), stats(data)
+    slow = job_times(data, "slow")
+    overlap = max(sum(1 for s2, f2 in slow if s2 <= s < f2) for s, f in slow)
+    assert overlap == 2, ("at most 2 slow jobs at once, and the limit is used", slow)
+    starts = sorted(s for s, _ in job_times(data, "fast"))
+    span = (starts[-1] - starts[0]) / 1000.0
+    # 40 jobs at 20/s after a burst of 2: about 1.9 s; unlimited they take ms.
+    assert 1.6 <= span <= 4.5, span
+    others = sorted(s for s, _ in job_times(data, "default"))
+    assert (others[-1] - others[0]) / 1000.0 < 1.0, "the unlimited queue was held back"
+    assert w.stop() == 0
+    res = run_surge("worker", "--data-dir", data, "--queue-limit", "slow")
+    assert res.returncode == 2 and len(res.stderr_text.strip().splitlines()) == 1
+    res = run_surge("worker", "--data-dir", data, "--queue-rate", "fast=0")
+    assert res.returncode == 2 and len(res.stderr_text.strip().splitlines()) == 1

@@ -340,3 +340,37 @@ Test(queue, enqueue_many_spreads_over_the_shards_in_one_transaction_each)
     cr_assert(shard0 == 5 || shard0 == 6, "%d of 11 on shard 0", shard0);
     free_claimed(c, n);
 }
+
+Test(queue, named_queues_and_per_queue_caps)
+{
+    const char *qs[] = {"a", "a", "a", "b", "b", "b", NULL, NULL};
+    for (int i = 0; i < 8; i++) {
+        struct queue_job j = {.kind = "k", .payload = "{}", .payload_len = 2, .queue = qs[i]};
+        char id[QUEUE_ID_MAX];
+        cr_assert_eq(qd->enqueue(qc, &j, 1000, id, sizeof id), 0);
+    }
+    struct queue_claimed c[16];
+    const char *only_a[] = {"a"};
+    struct queue_claim_req r = req_at(2000);
+    r.queues = only_a;
+    r.nqueues = 1;
+    int n = qd->claim(qc, &r, c, 16, NULL);
+    cr_assert_eq(n, 3);
+    for (int i = 0; i < n; i++)
+        cr_assert_str_eq(c[i].queue, "a");
+    free_claimed(c, n);
+    /* Every queue, but at most one job of b in this call. */
+    struct queue_cap caps[] = {{"b", 1}};
+    r = req_at(2000);
+    r.caps = caps;
+    r.ncaps = 1;
+    n = qd->claim(qc, &r, c, 16, NULL);
+    cr_assert_eq(n, 3, "2 default + 1 of b");
+    int nb = 0;
+    for (int i = 0; i < n; i++)
+        nb += !strcmp(c[i].queue, "b");
+    cr_assert_eq(nb, 1);
+    free_claimed(c, n);
+    caps[0].max = 0;
+    cr_assert_eq(qd->claim(qc, &r, c, 16, NULL), 0, "b is capped at 0 and nothing else is ready");
+}
