@@ -85,6 +85,7 @@ struct queue_claimed {
     uint64_t created_ms, due_ms, lease_until_ms;
 };
 
+/* Free j's payload and zero it (any thread; j is the caller's). */
 void queue_claimed_clear(struct queue_claimed *j);
 
 #define QUEUE_CAPS_MAX 8
