@@ -781,6 +781,19 @@ static void summary_json(struct queue_conn *c, struct store_rows *r, unsigned i,
         json_str(out, store_rows_text(r, i, 9));
 }
 
+struct list_item {
+    int64_t created_ms, id;
+    size_t off, len; /* the object's text in the scratch buffer */
+};
+
+static int newest_first(const void *a, const void *b)
+{
+    const struct list_item *x = a, *y = b;
+    if (x->created_ms != y->created_ms)
+        return x->created_ms > y->created_ms ? -1 : 1;
+    return x->id > y->id ? -1 : x->id < y->id;
+}
+
 static int sq_list(struct queue_conn *c, const struct queue_filter *f, uint64_t now_ms,
                    struct buf *out)
 {
@@ -792,28 +805,45 @@ static int sq_list(struct queue_conn *c, const struct queue_filter *f, uint64_t 
     unsigned limit = f->limit ? f->limit : 100;
     if (limit > STORE_MAX_ROWS)
         limit = STORE_MAX_ROWS;
-    int first = 1;
-    for (unsigned s = 0; s < c->nshards; s++) {
+    /* The newest `limit` of each shard, merged newest first across shards. */
+    struct list_item *items = xcalloc((size_t)limit * c->nshards, sizeof *items);
+    size_t n = 0;
+    struct buf scratch;
+    buf_init(&scratch, out->max_size);
+    int rc = 0;
+    for (unsigned s = 0; s < c->nshards && rc == 0; s++) {
         struct store_db *db = shard_db(c, s);
-        if (!db)
-            return -EIO;
+        if (!db) {
+            rc = -EIO;
+            break;
+        }
         struct store_val none = {.type = STORE_NULL};
         struct store_val st = f->state ? store_text(f->state, strlen(f->state)) : none;
         struct store_val q = f->queue ? store_text(f->queue, strlen(f->queue)) : none;
         struct store_val a[5] = {st, st, q, q, store_int(limit)};
-        int rc = q_exec(c, db, Q_LIST, a, 5, &c->rows);
-        if (rc < 0)
-            return rc;
-        for (unsigned i = 0; i < c->rows.nrows; i++) {
-            buf_puts(out, first ? "" : ",");
-            first = 0;
-            summary_json(c, &c->rows, i, s, out);
-            buf_puts(out, "}");
+        rc = q_exec(c, db, Q_LIST, a, 5, &c->rows);
+        for (unsigned i = 0; rc == 0 && i < c->rows.nrows; i++) {
+            struct list_item *it = &items[n++];
+            it->created_ms = store_rows_int(&c->rows, i, 8);
+            it->id = store_rows_int(&c->rows, i, 0) * ID_SHARDS + (int64_t)s;
+            it->off = scratch.len;
+            summary_json(c, &c->rows, i, s, &scratch);
+            buf_puts(&scratch, "}");
+            it->len = scratch.len - it->off;
         }
     }
-    buf_puts(out, "]");
+    if (rc == 0) {
+        qsort(items, n, sizeof *items, newest_first);
+        for (size_t i = 0; i < n && i < limit; i++) {
+            buf_puts(out, i ? "," : "");
+            buf_append(out, scratch.data + items[i].off, items[i].len);
+        }
+        buf_puts(out, "]");
+    }
+    buf_free(&scratch);
+    free(items);
     (void)now_ms;
-    return 0;
+    return rc;
 }
 
 static int sq_show(struct queue_conn *c, const char *id, struct buf *out)

@@ -374,3 +374,28 @@ Test(queue, named_queues_and_per_queue_caps)
     caps[0].max = 0;
     cr_assert_eq(qd->claim(qc, &r, c, 16, NULL), 0, "b is capped at 0 and nothing else is ready");
 }
+
+Test(queue, list_is_newest_first_across_shards)
+{
+    for (int i = 0; i < 6; i++) {
+        struct queue_job j = {.kind = "k", .payload = "{}", .payload_len = 2};
+        char id[QUEUE_ID_MAX];
+        cr_assert_eq(qd->enqueue(qc, &j, 1000 + (uint64_t)i * 10, id, sizeof id), 0);
+    }
+    struct buf b;
+    buf_init(&b, 1 << 20);
+    struct queue_filter f = {.limit = 4};
+    cr_assert_eq(qd->list(qc, &f, 3000, &b), 0);
+    buf_puts(&b, "");
+    /* created 1050, 1040, 1030, 1020: the 4 newest, whatever their shard. */
+    const char *at[] = {"\"created_ms\":1050", "\"created_ms\":1040", "\"created_ms\":1030",
+                        "\"created_ms\":1020"};
+    const char *p = b.data;
+    for (int i = 0; i < 4; i++) {
+        const char *q = strstr(p, at[i]);
+        cr_assert_not_null(q, "%s missing or out of order in %s", at[i], b.data);
+        p = q + 1;
+    }
+    cr_assert_null(strstr(b.data, "\"created_ms\":1010"), "%s", b.data);
+    buf_free(&b);
+}
