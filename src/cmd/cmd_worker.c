@@ -18,9 +18,48 @@ struct worker_flags {
     long long concurrency, batch, lease_ms, drain_timeout_ms, poll_ms, retry_base_ms, retry_cap_ms,
         reservation_timeout_ms;
     int log_level;
+    struct conf_list queue_limit, queue_rate;
 };
 
 static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
+
+/* NAME=NUMBER with a queue name and a positive number (integer when whole). */
+static int split_limit(const char *v, char *name, size_t namelen, double *num, int whole)
+{
+    const char *eq = strchr(v, '=');
+    if (!eq || eq == v || (size_t)(eq - v) > QUEUE_NAME_MAX || (size_t)(eq - v) >= namelen)
+        return -1;
+    memcpy(name, v, (size_t)(eq - v));
+    name[eq - v] = '\0';
+    char *end;
+    double d = strtod(eq + 1, &end);
+    if (end == eq + 1 || *end || !(d > 0) || d > 1e6 || (whole && d != (double)(long)d))
+        return -1;
+    *num = d;
+    return 0;
+}
+
+static int check_queue_limit(const char *v, char *err, size_t errlen)
+{
+    char name[QUEUE_NAME_MAX + 1];
+    double d;
+    if (split_limit(v, name, sizeof name, &d, 1) < 0) {
+        snprintf(err, errlen, "want NAME=N (a queue name, N jobs at once, 1..1000000)");
+        return -1;
+    }
+    return 0;
+}
+
+static int check_queue_rate(const char *v, char *err, size_t errlen)
+{
+    char name[QUEUE_NAME_MAX + 1];
+    double d;
+    if (split_limit(v, name, sizeof name, &d, 0) < 0) {
+        snprintf(err, errlen, "want NAME=R (a queue name, R jobs per second, > 0)");
+        return -1;
+    }
+    return 0;
+}
 
 static int check_queues(const char *v, char *err, size_t errlen)
 {
@@ -58,6 +97,10 @@ static const struct conf_entry worker_conf[] = {
      "jobs run at once (handler threads)"},
     {"queues", CONF_STRING, O(queues), 0, 0, NULL, NULL, check_queues, "NAME,...",
      "take jobs only from these queues (default: all)"},
+    {"queue-limit", CONF_LIST, O(queue_limit), 0, 0, NULL, NULL, check_queue_limit, "NAME=N",
+     "at most N jobs of queue NAME at once in this worker (repeatable)"},
+    {"queue-rate", CONF_LIST, O(queue_rate), 0, 0, NULL, NULL, check_queue_rate, "NAME=R",
+     "start at most R jobs of queue NAME per second in this worker (repeatable)"},
     {"lease", CONF_MS, O(lease_ms), 100, 3600000, "10s", NULL, NULL, "MS",
      "a claimed job's lease, renewed every third of it while it runs"},
     {"mail-dir", CONF_STRING, O(mail_dir), 0, 0, NULL, NULL, NULL, "DIR",
@@ -127,6 +170,34 @@ int cmd_worker(int argc, char **argv)
         if (p)
             *p++ = '\0';
     }
+    struct worker_queue_limit limits[QUEUE_CAPS_MAX];
+    char limit_names[QUEUE_CAPS_MAX][QUEUE_NAME_MAX + 1];
+    unsigned nlimits = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        const struct conf_list *l = pass ? &f.queue_rate : &f.queue_limit;
+        for (size_t i = 0; i < l->n; i++) {
+            char name[QUEUE_NAME_MAX + 1];
+            double d;
+            split_limit(l->items[i], name, sizeof name, &d, !pass);
+            unsigned k = 0;
+            while (k < nlimits && strcmp(limit_names[k], name))
+                k++;
+            if (k == nlimits) {
+                if (nlimits == QUEUE_CAPS_MAX) {
+                    fprintf(stderr, "surge worker: at most %d queues with limits\n",
+                            QUEUE_CAPS_MAX);
+                    goto out;
+                }
+                snprintf(limit_names[k], sizeof limit_names[k], "%s", name);
+                limits[k] = (struct worker_queue_limit){.name = limit_names[k]};
+                nlimits++;
+            }
+            if (pass)
+                limits[k].rate = d;
+            else
+                limits[k].max_running = (unsigned)d;
+        }
+    }
     log_set_level(f.log_level);
     struct worker_config cfg = {
         .data_dir = f.data_dir,
@@ -145,6 +216,8 @@ int cmd_worker(int argc, char **argv)
         .retry_base_ms = (uint64_t)f.retry_base_ms,
         .retry_cap_ms = (uint64_t)f.retry_cap_ms,
         .reservation_timeout_ms = (uint64_t)f.reservation_timeout_ms,
+        .limits = limits,
+        .nlimits = nlimits,
     };
     if (cfg.smtp_url && strncmp(cfg.smtp_url, "smtp://", 7) &&
         strncmp(cfg.smtp_url, "smtps://", 8)) {

@@ -85,7 +85,15 @@ struct queue_claimed {
     uint64_t created_ms, due_ms, lease_until_ms;
 };
 
+/* Free j's payload and zero it (any thread; j is the caller's). */
 void queue_claimed_clear(struct queue_claimed *j);
+
+#define QUEUE_CAPS_MAX 8
+
+struct queue_cap {
+    const char *name;
+    unsigned max;
+};
 
 struct queue_claim_req {
     uint64_t now_ms;
@@ -93,6 +101,11 @@ struct queue_claim_req {
     const char *worker;        /* who claims: "host:pid", recorded with the job */
     const char *const *queues; /* NULL/0: every queue */
     unsigned nqueues;
+    /* At most caps[i].max jobs of queue caps[i].name in this call (the
+     * worker's per-queue concurrency and rate limits); other queues are
+     * bounded only by max. */
+    const struct queue_cap *caps;
+    unsigned ncaps;                           /* <= QUEUE_CAPS_MAX */
     uint64_t backoff_base_ms, backoff_cap_ms; /* for jobs whose lease expired */
 };
 

@@ -97,6 +97,7 @@ enum {
     Q_WORK,
     Q_CLAIM,
     Q_CLAIM_Q,
+    Q_CLAIM_EXCL,
     Q_COUNTS,
     Q_OLDEST,
     Q_DUE_DELAYED,
@@ -145,6 +146,7 @@ static const char *const queue_sql[Q_COUNT] = {
                " (SELECT MIN(run_at_ms) FROM jobs WHERE state = 'delayed')",
     [Q_CLAIM] = CLAIM_SET CLAIM_RET,
     [Q_CLAIM_Q] = CLAIM_SET " AND queue = ?" CLAIM_RET,
+    [Q_CLAIM_EXCL] = CLAIM_SET " AND queue NOT IN (?, ?, ?, ?, ?, ?, ?, ?)" CLAIM_RET,
     [Q_COUNTS] = "SELECT (SELECT COUNT(*) FROM jobs WHERE state = 'ready'),"
                  " (SELECT COUNT(*) FROM jobs WHERE state = 'delayed'),"
                  " (SELECT COUNT(*) FROM jobs WHERE state = 'running'),"
@@ -492,7 +494,8 @@ static int take_rows(struct queue_conn *c, unsigned s, struct queue_claimed *out
 }
 
 static int claim_shard(struct queue_conn *c, unsigned s, const struct queue_claim_req *req,
-                       struct queue_claimed *out, unsigned room, struct queue_claim_stats *st)
+                       struct queue_claimed *out, unsigned room, struct queue_claim_stats *st,
+                       unsigned *cap_left)
 {
     struct store_db *db = shard_db(c, s);
     if (!db)
@@ -520,17 +523,47 @@ static int claim_shard(struct queue_conn *c, unsigned s, const struct queue_clai
     struct store_val now = store_int((int64_t)req->now_ms);
     if (rc == 0)
         rc = q_exec(c, db, Q_PROMOTE, &now, 1, NULL);
-    unsigned nq = req->nqueues ? req->nqueues : 1;
-    for (unsigned q = 0; rc == 0 && q < nq && (unsigned)got < room; q++) {
-        const char *w = req->worker ? req->worker : "";
-        struct store_val a[5] = {store_int((int64_t)(req->now_ms + req->lease_ms)), now,
-                                 store_text(w, strlen(w)), store_int(room - (unsigned)got),
-                                 (struct store_val){0}};
-        if (req->nqueues)
-            a[4] = store_text(req->queues[q], strlen(req->queues[q]));
-        rc = q_exec(c, db, req->nqueues ? Q_CLAIM_Q : Q_CLAIM, a, req->nqueues ? 5 : 4, &c->rows);
-        if (rc == 0)
-            got += take_rows(c, s, out + got, room - (unsigned)got);
+    /* Steps: each named queue (--queues), or every queue but the capped
+     * ones and then each capped one, each within what is left of its cap. */
+    const char *w = req->worker ? req->worker : "";
+    unsigned ncaps = req->ncaps < QUEUE_CAPS_MAX ? req->ncaps : QUEUE_CAPS_MAX;
+    unsigned nsteps = req->nqueues ? req->nqueues : ncaps ? 1 + ncaps : 1;
+    for (unsigned q = 0; rc == 0 && q < nsteps && (unsigned)got < room; q++) {
+        const char *name = req->nqueues   ? req->queues[q]
+                           : (ncaps && q) ? req->caps[q - 1].name
+                                          : NULL;
+        unsigned limit = room - (unsigned)got, capi = QUEUE_CAPS_MAX;
+        for (unsigned k = 0; name && k < ncaps; k++)
+            if (!strcmp(req->caps[k].name, name))
+                capi = k;
+        if (capi < QUEUE_CAPS_MAX && cap_left[capi] < limit)
+            limit = cap_left[capi];
+        if (limit == 0)
+            continue;
+        struct store_val a[12] = {store_int((int64_t)(req->now_ms + req->lease_ms)), now,
+                                  store_text(w, strlen(w))};
+        unsigned na, stmt;
+        if (name) {
+            a[3] = store_text(name, strlen(name));
+            a[4] = store_int(limit);
+            na = 5, stmt = Q_CLAIM_Q;
+        } else if (ncaps) {
+            for (unsigned k = 0; k < 8; k++)
+                a[3 + k] = k < ncaps ? store_text(req->caps[k].name, strlen(req->caps[k].name))
+                                     : store_text("", 0);
+            a[11] = store_int(limit);
+            na = 12, stmt = Q_CLAIM_EXCL;
+        } else {
+            a[3] = store_int(limit);
+            na = 4, stmt = Q_CLAIM;
+        }
+        rc = q_exec(c, db, stmt, a, na, &c->rows);
+        if (rc == 0) {
+            int n = take_rows(c, s, out + got, room - (unsigned)got);
+            got += n;
+            if (capi < QUEUE_CAPS_MAX)
+                cap_left[capi] -= (unsigned)n;
+        }
     }
     if (rc == 0 && st)
         rc = q_exec(c, db, Q_NEXT_DUE, NULL, 0, &c->rows);
@@ -560,9 +593,12 @@ static int sq_claim(struct queue_conn *c, const struct queue_claim_req *req,
     if (discover(c) < 0 || max == 0)
         return 0;
     unsigned got = 0, start = c->rr++;
+    unsigned cap_left[QUEUE_CAPS_MAX];
+    for (unsigned k = 0; k < QUEUE_CAPS_MAX; k++)
+        cap_left[k] = k < req->ncaps ? req->caps[k].max : 0;
     int err = 0;
     for (unsigned k = 0; k < c->nshards && got < max; k++) {
-        int n = claim_shard(c, (start + k) % c->nshards, req, out + got, max - got, st);
+        int n = claim_shard(c, (start + k) % c->nshards, req, out + got, max - got, st, cap_left);
         if (n < 0)
             err = n;
         else
@@ -745,6 +781,19 @@ static void summary_json(struct queue_conn *c, struct store_rows *r, unsigned i,
         json_str(out, store_rows_text(r, i, 9));
 }
 
+struct list_item {
+    int64_t created_ms, id;
+    size_t off, len; /* the object's text in the scratch buffer */
+};
+
+static int newest_first(const void *a, const void *b)
+{
+    const struct list_item *x = a, *y = b;
+    if (x->created_ms != y->created_ms)
+        return x->created_ms > y->created_ms ? -1 : 1;
+    return x->id > y->id ? -1 : x->id < y->id;
+}
+
 static int sq_list(struct queue_conn *c, const struct queue_filter *f, uint64_t now_ms,
                    struct buf *out)
 {
@@ -756,28 +805,45 @@ static int sq_list(struct queue_conn *c, const struct queue_filter *f, uint64_t 
     unsigned limit = f->limit ? f->limit : 100;
     if (limit > STORE_MAX_ROWS)
         limit = STORE_MAX_ROWS;
-    int first = 1;
-    for (unsigned s = 0; s < c->nshards; s++) {
+    /* The newest `limit` of each shard, merged newest first across shards. */
+    struct list_item *items = xcalloc((size_t)limit * c->nshards, sizeof *items);
+    size_t n = 0;
+    struct buf scratch;
+    buf_init(&scratch, out->max_size);
+    int rc = 0;
+    for (unsigned s = 0; s < c->nshards && rc == 0; s++) {
         struct store_db *db = shard_db(c, s);
-        if (!db)
-            return -EIO;
+        if (!db) {
+            rc = -EIO;
+            break;
+        }
         struct store_val none = {.type = STORE_NULL};
         struct store_val st = f->state ? store_text(f->state, strlen(f->state)) : none;
         struct store_val q = f->queue ? store_text(f->queue, strlen(f->queue)) : none;
         struct store_val a[5] = {st, st, q, q, store_int(limit)};
-        int rc = q_exec(c, db, Q_LIST, a, 5, &c->rows);
-        if (rc < 0)
-            return rc;
-        for (unsigned i = 0; i < c->rows.nrows; i++) {
-            buf_puts(out, first ? "" : ",");
-            first = 0;
-            summary_json(c, &c->rows, i, s, out);
-            buf_puts(out, "}");
+        rc = q_exec(c, db, Q_LIST, a, 5, &c->rows);
+        for (unsigned i = 0; rc == 0 && i < c->rows.nrows; i++) {
+            struct list_item *it = &items[n++];
+            it->created_ms = store_rows_int(&c->rows, i, 8);
+            it->id = store_rows_int(&c->rows, i, 0) * ID_SHARDS + (int64_t)s;
+            it->off = scratch.len;
+            summary_json(c, &c->rows, i, s, &scratch);
+            buf_puts(&scratch, "}");
+            it->len = scratch.len - it->off;
         }
     }
-    buf_puts(out, "]");
+    if (rc == 0) {
+        qsort(items, n, sizeof *items, newest_first);
+        for (size_t i = 0; i < n && i < limit; i++) {
+            buf_puts(out, i ? "," : "");
+            buf_append(out, scratch.data + items[i].off, items[i].len);
+        }
+        buf_puts(out, "]");
+    }
+    buf_free(&scratch);
+    free(items);
     (void)now_ms;
-    return 0;
+    return rc;
 }
 
 static int sq_show(struct queue_conn *c, const char *id, struct buf *out)

@@ -41,6 +41,7 @@ struct wjob {
     int cancelled; /* atomic: the handler should stop (lease lost, released) */
     int abandoned; /* settled already (timeout, lost, released): drop the result */
     int rc;
+    int limit; /* index in cfg->limits, or -1 */
     int phase; /* atomic: JOB_QUEUED, then JOB_STARTED (handler) or JOB_REVOKED (loop) */
     int ran;   /* set by the handler thread */
     uint64_t run_start_wall_ms; /* ditto */
@@ -73,6 +74,7 @@ struct sync_op {
     struct queue_claim_req req;
     int want_stats;
     int want_sweep;
+    struct queue_cap caps[QUEUE_CAPS_MAX];
     /* out */
     int settle_rc, renew_rc, nclaimed, stats_rc;
     struct queue_claimed claimed[QUEUE_CLAIM_MAX];
@@ -105,6 +107,10 @@ struct worker {
     struct sync_op *op; /* in flight, or NULL */
     int claim_wanted, renew_due, stats_due, sweep_due;
     unsigned echo_stage;
+    /* per cfg->limits[i]: claimed or running here; rate tokens */
+    unsigned lim_inflight[QUEUE_CAPS_MAX];
+    double lim_tokens[QUEUE_CAPS_MAX];
+    uint64_t lim_at_ms, next_rate_ms;
     uint64_t stats_at_ms, next_due_ms;
     int stopping, releasing, closed;
     uint64_t rnd;
@@ -199,6 +205,8 @@ static void settle_failure(struct worker *w, const struct wjob *j, int fatal, co
 
 static void free_wjob(struct worker *w, struct wjob *j)
 {
+    if (j->limit >= 0)
+        w->lim_inflight[j->limit]--;
     list_remove(&j->node);
     w->nrunning--;
     queue_claimed_clear(&j->c);
@@ -282,6 +290,15 @@ static struct wjob *new_wjob(struct worker *w, struct queue_claimed *c, uint64_t
     j->kind = job_kind_find(j->c.kind);
     j->start_mono_ms = uv_now(&w->loop);
     j->start_wall_ms = now_wall;
+    j->limit = -1;
+    for (unsigned i = 0; i < w->cfg->nlimits; i++) {
+        if (!strcmp(w->cfg->limits[i].name, j->c.queue)) {
+            j->limit = (int)i;
+            w->lim_inflight[i]++;
+            if (w->cfg->limits[i].rate > 0)
+                w->lim_tokens[i] -= 1.0;
+        }
+    }
     list_insert_tail(&w->running, &j->node);
     w->nrunning++;
     w->claimed_total++;
@@ -372,9 +389,20 @@ static void arm_poll(struct worker *w)
         return;
     uint64_t wait = w->cfg->poll_ms;
     uint64_t now = wall_ms();
-    if (w->next_due_ms) {
-        uint64_t until = w->next_due_ms > now ? w->next_due_ms - now : 0;
-        if (until < wait)
+    /* A rate-limited queue out of tokens: look again when the next one is in. */
+    w->next_rate_ms = 0;
+    for (unsigned i = 0; i < w->cfg->nlimits; i++) {
+        const struct worker_queue_limit *l = &w->cfg->limits[i];
+        if (l->rate > 0 && w->lim_tokens[i] < 1.0) {
+            uint64_t t = now + (uint64_t)((1.0 - w->lim_tokens[i]) / l->rate * 1000.0) + 1;
+            if (!w->next_rate_ms || t < w->next_rate_ms)
+                w->next_rate_ms = t;
+        }
+    }
+    const uint64_t at[2] = {w->next_due_ms, w->next_rate_ms};
+    for (int i = 0; i < 2; i++) {
+        uint64_t until = at[i] > now ? at[i] - now : 0;
+        if (at[i] && until < wait)
             wait = until;
     }
     uv_timer_start(&w->poll_timer, on_poll, wait, 0);
@@ -529,6 +557,30 @@ static void kick(struct worker *w)
     }
     w->renew_due = 0;
     if (want) {
+        /* Per-queue limits: what each limited queue may still take. */
+        uint64_t mono = uv_now(&w->loop);
+        double dt = w->lim_at_ms ? (double)(mono - w->lim_at_ms) / 1000.0 : 0;
+        w->lim_at_ms = mono;
+        for (unsigned i = 0; i < w->cfg->nlimits; i++) {
+            const struct worker_queue_limit *l = &w->cfg->limits[i];
+            unsigned room = want;
+            if (l->max_running)
+                room =
+                    l->max_running > w->lim_inflight[i] ? l->max_running - w->lim_inflight[i] : 0;
+            if (l->rate > 0) {
+                /* A token bucket holding a tenth of a second's worth (at least 1). */
+                double burst = l->rate / 10 > 1 ? l->rate / 10 : 1;
+                w->lim_tokens[i] += dt * l->rate;
+                if (w->lim_tokens[i] > burst)
+                    w->lim_tokens[i] = burst;
+                unsigned t = w->lim_tokens[i] > 0 ? (unsigned)w->lim_tokens[i] : 0;
+                if (t < room)
+                    room = t;
+            }
+            op->caps[i] = (struct queue_cap){l->name, room};
+        }
+        op->req.caps = op->caps;
+        op->req.ncaps = w->cfg->nlimits;
         op->want_claim = want;
         op->req.lease_ms = w->cfg->lease_ms;
         op->req.worker = w->name;
@@ -887,6 +939,8 @@ int worker_new(const struct worker_config *cfg, struct worker **out, char *err, 
     hist_init(&w->run_hist);
     metrics_init(&w->metrics);
     w->rnd = ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid();
+    for (unsigned i = 0; i < cfg->nlimits && i < QUEUE_CAPS_MAX; i++)
+        w->lim_tokens[i] = cfg->limits[i].rate / 10 > 1 ? cfg->limits[i].rate / 10 : 1;
     char host[64] = "localhost";
     gethostname(host, sizeof host - 1);
     snprintf(w->name, sizeof w->name, "%s:%d", host, (int)getpid());

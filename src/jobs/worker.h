@@ -29,6 +29,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Per-queue limits of one worker process (--queue-limit, --queue-rate). */
+struct worker_queue_limit {
+    const char *name;
+    unsigned max_running; /* jobs of this queue claimed or running at once; 0: no limit */
+    double rate;          /* jobs of this queue started per second; 0: no limit */
+};
+
 struct worker_config {
     const char *data_dir;
     const char *store_url;
@@ -46,6 +53,8 @@ struct worker_config {
      * min(timeout / 2, 30 s) under one unique key (so one runs at a time
      * however many workers there are). 0: never. */
     uint64_t reservation_timeout_ms;
+    const struct worker_queue_limit *limits; /* at most QUEUE_CAPS_MAX */
+    unsigned nlimits;
 };
 
 struct worker;

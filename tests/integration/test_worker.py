@@ -298,3 +298,62 @@ def test_usage_errors_are_one_line_and_exit_2(tmp_path):
     assert json.loads(res.stdout_text) == {"ready": 0, "delayed": 0, "running": 0, "done": 0,
                                            "dead": 0, "oldest_ready_age_s": 0}
     assert not Path(tmp_path / "none").exists(), "stats created a store"
+
+
+def test_worker_started_before_the_store_exists_picks_up_the_first_order(start_app, workers,
+                                                                          tmp_path):
+    """`surge up` starts apps and workers together: a worker on an empty data
+    directory waits for the store, then runs its jobs without a restart."""
+    data = tmp_path / "data"
+    w = workers.start(data, "--poll", "200ms", metrics=True)
+    assert stats(data) == {"ready": 0, "delayed": 0, "running": 0, "done": 0, "dead": 0,
+                           "oldest_ready_age_s": 0}
+    app = start_app(data_dir=data)
+    resp = app.post("/api/users", {"email": "late@example.com", "password": "correct horse",
+                                   "name": "Late"})
+    assert resp.status == 201, resp
+    sid = login(app, "late@example.com", "correct horse")
+    assert app.post("/api/products", {"name": "P", "price_cents": 100, "stock": 5},
+                    token=app.admin_token).status == 201
+    resp = app.post("/api/orders", {"items": [{"product_id": 1, "quantity": 1}]}, sid=sid)
+    assert resp.status == 201, resp
+    oid = resp.json()["id"]
+    assert wait_until(lambda: app.get("/api/orders/%d" % oid, sid=sid).json()["status"]
+                      == "confirmed", timeout=10)
+    assert w.stop() == 0
+
+
+def job_times(data, queue):
+    out = []
+    for path in sorted(data.glob("shard-*.db")):
+        con = sqlite3.connect(str(path), timeout=30)
+        out += con.execute("SELECT started_ms, finished_ms FROM jobs WHERE queue = ?",
+                           (queue,)).fetchall()
+        con.close()
+    return out
+
+
+def test_per_queue_concurrency_and_rate_limits(workers, tmp_path):
+    data = tmp_path / "data"
+    make_store(data)
+    assert jobs(data, "enqueue", "sleep", "--payload", '{"ms":400}', "--queue", "slow",
+                "--count", 6).returncode == 0
+    assert jobs(data, "enqueue", "noop", "--queue", "fast", "--count", 40).returncode == 0
+    assert jobs(data, "enqueue", "noop", "--count", 20).returncode == 0
+    w = workers.start(data, "--concurrency", "8", "--queue-limit", "slow=2",
+                      "--queue-rate", "fast=20")
+    assert wait_until(lambda: stats(data)["done"] == 66, timeout=30), stats(data)
+    slow = job_times(data, "slow")
+    overlap = max(sum(1 for s2, f2 in slow if s2 <= s < f2) for s, f in slow)
+    assert overlap == 2, ("at most 2 slow jobs at once, and the limit is used", slow)
+    starts = sorted(s for s, _ in job_times(data, "fast"))
+    span = (starts[-1] - starts[0]) / 1000.0
+    # 40 jobs at 20/s after a burst of 2: about 1.9 s; unlimited they take ms.
+    assert 1.6 <= span <= 4.5, span
+    others = sorted(s for s, _ in job_times(data, "default"))
+    assert (others[-1] - others[0]) / 1000.0 < 1.0, "the unlimited queue was held back"
+    assert w.stop() == 0
+    res = run_surge("worker", "--data-dir", data, "--queue-limit", "slow")
+    assert res.returncode == 2 and len(res.stderr_text.strip().splitlines()) == 1
+    res = run_surge("worker", "--data-dir", data, "--queue-rate", "fast=0")
+    assert res.returncode == 2 and len(res.stderr_text.strip().splitlines()) == 1

@@ -340,3 +340,62 @@ Test(queue, enqueue_many_spreads_over_the_shards_in_one_transaction_each)
     cr_assert(shard0 == 5 || shard0 == 6, "%d of 11 on shard 0", shard0);
     free_claimed(c, n);
 }
+
+Test(queue, named_queues_and_per_queue_caps)
+{
+    const char *qs[] = {"a", "a", "a", "b", "b", "b", NULL, NULL};
+    for (int i = 0; i < 8; i++) {
+        struct queue_job j = {.kind = "k", .payload = "{}", .payload_len = 2, .queue = qs[i]};
+        char id[QUEUE_ID_MAX];
+        cr_assert_eq(qd->enqueue(qc, &j, 1000, id, sizeof id), 0);
+    }
+    struct queue_claimed c[16];
+    const char *only_a[] = {"a"};
+    struct queue_claim_req r = req_at(2000);
+    r.queues = only_a;
+    r.nqueues = 1;
+    int n = qd->claim(qc, &r, c, 16, NULL);
+    cr_assert_eq(n, 3);
+    for (int i = 0; i < n; i++)
+        cr_assert_str_eq(c[i].queue, "a");
+    free_claimed(c, n);
+    /* Every queue, but at most one job of b in this call. */
+    struct queue_cap caps[] = {{"b", 1}};
+    r = req_at(2000);
+    r.caps = caps;
+    r.ncaps = 1;
+    n = qd->claim(qc, &r, c, 16, NULL);
+    cr_assert_eq(n, 3, "2 default + 1 of b");
+    int nb = 0;
+    for (int i = 0; i < n; i++)
+        nb += !strcmp(c[i].queue, "b");
+    cr_assert_eq(nb, 1);
+    free_claimed(c, n);
+    caps[0].max = 0;
+    cr_assert_eq(qd->claim(qc, &r, c, 16, NULL), 0, "b is capped at 0 and nothing else is ready");
+}
+
+Test(queue, list_is_newest_first_across_shards)
+{
+    for (int i = 0; i < 6; i++) {
+        struct queue_job j = {.kind = "k", .payload = "{}", .payload_len = 2};
+        char id[QUEUE_ID_MAX];
+        cr_assert_eq(qd->enqueue(qc, &j, 1000 + (uint64_t)i * 10, id, sizeof id), 0);
+    }
+    struct buf b;
+    buf_init(&b, 1 << 20);
+    struct queue_filter f = {.limit = 4};
+    cr_assert_eq(qd->list(qc, &f, 3000, &b), 0);
+    buf_puts(&b, "");
+    /* created 1050, 1040, 1030, 1020: the 4 newest, whatever their shard. */
+    const char *at[] = {"\"created_ms\":1050", "\"created_ms\":1040", "\"created_ms\":1030",
+                        "\"created_ms\":1020"};
+    const char *p = b.data;
+    for (int i = 0; i < 4; i++) {
+        const char *q = strstr(p, at[i]);
+        cr_assert_not_null(q, "%s missing or out of order in %s", at[i], b.data);
+        p = q + 1;
+    }
+    cr_assert_null(strstr(b.data, "\"created_ms\":1010"), "%s", b.data);
+    buf_free(&b);
+}
