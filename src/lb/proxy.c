@@ -47,14 +47,14 @@ void px_rbuf_put(struct lb_worker *w, char *p, size_t cap)
 }
 
 void px_read_room(struct lb_worker *w, char **rbuf, size_t *rlen, size_t *rpos, size_t *rcap,
-                  int in_head, uv_buf_t *out)
+                  int may_grow, uv_buf_t *out)
 {
     if (!*rbuf) {
         *rbuf = px_rbuf_get(w);
         *rcap = RBUF_SIZE;
         *rlen = *rpos = 0;
     }
-    if (*rlen == *rcap && in_head && *rcap < RBUF_HEAD_MAX) {
+    if (*rlen == *rcap && may_grow && *rcap < RBUF_HEAD_MAX) {
         char *n = xmalloc(RBUF_HEAD_MAX);
         memcpy(n, *rbuf, *rlen);
         px_rbuf_put(w, *rbuf, *rcap);
@@ -120,6 +120,14 @@ void client_timer(struct client *c, uint64_t ms)
 
 static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
+/* May the connection's full read buffer grow: a head, or a trailer line the
+ * request parser holds while no body write points into the buffer. */
+static int client_may_grow(const struct client *c)
+{
+    const struct txn *t = c->txn;
+    return !t || px_may_grow(&t->req, t->state == TX_HEAD, t->up_writing);
+}
+
 static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 {
     struct client *c = h->data;
@@ -133,8 +141,7 @@ static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
         out->len = DISCARD_SIZE;
         return;
     }
-    int in_head = !c->txn || c->txn->state == TX_HEAD;
-    px_read_room(c->w, &c->rbuf, &c->rlen, &c->rpos, &c->rcap, in_head, out);
+    px_read_room(c->w, &c->rbuf, &c->rlen, &c->rpos, &c->rcap, client_may_grow(c), out);
 }
 
 /* Does the connection want bytes from the client now? */
@@ -145,8 +152,8 @@ static int client_reading_want(const struct client *c)
     if (c->state != CL_TXN)
         return 1;
     const struct txn *t = c->txn;
-    /* A full buffer: a head may still grow it, nothing else does. */
-    if (c->rbuf && c->rlen == c->rcap && (t->state != TX_HEAD || c->rcap >= RBUF_HEAD_MAX))
+    /* A full buffer: a head or a held trailer line may still grow it. */
+    if (c->rbuf && c->rlen == c->rcap && (c->rcap >= RBUF_HEAD_MAX || !client_may_grow(c)))
         return 0;
     switch (t->state) {
     case TX_HEAD:
