@@ -117,7 +117,11 @@ static uint64_t sum_stat(const struct lb *lb, size_t offset)
         metrics_emit_u64(e, NULL, 0, sum_stat(arg, offsetof(struct lb_stats, field)));             \
     }
 STAT_COLLECT(c_accepted, accepted)
-STAT_COLLECT(c_open, open)
+static void c_open(struct metrics_emit *e, void *arg)
+{
+    const struct lb *lb = arg;
+    metrics_emit_u64(e, NULL, 0, __atomic_load_n(&lb->conns_open, __ATOMIC_RELAXED));
+}
 STAT_COLLECT(c_client_requests, requests)
 STAT_COLLECT(c_lb_errors, lb_errors)
 STAT_COLLECT(c_aborted, responses[0])

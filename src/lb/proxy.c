@@ -208,7 +208,7 @@ void client_close(struct client *c)
     if (c->txn)
         txn_detach(c->txn);
     list_remove(&c->link);
-    stat_add(&c->w->stats.open, -1);
+    __atomic_fetch_sub(&c->w->lb->conns_open, 1, __ATOMIC_RELAXED);
     c->reading = 0;
     c->closes_pending = 2;
     uv_close((uv_handle_t *)&c->timer, on_client_closed);
@@ -426,13 +426,12 @@ void proxy_on_accept(uv_stream_t *server, int status)
     }
     list_insert_tail(&w->clients, &c->link);
     stat_add(&w->stats.accepted, 1);
-    stat_add(&w->stats.open, 1);
+    /* Counted before the check, uncounted when it closes (client_close),
+     * refused or not: one atomic add, whatever the number of workers. */
+    uint64_t open = __atomic_add_fetch(&w->lb->conns_open, 1, __ATOMIC_RELAXED);
     c->state = CL_IDLE;
     long long max = lb_cfg(w->lb)->max_conns;
     if (max) {
-        uint64_t open = 0;
-        for (unsigned i = 0; i < w->lb->nthreads; i++)
-            open += __atomic_load_n(&w->lb->workers[i].stats.open, __ATOMIC_RELAXED);
         if (open > (uint64_t)max) {
             stat_add(&w->stats.conn_limit_rejects, 1);
             c->txn = txn_new(c);
