@@ -348,6 +348,10 @@ int msg_build_response_head(struct txn *t);
 /* The key ip_hash and consistent_hash hash for this request (--hash-key),
  * the client address when the request has none. Reads the head's bytes. */
 uint64_t msg_request_key(struct txn *t);
+/* Is the parsed response head (t->rbuf, t->resp) an overload answer: a 429,
+ * or a 503 with Retry-After (the backend sheds load on purpose and says when
+ * to come back)? Such an answer is counted apart and never as a failure. */
+int msg_response_overload(const struct txn *t);
 /* Does the request carry an Idempotency-Key header? */
 int msg_has_idempotency_key(const struct txn *t);
 /* Feed a chunked body from buf[*pos, len) into f (f->n pieces so far) in

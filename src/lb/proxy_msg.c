@@ -253,6 +253,19 @@ int msg_build_response_head(struct txn *t)
     return rc ? -ENOBUFS : 0;
 }
 
+int msg_response_overload(const struct txn *t)
+{
+    const struct http_msg *m = &t->resp;
+    if (m->status == 429)
+        return 1;
+    if (m->status != 503)
+        return 0;
+    for (unsigned i = 0; i < m->nheaders; i++)
+        if (SLICE_IS(t->rbuf, m->headers[i].name, "retry-after"))
+            return 1;
+    return 0;
+}
+
 int msg_has_idempotency_key(const struct txn *t)
 {
     const struct http_msg *m = &t->req;

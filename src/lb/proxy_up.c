@@ -239,17 +239,26 @@ static int on_response_head(struct txn *t)
      * more, close the client connection after it. Not a failure. */
     int early = !(t->flags & TF_REQ_DONE);
     hist_record(&t->b->per_thread[w->id].ttfb, lb_now_us() - t->t_sent_us);
+    /* Overload is not failure: a 429, or a 503 with Retry-After, is a
+     * backend shedding load on purpose, cheaply. Counting it toward
+     * ejection would move its load onto the others and overload them in
+     * turn (a cascade); it counts neither way, only in its own counter. */
+    int overload = msg_response_overload(t);
+    if (overload)
+        __atomic_fetch_add(&t->b->overloads, 1, __ATOMIC_RELAXED);
     if (st >= 500 && !early) {
-        txn_backend_failed(w, t->b, 0);
-        /* A 502/503/504 for a request that is safe to repeat goes to
-         * another backend instead of to the client. */
+        if (!overload)
+            txn_backend_failed(w, t->b, 0);
+        /* A 502/503/504 (an overload 503 too) for a request that is safe
+         * to repeat goes to another backend instead of to the client,
+         * within the retry budget. */
         if (st >= 502 && st <= 504 && (t->flags & TF_REPLAYABLE) && !(t->flags & TF_STARTED) &&
             t->retries > 0 && txn_retry_budget(w)) {
             t->up->flags |= UF_NOREUSE;
             txn_retry_or_fail(t, RETRY_ANSWERED, 502, "bad gateway");
             return -1;
         }
-    } else if (st < 500) {
+    } else if (st < 500 && !overload) {
         pool_report_success(t->b);
     }
     txn_count_response(w, st);
