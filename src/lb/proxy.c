@@ -13,6 +13,14 @@
  *                instead of a reset)
  *   CL_CLOSED  closing; freed in the close callbacks
  *
+ * A connection counts once in lb->conns_open (the --max-conns check): added
+ * at accept, subtracted in client_close, which runs once per connection.
+ *
+ * The read buffer is reset to its front only when all of it is used, and
+ * never below the request parser's hold_off (a head, or an unfinished
+ * trailer line, is read in place); it grows once to RBUF_HEAD_MAX for
+ * either, never while a write points into it (px_may_grow).
+ *
  * libuv rules: a handle is freed only in its close callback; a write's data
  * lives until its write callback. */
 #include "lb/proxy.h"

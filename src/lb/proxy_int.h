@@ -293,7 +293,8 @@ void txn_retry_or_fail(struct txn *t, int kind, int status, const char *reason);
  * floor 3)? Sums every worker's counters at most once a millisecond. */
 int txn_retry_budget(struct lb_worker *w);
 /* Passive health: b failed a request (lost: the connection failed, else it
- * answered 5xx or too slowly). */
+ * answered 5xx or too slowly; an overload answer, see msg_response_overload,
+ * is not a failure and never comes here). */
 void txn_backend_failed(struct lb_worker *w, struct backend *b, int lost);
 /* Send t to b (its slot taken by pool_pick): a pooled upstream connection
  * (TX_SEND) or a new one (TX_CONNECT); a connect that cannot start retries

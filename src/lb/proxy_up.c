@@ -4,7 +4,15 @@
  * transaction uses it, up->t is set and its bytes land in the
  * transaction's response buffer; between requests it waits in the
  * backend's per-thread idle list with no buffer, reading only to notice
- * the backend closing it (any byte there is a protocol error: close). */
+ * the backend closing it (any byte there is a protocol error: close).
+ *
+ * A response head decides how the backend is judged: a 5xx is a failure
+ * (toward --eject-after) unless it is an overload answer (429, or 503 with
+ * Retry-After: counted apart, never a failure); a 4xx, or any early answer
+ * to a request whose body was still coming, is never a failure. A
+ * 502/503/504 to a replayable request goes to another backend within the
+ * retry budget. The response buffer keeps an unfinished trailer line in
+ * place like the client's (px_may_grow). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
