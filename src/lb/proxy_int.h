@@ -31,9 +31,13 @@
 #include "http/http.h"
 #include "lb/lb.h"
 
-#define RBUF_SIZE      (16 * 1024)
-#define RBUF_HEAD_MAX  (HTTP_DEFAULT_MAX_HEAD + 1024)
-#define OUT_HEAD_MAX   (HTTP_DEFAULT_MAX_HEAD + 4096)
+#define RBUF_SIZE     (16 * 1024)
+#define RBUF_HEAD_MAX (HTTP_DEFAULT_MAX_HEAD + 1024)
+#define OUT_HEAD_MAX  (HTTP_DEFAULT_MAX_HEAD + 4096)
+/* Rebuilt trailer fields: "n:v" CRLF (4 raw bytes at least) becomes
+ * "n: v" CRLF, so a section the parser accepts grows by 5/4 at most and
+ * always fits: no field is ever dropped for lack of room. */
+#define TRAILERS_MAX   (HTTP_DEFAULT_MAX_HEAD / 4 * 5)
 #define POOL_MAX       64    /* free objects kept per worker, per kind */
 #define UP_IDLE_MAX_MS 30000 /* an idle upstream connection older than this closes */
 #define QUEUE_POLL_MS  5

@@ -377,7 +377,7 @@ void frame_on_trailer(void *arg, const char *name, size_t nlen, const char *valu
     rc |= buf_append(&f->trailers, ": ", 2);
     rc |= buf_append(&f->trailers, value, vlen);
     rc |= buf_append(&f->trailers, "\r\n", 2);
-    if (rc) /* over the cap (the parser's own limit is lower): drop the field */
+    if (rc) /* cannot happen with TRAILERS_MAX (see there): drop the field */
         f->trailers.len = before;
 }
 
@@ -433,7 +433,7 @@ struct frame *frame_get(struct lb_worker *w)
         buf_reset(&f->trailers);
     } else {
         f = xmalloc(sizeof *f);
-        buf_init(&f->trailers, HTTP_DEFAULT_MAX_HEAD);
+        buf_init(&f->trailers, TRAILERS_MAX);
     }
     f->n = 0;
     f->overflow = 0;

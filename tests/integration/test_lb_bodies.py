@@ -280,6 +280,24 @@ def test_oversized_trailer_section_is_431(start_lb):
         be.close()
 
 
+def test_many_short_trailer_fields_all_go_through(start_lb):
+    """A trailer section just under the 64 KiB limit made of the shortest
+    fields ("n:v"): rebuilt as "n: v" it is longer than it came, and every
+    field still goes up."""
+    be = RecordingBackend(OK_REPLY)
+    try:
+        lb = start_lb(backends=[be.addr])
+        names = [b"x%x" % i for i in range(7000)]  # 7000 * ~9 bytes: ~62 KiB raw
+        raw = b"".join(n + b":v\r\n" for n in names)
+        assert len(raw) < 64 * 1024 - 16
+        got = post_chunked(lb, b"1\r\nz\r\n0\r\n" + raw + b"\r\n")
+        assert got.startswith(b"HTTP/1.1 200"), got[:200]
+        body = be.raw[0].partition(b"\r\n\r\n")[2]
+        assert parse_canonical_chunked(body, b"".join(n + b": v\r\n" for n in names)) == b"z"
+    finally:
+        be.close()
+
+
 def test_one_trailer_line_past_the_head_limit_is_431(start_lb):
     be = RecordingBackend(OK_REPLY)
     try:
