@@ -343,8 +343,8 @@ static int guard_write(struct admin_req *q)
         return 0;
     const struct http_msg *m = &req->msg;
     log_warn_rl("admin: refused %s %.*s from %s: %s", q->method,
-             (int)(m->target.len > 80 ? 80 : m->target.len), req->raw.data + m->target.off,
-             req->peer_ip, why);
+                (int)(m->target.len > 80 ? 80 : m->target.len), req->raw.data + m->target.off,
+                req->peer_ip, why);
     error(q, status, why);
     return -1;
 }

@@ -24,12 +24,13 @@ struct backend {
     uint64_t id_hash; /* lb_hash64 of address: stable identity for hashing algorithms */
     unsigned id;      /* unique per process, never reused */
 
-    int weight;        /* (atomic) configured weight, 1..BACKEND_WEIGHT_MAX */
-    int state;         /* (atomic) enum backend_state */
-    int active;        /* (atomic) requests in flight on this backend */
-    uint64_t requests; /* (atomic) requests sent */
-    uint64_t failures; /* (atomic) connect errors, resets, 5xx, timeouts */
-    int refs;          /* (atomic) pool + every connection that points here */
+    int weight;         /* (atomic) configured weight, 1..BACKEND_WEIGHT_MAX */
+    int state;          /* (atomic) enum backend_state */
+    int active;         /* (atomic) requests in flight on this backend */
+    uint64_t requests;  /* (atomic) requests sent */
+    uint64_t failures;  /* (atomic) connect errors, resets, 5xx, timeouts */
+    uint64_t overloads; /* (atomic) overload answers: 429, 503 with Retry-After (not failures) */
+    int refs;           /* (atomic) pool + every connection that points here */
 
     /* Why a listed backend is not up. state is derived from these by the
      * pool (pool.c compute_state) under its write lock. */

@@ -60,7 +60,7 @@ void lb_config_free(struct lb_config *cfg);
 void lb_config_help(FILE *out);
 
 struct lb_stats { /* per worker; written by its thread, read with relaxed atomics */
-    uint64_t accepted, open, requests, lb_errors;
+    uint64_t accepted, requests, lb_errors;
     uint64_t in_flight, retrying, retries;
     uint64_t queued, queue_timeouts, conn_limit_rejects;
     uint64_t responses[6]; /* by status class 1xx..5xx; [0] = aborted */
@@ -111,6 +111,10 @@ struct lb {
     struct ratelimit ratelimit;
     uint64_t start_ms;
     uint64_t queued_all; /* (atomic) requests queued on every worker, read per request */
+    /* (atomic) client connections open on every worker: +1 per accept, -1
+     * in client_close (once per connection); the --max-conns check and the
+     * surge_lb_client_connections gauge, one atomic add per accept. */
+    uint64_t conns_open;
 };
 
 /* Build the balancer from a parsed config: pool, listeners (bound now so

@@ -8,6 +8,7 @@
 enum bfield {
     BF_REQUESTS,
     BF_ERRORS,
+    BF_OVERLOADS,
     BF_ACTIVE,
     BF_UP,
     BF_WEIGHT,
@@ -37,6 +38,9 @@ static void emit_backend(struct backend *b, void *arg)
         break;
     case BF_ERRORS:
         v = __atomic_load_n(&b->failures, __ATOMIC_RELAXED);
+        break;
+    case BF_OVERLOADS:
+        v = __atomic_load_n(&b->overloads, __ATOMIC_RELAXED);
         break;
     case BF_ACTIVE:
         v = (uint64_t)backend_active(b);
@@ -89,6 +93,7 @@ static void emit_backend(struct backend *b, void *arg)
     }
 BACKEND_COLLECT(c_requests, BF_REQUESTS)
 BACKEND_COLLECT(c_errors, BF_ERRORS)
+BACKEND_COLLECT(c_overloads, BF_OVERLOADS)
 BACKEND_COLLECT(c_active, BF_ACTIVE)
 BACKEND_COLLECT(c_up, BF_UP)
 BACKEND_COLLECT(c_weight, BF_WEIGHT)
@@ -117,7 +122,11 @@ static uint64_t sum_stat(const struct lb *lb, size_t offset)
         metrics_emit_u64(e, NULL, 0, sum_stat(arg, offsetof(struct lb_stats, field)));             \
     }
 STAT_COLLECT(c_accepted, accepted)
-STAT_COLLECT(c_open, open)
+static void c_open(struct metrics_emit *e, void *arg)
+{
+    const struct lb *lb = arg;
+    metrics_emit_u64(e, NULL, 0, __atomic_load_n(&lb->conns_open, __ATOMIC_RELAXED));
+}
 STAT_COLLECT(c_client_requests, requests)
 STAT_COLLECT(c_lb_errors, lb_errors)
 STAT_COLLECT(c_aborted, responses[0])
@@ -161,8 +170,12 @@ void lb_metrics_register(struct lb *lb)
         {"surge_lb_requests_total", "Requests sent to each backend.", METRIC_COUNTER, c_requests,
          lb},
         {"surge_lb_errors_total",
-         "Backend failures: connect errors, resets, timeouts and 5xx answers.", METRIC_COUNTER,
-         c_errors, lb},
+         "Backend failures: connect errors, resets, timeouts and 5xx answers other than "
+         "overload answers.",
+         METRIC_COUNTER, c_errors, lb},
+        {"surge_lb_backend_overload_total",
+         "Overload answers (429, or 503 with Retry-After): not failures, never eject.",
+         METRIC_COUNTER, c_overloads, lb},
         {"surge_lb_in_flight", "Requests in flight on each backend.", METRIC_GAUGE, c_active, lb},
         {"surge_lb_backend_up", "1 when the backend takes new requests.", METRIC_GAUGE, c_up, lb},
         {"surge_lb_backend_weight", "Configured weight.", METRIC_GAUGE, c_weight, lb},

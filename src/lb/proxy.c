@@ -13,6 +13,14 @@
  *                instead of a reset)
  *   CL_CLOSED  closing; freed in the close callbacks
  *
+ * A connection counts once in lb->conns_open (the --max-conns check): added
+ * at accept, subtracted in client_close, which runs once per connection.
+ *
+ * The read buffer is reset to its front only when all of it is used, and
+ * never below the request parser's hold_off (a head, or an unfinished
+ * trailer line, is read in place); it grows once to RBUF_HEAD_MAX for
+ * either, never while a write points into it (px_may_grow).
+ *
  * libuv rules: a handle is freed only in its close callback; a write's data
  * lives until its write callback. */
 #include "lb/proxy.h"
@@ -47,14 +55,14 @@ void px_rbuf_put(struct lb_worker *w, char *p, size_t cap)
 }
 
 void px_read_room(struct lb_worker *w, char **rbuf, size_t *rlen, size_t *rpos, size_t *rcap,
-                  int in_head, uv_buf_t *out)
+                  int may_grow, uv_buf_t *out)
 {
     if (!*rbuf) {
         *rbuf = px_rbuf_get(w);
         *rcap = RBUF_SIZE;
         *rlen = *rpos = 0;
     }
-    if (*rlen == *rcap && in_head && *rcap < RBUF_HEAD_MAX) {
+    if (*rlen == *rcap && may_grow && *rcap < RBUF_HEAD_MAX) {
         char *n = xmalloc(RBUF_HEAD_MAX);
         memcpy(n, *rbuf, *rlen);
         px_rbuf_put(w, *rbuf, *rcap);
@@ -120,6 +128,14 @@ void client_timer(struct client *c, uint64_t ms)
 
 static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
+/* May the connection's full read buffer grow: a head, or a trailer line the
+ * request parser holds while no body write points into the buffer. */
+static int client_may_grow(const struct client *c)
+{
+    const struct txn *t = c->txn;
+    return !t || px_may_grow(&t->req, t->state == TX_HEAD, t->up_writing);
+}
+
 static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 {
     struct client *c = h->data;
@@ -133,8 +149,7 @@ static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
         out->len = DISCARD_SIZE;
         return;
     }
-    int in_head = !c->txn || c->txn->state == TX_HEAD;
-    px_read_room(c->w, &c->rbuf, &c->rlen, &c->rpos, &c->rcap, in_head, out);
+    px_read_room(c->w, &c->rbuf, &c->rlen, &c->rpos, &c->rcap, client_may_grow(c), out);
 }
 
 /* Does the connection want bytes from the client now? */
@@ -145,8 +160,8 @@ static int client_reading_want(const struct client *c)
     if (c->state != CL_TXN)
         return 1;
     const struct txn *t = c->txn;
-    /* A full buffer: a head may still grow it, nothing else does. */
-    if (c->rbuf && c->rlen == c->rcap && (t->state != TX_HEAD || c->rcap >= RBUF_HEAD_MAX))
+    /* A full buffer: a head or a held trailer line may still grow it. */
+    if (c->rbuf && c->rlen == c->rcap && (c->rcap >= RBUF_HEAD_MAX || !client_may_grow(c)))
         return 0;
     switch (t->state) {
     case TX_HEAD:
@@ -201,7 +216,7 @@ void client_close(struct client *c)
     if (c->txn)
         txn_detach(c->txn);
     list_remove(&c->link);
-    stat_add(&c->w->stats.open, -1);
+    __atomic_fetch_sub(&c->w->lb->conns_open, 1, __ATOMIC_RELAXED);
     c->reading = 0;
     c->closes_pending = 2;
     uv_close((uv_handle_t *)&c->timer, on_client_closed);
@@ -419,13 +434,12 @@ void proxy_on_accept(uv_stream_t *server, int status)
     }
     list_insert_tail(&w->clients, &c->link);
     stat_add(&w->stats.accepted, 1);
-    stat_add(&w->stats.open, 1);
+    /* Counted before the check, uncounted when it closes (client_close),
+     * refused or not: one atomic add, whatever the number of workers. */
+    uint64_t open = __atomic_add_fetch(&w->lb->conns_open, 1, __ATOMIC_RELAXED);
     c->state = CL_IDLE;
     long long max = lb_cfg(w->lb)->max_conns;
     if (max) {
-        uint64_t open = 0;
-        for (unsigned i = 0; i < w->lb->nthreads; i++)
-            open += __atomic_load_n(&w->lb->workers[i].stats.open, __ATOMIC_RELAXED);
         if (open > (uint64_t)max) {
             stat_add(&w->stats.conn_limit_rejects, 1);
             c->txn = txn_new(c);

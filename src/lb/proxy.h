@@ -2,7 +2,7 @@
  * state machine between them, on one worker's loop (proxy.c, proxy_txn.c,
  * proxy_up.c, proxy_msg.c; internals in proxy_int.h). Everything here runs
  * on the worker's thread; the only shared state is the pool (locked),
- * backend counters and lb->queued_all (atomic). */
+ * backend counters, lb->queued_all and lb->conns_open (atomic). */
 #ifndef SURGE_LB_PROXY_H
 #define SURGE_LB_PROXY_H
 #include <uv.h>

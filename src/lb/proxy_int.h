@@ -31,9 +31,13 @@
 #include "http/http.h"
 #include "lb/lb.h"
 
-#define RBUF_SIZE      (16 * 1024)
-#define RBUF_HEAD_MAX  (HTTP_DEFAULT_MAX_HEAD + 1024)
-#define OUT_HEAD_MAX   (HTTP_DEFAULT_MAX_HEAD + 4096)
+#define RBUF_SIZE     (16 * 1024)
+#define RBUF_HEAD_MAX (HTTP_DEFAULT_MAX_HEAD + 1024)
+#define OUT_HEAD_MAX  (HTTP_DEFAULT_MAX_HEAD + 4096)
+/* Rebuilt trailer fields: "n:v" CRLF (4 raw bytes at least) becomes
+ * "n: v" CRLF, so a section the parser accepts grows by 5/4 at most and
+ * always fits: no field is ever dropped for lack of room. */
+#define TRAILERS_MAX   (HTTP_DEFAULT_MAX_HEAD / 4 * 5)
 #define POOL_MAX       64    /* free objects kept per worker, per kind */
 #define UP_IDLE_MAX_MS 30000 /* an idle upstream connection older than this closes */
 #define QUEUE_POLL_MS  5
@@ -199,10 +203,27 @@ static inline struct proxy_worker *PW(struct lb_worker *w)
 char *px_rbuf_get(struct lb_worker *w);
 void px_rbuf_put(struct lb_worker *w, char *p, size_t cap);
 /* Room to read into for a libuv alloc callback: a cached buffer on demand,
- * grown once to RBUF_HEAD_MAX only while a head (in_head) fills it. *out may
- * be empty (len 0) when the buffer is full: the caller stops reading first. */
+ * grown once to RBUF_HEAD_MAX when full and `may_grow` (a head, or a held
+ * trailer line, fills it: see px_may_grow; the old buffer is freed, so no
+ * pending write may point into it). *out may be empty (len 0) when the
+ * buffer is full: the caller stops reading first. */
 void px_read_room(struct lb_worker *w, char **rbuf, size_t *rlen, size_t *rpos, size_t *rcap,
-                  int in_head, uv_buf_t *out);
+                  int may_grow, uv_buf_t *out);
+/* May a full read buffer parsed by m grow (and move)? While a head is parsed
+ * (in_head), or while the parser holds an unfinished trailer line
+ * (m->hold_off) and no write from the buffer is pending (`writing`). Below
+ * hold_off the buffer is never reset, moved or reused: the parser reads the
+ * line from its first byte when it ends. */
+static inline int px_may_grow(const struct http_msg *m, int in_head, int writing)
+{
+    return in_head || (m->hold_off != HTTP_NO_HOLD && !writing);
+}
+/* Does m hold an unfinished trailer line that a full buffer of cap bytes
+ * cannot complete (the caller answers 431 or cuts the response)? */
+static inline int px_trailer_stuck(const struct http_msg *m, size_t len, size_t cap)
+{
+    return m->hold_off != HTTP_NO_HOLD && len == cap && cap >= RBUF_HEAD_MAX;
+}
 /* Start or stop reading the client as its state wants. Any state. */
 void client_reading_update(struct client *c);
 /* Close at once (client gone, fatal error): the transaction is detached (its
@@ -276,7 +297,8 @@ void txn_retry_or_fail(struct txn *t, int kind, int status, const char *reason);
  * floor 3)? Sums every worker's counters at most once a millisecond. */
 int txn_retry_budget(struct lb_worker *w);
 /* Passive health: b failed a request (lost: the connection failed, else it
- * answered 5xx or too slowly). */
+ * answered 5xx or too slowly; an overload answer, see msg_response_overload,
+ * is not a failure and never comes here). */
 void txn_backend_failed(struct lb_worker *w, struct backend *b, int lost);
 /* Send t to b (its slot taken by pool_pick): a pooled upstream connection
  * (TX_SEND) or a new one (TX_CONNECT); a connect that cannot start retries
@@ -331,12 +353,19 @@ int msg_build_response_head(struct txn *t);
 /* The key ip_hash and consistent_hash hash for this request (--hash-key),
  * the client address when the request has none. Reads the head's bytes. */
 uint64_t msg_request_key(struct txn *t);
+/* Is the parsed response head (t->rbuf, t->resp) an overload answer: a 429,
+ * or a 503 with Retry-After (the backend sheds load on purpose and says when
+ * to come back)? Such an answer is counted apart and never as a failure. */
+int msg_response_overload(const struct txn *t);
 /* Does the request carry an Idempotency-Key header? */
 int msg_has_idempotency_key(const struct txn *t);
 /* Feed a chunked body from buf[*pos, len) into f (f->n pieces so far) in
  * slices that cannot bring more than the slots left, until f is full, the
- * bytes are used or the message ends. *pos advances past what was consumed.
- * Returns the parser's event (HTTP_EV_ERROR with m->err_*). */
+ * bytes are used or the message ends; trailer fields are kept in f (see
+ * frame_on_trailer). *pos advances past what was consumed; an unfinished
+ * trailer line is consumed too, but m->hold_off then marks its first byte,
+ * which the caller keeps at its offset (px_may_grow). Returns the parser's
+ * event (HTTP_EV_ERROR with m->err_*). */
 int frame_feed(struct frame *f, struct http_msg *m, const char *buf, size_t *pos, size_t len);
 /* The iovecs for f's pieces (and the last chunk with the kept trailers when
  * `end`), after `first` when not NULL; *n receives the count. f->n is reset;

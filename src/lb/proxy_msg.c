@@ -1,6 +1,7 @@
 /* Message heads and bodies on their way through: the rewritten request and
  * response heads (hop-by-hop fields dropped, forwarding fields added), the
- * hash key of a request, and the canonical re-framing of chunked bodies. */
+ * hash key of a request, and the canonical re-framing of chunked bodies and
+ * their trailer fields. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -252,6 +253,19 @@ int msg_build_response_head(struct txn *t)
     return rc ? -ENOBUFS : 0;
 }
 
+int msg_response_overload(const struct txn *t)
+{
+    const struct http_msg *m = &t->resp;
+    if (m->status == 429)
+        return 1;
+    if (m->status != 503)
+        return 0;
+    for (unsigned i = 0; i < m->nheaders; i++)
+        if (SLICE_IS(t->rbuf, m->headers[i].name, "retry-after"))
+            return 1;
+    return 0;
+}
+
 int msg_has_idempotency_key(const struct txn *t)
 {
     const struct http_msg *m = &t->req;
@@ -284,9 +298,12 @@ const char *msg_method_name(const struct http_msg *m, const char *buf, size_t *l
 
 /* ---- chunked bodies ---------------------------------------------------------
  * The parser hands out payload pieces as pointers into the read buffer; the
- * framing that came with them (sizes, extensions, trailers) is never
- * forwarded. Each piece becomes one chunk of its own size, which is what any
- * reader of RFC 9112 7.1 sees, whatever the sender's framing looked like. */
+ * framing that came with them (sizes, extensions, raw trailer lines) is
+ * never forwarded. Each piece becomes one chunk of its own size, which is
+ * what any reader of RFC 9112 7.1 sees, whatever the sender's framing looked
+ * like; trailer fields are copied out as they end (frame_on_trailer) and go
+ * out rebuilt on the last chunk. The caller keeps an unfinished trailer line
+ * in place (m->hold_off, see px_may_grow). */
 
 static void frame_on_body(void *arg, const char *p, size_t n)
 {
@@ -310,9 +327,8 @@ int frame_feed(struct frame *f, struct http_msg *m, const char *buf, size_t *pos
 {
     int ev = HTTP_EV_NEED_MORE;
     m->on_body = frame_on_body;
+    m->on_trailer = frame_on_trailer;
     m->body_arg = f;
-    /* TODO(parser merge): m->on_trailer = frame_on_trailer; trailers are
-     * dropped until the parser branch brings that callback. */
     while (*pos < len && f->n < FRAME_SLOTS) {
         /* Two pieces are at least 3 framing bytes apart (LF, a digit, LF at
          * the very least), so k pieces span >= 4k - 3 bytes: a slice of
@@ -326,7 +342,10 @@ int frame_feed(struct frame *f, struct http_msg *m, const char *buf, size_t *pos
         if (ev != HTTP_EV_NEED_MORE || f->overflow)
             break;
     }
+    /* The frame may go back to its pool before the next feed. (A trailer
+     * line left unfinished keeps m->hold_off: it is set again next time.) */
     m->on_body = NULL;
+    m->on_trailer = NULL;
     return f->overflow ? HTTP_EV_ERROR : ev;
 }
 
@@ -358,7 +377,7 @@ void frame_on_trailer(void *arg, const char *name, size_t nlen, const char *valu
     rc |= buf_append(&f->trailers, ": ", 2);
     rc |= buf_append(&f->trailers, value, vlen);
     rc |= buf_append(&f->trailers, "\r\n", 2);
-    if (rc) /* over the cap (the parser's own limit is lower): drop the field */
+    if (rc) /* cannot happen with TRAILERS_MAX (see there): drop the field */
         f->trailers.len = before;
 }
 
@@ -414,7 +433,7 @@ struct frame *frame_get(struct lb_worker *w)
         buf_reset(&f->trailers);
     } else {
         f = xmalloc(sizeof *f);
-        buf_init(&f->trailers, HTTP_DEFAULT_MAX_HEAD);
+        buf_init(&f->trailers, TRAILERS_MAX);
     }
     f->n = 0;
     f->overflow = 0;

@@ -672,8 +672,11 @@ static int pump_request(struct txn *t)
     size_t consumed = 0;
     if (!(t->flags & TF_REQ_DONE)) {
         /* A body's bytes are all sent: start over at the buffer's front.
-         * (Never with a bodiless request, whose head bytes a retry reads.) */
-        if (c->rpos == c->rlen && c->rbuf && !(t->req.flags & HTTP_F_NO_BODY))
+         * (Never with a bodiless request, whose head bytes a retry reads,
+         * nor under an unfinished trailer line, which the parser reads in
+         * place when it ends.) */
+        if (c->rpos == c->rlen && c->rbuf && !(t->req.flags & HTTP_F_NO_BODY) &&
+            t->req.hold_off == HTTP_NO_HOLD)
             c->rpos = c->rlen = 0;
         int ev;
         size_t start = c->rpos;
@@ -694,6 +697,13 @@ static int pump_request(struct txn *t)
             if (used)
                 bufs[n++] = uv_buf_init(c->rbuf + start, (unsigned)used);
         }
+        int status = t->req.err_status;
+        const char *reason = t->req.err_reason;
+        if (ev == HTTP_EV_NEED_MORE && px_trailer_stuck(&t->req, c->rlen, c->rcap)) {
+            ev = HTTP_EV_ERROR;
+            status = 431;
+            reason = "trailer section too large";
+        }
         if (ev == HTTP_EV_ERROR) {
             /* A broken body after the head went out: nothing sane can follow. */
             if (t->up)
@@ -701,7 +711,7 @@ static int pump_request(struct txn *t)
             if (t->flags & TF_STARTED)
                 client_close(c);
             else
-                txn_reject(t, t->req.err_status, t->req.err_reason);
+                txn_reject(t, status, reason);
             return 1;
         }
         if (ev == HTTP_EV_DONE)

@@ -4,7 +4,15 @@
  * transaction uses it, up->t is set and its bytes land in the
  * transaction's response buffer; between requests it waits in the
  * backend's per-thread idle list with no buffer, reading only to notice
- * the backend closing it (any byte there is a protocol error: close). */
+ * the backend closing it (any byte there is a protocol error: close).
+ *
+ * A response head decides how the backend is judged: a 5xx is a failure
+ * (toward --eject-after) unless it is an overload answer (429, or 503 with
+ * Retry-After: counted apart, never a failure); a 4xx, or any early answer
+ * to a request whose body was still coming, is never a failure. A
+ * 502/503/504 to a replayable request goes to another backend within the
+ * retry budget. The response buffer keeps an unfinished trailer line in
+ * place like the client's (px_may_grow). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +78,14 @@ void up_release(struct txn *t, int reuse)
 
 static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
+/* May the response buffer grow when full: a head, or a trailer line the
+ * response parser holds while no client write points into the buffer. */
+static int up_may_grow(const struct txn *t)
+{
+    int in_head = t->state != TX_RESPOND && t->state != TX_TUNNEL;
+    return px_may_grow(&t->resp, in_head, (t->flags & TF_WRITING) != 0);
+}
+
 static void up_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 {
     struct upstream *up = h->data;
@@ -79,16 +95,14 @@ static void up_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
         out->len = DISCARD_SIZE;
         return;
     }
-    int in_head = t->state != TX_RESPOND && t->state != TX_TUNNEL;
-    px_read_room(up->w, &t->rbuf, &t->rlen, &t->rpos, &t->rcap, in_head, out);
+    px_read_room(up->w, &t->rbuf, &t->rlen, &t->rpos, &t->rcap, up_may_grow(t), out);
 }
 
 void up_read_update(struct upstream *up)
 {
     struct txn *t = up->t;
     int want = !(up->flags & (UF_CLOSING | UF_EOF)) && (up->flags & UF_CONNECTED);
-    if (want && t && t->rbuf && t->rlen == t->rcap &&
-        (t->rcap >= RBUF_HEAD_MAX || t->state == TX_RESPOND || t->state == TX_TUNNEL))
+    if (want && t && t->rbuf && t->rlen == t->rcap && (t->rcap >= RBUF_HEAD_MAX || !up_may_grow(t)))
         want = 0; /* full: the client has to take some first */
     if (want && !(up->flags & UF_READING)) {
         uv_read_start((uv_stream_t *)&up->tcp, up_alloc, on_up_read);
@@ -233,17 +247,26 @@ static int on_response_head(struct txn *t)
      * more, close the client connection after it. Not a failure. */
     int early = !(t->flags & TF_REQ_DONE);
     hist_record(&t->b->per_thread[w->id].ttfb, lb_now_us() - t->t_sent_us);
+    /* Overload is not failure: a 429, or a 503 with Retry-After, is a
+     * backend shedding load on purpose, cheaply. Counting it toward
+     * ejection would move its load onto the others and overload them in
+     * turn (a cascade); it counts neither way, only in its own counter. */
+    int overload = msg_response_overload(t);
+    if (overload)
+        __atomic_fetch_add(&t->b->overloads, 1, __ATOMIC_RELAXED);
     if (st >= 500 && !early) {
-        txn_backend_failed(w, t->b, 0);
-        /* A 502/503/504 for a request that is safe to repeat goes to
-         * another backend instead of to the client. */
+        if (!overload)
+            txn_backend_failed(w, t->b, 0);
+        /* A 502/503/504 (an overload 503 too) for a request that is safe
+         * to repeat goes to another backend instead of to the client,
+         * within the retry budget. */
         if (st >= 502 && st <= 504 && (t->flags & TF_REPLAYABLE) && !(t->flags & TF_STARTED) &&
             t->retries > 0 && txn_retry_budget(w)) {
             t->up->flags |= UF_NOREUSE;
             txn_retry_or_fail(t, RETRY_ANSWERED, 502, "bad gateway");
             return -1;
         }
-    } else if (st < 500) {
+    } else if (st < 500 && !overload) {
         pool_report_success(t->b);
     }
     txn_count_response(w, st);
@@ -283,6 +306,19 @@ static void on_up_eof(struct txn *t)
                                            : uv_strerror(up->eof_err));
 }
 
+/* A response body that cannot be forwarded: the client connection is cut
+ * when a byte went out, else the attempt fails like a broken response. */
+static void resp_body_broken(struct txn *t, const char *reason)
+{
+    if (t->flags & TF_STARTED) {
+        txn_count_response(t->w, 0);
+        client_close(t->c);
+    } else {
+        t->up->flags |= UF_NOREUSE;
+        txn_up_failed(t, reason);
+    }
+}
+
 /* Parse and forward what the upstream sent, until its bytes are used or a
  * write to the client is pending. In: TX_SEND, TX_WAIT, TX_RESPOND,
  * TX_TUNNEL. Out: the same, TX_RESPOND (a final head), TF_RESP_DONE set
@@ -296,8 +332,14 @@ int up_pump_response(struct txn *t)
             return progress;
         int in_body = t->state == TX_RESPOND || t->state == TX_TUNNEL;
         if (t->rpos == t->rlen) {
-            if (in_body && t->rbuf)
+            /* All used: start over at the front, unless the parser holds an
+             * unfinished trailer line there (read in place when it ends). */
+            if (in_body && t->rbuf && t->resp.hold_off == HTTP_NO_HOLD)
                 t->rpos = t->rlen = 0;
+            if (in_body && px_trailer_stuck(&t->resp, t->rlen, t->rcap)) {
+                resp_body_broken(t, "trailer section too large");
+                return 1;
+            }
             if (up->flags & UF_EOF) {
                 on_up_eof(t);
                 return 1;
@@ -352,13 +394,7 @@ int up_pump_response(struct txn *t)
                 bufs[n++] = uv_buf_init(t->rbuf + start, (unsigned)used);
         }
         if (ev == HTTP_EV_ERROR) {
-            if (t->flags & TF_STARTED) {
-                txn_count_response(t->w, 0);
-                client_close(t->c);
-            } else {
-                up->flags |= UF_NOREUSE;
-                txn_up_failed(t, "invalid response body");
-            }
+            resp_body_broken(t, "invalid response body");
             return 1;
         }
         int interim = t->resp.status < 200 && t->resp.status != 101;

@@ -7,7 +7,7 @@ failure whenever a surge log holds a sanitizer report or surge did not exit 0
 on SIGTERM.
 
     start_upstreams(*names, delay_ms=0, status=None, port=0, health_status=None,
-                    close=False) -> [Upstream]
+                    close=False, retry_after=None) -> [Upstream]
         (port=N restarts an upstream on a port it had: SO_REUSEADDR)
     start_lb(*extra_args, backends=(), algorithm=None, admin=False, threads=2,
              listen=True, env=None, expect_admin=False) -> Lb
@@ -212,7 +212,8 @@ def _read_line_with_deadline(proc, deadline):
 def start_upstreams(procs, tmp_path):
     count = [0]
 
-    def start(*names, delay_ms=0, status=None, port=0, health_status=None, close=False):
+    def start(*names, delay_ms=0, status=None, port=0, health_status=None, close=False,
+              retry_after=None):
         started = []
         for name in names:
             count[0] += 1
@@ -226,6 +227,8 @@ def start_upstreams(procs, tmp_path):
                 argv += ["--status", str(status)]
             if health_status is not None:
                 argv += ["--health-status", str(health_status)]
+            if retry_after is not None:
+                argv += ["--retry-after", str(retry_after)]
             if close:
                 argv += ["--close"]
             with open(log_path, "wb") as err:

@@ -2,12 +2,14 @@
 """A tiny scriptable HTTP/1.1 upstream for the integration tests (STYLE habit 16).
 
     fake_upstream.py --id NAME --port 0 [--host 127.0.0.1] [--delay-ms N] [--status N]
-                     [--health-status N] [--close]
+                     [--retry-after N] [--health-status N] [--close]
 
 --port N binds N with SO_REUSEADDR, so a killed upstream can be restarted on
 the same port. --health-status N is the status GET /healthz answers (default
 200) and only that; --close makes every other request (except the /__ routes)
-close the connection without answering, like ?close=1.
+close the connection without answering, like ?close=1. --retry-after N adds
+"Retry-After: N" to every 429 and 503 answer (an overloaded app's answer),
+like ?retry_after=N for one request.
 
 Prints exactly "fake upstream NAME listening on HOST:PORT" on stdout when ready.
 One thread per connection, keep-alive, request parsing by hand (Content-Length
@@ -16,6 +18,7 @@ default body is NAME.
 
 Per-request controls (query string, any path):
     ?delay=MS     sleep before answering          ?status=N   answer with status N
+    ?retry_after=N  "Retry-After: N" on a 429 or 503 answer
     ?close=1      close the connection without answering
     ?early=N      answer N (with "Connection: close") as soon as the head is read,
                   then close without reading the body (a peer with unread
@@ -246,6 +249,9 @@ class Connection:
     def send_head(self, status, headers, keep_alive, body=b""):
         lines = ["HTTP/1.1 %d %s" % (status, REASONS.get(status, "Status"))]
         lines.append("X-Backend-Id: %s" % self.server.name)
+        retry_after = getattr(self, "retry_after", None)
+        if status in (429, 503) and retry_after is not None:
+            lines.append("Retry-After: %s" % retry_after)
         lines += ["%s: %s" % kv for kv in headers]
         if not keep_alive:
             lines.append("Connection: close")
@@ -317,6 +323,7 @@ class Connection:
 
         self.server.stats.add(requests=1)
         q = req.query
+        self.retry_after = q.get("retry_after", self.server.retry_after)
         if q.get("close") == "1" or self.server.close:
             self.sock.shutdown(socket.SHUT_RDWR)
             return False
@@ -464,8 +471,10 @@ def ws_frame(b0, payload, mask=None):
 
 
 class Server:
-    def __init__(self, name, host, port, delay_ms, status, health_status=200, close=False):
+    def __init__(self, name, host, port, delay_ms, status, health_status=200, close=False,
+                 retry_after=None):
         self.name = name
+        self.retry_after = retry_after
         self.delay_ms = delay_ms
         self.status = status
         self.health_status = health_status
@@ -497,13 +506,15 @@ def main():
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--delay-ms", type=int, default=0)
     ap.add_argument("--status", type=int, default=200)
+    ap.add_argument("--retry-after", type=int, default=None,
+                    help="Retry-After seconds on every 429 and 503 answer")
     ap.add_argument("--health-status", type=int, default=200,
                     help="status of GET /healthz (only that route)")
     ap.add_argument("--close", action="store_true",
                     help="close every connection without answering (not /__ routes, /healthz)")
     args = ap.parse_args()
     server = Server(args.id, args.host, args.port, args.delay_ms, args.status,
-                    args.health_status, args.close)
+                    args.health_status, args.close, args.retry_after)
     try:
         server.serve()
     except KeyboardInterrupt:

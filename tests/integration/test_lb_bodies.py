@@ -21,12 +21,17 @@ MB = 1024 * 1024
 CHUNK_LINE = re.compile(rb"([0-9a-f]+)\r\n")
 
 
+LAST_CHUNK = re.compile(rb"(?:^|\r\n)0\r\n(?:[^\r\n]+\r\n)*\r\n$")
+
+
 class RecordingBackend:
     """Reads one request per connection until its chunked body ends (or a
-    Content-Length body is complete), keeps the raw bytes, answers `reply`."""
+    Content-Length body is complete), keeps the raw bytes, answers `reply`
+    (byte by byte with a short pause between them when `trickle`)."""
 
-    def __init__(self, reply):
+    def __init__(self, reply, trickle=False):
         self.reply = reply
+        self.trickle = trickle
         self.raw = []
         self.srv = socket.socket()
         self.srv.bind(("127.0.0.1", 0))
@@ -59,10 +64,16 @@ class RecordingBackend:
                 m = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
                 if m and len(body) >= int(m.group(1)):
                     break
-                if not m and (b"chunked" not in head.lower() or body.endswith(b"0\r\n\r\n")):
+                if not m and (b"chunked" not in head.lower() or LAST_CHUNK.search(body)):
                     break
             self.raw.append(data)
-            c.sendall(self.reply)
+            if self.trickle:
+                c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                for i in range(len(self.reply)):
+                    c.sendall(self.reply[i:i + 1])
+                    time.sleep(0.002)
+            else:
+                c.sendall(self.reply)
         except OSError:
             pass
         finally:
@@ -73,10 +84,11 @@ class RecordingBackend:
         self.srv.close()
 
 
-def parse_canonical_chunked(body):
+def parse_canonical_chunked(body, trailers=None):
     """The payload of a chunked body in canonical form, or an AssertionError:
     every size line is lower-case hex and CRLF (no extension, no space), the
-    data is followed by CRLF, and the last chunk has no trailer."""
+    data is followed by CRLF, and the last chunk carries exactly `trailers`
+    (the trailer field lines, each ending in CRLF; none by default)."""
     out, pos = b"", 0
     while True:
         m = CHUNK_LINE.match(body, pos)
@@ -84,7 +96,8 @@ def parse_canonical_chunked(body):
         size = int(m.group(1), 16)
         pos = m.end()
         if size == 0:
-            assert body[pos:] == b"\r\n", ("trailer or junk after the last chunk", body[pos:])
+            want = (trailers or b"") + b"\r\n"
+            assert body[pos:] == want, ("trailer section after the last chunk", body[pos:], want)
             return out
         out += body[pos:pos + size]
         pos += size
@@ -162,6 +175,154 @@ def test_chunked_response_is_reframed_for_the_client(start_lb):
         assert head.startswith(b"HTTP/1.1 200"), got
         assert b";" not in body, body
         assert parse_canonical_chunked(body) == b"abcdefg", body
+    finally:
+        be.close()
+
+
+# ---- trailers --------------------------------------------------------------------------
+CHUNKED_POST = (b"POST /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n")
+
+
+def post_chunked(lb, body, trickle=False):
+    """Send CHUNKED_POST + body (byte by byte when trickle); the raw answer."""
+    s = socket.create_connection(("127.0.0.1", lb.port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if trickle:
+        s.sendall(CHUNKED_POST)
+        for i in range(len(body)):
+            s.sendall(body[i:i + 1])
+            time.sleep(0.002)
+    else:
+        s.sendall(CHUNKED_POST + body)
+    got = read_until_close(s)
+    s.close()
+    return got
+
+
+def test_trailers_are_forwarded_canonically(start_lb):
+    """Trailer fields go up on the last chunk as "name: value" CRLF, the
+    value trimmed; fields that frame, route or manage the connection are
+    dropped."""
+    be = RecordingBackend(OK_REPLY)
+    try:
+        lb = start_lb(backends=[be.addr])
+        got = post_chunked(lb, b"5\r\nhello\r\n0\r\nX-Checksum:   abc123  \r\n"
+                               b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\nHost: y\r\n"
+                               b"Connection: close\r\nTrailer: X-Checksum\r\nTE: trailers\r\n"
+                               b"x-other:\tv  w\t\r\nEmpty:\r\n\r\n")
+        assert got.startswith(b"HTTP/1.1 200"), got
+        assert len(be.raw) == 1, be.raw
+        body = be.raw[0].partition(b"\r\n\r\n")[2]
+        assert parse_canonical_chunked(
+            body, b"X-Checksum: abc123\r\nx-other: v  w\r\nEmpty: \r\n") == b"hello", body
+    finally:
+        be.close()
+
+
+def test_trailer_line_split_across_many_reads(start_lb):
+    """Every byte of the body, trailers included, in its own TCP segment: the
+    balancer keeps an unfinished trailer line in place until it ends."""
+    be = RecordingBackend(OK_REPLY)
+    try:
+        lb = start_lb(backends=[be.addr])
+        value = b"".join(b"%03d" % i for i in range(60))
+        got = post_chunked(lb, b"4\r\nwiki\r\n0\r\nX-Long-Trailer-Name: " + value +
+                           b"\r\nX-Second: two\r\n\r\n", trickle=True)
+        assert got.startswith(b"HTTP/1.1 200"), got
+        body = be.raw[0].partition(b"\r\n\r\n")[2]
+        assert parse_canonical_chunked(
+            body, b"X-Long-Trailer-Name: " + value + b"\r\nX-Second: two\r\n") == b"wiki", body
+    finally:
+        be.close()
+
+
+def test_trailer_line_across_the_end_of_the_read_buffer(start_lb):
+    """A trailer line that starts near the end of a full 16 KiB read buffer
+    and ends past it: the buffer grows (it may not be reset or moved under
+    the line), while the body before it is still being written upstream."""
+    be = RecordingBackend(OK_REPLY)
+    try:
+        lb = start_lb(backends=[be.addr])
+        data = bytes(i % 251 for i in range(16200))
+        value = b"v" * 9000
+        got = post_chunked(lb, b"%x\r\n" % len(data) + data + b"\r\n0\r\nX-Big: " + value +
+                           b"\r\n\r\n")
+        assert got.startswith(b"HTTP/1.1 200"), got
+        body = be.raw[0].partition(b"\r\n\r\n")[2]
+        assert parse_canonical_chunked(body, b"X-Big: " + value + b"\r\n") == data
+    finally:
+        be.close()
+
+
+@pytest.mark.parametrize("field", [b"X-A: b\r\n c\r\n", b"X-A: b\x00c\r\n", b"X-A: b\rc\r\n"],
+                         ids=["obs-fold", "nul", "bare-cr"])
+def test_bad_trailer_is_400_and_nothing_reaches_the_backend(start_lb, field):
+    be = RecordingBackend(OK_REPLY)
+    try:
+        lb = start_lb(backends=[be.addr])
+        got = post_chunked(lb, b"5\r\nhello\r\n0\r\nX-Ok: 1\r\n" + field + b"\r\n")
+        assert got.startswith(b"HTTP/1.1 400"), got
+        time.sleep(0.3)  # the backend thread records what it got when the lb closes
+        assert b"".join(be.raw) == b"", be.raw
+    finally:
+        be.close()
+
+
+def test_oversized_trailer_section_is_431(start_lb):
+    be = RecordingBackend(OK_REPLY)
+    try:
+        lb = start_lb(backends=[be.addr])
+        fields = b"".join(b"X-F%d: %s\r\n" % (i, b"f" * 1000) for i in range(70))
+        got = post_chunked(lb, b"5\r\nhello\r\n0\r\n" + fields + b"\r\n")
+        assert got.startswith(b"HTTP/1.1 431"), got[:200]
+    finally:
+        be.close()
+
+
+def test_many_short_trailer_fields_all_go_through(start_lb):
+    """A trailer section just under the 64 KiB limit made of the shortest
+    fields ("n:v"): rebuilt as "n: v" it is longer than it came, and every
+    field still goes up."""
+    be = RecordingBackend(OK_REPLY)
+    try:
+        lb = start_lb(backends=[be.addr])
+        names = [b"x%x" % i for i in range(7000)]  # 7000 * ~9 bytes: ~62 KiB raw
+        raw = b"".join(n + b":v\r\n" for n in names)
+        assert len(raw) < 64 * 1024 - 16
+        got = post_chunked(lb, b"1\r\nz\r\n0\r\n" + raw + b"\r\n")
+        assert got.startswith(b"HTTP/1.1 200"), got[:200]
+        body = be.raw[0].partition(b"\r\n\r\n")[2]
+        assert parse_canonical_chunked(body, b"".join(n + b": v\r\n" for n in names)) == b"z"
+    finally:
+        be.close()
+
+
+def test_one_trailer_line_past_the_head_limit_is_431(start_lb):
+    be = RecordingBackend(OK_REPLY)
+    try:
+        lb = start_lb(backends=[be.addr])
+        got = post_chunked(lb, b"5\r\nhello\r\n0\r\nX-Huge: " + b"h" * 70000 + b"\r\n\r\n")
+        assert got.startswith(b"HTTP/1.1 431"), got[:200]
+    finally:
+        be.close()
+
+
+@pytest.mark.parametrize("trickle", [False, True], ids=["whole", "byte-by-byte"])
+def test_trailers_on_a_chunked_response_reach_the_client(start_lb, trickle):
+    reply = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Digest\r\n"
+             b"Connection: close\r\n\r\n3;a=b\r\nabc\r\n0\r\nX-Digest:  sha-256=xyz \r\n"
+             b"Content-Length: 3\r\nGrpc-Status: 0\r\n\r\n")
+    be = RecordingBackend(reply, trickle=trickle)
+    try:
+        lb = start_lb(backends=[be.addr])
+        s = socket.create_connection(("127.0.0.1", lb.port))
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        got = read_until_close(s)
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), got
+        assert parse_canonical_chunked(
+            body, b"X-Digest: sha-256=xyz\r\nGrpc-Status: 0\r\n") == b"abc", body
     finally:
         be.close()
 

@@ -29,6 +29,8 @@ import time
 from collections import Counter
 from datetime import datetime
 
+import pytest
+
 from harness import (Load, RawConn, assert_json_error, free_port, metric_sum, one_request,
                      wait_until)
 
@@ -191,6 +193,56 @@ def test_503_backend_is_ejected_and_clients_see_only_200(start_upstreams, start_
     after = sequential(lb, 10)
     assert all(st == 200 for st, _ in after), after
     assert c.stats()["requests"] == hits, ("an ejected backend got traffic", c.stats(), hits)
+
+
+@pytest.mark.parametrize("retry_after", [1, None], ids=["503+retry-after", "plain-503"])
+def test_overload_answer_is_not_a_failure(start_upstreams, start_lb, retry_after):
+    """An app that answers 503 + Retry-After is shedding load on purpose:
+    more than --eject-after such answers in a row leave it up (ejecting it
+    would move its load onto the others), counted as overload, not as
+    errors; idempotent requests still go to another backend. A plain 503 is
+    a failure and still ejects."""
+    (a,) = start_upstreams("a")
+    (c,) = start_upstreams("c", status=503, retry_after=retry_after)
+    lb = start_lb("--eject-after", "3", backends=[a, c], algorithm="round_robin", admin=True)
+    got = sequential(lb, 20)
+    assert got == [(200, "a")] * 20, ("GETs are retried on a", got)
+    hits = c.stats()["requests"]
+    text = lb.metrics()
+    overloads = metric_sum(text, "surge_lb_backend_overload_total", backend=c.addr) or 0
+    errors = metric_sum(text, "surge_lb_errors_total", backend=c.addr) or 0
+    if retry_after is None:
+        assert lb.states()[c.addr] == "down", lb.backends()
+        assert 3 <= hits < 10 and errors >= 3 and overloads == 0, (hits, errors, overloads)
+        return
+    assert hits >= 10, ("round robin sends c every other request", hits)
+    assert lb.states() == {a.addr: "up", c.addr: "up"}, lb.backends()
+    assert (overloads, errors) == (hits, 0), (overloads, errors, hits)
+    # Not replayable: c's answer, Retry-After included, reaches the client.
+    with lb.conn() as conn:
+        seen = set()
+        for _ in range(4):
+            resp = conn.request("POST", "/", [("Content-Type", "text/plain")], b"x")
+            seen.add((resp.status, resp.backend))
+            if resp.status == 503:
+                assert resp.header("retry-after") == "1", resp.headers
+    assert seen == {(200, "a"), (503, "c")}, seen
+    assert lb.states()[c.addr] == "up", lb.backends()
+    assert [b["failures"] for b in lb.backends() if b["address"] == c.addr] == [0], lb.backends()
+
+
+def test_429_is_overload_forwarded_not_retried(start_upstreams, start_lb):
+    """A 429 is the backend's rate limit: forwarded to the client (another
+    backend would sidestep it), counted as overload, never a failure."""
+    (c,) = start_upstreams("c", status=429, retry_after=2)
+    (a,) = start_upstreams("a")
+    lb = start_lb("--eject-after", "2", backends=[a, c], algorithm="round_robin", admin=True)
+    got = sequential(lb, 8)
+    assert sorted(set(got)) == [(200, "a"), (429, "c")], got
+    assert lb.states() == {a.addr: "up", c.addr: "up"}, lb.backends()
+    text = lb.metrics()
+    assert metric_sum(text, "surge_lb_backend_overload_total", backend=c.addr) == 4, text[-2000:]
+    assert (metric_sum(text, "surge_lb_errors_total", backend=c.addr) or 0) == 0
 
 
 def test_retry_rules_for_a_503_backend(start_upstreams, start_lb):

@@ -338,3 +338,58 @@ def test_max_conns_refuses_connections_over_the_cap(start_upstreams, start_lb):
     c2.close()
     rejects = metric_sum(lb.metrics(), "surge_lb_connection_limit_rejects_total")
     assert rejects == 1, ("surge_lb_connection_limit_rejects_total", rejects)
+
+
+def test_max_conns_gauge_returns_to_zero_after_churn(start_upstreams, start_lb):
+    """One shared open-connection count: +1 per accept, -1 exactly once per
+    close, however the connection ends (after a request, mid-request, idle,
+    reset by the client, refused over the cap). After 300 of them the gauge
+    is 0 and --max-conns still admits exactly N."""
+    import struct
+
+    (a,) = start_upstreams("a", delay_ms=50)
+    n = 4
+    lb = start_lb("--max-conns", str(n), backends=[a], admin=True, threads=2)
+
+    def reset(sock):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+
+    for round_ in range(30):
+        socks = [socket.create_connection(("127.0.0.1", lb.port)) for _ in range(n + 6)]
+        for i, s in enumerate(socks):
+            kind = (i + round_) % 5
+            if kind == 0:    # a whole request, then close
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            elif kind == 1:  # half a head, then reset
+                s.sendall(b"GET / HTTP/1.1\r\nHo")
+            elif kind == 2:  # a request in flight, then reset
+                s.sendall(b"GET /?delay=200 HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.02)
+        for i, s in enumerate(socks):
+            kind = (i + round_) % 5
+            if kind in (1, 2, 4):
+                reset(s)
+            else:
+                s.close()
+    def wait_gauge(want):
+        deadline = time.monotonic() + 5
+        while True:
+            got = metric_sum(lb.metrics(), "surge_lb_client_connections")
+            if got == want:
+                return
+            assert time.monotonic() < deadline, ("surge_lb_client_connections", got, want)
+            time.sleep(0.1)
+
+    wait_gauge(0)
+    held = [lb.conn() for _ in range(n)]
+    try:
+        for c in held:
+            assert c.request("GET", "/").status == 200
+        with lb.conn() as over:
+            resp = over.read_response("GET")
+            assert resp.status == 503, resp
+        wait_gauge(n)  # the refused one is gone, uncounted once
+    finally:
+        for c in held:
+            c.close()
