@@ -77,7 +77,7 @@ struct sync_op {
     struct queue_cap caps[QUEUE_CAPS_MAX];
     /* out */
     int settle_rc, renew_rc, nclaimed, stats_rc;
-    struct queue_claimed claimed[QUEUE_CLAIM_MAX];
+    struct queue_claimed *claimed; /* want_claim entries */
     struct queue_claim_stats cs;
     struct queue_stats stats;
 };
@@ -499,6 +499,7 @@ static void on_sync_done(struct workq_job *wq)
         w->qstats = op->stats;
         w->qstats_ok = 1;
     }
+    free(op->claimed);
     free(op);
     kick(w);
     maybe_finish(w);
@@ -582,6 +583,7 @@ static void kick(struct worker *w)
         op->req.caps = op->caps;
         op->req.ncaps = w->cfg->nlimits;
         op->want_claim = want;
+        op->claimed = xcalloc(want, sizeof *op->claimed);
         op->req.lease_ms = w->cfg->lease_ms;
         op->req.worker = w->name;
         op->req.queues = w->cfg->queues;
@@ -608,6 +610,7 @@ static void kick(struct worker *w)
         list_foreach_safe(pos, tmp, &op->settles) free(list_entry(pos, struct psettle, node));
         free(op->renews);
         free(op->renew_ids);
+        free(op->claimed);
         free(op);
     }
 }
