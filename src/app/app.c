@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "app/app_int.h"
 #include "app/validate.h"
 #include "base/alloc.h"
@@ -441,9 +442,7 @@ static void on_purge_work(struct workq_job *wj, void *ctx)
     /* Bounded batches: each statement deletes at most purge_batch rows, so
      * the store's write lock is never held for long; a backlog drains over
      * a few purges instead of in one long transaction. */
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t now = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    uint64_t now = clock_wall_ms();
     unsigned batch = (unsigned)c->purge_batch;
     for (int round = 0; round < PURGE_ROUNDS; round++) {
         uint64_t s = 0, f = 0;

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "app/app_int.h"
 
 static const char *const route_names[R_COUNT] = {
@@ -50,9 +51,7 @@ void app_stats_free(struct app_stats *s)
 
 void app_stats_count(struct app *a, enum app_route r, int status, uint64_t start_ns)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    uint64_t now = clock_mono_ns();
     if (status < 100 || status > 599)
         status = 599;
     __atomic_fetch_add(&a->stats.code_detail[r][status], 1, __ATOMIC_RELAXED);
@@ -123,7 +122,7 @@ static void collect_wb_pending(struct metrics_emit *e, void *arg)
 static void collect_wb_oldest(struct metrics_emit *e, void *arg)
 {
     struct app *a = arg;
-    metrics_emit_double(e, NULL, 0, (double)writeback_oldest_ms(a->wb, cache_now_ms()) / 1000.0);
+    metrics_emit_double(e, NULL, 0, (double)writeback_oldest_ms(a->wb, clock_mono_ms()) / 1000.0);
 }
 
 static void collect_pool(struct metrics_emit *e, void *arg, int what)

@@ -14,19 +14,13 @@
 
 #include <cjson/cJSON.h>
 
+#include "base/clock.h"
 #include "app/app_int.h"
 #include "app/validate.h"
 #include "base/log.h"
 
 #define LIST_LIMIT_MAX       100
 #define ORDERS_LIMIT_DEFAULT 50
-
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static void count(uint64_t *c)
 {
@@ -44,15 +38,7 @@ void app_retry_later(struct http_response *r, int status, const char *msg, uint6
 
 void app_json_error(struct http_response *r, int status, const char *msg)
 {
-    r->status = status;
-    r->content_type = "application/json";
-    buf_reset(&r->body);
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "error", msg);
-    char *s = cJSON_PrintUnformatted(o);
-    buf_puts(&r->body, s);
-    free(s);
-    cJSON_Delete(o);
+    http_response_error(r, status, msg); /* the tree's one JSON error writer */
 }
 
 static void json_answer(struct http_response *r, int status, cJSON *o)
@@ -178,7 +164,7 @@ static int session_user(struct app_job *j, struct app_thread *t, int64_t *uid)
     }
     hash_token(token, hash);
     const struct app_config *c = j->a->cfg;
-    int rc = j->a->sessions->lookup(t->sess, hash, wall_ms(), (uint64_t)c->session_idle_ms,
+    int rc = j->a->sessions->lookup(t->sess, hash, clock_wall_ms(), (uint64_t)c->session_idle_ms,
                                     (uint64_t)c->session_max_ms, uid);
     if (rc == -ENOENT)
         app_json_error(&j->resp, 401, "the session has expired or ended; log in again");
@@ -291,7 +277,7 @@ void app_handle_signup(struct app_job *j, struct app_thread *t)
         store_failed(&j->resp);
         goto out;
     }
-    uint64_t now = wall_ms();
+    uint64_t now = clock_wall_ms();
     struct store_val dv[2] = {store_text(lower, strlen(lower)), store_int((int64_t)now)};
     int rc = store_exec(&t->conns, dir, D_INSERT, dv, 2, &t->rows);
     if (rc == -EEXIST) {
@@ -358,7 +344,7 @@ void app_handle_login(struct app_job *j, struct app_thread *t)
     lower_copy(lower, sizeof lower, email);
     snprintf(ekey, sizeof ekey, "e:%s", lower);
     snprintf(akey, sizeof akey, "a:%s", j->ip);
-    uint64_t now = wall_ms(), window = (uint64_t)c->login_fail_window_ms, reset;
+    uint64_t now = clock_wall_ms(), window = (uint64_t)c->login_fail_window_ms, reset;
     int64_t n;
     if (a->sessions->failures(t->sess, ekey, now, window, 1, &n, &reset) < 0) {
         store_failed(&j->resp);
@@ -1050,7 +1036,7 @@ void app_handle_order_create(struct app_job *j, struct app_thread *t)
     for (int i = 0; i < n && hl < sizeof held; i++)
         hl += (size_t)snprintf(held + hl, sizeof held - hl, "%s%lld:%lld", i ? "," : "",
                                (long long)items[i].product_id, (long long)items[i].quantity);
-    uint64_t reserved_ms = wall_ms();
+    uint64_t reserved_ms = clock_wall_ms();
     int64_t reservation;
     randombytes_buf(&reservation, sizeof reservation);
     reservation = (int64_t)((uint64_t)reservation >> 2) + 1;
@@ -1076,7 +1062,7 @@ void app_handle_order_create(struct app_job *j, struct app_thread *t)
     }
     /* 2. The order, its items and its confirmation job in one shard
      * transaction (the outbox): all of them exist or none does. */
-    uint64_t now = wall_ms();
+    uint64_t now = clock_wall_ms();
     int rc = store_begin(&t->conns, sh, 1);
     int64_t local = 0;
     if (rc == 0) {
@@ -1111,7 +1097,7 @@ void app_handle_order_create(struct app_job *j, struct app_thread *t)
         /* The worker may give back reservations older than its timeout
          * (5 min by default): an order this late is refused rather than
          * risking stock counted twice. */
-        if (rc == 0 && wall_ms() - reserved_ms > APP_RESERVATION_GUARD_MS)
+        if (rc == 0 && clock_wall_ms() - reserved_ms > APP_RESERVATION_GUARD_MS)
             rc = -ETIMEDOUT;
         if (rc == 0)
             rc = store_commit(&t->conns, sh);

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "app/app_int.h"
 #include "base/log.h"
 
@@ -82,9 +83,7 @@ static int seed_users(struct store_conns *c, const struct store_layout *l, long 
     struct store_db *dir = store_conns_get(c, STORE_DIRECTORY, 0);
     if (!dir)
         return -1;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t now = (int64_t)ts.tv_sec * 1000;
+    int64_t now = (int64_t)(clock_wall_ms() / 1000 * 1000);
     for (long long i = 1; i <= n;) {
         long long first = i;
         /* Directory first (ids), then each shard: one transaction per database per batch. */

@@ -79,7 +79,7 @@ static int add_locked(struct writeback *w, int64_t id, int64_t n)
         w->slots[i].id = id;
         w->n++;
         if (!w->oldest_ms)
-            w->oldest_ms = cache_now_ms();
+            w->oldest_ms = clock_mono_ms();
     }
     w->slots[i].count += n;
     if (w->n * 2 > w->cap)

@@ -7,6 +7,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
+
 int log_level_g = LOG_INFO;
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
@@ -83,9 +85,7 @@ void log_write_suppressed(int level, const struct log_ctx *ctx, uint64_t suppres
 
 uint64_t log_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return clock_mono_ms();
 }
 
 #define COUNT_BITS 20

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "base/buf.h"
 #include "base/config.h"
 #include "cmd/cmd.h"
@@ -44,13 +45,6 @@ void cmd_jobs_help(FILE *out)
             "  --data-dir DIR  the store's directory (default ./data)\n"
             "  --store URL     store driver (default sqlite:)\n"
             "  --queue URL     queue driver (default sqlite:)\n");
-}
-
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 static int usage(const char *msg, const char *arg)
@@ -80,7 +74,7 @@ struct jobs_ctx {
 static int cmd_stats(struct jobs_ctx *c, int json)
 {
     struct queue_stats st;
-    int rc = c->qd->stats(c->qc, wall_ms(), &st);
+    int rc = c->qd->stats(c->qc, clock_wall_ms(), &st);
     if (rc < 0) {
         fprintf(stderr, "surge jobs: the store failed (%d)\n", rc);
         return 1;
@@ -148,7 +142,7 @@ static int cmd_list(struct jobs_ctx *c, int argc, char **argv)
     }
     struct buf b;
     buf_init(&b, 64 * 1024 * 1024);
-    int rc = c->qd->list(c->qc, &f, wall_ms(), &b);
+    int rc = c->qd->list(c->qc, &f, clock_wall_ms(), &b);
     buf_puts(&b, "");
     if (rc < 0) {
         fprintf(stderr, "surge jobs: the store failed (%d)\n", rc);
@@ -198,7 +192,7 @@ static int cmd_retry(struct jobs_ctx *c, int argc, char **argv)
     if (dead == !!id)
         return usage("retry: want a job ID or --dead", NULL);
     unsigned n = 0;
-    int rc = c->qd->retry(c->qc, id, wall_ms(), &n);
+    int rc = c->qd->retry(c->qc, id, clock_wall_ms(), &n);
     if (rc == -ENOENT) {
         fprintf(stderr, "surge jobs: job %s is not dead (or does not exist)\n", id);
         return 1;
@@ -250,7 +244,7 @@ static int cmd_enqueue(struct jobs_ctx *c, int argc, char **argv)
     struct queue_job job = {.payload = "{}", .payload_len = 2};
     long long count = 1, rate = 0, v;
     int json = 0;
-    uint64_t now = wall_ms(), delay = 0, run_at = 0;
+    uint64_t now = clock_wall_ms(), delay = 0, run_at = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--json")) {
@@ -348,7 +342,7 @@ static int cmd_enqueue(struct jobs_ctx *c, int argc, char **argv)
             k = due_n - i < 1 ? 1 : due_n - i;
             if (k > count - i)
                 k = count - i;
-            now = wall_ms();
+            now = clock_wall_ms();
             job.run_at_ms = run_at ? run_at : now + delay;
         }
         char fid[QUEUE_ID_MAX];

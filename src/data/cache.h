@@ -83,13 +83,6 @@ int cache_peek(struct cache *c, const char *key, struct buf *out);
 int cache_put(struct cache *c, const char *key, const void *val, size_t len, uint64_t ttl_ms);
 int cache_del(struct cache *c, const char *key);
 
-/* The drivers' expiry clock is clock_mono_ms (base/clock.h). This alias
- * stays only for src/app's callers (writeback.c, app_metrics.c); remove it
- * once they call clock_mono_ms themselves. */
-static inline uint64_t cache_now_ms(void)
-{
-    return clock_mono_ms();
-}
 /* ttl_ms scaled by a random factor in [0.9, 1.1]. */
 uint64_t cache_jitter_ttl(uint64_t ttl_ms);
 

@@ -1,4 +1,5 @@
 /* Job kinds and their handlers (see job.h). */
+#include "base/clock.h"
 #include "jobs/job.h"
 
 #include <cjson/cJSON.h>
@@ -272,9 +273,7 @@ static int run_stock_reservations(struct job_run *r, struct job_thread *t)
     }
     uint64_t older = (uint64_t)age->valuedouble;
     cJSON_Delete(o);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t now = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    uint64_t now = clock_wall_ms();
     if (access(t->conns.layout->catalog, F_OK) < 0)
         return 0; /* no store yet */
     struct store_db *cat = store_conns_get(&t->conns, STORE_CATALOG, 0);

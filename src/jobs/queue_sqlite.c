@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "base/alloc.h"
 #include "base/log.h"
 #include "jobs/queue.h"
@@ -182,13 +183,6 @@ struct queue_conn {
     char *dir;
 };
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static uint64_t next_rnd(struct queue_conn *c)
 {
     /* splitmix64: jitter only needs to be spread, not secret. */
@@ -204,7 +198,7 @@ static int discover(struct queue_conn *c)
 {
     if (c->nshards)
         return 0;
-    uint64_t now = mono_ms();
+    uint64_t now = clock_mono_ms();
     if (now < c->next_discover_ms)
         return -ENOENT;
     c->next_discover_ms = now + 500;

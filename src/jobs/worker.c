@@ -1,5 +1,6 @@
 /* surge worker: the loop, the store thread's sync passes, the handler
  * pool, leases, drain and metrics (see worker.h). */
+#include "base/clock.h"
 #include "jobs/worker.h"
 
 #include <errno.h>
@@ -128,13 +129,6 @@ static void maybe_finish(struct worker *w);
 static void on_poll(uv_timer_t *t);
 static void on_exit_timer(uv_timer_t *t);
 
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static uint64_t next_rnd(struct worker *w)
 {
     uint64_t z = (w->rnd += 0x9e3779b97f4a7c15ull);
@@ -188,8 +182,8 @@ static void queue_settle(struct worker *w, const struct wjob *j, enum queue_outc
     p->s.started_ms = j->start_wall_ms;
     p->s.worker = w->name;
     if (how == QUEUE_RETRY)
-        p->s.retry_at_ms = wall_ms() + queue_backoff_ms(j->c.attempts, w->cfg->retry_base_ms,
-                                                        w->cfg->retry_cap_ms, next_rnd(w));
+        p->s.retry_at_ms = clock_wall_ms() + queue_backoff_ms(j->c.attempts, w->cfg->retry_base_ms,
+                                                              w->cfg->retry_cap_ms, next_rnd(w));
     list_insert_tail(&w->settles, &p->node);
     w->nsettles++;
 }
@@ -225,13 +219,6 @@ struct wtask {
     struct wjob *jobs[];
 };
 
-static uint64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 static void on_task_work(struct workq_job *wq, void *ctx)
 {
     struct wtask *t = container_of(wq, struct wtask, wq);
@@ -245,11 +232,11 @@ static void on_task_work(struct workq_job *wq, void *ctx)
             continue;
         }
         j->ran = 1;
-        j->run_start_wall_ms = wall_ms();
-        uint64_t t0 = mono_us();
+        j->run_start_wall_ms = clock_wall_ms();
+        uint64_t t0 = clock_mono_us();
         struct job_run r = {.job = &j->c, .cancelled = &j->cancelled};
         j->rc = job_run(&r, ctx); /* an unknown kind: JOB_FATAL with its message */
-        j->run_us = mono_us() - t0;
+        j->run_us = clock_mono_us() - t0;
         memcpy(j->error, r.error, sizeof j->error);
     }
 }
@@ -336,7 +323,7 @@ static void on_sync_work(struct workq_job *wq, void *ctx)
 {
     struct sync_op *op = container_of(wq, struct sync_op, wq);
     struct worker *w = ctx;
-    uint64_t now = wall_ms();
+    uint64_t now = clock_wall_ms();
     if (op->nsettle) {
         struct queue_settle *s = xcalloc(op->nsettle, sizeof *s);
         unsigned i = 0;
@@ -351,11 +338,11 @@ static void on_sync_work(struct workq_job *wq, void *ctx)
     if (op->nrenew)
         op->renew_rc = w->qd->renew(w->qc, op->renews, op->nrenew, op->lease_until_ms);
     if (op->want_claim) {
-        op->req.now_ms = wall_ms();
+        op->req.now_ms = clock_wall_ms();
         op->nclaimed = w->qd->claim(w->qc, &op->req, op->claimed, op->want_claim, &op->cs);
     }
     if (op->want_stats)
-        op->stats_rc = w->qd->stats(w->qc, wall_ms(), &op->stats);
+        op->stats_rc = w->qd->stats(w->qc, clock_wall_ms(), &op->stats);
     if (op->want_sweep) {
         char payload[64], id[QUEUE_ID_MAX];
         snprintf(payload, sizeof payload, "{\"older_than_ms\":%" PRIu64 "}",
@@ -388,7 +375,7 @@ static void arm_poll(struct worker *w)
     if (w->stopping)
         return;
     uint64_t wait = w->cfg->poll_ms;
-    uint64_t now = wall_ms();
+    uint64_t now = clock_wall_ms();
     /* A rate-limited queue out of tokens: look again when the next one is in. */
     w->next_rate_ms = 0;
     for (unsigned i = 0; i < w->cfg->nlimits; i++) {
@@ -473,7 +460,7 @@ static void on_sync_done(struct workq_job *wq)
             w->store_errors_total++;
             log_warn("claim failed (%d); retrying at the next poll", op->nclaimed);
         } else {
-            uint64_t now = wall_ms();
+            uint64_t now = clock_wall_ms();
             struct wjob *fresh[QUEUE_CLAIM_MAX];
             unsigned nfresh = 0;
             for (int i = 0; i < op->nclaimed; i++) {
@@ -554,7 +541,7 @@ static void kick(struct worker *w)
             op->renews[op->nrenew].token = j->c.token;
             op->nrenew++;
         }
-        op->lease_until_ms = wall_ms() + w->cfg->lease_ms;
+        op->lease_until_ms = clock_wall_ms() + w->cfg->lease_ms;
     }
     w->renew_due = 0;
     if (want) {

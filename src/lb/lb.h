@@ -142,11 +142,5 @@ int lb_reload(struct lb *lb);
  * getrandom at init): for picks and request ids, not for secrets. Only on
  * w's thread (the state is not shared). */
 uint64_t lb_worker_rand(struct lb_worker *w);
-/* Deprecated alias of clock_mono_us (base/clock.h), kept only while
- * src/lb/proxy.c still calls it; remove with its last caller. */
-static inline uint64_t lb_now_us(void)
-{
-    return clock_mono_us();
-}
 
 #endif

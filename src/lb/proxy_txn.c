@@ -92,7 +92,7 @@ void txn_free(struct lb_worker *w, struct txn *t)
 static void refresh_sums(struct lb_worker *w)
 {
     struct proxy_worker *pw = PW(w);
-    uint64_t now = lb_now_us();
+    uint64_t now = clock_mono_us();
     if (now - pw->sums_at_us < 1000 && pw->sums_at_us)
         return;
     const struct lb *lb = w->lb;
@@ -172,7 +172,7 @@ void txn_set_state(struct txn *t, enum txn_state to)
                          __ATOMIC_RELAXED);
         stat_add(&w->stats.queued, -1);
         __atomic_fetch_sub(&lb->queued_all, 1, __ATOMIC_RELAXED);
-        hist_record(&w->queue_wait, lb_now_us() - t->t_queued_us);
+        hist_record(&w->queue_wait, clock_mono_us() - t->t_queued_us);
     }
     if (from == TX_BACKOFF && to != TX_BACKOFF)
         stat_add(&w->stats.retrying, -1);
@@ -201,7 +201,7 @@ void txn_set_state(struct txn *t, enum txn_state to)
             client_timer(c, (uint64_t)cfg->timeout_header_ms);
         break;
     case TX_QUEUED:
-        t->t_queued_us = lb_now_us();
+        t->t_queued_us = clock_mono_us();
         if (list_empty(&w->queue))
             __atomic_store_n(&w->queue_head_us, t->t_queued_us, __ATOMIC_RELAXED);
         list_insert_tail(&w->queue, &t->qlink);
@@ -589,7 +589,7 @@ static void on_request_head(struct txn *t)
     const struct lb_config *cfg = lb_cfg(w->lb);
     const struct http_msg *m = &t->req;
     t->flags |= TF_HEAD_DONE;
-    t->t_head_us = lb_now_us();
+    t->t_head_us = clock_mono_us();
     stat_add(&w->stats.requests, 1);
     unsigned mc = msg_method_class(m);
     if (mc & MSG_M_CONNECT) {
@@ -599,8 +599,8 @@ static void on_request_head(struct txn *t)
     if (cfg->rate_limit) {
         double rate = (double)cfg->rate_limit;
         double burst = cfg->rate_burst ? (double)cfg->rate_burst : rate;
-        unsigned wait = ratelimit_take(&w->lb->ratelimit, lb_hash64(c->ip, c->ip_len), lb_now_us(),
-                                       rate, burst);
+        unsigned wait = ratelimit_take(&w->lb->ratelimit, lb_hash64(c->ip, c->ip_len),
+                                       clock_mono_us(), rate, burst);
         if (wait) {
             t->retry_after_s = wait;
             txn_reject(t, 429, "too many requests from this address");
@@ -665,7 +665,7 @@ static int pump_request(struct txn *t)
         head = uv_buf_init(t->head.data, (unsigned)t->head.len);
         have_head = 1;
         t->flags |= TF_HEAD_OUT;
-        t->t_sent_us = lb_now_us();
+        t->t_sent_us = clock_mono_us();
     }
     uv_buf_t *iov = bufs;
     unsigned n = 0;
@@ -765,7 +765,7 @@ static void txn_finish(struct txn *t)
     struct lb_worker *w = t->w;
     struct upstream *up = t->up;
     struct backend *b = t->b;
-    hist_record(&b->per_thread[w->id].total, lb_now_us() - t->t_head_us);
+    hist_record(&b->per_thread[w->id].total, clock_mono_us() - t->t_head_us);
     if (up) {
         int reuse = (t->resp.flags & HTTP_F_KEEP_ALIVE) && (t->flags & TF_REQ_DONE) &&
                     !(up->flags & (UF_NOREUSE | UF_EOF)) && t->rpos == t->rlen && !w->stopping &&

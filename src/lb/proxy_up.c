@@ -246,7 +246,7 @@ static int on_response_head(struct txn *t)
      * backend refuses the body (413...) and may close. Forward it, send no
      * more, close the client connection after it. Not a failure. */
     int early = !(t->flags & TF_REQ_DONE);
-    hist_record(&t->b->per_thread[w->id].ttfb, lb_now_us() - t->t_sent_us);
+    hist_record(&t->b->per_thread[w->id].ttfb, clock_mono_us() - t->t_sent_us);
     /* Overload is not failure: a 429, or a 503 with Retry-After, is a
      * backend shedding load on purpose, cheaply. Counting it toward
      * ejection would move its load onto the others and overload them in
