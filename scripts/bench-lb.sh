@@ -16,6 +16,8 @@
 #   BENCH_BASELINE_BIN  an older surge binary: adds a "surge lb (before)" target,
 #                     interleaved with the others (before/after in one run)
 #   BENCH_BASELINE_REV  what to call it in the report (default: its `surge version`)
+#   BENCH_THREADS     balancer thread counts to measure (default "1 2")
+#   BENCH_CONNS       wrk connection counts to measure (default "64 256")
 #
 # Two nginx backends, HAProxy, an nginx proxy and surge lb run on loopback ports
 # picked free in 20000-29999, all pinned to CPU 1; wrk (and the idle-connection
@@ -36,8 +38,8 @@ ONLY=${BENCH_ONLY:-all}
 DOC=${BENCH_DOC:-docs/benchmarks.md}
 SURGE=${SURGE_BIN:-build/surge}
 PY=/usr/bin/python3
-CONNS_LIST=(64 256)
-THREADS_LIST=(1 2)
+read -r -a CONNS_LIST <<<"${BENCH_CONNS:-64 256}"
+read -r -a THREADS_LIST <<<"${BENCH_THREADS:-1 2}"
 TARGETS=(direct haproxy nginx surge)
 BASE_BIN=${BENCH_BASELINE_BIN:-}
 if [ -n "$BASE_BIN" ]; then

@@ -31,6 +31,11 @@ done
 
 missing=()
 for p in "${want[@]}"; do
+    # A Node.js that ships its own npm (NodeSource's nodejs package) conflicts
+    # with Debian's npm package: a working `npm` command is enough.
+    if [ "$p" = npm ] && command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1; then
+        continue
+    fi
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
         missing+=("$p")
     fi

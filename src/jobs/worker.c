@@ -193,8 +193,8 @@ static void settle_failure(struct worker *w, const struct wjob *j, int fatal, co
 {
     int dead = fatal || j->c.attempts >= j->c.max_attempts;
     queue_settle(w, j, dead ? QUEUE_DEAD : QUEUE_RETRY, error);
-    log_info("job %s (%s) attempt %u/%u failed%s: %s", j->c.id, j->c.kind, j->c.attempts,
-             j->c.max_attempts, dead ? ", dead" : ", will retry", error);
+    log_info_rl("job %s (%s) attempt %u/%u failed%s: %s", j->c.id, j->c.kind, j->c.attempts,
+                j->c.max_attempts, dead ? ", dead" : ", will retry", error);
 }
 
 static void free_wjob(struct worker *w, struct wjob *j)
@@ -308,7 +308,8 @@ static void dispatch(struct worker *w, struct wjob **jobs, unsigned n)
         if (workq_submit(&w->runq, &t->wq) < 0) {
             /* Cannot happen (the pool's queue is sized for two batches): hand back. */
             for (unsigned m = 0; m < k; m++) {
-                log_error("job %s: the handler pool refused it; handing it back", t->jobs[m]->c.id);
+                log_error_rl("job %s: the handler pool refused it; handing it back",
+                             t->jobs[m]->c.id);
                 queue_settle(w, t->jobs[m], QUEUE_RELEASE, NULL);
                 free_wjob(w, t->jobs[m]);
             }
@@ -409,13 +410,13 @@ static void on_sync_done(struct workq_job *wq)
             p->s.result = op->settle_rc;
         if (p->s.result == -ESTALE) {
             w->stale_total++;
-            log_warn("job %s: settle refused: the fencing token is stale (the lease expired and "
-                     "the job changed hands)",
-                     p->id);
+            log_warn_rl("job %s: settle refused: the fencing token is stale (the lease expired and "
+                        "the job changed hands)",
+                        p->id);
         } else if (p->s.result < 0) {
             w->store_errors_total++;
-            log_error("job %s: settle failed (%d); the lease will expire and it runs again", p->id,
-                      p->s.result);
+            log_error_rl("job %s: settle failed (%d); the lease will expire and it runs again",
+                         p->id, p->s.result);
         } else {
             switch (p->s.how) {
             case QUEUE_ACK:
@@ -442,7 +443,7 @@ static void on_sync_done(struct workq_job *wq)
         w->stale_total++;
         struct wjob *j = find_running(w, op->renews[i].id, op->renews[i].token);
         if (j && !j->abandoned) {
-            log_warn("job %s: lease renewal refused (stale token): dropping this run", j->c.id);
+            log_warn_rl("job %s: lease renewal refused (stale token): dropping this run", j->c.id);
             j->abandoned = 1;
             __atomic_store_n(&j->cancelled, 1, __ATOMIC_RELEASE);
         }
@@ -458,7 +459,7 @@ static void on_sync_done(struct workq_job *wq)
         log_debug("claim pass: %d of %u", op->nclaimed, op->want_claim);
         if (op->nclaimed < 0) {
             w->store_errors_total++;
-            log_warn("claim failed (%d); retrying at the next poll", op->nclaimed);
+            log_warn_rl("claim failed (%d); retrying at the next poll", op->nclaimed);
         } else {
             uint64_t now = clock_wall_ms();
             struct wjob *fresh[QUEUE_CLAIM_MAX];
