@@ -12,6 +12,7 @@
 #   make bench-abuse  surge app under a signup flood and 3,000 slow bodies, before and after
 #   make soak       the worker chaos test at 100,000 jobs (release build)
 #   make bench-jobs  surge worker vs BullMQ: jobs/s, enqueue-to-start, RSS (docs/benchmarks.md)
+#   make bench-up   surge up: cold start, kill -9 replacement, rolling reloads under load
 #   make run        starts surge on embedded defaults
 # Variables: SANITIZE=1 (ASan+UBSan), WERROR=1 (default under CI=true), CC=...
 
@@ -51,7 +52,7 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(OUT)/tests/%)
 FUZZ_SRCS := $(wildcard fuzz/fuzz_*.c)
 
 .PHONY: all deps test unit fuzz lint format bench-lb bench-faults bench-gen bench-app bench-spike \
-        bench-parse bench-abuse bench-jobs soak run clean
+        bench-parse bench-abuse bench-jobs bench-up soak run clean
 all: $(OUT)/surge
 
 deps:
@@ -157,6 +158,10 @@ bench-parse:
 bench-abuse: all
 	@scripts/deps.sh bench
 	@scripts/bench-abuse.sh
+bench-up: all
+	@scripts/deps.sh build
+	@scripts/bench-up.sh
+
 bench-jobs: all
 	@scripts/deps.sh bench-jobs
 	@scripts/bench-jobs.sh
