@@ -29,7 +29,7 @@ conf=()
 "$SURGE" up "${conf[@]}" --listen "$LISTEN" --admin "$ADMIN" --data-dir "$DATA" &
 up=$!
 trap 'kill -TERM "$up" 2>/dev/null || true; wait "$up" 2>/dev/null || true' EXIT
-trap 'exit 130' INT TERM
+trap 'exit 0' INT TERM   # Ctrl-C is how make run stops: a clean stop, status 0
 
 ok=0
 for _ in $(seq 300); do   # the pool's first instances must be ready (up to ~30 s)

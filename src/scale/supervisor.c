@@ -329,9 +329,15 @@ static int spawn(struct sv_child *c)
         nenv++;
     char **env = xcalloc(nenv + 2, sizeof *env);
     size_t k = 0;
-    for (size_t i = 0; i < nenv; i++)
-        if (strncmp(environ[i], "PORT=", 5))
+    for (size_t i = 0; i < nenv; i++) {
+        int drop = !strncmp(environ[i], "PORT=", 5);
+        for (size_t u = 0; !drop && u < 4 && spec->unset_env[u]; u++) {
+            size_t len = strlen(spec->unset_env[u]);
+            drop = !strncmp(environ[i], spec->unset_env[u], len) && environ[i][len] == '=';
+        }
+        if (!drop)
             env[k++] = environ[i];
+    }
     char portenv[32];
     if (spec->wants_port) {
         snprintf(portenv, sizeof portenv, "PORT=%d", c->port);

@@ -53,6 +53,7 @@ struct sv_spec {
     unsigned millicores;       /* CPU limit; 0 = none */
     uint64_t start_timeout_ms; /* not ready by then: killed and restarted (0 = 30 s) */
     uint64_t stop_grace_ms;    /* SIGTERM, then SIGKILL after this (0 = 10 s) */
+    const char *unset_env[4];  /* NAMEs left out of the child's environment (NULL-ended) */
 };
 
 /* Owner callbacks (any may be NULL). */

@@ -1002,6 +1002,10 @@ static void build_specs(struct up *u)
     memcpy(g->argv, gv, sizeof gv);
     g->wants_port = 1;
     g->ready_path = "/healthz";
+    /* The gateway's admin API is on a private loopback port that only this
+     * master calls; SURGE_ADMIN_TOKEN in the environment is the apps' token
+     * (surge lb would read it as its own and refuse our calls with 401). */
+    g->unset_env[0] = "SURGE_ADMIN_TOKEN";
     g->start_timeout_ms = 10000;
     g->stop_grace_ms = (uint64_t)cfg->drain_timeout_ms + 5000;
 

@@ -54,7 +54,7 @@ def pids_alive(pids):
 
 
 class Up:
-    def __init__(self, tmp_path, *extra, seed=True):
+    def __init__(self, tmp_path, *extra, seed=True, env=None):
         self.port = free_port()
         self.admin = free_port()
         self.data = tmp_path / "data"
@@ -68,7 +68,7 @@ class Up:
                      "--worker.min", "0", "--scale-interval", "500ms", *extra]
         self.logf = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.argv, stdout=self.logf, stderr=subprocess.STDOUT,
-                                     env=child_env(), start_new_session=True)
+                                     env=dict(child_env(), **(env or {})), start_new_session=True)
         self.children = set()
 
     def log(self):
@@ -178,7 +178,10 @@ class Load:
 
 
 def test_status_gateway_and_clean_stop(ups):
-    u = ups()
+    # make run exports SURGE_ADMIN_TOKEN for the apps' product writes: the
+    # gateway must not take it as its own admin token (every instance but the
+    # first would then be refused with 401 and never join).
+    u = ups(env={"SURGE_ADMIN_TOKEN": "apps-token"})
     u.wait_ready(2)
     st = u.status()
     assert STATUS_KEYS <= set(st), st
@@ -194,6 +197,9 @@ def test_status_gateway_and_clean_stop(ups):
     text = body.decode()
     assert 'surge_up_instances{state="ready"} 2' in text
     assert "surge_lb_requests_total" in text  # the gateway's families follow
+    up_backends = re.findall(r'^surge_lb_backend_up\{backend="127\.0\.0\.1:(\d+)"\} 1$', text, re.M)
+    assert sorted(map(int, up_backends)) == sorted(i["port"] for i in st["instances"]), \
+        (up_backends, st, tail(u.log()))
     code, body = http_get(u.admin, "/nope")
     assert code == 404 and "error" in json.loads(body)
     assert u.stop() == 0, tail(u.log())
