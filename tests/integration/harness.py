@@ -256,6 +256,37 @@ class RawConn:
                 pass
 
 
+class RawBackend:
+    """A raw-socket backend for tests that need byte-level control: listens
+    on 127.0.0.1 (kernel-picked port, `addr`), accepts in a thread and hands
+    each connection to handle(c) in a thread of its own. Subclasses define
+    handle; close() stops accepting."""
+
+    def __init__(self):
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(16)
+        self.addr = "127.0.0.1:%d" % self.srv.getsockname()[1]
+        self.stop = threading.Event()
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        self.srv.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self.handle, args=(c,), daemon=True).start()
+
+    def handle(self, c):
+        raise NotImplementedError
+
+    def close(self):
+        self.stop.set()
+        self.srv.close()
+
+
 def build_request(method, path, headers=(), body=None, version="HTTP/1.1", host="x"):
     headers = list(headers.items() if isinstance(headers, dict) else headers)
     names = {k.lower() for k, _ in headers}

@@ -17,6 +17,8 @@ import time
 
 import pytest
 
+from harness import RawBackend
+
 MB = 1024 * 1024
 CHUNK_LINE = re.compile(rb"([0-9a-f]+)\r\n")
 
@@ -24,7 +26,7 @@ CHUNK_LINE = re.compile(rb"([0-9a-f]+)\r\n")
 LAST_CHUNK = re.compile(rb"(?:^|\r\n)0\r\n(?:[^\r\n]+\r\n)*\r\n$")
 
 
-class RecordingBackend:
+class RecordingBackend(RawBackend):
     """Reads one request per connection until its chunked body ends (or a
     Content-Length body is complete), keeps the raw bytes, answers `reply`
     (byte by byte with a short pause between them when `trickle`)."""
@@ -33,21 +35,7 @@ class RecordingBackend:
         self.reply = reply
         self.trickle = trickle
         self.raw = []
-        self.srv = socket.socket()
-        self.srv.bind(("127.0.0.1", 0))
-        self.srv.listen(16)
-        self.addr = "127.0.0.1:%d" % self.srv.getsockname()[1]
-        self.stop = threading.Event()
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        self.srv.settimeout(0.2)
-        while not self.stop.is_set():
-            try:
-                c, _ = self.srv.accept()
-            except OSError:
-                continue
-            threading.Thread(target=self.handle, args=(c,), daemon=True).start()
+        super().__init__()
 
     def handle(self, c):
         c.settimeout(5)
@@ -78,10 +66,6 @@ class RecordingBackend:
             pass
         finally:
             c.close()
-
-    def close(self):
-        self.stop.set()
-        self.srv.close()
 
 
 def parse_canonical_chunked(body, trailers=None):

@@ -7,30 +7,14 @@ be mistaken for a slow backend (the upstream timeout starts once the whole
 request went out).
 """
 import socket
-import threading
 import time
 
+from harness import RawBackend
 
-class StallingBackend:
+
+class StallingBackend(RawBackend):
     """GET /stall: head + 10 of 100 body bytes, then silence. POST: reads the
     whole Content-Length body, then answers 200 with the byte count."""
-
-    def __init__(self):
-        self.srv = socket.socket()
-        self.srv.bind(("127.0.0.1", 0))
-        self.srv.listen(16)
-        self.addr = "127.0.0.1:%d" % self.srv.getsockname()[1]
-        self.stop = threading.Event()
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        self.srv.settimeout(0.2)
-        while not self.stop.is_set():
-            try:
-                c, _ = self.srv.accept()
-            except OSError:
-                continue
-            threading.Thread(target=self.handle, args=(c,), daemon=True).start()
 
     def handle(self, c):
         c.settimeout(10)
@@ -62,10 +46,6 @@ class StallingBackend:
             pass
         finally:
             c.close()
-
-    def close(self):
-        self.stop.set()
-        self.srv.close()
 
 
 def read_until_close(s, limit=10.0):
