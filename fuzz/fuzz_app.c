@@ -1,7 +1,7 @@
 /* libFuzzer target for the app's request validation (src/app/validate.c),
  * the code that reads untrusted request bytes before any store work
- * (STYLE.md habit 18): routing, JSON bodies and their fields, order items,
- * query strings, the sid cookie, If-None-Match and X-Forwarded-For.
+ * (every parser of untrusted bytes has one, fed in several chunkings): routing, JSON bodies and
+ * their fields, order items, query strings, the sid cookie, If-None-Match and X-Forwarded-For.
  *
  * Every function gets the same input; results are checked against their
  * contracts (ids in range, items distinct and bounded, outputs

@@ -1,4 +1,5 @@
-/* libFuzzer target for src/http/http.c (STYLE.md habit 18).
+/* libFuzzer target for src/http/http.c (every parser of untrusted bytes has one, fed in several
+ * chunkings).
  *
  * The first byte chooses the message kind (bit 0), whether a response
  * answers a HEAD request (bit 1) and a split point (bits 2-7, a fraction of

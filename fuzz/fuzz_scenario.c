@@ -1,5 +1,5 @@
 /* libFuzzer target for the scenario parser and template renderer
- * (src/bench/bench_scenario.c; STYLE.md habit 18).
+ * (src/bench/bench_scenario.c).
  *
  * The input is a scenario file, parsed from memory. A rejected input must
  * give one line "fuzz.scen:LINE: reason" (or "fuzz.scen: ..." for the file

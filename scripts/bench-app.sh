@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Shop service benchmark: `surge lb` in front of two `surge app` processes
-# sharing one seeded data directory (DESIGN.md section 6), and the same
+# sharing one seeded data directory (docs/contract.md §6), and the same
 # balancer setup in front of two nginx serving a static copy of a product
 # answer, for scale.
 #   make bench-app                     (after `make` built build/surge)

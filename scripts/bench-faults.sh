@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fault benchmark: surge lb under kill -9, a reload storm and a drain, and the
-# cost of health checks + metrics scraping (DESIGN.md section 4).
+# cost of health checks + metrics scraping (docs/contract.md §4).
 #   make bench-faults                  (after `make` built build/surge)
 #   BENCH_ROUNDS=1 BENCH_DURATION=3 scripts/bench-faults.sh
 #

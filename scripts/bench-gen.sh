@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Load-generator benchmark: surge bench vs wrk against one nginx (DESIGN.md
-# section 5, issue 4 "Performance").
+# Load-generator benchmark: surge bench vs wrk against one nginx
+# (docs/contract.md §5; issue 4 "Performance").
 #   make bench-gen                     (after `make` built build/surge)
 #   BENCH_ROUNDS=5 BENCH_DURATION=5 scripts/bench-gen.sh
 #

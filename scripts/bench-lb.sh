@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Load-balancer benchmark: surge lb vs HAProxy vs nginx (DESIGN.md section 4).
+# Load-balancer benchmark: surge lb vs HAProxy vs nginx (docs/contract.md §4).
 #   make bench-lb                      (after `make` built build/surge)
 #   BENCH_ROUNDS=5 BENCH_DURATION=5 scripts/bench-lb.sh
 #

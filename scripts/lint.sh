@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make lint: formatting (clang-format, .clang-format at the root) and the
-# unbounded string functions STYLE.md bans (curl checksrc style).
+# unbounded string functions we ban (curl checksrc style).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 status=0

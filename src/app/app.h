@@ -1,4 +1,4 @@
-/* surge app: the stateless shop service (DESIGN.md section 6, issue 5).
+/* surge app: the stateless shop service (docs/contract.md §6, issue 5).
  *
  * Shape: one libuv loop does all HTTP I/O (src/http/http_server on
  * src/net/conn); handlers that touch the store run on a bounded pool of

@@ -1,11 +1,10 @@
 /* Metrics registry rendering the Prometheus text exposition format 0.0.4.
  *
- * Statistics come from one descriptor table (STYLE.md habit 13): a module
- * registers families (name, help, type) with a collect callback; at render
- * time the registry walks its families in registration order, writes the
- * # HELP / # TYPE lines once per family, then calls collect(), which emits
- * the samples through metrics_emit_*(). Nothing is kept between renders, so
- * every value is read live from its owner.
+ * Statistics come from one descriptor table (one table feeds the text, the JSON and the dashboard):
+ * a module registers families (name, help, type) with a collect callback; at render time the
+ * registry walks its families in registration order, writes the # HELP / # TYPE lines once per
+ * family, then calls collect(), which emits the samples through metrics_emit_*(). Nothing is kept
+ * between renders, so every value is read live from its owner.
  *
  * Names follow Prometheus conventions: base units (_seconds, _bytes),
  * counters end in _total. Label values are escaped here (\\, \", \n).

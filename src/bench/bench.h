@@ -1,4 +1,4 @@
-/* surge bench: the load generator (DESIGN.md section 5, issue 4).
+/* surge bench: the load generator (docs/contract.md §5, issue 4).
  *
  * Layering: uses only src/base, src/net and src/http. The pure parts (URL
  * parsing, thresholds, the open-model schedule, report rendering) live in

@@ -1,4 +1,4 @@
-/* surge bench flags: one table feeds parsing and help (STYLE habit 12). */
+/* surge bench flags: one table feeds parsing and help (flags and file keys cannot drift). */
 #include <errno.h>
 #include <math.h>
 #include <stddef.h>

@@ -1,4 +1,4 @@
-/* surge jobs: inspect and operate the queue (DESIGN.md section 8).
+/* surge jobs: inspect and operate the queue (docs/contract.md §8).
  *
  *   surge jobs [--data-dir DIR] [--store URL] [--queue URL] COMMAND ...
  *     stats [--json]

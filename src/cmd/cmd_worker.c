@@ -1,4 +1,4 @@
-/* surge worker: flags (DESIGN.md section 8) -> struct worker_config. */
+/* surge worker: flags (docs/contract.md §8) -> struct worker_config. */
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>

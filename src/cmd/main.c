@@ -1,4 +1,4 @@
-/* surge: one binary, one subcommand per role (DESIGN.md section 1). The
+/* surge: one binary, one subcommand per role (docs/contract.md §1). The
  * command table below drives both the dispatch and `surge help`: a new
  * subcommand is one row. */
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /* The cache: a key/value store with TTLs behind a driver interface, and the
- * cache-aside logic on top of it (DESIGN.md section 6).
+ * cache-aside logic on top of it (docs/contract.md §6).
  *
  * Drivers (one ops table each): `local` (in-process, this file's
  * cache_local.c) today, `redis` next. Every call is blocking and

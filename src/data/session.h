@@ -1,5 +1,5 @@
 /* The session store: sessions shared by every app process, and the failed
- * login counters that rate-limit password guessing (DESIGN.md section 6).
+ * login counters that rate-limit password guessing (docs/contract.md §6).
  *
  * Drivers (one ops table each): `sqlite` (a sessions.db next to the other
  * databases) today, `redis` next. Only a hash of a session id is ever

@@ -1,5 +1,5 @@
 /* The store: SQL databases behind one driver interface, and the router that
- * places data on them (DESIGN.md section 6, issue 5).
+ * places data on them (docs/contract.md §6, issue 5).
  *
  * Drivers (one ops table each, registered in store.c): `sqlite` today,
  * `postgres` next. A driver executes the statements of one table of SQL

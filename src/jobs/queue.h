@@ -1,4 +1,4 @@
-/* The job queue (DESIGN.md sections 6 and 8): producer and consumer sides.
+/* The job queue (docs/contract.md §6 and §8): producer and consumer sides.
  *
  * Producer. A job is produced inside the caller's own write transaction on
  * the database that holds the data it is about (a transactional outbox):

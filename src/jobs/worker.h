@@ -1,4 +1,4 @@
-/* `surge worker`: one job worker process (DESIGN.md section 8).
+/* `surge worker`: one job worker process (docs/contract.md §8).
  *
  * A libuv loop orchestrates; blocking work runs on two thread pools: one
  * store thread that owns the queue connection and runs one "sync" at a

@@ -1,4 +1,4 @@
-/* The admin API (DESIGN.md section 4): GET/POST /backends,
+/* The admin API (docs/contract.md §4): GET/POST /backends,
  * GET/PUT/PATCH/DELETE /backends/HOST:PORT, GET /metrics, GET /healthz.
  * Served by src/http/http_server (the app's HTTP server: keep-alive,
  * pipelining, Content-Length and chunked bodies up to 64 KiB, the

@@ -5,7 +5,7 @@
 
 #include "lb/algo_int.h"
 
-/* Documentation order (DESIGN.md section 4); the first is the default. */
+/* Documentation order (docs/contract.md §4); the first is the default. */
 const struct lb_algo_ops *const lb_algos[] = {
     &lb_algo_round_robin, &lb_algo_least_conn,      &lb_algo_ip_hash, &lb_algo_weighted_round_robin,
     &lb_algo_p2c,         &lb_algo_consistent_hash, &lb_algo_random,  NULL,

@@ -1,4 +1,4 @@
-/* surge up: the whole stack on one machine (DESIGN.md section 7).
+/* surge up: the whole stack on one machine (docs/contract.md §7).
  *
  * One master process (this one) supervises:
  *   - the gateway: `surge lb` on --listen, its admin API on a private

@@ -1,4 +1,4 @@
-"""Fixtures for the integration tests (STYLE habits 15-16); helpers live in harness.py.
+"""Fixtures for the integration tests (real processes, kernel-picked ports, sanitizer checks); helpers live in harness.py.
 
 Real processes on loopback, every port picked by the kernel (bind to 0, read the
 port back from the process's ready line), readiness waited for with a 10 s

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A tiny scriptable HTTP/1.1 upstream for the integration tests (STYLE habit 16).
+"""A tiny scriptable HTTP/1.1 upstream for the integration tests (as HAProxy's VTest servers: reply with an id, delay, fail, close).
 
     fake_upstream.py --id NAME --port 0 [--host 127.0.0.1] [--delay-ms N] [--status N]
                      [--retry-after N] [--health-status N] [--close]

@@ -161,7 +161,7 @@ def test_signups_are_limited_per_process(start_app):
 
 
 def test_signup_timing_of_taken_and_free_emails_is_measured(start_app):
-    # Not a secret: 409 says the email is taken (DESIGN.md section 6). This pins
+    # Not a secret: 409 says the email is taken (docs/contract.md §6). This pins
     # that the taken path costs no hash (it is the flood's path), and that login
     # answers unknown and known emails in the same time (a dummy verify).
     app = start_app(fast_hash=False)

@@ -1,4 +1,4 @@
-"""surge app: the shop service's routes and codes (DESIGN.md section 6), one process.
+"""surge app: the shop service's routes and codes (docs/contract.md §6), one process.
 
 Every test starts a real `surge app` on a port the kernel picks, with its own data
 directory under tmp_path and fast argon2id settings (--password-ops 1
@@ -171,7 +171,7 @@ def test_logout_ends_only_that_session(start_app):
 
 
 def test_logout_without_session(start_app):
-    # DESIGN.md section 6: DELETE /api/sessions answers 204 and the session is
+    # docs/contract.md §6: DELETE /api/sessions answers 204 and the session is
     # gone; with none (or an unknown one) there is nothing to end: still 204
     # (idempotent, RFC 9110 9.2.2), and the cookie is cleared all the same.
     app = start_app()
@@ -955,7 +955,7 @@ def test_connection_close_and_http10(start_app):
 
 def test_chunked_request_body(start_app):
     # RFC 9112 section 7.1: "A recipient MUST be able to parse the chunked transfer
-    # coding". DESIGN.md does not say more; surge lb forwards chunked bodies as they are.
+    # coding". The contract says no more; surge lb forwards chunked bodies as they are.
     app = start_app("--max-body", "2000")
     body = json.dumps({"email": "chunky@example.com", "password": "correct horse",
                        "name": "Chunky"}).encode()

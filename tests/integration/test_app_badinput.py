@@ -1,7 +1,7 @@
 """surge app: the bad-input corpus, one table row per request.
 
 Every row is (id, method, path, headers, body, expected status). The answer
-must have exactly that status (a tuple where DESIGN.md leaves a choice) and, for
+must have exactly that status (a tuple where the contract, docs/contract.md, leaves a choice) and, for
 every 4xx, a JSON object {"error": "<non-empty string>"} as body; 405 also needs
 an Allow header. After every row the process must still be alive and answer
 /healthz: malformed input is never a 500 and never a crash.

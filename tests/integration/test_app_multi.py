@@ -1,4 +1,4 @@
-"""surge app: several processes sharing one data directory (DESIGN.md section 6:
+"""surge app: several processes sharing one data directory (docs/contract.md §6:
 "several `surge app` processes on one machine share that directory safely").
 
 Sessions, stock, idempotency keys, e-mail uniqueness and view counters must hold

@@ -1,4 +1,4 @@
-"""surge lb: the admin API on --admin (DESIGN.md section 4, admin table)."""
+"""surge lb: the admin API on --admin (docs/contract.md §4, admin API)."""
 import json
 import re
 from collections import Counter

@@ -1,4 +1,4 @@
-"""surge lb: which backend gets each request (DESIGN.md section 4, algorithms)."""
+"""surge lb: which backend gets each request (docs/contract.md §4, algorithms)."""
 import threading
 import time
 from collections import Counter

@@ -1,4 +1,4 @@
-"""surge lb: fault tolerance (DESIGN.md section 4; STYLE habits 15-16).
+"""surge lb: fault tolerance (docs/contract.md §4; real processes and a scriptable upstream).
 
 What a client sees when backends die, misbehave or are taken out, and what the
 balancer reports about it (GET /backends states, log lines, /metrics):

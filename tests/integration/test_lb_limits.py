@@ -1,4 +1,4 @@
-"""surge lb: limits that protect the balancer and its backends (DESIGN.md section 4).
+"""surge lb: limits that protect the balancer and its backends (docs/contract.md §4).
 
   * --timeout-header: a slowloris client (one header byte every 200 ms) gets
     a 408 (JSON error, Connection: close) and the connection closes, while

@@ -1,4 +1,4 @@
-"""surge lb: changing the configuration of a running balancer (DESIGN.md section 4).
+"""surge lb: changing the configuration of a running balancer (docs/contract.md §4).
 
   * PUT /backends/H:P {"weight": N}: 200, the weight shows in GET /backends and
     weighted_round_robin follows it at once; bad bodies 400, unknown backend 404;

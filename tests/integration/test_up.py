@@ -2,7 +2,7 @@
 
 Each test starts `surge up` on ports it picks (bound to 0 on 127.0.0.1 and
 released), with embedded drivers in tmp_path, and checks what a user sees:
-GET /status (DESIGN.md section 7), requests through the gateway, a clean exit
+GET /status (docs/contract.md §7), requests through the gateway, a clean exit
 0 on SIGTERM with every child gone, restarts after kill -9, a rolling restart
 on SIGHUP without a failed request, CPU-driven scale-up, and config errors as
 one line with exit status 2.
