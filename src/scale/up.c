@@ -163,7 +163,6 @@ struct up {
     struct gw_rates rates;
     uint64_t scale_ups, scale_downs, restarts;
     int stopping, exit_code;
-    uv_timer_t hard_stop;
 };
 
 static struct inst *inst_of(const struct sv_child *c)
@@ -754,13 +753,10 @@ static void render_status(struct up *u, struct buf *b)
 {
     buf_puts(b, "{\"instances\":[");
     int first = 1;
-    unsigned nworkers = 0;
     struct sv_child *c;
     FOR_CHILDREN(u, c)
     {
         struct inst *in = inst_of(c);
-        if (in->kind == K_WORKER)
-            nworkers++;
         if (in->kind != K_APP)
             continue;
         buf_printf(b, "%s{\"id\":%u,\"pid\":%d,\"port\":%d,\"state\":\"%s\",\"cpu\":",
@@ -805,7 +801,6 @@ static void render_status(struct up *u, struct buf *b)
                u->gateway ? (u->gw_ready ? "ready" : "starting") : "stopped",
                u->sv.cg_ok ? "true" : "false", u->rolling ? "true" : "false",
                u->last.reason ? u->last.reason : "none");
-    (void)nworkers;
 }
 
 static void render_own_metrics(struct up *u, struct buf *b)
