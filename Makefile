@@ -17,7 +17,7 @@
 # Variables: SANITIZE=1 (ASan+UBSan), WERROR=1 (default under CI=true), CC=...
 
 CC      ?= gcc
-PKGS    := libuv libcjson inih sqlite3 libsodium libcurl
+PKGS    := libuv libcjson inih sqlite3 libsodium libcurl libpq
 WERROR  ?= $(if $(CI),1,0)
 SANITIZE ?= 0
 
@@ -29,7 +29,9 @@ WARN += -Werror
 endif
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+# hiredis: libraries only. Its pkg-config cflags put generic header names
+# (async.h, read.h, sds.h) on the include path; we include <hiredis/...>.
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) hiredis 2>/dev/null) -lpthread -lm
 
 CFLAGS_BASE := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -g $(WARN) -Isrc $(PKG_CFLAGS)
 ifeq ($(SANITIZE),1)

@@ -8,8 +8,10 @@
 set -euo pipefail
 
 build_pkgs=(build-essential pkg-config libuv1-dev libinih-dev
-            libcjson-dev libsodium-dev libsqlite3-dev libcurl4-openssl-dev)
-test_pkgs=(libcriterion-dev python3 python3-pytest curl)
+            libcjson-dev libsodium-dev libsqlite3-dev libcurl4-openssl-dev
+            libpq-dev libhiredis-dev)
+test_pkgs=(libcriterion-dev python3 python3-pytest curl
+           postgresql redis-server redis-sentinel)
 fuzz_pkgs=(clang libclang-rt-14-dev)
 bench_pkgs=(nginx-light haproxy wrk libhttp-parser-dev)
 bench_jobs_pkgs=(redis-server nodejs npm)
