@@ -40,6 +40,9 @@ struct lb_config {
     long long backend_max_conns, max_conns, queue_timeout_ms, queue_max;
     long long rate_limit, rate_burst;
     int trust_forwarded;
+    int retry_on_timeout;         /* an idempotent request retries after --timeout-upstream */
+    struct conf_list backend_dns; /* NAME:PORT, re-resolved every dns_interval_ms (lb/dns.c) */
+    long long dns_interval_ms;
     int log_level;
     /* Derived by lb_config_parse. */
     int key_kind;          /* enum lb_algo_key of the algorithm (lb_algos[algorithm]->key) */
@@ -91,6 +94,7 @@ struct lb_worker {
     struct admin *admin;   /* worker 0 only */
     struct drain *drain;   /* set while stopping */
     struct health *health; /* worker 0 only */
+    struct dns *dns;       /* worker 0 only: --backend-dns discovery (lb/dns.h) */
     struct proxy_worker *proxy;
 };
 

@@ -6,6 +6,7 @@
 
 #include "base/alloc.h"
 #include "base/log.h"
+#include "lb/dns.h"
 #include "lb/lb.h"
 
 /* The --algorithm values, in lb_algos[] order (a unit test checks both
@@ -99,6 +100,14 @@ const struct conf_entry lb_conf_table[] = {
      "on SIGTERM, how long in-flight requests may take to finish"},
     {"trust-forwarded", CONF_BOOL, O(trust_forwarded), 0, 1, "false", NULL, NULL, NULL,
      "trust the client's X-Forwarded-For/-Proto (ip_hash uses the left-most address)"},
+    {"retry-on-timeout", CONF_BOOL, O(retry_on_timeout), 0, 1, "false", NULL, NULL, NULL,
+     "retry an idempotent request without a body on another backend when its backend did "
+     "not answer within --timeout-upstream (instead of 504)"},
+    {"backend-dns", CONF_LIST, O(backend_dns), 0, 0, NULL, NULL, NULL, "NAME:PORT",
+     "backends from DNS: every address NAME resolves to, re-resolved every --dns-interval "
+     "(added as the answer grows, drained as it shrinks); repeatable"},
+    {"dns-interval", CONF_MS, O(dns_interval_ms), 100, 3600000, "5000", NULL, NULL, "MS",
+     "how often --backend-dns names are resolved again"},
     {"log-level", CONF_ENUM, O(log_level), 0, 0, "info", level_names, NULL, "LEVEL",
      "what goes to stderr"},
 };
@@ -146,10 +155,14 @@ int lb_config_parse(struct lb_config *cfg, int argc, char **argv, char *err, siz
         snprintf(err, errlen, "--listen HOST:PORT is required");
         return -1;
     }
-    if (cfg->backends.n == 0) {
-        snprintf(err, errlen, "at least one --backend HOST:PORT is required");
+    if (cfg->backends.n == 0 && cfg->backend_dns.n == 0) {
+        snprintf(err, errlen,
+                 "at least one --backend HOST:PORT (or --backend-dns NAME:PORT) is required");
         return -1;
     }
+    for (size_t i = 0; i < cfg->backend_dns.n; i++)
+        if (dns_parse_target(cfg->backend_dns.items[i], NULL, 0, NULL, err, errlen) < 0)
+            return -1;
     return 0;
 }
 

@@ -559,8 +559,16 @@ void txn_timeout(struct txn *t)
             t->up->flags |= UF_NOREUSE;
         txn_backend_failed(w, t->b, 0);
         client_log(c, t->b, LOG_WARN, "waiting for the response", "upstream timeout");
-        /* A response timeout may have had effects: not repeated. */
-        txn_retry_or_fail(t, RETRY_NO, 504, "gateway timeout: the backend did not answer in time");
+        /* A response timeout may have had effects: not repeated, unless the
+         * operator allows it for idempotent requests (--retry-on-timeout, as
+         * nginx's proxy_next_upstream timeout): a host cut off the network
+         * holds its requests until this timer. Within the retry budget (a
+         * slow backend may be overloaded), except when the backend has been
+         * taken down meanwhile: then it is gone, like a refused connection. */
+        int kind = RETRY_NO;
+        if (lb_cfg(w->lb)->retry_on_timeout && (t->flags & TF_IDEMPOTENT))
+            kind = t->b && backend_state(t->b) == BACKEND_DOWN ? RETRY_LOST : RETRY_ANSWERED;
+        txn_retry_or_fail(t, kind, 504, "gateway timeout: the backend did not answer in time");
         return;
     case TX_RESPOND:
         /* The response stalled mid-body: nothing can be sent any more. */

@@ -1,0 +1,282 @@
+"""Simulated hosts for the integration tests: deploy/hosts/hosts.sh wrapped for pytest.
+
+    hosts (fixture)          a Hosts on the default layout (gw app1 app2 app3 worker
+                             pg1 pg2 redis load), torn down after the test whatever
+                             happens; skips WITH the reason when this machine cannot
+                             create network namespaces (not root, no iproute2, ...)
+    Hosts.addr(host)         the host's address (10.77.0.x)
+    Hosts.start(host, argv, name, ready=(addr, port))
+                             a process inside the host (ip netns exec), stderr and
+                             stdout in tmp_path/NAME.log; waits until addr:port accepts
+                             a connection from inside the host when ready is given
+    Hosts.run(host, argv)    run to completion inside the host
+    Hosts.stop(proc)         SIGTERM then SIGKILL, by PID
+    Hosts.link(host, "down") cut (or plug back) the host's cable
+    Hosts.netem(host, delay="1ms")  per-link delay/loss; returns None, or the reason
+                             the kernel cannot do it (Firecracker-style kernels have no
+                             sch_netem)
+    Hosts.http(host, addr, port, method, path, ...)  one HTTP request from inside host
+    socket_in(ns)            a socket created inside a network namespace (setns on a
+                             short-lived thread: namespaces are per thread in Linux)
+
+Every process started here is stopped by PID at teardown and its log checked for
+sanitizer reports; surge processes must exit 0 on SIGTERM.
+"""
+import ctypes
+import http.client
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from harness import (REPO_ROOT, STOP_GRACE, SURGE_BIN, child_env, sanitizer_lines, tail,
+                     wait_until)
+
+HOSTS_SH = REPO_ROOT / "deploy" / "hosts" / "hosts.sh"
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def namespaces_unavailable():
+    """None when network namespaces can be created here, else why not."""
+    if os.geteuid() != 0:
+        return "network namespaces need root (running as uid %d)" % os.geteuid()
+    if not shutil.which("ip"):
+        return "iproute2's ip command is not installed"
+    probe = "surge-probe%d" % os.getpid()
+    res = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if res.returncode != 0:
+        return "cannot create a network namespace: %s" % res.stderr.strip()
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None
+
+
+def socket_in(ns, family=socket.AF_INET, kind=socket.SOCK_STREAM):
+    """A socket that lives in network namespace ns (by name, /run/netns/NS)."""
+    out = {}
+
+    def make():
+        try:
+            fd = os.open("/run/netns/" + ns, os.O_RDONLY)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, "setns %s: %s" % (ns, os.strerror(err)))
+                out["sock"] = socket.socket(family, kind)
+            finally:
+                os.close(fd)
+        except BaseException as e:  # handed to the caller's thread
+            out["err"] = e
+
+    t = threading.Thread(target=make)
+    t.start()
+    t.join()
+    if "err" in out:
+        raise out["err"]
+    return out["sock"]
+
+
+class _NsHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, ns, host, port, timeout):
+        super().__init__(host, port, timeout=timeout)
+        self.ns = ns
+
+    def connect(self):
+        s = socket_in(self.ns)
+        s.settimeout(self.timeout)
+        s.connect((self.host, self.port))
+        self.sock = s
+
+
+class HostProc:
+    def __init__(self, host, name, proc, log_path, surge):
+        self.host, self.name, self.proc, self.log_path, self.surge = host, name, proc, log_path, surge
+        self.stopped = False
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def log(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+class Hosts:
+    def __init__(self, log_dir, layout=None):
+        self.id = "t" + secrets.token_hex(5)
+        self.log_dir = log_dir
+        self.layout = layout
+        self.procs = []
+        self.table = {}
+        self.is_up = False
+
+    def sh(self, *args, check=True, timeout=60):
+        env = dict(os.environ, SURGE_HOSTS_OWNER=str(os.getpid()))
+        res = subprocess.run([str(HOSTS_SH), "-i", self.id] + [str(a) for a in args],
+                             capture_output=True, text=True, timeout=timeout, env=env)
+        if check and res.returncode != 0:
+            raise AssertionError("hosts.sh %s exited %d: %s" % (
+                " ".join(map(str, args)), res.returncode, res.stderr.strip()))
+        return res
+
+    def up(self):
+        subprocess.run([str(HOSTS_SH), "gc"], capture_output=True, timeout=60)
+        self.is_up = True  # from here on, teardown runs `down` whatever happens
+        self.sh("up", *(self.layout or []))
+        for line in self.sh("list").stdout.splitlines():
+            name, addr, ns = line.split()
+            self.table[name] = (addr, ns)
+        return self
+
+    def addr(self, host):
+        return self.table[host][0]
+
+    def ns(self, host):
+        return self.table[host][1]
+
+    def start(self, host, argv, name, ready=None, env=None, timeout=15.0):
+        argv = [str(a) for a in argv]
+        surge = argv[0] == str(SURGE_BIN)
+        log_path = self.log_dir / ("%s.log" % name)
+        e = child_env()
+        if env:
+            e.update(env)
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(["ip", "netns", "exec", self.ns(host)] + argv,
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=e)
+        hp = HostProc(host, name, proc, log_path, surge)
+        self.procs.append(hp)
+        if ready:
+            def accepting():
+                if proc.poll() is not None:
+                    return True
+                try:
+                    s = socket_in(self.ns(host))
+                    s.settimeout(1.0)
+                    s.connect(ready)
+                    s.close()
+                    return True
+                except OSError:
+                    return False
+            wait_until(accepting, timeout=timeout, interval=0.1)
+            if proc.poll() is not None:
+                raise AssertionError("%s exited %s at start:\n%s" % (name, proc.returncode,
+                                                                    tail(hp.log())))
+            if not accepting():
+                raise AssertionError("%s not accepting on %s:%d after %.0f s:\n%s" % (
+                    name, ready[0], ready[1], timeout, tail(hp.log())))
+        return hp
+
+    def run(self, host, argv, timeout=120.0, env=None):
+        e = child_env()
+        if env:
+            e.update(env)
+        return subprocess.run(["ip", "netns", "exec", self.ns(host)] + [str(a) for a in argv],
+                              capture_output=True, text=True, timeout=timeout, env=e)
+
+    def stop(self, hp):
+        """SIGTERM, wait, SIGKILL; by PID. Returns a note when it had to kill."""
+        hp.stopped = True
+        if hp.proc.poll() is None:
+            try:
+                hp.proc.send_signal(signal.SIGTERM)
+                hp.proc.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                hp.proc.kill()
+                hp.proc.wait(STOP_GRACE)
+                return "did not exit within %.0f s of SIGTERM (killed)" % STOP_GRACE
+        return None
+
+    def link(self, host, state):
+        self.sh("link", host, state)
+
+    def netem(self, host, delay=None, loss=None):
+        args = []
+        if delay:
+            args.append("delay=" + delay)
+        if loss:
+            args.append("loss=" + loss)
+        res = self.sh("netem", host, *args, check=False)
+        return None if res.returncode == 0 else res.stderr.strip()
+
+    def http(self, host, addr, port, method="GET", path="/", body=None, headers=None,
+             timeout=5.0):
+        """One request from inside host; returns (status, headers dict, body bytes)."""
+        conn = _NsHTTPConnection(self.ns(host), addr, port, timeout)
+        try:
+            hdrs = dict(headers or {})
+            data = None
+            if body is not None:
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                hdrs.setdefault("Content-Type", "application/json")
+            conn.request(method, path, body=data, headers=hdrs)
+            r = conn.getresponse()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+        finally:
+            conn.close()
+
+    def teardown(self):
+        problems = []
+        for hp in reversed(self.procs):
+            died_early = None if hp.stopped else hp.proc.poll()
+            note = self.stop(hp)
+            text = hp.log()
+            if sanitizer_lines(text):
+                problems.append("sanitizer report in %s:\n%s" % (hp.log_path, tail(text, 60)))
+            elif not hp.surge:
+                continue
+            elif died_early is not None:
+                problems.append("%s exited by itself (status %s):\n%s" % (hp.name, died_early,
+                                                                          tail(text)))
+            elif note:
+                problems.append("%s %s:\n%s" % (hp.name, note, tail(text)))
+            elif hp.proc.returncode != 0:
+                problems.append("%s exited %s after SIGTERM (want 0):\n%s" % (
+                    hp.name, hp.proc.returncode, tail(text)))
+        if self.is_up:
+            res = self.sh("down", check=False)
+            if res.returncode != 0:
+                problems.append("hosts.sh down failed: %s" % res.stderr)
+            left = [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                              text=True).stdout.split()
+                    if n.startswith("surge-%s-" % self.id)]
+            if left:
+                problems.append("namespaces left after down: %s" % left)
+        return problems
+
+
+@pytest.fixture
+def hosts(tmp_path):
+    """The default layout of simulated hosts, always torn down."""
+    reason = namespaces_unavailable()
+    if reason:
+        pytest.skip("simulated hosts unavailable: " + reason)
+    h = Hosts(tmp_path)
+    try:
+        h.up()
+        yield h
+    finally:
+        problems = h.teardown()
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+def wait_for(predicate, timeout, what):
+    """wait_until that fails with `what` on the deadline."""
+    value = wait_until(predicate, timeout=timeout, interval=0.1)
+    assert value, "timed out after %.0f s waiting for %s" % (timeout, what)
+    return value
+
+
+def now():
+    return time.monotonic()
