@@ -13,6 +13,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "lb/admin.h"
+#include "lb/dns.h"
 #include "lb/health.h"
 #include "lb/proxy.h"
 #include "net/net.h"
@@ -125,6 +126,10 @@ int lb_init(struct lb *lb, char *err, size_t errlen)
         }
     }
     health_start(&lb->workers[0]);
+    if (dns_start(&lb->workers[0]) < 0) {
+        snprintf(err, errlen, "--backend-dns: cannot start the resolver timer");
+        return -1;
+    }
     char a[80];
     net_addr_format((struct sockaddr *)&lb->listen_addr, a, sizeof a);
     log_info("surge lb: listening on %s (%u threads, algorithm %s, %zu backends)", a, lb->nthreads,
@@ -204,7 +209,9 @@ int lb_reload(struct lb *lb)
         size_t k = 0;
         while (k < nb && strcmp(addrs[k], listed.addr[i]))
             k++;
-        if (k == nb)
+        /* Backends found by --backend-dns are not the file's to remove. */
+        if (k == nb &&
+            !dns_owns(__atomic_load_n(&lb->workers[0].dns, __ATOMIC_ACQUIRE), listed.addr[i]))
             pool_drain(&lb->pool, listed.addr[i]);
     }
     free(listed.addr);
@@ -260,6 +267,7 @@ static void on_wakeup(uv_async_t *a)
         uv_close((uv_handle_t *)&w->listener, NULL);
     admin_stop(w);
     health_stop(w);
+    dns_stop(w);
     proxy_stop(w);
     struct drain *d = xcalloc(1, sizeof *d);
     d->deadline_ms = uv_now(&w->loop) + (uint64_t)lb_cfg(w->lb)->drain_timeout_ms;
@@ -334,6 +342,7 @@ void lb_free(struct lb *lb)
             if (w->loop.data) {
                 admin_stop(w);
                 health_stop(w);
+                dns_stop(w);
                 uv_walk(&w->loop, close_walk, NULL);
                 uv_run(&w->loop, UV_RUN_DEFAULT);
                 uv_loop_close(&w->loop);
