@@ -4,6 +4,8 @@
 # build: compile surge; test: build + unit/integration tests; fuzz: clang
 # libFuzzer runtime; bench: nginx, HAProxy and wrk for the comparison runs, and
 # http-parser for the old parser that make bench-parse compares ours with.
+# dnsmasq-base (the binary only, no system service) and iproute2 serve the
+# simulated-hosts tests (deploy/hosts/, tests/integration/test_hosts*.py).
 # Runs `apt-get update` at most once, then `apt-get install -y` the rest.
 set -euo pipefail
 
@@ -11,7 +13,7 @@ build_pkgs=(build-essential pkg-config libuv1-dev libinih-dev
             libcjson-dev libsodium-dev libsqlite3-dev libcurl4-openssl-dev
             libpq-dev libhiredis-dev)
 test_pkgs=(libcriterion-dev python3 python3-pytest curl
-           postgresql redis-server redis-sentinel)
+           postgresql redis-server redis-sentinel dnsmasq-base iproute2)
 fuzz_pkgs=(clang libclang-rt-14-dev)
 bench_pkgs=(nginx-light haproxy wrk libhttp-parser-dev)
 bench_jobs_pkgs=(redis-server nodejs npm)

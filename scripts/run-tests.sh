@@ -4,6 +4,7 @@
 #   unit tests:   OUT/tests/<layer>/test_*   (Criterion, one binary per module)
 #   fuzz corpus:  OUT/fuzz/replay_<target> over fuzz/corpus/<target>/*
 #   integration:  tests/integration (pytest, real processes on loopback)
+# Skips print their reason (-rs) in the summary: a skip is never silent.
 # TESTS=unit|fuzz|integration limits the run; PYTEST_ARGS is passed to pytest.
 set -uo pipefail
 OUT=${1:-build/asan}
@@ -51,7 +52,7 @@ if [ "$only" = all ] || [ "$only" = fuzz ]; then
 fi
 
 if [ "$only" = all ] || [ "$only" = integration ]; then
-    /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration ${PYTEST_ARGS:-} \
+    /usr/bin/python3 -m pytest -q -rs -p no:cacheprovider tests/integration ${PYTEST_ARGS:-} \
         >"$log/pytest.out" 2>&1
     rc=$?
     tail -60 "$log/pytest.out" | grep -a -v '^$' | tail -40

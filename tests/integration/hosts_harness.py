@@ -22,6 +22,7 @@
 Every process started here is stopped by PID at teardown and its log checked for
 sanitizer reports; surge processes must exit 0 on SIGTERM.
 """
+import contextlib
 import ctypes
 import http.client
 import json
@@ -255,13 +256,15 @@ class Hosts:
         return problems
 
 
-@pytest.fixture
-def hosts(tmp_path):
-    """The default layout of simulated hosts, always torn down."""
+@contextlib.contextmanager
+def simulated_hosts(log_dir, layout=None):
+    """Hosts on `layout` (default: the test layout), always torn down; skips
+    with the reason when namespaces cannot be created; fails the test on a
+    sanitizer report or a surge process that did not exit 0."""
     reason = namespaces_unavailable()
     if reason:
         pytest.skip("simulated hosts unavailable: " + reason)
-    h = Hosts(tmp_path)
+    h = Hosts(log_dir, layout)
     try:
         h.up()
         yield h
@@ -269,6 +272,13 @@ def hosts(tmp_path):
         problems = h.teardown()
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def hosts(tmp_path):
+    """The default layout of simulated hosts, always torn down."""
+    with simulated_hosts(tmp_path) as h:
+        yield h
 
 
 def wait_for(predicate, timeout, what):

@@ -1,0 +1,119 @@
+"""surge lb --backend-dns against a real DNS server (Debian's dnsmasq) on a
+simulated host, as the gateway follows a Kubernetes headless Service.
+
+Hosts: gw (surge lb, its resolv.conf pointing at host dns), app1..app3 (surge
+app), dns (dnsmasq answering app.shop.test from an --addn-hosts file; SIGHUP
+makes it read the file again), load (surge bench). The answer grows: backends
+join; it shrinks: the one that left is drained with 0 failed requests; the DNS
+server dies: the gateway keeps the last good set and says so once, not once per
+attempt; it comes back with another answer: the pool follows.
+"""
+import json
+import re
+import shutil
+import signal
+import time
+
+import pytest
+
+from harness import SURGE_BIN
+from hosts_harness import simulated_hosts, wait_for
+
+NAME = "app.shop.test"
+PORT = 8080
+ADMIN = ("127.0.0.1", 9090)
+INTERVAL_MS = 300
+LAYOUT = ["gw", "app1", "app2", "app3", "dns", "load"]
+
+
+@pytest.fixture
+def dns_hosts(tmp_path):
+    with simulated_hosts(tmp_path, LAYOUT) as h:
+        yield h
+
+
+def _write_answer(path, hosts, names):
+    path.write_text("".join("%s %s\n" % (hosts.addr(n), NAME) for n in names))
+
+
+def _start_dnsmasq(hosts, tmp_path, answer_file, n):
+    return hosts.start("dns", [shutil.which("dnsmasq"), "--keep-in-foreground", "--conf-file=/dev/null",
+                               "--no-resolv", "--no-hosts", "--addn-hosts=%s" % answer_file,
+                               "--listen-address=%s" % hosts.addr("dns"), "--bind-interfaces",
+                               "--port=53", "--user=root", "--pid-file=", "--local-ttl=0",
+                               "--log-facility=-", "--log-queries"],
+                       "dnsmasq-%d" % n, ready=(hosts.addr("dns"), 53))
+
+
+def _backends(hosts):
+    status, _, body = hosts.http("gw", ADMIN[0], ADMIN[1], "GET", "/backends")
+    assert status == 200, body
+    return {b["address"]: b["state"] for b in json.loads(body)}
+
+
+def _want(hosts, names):
+    return {"%s:%d" % (hosts.addr(n), PORT): "up" for n in names}
+
+
+def test_backend_dns_follows_the_answer(dns_hosts, tmp_path):
+    hosts = dns_hosts
+    if not shutil.which("dnsmasq"):
+        pytest.fail("dnsmasq not installed (scripts/deps.sh test installs dnsmasq-base)")
+    for n in ("app1", "app2", "app3"):
+        addr = hosts.addr(n)
+        hosts.start(n, [SURGE_BIN, "app", "--listen", "%s:%d" % (addr, PORT), "--data-dir",
+                        tmp_path / ("data-" + n), "--password-ops", "1",
+                        "--password-memory-kib", "8192"], "app-" + n, ready=(addr, PORT),
+                    timeout=30)
+    answer = tmp_path / "answer.hosts"
+    _write_answer(answer, hosts, ["app1"])
+    dnsmasq = _start_dnsmasq(hosts, tmp_path, answer, 1)
+    hosts.sh("resolv", "gw", hosts.addr("dns"))  # read by ip netns exec at start
+    res = hosts.run("gw", ["getent", "ahostsv4", NAME])
+    assert hosts.addr("app1") in res.stdout, (res.stdout, res.stderr, dnsmasq.log())
+
+    gw = hosts.addr("gw")
+    lb = hosts.start("gw", [SURGE_BIN, "lb", "--listen", "%s:%d" % (gw, PORT), "--admin",
+                            "%s:%d" % ADMIN, "--threads", "2", "--backend-dns",
+                            "%s:%d" % (NAME, PORT), "--dns-interval", "%dms" % INTERVAL_MS,
+                            "--health-check", "/healthz", "--health-interval", "500ms",
+                            "--slow-start", "0"],
+                     "lb-gw", ready=(gw, PORT), env={"SURGE_ADMIN_TOKEN": ""})
+    wait_for(lambda: _backends(hosts) == _want(hosts, ["app1"]), 5, "app1 from DNS")
+
+    # The answer grows: app2 and app3 join.
+    _write_answer(answer, hosts, ["app1", "app2", "app3"])
+    dnsmasq.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: _backends(hosts) == _want(hosts, ["app1", "app2", "app3"]), 5,
+             "three backends from DNS (have %s)" % _backends(hosts))
+
+    # It shrinks under load: app2 drains, no request fails.
+    url = "http://%s:%d/healthz" % (gw, PORT)
+    out = tmp_path / "bench.json"
+    bench = hosts.start("load", [SURGE_BIN, "bench", "-c", "8", "-t", "1", "-d", "4s", "--json",
+                                 out, url], "bench")
+    time.sleep(1.5)
+    _write_answer(answer, hosts, ["app1", "app3"])
+    dnsmasq.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: _backends(hosts) == _want(hosts, ["app1", "app3"]), 5,
+             "app2 drained (have %s)" % _backends(hosts))
+    bench.proc.wait(30)
+    bench.stopped = True
+    assert bench.proc.returncode == 0, bench.log()
+    r = json.loads(out.read_text())
+    assert r["requests"] > 100 and r["errors"] == 0, r
+
+    # The DNS server dies: the last good set stays, one log line for many failures.
+    hosts.stop(dnsmasq)
+    time.sleep(8 * INTERVAL_MS / 1000.0)
+    assert _backends(hosts) == _want(hosts, ["app1", "app3"])
+    failed = [ln for ln in lb.log().splitlines() if "resolution failed" in ln]
+    assert len(failed) == 1, failed
+
+    # It comes back with another answer: the pool follows (app2 back, both others drained).
+    _write_answer(answer, hosts, ["app2"])
+    _start_dnsmasq(hosts, tmp_path, answer, 2)
+    wait_for(lambda: _backends(hosts) == _want(hosts, ["app2"]), 8,
+             "app2 alone after DNS recovered (have %s)" % _backends(hosts))
+    again = re.search(r"resolving again after (\d+) failures", lb.log())
+    assert again and int(again.group(1)) >= 2, lb.log()  # several failures, one warning
