@@ -14,6 +14,7 @@
 #   make bench-jobs  surge worker vs BullMQ: jobs/s, enqueue-to-start, RSS (docs/benchmarks.md)
 #   make bench-up   surge up: cold start, kill -9 replacement, rolling reloads under load
 #   make run        starts surge on embedded defaults
+#   make k8s-validate  deploy/k8s/*.yaml against the Kubernetes schemas (offline after the first run)
 # Variables: SANITIZE=1 (ASan+UBSan), WERROR=1 (default under CI=true), CC=...
 
 CC      ?= gcc
@@ -54,7 +55,7 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(OUT)/tests/%)
 FUZZ_SRCS := $(wildcard fuzz/fuzz_*.c)
 
 .PHONY: all deps test unit fuzz lint format bench-lb bench-faults bench-gen bench-app bench-spike \
-        bench-parse bench-abuse bench-jobs bench-up soak run clean
+        bench-parse bench-abuse bench-jobs bench-up soak run k8s-validate clean
 all: $(OUT)/surge
 
 deps:
@@ -178,6 +179,9 @@ run:
 	@scripts/deps.sh build
 	@$(MAKE) --no-print-directory all
 	@scripts/run.sh
+
+k8s-validate:
+	@scripts/k8s-validate.sh
 
 clean:
 	rm -rf build

@@ -5,7 +5,9 @@
 # libFuzzer runtime; bench: nginx, HAProxy and wrk for the comparison runs, and
 # http-parser for the old parser that make bench-parse compares ours with.
 # dnsmasq-base (the binary only, no system service) and iproute2 serve the
-# simulated-hosts tests (deploy/hosts/, tests/integration/test_hosts*.py).
+# simulated-hosts tests (deploy/hosts/, tests/integration/test_hosts*.py);
+# nodejs and npm run the offline Kubernetes manifest validation
+# (scripts/k8s-validate.sh, pinned npm packages installed into build/).
 # Runs `apt-get update` at most once, then `apt-get install -y` the rest.
 set -euo pipefail
 
@@ -13,7 +15,8 @@ build_pkgs=(build-essential pkg-config libuv1-dev libinih-dev
             libcjson-dev libsodium-dev libsqlite3-dev libcurl4-openssl-dev
             libpq-dev libhiredis-dev)
 test_pkgs=(libcriterion-dev python3 python3-pytest curl
-           postgresql redis-server redis-sentinel dnsmasq-base iproute2)
+           postgresql redis-server redis-sentinel dnsmasq-base iproute2
+           nodejs npm)
 fuzz_pkgs=(clang libclang-rt-14-dev)
 bench_pkgs=(nginx-light haproxy wrk libhttp-parser-dev)
 bench_jobs_pkgs=(redis-server nodejs npm)
