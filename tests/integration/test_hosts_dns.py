@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from harness import SURGE_BIN
+from harness import SURGE_BIN, run_surge
 from hosts_harness import simulated_hosts, wait_for
 
 NAME = "app.shop.test"
@@ -117,3 +117,33 @@ def test_backend_dns_follows_the_answer(dns_hosts, tmp_path):
              "app2 alone after DNS recovered (have %s)" % _backends(hosts))
     again = re.search(r"resolving again after (\d+) failures", lb.log())
     assert again and int(again.group(1)) >= 2, lb.log()  # several failures, one warning
+
+
+def test_backend_dns_usage_errors():
+    """A malformed --backend-dns or --dns-interval: one line on stderr, exit 2."""
+    for args, why in ((["--backend-dns", "app.shop.test"], "expected NAME:PORT"),
+                      (["--backend-dns", "app.shop.test:0"], "port must be 1 to 65535"),
+                      (["--backend-dns", "a b:80"], "invalid character"),
+                      (["--backend-dns", "app:80", "--dns-interval", "10"], "dns-interval")):
+        res = run_surge("lb", "--listen", "127.0.0.1:0", *args)
+        assert res.returncode == 2, (args, res.returncode, res.stderr_text)
+        lines = res.stderr_text.strip().splitlines()
+        assert len(lines) == 1 and why in lines[0], (args, lines)
+
+
+def test_backend_dns_survives_reload(start_lb, tmp_path):
+    """On loopback (names from /etc/hosts): a DNS backend and a file backend; a
+    SIGHUP reload drains what left the file, never what DNS found."""
+    cfg = tmp_path / "lb.ini"
+    cfg.write_text("backend = 127.0.0.1:7101\nbackend = 127.0.0.1:7102\n")
+    lb = start_lb("-c", cfg, "--backend-dns", "localhost:7103", "--dns-interval", "200ms",
+                  admin=True, env={"SURGE_ADMIN_TOKEN": ""})
+    want_dns = "127.0.0.1:7103"
+    wait_for(lambda: want_dns in lb.states(), 5, "the DNS backend (have %s)" % lb.states())
+    cfg.write_text("backend = 127.0.0.1:7101\n")
+    lb.signal(signal.SIGHUP)
+    wait_for(lambda: "reload: configuration reloaded" in lb.log(), 5, "the reload")
+    wait_for(lambda: "127.0.0.1:7102" not in lb.states(), 5, "7102 drained by the reload")
+    states = lb.states()
+    assert states.get("127.0.0.1:7101") in ("up", "down") and want_dns in states, states
+    assert states[want_dns] != "draining", states
