@@ -14,8 +14,9 @@ CLIENT=@kubernetes/client-node@2.0.1
 STAMP="$DIR/.installed-${PINS[*]// /_} $CLIENT"
 STAMP=${STAMP//[\/@ ]/_}
 
-command -v node >/dev/null && command -v npm >/dev/null || {
-    echo "k8s-validate: needs node and npm (scripts/deps.sh test installs them)" >&2; exit 2; }
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "k8s-validate: needs node and npm (scripts/deps.sh test installs them)" >&2; exit 2
+fi
 if [ ! -e "$STAMP" ]; then
     echo "k8s-validate: installing ${PINS[*]} $CLIENT into $DIR" >&2
     rm -rf "$DIR"

@@ -63,12 +63,14 @@ kill_ns_pids() {
     local ns=$1 pids
     pids=$(ip netns pids "$ns" 2>/dev/null || true)
     [ -n "$pids" ] || return 0
+    # shellcheck disable=SC2086 # one word per pid
     kill -TERM $pids 2>/dev/null || true
     for _ in 1 2 3 4 5 6 7 8 9 10; do
         pids=$(ip netns pids "$ns" 2>/dev/null || true)
         [ -n "$pids" ] || return 0
         sleep 0.2
     done
+    # shellcheck disable=SC2086
     kill -KILL $pids 2>/dev/null || true
 }
 
