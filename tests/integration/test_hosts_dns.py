@@ -9,14 +9,16 @@ server dies: the gateway keeps the last good set and says so once, not once per
 attempt; it comes back with another answer: the pool follows.
 """
 import json
+import os
 import re
 import shutil
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
-from harness import SURGE_BIN, run_surge
+from harness import REPO_ROOT, SURGE_BIN, Load, run_surge
 from hosts_harness import simulated_hosts, wait_for
 
 NAME = "app.shop.test"
@@ -147,3 +149,30 @@ def test_backend_dns_survives_reload(start_lb, tmp_path):
     states = lb.states()
     assert states.get("127.0.0.1:7101") in ("up", "down") and want_dns in states, states
     assert states[want_dns] != "draining", states
+
+
+def test_backend_dns_and_reload_race_free(start_upstreams, start_lb, tmp_path):
+    """ThreadSanitizer build: resolutions every 100 ms on worker 0 while SIGHUP
+    reloads on the main thread ask which backends DNS owns, under load. The
+    fixture fails the test on any ThreadSanitizer report."""
+    tsan = Path(os.environ.get("SURGE_TSAN_BIN") or REPO_ROOT / "build" / "tsan" / "surge")
+    if not tsan.exists():
+        pytest.fail("ThreadSanitizer build missing at %s (make test builds it)" % tsan,
+                    pytrace=False)
+    a, b = start_upstreams("a", "b")
+    cfg = tmp_path / "lb.ini"
+    cfg.write_text("backend = %s\n" % a.addr)
+    lb = start_lb("-c", cfg, "--backend-dns", "localhost:%d" % b.port, "--dns-interval",
+                  "100ms", admin=True, binary=tsan,
+                  env={"SURGE_ADMIN_TOKEN": "", "TSAN_OPTIONS": "halt_on_error=0"})
+    dns_addr = "127.0.0.1:%d" % b.port
+    wait_for(lambda: dns_addr in lb.states(), 10, "the DNS backend")
+    with Load(lb.port, clients=4) as load:
+        for _ in range(8):
+            lb.signal(signal.SIGHUP)
+            time.sleep(0.25)
+            assert lb.admin("GET", "/backends").status == 200
+    assert load.ok(), load.summary()
+    assert set(load.backends) == {"a", "b"}, load.backends  # the DNS backend served too
+    assert lb.states().get(dns_addr) == "up", lb.states()
+    assert "ThreadSanitizer" not in lb.log()
