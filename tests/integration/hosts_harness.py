@@ -10,6 +10,8 @@
                              stdout in tmp_path/NAME.log; waits until addr:port accepts
                              a connection from inside the host when ready is given
     Hosts.run(host, argv)    run to completion inside the host
+    Hosts.data_dir(host)     the host's own directory (tmp_path/hosts/HOST), created:
+                             no two hosts share a disk path
     Hosts.stop(proc)         SIGTERM then SIGKILL, by PID
     Hosts.link(host, "down") cut (or plug back) the host's cable
     Hosts.netem(host, delay="1ms")  per-link delay/loss; returns None, or the reason
@@ -177,6 +179,11 @@ class Hosts:
                 raise AssertionError("%s not accepting on %s:%d after %.0f s:\n%s" % (
                     name, ready[0], ready[1], timeout, tail(hp.log())))
         return hp
+
+    def data_dir(self, host):
+        d = self.log_dir / "hosts" / host
+        d.mkdir(parents=True, exist_ok=True)
+        return d
 
     def run(self, host, argv, timeout=120.0, env=None):
         e = child_env()

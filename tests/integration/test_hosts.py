@@ -29,7 +29,7 @@ APPS = ("app1", "app2", "app3")
 PRODUCTS = 40
 
 
-def _seeded_dirs(tmp_path):
+def _seeded_dirs(hosts, tmp_path):
     """One seed, copied to each app host's own data directory (identical data)."""
     seed_dir = tmp_path / "seed"
     res = run_surge("seed", "--data-dir", seed_dir, "--products", PRODUCTS, "--users", 0,
@@ -37,7 +37,7 @@ def _seeded_dirs(tmp_path):
     assert res.returncode == 0, res.stderr_text
     dirs = {}
     for h in APPS:
-        d = tmp_path / ("data-" + h)
+        d = hosts.data_dir(h) / "data"
         shutil.copytree(seed_dir, d)
         dirs[h] = d
     return dirs
@@ -53,7 +53,7 @@ def _delay_links(hosts, names):
 
 
 def _start_shop(hosts, tmp_path, lb_extra=()):
-    dirs = _seeded_dirs(tmp_path)
+    dirs = _seeded_dirs(hosts, tmp_path)
     apps = {}
     for h in APPS:
         addr = hosts.addr(h)

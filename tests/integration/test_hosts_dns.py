@@ -64,7 +64,7 @@ def test_backend_dns_follows_the_answer(dns_hosts, tmp_path):
     for n in ("app1", "app2", "app3"):
         addr = hosts.addr(n)
         hosts.start(n, [SURGE_BIN, "app", "--listen", "%s:%d" % (addr, PORT), "--data-dir",
-                        tmp_path / ("data-" + n), "--password-ops", "1",
+                        hosts.data_dir(n) / "data", "--password-ops", "1",
                         "--password-memory-kib", "8192"], "app-" + n, ready=(addr, PORT),
                     timeout=30)
     answer = tmp_path / "answer.hosts"
