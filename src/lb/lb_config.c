@@ -176,7 +176,7 @@ void lb_config_free(struct lb_config *cfg)
 void lb_config_help(FILE *out)
 {
     fprintf(out, "usage: surge lb [-c FILE] --listen HOST:PORT --backend HOST:PORT[,weight=N] ...\n"
-                 "                [options]\n\n"
+                 "                [--backend-dns NAME:PORT ...] [options]\n\n"
                  "An HTTP/1.1 load balancer for any HTTP backends. Every option can also be set\n"
                  "in an INI file given with -c FILE (`name = value`, `backend` repeated);\n"
                  "command-line flags override the file. Durations take ms, s or m suffixes.\n\n"
@@ -185,6 +185,8 @@ void lb_config_help(FILE *out)
     fprintf(out, "\nAdmin API (--admin): GET /backends, POST /backends {\"address\",\"weight\"},\n"
                  "PUT /backends/HOST:PORT {\"weight\"}, DELETE /backends/HOST:PORT (drain),\n"
                  "GET /metrics (Prometheus), GET /healthz.\n"
+                 "--backend-dns: every address NAME resolves to is a backend (e.g. a Kubernetes\n"
+                 "headless Service); one of --backend or --backend-dns is required.\n"
                  "Signals: SIGHUP reloads -c FILE; SIGTERM/SIGINT drain, then exit.\n"
                  "Exit status: 0 after SIGTERM/SIGINT, 2 on a usage or config error.\n");
 }
