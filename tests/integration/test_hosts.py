@@ -11,6 +11,7 @@ without the delay, and test_netem_delays_the_link says so as a skip with the
 kernel's reason (never silently).
 """
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -242,3 +243,35 @@ def test_hosts_app_host_cut_mid_run(hosts, tmp_path):
     assert all(b["state"] == "up" for a, b in bs.items() if a != cut), bs
     hosts.link("app2", "up")
     wait_for(lambda: _backends(hosts)[cut]["state"] == "up", 10, "app2 up again")
+
+
+def test_hosts_gc_removes_runs_of_dead_owners():
+    """A run whose creating process died (a killed pytest) is removed by gc; a
+    run whose owner lives is left alone."""
+    reason = namespaces_unavailable()
+    if reason:
+        pytest.skip("simulated hosts unavailable: " + reason)
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs
+    ids = {"dead": "g" + os.urandom(4).hex(), "alive": "g" + os.urandom(4).hex()}
+    owners = {"dead": dead.pid, "alive": os.getpid()}
+
+    def mine(run_id):
+        return [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                          text=True).stdout.split()
+                if n.startswith("surge-%s-" % run_id)]
+    try:
+        for k, run_id in ids.items():
+            res = subprocess.run([str(HOSTS_SH), "-i", run_id, "up", "a", "b"],
+                                 env=dict(os.environ, SURGE_HOSTS_OWNER=str(owners[k])),
+                                 capture_output=True, text=True)
+            assert res.returncode == 0, res.stderr
+            assert len(mine(run_id)) == 3
+        res = subprocess.run([str(HOSTS_SH), "gc"], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        assert mine(ids["dead"]) == []
+        assert len(mine(ids["alive"])) == 3
+    finally:
+        for run_id in ids.values():
+            subprocess.run([str(HOSTS_SH), "-i", run_id, "down"], capture_output=True)
+    assert mine(ids["alive"]) == [] and mine(ids["dead"]) == []
