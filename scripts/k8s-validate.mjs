@@ -11,10 +11,12 @@
 //     -strict, or kubectl's server-side field validation): the field lists of
 //     the API types come from @kubernetes/client-node's generated models. A
 //     misspelt `readinesProbe` passes the schema (it allows unknown fields) but
-//     not this check. CRDs (ScaledObject) get the schema check only.
+//     not this check. For KEDA's ScaledObject the field lists come from the
+//     type declarations (.d.ts) of @kubernetes-models/keda, generated from
+//     KEDA's CRD; its metadata is checked against the core ObjectMeta.
 // --dump prints the parsed documents as JSON ([{file, index, doc}]) instead.
 // Exit status: 0 all valid, 1 any invalid, 2 usage.
-import { readFileSync, existsSync } from "node:fs";
+import { readFileSync, readdirSync, existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseAllDocuments } from "yaml";
@@ -36,7 +38,54 @@ const KINDS = {
   "policy/v1/PodDisruptionBudget": "kubernetes-models/policy/v1/PodDisruptionBudget",
   "keda.sh/v1alpha1/ScaledObject": "@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject",
 };
-const CRDS = new Set(["keda.sh/v1alpha1/ScaledObject"]);
+// CRD kinds: root interface, and the folder of its package's declarations.
+const CRDS = {
+  "keda.sh/v1alpha1/ScaledObject": {
+    root: "IScaledObject",
+    dir: join(HERE, "node_modules", "@kubernetes-models", "keda", "keda.sh", "v1alpha1"),
+  },
+};
+
+// Field lists of a CRD package's interfaces, read from its .d.ts files:
+// `export interface IName {` then one `"field"?: Type;` per line (an inline
+// object type spans lines: its fields are not checked), and the aliases of
+// `export type { IName as ILongName }`.
+const crdTypes = new Map();
+function loadCrdTypes(dir) {
+  if (crdTypes.has(dir)) return crdTypes.get(dir);
+  const types = new Map();
+  for (const f of readdirSync(dir).filter((n) => n.endsWith(".d.ts"))) {
+    const text = readFileSync(join(dir, f), "utf8");
+    const m = /export interface (I\w+)(?: extends [\w, ]+)? \{\n([\s\S]*?)\n\}/.exec(text);
+    if (!m) continue;
+    const fields = new Map();
+    for (const line of m[2].split("\n")) {
+      const fm = /^ {4}"([^"]+)"\??: (.*?);?$/.exec(line);
+      if (fm) fields.set(fm[1], fm[2].replace(/;$/, ""));
+    }
+    types.set(m[1], fields);
+    for (const a of text.matchAll(/export type \{ (I\w+) as (I\w+)/g)) types.set(a[2], types.get(a[1]) || fields);
+  }
+  crdTypes.set(dir, types);
+  return types;
+}
+
+async function strictCrd(value, type, path, errors, types) {
+  if (value === null || value === undefined || typeof value !== "object") return;
+  const arr = /^Array<(\w+)>$/.exec(type);
+  if (arr) {
+    if (Array.isArray(value))
+      for (let i = 0; i < value.length; i++) await strictCrd(value[i], arr[1], `${path}[${i}]`, errors, types);
+    return;
+  }
+  if (type === "IIoK8sApimachineryPkgApisMetaV1ObjectMeta") return strict(value, "V1ObjectMeta", path, errors);
+  const fields = types.get(type);
+  if (!fields || Array.isArray(value)) return; // a leaf or an inline object type
+  for (const [k, v] of Object.entries(value)) {
+    if (!fields.has(k)) errors.push(`${path}.${k}: unknown field (not in ${type})`);
+    else await strictCrd(v, fields.get(k), `${path}.${k}`, errors, types);
+  }
+}
 
 const typeMaps = new Map();
 async function typeMap(name) {
@@ -96,7 +145,13 @@ async function validateDoc(doc) {
   } catch (e) {
     for (const line of String(e.message).split(", ")) errors.push(`schema: ${line}`);
   }
-  if (!CRDS.has(key)) await strict(doc, rootType(apiVersion, kind), kind, errors);
+  if (CRDS[key]) {
+    const types = loadCrdTypes(CRDS[key].dir);
+    if (!types.has(CRDS[key].root)) errors.push(`internal: no declarations for ${CRDS[key].root}`);
+    else await strictCrd(doc, CRDS[key].root, kind, errors, types);
+  } else {
+    await strict(doc, rootType(apiVersion, kind), kind, errors);
+  }
   return errors;
 }
 

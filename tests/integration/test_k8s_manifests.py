@@ -3,7 +3,7 @@
 1. Every manifest parses and validates against the Kubernetes schemas of its kind
    (scripts/k8s-validate.sh: pinned npm packages kubernetes-models 5.1.0 and
    @kubernetes-models/keda 2.0.0 for the schemas, @kubernetes/client-node 2.0.1's
-   field lists for unknown fields).
+   field lists and the KEDA package's type declarations for unknown fields).
 2. The validator fails on broken manifests (a type, a required field, a misspelt
    field, a YAML error, an unknown kind): it can fail.
 3. The manifests say what the issue asks: the HPA min 2 / max 10 / CPU 70%, probes on
@@ -66,6 +66,10 @@ BROKEN = [
      "  strategy:", "data/spec must have required property selector"),
     ("worker.yaml", "  scaleTargetRef:", "  scaleTarget:",
      "must have required property scaleTargetRef"),
+    ("worker.yaml", "  minReplicaCount: 1", "  minReplicaCnt: 1",
+     "ScaledObject.spec.minReplicaCnt: unknown field"),
+    ("worker.yaml", "    - type: prometheus\n      metadata:", "    - metadata:",
+     "data/spec/triggers/0 must have required property type"),
     ("external.yaml", "type: ExternalName", "type: Externalname", "must be equal to one of"),
     ("config.yaml", "kind: ConfigMap", "kind: Configmap", "unknown apiVersion/kind v1/Configmap"),
     ("namespace.yaml", "  name: surge\n", "  name: [surge\n", "YAML:"),
