@@ -11,8 +11,8 @@ cd "$(dirname "$0")/.."
 DIR=build/k8s-validate
 PINS=(kubernetes-models@5.1.0 @kubernetes-models/keda@2.0.0 yaml@2.9.1)
 CLIENT=@kubernetes/client-node@2.0.1
-STAMP="$DIR/.installed-${PINS[*]// /_} $CLIENT"
-STAMP=${STAMP//[\/@ ]/_}
+stamp_name="${PINS[*]} $CLIENT"
+STAMP="$DIR/.installed-${stamp_name//[\/@ ]/_}"
 
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     echo "k8s-validate: needs node and npm (scripts/deps.sh test installs them)" >&2; exit 2
