@@ -38,6 +38,8 @@ static const struct command commands[] = {
      "inspect and operate the job queue"},
     {"up",      {NULL, NULL},            up_main,     up_help,        "",
      "the whole stack: gateway, autoscaled app pool, workers, admin"},
+    {"slo",     {NULL, NULL},            cmd_slo,     cmd_slo_help,   " rules",
+     "Prometheus rules and burn-rate alerts for the SLOs"},
     {"bench",   {NULL, NULL},            cmd_bench,   cmd_bench_help, "",
      "HTTP/1.1 load generator (closed and open model, thresholds)"},
     {"version", {"--version", "-V"},     cmd_version, NULL,           "",

@@ -22,6 +22,7 @@
 #include "scale/autoscale.h"
 #include "scale/cgroup.h"
 #include "scale/gwstats.h"
+#include "scale/slo.h"
 #include "scale/supervisor.h"
 
 /* ---- configuration ------------------------------------------------------ */
@@ -33,6 +34,8 @@ struct up_config {
     long long scale_interval_ms, scale_down_window_ms, start_timeout_ms, drain_timeout_ms;
     char *worker_command, *worker_cpu;
     long long worker_min, worker_max, worker_target_depth, worker_target_age_ms;
+    char *slo_availability, *slo_latency; /* percentages, or "off" (slo.h) */
+    long long slo_threshold_ms, slo_window_ms;
 };
 
 static int check_cpu(const char *v, char *err, size_t errlen)
@@ -102,6 +105,14 @@ static const struct conf_entry up_tab[] = {
      "target ready jobs per worker (queue depth / workers)"},
     {"worker.target-age", CONF_MS, O(worker_target_age_ms), 0, 3600000, "0", NULL, NULL, "MS",
      "target age of the oldest ready job (0 = not a metric)"},
+    {"slo.availability", CONF_STRING, O(slo_availability), 0, 0, "99.9", NULL, NULL, "PERCENT",
+     "SLO: answers without a 5xx (off = none)"},
+    {"slo.latency", CONF_STRING, O(slo_latency), 0, 0, "99", NULL, NULL, "PERCENT",
+     "SLO: requests that end within slo.latency-threshold (off = none)"},
+    {"slo.latency-threshold", CONF_MS, O(slo_threshold_ms), 1, 60000, "300ms", NULL, NULL, "MS",
+     "the latency SLO's threshold (a histogram bucket boundary)"},
+    {"slo.window", CONF_MS, O(slo_window_ms), 3600000, 366LL * 86400000, "30d", NULL, NULL, "MS",
+     "the SLOs' compliance window (the error budget's period)"},
 };
 #define NTAB (sizeof up_tab / sizeof up_tab[0])
 
@@ -161,6 +172,8 @@ struct up {
     uint64_t snap_ms;
     int have_snap;
     struct gw_rates rates;
+    struct slo_set slo; /* the config's SLOs, evaluated for GET /api/slo */
+    struct slo_history slo_hist;
     uint64_t scale_ups, scale_downs, restarts;
     int stopping, exit_code;
 };
@@ -597,6 +610,7 @@ static void on_metrics(int status, const char *body, size_t len, void *arg)
         u->snap = s;
         u->snap_ms = now;
         u->have_snap = 1;
+        slo_history_add(&u->slo_hist, &u->slo, &s, now);
     }
     struct sockaddr_storage ss;
     if (gw_addr(u, &ss) < 0 || http_client_request(u->loop, &ss, "GET", "/backends", NULL, NULL, 0,
@@ -887,8 +901,8 @@ static void on_admin(struct http_request *req, void *arg)
     if (q)
         tlen = (size_t)(q - target);
 #define IS(path) (tlen == sizeof(path) - 1 && !memcmp(target, path, tlen))
-    if (!IS("/status") && !IS("/healthz") && !IS("/metrics")) {
-        respond_error(req, 404, "no such route (try /status, /metrics, /healthz)");
+    if (!IS("/status") && !IS("/healthz") && !IS("/metrics") && !IS("/api/slo")) {
+        respond_error(req, 404, "no such route (try /status, /api/slo, /metrics, /healthz)");
         return;
     }
     if (!method || (strcmp(method, "GET") && strcmp(method, "HEAD"))) {
@@ -902,6 +916,12 @@ static void on_admin(struct http_request *req, void *arg)
         respond(req, 200, "application/json", &b);
     } else if (IS("/status")) {
         render_status(u, &b);
+        respond(req, 200, "application/json", &b);
+    } else if (IS("/api/slo")) {
+        struct slo_status st[SLO_MAX];
+        uint64_t covered;
+        slo_evaluate(&u->slo_hist, &u->slo, uv_now(u->loop), st, &covered);
+        slo_render_json(&u->slo, st, covered, &b);
         respond(req, 200, "application/json", &b);
     } else {
         struct sockaddr_storage ss;
@@ -929,7 +949,24 @@ static int validate(const struct up_config *cfg, char *err, size_t errlen)
                  cfg->app_max);
         return -1;
     }
-    return 0;
+    struct slo_set slo;
+    return slo_set_build(&slo, cfg->slo_availability, cfg->slo_latency, cfg->slo_threshold_ms,
+                         cfg->slo_window_ms, err, errlen);
+}
+
+int up_slo_config(int argc, char **argv, struct slo_set *out, char *err, size_t errlen)
+{
+    struct up_config cfg;
+    char *path = NULL;
+    int rc = conf_parse_cmdline(up_tab, NTAB, &cfg, argc, argv, &path, NULL, 0, NULL, err, errlen);
+    if (rc == 0)
+        rc = validate(&cfg, err, errlen);
+    if (rc == 0)
+        rc = slo_set_build(out, cfg.slo_availability, cfg.slo_latency, cfg.slo_threshold_ms,
+                           cfg.slo_window_ms, err, errlen);
+    conf_free(up_tab, NTAB, &cfg);
+    free(path);
+    return rc < 0 ? -1 : 0;
 }
 
 /* Build the three specs and the autoscaler config from cfg. */
@@ -1082,6 +1119,14 @@ static int reload(struct up *u, int argc, char **argv)
     u->cfg.data_dir = keep[2];
     struct up_config old = u->cfg;
     u->cfg = n;
+    struct slo_set slo;
+    slo_set_build(&slo, n.slo_availability, n.slo_latency, n.slo_threshold_ms, n.slo_window_ms, err,
+                  sizeof err);               /* validated above */
+    if (memcmp(&slo, &u->slo, sizeof slo)) { /* other SLOs: their history starts afresh */
+        u->slo = slo;
+        slo_history_free(&u->slo_hist);
+        slo_history_init(&u->slo_hist, &u->slo);
+    }
     /* Specs point into the config: children started before keep running
      * with their own copies (argv was copied at spawn). */
     build_specs(u);
@@ -1162,6 +1207,9 @@ int up_main(int argc, char **argv)
     u->queue_depth = u->oldest_age_s = -1;
     snprintf(u->gw_backend, sizeof u->gw_backend, "127.0.0.1:1");
     build_specs(u);
+    slo_set_build(&u->slo, u->cfg.slo_availability, u->cfg.slo_latency, u->cfg.slo_threshold_ms,
+                  u->cfg.slo_window_ms, err, sizeof err); /* validated above */
+    slo_history_init(&u->slo_hist, &u->slo);
 
     /* The admin address first: a taken port is a clear error before any child runs. */
     struct sockaddr_storage ss;
@@ -1176,6 +1224,7 @@ int up_main(int argc, char **argv)
         free(u->config_path);
         free(u->as_st);
         free(u->wst);
+        slo_history_free(&u->slo_hist);
         return 2;
     }
     u->admin_on = 1;
@@ -1217,5 +1266,6 @@ int up_main(int argc, char **argv)
     free(u->config_path);
     free(u->as_st);
     free(u->wst);
+    slo_history_free(&u->slo_hist);
     return u->exit_code;
 }
