@@ -203,10 +203,17 @@ void slo_history_add(struct slo_history *h, const struct slo_set *s, const struc
 {
     struct slo_counts raw;
     slo_counts_from_snapshot(s, snap, &raw);
-    if (h->have_raw)
-        slo_counts_accumulate(&h->acc, &h->last_raw, &raw);
-    else
-        h->first_ms = now_ms; /* counts before the first snapshot are not ours to judge */
+    if (!h->have_raw) {
+        /* The gateway is our child: its counters began at zero after we
+         * started, so the first snapshot counts whole, from a zero origin. */
+        struct slo_counts zero;
+        memset(&zero, 0, sizeof zero);
+        h->first_ms = now_ms;
+        for (int i = 0; i < SLO_NRINGS; i++)
+            ring_push(&h->ring[i], now_ms, &zero);
+        memset(&h->last_raw, 0, sizeof h->last_raw);
+    }
+    slo_counts_accumulate(&h->acc, &h->last_raw, &raw);
     h->last_raw = raw;
     h->have_raw = 1;
     for (int i = 0; i < SLO_NRINGS; i++)

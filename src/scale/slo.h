@@ -112,7 +112,8 @@ struct slo_history {
 /* Allocate the rings for s's window (aborts on OOM). */
 void slo_history_init(struct slo_history *h, const struct slo_set *s);
 void slo_history_free(struct slo_history *h);
-/* Account one gateway snapshot taken at now_ms (non-decreasing). */
+/* Account one gateway snapshot taken at now_ms (non-decreasing). The
+ * first one counts whole (the gateway's counters start at zero). */
 void slo_history_add(struct slo_history *h, const struct slo_set *s, const struct gw_snapshot *snap,
                      uint64_t now_ms);
 /* The counts over the last window_ms before now_ms: the newest sample at
