@@ -14,6 +14,7 @@
 
 #include "base/alloc.h"
 #include "base/buf.h"
+#include "base/clock.h"
 #include "base/config.h"
 #include "base/log.h"
 #include "http/http_client.h"
@@ -21,6 +22,8 @@
 #include "net/net.h"
 #include "scale/autoscale.h"
 #include "scale/cgroup.h"
+#include "scale/dashboard.h"
+#include "scale/decisions.h"
 #include "scale/gwstats.h"
 #include "scale/slo.h"
 #include "scale/supervisor.h"
@@ -139,6 +142,7 @@ struct inst {
     int draining;      /* out of the pool; stopped once the gateway let it go */
     uint64_t drain_ms; /* when the drain began */
     long active;       /* requests in flight at the gateway (from /backends), -1 unknown */
+    double cache_hits, cache_misses; /* from its /metrics (dashboard), cumulative */
 };
 
 struct up {
@@ -174,6 +178,10 @@ struct up {
     struct gw_rates rates;
     struct slo_set slo; /* the config's SLOs, evaluated for GET /api/slo */
     struct slo_history slo_hist;
+    struct decisions decisions; /* recent scaling decisions, for /status */
+    double replica_lag_s;       /* from an app's /metrics; -1 when none reports it */
+    unsigned app_scrape_next;   /* which app's /metrics the next tick reads */
+    int app_scrape_busy;
     uint64_t scale_ups, scale_downs, restarts;
     int stopping, exit_code;
 };
@@ -538,6 +546,10 @@ static void decide(struct up *u)
             u->scale_ups++;
         else
             u->scale_downs++;
+        char why[1024]; /* decisions_push keeps what fits */
+        snprintf(why, sizeof why, "%s; %s", d.reason, inputs);
+        decisions_push(&u->decisions, (double)clock_wall_ms() / 1000.0, "app", d.current, desired,
+                       why);
     }
     u->desired = desired;
     u->last = d;
@@ -672,9 +684,14 @@ static void decide_workers(struct up *u)
     struct as_input in = {.current = count_workers(u), .metrics = m, .nmetrics = nm};
     struct as_decision d;
     unsigned want = as_decide(&u->wcfg, u->wst, &in, uv_now(u->loop), &d);
-    if (want != d.current)
-        log_info("up: workers %u -> %u (%s; queue depth %.0f, oldest ready %.1f s)", d.current,
-                 want, d.reason, u->queue_depth, u->oldest_age_s);
+    if (want != d.current) {
+        char why[DECISION_REASON_MAX];
+        snprintf(why, sizeof why, "%s; queue depth %.0f, oldest ready %.1f s", d.reason,
+                 u->queue_depth, u->oldest_age_s);
+        log_info("up: workers %u -> %u (%s)", d.current, want, why);
+        decisions_push(&u->decisions, (double)clock_wall_ms() / 1000.0, "workers", d.current, want,
+                       why);
+    }
     u->desired_workers = want;
     set_workers(u, want);
 }
@@ -724,12 +741,68 @@ static void tick_workers(struct up *u)
         on_worker_metrics(0, "", 0, u);
 }
 
+struct app_scrape {
+    struct up *u;
+    unsigned id;
+};
+
+static void on_app_metrics(int status, const char *body, size_t len, void *arg)
+{
+    struct app_scrape *a = arg;
+    struct up *u = a->u;
+    struct sv_child *c = find_child(u, a->id);
+    u->app_scrape_busy = 0;
+    double hits, misses, lag;
+    if (status == 200 && c && inst_of(c)) {
+        if (gw_sample(body, len, "surge_app_cache_hits_total", NULL, NULL, &hits) == 0 &&
+            gw_sample(body, len, "surge_app_cache_misses_total", NULL, NULL, &misses) == 0) {
+            inst_of(c)->cache_hits = hits;
+            inst_of(c)->cache_misses = misses;
+        }
+        u->replica_lag_s =
+            gw_sample(body, len, "surge_app_replica_lag_seconds", NULL, NULL, &lag) == 0 ? lag : -1;
+    }
+    free(a);
+}
+
+/* Read one ready app's /metrics per tick, in turn: its cache counters and
+ * replica lag, for the dashboard. */
+static void tick_apps(struct up *u)
+{
+    if (u->app_scrape_busy)
+        return;
+    struct sv_child *c, *pick = NULL, *first = NULL;
+    FOR_CHILDREN(u, c)
+    {
+        if (inst_of(c)->kind != K_APP || c->state != SV_READY || !c->port)
+            continue;
+        if (!first)
+            first = c;
+        if (!pick && c->id >= u->app_scrape_next)
+            pick = c;
+    }
+    if (!pick)
+        pick = first;
+    if (!pick)
+        return;
+    u->app_scrape_next = pick->id + 1;
+    struct sockaddr_storage ss;
+    uv_ip4_addr("127.0.0.1", pick->port, (struct sockaddr_in *)&ss);
+    struct app_scrape *a = xmalloc(sizeof *a);
+    *a = (struct app_scrape){u, pick->id};
+    u->app_scrape_busy = 1;
+    if (http_client_request(u->loop, &ss, "GET", "/metrics", NULL, NULL, 0, 2000, on_app_metrics,
+                            a) < 0)
+        on_app_metrics(0, "", 0, a);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct up *u = t->data;
     if (u->stopping)
         return;
     tick_workers(u);
+    tick_apps(u);
     if (u->tick_busy)
         return;
     sv_sample_cpu(&u->sv, uv_now(u->loop));
@@ -796,6 +869,28 @@ static void render_status(struct up *u, struct buf *b)
     json_num(b, u->rates.rps);
     buf_puts(b, ",\"p99_ms\":");
     json_num(b, u->rates.p99_ms >= 0 ? u->rates.p99_ms : 0);
+    buf_puts(b, ",\"p50_ms\":");
+    json_num(b, u->rates.p50_ms >= 0 ? u->rates.p50_ms : 0);
+    double hits = 0, misses = 0;
+    FOR_CHILDREN(u, c)
+    {
+        if (inst_of(c)->kind == K_APP) {
+            hits += inst_of(c)->cache_hits;
+            misses += inst_of(c)->cache_misses;
+        }
+    }
+    buf_puts(b, ",\"cache_hit_ratio\":");
+    if (hits + misses > 0)
+        json_num(b, hits / (hits + misses));
+    else
+        buf_puts(b, "null");
+    buf_puts(b, ",\"replica_lag_s\":");
+    if (u->replica_lag_s >= 0)
+        json_num(b, u->replica_lag_s);
+    else
+        buf_puts(b, "null");
+    buf_puts(b, ",\"decisions\":");
+    decisions_render_json(&u->decisions, b);
     buf_puts(b, ",\"error_rate\":");
     json_num(b, u->rates.error_rate);
     buf_puts(b, ",\"queue_depth\":");
@@ -901,8 +996,8 @@ static void on_admin(struct http_request *req, void *arg)
     if (q)
         tlen = (size_t)(q - target);
 #define IS(path) (tlen == sizeof(path) - 1 && !memcmp(target, path, tlen))
-    if (!IS("/status") && !IS("/healthz") && !IS("/metrics") && !IS("/api/slo")) {
-        respond_error(req, 404, "no such route (try /status, /api/slo, /metrics, /healthz)");
+    if (!IS("/") && !IS("/status") && !IS("/healthz") && !IS("/metrics") && !IS("/api/slo")) {
+        respond_error(req, 404, "no such route (try /, /status, /api/slo, /metrics, /healthz)");
         return;
     }
     if (!method || (strcmp(method, "GET") && strcmp(method, "HEAD"))) {
@@ -911,7 +1006,12 @@ static void on_admin(struct http_request *req, void *arg)
     }
     struct buf b;
     buf_init(&b, 4 * 1024 * 1024);
-    if (IS("/healthz")) {
+    if (IS("/")) {
+        size_t plen;
+        const char *page = dashboard_page(&plen);
+        buf_append(&b, page, plen);
+        respond(req, 200, "text/html; charset=utf-8", &b);
+    } else if (IS("/healthz")) {
         buf_puts(&b, "{\"status\":\"ok\"}\n");
         respond(req, 200, "application/json", &b);
     } else if (IS("/status")) {
@@ -1205,6 +1305,8 @@ int up_main(int argc, char **argv)
     u->wst = xmalloc(sizeof *u->wst);
     as_state_init(u->wst);
     u->queue_depth = u->oldest_age_s = -1;
+    u->replica_lag_s = -1;
+    decisions_init(&u->decisions);
     snprintf(u->gw_backend, sizeof u->gw_backend, "127.0.0.1:1");
     build_specs(u);
     slo_set_build(&u->slo, u->cfg.slo_availability, u->cfg.slo_latency, u->cfg.slo_threshold_ms,

@@ -11,7 +11,7 @@
  * and scales the app pool with the HPA rule (src/scale/autoscale.c) every
  * --scale-interval from the instances' CPU utilization (cgroup usage /
  * limit), in-flight requests per instance and p99 (from the gateway).
- * Its own admin address (--admin) serves GET /status, GET /healthz,
+ * Its own admin address (--admin) serves GET / (the dashboard), GET /status, GET /healthz,
  * GET /api/slo (the SLOs of [slo], from the gateway's counters: slo.h) and
  * GET /metrics (its own families followed by the gateway's).
  *
