@@ -40,6 +40,8 @@ static const struct command commands[] = {
      "the whole stack: gateway, autoscaled app pool, workers, admin"},
     {"slo",     {NULL, NULL},            cmd_slo,     cmd_slo_help,   " rules",
      "Prometheus rules and burn-rate alerts for the SLOs"},
+    {"trace",   {NULL, NULL},            cmd_trace,   cmd_trace_help, " ID",
+     "one request's path across the gateway, app and worker logs"},
     {"bench",   {NULL, NULL},            cmd_bench,   cmd_bench_help, "",
      "HTTP/1.1 load generator (closed and open model, thresholds)"},
     {"version", {"--version", "-V"},     cmd_version, NULL,           "",

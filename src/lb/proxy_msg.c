@@ -112,6 +112,8 @@ int msg_build_request_head(struct txn *t)
     unsigned conn[8];
     unsigned nconn = connection_headers(m, b, conn, 8);
     int rc = 0, have_rid = 0, have_proto = 0;
+    const char *tp = NULL; /* the client's traceparent, if any */
+    size_t tp_len = 0;
     size_t mlen;
     const char *method = msg_method_name(m, b, &mlen);
 
@@ -142,8 +144,20 @@ int msg_build_request_head(struct txn *t)
                 continue;
             have_proto = 1;
         }
-        if (h->name.len == 12 && SLICE_IS(b, h->name, "x-request-id"))
+        if (h->name.len == 12 && SLICE_IS(b, h->name, "x-request-id")) {
             have_rid = 1;
+            size_t n = h->value.len < sizeof t->rid ? h->value.len : sizeof t->rid;
+            memcpy(t->rid, b + h->value.off, n);
+            t->rid_len = (uint8_t)n;
+        }
+        if (h->name.len == 11 && SLICE_IS(b, h->name, "traceparent")) {
+            /* ours replaces it: the same trace, with this hop as the parent */
+            if (!tp) {
+                tp = b + h->value.off;
+                tp_len = h->value.len;
+            }
+            continue;
+        }
         rc |= put_header(o, b, h);
     }
     if (!have_proto)
@@ -160,7 +174,17 @@ int msg_build_request_head(struct txn *t)
         id[46] = '\r';
         id[47] = '\n';
         rc |= buf_append(o, id, sizeof id);
+        memcpy(t->rid, id + 14, 32);
+        t->rid_len = 32;
     }
+    /* W3C trace context: a child of the client's span, or a new trace. */
+    uint64_t r1 = lb_worker_rand(t->w), r2 = lb_worker_rand(t->w), r3 = lb_worker_rand(t->w);
+    trace_begin(&t->trace, tp, tp_len, r1, r2, r3);
+    char tph[13 + TRACEPARENT_LEN + 2] = "traceparent: ";
+    trace_format(&t->trace, tph + 13);
+    tph[13 + TRACEPARENT_LEN] = '\r';
+    tph[13 + TRACEPARENT_LEN + 1] = '\n';
+    rc |= buf_append(o, tph, sizeof tph);
     if (upgrading)
         rc |= buf_puts(o, "Connection: upgrade\r\n");
     else if (v10)

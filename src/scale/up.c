@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <unistd.h>
 #include <uv.h>
@@ -17,6 +18,7 @@
 #include "base/clock.h"
 #include "base/config.h"
 #include "base/log.h"
+#include "base/trace.h"
 #include "http/http_client.h"
 #include "http/http_server.h"
 #include "net/net.h"
@@ -37,6 +39,7 @@ struct up_config {
     long long scale_interval_ms, scale_down_window_ms, start_timeout_ms, drain_timeout_ms;
     char *worker_command, *worker_cpu;
     long long worker_min, worker_max, worker_target_depth, worker_target_age_ms;
+    char *trace_dir; /* "": no span logs; else gateway.jsonl, app.jsonl, worker.jsonl there */
     char *slo_availability, *slo_latency; /* percentages, or "off" (slo.h) */
     long long slo_threshold_ms, slo_window_ms;
 };
@@ -108,6 +111,9 @@ static const struct conf_entry up_tab[] = {
      "target ready jobs per worker (queue depth / workers)"},
     {"worker.target-age", CONF_MS, O(worker_target_age_ms), 0, 3600000, "0", NULL, NULL, "MS",
      "target age of the oldest ready job (0 = not a metric)"},
+    {"trace-dir", CONF_STRING, O(trace_dir), 0, 0, "", NULL, NULL, "DIR",
+     "write span logs (W3C traces) to DIR/gateway.jsonl, app.jsonl and worker.jsonl "
+     "(surge trace ID reads them; off by default)"},
     {"slo.availability", CONF_STRING, O(slo_availability), 0, 0, "99.9", NULL, NULL, "PERCENT",
      "SLO: answers without a 5xx (off = none)"},
     {"slo.latency", CONF_STRING, O(slo_latency), 0, 0, "99", NULL, NULL, "PERCENT",
@@ -153,6 +159,7 @@ struct up {
     struct supervisor sv;
     struct sv_spec app_spec, worker_spec, gw_spec;
     char app_shell[4096], worker_shell[4096];
+    char trace_gw[PATH_MAX], trace_app[PATH_MAX], trace_worker[PATH_MAX]; /* with trace-dir */
     char gw_backend[64]; /* the gateway's --backend at its next start */
     struct sv_child *gateway;
     int gw_ready, gw_ever_ready;
@@ -182,6 +189,8 @@ struct up {
     double replica_lag_s;       /* from an app's /metrics; -1 when none reports it */
     unsigned app_scrape_next;   /* which app's /metrics the next tick reads */
     int app_scrape_busy;
+    int slowest_busy;
+    char *slowest; /* the gateway's GET /slowest "slowest" value (JSON text) or NULL */
     uint64_t scale_ups, scale_downs, restarts;
     int stopping, exit_code;
 };
@@ -796,6 +805,32 @@ static void tick_apps(struct up *u)
         on_app_metrics(0, "", 0, a);
 }
 
+static void on_slowest(int status, const char *body, size_t len, void *arg)
+{
+    struct up *u = arg;
+    u->slowest_busy = 0;
+    free(u->slowest);
+    u->slowest = NULL;
+    cJSON *j = status == 200 ? cJSON_ParseWithLength(body, len) : NULL;
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "slowest");
+    if (cJSON_IsObject(s))
+        u->slowest = cJSON_PrintUnformatted(s); /* re-rendered: always valid JSON */
+    cJSON_Delete(j);
+}
+
+/* The gateway's slowest recent request (with its trace id), for the
+ * dashboard's p99 exemplar. */
+static void tick_slowest(struct up *u)
+{
+    struct sockaddr_storage ss;
+    if (u->slowest_busy || gw_addr(u, &ss) < 0)
+        return;
+    u->slowest_busy = 1;
+    if (http_client_request(u->loop, &ss, "GET", "/slowest", NULL, NULL, 0, 2000, on_slowest, u) <
+        0)
+        on_slowest(0, "", 0, u);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct up *u = t->data;
@@ -803,6 +838,7 @@ static void on_tick(uv_timer_t *t)
         return;
     tick_workers(u);
     tick_apps(u);
+    tick_slowest(u);
     if (u->tick_busy)
         return;
     sv_sample_cpu(&u->sv, uv_now(u->loop));
@@ -891,6 +927,17 @@ static void render_status(struct up *u, struct buf *b)
         buf_puts(b, "null");
     buf_puts(b, ",\"decisions\":");
     decisions_render_json(&u->decisions, b);
+    buf_printf(b, ",\"slowest\":%s", u->slowest ? u->slowest : "null");
+    if (u->cfg.trace_dir[0]) { /* where surge trace finds the spans */
+        const char *logs[3] = {u->trace_gw, u->trace_app, u->trace_worker};
+        for (int i = 0; i < 3; i++) {
+            buf_puts(b, i ? "," : ",\"trace_logs\":[");
+            trace_json_string(b, logs[i], strlen(logs[i]));
+        }
+        buf_puts(b, "]");
+    } else {
+        buf_puts(b, ",\"trace_logs\":null");
+    }
     buf_puts(b, ",\"error_rate\":");
     json_num(b, u->rates.error_rate);
     buf_puts(b, ",\"queue_depth\":");
@@ -1074,6 +1121,12 @@ static void build_specs(struct up *u)
 {
     struct up_config *cfg = &u->cfg;
     unsigned mc = 0, wmc = 0;
+    int tracing = cfg->trace_dir[0] != '\0';
+    if (tracing) {
+        snprintf(u->trace_gw, sizeof u->trace_gw, "%s/gateway.jsonl", cfg->trace_dir);
+        snprintf(u->trace_app, sizeof u->trace_app, "%s/app.jsonl", cfg->trace_dir);
+        snprintf(u->trace_worker, sizeof u->trace_worker, "%s/worker.jsonl", cfg->trace_dir);
+    }
     cg_parse_cpu(cfg->app_cpu, &mc);
     cg_parse_cpu(cfg->worker_cpu, &wmc);
 
@@ -1086,9 +1139,21 @@ static void build_specs(struct up *u)
         a->argv[1] = "-c";
         a->argv[2] = u->app_shell;
     } else {
-        const char *v[] = {"{self}",           "app",        "--listen",
-                           "127.0.0.1:{port}", "--data-dir", cfg->data_dir,
-                           "--trusted-proxy",  "127.0.0.1",  NULL};
+        const char *v[] = {"{self}",
+                           "app",
+                           "--listen",
+                           "127.0.0.1:{port}",
+                           "--data-dir",
+                           cfg->data_dir,
+                           "--trusted-proxy",
+                           "127.0.0.1",
+                           NULL,
+                           NULL,
+                           NULL};
+        if (tracing) {
+            v[8] = "--trace-log";
+            v[9] = u->trace_app;
+        }
         memcpy(a->argv, v, sizeof v);
     }
     a->wants_port = 1;
@@ -1106,8 +1171,12 @@ static void build_specs(struct up *u)
         w->argv[1] = "-c";
         w->argv[2] = u->worker_shell;
     } else {
-        const char *v[] = {"{self}",    "worker",           "--data-dir", cfg->data_dir,
-                           "--metrics", "127.0.0.1:{port}", NULL};
+        const char *v[] = {"{self}",           "worker", "--data-dir", cfg->data_dir, "--metrics",
+                           "127.0.0.1:{port}", NULL,     NULL,         NULL};
+        if (tracing) {
+            v[6] = "--trace-log";
+            v[7] = u->trace_worker;
+        }
         memcpy(w->argv, v, sizeof v);
         w->ready_path = "/metrics";
     }
@@ -1130,7 +1199,13 @@ static void build_specs(struct up *u)
                         "1000",
                         "--backend",
                         u->gw_backend,
+                        NULL,
+                        NULL,
                         NULL};
+    if (tracing) {
+        gv[12] = "--access-log";
+        gv[13] = u->trace_gw;
+    }
     memcpy(g->argv, gv, sizeof gv);
     g->wants_port = 1;
     g->ready_path = "/healthz";
@@ -1289,6 +1364,12 @@ int up_main(int argc, char **argv)
         return 2;
     }
     log_set_level(level);
+    if (u->cfg.trace_dir[0] && mkdir(u->cfg.trace_dir, 0755) < 0 && errno != EEXIST) {
+        fprintf(stderr, "surge up: --trace-dir %s: %s\n", u->cfg.trace_dir, strerror(errno));
+        conf_free(up_tab, NTAB, &u->cfg);
+        free(u->config_path);
+        return 2;
+    }
     ssize_t n = readlink("/proc/self/exe", u->self, sizeof u->self - 1);
     if (n <= 0) {
         fprintf(stderr, "surge up: cannot find its own binary (/proc/self/exe)\n");
@@ -1369,5 +1450,6 @@ int up_main(int argc, char **argv)
     free(u->as_st);
     free(u->wst);
     slo_history_free(&u->slo_hist);
+    free(u->slowest);
     return u->exit_code;
 }

@@ -75,8 +75,9 @@ def text(driver, elem_id):
 
 def test_dashboard_in_chromium_during_a_load_run(ups, browser, tmp_path):
     # two metrics so that a busy shared machine still sees a reason to scale
+    traces = tmp_path / "traces"
     u = ups("--app.cpu", "100m", "--app.target-cpu", "30", "--app.target-inflight", "2",
-            "--app.max", "3", "--app.scale-down-window", "60s")
+            "--app.max", "3", "--app.scale-down-window", "60s", "--trace-dir", str(traces))
     u.wait_ready(2)
     browser.get("http://127.0.0.1:%d/" % u.admin)
     assert browser.title == "surge up"
@@ -152,6 +153,25 @@ def test_dashboard_in_chromium_during_a_load_run(ups, browser, tmp_path):
     assert float(budget) == 1.0, budget
 
     assert png.stat().st_size > 10000
+    # the p99's exemplar: the slowest recent request links to its trace, and
+    # surge trace finds that request's spans in the logs of --trace-dir
+    st = get_json(u.admin, "/status")
+    slow = st["slowest"]
+    assert slow and re.fullmatch(r"[0-9a-f]{32}", slow["trace_id"]), st
+    assert st["trace_logs"] == [str(traces / n) for n in ("gateway.jsonl", "app.jsonl",
+                                                          "worker.jsonl")], st
+    assert wait_until(lambda: browser.execute_script(
+        "var e = document.getElementById('slowest-trace'); return e ? 1 : 0;"), timeout=5)
+    shown = browser.execute_script(
+        "var e = document.getElementById('slowest-trace'); e.click();"
+        "return document.getElementById('slowest').getAttribute('data-trace-id');")
+    cmd = text(browser, "trace-cmd")
+    assert cmd.startswith("surge trace %s --log %s" % (shown, traces / "gateway.jsonl")), cmd
+    r = subprocess.run([str(SURGE_BIN), "trace", shown] + cmd.split()[3:], capture_output=True,
+                       text=True, timeout=30, env=child_env())
+    assert r.returncode == 0, (r.stderr, shown)
+    assert "  gateway GET /api/products/3 200" in r.stdout, r.stdout
+    assert "    app GET /api/products/3 200" in r.stdout, r.stdout
     if os.environ.get("SURGE_DASHBOARD_PNG"):
         shutil.copy(png, os.environ["SURGE_DASHBOARD_PNG"])
 
