@@ -125,15 +125,15 @@ static void trace_log_request(struct app *a, const struct http_request *req,
     char name[256];
     int n = snprintf(name, sizeof name, "%s %.*s", http_method_name(req->msg.method),
                      (int)req->msg.target.len, req->raw.data + req->msg.target.off);
-    double dur_ms = (double)(clock_mono_ns() - req->start_ns) / 1e6;
-    double start_s = (double)clock_wall_ms() / 1000.0 - dur_ms / 1000.0;
+    uint64_t dur_us = (clock_mono_ns() - req->start_ns) / 1000;
+    uint64_t start_us = clock_wall_ms() * 1000 - dur_us;
     struct buf b;
     buf_init(&b, 8192);
     trace_span_json(&b, tc, rid, rid_len, "app", name,
                     n < 0                     ? 0
                     : (size_t)n < sizeof name ? (size_t)n
                                               : sizeof name - 1,
-                    start_s, dur_ms, status, NULL);
+                    start_us, dur_us, status, NULL);
     linelog_append(a->trace_log, b.data, b.len);
     buf_free(&b);
 }

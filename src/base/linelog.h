@@ -5,7 +5,8 @@
  * never I/O); a writer thread swaps that buffer for an empty one and writes
  * it out. The buffer has a hard cap: a line that does not fit is dropped and
  * counted (linelog_dropped), never waited for. Lines are written whole and
- * in the order their producers appended them.
+ * in the order their producers appended them, in batches: within 100 ms,
+ * or as soon as 64 KiB (or half the buffer) wait, and all of them at close.
  *
  * Threading: linelog_append and the counters from any thread; open and
  * close from one owner thread. */

@@ -113,16 +113,44 @@ void trace_json_string(struct buf *out, const char *s, size_t len)
     buf_append(out, "\"", 1);
 }
 
+/* v / 10^frac_digits as a decimal with exactly frac_digits digits after
+ * the point (v = 1500, 3 -> "1.500"): no printf on the balancer's path. */
+static void put_fixed(struct buf *out, uint64_t v, int frac_digits)
+{
+    char tmp[32];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+        if (n == frac_digits)
+            tmp[n++] = '.';
+    } while (v || n < frac_digits + (frac_digits ? 2 : 1)); /* at least "0.xxx" */
+    char s[32];
+    for (int i = 0; i < n; i++)
+        s[i] = tmp[n - 1 - i];
+    buf_append(out, s, (size_t)n);
+}
+
+#define PUT_LIT(out, lit) buf_append((out), (lit), sizeof(lit) - 1)
+
 void trace_span_json(struct buf *out, const struct trace_ctx *t, const char *request_id,
                      size_t request_id_len, const char *hop, const char *name, size_t name_len,
-                     double start_s, double duration_ms, int status, const char *extra)
+                     uint64_t start_us, uint64_t duration_us, int status, const char *extra)
 {
-    buf_printf(out, "{\"ts\":%.6f,\"trace_id\":\"%s\",\"span_id\":\"%s\",\"parent_id\":", start_s,
-               t->trace_id, t->span_id);
-    if (t->parent_id[0])
-        buf_printf(out, "\"%s\"", t->parent_id);
-    else
-        buf_puts(out, "null");
+    PUT_LIT(out, "{\"ts\":");
+    put_fixed(out, start_us, 6);
+    PUT_LIT(out, ",\"trace_id\":\"");
+    buf_append(out, t->trace_id, TRACE_ID_HEX);
+    PUT_LIT(out, "\",\"span_id\":\"");
+    buf_append(out, t->span_id, SPAN_ID_HEX);
+    PUT_LIT(out, "\",\"parent_id\":");
+    if (t->parent_id[0]) {
+        PUT_LIT(out, "\"");
+        buf_append(out, t->parent_id, SPAN_ID_HEX);
+        PUT_LIT(out, "\"");
+    } else {
+        PUT_LIT(out, "null");
+    }
     buf_puts(out, ",\"request_id\":");
     if (request_id)
         trace_json_string(out, request_id, request_id_len);
@@ -132,8 +160,17 @@ void trace_span_json(struct buf *out, const struct trace_ctx *t, const char *req
     trace_json_string(out, hop, strlen(hop));
     buf_puts(out, ",\"name\":");
     trace_json_string(out, name, name_len);
-    buf_printf(out, ",\"duration_ms\":%.3f,\"status\":%d", duration_ms, status);
-    if (extra && *extra)
-        buf_printf(out, ",%s", extra);
-    buf_puts(out, "}\n");
+    PUT_LIT(out, ",\"duration_ms\":");
+    put_fixed(out, duration_us, 3);
+    PUT_LIT(out, ",\"status\":");
+    if (status < 0) {
+        PUT_LIT(out, "-");
+        status = -status;
+    }
+    put_fixed(out, (uint64_t)status, 0);
+    if (extra && *extra) {
+        PUT_LIT(out, ",");
+        buf_puts(out, extra);
+    }
+    PUT_LIT(out, "}\n");
 }

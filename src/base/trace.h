@@ -48,14 +48,16 @@ void trace_begin(struct trace_ctx *t, const char *v, size_t len, uint64_t r1, ui
 /* The traceparent value that passes t's span on: 55 bytes and a NUL. */
 void trace_format(const struct trace_ctx *t, char out[TRACEPARENT_LEN + 1]);
 
-/* Append one span as a JSON line ending in "\n":
+/* Append one span as a JSON line ending in "\n" (start_us: Unix time in
+ * microseconds, printed as seconds with 6 decimals; duration_us printed as
+ * "duration_ms" with 3):
  * {"ts":<start, Unix s>,"trace_id","span_id","parent_id" (null for a root),
  * "request_id" (null when NULL),"hop","name","duration_ms","status"} plus
  * `extra` (NULL, or more JSON members without braces, e.g. "\"backend\":\"x\"").
  * Strings are JSON-escaped here. */
 void trace_span_json(struct buf *out, const struct trace_ctx *t, const char *request_id,
                      size_t request_id_len, const char *hop, const char *name, size_t name_len,
-                     double start_s, double duration_ms, int status, const char *extra);
+                     uint64_t start_us, uint64_t duration_us, int status, const char *extra);
 
 /* Append s (len bytes) as a JSON string with quotes, escaping ", \ and
  * control bytes; bytes >= 0x80 pass as they are. */

@@ -270,9 +270,8 @@ static void trace_log_job(struct worker *w, const struct wjob *j)
     struct buf b;
     buf_init(&b, 8192);
     /* status: 0 done, 1 failed (retried or dead) */
-    trace_span_json(&b, &t, NULL, 0, "worker", name, (size_t)n,
-                    (double)j->run_start_wall_ms / 1000.0, (double)j->run_us / 1000.0,
-                    j->rc == 0 ? 0 : 1, extra);
+    trace_span_json(&b, &t, NULL, 0, "worker", name, (size_t)n, j->run_start_wall_ms * 1000,
+                    j->run_us, j->rc == 0 ? 0 : 1, extra);
     linelog_append(w->trace_log, b.data, b.len);
     buf_free(&b);
 }

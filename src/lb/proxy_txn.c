@@ -41,16 +41,36 @@ static void access_log_txn(struct txn *t)
 {
     struct lb_worker *w = t->w;
     struct buf *b = &PW(w)->logline;
-    uint64_t now_us = clock_mono_us();
-    double dur_ms = (double)(now_us - t->t_head_us) / 1000.0;
-    double start_s = (double)clock_wall_ms() / 1000.0 - dur_ms / 1000.0;
+    uint64_t dur_us = clock_mono_us() - t->t_head_us;
+    uint64_t start_us = clock_wall_ms() * 1000 - dur_us;
     char extra[200];
     struct client *c = t->c;
-    snprintf(extra, sizeof extra, "\"backend\":%s%s%s,\"client\":\"%s\"", t->backend[0] ? "\"" : "",
-             t->backend[0] ? t->backend : "null", t->backend[0] ? "\"" : "", c ? c->ip : "");
+    size_t n = 0;
+    /* "backend":"H:P" or null, "client":"IP": plain copies (no printf per request) */
+    static const char kb[] = "\"backend\":", kc[] = ",\"client\":\"";
+    memcpy(extra, kb, sizeof kb - 1);
+    n += sizeof kb - 1;
+    size_t bl = strlen(t->backend);
+    if (bl) {
+        extra[n++] = '"';
+        memcpy(extra + n, t->backend, bl);
+        n += bl;
+        extra[n++] = '"';
+    } else {
+        memcpy(extra + n, "null", 4);
+        n += 4;
+    }
+    memcpy(extra + n, kc, sizeof kc - 1);
+    n += sizeof kc - 1;
+    if (c) {
+        memcpy(extra + n, c->ip, c->ip_len);
+        n += c->ip_len;
+    }
+    extra[n++] = '"';
+    extra[n] = '\0';
     buf_reset(b);
     trace_span_json(b, &t->trace, t->rid_len ? t->rid : NULL, t->rid_len, "gateway", t->name,
-                    t->name_len, start_s, dur_ms, t->status, extra);
+                    t->name_len, start_us, dur_us, t->status, extra);
     linelog_append(w->lb->access_log, b->data, b->len);
 }
 

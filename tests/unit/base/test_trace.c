@@ -82,7 +82,7 @@ Test(trace, span_json_line)
     trace_begin(&t, TP, strlen(TP), 0, 0, 0x42);
     struct buf b;
     buf_init(&b, 1 << 16);
-    trace_span_json(&b, &t, "r\"1", 3, "gateway", "GET /x\n", 7, 1700000000.25, 12.5, 200,
+    trace_span_json(&b, &t, "r\"1", 3, "gateway", "GET /x\n", 7, 1700000000250000ULL, 12500, 200,
                     "\"backend\":\"127.0.0.1:1\"");
     buf_append(&b, "", 1);
     cr_assert_str_eq(b.data,
@@ -95,5 +95,12 @@ Test(trace, span_json_line)
     trace_span_json(&b, &t, NULL, 0, "app", "x", 1, 1, 0, 0, NULL);
     buf_append(&b, "", 1);
     cr_assert(strstr(b.data, "\"parent_id\":null,\"request_id\":null,") != NULL, "%s", b.data);
+    cr_assert(strstr(b.data, "{\"ts\":0.000001,") == b.data, "%s", b.data);
+    cr_assert(strstr(b.data, "\"duration_ms\":0.000,\"status\":0}") != NULL, "%s", b.data);
+    buf_reset(&b);
+    trace_span_json(&b, &t, NULL, 0, "app", "x", 1, 1000000, 5, -1, NULL);
+    buf_append(&b, "", 1);
+    cr_assert(strstr(b.data, "{\"ts\":1.000000,") == b.data, "%s", b.data);
+    cr_assert(strstr(b.data, "\"duration_ms\":0.005,\"status\":-1}") != NULL, "%s", b.data);
     buf_free(&b);
 }
