@@ -420,6 +420,7 @@ cmd="BENCH_ROUNDS=$ROUNDS BENCH_DURATION=$DURATION scripts/bench-lb.sh"
 [ "$IDLE_CONNS" != 7000 ] && cmd="BENCH_IDLE_CONNS=$IDLE_CONNS $cmd"
 [ "$IDLE_REQUESTS" != 1 ] && cmd="BENCH_IDLE_REQUESTS=$IDLE_REQUESTS $cmd"
 [ -n "$BASE_BIN" ] && cmd="BENCH_BASELINE_BIN=$BASE_BIN $cmd"
+[ -n "${BENCH_SURGE_ARGS:-}" ] && cmd="BENCH_SURGE_ARGS='$BENCH_SURGE_ARGS' $cmd"
 [ -n "${MAKELEVEL:-}" ] && cmd="$cmd (via make bench-lb)"
 base_ver=''
 if [ -n "$BASE_BIN" ]; then base_ver="${BENCH_BASELINE_REV:-$("$BASE_BIN" version 2>&1 | head -1)}"; fi
