@@ -112,8 +112,6 @@ int msg_build_request_head(struct txn *t)
     unsigned conn[8];
     unsigned nconn = connection_headers(m, b, conn, 8);
     int rc = 0, have_rid = 0, have_proto = 0;
-    const char *tp = NULL; /* the client's traceparent, if any */
-    size_t tp_len = 0;
     size_t mlen;
     const char *method = msg_method_name(m, b, &mlen);
 
@@ -150,14 +148,8 @@ int msg_build_request_head(struct txn *t)
             memcpy(t->rid, b + h->value.off, n);
             t->rid_len = (uint8_t)n;
         }
-        if (h->name.len == 11 && SLICE_IS(b, h->name, "traceparent")) {
-            /* ours replaces it: the same trace, with this hop as the parent */
-            if (!tp) {
-                tp = b + h->value.off;
-                tp_len = h->value.len;
-            }
-            continue;
-        }
+        if (h->name.len == 11 && SLICE_IS(b, h->name, "traceparent"))
+            continue; /* ours replaces it: the same trace, this hop as the parent */
         rc |= put_header(o, b, h);
     }
     if (!have_proto)
@@ -177,9 +169,7 @@ int msg_build_request_head(struct txn *t)
         memcpy(t->rid, id + 14, 32);
         t->rid_len = 32;
     }
-    /* W3C trace context: a child of the client's span, or a new trace. */
-    uint64_t r1 = lb_worker_rand(t->w), r2 = lb_worker_rand(t->w), r3 = lb_worker_rand(t->w);
-    trace_begin(&t->trace, tp, tp_len, r1, r2, r3);
+    /* W3C trace context: t->trace was begun when the head arrived */
     char tph[13 + TRACEPARENT_LEN + 2] = "traceparent: ";
     trace_format(&t->trace, tph + 13);
     tph[13 + TRACEPARENT_LEN] = '\r';

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "base/alloc.h"
 #include "base/log.h"
@@ -641,6 +642,19 @@ static void on_request_head(struct txn *t)
     t->flags |= TF_HEAD_DONE;
     t->t_head_us = clock_mono_us();
     {
+        /* This hop's span, before anything can answer: a child of the
+         * client's traceparent, or a new trace. */
+        const char *tp = NULL;
+        size_t tp_len = 0;
+        for (unsigned i = 0; i < m->nheaders && !tp; i++) {
+            const struct http_header *h = &m->headers[i];
+            if (h->name.len == 11 && !strncasecmp(c->rbuf + h->name.off, "traceparent", 11)) {
+                tp = c->rbuf + h->value.off;
+                tp_len = h->value.len;
+            }
+        }
+        uint64_t r1 = lb_worker_rand(w), r2 = lb_worker_rand(w), r3 = lb_worker_rand(w);
+        trace_begin(&t->trace, tp, tp_len, r1, r2, r3);
         /* "METHOD target" for the access log and the slowest-request exemplar */
         size_t mlen;
         const char *meth = msg_method_name(m, c->rbuf, &mlen);

@@ -165,3 +165,18 @@ def test_slowest_request_is_an_exemplar_with_its_trace(start_lb, start_upstreams
     assert len(logged) == 1 and logged[0]["trace_id"] == s["trace_id"], (logged, s)
     code, _, _ = call(lb.admin_port, "POST", "/slowest", {})
     assert code == 405
+
+
+def test_a_local_answer_has_a_valid_span_line(start_lb, start_upstreams, tmp_path):
+    up, = start_upstreams("a")
+    gw_log = tmp_path / "gateway.jsonl"
+    lb = start_lb("--access-log", gw_log, backends=[up])
+    c = http.client.HTTPConnection("127.0.0.1", lb.port, timeout=10)
+    c.request("CONNECT", "example.com:443", headers={"traceparent": CLIENT_TP})
+    assert c.getresponse().status == 501  # answered by the gateway before any backend
+    c.close()
+    assert wait_until(lambda: len(spans(gw_log)) == 1, timeout=10)
+    (s,) = spans(gw_log)  # json.loads: a valid line
+    assert s["status"] == 501 and s["backend"] is None, s
+    assert s["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736", s
+    assert s["parent_id"] == "00f067aa0ba902b7" and re.fullmatch(r"[0-9a-f]{16}", s["span_id"])
