@@ -77,7 +77,8 @@ def test_dashboard_in_chromium_during_a_load_run(ups, browser, tmp_path):
     # two metrics so that a busy shared machine still sees a reason to scale
     traces = tmp_path / "traces"
     u = ups("--app.cpu", "100m", "--app.target-cpu", "30", "--app.target-inflight", "2",
-            "--app.max", "3", "--app.scale-down-window", "60s", "--trace-dir", str(traces))
+            "--app.max", "3", "--app.scale-down-window", "60s", "--trace-dir", str(traces),
+            "--worker.min", "1")
     u.wait_ready(2)
     browser.get("http://127.0.0.1:%d/" % u.admin)
     assert browser.title == "surge up"
@@ -142,6 +143,15 @@ def test_dashboard_in_chromium_during_a_load_run(ups, browser, tmp_path):
             value(browser, "instances") == want
     assert wait_until(settled, timeout=15, interval=0.3), \
         (value(browser, "rps"), value(browser, "instances"), get_json(u.admin, "/status"))
+    # the worker pool: the queue's depth and oldest ready job as /status has them
+    def queue_shown():
+        s = get_json(u.admin, "/status")
+        page = value(browser, "queue-depth")
+        return s["queue_depth"] is not None and page not in (None, "") and \
+            float(page) == s["queue_depth"] and text(browser, "workers") == "%d / %d" % (
+                len(s["workers"]), s["desired_workers"])
+    assert wait_until(queue_shown, timeout=20, interval=0.3), \
+        (value(browser, "queue-depth"), text(browser, "workers"), get_json(u.admin, "/status"))
     # the cache-aside reads of the run: a hit ratio, the same as /status's
     st = get_json(u.admin, "/status")
     assert st["cache_hit_ratio"] is not None and st["cache_hit_ratio"] > 0.5, st
