@@ -47,6 +47,9 @@ endif
 
 LIB_SRCS := $(wildcard src/base/*.c src/net/*.c src/http/*.c src/lb/*.c src/bench/*.c \
               src/data/*.c src/jobs/*.c src/app/*.c src/scale/*.c)
+# Generated C: web/dashboard.html embedded into the binary (scripts/embed.sh).
+GEN_SRCS := build/gen/web_dashboard.c
+LIB_SRCS += $(GEN_SRCS)
 CMD_SRCS := $(wildcard src/cmd/*.c)
 LIB_OBJS := $(LIB_SRCS:%.c=$(OUT)/obj/%.o)
 CMD_OBJS := $(CMD_SRCS:%.c=$(OUT)/obj/%.o)
@@ -64,6 +67,10 @@ deps:
 $(OUT)/obj/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+build/gen/web_dashboard.c: web/dashboard.html scripts/embed.sh
+	@mkdir -p $(@D)
+	scripts/embed.sh dashboard_html scale/dashboard.h $< $@
 
 $(OUT)/libsurge.a: $(LIB_OBJS)
 	@rm -f $@
@@ -103,7 +110,7 @@ test:
 # Run one with a scratch corpus first, so new inputs do not land in the repo:
 #   build/fuzz/fuzz_http -max_total_time=300 build/fuzz/corpus fuzz/corpus/http
 FUZZ_CFLAGS := $(CFLAGS_BASE) -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
-fuzz:
+fuzz: $(GEN_SRCS)
 	@scripts/deps.sh fuzz
 	@mkdir -p build/fuzz
 	@for f in $(FUZZ_SRCS); do n=$$(basename $$f .c); \

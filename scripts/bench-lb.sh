@@ -18,6 +18,9 @@
 #   BENCH_BASELINE_REV  what to call it in the report (default: its `surge version`)
 #   BENCH_THREADS     balancer thread counts to measure (default "1 2")
 #   BENCH_CONNS       wrk connection counts to measure (default "64 256")
+#   BENCH_SURGE_ARGS  extra flags for the measured surge lb (word-split), e.g.
+#                     "--access-log /tmp/a.jsonl" with BENCH_BASELINE_BIN=build/surge
+#                     measures the access log's cost against the same build without it
 #
 # Two nginx backends, HAProxy, an nginx proxy and surge lb run on loopback ports
 # picked free in 20000-29999, all pinned to CPU 1; wrk (and the idle-connection
@@ -152,9 +155,10 @@ start_surge() {   # THREADS [extra args...]; returns 1 (and sets SURGE_STATUS) o
     if [ ! -x "$SURGE" ]; then
         SURGE_STATUS="not run ($SURGE missing)"; SURGE_EVER_FAILED=1; return 1
     fi
+    # shellcheck disable=SC2086  # BENCH_SURGE_ARGS is split into flags on purpose
     start_bg "$logf" "$SURGE" lb --listen "127.0.0.1:$P_SRG" --backend "127.0.0.1:$P_B1" \
         --backend "127.0.0.1:$P_B2" --threads "$n" --algorithm round_robin \
-        --admin "127.0.0.1:$P_ADM" "$@"
+        --admin "127.0.0.1:$P_ADM" ${BENCH_SURGE_ARGS:-} "$@"
     PID_SRG=$STARTED_PID
     for ((i = 0; i < 100; i++)); do
         grep -q 'listening on' "$logf" 2>/dev/null && break
@@ -416,6 +420,7 @@ cmd="BENCH_ROUNDS=$ROUNDS BENCH_DURATION=$DURATION scripts/bench-lb.sh"
 [ "$IDLE_CONNS" != 7000 ] && cmd="BENCH_IDLE_CONNS=$IDLE_CONNS $cmd"
 [ "$IDLE_REQUESTS" != 1 ] && cmd="BENCH_IDLE_REQUESTS=$IDLE_REQUESTS $cmd"
 [ -n "$BASE_BIN" ] && cmd="BENCH_BASELINE_BIN=$BASE_BIN $cmd"
+[ -n "${BENCH_SURGE_ARGS:-}" ] && cmd="BENCH_SURGE_ARGS='$BENCH_SURGE_ARGS' $cmd"
 [ -n "${MAKELEVEL:-}" ] && cmd="$cmd (via make bench-lb)"
 base_ver=''
 if [ -n "$BASE_BIN" ]; then base_ver="${BENCH_BASELINE_REV:-$("$BASE_BIN" version 2>&1 | head -1)}"; fi

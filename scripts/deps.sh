@@ -16,7 +16,8 @@ build_pkgs=(build-essential pkg-config libuv1-dev libinih-dev
             libpq-dev libhiredis-dev)
 test_pkgs=(libcriterion-dev python3 python3-pytest curl
            postgresql redis-server redis-sentinel dnsmasq-base iproute2
-           nodejs npm)
+           nodejs npm
+           prometheus python3-yaml chromium chromium-driver python3-selenium)
 fuzz_pkgs=(clang libclang-rt-14-dev)
 bench_pkgs=(nginx-light haproxy wrk libhttp-parser-dev)
 bench_jobs_pkgs=(redis-server nodejs npm)

@@ -92,10 +92,58 @@ static const struct route_def routes[] = {
     {R_ORDER, "GET", app_handle_order_get, 0, 0},
 };
 
+/* splitmix64: span ids need to be unique, not secret. Loop thread. */
+static uint64_t trace_rand(struct app *a)
+{
+    uint64_t z = (a->trace_rng += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* This request's span: a child of the caller's traceparent (the gateway's
+ * span), or the root of a new trace. Loop thread. */
+static void trace_start(struct app *a, const struct http_request *req, struct trace_ctx *t)
+{
+    size_t len = 0;
+    const char *tp = http_request_header(req, "traceparent", &len);
+    uint64_t r1 = trace_rand(a), r2 = trace_rand(a), r3 = trace_rand(a);
+    trace_begin(t, tp, tp ? len : 0, r1, r2, r3);
+}
+
+/* The span line of an answered request (--trace-log). Loop thread. */
+static void trace_log_request(struct app *a, const struct http_request *req,
+                              const struct trace_ctx *tc, int status)
+{
+    struct trace_ctx local;
+    if (!tc) {
+        trace_start(a, req, &local);
+        tc = &local;
+    }
+    size_t rid_len = 0;
+    const char *rid = http_request_header(req, "x-request-id", &rid_len);
+    char name[256];
+    int n = snprintf(name, sizeof name, "%s %.*s", http_method_name(req->msg.method),
+                     (int)req->msg.target.len, req->raw.data + req->msg.target.off);
+    uint64_t dur_us = (clock_mono_ns() - req->start_ns) / 1000;
+    uint64_t start_us = clock_wall_ms() * 1000 - dur_us;
+    struct buf b;
+    buf_init(&b, 8192);
+    trace_span_json(&b, tc, rid, rid_len, "app", name,
+                    n < 0                     ? 0
+                    : (size_t)n < sizeof name ? (size_t)n
+                                              : sizeof name - 1,
+                    start_us, dur_us, status, NULL);
+    linelog_append(a->trace_log, b.data, b.len);
+    buf_free(&b);
+}
+
 static void finish(struct app *a, struct http_request *req, enum app_route r,
-                   struct http_response *resp)
+                   struct http_response *resp, const struct trace_ctx *tc)
 {
     app_stats_count(a, r, resp->status, req->start_ns);
+    if (a->trace_log)
+        trace_log_request(a, req, tc, resp->status);
     http_request_respond(req, resp);
 }
 
@@ -107,7 +155,7 @@ static void answer_now(struct app *a, struct http_request *req, enum app_route r
     app_json_error(&resp, status, msg);
     if (allow)
         http_response_header(&resp, "Allow", allow);
-    finish(a, req, r, &resp);
+    finish(a, req, r, &resp, NULL);
     http_response_free(&resp);
 }
 
@@ -119,7 +167,7 @@ static void on_job_work(struct workq_job *wj, void *ctx)
 
 static void job_finish(struct app_job *j)
 {
-    finish(j->a, j->req, j->route, &j->resp);
+    finish(j->a, j->req, j->route, &j->resp, &j->trace);
     http_response_free(&j->resp);
     free(j);
 }
@@ -189,7 +237,7 @@ static void serve_metrics(struct app *a, struct http_request *req)
         resp.status = 200;
         resp.content_type = "text/plain; version=0.0.4; charset=utf-8";
     }
-    finish(a, req, R_METRICS, &resp);
+    finish(a, req, R_METRICS, &resp, NULL);
     http_response_free(&resp);
 }
 
@@ -209,7 +257,7 @@ static int product_fast(struct app *a, struct http_request *req, int64_t id)
     http_response_init(&resp);
     app_product_answer(a, req, &resp, id, v.data, v.len);
     buf_free(&v);
-    finish(a, req, R_PRODUCT, &resp);
+    finish(a, req, R_PRODUCT, &resp, NULL);
     http_response_free(&resp);
     return 0;
 }
@@ -235,7 +283,7 @@ static int signup_throttled(struct app *a, struct http_request *req, const char 
     http_response_init(&resp);
     count_throttle(a, why);
     app_retry_later(&resp, 429, msg, wait);
-    finish(a, req, R_USERS, &resp);
+    finish(a, req, R_USERS, &resp, NULL);
     http_response_free(&resp);
     return 0;
 }
@@ -293,7 +341,7 @@ static void on_request(struct http_request *req, void *arg)
             http_response_init(&resp);
             resp.content_type = "application/json";
             buf_puts(&resp.body, "{\"status\":\"ok\"}");
-            finish(a, req, R_HEALTHZ, &resp);
+            finish(a, req, R_HEALTHZ, &resp, NULL);
             http_response_free(&resp);
         }
         return;
@@ -337,6 +385,7 @@ static void on_request(struct http_request *req, void *arg)
     j->handler = def->handler;
     j->id = id;
     memcpy(j->ip, ip, sizeof j->ip);
+    trace_start(a, req, &j->trace);
     if (q && tlen - plen - 1 >= sizeof j->query) {
         free(j);
         answer_now(a, req, (enum app_route)r, 400, "query string too long", NULL);
@@ -661,6 +710,10 @@ int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen)
                   (double)cfg->signup_addr_max * 1000.0 / (double)cfg->signup_window_ms,
                   (double)cfg->signup_addr_max);
     throttle_init(&a->signup_all, 1, (double)cfg->signup_rate, (double)cfg->signup_rate);
+    if (cfg->trace_log && cfg->trace_log[0] &&
+        linelog_open(&a->trace_log, cfg->trace_log, 4 << 20, err, errlen) < 0)
+        return -1;
+    randombytes_buf(&a->trace_rng, sizeof a->trace_rng);
     app_metrics_register(a);
     uv_loop_init(&a->loop);
     int rc = workq_start(&a->db, &a->loop, (unsigned)cfg->workers, DB_QUEUE_MAX, &thread_ops, a);
@@ -725,6 +778,8 @@ int app_run(struct app *a)
 
 void app_free(struct app *a)
 {
+    linelog_close(a->trace_log);
+    a->trace_log = NULL;
     throttle_free(&a->signup_addr);
     throttle_free(&a->signup_all);
     writeback_free(a->wb);

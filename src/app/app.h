@@ -33,6 +33,7 @@
 #include "app/throttle.h"
 #include "http/http_server.h"
 #include "jobs/queue.h"
+#include "base/linelog.h"
 #include "net/workq.h"
 
 struct app_config {
@@ -48,6 +49,7 @@ struct app_config {
     long long timeout_header_ms, timeout_idle_ms, drain_timeout_ms;
     long long timeout_body_ms, min_body_rate, body_rate_grace_ms;
     int log_level;
+    char *trace_log; /* "" = off: one JSON line per request (its trace span) */
     char *config_file;
 };
 
@@ -124,7 +126,9 @@ struct app {
     int stopping, flush_running, final_flush_tries, final_pending;
     char dummy_hash[128]; /* crypto_pwhash_STRBYTES: verified against for unknown emails */
     uint64_t started_ms;
-    int fault_after_stock; /* test-only: SURGE_FAULT=after-stock-take kills the process there */
+    struct linelog *trace_log; /* NULL when off (--trace-log) */
+    uint64_t trace_rng;        /* span ids; loop thread only */
+    int fault_after_stock;     /* test-only: SURGE_FAULT=after-stock-take kills the process there */
 };
 
 /* Set up everything (store, migrations, pools, listener). 0, or -1 with a

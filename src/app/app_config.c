@@ -91,6 +91,9 @@ const struct conf_entry app_conf_table[] = {
      "on SIGTERM, how long in-flight requests may take"},
     {"log-level", CONF_ENUM, O(log_level), 0, 0, "info", level_names, NULL, "LEVEL",
      "what goes to stderr"},
+    {"trace-log", CONF_STRING, O(trace_log), 0, 0, "", NULL, NULL, "FILE",
+     "one JSON line per request (its W3C trace span) appended to FILE by a writer thread "
+     "(off by default)"},
 };
 #undef O
 const size_t app_conf_table_len = sizeof app_conf_table / sizeof app_conf_table[0];

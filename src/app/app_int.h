@@ -2,6 +2,7 @@
  * context, the job that carries a request to a worker thread. */
 #ifndef SURGE_APP_APP_INT_H
 #define SURGE_APP_APP_INT_H
+#include "base/trace.h"
 #include "app/app.h"
 
 /* Catalog statements (app_sql_catalog). */
@@ -62,9 +63,10 @@ struct app_job {
     struct http_response resp;
     enum app_route route;
     app_handler handler;
-    char query[1024]; /* after the ?, NUL-terminated */
-    int64_t id;       /* the {id} of the path, when the route has one */
-    char ip[64];      /* the client's address (app_client_ip), set on the loop */
+    char query[1024];       /* after the ?, NUL-terminated */
+    int64_t id;             /* the {id} of the path, when the route has one */
+    char ip[64];            /* the client's address (app_client_ip), set on the loop */
+    struct trace_ctx trace; /* this request's span: a child of the gateway's */
     /* A handler may set next: the job then goes on to a second stage
      * instead of being answered (signup: store checks, then the hash). */
     app_handler next;

@@ -1085,9 +1085,13 @@ void app_handle_order_create(struct app_job *j, struct app_thread *t)
             rc = store_exec(&t->conns, sh, S_ITEM_INSERT, iv, 4, NULL);
         }
         if (rc == 0) {
-            char payload[128];
-            snprintf(payload, sizeof payload, "{\"order_id\":%lld,\"user_id\":%lld}",
-                     (long long)public_order_id(local, shard), (long long)uid);
+            /* The job carries the trace on (W3C traceparent, this request's
+             * span as its parent): the worker's span joins the same trace. */
+            char payload[160], tp[TRACEPARENT_LEN + 1];
+            trace_format(&j->trace, tp);
+            snprintf(payload, sizeof payload,
+                     "{\"order_id\":%lld,\"user_id\":%lld,\"traceparent\":\"%s\"}",
+                     (long long)public_order_id(local, shard), (long long)uid, tp);
             struct queue_job job = {.kind = "order_confirmation",
                                     .payload = payload,
                                     .payload_len = strlen(payload),

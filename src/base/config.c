@@ -71,6 +71,8 @@ int conf_parse_ms(const char *s, long long *out)
         mult = 60000;
     else if (strcmp(end, "h") == 0)
         mult = 3600000;
+    else if (strcmp(end, "d") == 0)
+        mult = 86400000;
     else
         return -EINVAL;
     if (v > LLONG_MAX / mult)

@@ -17,7 +17,7 @@
 enum conf_type {
     CONF_STRING, /* char * (owned by the struct, freed by conf_free) */
     CONF_INT,    /* long long, within [min, max] */
-    CONF_MS,     /* long long milliseconds; accepts "250", "250ms", "2s", "1m", "8h" */
+    CONF_MS,     /* long long milliseconds; accepts "250", "250ms", "2s", "1m", "8h", "30d" */
     CONF_BOOL,   /* int 0/1; "true/false/yes/no/on/off/1/0"; as a flag it takes no value */
     CONF_ENUM,   /* int index into enum_names */
     CONF_LIST,   /* struct conf_list: repeatable, each occurrence appends */
@@ -77,7 +77,7 @@ int conf_url_scheme_is(const char *url, const char *scheme);
 void conf_free(const struct conf_entry *tab, size_t n, void *obj);
 /* Print "  --name ARG  help (default: X)" lines for every entry. */
 void conf_print_help(const struct conf_entry *tab, size_t n, FILE *out);
-/* Parse a duration ("250", "250ms", "2s", "1m", "8h") into milliseconds. 0 or -EINVAL. */
+/* Parse a duration ("250", "250ms", "2s", "1m", "8h", "30d") into milliseconds. 0 or -EINVAL. */
 int conf_parse_ms(const char *s, long long *out);
 
 #endif

@@ -26,16 +26,28 @@ struct metrics_emit {
 
 /* Histogram boundaries: microseconds for counting, text for the le label
  * (written out rather than formatted so that they read exactly as
- * documented: le="0.00025", le="2.5", le="60"). */
+ * documented: le="0.00025", le="2.5", le="60"). 0.3 is there for the
+ * default latency SLO (99% under 300 ms): its SLI needs a bucket at the
+ * threshold. */
 static const struct {
     uint64_t us;
     const char *le;
 } hist_bounds[] = {
     {100, "0.0001"},  {250, "0.00025"}, {500, "0.0005"},  {1000, "0.001"},  {2500, "0.0025"},
     {5000, "0.005"},  {10000, "0.01"},  {25000, "0.025"}, {50000, "0.05"},  {100000, "0.1"},
-    {250000, "0.25"}, {500000, "0.5"},  {1000000, "1"},   {2500000, "2.5"}, {5000000, "5"},
-    {10000000, "10"}, {30000000, "30"}, {60000000, "60"},
+    {250000, "0.25"}, {300000, "0.3"},  {500000, "0.5"},  {1000000, "1"},   {2500000, "2.5"},
+    {5000000, "5"},   {10000000, "10"}, {30000000, "30"}, {60000000, "60"},
 };
+
+/* The le text of the boundary of exactly bound_us, NULL when there is none
+ * (an SLO's latency threshold must be a bucket boundary). */
+const char *metrics_hist_le(uint64_t bound_us)
+{
+    for (size_t i = 0; i < sizeof(hist_bounds) / sizeof(hist_bounds[0]); i++)
+        if (hist_bounds[i].us == bound_us)
+            return hist_bounds[i].le;
+    return NULL;
+}
 
 /* Empty registry; no allocation until the first metrics_register. */
 void metrics_init(struct metrics_registry *r)

@@ -54,8 +54,11 @@ void metrics_emit_double(struct metrics_emit *e, const char *const *labels, unsi
                          double value);
 /* Emit a histogram sample set for the current (METRIC_HISTOGRAM) family: the
  * _bucket{le=...} series over a fixed set of boundaries in seconds
- * (0.0001 ... 60, plus +Inf), _sum (seconds) and _count, from h (in us). */
+ * (0.0001 ... 60 with 0.3 among them, plus +Inf), _sum (seconds) and _count, from h (in us). */
 void metrics_emit_hist(struct metrics_emit *e, const char *const *labels, unsigned nlabels,
                        const struct hist *h);
+/* The le label text of the histogram boundary at exactly bound_us (e.g.
+ * "0.3" for 300000), or NULL when no bucket ends there. Static storage. */
+const char *metrics_hist_le(uint64_t bound_us);
 
 #endif

@@ -22,5 +22,11 @@ void cmd_worker_help(FILE *out);
 /* surge jobs: 0 done, 1 not found / store error, 2 usage. */
 int cmd_jobs(int argc, char **argv);
 void cmd_jobs_help(FILE *out);
+/* surge trace ID --log FILE...: 0 found, 1 not in the logs, 2 usage. */
+int cmd_trace(int argc, char **argv);
+void cmd_trace_help(FILE *out);
+/* surge slo rules: 0 printed, 2 usage/config error. */
+int cmd_slo(int argc, char **argv);
+void cmd_slo_help(FILE *out);
 
 #endif

@@ -14,7 +14,7 @@
 #define MAX_QUEUES 32
 
 struct worker_flags {
-    char *data_dir, *store_url, *queue_url, *queues, *mail_dir, *smtp_url, *metrics;
+    char *data_dir, *store_url, *queue_url, *queues, *mail_dir, *smtp_url, *metrics, *trace_log;
     long long concurrency, batch, lease_ms, drain_timeout_ms, poll_ms, retry_base_ms, retry_cap_ms,
         reservation_timeout_ms;
     int log_level;
@@ -109,6 +109,8 @@ static const struct conf_entry worker_conf[] = {
      "send mail through this SMTP server (smtp://HOST:PORT) instead of the maildir"},
     {"metrics", CONF_STRING, O(metrics), 0, 0, NULL, NULL, NULL, "HOST:PORT",
      "serve /metrics (Prometheus text) and /healthz here"},
+    {"trace-log", CONF_STRING, O(trace_log), 0, 0, NULL, NULL, NULL, "FILE",
+     "one JSON line per job run (its W3C trace span) appended to FILE (off by default)"},
     {"drain-timeout", CONF_MS, O(drain_timeout_ms), 0, 3600000, "30s", NULL, NULL, "MS",
      "on SIGTERM, how long running jobs may take before they are handed back"},
     {"poll", CONF_MS, O(poll_ms), 10, 600000, "1s", NULL, NULL, "MS",
@@ -206,6 +208,7 @@ int cmd_worker(int argc, char **argv)
         .mail_dir = f.mail_dir,
         .smtp_url = f.smtp_url,
         .metrics_listen = f.metrics,
+        .trace_log = f.trace_log,
         .queues = (const char *const *)queues,
         .nqueues = nqueues,
         .concurrency = (unsigned)f.concurrency,

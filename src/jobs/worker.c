@@ -1,5 +1,7 @@
 /* surge worker: the loop, the store thread's sync passes, the handler
  * pool, leases, drain and metrics (see worker.h). */
+#include "base/linelog.h"
+#include "base/trace.h"
 #include "base/clock.h"
 #include "jobs/worker.h"
 
@@ -102,6 +104,7 @@ struct worker {
     char maddr_text[64];
     struct metrics_registry metrics;
     char name[128];
+    struct linelog *trace_log; /* NULL when off */
 
     struct list running, settles;
     unsigned nrunning, nsettles;
@@ -241,6 +244,38 @@ static void on_task_work(struct workq_job *wq, void *ctx)
     }
 }
 
+/* The span of one job run (--trace-log): a child of the span that
+ * enqueued it when its payload carries a "traceparent" (the order's
+ * request in the app), else the root of a new trace. Loop thread. */
+static void trace_log_job(struct worker *w, const struct wjob *j)
+{
+    static const char key[] = "\"traceparent\":\"";
+    const char *tp = NULL;
+    size_t tp_len = 0;
+    if (j->c.payload) {
+        const char *k = strstr(j->c.payload, key);
+        const char *v = k ? k + sizeof key - 1 : NULL;
+        const char *end = v ? strchr(v, '"') : NULL;
+        if (end) {
+            tp = v;
+            tp_len = (size_t)(end - v);
+        }
+    }
+    struct trace_ctx t;
+    uint64_t r1 = next_rnd(w), r2 = next_rnd(w), r3 = next_rnd(w);
+    trace_begin(&t, tp, tp_len, r1, r2, r3);
+    char name[QUEUE_KIND_MAX + 8], extra[QUEUE_ID_MAX + 64];
+    int n = snprintf(name, sizeof name, "job %s", j->c.kind);
+    snprintf(extra, sizeof extra, "\"job_id\":\"%s\",\"attempt\":%u", j->c.id, j->c.attempts);
+    struct buf b;
+    buf_init(&b, 8192);
+    /* status: 0 done, 1 failed (retried or dead) */
+    trace_span_json(&b, &t, NULL, 0, "worker", name, (size_t)n, j->run_start_wall_ms * 1000,
+                    j->run_us, j->rc == 0 ? 0 : 1, extra);
+    linelog_append(w->trace_log, b.data, b.len);
+    buf_free(&b);
+}
+
 static void on_task_done(struct workq_job *wq)
 {
     struct wtask *t = container_of(wq, struct wtask, wq);
@@ -252,6 +287,8 @@ static void on_task_done(struct workq_job *wq)
             hist_record(&w->wait_hist,
                         j->run_start_wall_ms > due ? (j->run_start_wall_ms - due) * 1000 : 0);
             hist_record(&w->run_hist, j->run_us);
+            if (w->trace_log && !j->abandoned)
+                trace_log_job(w, j);
         }
         if (j->abandoned || !j->ran) {
             log_debug("job %s: result dropped (%s)", j->c.id, j->error[0] ? j->error : "ok");
@@ -930,6 +967,9 @@ int worker_new(const struct worker_config *cfg, struct worker **out, char *err, 
     hist_init(&w->run_hist);
     metrics_init(&w->metrics);
     w->rnd = ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid();
+    if (cfg->trace_log && cfg->trace_log[0] &&
+        linelog_open(&w->trace_log, cfg->trace_log, 4 << 20, err, errlen) < 0)
+        return -1;
     for (unsigned i = 0; i < cfg->nlimits && i < QUEUE_CAPS_MAX; i++)
         w->lim_tokens[i] = cfg->limits[i].rate / 10 > 1 ? cfg->limits[i].rate / 10 : 1;
     char host[64] = "localhost";
@@ -1069,6 +1109,7 @@ void worker_free(struct worker *w)
     if (w->qc)
         w->qd->close(w->qc);
     store_layout_free(&w->layout);
+    linelog_close(w->trace_log);
     metrics_free(&w->metrics);
     hist_free(&w->wait_hist);
     hist_free(&w->run_hist);

@@ -43,6 +43,7 @@ struct worker_config {
     const char *mail_dir;       /* NULL: DATA_DIR/mail */
     const char *smtp_url;       /* NULL: maildir */
     const char *metrics_listen; /* NULL: no /metrics */
+    const char *trace_log;      /* NULL: none; else one JSON span line per job run */
     const char *const *queues;  /* NULL/0: every queue */
     unsigned nqueues;
     unsigned concurrency; /* handler threads, 1..1024 */

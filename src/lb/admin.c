@@ -9,7 +9,9 @@
 
 #include "base/alloc.h"
 #include "base/buf.h"
+#include "base/clock.h"
 #include "base/log.h"
+#include "base/trace.h"
 #include "http/http_server.h"
 #include "net/net.h"
 
@@ -35,6 +37,8 @@ struct admin_req {
     struct http_response *r;
     const char *method; /* "GET", "POST"... */
 };
+
+static void get_slowest(struct admin_req *q);
 
 static void error(struct admin_req *q, int status, const char *msg)
 {
@@ -391,6 +395,13 @@ static void admin_serve(struct admin *a, const struct http_request *req, struct 
         r->content_type = "text/plain; version=0.0.4; charset=utf-8";
         if (metrics_render(&a->lb->metrics, &r->body) < 0)
             error(&q, 500, "metrics too large");
+    } else if (path_is(t, tlen, "/slowest")) {
+        if (!is(&q, "GET") && !is(&q, "HEAD")) {
+            error(&q, 405, "method not allowed");
+            http_response_header(r, "Allow", "GET, HEAD");
+            return;
+        }
+        get_slowest(&q);
     } else if (path_is(t, tlen, "/backends")) {
         if (is(&q, "GET") || is(&q, "HEAD")) {
             get_backends(&q);
@@ -405,6 +416,32 @@ static void admin_serve(struct admin *a, const struct http_request *req, struct 
     } else {
         error(&q, 404, "not found");
     }
+}
+
+/* GET /slowest: the slowest request of the last 10-20 s over every thread,
+ * with its trace id (an exemplar for the p99), or {"slowest":null}. */
+static void get_slowest(struct admin_req *q)
+{
+    struct lb *lb = q->a->lb;
+    struct exemplar best, e;
+    memset(&best, 0, sizeof best);
+    uint64_t now = clock_wall_ms();
+    for (unsigned i = 0; i < lb->nthreads; i++)
+        if (exemplar_best(&lb->workers[i].slowest, now, &e) == 0 && e.dur_us > best.dur_us)
+            best = e;
+    q->r->content_type = "application/json";
+    struct buf *b = &q->r->body;
+    if (!best.dur_us) {
+        buf_puts(b, "{\"slowest\":null}");
+        return;
+    }
+    buf_printf(b,
+               "{\"slowest\":{\"trace_id\":\"%s\",\"duration_ms\":%.3f,\"status\":%d,\"age_s\":%."
+               "3f,\"name\":",
+               best.trace_id, (double)best.dur_us / 1000.0, best.status,
+               (double)(now - best.at_ms) / 1000.0);
+    trace_json_string(b, best.name, strlen(best.name));
+    buf_puts(b, "}}");
 }
 
 static void on_admin_request(struct http_request *req, void *arg)

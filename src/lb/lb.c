@@ -82,6 +82,11 @@ int lb_init(struct lb *lb, char *err, size_t errlen)
         snprintf(err, errlen, "--admin: %s", why);
         return -1;
     }
+    if (cfg->access_log && cfg->access_log[0] &&
+        linelog_open(&lb->access_log, cfg->access_log, 4 << 20, why, sizeof why) < 0) {
+        snprintf(err, errlen, "--access-log: %s", why);
+        return -1;
+    }
     lb_metrics_register(lb);
 
     lb->workers = xcalloc(lb->nthreads, sizeof *lb->workers);
@@ -94,6 +99,7 @@ int lb_init(struct lb *lb, char *err, size_t errlen)
         list_init(&w->queue);
         w->queue_head_us = UINT64_MAX;
         hist_init(&w->queue_wait);
+        exemplar_init(&w->slowest, 10000);
         w->buf_cache = xcalloc(64, sizeof *w->buf_cache);
         proxy_worker_init(w);
         if (getrandom(w->rng, sizeof w->rng, 0) != sizeof w->rng)
@@ -349,6 +355,7 @@ void lb_free(struct lb *lb)
             }
             free(w->drain);
             hist_free(&w->queue_wait);
+            exemplar_destroy(&w->slowest);
             for (unsigned k = 0; k < w->nbuf_cache; k++)
                 free(w->buf_cache[k]);
             free(w->buf_cache);
@@ -356,6 +363,8 @@ void lb_free(struct lb *lb)
         }
         free(lb->workers);
     }
+    linelog_close(lb->access_log); /* after the workers: every line is queued */
+    lb->access_log = NULL;
     if (lb->pool.algo)
         pool_destroy(&lb->pool);
     metrics_free(&lb->metrics);

@@ -17,6 +17,8 @@
 #include "base/metrics.h"
 #include "http/http.h"
 #include "lb/pool.h"
+#include "base/linelog.h"
+#include "lb/exemplar.h"
 #include "lb/ratelimit.h"
 
 enum lb_hash_kind { LB_HASH_IP, LB_HASH_HEADER, LB_HASH_COOKIE, LB_HASH_PATH };
@@ -44,6 +46,7 @@ struct lb_config {
     struct conf_list backend_dns; /* NAME:PORT, re-resolved every dns_interval_ms (lb/dns.c) */
     long long dns_interval_ms;
     int log_level;
+    char *access_log; /* "" = off; a reload keeps the file opened at start */
     /* Derived by lb_config_parse. */
     int key_kind;          /* enum lb_algo_key of the algorithm (lb_algos[algorithm]->key) */
     int hash_kind;         /* enum lb_hash_kind */
@@ -96,6 +99,7 @@ struct lb_worker {
     struct health *health; /* worker 0 only */
     struct dns *dns;       /* worker 0 only: --backend-dns discovery (lb/dns.h) */
     struct proxy_worker *proxy;
+    struct exemplar_slot slowest; /* the slowest recent request (GET /slowest) */
 };
 
 struct lb {
@@ -113,6 +117,7 @@ struct lb {
     struct sockaddr_storage listen_addr, admin_addr;
     struct metrics_registry metrics;
     struct ratelimit ratelimit;
+    struct linelog *access_log; /* NULL when off: one JSON line per request */
     uint64_t start_ms;
     uint64_t queued_all; /* (atomic) requests queued on every worker, read per request */
     /* (atomic) client connections open on every worker: +1 per accept, -1

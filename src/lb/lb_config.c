@@ -110,6 +110,9 @@ const struct conf_entry lb_conf_table[] = {
      "how often --backend-dns names are resolved again"},
     {"log-level", CONF_ENUM, O(log_level), 0, 0, "info", level_names, NULL, "LEVEL",
      "what goes to stderr"},
+    {"access-log", CONF_STRING, O(access_log), 0, 0, "", NULL, NULL, "FILE",
+     "one JSON line per request (its trace span) appended to FILE by a writer thread; "
+     "dropped and counted when 4 MiB wait for the disk (off by default)"},
 };
 #undef O
 const size_t lb_conf_table_len = sizeof lb_conf_table / sizeof lb_conf_table[0];

@@ -158,6 +158,18 @@ static void c_responses(struct metrics_emit *e, void *arg)
     }
 }
 
+static void c_alog_written(struct metrics_emit *e, void *arg)
+{
+    const struct lb *lb = arg;
+    metrics_emit_u64(e, NULL, 0, lb->access_log ? linelog_written(lb->access_log) : 0);
+}
+
+static void c_alog_dropped(struct metrics_emit *e, void *arg)
+{
+    const struct lb *lb = arg;
+    metrics_emit_u64(e, NULL, 0, lb->access_log ? linelog_dropped(lb->access_log) : 0);
+}
+
 static void c_start(struct metrics_emit *e, void *arg)
 {
     const struct lb *lb = arg;
@@ -222,6 +234,11 @@ void lb_metrics_register(struct lb *lb)
          METRIC_COUNTER, c_queue_timeouts, lb},
         {"surge_lb_connection_limit_rejects_total", "Connections refused over --max-conns.",
          METRIC_COUNTER, c_conn_limit, lb},
+        {"surge_lb_access_log_lines_total", "Access log lines written (--access-log).",
+         METRIC_COUNTER, c_alog_written, lb},
+        {"surge_lb_access_log_dropped_total",
+         "Access log lines dropped because the writer was behind (never waited for).",
+         METRIC_COUNTER, c_alog_dropped, lb},
         {"process_start_time_seconds", "Start time of the process since the Unix epoch.",
          METRIC_GAUGE, c_start, lb},
     };

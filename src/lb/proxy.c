@@ -77,6 +77,7 @@ void proxy_worker_init(struct lb_worker *w)
 {
     struct proxy_worker *pw = xcalloc(1, sizeof *pw);
     pw->discard = xmalloc(DISCARD_SIZE);
+    buf_init(&pw->logline, 4096);
     w->proxy = pw;
 }
 
@@ -95,6 +96,7 @@ void proxy_worker_free(struct lb_worker *w)
         free(pw->frames[i]);
     }
     free(pw->discard);
+    buf_free(&pw->logline);
     free(pw);
     w->proxy = NULL;
 }

@@ -28,6 +28,7 @@
 
 #include "base/buf.h"
 #include "base/list.h"
+#include "base/trace.h"
 #include "http/http.h"
 #include "lb/lb.h"
 
@@ -145,6 +146,16 @@ struct txn {
     /* Request body pace (ms, loop clock): it must average --body-min-rate
      * after --body-rate-grace, not counting time the backend made it wait. */
     uint64_t body_t0_ms, body_last_ms, body_bytes, body_stall_ms, up_write_t0_ms;
+    /* Tracing: this hop's span (W3C traceparent, base/trace.h), the request
+     * id sent upstream, the answer's status (0: none) and, with an access
+     * log, "METHOD target" (cut at its size). */
+    struct trace_ctx trace;
+    int status;
+    uint8_t rid_len;
+    char rid[64];
+    uint16_t name_len;
+    char name[200];
+    char backend[BACKEND_ADDR_MAX]; /* the last backend tried ("" none), with an access log */
     /* Kept across reuse (initialised once). */
     struct http_msg req;  /* parses c->rbuf */
     struct http_msg resp; /* parses rbuf */
@@ -185,7 +196,8 @@ struct proxy_worker {
     unsigned ntxns;
     struct frame *frames[POOL_MAX];
     unsigned nframes;
-    char *discard; /* reads that are dropped: lingering clients, idle upstreams */
+    char *discard;      /* reads that are dropped: lingering clients, idle upstreams */
+    struct buf logline; /* the access log line being built */
     /* Sums over every worker, refreshed at most once a millisecond and only
      * on the retry path. */
     uint64_t sums_at_us, inflight_sum, retrying_sum;
@@ -305,7 +317,7 @@ void txn_backend_failed(struct lb_worker *w, struct backend *b, int lost);
  * or fails like a refused one. */
 void txn_attach(struct txn *t, struct backend *b);
 /* Count a response by status class (0 = aborted) in the worker's stats. */
-void txn_count_response(struct lb_worker *w, int status);
+void txn_count_response(struct txn *t, int status);
 /* Add d to a per-worker counter (written by its own thread only, read by
  * others with relaxed atomics). */
 void stat_add(uint64_t *v, int64_t d);

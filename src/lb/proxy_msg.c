@@ -142,8 +142,14 @@ int msg_build_request_head(struct txn *t)
                 continue;
             have_proto = 1;
         }
-        if (h->name.len == 12 && SLICE_IS(b, h->name, "x-request-id"))
+        if (h->name.len == 12 && SLICE_IS(b, h->name, "x-request-id")) {
             have_rid = 1;
+            size_t n = h->value.len < sizeof t->rid ? h->value.len : sizeof t->rid;
+            memcpy(t->rid, b + h->value.off, n);
+            t->rid_len = (uint8_t)n;
+        }
+        if (h->name.len == 11 && SLICE_IS(b, h->name, "traceparent"))
+            continue; /* ours replaces it: the same trace, this hop as the parent */
         rc |= put_header(o, b, h);
     }
     if (!have_proto)
@@ -160,7 +166,15 @@ int msg_build_request_head(struct txn *t)
         id[46] = '\r';
         id[47] = '\n';
         rc |= buf_append(o, id, sizeof id);
+        memcpy(t->rid, id + 14, 32);
+        t->rid_len = 32;
     }
+    /* W3C trace context: t->trace was begun when the head arrived */
+    char tph[13 + TRACEPARENT_LEN + 2] = "traceparent: ";
+    trace_format(&t->trace, tph + 13);
+    tph[13 + TRACEPARENT_LEN] = '\r';
+    tph[13 + TRACEPARENT_LEN + 1] = '\n';
+    rc |= buf_append(o, tph, sizeof tph);
     if (upgrading)
         rc |= buf_puts(o, "Connection: upgrade\r\n");
     else if (v10)

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "base/alloc.h"
 #include "base/log.h"
@@ -27,10 +28,51 @@ void stat_add(uint64_t *v, int64_t d)
     __atomic_store_n(v, *v + (uint64_t)d, __ATOMIC_RELAXED);
 }
 
-void txn_count_response(struct lb_worker *w, int status)
+void txn_count_response(struct txn *t, int status)
 {
     int k = status / 100;
-    stat_add(&w->stats.responses[k < 6 ? k : 5], 1);
+    t->status = status;
+    stat_add(&t->w->stats.responses[k < 6 ? k : 5], 1);
+}
+
+/* The access log line of a request that ended: its span as the gateway's
+ * hop (base/trace.h), with the backend and the client. Never waits: the
+ * line is dropped and counted when the writer is behind. */
+static void access_log_txn(struct txn *t)
+{
+    struct lb_worker *w = t->w;
+    struct buf *b = &PW(w)->logline;
+    uint64_t dur_us = clock_mono_us() - t->t_head_us;
+    uint64_t start_us = clock_wall_ms() * 1000 - dur_us;
+    char extra[200];
+    struct client *c = t->c;
+    size_t n = 0;
+    /* "backend":"H:P" or null, "client":"IP": plain copies (no printf per request) */
+    static const char kb[] = "\"backend\":", kc[] = ",\"client\":\"";
+    memcpy(extra, kb, sizeof kb - 1);
+    n += sizeof kb - 1;
+    size_t bl = strlen(t->backend);
+    if (bl) {
+        extra[n++] = '"';
+        memcpy(extra + n, t->backend, bl);
+        n += bl;
+        extra[n++] = '"';
+    } else {
+        memcpy(extra + n, "null", 4);
+        n += 4;
+    }
+    memcpy(extra + n, kc, sizeof kc - 1);
+    n += sizeof kc - 1;
+    if (c) {
+        memcpy(extra + n, c->ip, c->ip_len);
+        n += c->ip_len;
+    }
+    extra[n++] = '"';
+    extra[n] = '\0';
+    buf_reset(b);
+    trace_span_json(b, &t->trace, t->rid_len ? t->rid : NULL, t->rid_len, "gateway", t->name,
+                    t->name_len, start_us, dur_us, t->status, extra);
+    linelog_append(w->lb->access_log, b->data, b->len);
 }
 
 /* ---- pool -------------------------------------------------------------------- */
@@ -181,6 +223,13 @@ void txn_set_state(struct txn *t, enum txn_state to)
         stat_add(&w->stats.in_flight, 1);
     }
     t->state = to;
+    if (to == TX_END && (t->flags & TF_HEAD_DONE)) {
+        if (lb->access_log)
+            access_log_txn(t);
+        if (t->status > 0)
+            exemplar_offer(&w->slowest, clock_wall_ms(), clock_mono_us() - t->t_head_us,
+                           t->trace.trace_id, t->name, t->name_len, t->status);
+    }
     if (to == TX_END) {
         if (t->flags & TF_IN_FLIGHT) {
             t->flags &= ~TF_IN_FLIGHT;
@@ -352,6 +401,8 @@ void txn_attach(struct txn *t, struct backend *b)
 {
     struct lb_worker *w = t->w;
     t->b = b;
+    if (w->lb->access_log) /* the slot is given back before the line is written */
+        snprintf(t->backend, sizeof t->backend, "%s", b->address);
     struct upstream *up = up_take_idle(w, b);
     if (up) {
         up->t = t;
@@ -412,7 +463,7 @@ void txn_up_failed(struct txn *t, const char *reason)
     txn_backend_failed(w, up->b, 1);
     if (t->flags & TF_STARTED) {
         client_log(t->c, t->b, LOG_WARN, "reading the response", reason);
-        txn_count_response(w, 0);
+        txn_count_response(t, 0);
         client_close(t->c);
         return;
     }
@@ -471,7 +522,7 @@ void txn_reject(struct txn *t, int status, const char *reason)
     if (!keep)
         t->flags |= TF_CLOSE;
     stat_add(&w->stats.lb_errors, 1);
-    txn_count_response(w, status);
+    txn_count_response(t, status);
     if (status < 500)
         client_log(c, NULL, LOG_DEBUG, "reading the request", reason);
     txn_set_state(t, TX_LOCAL);
@@ -575,7 +626,7 @@ void txn_timeout(struct txn *t)
         client_log(c, t->b, LOG_WARN, "forwarding the response body", "body timeout");
         if (t->b)
             txn_backend_failed(w, t->b, 0);
-        txn_count_response(w, 0);
+        txn_count_response(t, 0);
         client_close(c);
         return;
     case TX_LOCAL:
@@ -598,6 +649,30 @@ static void on_request_head(struct txn *t)
     const struct http_msg *m = &t->req;
     t->flags |= TF_HEAD_DONE;
     t->t_head_us = clock_mono_us();
+    {
+        /* This hop's span, before anything can answer: a child of the
+         * client's traceparent, or a new trace. */
+        const char *tp = NULL;
+        size_t tp_len = 0;
+        for (unsigned i = 0; i < m->nheaders && !tp; i++) {
+            const struct http_header *h = &m->headers[i];
+            if (h->name.len == 11 && !strncasecmp(c->rbuf + h->name.off, "traceparent", 11)) {
+                tp = c->rbuf + h->value.off;
+                tp_len = h->value.len;
+            }
+        }
+        uint64_t r1 = lb_worker_rand(w), r2 = lb_worker_rand(w), r3 = lb_worker_rand(w);
+        trace_begin(&t->trace, tp, tp_len, r1, r2, r3);
+        /* "METHOD target" for the access log and the slowest-request exemplar */
+        size_t mlen;
+        const char *meth = msg_method_name(m, c->rbuf, &mlen);
+        size_t n = mlen < sizeof t->name - 1 ? mlen : sizeof t->name - 1;
+        memcpy(t->name, meth, n);
+        t->name[n++] = ' ';
+        size_t tl = m->target.len < sizeof t->name - n ? m->target.len : sizeof t->name - n;
+        memcpy(t->name + n, c->rbuf + m->target.off, tl);
+        t->name_len = (uint16_t)(n + tl);
+    }
     stat_add(&w->stats.requests, 1);
     unsigned mc = msg_method_class(m);
     if (mc & MSG_M_CONNECT) {

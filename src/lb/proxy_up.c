@@ -269,7 +269,7 @@ static int on_response_head(struct txn *t)
     } else if (st < 500 && !overload) {
         pool_report_success(t->b);
     }
-    txn_count_response(w, st);
+    txn_count_response(t, st);
     if (early)
         t->flags |= TF_ABANDONED;
     if (!(t->req.flags & HTTP_F_KEEP_ALIVE) || early || (m->flags & HTTP_F_BODY_UNTIL_EOF) ||
@@ -311,7 +311,7 @@ static void on_up_eof(struct txn *t)
 static void resp_body_broken(struct txn *t, const char *reason)
 {
     if (t->flags & TF_STARTED) {
-        txn_count_response(t->w, 0);
+        txn_count_response(t, 0);
         client_close(t->c);
     } else {
         t->up->flags |= UF_NOREUSE;

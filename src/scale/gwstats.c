@@ -175,7 +175,7 @@ double gw_quantile(const double *le, const double *cum, size_t n, double q)
 struct gw_rates gw_rates_between(const struct gw_snapshot *prev, const struct gw_snapshot *cur,
                                  double dt_s)
 {
-    struct gw_rates r = {0, 0, -1};
+    struct gw_rates r = {0, 0, -1, -1};
     double answers = cur->answers - prev->answers;
     if (!(dt_s > 0) || answers < 0)
         return r; /* reset: the gateway restarted */
@@ -194,7 +194,8 @@ struct gw_rates gw_rates_between(const struct gw_snapshot *prev, const struct gw
         le[n] = cur->le[i];
         d[n++] = cur->cum[i] - before;
     }
-    double q = gw_quantile(le, d, n, 0.99);
+    double q = gw_quantile(le, d, n, 0.99), m = gw_quantile(le, d, n, 0.5);
     r.p99_ms = q < 0 ? -1 : q * 1000.0;
+    r.p50_ms = m < 0 ? -1 : m * 1000.0;
     return r;
 }

@@ -32,6 +32,7 @@ struct gw_rates {
     double rps;        /* answers per second */
     double error_rate; /* 5xx / answers, 0 when there were none */
     double p99_ms;     /* from the latency buckets; -1 when no request ended */
+    double p50_ms;     /* likewise, the median */
 };
 
 /* Rates between prev and cur, dt_s seconds apart (counter resets, e.g. a

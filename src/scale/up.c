@@ -8,20 +8,26 @@
 #include <signal.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include "base/alloc.h"
 #include "base/buf.h"
+#include "base/clock.h"
 #include "base/config.h"
 #include "base/log.h"
+#include "base/trace.h"
 #include "http/http_client.h"
 #include "http/http_server.h"
 #include "net/net.h"
 #include "scale/autoscale.h"
 #include "scale/cgroup.h"
+#include "scale/dashboard.h"
+#include "scale/decisions.h"
 #include "scale/gwstats.h"
+#include "scale/slo.h"
 #include "scale/supervisor.h"
 
 /* ---- configuration ------------------------------------------------------ */
@@ -33,6 +39,9 @@ struct up_config {
     long long scale_interval_ms, scale_down_window_ms, start_timeout_ms, drain_timeout_ms;
     char *worker_command, *worker_cpu;
     long long worker_min, worker_max, worker_target_depth, worker_target_age_ms;
+    char *trace_dir; /* "": no span logs; else gateway.jsonl, app.jsonl, worker.jsonl there */
+    char *slo_availability, *slo_latency; /* percentages, or "off" (slo.h) */
+    long long slo_threshold_ms, slo_window_ms;
 };
 
 static int check_cpu(const char *v, char *err, size_t errlen)
@@ -102,6 +111,17 @@ static const struct conf_entry up_tab[] = {
      "target ready jobs per worker (queue depth / workers)"},
     {"worker.target-age", CONF_MS, O(worker_target_age_ms), 0, 3600000, "0", NULL, NULL, "MS",
      "target age of the oldest ready job (0 = not a metric)"},
+    {"trace-dir", CONF_STRING, O(trace_dir), 0, 0, "", NULL, NULL, "DIR",
+     "write span logs (W3C traces) to DIR/gateway.jsonl, app.jsonl and worker.jsonl "
+     "(surge trace ID reads them; off by default)"},
+    {"slo.availability", CONF_STRING, O(slo_availability), 0, 0, "99.9", NULL, NULL, "PERCENT",
+     "SLO: answers without a 5xx (off = none)"},
+    {"slo.latency", CONF_STRING, O(slo_latency), 0, 0, "99", NULL, NULL, "PERCENT",
+     "SLO: requests that end within slo.latency-threshold (off = none)"},
+    {"slo.latency-threshold", CONF_MS, O(slo_threshold_ms), 1, 60000, "300ms", NULL, NULL, "MS",
+     "the latency SLO's threshold (a histogram bucket boundary)"},
+    {"slo.window", CONF_MS, O(slo_window_ms), 3600000, 366LL * 86400000, "30d", NULL, NULL, "MS",
+     "the SLOs' compliance window (the error budget's period)"},
 };
 #define NTAB (sizeof up_tab / sizeof up_tab[0])
 
@@ -128,6 +148,7 @@ struct inst {
     int draining;      /* out of the pool; stopped once the gateway let it go */
     uint64_t drain_ms; /* when the drain began */
     long active;       /* requests in flight at the gateway (from /backends), -1 unknown */
+    double cache_hits, cache_misses; /* from its /metrics (dashboard), cumulative */
 };
 
 struct up {
@@ -138,6 +159,7 @@ struct up {
     struct supervisor sv;
     struct sv_spec app_spec, worker_spec, gw_spec;
     char app_shell[4096], worker_shell[4096];
+    char trace_gw[PATH_MAX], trace_app[PATH_MAX], trace_worker[PATH_MAX]; /* with trace-dir */
     char gw_backend[64]; /* the gateway's --backend at its next start */
     struct sv_child *gateway;
     int gw_ready, gw_ever_ready;
@@ -161,6 +183,14 @@ struct up {
     uint64_t snap_ms;
     int have_snap;
     struct gw_rates rates;
+    struct slo_set slo; /* the config's SLOs, evaluated for GET /api/slo */
+    struct slo_history slo_hist;
+    struct decisions decisions; /* recent scaling decisions, for /status */
+    double replica_lag_s;       /* from an app's /metrics; -1 when none reports it */
+    unsigned app_scrape_next;   /* which app's /metrics the next tick reads */
+    int app_scrape_busy;
+    int slowest_busy;
+    char *slowest; /* the gateway's GET /slowest "slowest" value (JSON text) or NULL */
     uint64_t scale_ups, scale_downs, restarts;
     int stopping, exit_code;
 };
@@ -525,6 +555,10 @@ static void decide(struct up *u)
             u->scale_ups++;
         else
             u->scale_downs++;
+        char why[1024]; /* decisions_push keeps what fits */
+        snprintf(why, sizeof why, "%s; %s", d.reason, inputs);
+        decisions_push(&u->decisions, (double)clock_wall_ms() / 1000.0, "app", d.current, desired,
+                       why);
     }
     u->desired = desired;
     u->last = d;
@@ -597,6 +631,7 @@ static void on_metrics(int status, const char *body, size_t len, void *arg)
         u->snap = s;
         u->snap_ms = now;
         u->have_snap = 1;
+        slo_history_add(&u->slo_hist, &u->slo, &s, now);
     }
     struct sockaddr_storage ss;
     if (gw_addr(u, &ss) < 0 || http_client_request(u->loop, &ss, "GET", "/backends", NULL, NULL, 0,
@@ -658,9 +693,14 @@ static void decide_workers(struct up *u)
     struct as_input in = {.current = count_workers(u), .metrics = m, .nmetrics = nm};
     struct as_decision d;
     unsigned want = as_decide(&u->wcfg, u->wst, &in, uv_now(u->loop), &d);
-    if (want != d.current)
-        log_info("up: workers %u -> %u (%s; queue depth %.0f, oldest ready %.1f s)", d.current,
-                 want, d.reason, u->queue_depth, u->oldest_age_s);
+    if (want != d.current) {
+        char why[DECISION_REASON_MAX];
+        snprintf(why, sizeof why, "%s; queue depth %.0f, oldest ready %.1f s", d.reason,
+                 u->queue_depth, u->oldest_age_s);
+        log_info("up: workers %u -> %u (%s)", d.current, want, why);
+        decisions_push(&u->decisions, (double)clock_wall_ms() / 1000.0, "workers", d.current, want,
+                       why);
+    }
     u->desired_workers = want;
     set_workers(u, want);
 }
@@ -710,12 +750,95 @@ static void tick_workers(struct up *u)
         on_worker_metrics(0, "", 0, u);
 }
 
+struct app_scrape {
+    struct up *u;
+    unsigned id;
+};
+
+static void on_app_metrics(int status, const char *body, size_t len, void *arg)
+{
+    struct app_scrape *a = arg;
+    struct up *u = a->u;
+    struct sv_child *c = find_child(u, a->id);
+    u->app_scrape_busy = 0;
+    double hits, misses, lag;
+    if (status == 200 && c && inst_of(c)) {
+        if (gw_sample(body, len, "surge_app_cache_hits_total", NULL, NULL, &hits) == 0 &&
+            gw_sample(body, len, "surge_app_cache_misses_total", NULL, NULL, &misses) == 0) {
+            inst_of(c)->cache_hits = hits;
+            inst_of(c)->cache_misses = misses;
+        }
+        u->replica_lag_s =
+            gw_sample(body, len, "surge_app_replica_lag_seconds", NULL, NULL, &lag) == 0 ? lag : -1;
+    }
+    free(a);
+}
+
+/* Read one ready app's /metrics per tick, in turn: its cache counters and
+ * replica lag, for the dashboard. */
+static void tick_apps(struct up *u)
+{
+    if (u->app_scrape_busy)
+        return;
+    struct sv_child *c, *pick = NULL, *first = NULL;
+    FOR_CHILDREN(u, c)
+    {
+        if (inst_of(c)->kind != K_APP || c->state != SV_READY || !c->port)
+            continue;
+        if (!first)
+            first = c;
+        if (!pick && c->id >= u->app_scrape_next)
+            pick = c;
+    }
+    if (!pick)
+        pick = first;
+    if (!pick)
+        return;
+    u->app_scrape_next = pick->id + 1;
+    struct sockaddr_storage ss;
+    uv_ip4_addr("127.0.0.1", pick->port, (struct sockaddr_in *)&ss);
+    struct app_scrape *a = xmalloc(sizeof *a);
+    *a = (struct app_scrape){u, pick->id};
+    u->app_scrape_busy = 1;
+    if (http_client_request(u->loop, &ss, "GET", "/metrics", NULL, NULL, 0, 2000, on_app_metrics,
+                            a) < 0)
+        on_app_metrics(0, "", 0, a);
+}
+
+static void on_slowest(int status, const char *body, size_t len, void *arg)
+{
+    struct up *u = arg;
+    u->slowest_busy = 0;
+    free(u->slowest);
+    u->slowest = NULL;
+    cJSON *j = status == 200 ? cJSON_ParseWithLength(body, len) : NULL;
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "slowest");
+    if (cJSON_IsObject(s))
+        u->slowest = cJSON_PrintUnformatted(s); /* re-rendered: always valid JSON */
+    cJSON_Delete(j);
+}
+
+/* The gateway's slowest recent request (with its trace id), for the
+ * dashboard's p99 exemplar. */
+static void tick_slowest(struct up *u)
+{
+    struct sockaddr_storage ss;
+    if (u->slowest_busy || gw_addr(u, &ss) < 0)
+        return;
+    u->slowest_busy = 1;
+    if (http_client_request(u->loop, &ss, "GET", "/slowest", NULL, NULL, 0, 2000, on_slowest, u) <
+        0)
+        on_slowest(0, "", 0, u);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct up *u = t->data;
     if (u->stopping)
         return;
     tick_workers(u);
+    tick_apps(u);
+    tick_slowest(u);
     if (u->tick_busy)
         return;
     sv_sample_cpu(&u->sv, uv_now(u->loop));
@@ -782,6 +905,39 @@ static void render_status(struct up *u, struct buf *b)
     json_num(b, u->rates.rps);
     buf_puts(b, ",\"p99_ms\":");
     json_num(b, u->rates.p99_ms >= 0 ? u->rates.p99_ms : 0);
+    buf_puts(b, ",\"p50_ms\":");
+    json_num(b, u->rates.p50_ms >= 0 ? u->rates.p50_ms : 0);
+    double hits = 0, misses = 0;
+    FOR_CHILDREN(u, c)
+    {
+        if (inst_of(c)->kind == K_APP) {
+            hits += inst_of(c)->cache_hits;
+            misses += inst_of(c)->cache_misses;
+        }
+    }
+    buf_puts(b, ",\"cache_hit_ratio\":");
+    if (hits + misses > 0)
+        json_num(b, hits / (hits + misses));
+    else
+        buf_puts(b, "null");
+    buf_puts(b, ",\"replica_lag_s\":");
+    if (u->replica_lag_s >= 0)
+        json_num(b, u->replica_lag_s);
+    else
+        buf_puts(b, "null");
+    buf_puts(b, ",\"decisions\":");
+    decisions_render_json(&u->decisions, b);
+    buf_printf(b, ",\"slowest\":%s", u->slowest ? u->slowest : "null");
+    if (u->cfg.trace_dir[0]) { /* where surge trace finds the spans */
+        const char *logs[3] = {u->trace_gw, u->trace_app, u->trace_worker};
+        for (int i = 0; i < 3; i++) {
+            buf_puts(b, i ? "," : ",\"trace_logs\":[");
+            trace_json_string(b, logs[i], strlen(logs[i]));
+        }
+        buf_puts(b, "]");
+    } else {
+        buf_puts(b, ",\"trace_logs\":null");
+    }
     buf_puts(b, ",\"error_rate\":");
     json_num(b, u->rates.error_rate);
     buf_puts(b, ",\"queue_depth\":");
@@ -887,8 +1043,8 @@ static void on_admin(struct http_request *req, void *arg)
     if (q)
         tlen = (size_t)(q - target);
 #define IS(path) (tlen == sizeof(path) - 1 && !memcmp(target, path, tlen))
-    if (!IS("/status") && !IS("/healthz") && !IS("/metrics")) {
-        respond_error(req, 404, "no such route (try /status, /metrics, /healthz)");
+    if (!IS("/") && !IS("/status") && !IS("/healthz") && !IS("/metrics") && !IS("/api/slo")) {
+        respond_error(req, 404, "no such route (try /, /status, /api/slo, /metrics, /healthz)");
         return;
     }
     if (!method || (strcmp(method, "GET") && strcmp(method, "HEAD"))) {
@@ -897,11 +1053,22 @@ static void on_admin(struct http_request *req, void *arg)
     }
     struct buf b;
     buf_init(&b, 4 * 1024 * 1024);
-    if (IS("/healthz")) {
+    if (IS("/")) {
+        size_t plen;
+        const char *page = dashboard_page(&plen);
+        buf_append(&b, page, plen);
+        respond(req, 200, "text/html; charset=utf-8", &b);
+    } else if (IS("/healthz")) {
         buf_puts(&b, "{\"status\":\"ok\"}\n");
         respond(req, 200, "application/json", &b);
     } else if (IS("/status")) {
         render_status(u, &b);
+        respond(req, 200, "application/json", &b);
+    } else if (IS("/api/slo")) {
+        struct slo_status st[SLO_MAX];
+        uint64_t covered;
+        slo_evaluate(&u->slo_hist, &u->slo, uv_now(u->loop), st, &covered);
+        slo_render_json(&u->slo, st, covered, &b);
         respond(req, 200, "application/json", &b);
     } else {
         struct sockaddr_storage ss;
@@ -929,7 +1096,24 @@ static int validate(const struct up_config *cfg, char *err, size_t errlen)
                  cfg->app_max);
         return -1;
     }
-    return 0;
+    struct slo_set slo;
+    return slo_set_build(&slo, cfg->slo_availability, cfg->slo_latency, cfg->slo_threshold_ms,
+                         cfg->slo_window_ms, err, errlen);
+}
+
+int up_slo_config(int argc, char **argv, struct slo_set *out, char *err, size_t errlen)
+{
+    struct up_config cfg;
+    char *path = NULL;
+    int rc = conf_parse_cmdline(up_tab, NTAB, &cfg, argc, argv, &path, NULL, 0, NULL, err, errlen);
+    if (rc == 0)
+        rc = validate(&cfg, err, errlen);
+    if (rc == 0)
+        rc = slo_set_build(out, cfg.slo_availability, cfg.slo_latency, cfg.slo_threshold_ms,
+                           cfg.slo_window_ms, err, errlen);
+    conf_free(up_tab, NTAB, &cfg);
+    free(path);
+    return rc < 0 ? -1 : 0;
 }
 
 /* Build the three specs and the autoscaler config from cfg. */
@@ -937,6 +1121,12 @@ static void build_specs(struct up *u)
 {
     struct up_config *cfg = &u->cfg;
     unsigned mc = 0, wmc = 0;
+    int tracing = cfg->trace_dir[0] != '\0';
+    if (tracing) {
+        snprintf(u->trace_gw, sizeof u->trace_gw, "%s/gateway.jsonl", cfg->trace_dir);
+        snprintf(u->trace_app, sizeof u->trace_app, "%s/app.jsonl", cfg->trace_dir);
+        snprintf(u->trace_worker, sizeof u->trace_worker, "%s/worker.jsonl", cfg->trace_dir);
+    }
     cg_parse_cpu(cfg->app_cpu, &mc);
     cg_parse_cpu(cfg->worker_cpu, &wmc);
 
@@ -949,9 +1139,21 @@ static void build_specs(struct up *u)
         a->argv[1] = "-c";
         a->argv[2] = u->app_shell;
     } else {
-        const char *v[] = {"{self}",           "app",        "--listen",
-                           "127.0.0.1:{port}", "--data-dir", cfg->data_dir,
-                           "--trusted-proxy",  "127.0.0.1",  NULL};
+        const char *v[] = {"{self}",
+                           "app",
+                           "--listen",
+                           "127.0.0.1:{port}",
+                           "--data-dir",
+                           cfg->data_dir,
+                           "--trusted-proxy",
+                           "127.0.0.1",
+                           NULL,
+                           NULL,
+                           NULL};
+        if (tracing) {
+            v[8] = "--trace-log";
+            v[9] = u->trace_app;
+        }
         memcpy(a->argv, v, sizeof v);
     }
     a->wants_port = 1;
@@ -969,8 +1171,12 @@ static void build_specs(struct up *u)
         w->argv[1] = "-c";
         w->argv[2] = u->worker_shell;
     } else {
-        const char *v[] = {"{self}",    "worker",           "--data-dir", cfg->data_dir,
-                           "--metrics", "127.0.0.1:{port}", NULL};
+        const char *v[] = {"{self}",           "worker", "--data-dir", cfg->data_dir, "--metrics",
+                           "127.0.0.1:{port}", NULL,     NULL,         NULL};
+        if (tracing) {
+            v[6] = "--trace-log";
+            v[7] = u->trace_worker;
+        }
         memcpy(w->argv, v, sizeof v);
         w->ready_path = "/metrics";
     }
@@ -993,7 +1199,13 @@ static void build_specs(struct up *u)
                         "1000",
                         "--backend",
                         u->gw_backend,
+                        NULL,
+                        NULL,
                         NULL};
+    if (tracing) {
+        gv[12] = "--access-log";
+        gv[13] = u->trace_gw;
+    }
     memcpy(g->argv, gv, sizeof gv);
     g->wants_port = 1;
     g->ready_path = "/healthz";
@@ -1082,6 +1294,14 @@ static int reload(struct up *u, int argc, char **argv)
     u->cfg.data_dir = keep[2];
     struct up_config old = u->cfg;
     u->cfg = n;
+    struct slo_set slo;
+    slo_set_build(&slo, n.slo_availability, n.slo_latency, n.slo_threshold_ms, n.slo_window_ms, err,
+                  sizeof err);               /* validated above */
+    if (memcmp(&slo, &u->slo, sizeof slo)) { /* other SLOs: their history starts afresh */
+        u->slo = slo;
+        slo_history_free(&u->slo_hist);
+        slo_history_init(&u->slo_hist, &u->slo);
+    }
     /* Specs point into the config: children started before keep running
      * with their own copies (argv was copied at spawn). */
     build_specs(u);
@@ -1144,6 +1364,12 @@ int up_main(int argc, char **argv)
         return 2;
     }
     log_set_level(level);
+    if (u->cfg.trace_dir[0] && mkdir(u->cfg.trace_dir, 0755) < 0 && errno != EEXIST) {
+        fprintf(stderr, "surge up: --trace-dir %s: %s\n", u->cfg.trace_dir, strerror(errno));
+        conf_free(up_tab, NTAB, &u->cfg);
+        free(u->config_path);
+        return 2;
+    }
     ssize_t n = readlink("/proc/self/exe", u->self, sizeof u->self - 1);
     if (n <= 0) {
         fprintf(stderr, "surge up: cannot find its own binary (/proc/self/exe)\n");
@@ -1160,8 +1386,13 @@ int up_main(int argc, char **argv)
     u->wst = xmalloc(sizeof *u->wst);
     as_state_init(u->wst);
     u->queue_depth = u->oldest_age_s = -1;
+    u->replica_lag_s = -1;
+    decisions_init(&u->decisions);
     snprintf(u->gw_backend, sizeof u->gw_backend, "127.0.0.1:1");
     build_specs(u);
+    slo_set_build(&u->slo, u->cfg.slo_availability, u->cfg.slo_latency, u->cfg.slo_threshold_ms,
+                  u->cfg.slo_window_ms, err, sizeof err); /* validated above */
+    slo_history_init(&u->slo_hist, &u->slo);
 
     /* The admin address first: a taken port is a clear error before any child runs. */
     struct sockaddr_storage ss;
@@ -1176,6 +1407,7 @@ int up_main(int argc, char **argv)
         free(u->config_path);
         free(u->as_st);
         free(u->wst);
+        slo_history_free(&u->slo_hist);
         return 2;
     }
     u->admin_on = 1;
@@ -1217,5 +1449,7 @@ int up_main(int argc, char **argv)
     free(u->config_path);
     free(u->as_st);
     free(u->wst);
+    slo_history_free(&u->slo_hist);
+    free(u->slowest);
     return u->exit_code;
 }

@@ -11,7 +11,8 @@
  * and scales the app pool with the HPA rule (src/scale/autoscale.c) every
  * --scale-interval from the instances' CPU utilization (cgroup usage /
  * limit), in-flight requests per instance and p99 (from the gateway).
- * Its own admin address (--admin) serves GET /status, GET /healthz and
+ * Its own admin address (--admin) serves GET / (the dashboard), GET /status, GET /healthz,
+ * GET /api/slo (the SLOs of [slo], from the gateway's counters: slo.h) and
  * GET /metrics (its own families followed by the gateway's).
  *
  * Signals: SIGTERM/SIGINT drain everything (the gateway first, so no
@@ -29,5 +30,11 @@
 int up_main(int argc, char **argv);
 /* Print the options. */
 void up_help(FILE *out);
+
+struct slo_set;
+/* The SLOs that `surge up` with these arguments (-c FILE and flags, as
+ * for up_main) would serve, for `surge slo rules`. 0, or -1 with err set
+ * to one line (a bad flag, file or SLO setting). */
+int up_slo_config(int argc, char **argv, struct slo_set *out, char *err, size_t errlen);
 
 #endif

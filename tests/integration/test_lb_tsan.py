@@ -3,7 +3,8 @@
 The test build (ASan) cannot see data races; this test runs a ThreadSanitizer
 build (`make test` builds it as build/tsan/surge, path in SURGE_TSAN_BIN) with
 two worker threads under keep-alive load while, concurrently: /metrics is
-scraped (reads every worker's counters and histograms), /backends is read,
+scraped (reads every worker's counters and histograms), /backends and
+/slowest are read, the access log's writer thread takes every request's line,
 SIGHUP reloads swap the configuration, health checks change backend states,
 a weight changes and a backend is drained. The fixture fails the test on any
 "ThreadSanitizer" line in the balancer's log.
@@ -29,7 +30,7 @@ def test_shared_state_is_race_free_under_load(start_upstreams, start_lb, tmp_pat
     conf = tmp_path / "lb.ini"
     body = ("listen = 127.0.0.1:0\nadmin = 127.0.0.1:0\nhealth-check = /healthz\n"
             "health-interval = 100\nbackend = %s\nbackend = %s\nbackend = %s\n"
-            % (a.addr, b.addr, c.addr))
+            "access-log = %s\n" % (a.addr, b.addr, c.addr, tmp_path / "access.jsonl"))
     conf.write_text(body)
     lb = start_lb("-c", str(conf), listen=False, expect_admin=True, binary=TSAN_BIN,
                   env={"TSAN_OPTIONS": "halt_on_error=0 report_signal_unsafe=0"})
@@ -37,6 +38,7 @@ def test_shared_state_is_race_free_under_load(start_upstreams, start_lb, tmp_pat
         for i in range(12):
             assert lb.admin("GET", "/metrics").status == 200
             assert lb.admin("GET", "/backends").status == 200
+            assert lb.admin("GET", "/slowest").status == 200  # every thread's exemplar
             conf.write_text(body.replace("backend = %s\n" % c.addr,
                                          "backend = %s,weight=%d\n" % (c.addr, 1 + i % 3)))
             lb.signal(signal.SIGHUP)
@@ -45,6 +47,11 @@ def test_shared_state_is_race_free_under_load(start_upstreams, start_lb, tmp_pat
         assert lb.admin("DELETE", "/backends/%s" % a.addr).status == 202
         time.sleep(0.5)
     assert load.ok(), load.summary()
+    alog = tmp_path / "access.jsonl"
+    deadline = time.monotonic() + 5
+    while not (alog.exists() and alog.stat().st_size > 0) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert alog.exists() and alog.read_text().count("\n") > 10, "access log empty"
     assert "ThreadSanitizer" not in lb.log(), lb.log()[-4000:]
 
 

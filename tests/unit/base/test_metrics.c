@@ -191,8 +191,8 @@ Test(metrics, histogram_buckets_cumulative_and_inf_equals_count)
     } b[] = {
         {"0.0001", 2}, {"0.00025", 2}, {"0.0005", 2}, {"0.001", 2}, {"0.0025", 3},
         {"0.005", 3},  {"0.01", 3},    {"0.025", 3},  {"0.05", 3},  {"0.1", 3},
-        {"0.25", 7},   {"0.5", 7},     {"1", 7},      {"2.5", 7},   {"5", 7},
-        {"10", 7},     {"30", 7},      {"60", 9},     {"+Inf", 9},
+        {"0.25", 7},   {"0.3", 7},     {"0.5", 7},    {"1", 7},     {"2.5", 7},
+        {"5", 7},      {"10", 7},      {"30", 7},     {"60", 9},    {"+Inf", 9},
     };
     char line[256];
     const char *prev = out.data;
@@ -204,7 +204,7 @@ Test(metrics, histogram_buckets_cumulative_and_inf_equals_count)
         cr_assert(gt(ptr, (void *)at, (void *)prev), "%s out of order", line);
         prev = at;
     }
-    cr_assert(eq(sz, count_occurrences(out.data, "_bucket{"), 19));
+    cr_assert(eq(sz, count_occurrences(out.data, "_bucket{"), 20));
     /* 50 + 100 + 1500 + 4 * 200000 + 45e6 + 60e6 us */
     snprintf(line, sizeof(line), "%s_sum{upstream=\"app1\"} 105.80165\n", n);
     assert_contains(out.data, line);
@@ -257,7 +257,7 @@ Test(metrics, histogram_buckets_monotonic_on_random_data)
         prev = last;
         buckets++;
     }
-    cr_assert(eq(int, buckets, 19));
+    cr_assert(eq(int, buckets, 20));
     cr_assert(eq(u64, last, 20000));
     const char *cnt = strstr(out.data, "y_seconds_count ");
     cr_assert(ne(ptr, (void *)cnt, NULL));
@@ -378,4 +378,13 @@ Test(metrics, promtool_accepts_output_if_available)
     buf_free(&out);
     metrics_free(&r);
     hist_free(&h);
+}
+
+Test(metrics, hist_le_names_exact_boundaries)
+{
+    cr_assert_str_eq(metrics_hist_le(300000), "0.3");
+    cr_assert_str_eq(metrics_hist_le(250), "0.00025");
+    cr_assert_str_eq(metrics_hist_le(60000000), "60");
+    cr_assert_null(metrics_hist_le(200000));
+    cr_assert_null(metrics_hist_le(0));
 }

@@ -66,6 +66,8 @@ Test(gwstats, rates_error_rate_and_p99)
      * (cumulative 1000 -> 1960)... and 40 beyond: rank 1980 > 1960 falls in
      * +Inf, so the answer is the last finite bound, 10 ms. */
     cr_expect_float_eq(r.p99_ms, 10.0, 1e-9, "p99 %f", r.p99_ms);
+    /* rank 1000 is the top of the first bucket, (0, 1 ms]: 1 ms */
+    cr_expect_float_eq(r.p50_ms, 1.0, 1e-9, "p50 %f", r.p50_ms);
 }
 
 Test(gwstats, quantile_interpolates_inside_a_bucket)
@@ -87,6 +89,7 @@ Test(gwstats, a_counter_reset_reads_as_no_data)
     struct gw_rates r = gw_rates_between(&a, &b, 1.0);
     cr_expect_eq(r.rps, 0);
     cr_expect_eq(r.p99_ms, -1);
+    cr_expect_eq(r.p50_ms, -1);
 }
 
 Test(gwstats, sample_by_name_and_label)
