@@ -17,7 +17,7 @@
 # Variables: SANITIZE=1 (ASan+UBSan), WERROR=1 (default under CI=true), CC=...
 
 CC      ?= gcc
-PKGS    := libuv libcjson inih sqlite3 libsodium libcurl libpq
+PKGS    := libuv libcjson inih sqlite3 libsodium libcurl libpq openssl
 WERROR  ?= $(if $(CI),1,0)
 SANITIZE ?= 0
 

@@ -9,9 +9,9 @@ set -euo pipefail
 
 build_pkgs=(build-essential pkg-config libuv1-dev libinih-dev
             libcjson-dev libsodium-dev libsqlite3-dev libcurl4-openssl-dev
-            libpq-dev libhiredis-dev)
+            libpq-dev libhiredis-dev libssl-dev)
 test_pkgs=(libcriterion-dev python3 python3-pytest curl
-           postgresql redis-server redis-sentinel)
+           postgresql redis-server redis-sentinel openssl)
 fuzz_pkgs=(clang libclang-rt-14-dev)
 bench_pkgs=(nginx-light haproxy wrk libhttp-parser-dev)
 bench_jobs_pkgs=(redis-server nodejs npm)

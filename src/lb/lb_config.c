@@ -33,10 +33,21 @@ static int check_path(const char *v, char *err, size_t errlen)
     return -1;
 }
 
+static int check_listen(const char *v, char *err, size_t errlen)
+{
+    struct tls_listen_spec spec;
+    if (tls_listen_parse(v, &spec, err, errlen) < 0)
+        return -1;
+    tls_listen_free(&spec);
+    return 0;
+}
+
 #define O(f) offsetof(struct lb_config, f)
 const struct conf_entry lb_conf_table[] = {
-    {"listen", CONF_STRING, O(listen), 0, 0, NULL, NULL, NULL, "HOST:PORT",
-     "address for client traffic (port 0 picks a free port)"},
+    {"listen", CONF_LIST, O(listen), 0, 0, NULL, NULL, check_listen,
+     "HOST:PORT[,tls,cert=FILE[,key=FILE]...]",
+     "address for client traffic (port 0 picks a free port); repeatable; with tls, TLS "
+     "termination with these certificates (SNI picks one; the first is the default)"},
     {"backend", CONF_LIST, O(backends), 0, 0, NULL, NULL, NULL, "HOST:PORT[,weight=N]",
      "a backend server; repeat for each (weight 1..1000, default 1)"},
     {"algorithm", CONF_ENUM, O(algorithm), 0, 0, "round_robin", algo_names, NULL, "NAME",
@@ -97,6 +108,8 @@ const struct conf_entry lb_conf_table[] = {
      "keep-alive idle time of a client connection"},
     {"drain-timeout", CONF_MS, O(drain_timeout_ms), 0, 3600000, "10000", NULL, NULL, "MS",
      "on SIGTERM, how long in-flight requests may take to finish"},
+    {"tls-ticket-rotate", CONF_MS, O(tls_ticket_rotate_ms), 1000, 604800000, "1h", NULL, NULL, "MS",
+     "TLS session ticket keys rotate this often; a ticket resumes for two periods"},
     {"trust-forwarded", CONF_BOOL, O(trust_forwarded), 0, 1, "false", NULL, NULL, NULL,
      "trust the client's X-Forwarded-For/-Proto (ip_hash uses the left-most address)"},
     {"log-level", CONF_ENUM, O(log_level), 0, 0, "info", level_names, NULL, "LEVEL",
@@ -142,7 +155,7 @@ int lb_config_parse(struct lb_config *cfg, int argc, char **argv, char *err, siz
         cfg->hash_name = k + 7;
         cfg->hash_name_len = strlen(k + 7);
     }
-    if (!cfg->listen) {
+    if (cfg->listen.n == 0) {
         snprintf(err, errlen, "--listen HOST:PORT is required");
         return -1;
     }
@@ -169,9 +182,11 @@ void lb_config_help(FILE *out)
                  "command-line flags override the file. Durations take ms, s or m suffixes.\n\n"
                  "  -c FILE   read settings from FILE\n");
     conf_print_help(lb_conf_table, lb_conf_table_len, out);
-    fprintf(out, "\nAdmin API (--admin): GET /backends, POST /backends {\"address\",\"weight\"},\n"
-                 "PUT /backends/HOST:PORT {\"weight\"}, DELETE /backends/HOST:PORT (drain),\n"
-                 "GET /metrics (Prometheus), GET /healthz.\n"
-                 "Signals: SIGHUP reloads -c FILE; SIGTERM/SIGINT drain, then exit.\n"
-                 "Exit status: 0 after SIGTERM/SIGINT, 2 on a usage or config error.\n");
+    fprintf(
+        out,
+        "\nAdmin API (--admin): GET /backends, POST /backends {\"address\",\"weight\"},\n"
+        "PUT /backends/HOST:PORT {\"weight\"}, DELETE /backends/HOST:PORT (drain),\n"
+        "GET /metrics (Prometheus), GET /healthz.\n"
+        "Signals: SIGHUP reloads TLS certificates and -c FILE; SIGTERM/SIGINT drain, then exit.\n"
+        "Exit status: 0 after SIGTERM/SIGINT, 2 on a usage or config error.\n");
 }

@@ -136,6 +136,18 @@ STAT_COLLECT(c_queued, queued)
 STAT_COLLECT(c_queue_timeouts, queue_timeouts)
 STAT_COLLECT(c_conn_limit, conn_limit_rejects)
 
+static void c_tls(struct metrics_emit *e, void *arg)
+{
+    static const char *const kinds[] = {"full", "resumed", "failed"};
+    static const size_t offs[] = {offsetof(struct lb_stats, tls_full),
+                                  offsetof(struct lb_stats, tls_resumed),
+                                  offsetof(struct lb_stats, tls_failed)};
+    for (int k = 0; k < 3; k++) {
+        const char *labels[2] = {"result", kinds[k]};
+        metrics_emit_u64(e, labels, 1, sum_stat(arg, offs[k]));
+    }
+}
+
 static void c_queue_wait(struct metrics_emit *e, void *arg)
 {
     struct lb *lb = arg;
@@ -192,6 +204,9 @@ void lb_metrics_register(struct lb *lb)
         {"surge_lb_client_connections_total", "Client connections accepted.", METRIC_COUNTER,
          c_accepted, lb},
         {"surge_lb_client_connections", "Client connections open.", METRIC_GAUGE, c_open, lb},
+        {"surge_lb_tls_handshakes_total",
+         "TLS handshakes on client connections: full, resumed (session ticket) or failed.",
+         METRIC_COUNTER, c_tls, lb},
         {"surge_lb_client_requests_total", "Request heads received from clients.", METRIC_COUNTER,
          c_client_requests, lb},
         {"surge_lb_responses_total", "Responses sent to clients, by status class.", METRIC_COUNTER,

@@ -44,6 +44,7 @@
 #define LINGER_MS      2000 /* reading and dropping an abandoned body before close */
 #define DISCARD_SIZE   (64 * 1024)
 #define FRAME_SLOTS    64 /* chunk pieces per write */
+#define TLS_IN_SIZE    (16 * 1024)
 
 /* ---- connection -------------------------------------------------------- */
 
@@ -55,6 +56,7 @@ enum client_state {
 };
 
 struct txn;
+struct px_tls;
 
 struct client {
     uv_tcp_t tcp;
@@ -72,6 +74,7 @@ struct client {
     uint8_t ip_len;
     uint16_t port;
     char ip[INET6_ADDRSTRLEN];
+    struct px_tls *tls; /* NULL on a plain listener (proxy_tls.c) */
 };
 
 /* ---- chunk framing ------------------------------------------------------ */
@@ -186,6 +189,7 @@ struct proxy_worker {
     struct frame *frames[POOL_MAX];
     unsigned nframes;
     char *discard; /* reads that are dropped: lingering clients, idle upstreams */
+    char *tls_in;  /* ciphertext just read from a TLS client (fed to its session at once) */
     /* Sums over every worker, refreshed at most once a millisecond and only
      * on the retry path. */
     uint64_t sums_at_us, inflight_sum, retrying_sum;
@@ -245,6 +249,27 @@ int client_write(struct txn *t, uv_buf_t *bufs, unsigned n);
  * nothing is formatted when the level is off. */
 void client_log(const struct client *c, const struct backend *b, int level, const char *action,
                 const char *msg);
+
+/* ---- proxy_tls.c: TLS client connections ------------------------------------ */
+
+/* Make c a TLS connection on srv (which outlives it). 0 or -1. */
+int px_tls_start(struct client *c, struct tls_server *srv);
+/* Free c's TLS state (the close callbacks). NULL c->tls is fine. */
+void px_tls_free(struct client *c);
+/* Where a TLS client's ciphertext is read to (the worker's scratch). */
+uv_buf_t px_tls_room(struct client *c);
+/* nread bytes of ciphertext arrived in px_tls_room: handshake, then decrypt
+ * into c->rbuf (c->rlen advanced) or drop (lingering, abandoned body).
+ * Returns the plaintext bytes added, 0, or a libuv error (UV_EOF on
+ * close_notify, UV_EPROTO on a failed handshake or a bad record) for the
+ * caller's end-of-input path. nread <= 0 comes back as it is. */
+ssize_t px_tls_on_read(struct client *c, ssize_t nread, const uv_buf_t *buf);
+/* Decrypt what the session already holds while c is reading (client_run:
+ * the read buffer has room again). Bytes added (c->rlen advanced), 0, or
+ * -1 when the connection was closed. */
+ssize_t px_tls_pull(struct client *c);
+/* client_write on a TLS connection (same contract). */
+int px_tls_write(struct txn *t, uv_buf_t *bufs, unsigned n);
 
 /* ---- proxy_txn.c: the transaction state machine -------------------------- */
 
