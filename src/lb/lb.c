@@ -132,6 +132,8 @@ int lb_init(struct lb *lb, char *err, size_t errlen)
     }
     struct pool_tunables tun = tunables_of(cfg);
     pool_set_tunables(&lb->pool, &tun);
+    if (listens_init(lb, cfg, err, errlen) < 0)
+        return -1;
     for (size_t i = 0; i < cfg->backends.n; i++) {
         int rc = pool_add(&lb->pool, cfg->backends.items[i], 0, why, sizeof why);
         if (rc < 0) {
@@ -140,8 +142,6 @@ int lb_init(struct lb *lb, char *err, size_t errlen)
         }
     }
     socklen_t len;
-    if (listens_init(lb, cfg, err, errlen) < 0)
-        return -1;
     if (cfg->admin && net_parse_listen(cfg->admin, &lb->admin_addr, &len, why, sizeof why) < 0) {
         snprintf(err, errlen, "--admin: %s", why);
         return -1;

@@ -223,6 +223,7 @@ void client_close(struct client *c)
         txn_detach(c->txn);
     list_remove(&c->link);
     __atomic_fetch_sub(&c->w->lb->conns_open, 1, __ATOMIC_RELAXED);
+    px_tls_close_notify(c);
     c->reading = 0;
     c->closes_pending = 2;
     uv_close((uv_handle_t *)&c->timer, on_client_closed);
@@ -242,6 +243,7 @@ static void client_linger(struct client *c)
         return;
     }
     uv_os_fd_t fd;
+    px_tls_close_notify(c);
     if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
         shutdown(fd, SHUT_WR);
     c->state = CL_LINGER;

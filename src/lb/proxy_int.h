@@ -268,6 +268,10 @@ ssize_t px_tls_on_read(struct client *c, ssize_t nread, const uv_buf_t *buf);
  * the read buffer has room again). Bytes added (c->rlen advanced), 0, or
  * -1 when the connection was closed. */
 ssize_t px_tls_pull(struct client *c);
+/* Before a close or half-close: send close_notify when the socket takes it
+ * now (a client may otherwise take the end for a truncation and drop its
+ * session). NULL c->tls is fine. */
+void px_tls_close_notify(struct client *c);
 /* client_write on a TLS connection (same contract). */
 int px_tls_write(struct txn *t, uv_buf_t *bufs, unsigned n);
 

@@ -144,6 +144,20 @@ int px_tls_write(struct txn *t, uv_buf_t *bufs, unsigned n)
     return 1;
 }
 
+void px_tls_close_notify(struct client *c)
+{
+    struct px_tls *x = c->tls;
+    if (!x || !x->s.established || x->writing || x->pend.len)
+        return;
+    tls_sess_shutdown(&x->s);
+    char out[256];
+    size_t n = tls_sess_out_take(&x->s, out, sizeof out);
+    if (n) {
+        uv_buf_t b = uv_buf_init(out, (unsigned)n);
+        (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1); /* best effort: closing anyway */
+    }
+}
+
 /* Is what the client sends now dropped (an abandoned body, lingering)? */
 static int dropping(const struct client *c)
 {

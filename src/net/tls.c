@@ -376,15 +376,28 @@ int tls_sess_client(struct tls_sess *s, void *client_ctx, const char *sni, void 
         return -1;
     if (sni)
         SSL_set_tlsext_host_name(s->ssl, sni);
-    if (resume)
-        SSL_set_session(s->ssl, resume);
+    if (resume) {
+        /* A copy: OpenSSL marks a connection's session not resumable when the
+         * connection is freed without close_notify, which would spoil the
+         * caller's for every later connection. */
+        SSL_SESSION *copy = SSL_SESSION_dup(resume);
+        if (copy) {
+            SSL_set_session(s->ssl, copy);
+            SSL_SESSION_free(copy);
+        }
+    }
     SSL_set_connect_state(s->ssl);
     return 0;
 }
 
 void *tls_sess_get_session(struct tls_sess *s)
 {
-    return s->ssl ? SSL_get1_session(s->ssl) : NULL;
+    /* A copy: the connection's own session object is marked not resumable
+     * if the connection later fails (an end without close_notify). */
+    SSL_SESSION *cur = s->ssl ? SSL_get1_session(s->ssl) : NULL;
+    SSL_SESSION *copy = cur && SSL_SESSION_is_resumable(cur) ? SSL_SESSION_dup(cur) : NULL;
+    SSL_SESSION_free(cur);
+    return copy;
 }
 
 void tls_session_free(void *session)

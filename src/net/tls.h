@@ -75,8 +75,8 @@ int tls_sess_server(struct tls_sess *s, struct tls_server *srv);
 /* Start a client session (sni may be NULL); resume (an SSL_SESSION * from
  * tls_sess_get_session, may be NULL) is offered for resumption. 0 or -1. */
 int tls_sess_client(struct tls_sess *s, void *client_ctx, const char *sni, void *resume);
-/* The session to offer next time (a new reference: tls_session_free), or
- * NULL. */
+/* A copy of the session to offer next time (tls_session_free), or NULL
+ * when it cannot resume (no ticket yet, or none issued). */
 void *tls_sess_get_session(struct tls_sess *s);
 void tls_session_free(void *session);
 void tls_sess_free(struct tls_sess *s);
