@@ -13,6 +13,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "lb/admin.h"
+#include "lb/cache.h"
 #include "lb/health.h"
 #include "lb/proxy.h"
 #include "net/net.h"
@@ -134,6 +135,8 @@ int lb_init(struct lb *lb, char *err, size_t errlen)
     pool_set_tunables(&lb->pool, &tun);
     if (listens_init(lb, cfg, err, errlen) < 0)
         return -1;
+    if (cfg->cache_size_mb)
+        lb->cache = rcache_new((uint64_t)cfg->cache_size_mb << 20, 16);
     for (size_t i = 0; i < cfg->backends.n; i++) {
         int rc = pool_add(&lb->pool, cfg->backends.items[i], 0, why, sizeof why);
         if (rc < 0) {
@@ -257,6 +260,8 @@ int lb_reload(struct lb *lb)
     if (!same_list(&n->listen, &cur->listen) || n->threads != cur->threads ||
         (n->admin && cur->admin ? strcmp(n->admin, cur->admin) != 0 : n->admin != cur->admin))
         log_warn("reload: listen, admin and threads take effect only after a restart");
+    if (n->cache_size_mb != cur->cache_size_mb)
+        log_warn("reload: cache-size takes effect only after a restart");
 
     /* Apply: algorithm, pool parameters, then the backend set. */
     pool_set_algo(&lb->pool, lb_algos[n->algorithm]);
@@ -450,4 +455,5 @@ void lb_free(struct lb *lb)
         tls_server_free(lb->tls_retired[i]);
     free(lb->tls_retired);
     tls_ticket_keys_free(lb->tls_keys);
+    rcache_free(lb->cache);
 }

@@ -39,6 +39,7 @@ struct lb_config {
     long long body_min_rate, body_rate_grace_ms; /* request bodies: bytes/s after the grace */
     long long drain_timeout_ms;
     long long tls_ticket_rotate_ms;
+    long long cache_size_mb; /* 0: no response cache */
     long long backend_max_conns, max_conns, queue_timeout_ms, queue_max;
     long long rate_limit, rate_burst;
     int trust_forwarded;
@@ -67,11 +68,14 @@ struct lb_stats { /* per worker; written by its thread, read with relaxed atomic
     uint64_t queued, queue_timeouts, conn_limit_rejects;
     uint64_t responses[6];                      /* by status class 1xx..5xx; [0] = aborted */
     uint64_t tls_full, tls_resumed, tls_failed; /* TLS handshakes by outcome */
+    uint64_t cache_hit, cache_miss, cache_stale, cache_revalidated, cache_bypass;
+    uint64_t cache_coalesced; /* misses that waited for another request's fetch */
 };
 
 struct proxy_worker; /* per-thread proxy state, owned by proxy.c */
 struct tls_server;
 struct tls_ticket_keys;
+struct rcache;
 
 /* One --listen address (fixed until restart). */
 struct lb_listen {
@@ -131,6 +135,7 @@ struct lb {
     struct lb_listen *listens;
     size_t nlistens;
     struct tls_ticket_keys *tls_keys; /* shared by every TLS listener, kept across reloads */
+    struct rcache *cache;             /* the response cache (--cache-size), or NULL */
     struct tls_server **tls_retired;
     size_t ntls_retired;
     struct sockaddr_storage admin_addr;

@@ -108,6 +108,9 @@ const struct conf_entry lb_conf_table[] = {
      "keep-alive idle time of a client connection"},
     {"drain-timeout", CONF_MS, O(drain_timeout_ms), 0, 3600000, "10000", NULL, NULL, "MS",
      "on SIGTERM, how long in-flight requests may take to finish"},
+    {"cache-size", CONF_INT, O(cache_size_mb), 0, 1048576, "0", NULL, NULL, "MB",
+     "turn on the shared response cache (RFC 9111) with this much memory; every answer "
+     "then carries X-Cache (0 = off)"},
     {"tls-ticket-rotate", CONF_MS, O(tls_ticket_rotate_ms), 1000, 604800000, "1h", NULL, NULL, "MS",
      "TLS session ticket keys rotate this often; a ticket resumes for two periods"},
     {"trust-forwarded", CONF_BOOL, O(trust_forwarded), 0, 1, "false", NULL, NULL, NULL,

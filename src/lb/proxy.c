@@ -88,6 +88,10 @@ void proxy_worker_free(struct lb_worker *w)
     for (unsigned i = 0; i < pw->ntxns; i++) {
         buf_free(&pw->txns[i]->head);
         buf_free(&pw->txns[i]->out);
+        buf_free(&pw->txns[i]->cache_key);
+        buf_free(&pw->txns[i]->cache_head);
+        buf_free(&pw->txns[i]->cache_meta);
+        buf_free(&pw->txns[i]->cache_body);
         free(pw->txns[i]);
     }
     for (unsigned i = 0; i < pw->nframes; i++) {

@@ -29,6 +29,7 @@
 #include "base/buf.h"
 #include "base/list.h"
 #include "http/http.h"
+#include "lb/cache.h"
 #include "lb/lb.h"
 
 #define RBUF_SIZE     (16 * 1024)
@@ -105,7 +106,8 @@ enum txn_state {
     TX_WAIT,    /* the whole request went out; no response head yet (upstream timer) */
     TX_RESPOND, /* the response streams down (body pause timer) */
     TX_TUNNEL,  /* after a 101: raw bytes both ways (no timer) */
-    TX_LOCAL,   /* our own answer is being written (send timer) */
+    TX_LOCAL,   /* our own answer (or a cached one) is being written (send timer) */
+    TX_CWAIT,   /* another request fetches this key for the cache: polling it (poll timer) */
     TX_END,     /* over: the connection takes the next request, lingers or closes */
 };
 
@@ -148,12 +150,27 @@ struct txn {
     /* Request body pace (ms, loop clock): it must average --body-min-rate
      * after --body-rate-grace, not counting time the backend made it wait. */
     uint64_t body_t0_ms, body_last_ms, body_bytes, body_stall_ms, up_write_t0_ms;
+    /* The response cache (proxy_cache.c); xc 0 when it is off. */
+    uint8_t xc;               /* enum px_xcache: the X-Cache value of the answer */
+    uint8_t cache_fetcher;    /* this request fetches the key (others may wait for it) */
+    uint8_t cache_reval;      /* our validators went up with the request */
+    uint8_t cache_store;      /* the response is being captured for the store */
+    uint8_t cache_swallow;    /* the upstream's answer is not forwarded (a cached one went) */
+    uint8_t cache_auth;       /* the request has Authorization */
+    uint8_t cache_invalidate; /* an unsafe method: a success removes the target's entries */
+    uint32_t cache_target_off;
+    unsigned cache_cc;
+    uint64_t cache_hash, cache_wait_until_ms;
+    uint64_t cache_response_ms, cache_age0_ms, cache_lifetime_ms, cache_swr_ms, cache_sie_ms;
+    struct rcache_entry *cache_hold;  /* the entry being written to the client */
+    struct rcache_entry *cache_stale; /* a stale entry: revalidation, stale-if-error */
     /* Kept across reuse (initialised once). */
     struct http_msg req;  /* parses c->rbuf */
     struct http_msg resp; /* parses rbuf */
     uv_write_t wreq;      /* writes to the client */
     struct buf head;      /* the rewritten request head, kept for a replay */
     struct buf out;       /* the rewritten response head or our own answer */
+    struct buf cache_key, cache_head, cache_meta, cache_body; /* proxy_cache.c */
 };
 
 /* ---- upstream ---------------------------------------------------------- */
@@ -275,6 +292,35 @@ void px_tls_close_notify(struct client *c);
 /* client_write on a TLS connection (same contract). */
 int px_tls_write(struct txn *t, uv_buf_t *bufs, unsigned n);
 
+/* ---- proxy_cache.c: the response cache ------------------------------------------ */
+
+enum px_xcache { XC_NONE, XC_BYPASS, XC_MISS, XC_HIT, XC_STALE, XC_REVALIDATED };
+/* "HIT"... for an enum px_xcache ("BYPASS" for XC_NONE). */
+const char *px_cache_status_name(int xc);
+/* The request head is parsed and rewritten (cache on or off). 1 when t was
+ * answered from the cache (TX_LOCAL) or waits for another fetch of its key
+ * (TX_CWAIT); 0 to go to a backend (t->head may carry our validators). */
+int px_cache_request(struct txn *t);
+/* TX_CWAIT's timer: answer from the store, wait on, or go upstream. */
+void px_cache_wait_tick(struct txn *t);
+/* A final response head arrived (t->resp, t->rbuf; TF_CLOSE decided). 1
+ * when a cached answer was written instead (a 304 to our revalidation, or
+ * stale-if-error on a 5xx): the upstream's answer is read and dropped
+ * (t->cache_swallow). 0: forward it (and maybe capture it for the store). */
+int px_cache_on_response(struct txn *t);
+/* Response body payload bytes on their way to the client (captured when
+ * the response is being stored; past the largest object, capture stops). */
+void px_cache_body(struct txn *t, const char *p, size_t n);
+/* The whole response went through: store it, end the fetch, invalidate
+ * after an unsafe method. */
+void px_cache_response_done(struct txn *t);
+/* Our own 5xx is about to go out: serve the stale entry instead when
+ * stale-if-error allows. 1 when served (TX_LOCAL). */
+int px_cache_stale_on_error(struct txn *t);
+/* The transaction ends (txn_free): counters, references, an unfinished
+ * fetch given up. */
+void px_cache_txn_end(struct txn *t);
+
 /* ---- proxy_txn.c: the transaction state machine -------------------------- */
 
 /* Results of stepping a transaction. */
@@ -333,6 +379,9 @@ void txn_backend_failed(struct lb_worker *w, struct backend *b, int lost);
  * (TX_SEND) or a new one (TX_CONNECT); a connect that cannot start retries
  * or fails like a refused one. */
 void txn_attach(struct txn *t, struct backend *b);
+/* Go to a backend with the parsed, rewritten request (retries reset). Out:
+ * TX_QUEUED, TX_CONNECT, TX_SEND, TX_BACKOFF or TX_LOCAL. */
+void txn_go_upstream(struct txn *t);
 /* Count a response by status class (0 = aborted) in the worker's stats. */
 void txn_count_response(struct lb_worker *w, int status);
 /* Add d to a per-worker counter (written by its own thread only, read by

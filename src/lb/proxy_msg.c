@@ -243,6 +243,11 @@ int msg_build_response_head(struct txn *t)
             continue;
         rc |= put_header(o, b, h);
     }
+    if (t->xc && m->status >= 200) {
+        rc |= buf_puts(o, "X-Cache: ");
+        rc |= buf_puts(o, px_cache_status_name(t->xc));
+        rc |= buf_append(o, "\r\n", 2);
+    }
     if (upgrading)
         rc |= buf_puts(o, "Connection: upgrade\r\n");
     else if (m->status >= 200 && (t->flags & TF_CLOSE))

@@ -276,6 +276,10 @@ static int on_response_head(struct txn *t)
         w->stopping)
         t->flags |= TF_CLOSE;
     t->flags |= TF_STARTED;
+    if (t->xc && st >= 200 && px_cache_on_response(t)) {
+        txn_set_state(t, TX_RESPOND);
+        return 0;
+    }
     if (msg_build_response_head(t) < 0) {
         t->up->flags |= UF_NOREUSE;
         t->flags &= ~TF_STARTED;
@@ -380,17 +384,25 @@ int up_pump_response(struct txn *t)
         size_t start = t->rpos;
         if (t->resp_frame && t->state == TX_RESPOND) {
             size_t pos = t->rpos;
+            unsigned before = t->resp_frame->n;
             ev = frame_feed(t->resp_frame, &t->resp, t->rbuf, &pos, t->rlen);
             t->rpos = pos;
+            if (t->cache_store)
+                for (unsigned i = before; i < t->resp_frame->n; i++)
+                    px_cache_body(t, t->resp_frame->piece[i], t->resp_frame->plen[i]);
             if (ev != HTTP_EV_ERROR)
                 iov = frame_iov(t->resp_frame, ev == HTTP_EV_DONE, have_head ? &head : NULL, &n);
+            if (t->cache_swallow)
+                n = 0;
         } else {
             size_t used;
             ev = http_msg_feed(&t->resp, t->rbuf, t->rpos, t->rlen - t->rpos, &used);
             t->rpos += used;
             if (have_head)
                 bufs[n++] = head;
-            if (used)
+            if (used && t->cache_store)
+                px_cache_body(t, t->rbuf + start, used);
+            if (used && !t->cache_swallow)
                 bufs[n++] = uv_buf_init(t->rbuf + start, (unsigned)used);
         }
         if (ev == HTTP_EV_ERROR) {

@@ -390,6 +390,8 @@ class Connection:
                         ok = False
             self.respond(req, status if ok else 401, b"ok" if ok else b"no session",
                          keep_alive)
+        elif req.path.startswith("/c/"):
+            self.cacheable(req, q, status, keep_alive)
         elif req.path == "/bytes":
             self.send_bytes(req, status, int(q.get("n", "0")), q.get("chunked") == "1", keep_alive)
         elif req.path == "/sha256":
@@ -406,6 +408,39 @@ class Connection:
         else:
             self.respond(req, status, self.server.name.encode(), keep_alive)
         return keep_alive
+
+    def cacheable(self, req, q, status, keep_alive):
+        """/c/ANY?cc=..&etag=..&lm=..&expires=..&vary=..&cookie=1&chunked=1: an answer
+        with those caching fields; body "NAME TARGET #N" (N counts requests to the
+        target); 304 when If-None-Match holds the ETag or If-Modified-Since equals lm."""
+        with self.server.lock:
+            n = self.server.target_count[req.target] = self.server.target_count[req.target] + 1
+        heads = [("Content-Type", "text/plain")]
+        etag = '"%s"' % q["etag"] if "etag" in q else None
+        for key, name in (("cc", "Cache-Control"), ("lm", "Last-Modified"),
+                          ("expires", "Expires"), ("vary", "Vary")):
+            if key in q:
+                heads.append((name, q[key]))
+        if etag:
+            heads.append(("ETag", etag))
+        if q.get("cookie") == "1":
+            heads.append(("Set-Cookie", "sid=s%d; Path=/" % n))
+        inm = req.header("if-none-match")
+        ims = req.header("if-modified-since")
+        if (etag and inm and etag in [t.strip() for t in inm.split(",")]) or \
+                ("lm" in q and ims == q["lm"]):
+            self.send_head(304, heads, keep_alive)
+            return
+        body = ("%s %s #%d" % (self.server.name, req.target, n)).encode()
+        if q.get("chunked") == "1":
+            self.send_head(status, heads + [("Transfer-Encoding", "chunked")], keep_alive)
+            if req.method != "HEAD":
+                half = len(body) // 2
+                self.sock.sendall(b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n"
+                                  % (half, body[:half], len(body) - half, body[half:]))
+            return
+        self.send_head(status, heads + [("Content-Length", str(len(body)))], keep_alive,
+                       b"" if req.method == "HEAD" else body)
 
     def send_bytes(self, req, status, n, chunked, keep_alive):
         if chunked:
@@ -484,6 +519,7 @@ class Server:
         self.log = collections.deque(maxlen=LOG_MAX)
         self.sessions = {}  # session id -> requests it answered
         self.session_count = 0
+        self.target_count = collections.Counter()  # /c/ requests per target
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))

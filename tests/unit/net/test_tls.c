@@ -111,8 +111,10 @@ static void teardown(void)
 static struct tls_server *server(struct tls_ticket_keys *keys)
 {
     char spec[512], err[256];
-    snprintf(spec, sizeof spec, "h:1,tls,cert=%s/one.test.pem,key=%s/one.test.key,cert=%s/two.test.pem,key=%s/two.test.key",
-             dir, dir, dir, dir);
+    snprintf(
+        spec, sizeof spec,
+        "h:1,tls,cert=%s/one.test.pem,key=%s/one.test.key,cert=%s/two.test.pem,key=%s/two.test.key",
+        dir, dir, dir, dir);
     struct tls_listen_spec s;
     cr_assert_eq(tls_listen_parse(spec, &s, err, sizeof err), 0, "%s", err);
     struct tls_server *srv = tls_server_new(&s, keys, err, sizeof err);
