@@ -155,7 +155,7 @@ static int same_key(const struct rcache_entry *e, uint64_t hash, const char *key
 }
 
 struct rcache_entry *rcache_lookup(struct rcache *c, uint64_t hash, const char *key, size_t len,
-                                 int (*match)(const struct rcache_entry *, void *), void *arg)
+                                   int (*match)(const struct rcache_entry *, void *), void *arg)
 {
     struct shard *s = shard_of(c, hash);
     pthread_mutex_lock(&s->mu);
@@ -187,10 +187,10 @@ static char *put_str(char **dst, const char *src)
 }
 
 struct rcache_entry *rcache_entry_new(const char *key, size_t key_len, uint32_t target_off,
-                                    const char *head, size_t head_len, const char *body,
-                                    size_t body_len, const char *vary_names,
-                                    const char *vary_values, const char *etag,
-                                    const char *last_modified)
+                                      const char *head, size_t head_len, const char *body,
+                                      size_t body_len, const char *vary_names,
+                                      const char *vary_values, const char *etag,
+                                      const char *last_modified)
 {
     size_t strs = (vary_names ? strlen(vary_names) + 1 : 0) +
                   (vary_values ? strlen(vary_values) + 1 : 0) + (etag ? strlen(etag) + 1 : 0) +
@@ -316,7 +316,7 @@ int rcache_fetch_begin(struct rcache *c, uint64_t hash, const char *key, size_t 
 }
 
 void rcache_fetch_end(struct rcache *c, uint64_t hash, const char *key, size_t len, int storable,
-                     uint64_t pass_ms)
+                      uint64_t pass_ms)
 {
     struct shard *s = shard_of(c, hash);
     pthread_mutex_lock(&s->mu);

@@ -76,12 +76,12 @@ struct rcache_entry {
     const char *vary_names, *vary_values;
     const char *etag, *last_modified; /* validators (NULL when none) */
     /* Freshness (RFC 9111 4.2), all in ms of the wall clock. */
-    uint64_t response_ms;  /* when the response arrived */
-    uint64_t age0_ms;      /* corrected initial age (Age field, clock skew) */
-    uint64_t lifetime_ms;  /* freshness lifetime */
-    uint64_t swr_ms;       /* stale-while-revalidate window */
-    uint64_t sie_ms;       /* stale-if-error window */
-    unsigned cc_flags;     /* the response's CC_* (no-cache, must-revalidate...) */
+    uint64_t response_ms; /* when the response arrived */
+    uint64_t age0_ms;     /* corrected initial age (Age field, clock skew) */
+    uint64_t lifetime_ms; /* freshness lifetime */
+    uint64_t swr_ms;      /* stale-while-revalidate window */
+    uint64_t sie_ms;      /* stale-if-error window */
+    unsigned cc_flags;    /* the response's CC_* (no-cache, must-revalidate...) */
     /* Store internals. */
     int refs; /* atomic */
     size_t size;
@@ -103,17 +103,17 @@ uint64_t rcache_key_hash(const char *key, size_t len);
  * arg; NULL match takes the first), most recently stored first, with a
  * reference (rcache_put), moved to the front of its LRU. NULL when none. */
 struct rcache_entry *rcache_lookup(struct rcache *c, uint64_t hash, const char *key, size_t len,
-                                 int (*match)(const struct rcache_entry *, void *), void *arg);
+                                   int (*match)(const struct rcache_entry *, void *), void *arg);
 void rcache_put(struct rcache_entry *e);
 
 /* Make an entry of the sizes given (its strings are copied by the caller
  * into the returned entry's buffers through the cache_entry_* writers
  * below): one allocation, not yet in the store. */
 struct rcache_entry *rcache_entry_new(const char *key, size_t key_len, uint32_t target_off,
-                                    const char *head, size_t head_len, const char *body,
-                                    size_t body_len, const char *vary_names,
-                                    const char *vary_values, const char *etag,
-                                    const char *last_modified);
+                                      const char *head, size_t head_len, const char *body,
+                                      size_t body_len, const char *vary_names,
+                                      const char *vary_values, const char *etag,
+                                      const char *last_modified);
 /* Insert e (the store takes the caller's reference), replacing the entry of
  * the same key and Vary values, evicting from the LRU tail until it fits.
  * 0, or -1 when e is larger than rcache_max_object (e is freed). */
@@ -130,7 +130,7 @@ size_t rcache_purge(struct rcache *c, const char *target, size_t len, int prefix
  * for pass_ms. rcache_fetch_active: is a fetch of key in progress? */
 int rcache_fetch_begin(struct rcache *c, uint64_t hash, const char *key, size_t len);
 void rcache_fetch_end(struct rcache *c, uint64_t hash, const char *key, size_t len, int storable,
-                     uint64_t pass_ms);
+                      uint64_t pass_ms);
 int rcache_fetch_active(struct rcache *c, uint64_t hash, const char *key, size_t len);
 
 struct rcache_usage {

@@ -32,8 +32,8 @@ static int name_is(const char *p, size_t n, const char *lit)
     return strlen(lit) == n && !strncasecmp(p, lit, n);
 }
 
-static void set_delta(struct rcache_cc *cc, unsigned flag, uint32_t *field, const char *v, size_t vn,
-                      int has_value, int value_optional)
+static void set_delta(struct rcache_cc *cc, unsigned flag, uint32_t *field, const char *v,
+                      size_t vn, int has_value, int value_optional)
 {
     if (!has_value) {
         if (value_optional) {
@@ -205,7 +205,7 @@ int64_t rcache_http_date(const char *p, size_t n)
     /* RFC 850: "Sunday, 06-Nov-94 08:49:37 GMT" */
     const char *comma = memchr(p, ',', n < 11 ? n : 11);
     if (comma) {
-        size_t rest = n - (size_t)(comma - p);
+        size_t rest = n - (size_t)(comma - p) - 1;
         const char *q = comma + 1;
         if (rest == 23 && q[0] == ' ' && q[3] == '-' && q[7] == '-' && q[10] == ' ' &&
             q[19] == ' ' && !memcmp(q + 20, "GMT", 3)) {

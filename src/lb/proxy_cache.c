@@ -244,8 +244,7 @@ static int join_fetch(struct txn *t)
     }
     if (r < 0)
         return 0;
-    t->cache_wait_until_ms =
-        uv_now(&t->w->loop) + (uint64_t)lb_cfg(t->w->lb)->timeout_upstream_ms;
+    t->cache_wait_until_ms = uv_now(&t->w->loop) + (uint64_t)lb_cfg(t->w->lb)->timeout_upstream_ms;
     stat_add(&t->w->stats.cache_coalesced, 1);
     txn_set_state(t, TX_CWAIT);
     return 1;
@@ -305,9 +304,9 @@ static int consult(struct txn *t)
         return 1;
     }
     uint64_t stale_for = age > e->lifetime_ms ? age - e->lifetime_ms : 0;
-    int may_serve_stale = !(e->cc_flags & (CC_MUST_REVALIDATE | CC_PROXY_REVALIDATE |
-                                           CC_NO_CACHE | CC_S_MAXAGE)) &&
-                          !(rcc.flags & CC_NO_CACHE);
+    int may_serve_stale =
+        !(e->cc_flags & (CC_MUST_REVALIDATE | CC_PROXY_REVALIDATE | CC_NO_CACHE | CC_S_MAXAGE)) &&
+        !(rcc.flags & CC_NO_CACHE);
     if (rcc.flags & CC_ONLY_IF_CACHED) {
         serve(t, e, XC_STALE);
         return 1;
@@ -408,10 +407,18 @@ static int storable_status(int st)
  * what we add ourselves. */
 static int dropped_field(const char *b, struct http_slice n)
 {
-    static const char *const names[] = {
-        "connection", "keep-alive",        "te",       "transfer-encoding", "upgrade",
-        "trailer",    "proxy-connection",  "proxy-authenticate", "content-length",
-        "age",        "x-cache",           NULL};
+    static const char *const names[] = {"connection",
+                                        "keep-alive",
+                                        "te",
+                                        "transfer-encoding",
+                                        "upgrade",
+                                        "trailer",
+                                        "proxy-connection",
+                                        "proxy-authenticate",
+                                        "content-length",
+                                        "age",
+                                        "x-cache",
+                                        NULL};
     for (int i = 0; names[i]; i++)
         if (name_eq(b, n, names[i]))
             return 1;
@@ -572,8 +579,8 @@ static struct rcache_entry *refreshed(struct txn *t, const struct rcache_entry *
     uint64_t now = clock_wall_ms();
     response_info(t, now, &f);
     struct rcache_entry *e = rcache_entry_new(
-        old->key, old->key_len, old->target_off, old->head, old->head_len, old->body,
-        old->body_len, old->vary_names, old->vary_values, old->etag, old->last_modified);
+        old->key, old->key_len, old->target_off, old->head, old->head_len, old->body, old->body_len,
+        old->vary_names, old->vary_values, old->etag, old->last_modified);
     e->status = old->status;
     e->response_ms = now;
     e->age0_ms = f.age0_ms;
@@ -600,7 +607,7 @@ static void fetch_done(struct txn *t, int storable)
         return;
     t->cache_fetcher = 0;
     rcache_fetch_end(t->w->lb->cache, t->cache_hash, t->cache_key.data, t->cache_key.len, storable,
-                    PASS_MS);
+                     PASS_MS);
 }
 
 int px_cache_on_response(struct txn *t)
@@ -649,7 +656,7 @@ void px_cache_response_done(struct txn *t)
         return;
     if (t->cache_invalidate && t->resp.status >= 200 && t->resp.status < 400)
         rcache_purge(cache, t->cache_key.data + t->cache_target_off,
-                    t->cache_key.len - t->cache_target_off, 0);
+                     t->cache_key.len - t->cache_target_off, 0);
     if (!t->cache_store) {
         fetch_done(t, 0);
         return;

@@ -795,8 +795,6 @@ static void txn_finish(struct txn *t)
     struct lb_worker *w = t->w;
     struct upstream *up = t->up;
     struct backend *b = t->b;
-    if (t->xc)
-        px_cache_response_done(t);
     hist_record(&b->per_thread[w->id].total, clock_mono_us() - t->t_head_us);
     if (up) {
         int reuse = (t->resp.flags & HTTP_F_KEEP_ALIVE) && (t->flags & TF_REQ_DONE) &&

@@ -304,6 +304,8 @@ static void on_up_eof(struct txn *t)
         http_msg_eof(&t->resp) == HTTP_EV_DONE) {
         up->flags |= UF_NOREUSE;
         t->flags |= TF_RESP_DONE;
+        if (t->xc)
+            px_cache_response_done(t);
         return;
     }
     txn_up_failed(t, up->eof_err == UV_EOF ? "the backend closed the connection"
@@ -436,6 +438,10 @@ int up_pump_response(struct txn *t)
             continue;
         }
         t->flags |= TF_RESP_DONE;
+        /* Stored before the last write completes: a client that sees the
+         * end of this answer finds it in the cache. */
+        if (t->xc)
+            px_cache_response_done(t);
         return 1;
     }
     return progress;
