@@ -24,10 +24,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void check_cc(const struct rcache_cc *cc)
 {
-    const uint32_t *v[] = {&cc->max_age, &cc->s_maxage, &cc->swr, &cc->sie, &cc->max_stale,
-                           &cc->min_fresh};
-    static const unsigned f[] = {CC_MAX_AGE, CC_S_MAXAGE, CC_SWR, CC_SIE, CC_MAX_STALE,
-                                 CC_MIN_FRESH};
+    const uint32_t *v[] = {&cc->max_age, &cc->s_maxage,  &cc->swr,
+                           &cc->sie,     &cc->max_stale, &cc->min_fresh};
+    static const unsigned f[] = {CC_MAX_AGE, CC_S_MAXAGE,  CC_SWR,
+                                 CC_SIE,     CC_MAX_STALE, CC_MIN_FRESH};
     for (int i = 0; i < 6; i++) {
         CHECK(*v[i] <= CC_DELTA_MAX);
         if (!(cc->flags & f[i]))

@@ -278,12 +278,30 @@ size_t rcache_purge(struct rcache *c, const char *target, size_t len, int prefix
     return n;
 }
 
-static struct pending **pending_find(struct shard *s, uint64_t hash, const char *key, size_t len)
+#define PENDING_MAX 1024 /* per shard: beyond, no new "pass" marks */
+
+/* The slot of key in the shard's list (or its end); expired "pass" marks
+ * met on the way are dropped. *n (may be NULL) receives the length passed. */
+static struct pending **pending_find(struct shard *s, uint64_t hash, const char *key, size_t len,
+                                     size_t *n)
 {
+    uint64_t now = clock_mono_ms();
     struct pending **pp = &s->pending;
-    for (; *pp; pp = &(*pp)->next)
-        if ((*pp)->hash == hash && (*pp)->len == len && !memcmp((*pp)->key, key, len))
+    size_t k = 0;
+    while (*pp) {
+        struct pending *p = *pp;
+        if (p->pass_until_ms && p->pass_until_ms <= now) {
+            *pp = p->next;
+            free(p);
+            continue;
+        }
+        if (p->hash == hash && p->len == len && !memcmp(p->key, key, len))
             break;
+        pp = &p->next;
+        k++;
+    }
+    if (n)
+        *n = k;
     return pp;
 }
 
@@ -292,13 +310,8 @@ int rcache_fetch_begin(struct rcache *c, uint64_t hash, const char *key, size_t 
     struct shard *s = shard_of(c, hash);
     int rc;
     pthread_mutex_lock(&s->mu);
-    struct pending **pp = pending_find(s, hash, key, len);
+    struct pending **pp = pending_find(s, hash, key, len, NULL);
     struct pending *p = *pp;
-    if (p && p->pass_until_ms && p->pass_until_ms <= clock_mono_ms()) {
-        *pp = p->next;
-        free(p);
-        p = NULL;
-    }
     if (p) {
         rc = p->pass_until_ms ? -1 : 0;
     } else {
@@ -320,10 +333,11 @@ void rcache_fetch_end(struct rcache *c, uint64_t hash, const char *key, size_t l
 {
     struct shard *s = shard_of(c, hash);
     pthread_mutex_lock(&s->mu);
-    struct pending **pp = pending_find(s, hash, key, len);
+    size_t n;
+    struct pending **pp = pending_find(s, hash, key, len, &n);
     struct pending *p = *pp;
     if (p && !p->pass_until_ms) {
-        if (storable || !pass_ms) {
+        if (storable || !pass_ms || n >= PENDING_MAX) {
             *pp = p->next;
             free(p);
         } else {
@@ -337,7 +351,7 @@ int rcache_fetch_active(struct rcache *c, uint64_t hash, const char *key, size_t
 {
     struct shard *s = shard_of(c, hash);
     pthread_mutex_lock(&s->mu);
-    struct pending *p = *pending_find(s, hash, key, len);
+    struct pending *p = *pending_find(s, hash, key, len, NULL);
     int active = p && !p->pass_until_ms;
     pthread_mutex_unlock(&s->mu);
     return active;

@@ -237,6 +237,8 @@ static void add_validators(struct txn *t, const struct rcache_entry *e)
 static int join_fetch(struct txn *t)
 {
     struct rcache *cache = t->w->lb->cache;
+    if (t->req.method != HTTP_M_GET)
+        return 0; /* a HEAD's answer is never stored: nothing to wait for */
     int r = rcache_fetch_begin(cache, t->cache_hash, t->cache_key.data, t->cache_key.len);
     if (r == 1) {
         t->cache_fetcher = 1;
@@ -601,13 +603,16 @@ static int stale_on_error_ok(const struct txn *t)
     return age < e->lifetime_ms + e->sie_ms;
 }
 
-static void fetch_done(struct txn *t, int storable)
+/* The fetch this request made is over: stored (1), found not storable
+ * (0: the key is not waited for during PASS_MS), or given up (-1: failed,
+ * abandoned; the next miss fetches again). */
+static void fetch_done(struct txn *t, int outcome)
 {
     if (!t->cache_fetcher)
         return;
     t->cache_fetcher = 0;
-    rcache_fetch_end(t->w->lb->cache, t->cache_hash, t->cache_key.data, t->cache_key.len, storable,
-                     PASS_MS);
+    rcache_fetch_end(t->w->lb->cache, t->cache_hash, t->cache_key.data, t->cache_key.len,
+                     outcome != 0, PASS_MS);
 }
 
 int px_cache_on_response(struct txn *t)
@@ -625,7 +630,7 @@ int px_cache_on_response(struct txn *t)
     if (st >= 500 && stale_on_error_ok(t)) {
         struct rcache_entry *e = t->cache_stale;
         t->cache_stale = NULL;
-        fetch_done(t, 0);
+        fetch_done(t, -1);
         t->cache_swallow = 1;
         write_entry(t, e, XC_STALE, 0);
         return 1;
@@ -662,7 +667,8 @@ void px_cache_response_done(struct txn *t)
         return;
     }
     t->cache_store = 0;
-    buf_printf(&t->cache_head, "Content-Length: %zu\r\n", t->cache_body.len);
+    if (t->resp.status != 204) /* RFC 9110 8.6: never on a 204 */
+        buf_printf(&t->cache_head, "Content-Length: %zu\r\n", t->cache_body.len);
     const char *etag = t->cache_meta.data;
     const char *lm = etag + strlen(etag) + 1;
     const char *vary = lm + strlen(lm) + 1;
@@ -694,7 +700,7 @@ int px_cache_stale_on_error(struct txn *t)
         return 0;
     struct rcache_entry *e = t->cache_stale;
     t->cache_stale = NULL;
-    fetch_done(t, 0);
+    fetch_done(t, -1);
     serve(t, e, XC_STALE);
     return 1;
 }
@@ -702,7 +708,7 @@ int px_cache_stale_on_error(struct txn *t)
 void px_cache_txn_end(struct txn *t)
 {
     struct lb_worker *w = t->w;
-    fetch_done(t, 0);
+    fetch_done(t, -1);
     static const size_t offs[] = {0,
                                   offsetof(struct lb_stats, cache_bypass),
                                   offsetof(struct lb_stats, cache_miss),

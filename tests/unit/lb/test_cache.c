@@ -18,8 +18,8 @@ Test(cache_cc, directives)
 {
     struct rcache_cc cc = cc_of("public, max-age=60, s-maxage=300, stale-while-revalidate=30, "
                                 "stale-if-error=86400, must-revalidate");
-    cr_assert_eq(cc.flags, CC_PUBLIC | CC_MAX_AGE | CC_S_MAXAGE | CC_SWR | CC_SIE |
-                               CC_MUST_REVALIDATE);
+    cr_assert_eq(cc.flags,
+                 CC_PUBLIC | CC_MAX_AGE | CC_S_MAXAGE | CC_SWR | CC_SIE | CC_MUST_REVALIDATE);
     cr_assert_eq(cc.max_age, 60);
     cr_assert_eq(cc.s_maxage, 300);
     cr_assert_eq(cc.swr, 30);
@@ -108,8 +108,7 @@ Test(cache_date, invalid)
 
 /* ---- the store -------------------------------------------------------------------- */
 
-static struct rcache_entry *entry(const char *key, const char *body, const char *vn,
-                                  const char *vv)
+static struct rcache_entry *entry(const char *key, const char *body, const char *vn, const char *vv)
 {
     const char *nl = strchr(key, '\n');
     const char *head = "HTTP/1.1 200 OK\r\n";
