@@ -66,7 +66,11 @@ start_bg() {   # LOGFILE CMD...: pinned to SERVER_CPU; sets STARTED_PID
 }
 start_nginx() {  # NAME TEMPLATE key=value...
     local name=$1 tpl=$2 dir=$TMP/$1; shift 2
-    mkdir -p "$dir/tmp"
+    mkdir -p "$dir/tmp" "$dir/cache"
+    # nginx workers run as an unprivileged user when started as root: they
+    # must reach the cache and temp directories.
+    chmod 755 "$TMP" "$dir"
+    chmod 777 "$dir/tmp" "$dir/cache"
     render "$tpl" "$dir/nginx.conf" "DIR=$dir" "$@"
     nginx -t -q -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" || die "$name: bad nginx config"
     start_bg "$dir/stderr.log" nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf"

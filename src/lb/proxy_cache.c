@@ -2,7 +2,7 @@
  * cache.c). With --cache-size every answer carries X-Cache:
  *
  *   BYPASS       the cache was not consulted (a method other than GET/HEAD,
- *                a request body, Range, request no-store, Authorization for
+ *                a request body, an upgrade, Range, request no-store, Authorization for
  *                a response that does not allow it) or our own error;
  *   MISS         not in the cache (or not usable): the origin answered;
  *   HIT          a fresh stored response (a 304 of ours to a matching
@@ -344,7 +344,8 @@ int px_cache_request(struct txn *t)
             t->cache_invalidate = 1;
         return 0;
     }
-    if ((m != HTTP_M_GET && m != HTTP_M_HEAD) || !(t->req.flags & HTTP_F_NO_BODY))
+    if ((m != HTTP_M_GET && m != HTTP_M_HEAD) || !(t->req.flags & HTTP_F_NO_BODY) ||
+        (t->req.flags & HTTP_F_UPGRADE))
         return 0;
     size_t n;
     if (req_field(t, "range", &n))

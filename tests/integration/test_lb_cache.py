@@ -263,6 +263,8 @@ def test_bypass_and_invalidation(start_upstreams, start_lb):
     assert xc(r) == "BYPASS"
     r = get(lb, p)
     assert xc(r) == "MISS", "a POST to the target removed its entry"
+    r = get(lb, p, [("Connection", "Upgrade"), ("Upgrade", "websocket")])
+    assert xc(r) == "BYPASS", "an upgrade is never answered from the cache"
     r = get(lb, "/c/x", [("Cache-Control", "no-cache")])
     assert xc(r) == "MISS"
     bad = one_request(lb.port, "GET", "/%zz bad")
