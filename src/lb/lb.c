@@ -137,6 +137,17 @@ int lb_init(struct lb *lb, char *err, size_t errlen)
         return -1;
     if (cfg->cache_size_mb)
         lb->cache = rcache_new((uint64_t)cfg->cache_size_mb << 20, 16);
+    if (cfg->backend_ca && !cfg->backend_tls) {
+        snprintf(err, errlen, "--backend-ca needs --backend-tls");
+        return -1;
+    }
+    if (cfg->backend_tls) {
+        lb->up_tls = tls_client_ctx_ca(cfg->backend_ca, why, sizeof why);
+        if (!lb->up_tls) {
+            snprintf(err, errlen, "--backend-ca: %s", why);
+            return -1;
+        }
+    }
     for (size_t i = 0; i < cfg->backends.n; i++) {
         int rc = pool_add(&lb->pool, cfg->backends.items[i], 0, why, sizeof why);
         if (rc < 0) {
@@ -260,8 +271,8 @@ int lb_reload(struct lb *lb)
     if (!same_list(&n->listen, &cur->listen) || n->threads != cur->threads ||
         (n->admin && cur->admin ? strcmp(n->admin, cur->admin) != 0 : n->admin != cur->admin))
         log_warn("reload: listen, admin and threads take effect only after a restart");
-    if (n->cache_size_mb != cur->cache_size_mb)
-        log_warn("reload: cache-size takes effect only after a restart");
+    if (n->cache_size_mb != cur->cache_size_mb || n->backend_tls != cur->backend_tls)
+        log_warn("reload: cache-size and backend-tls take effect only after a restart");
 
     /* Apply: algorithm, pool parameters, then the backend set. */
     pool_set_algo(&lb->pool, lb_algos[n->algorithm]);
@@ -456,4 +467,5 @@ void lb_free(struct lb *lb)
     free(lb->tls_retired);
     tls_ticket_keys_free(lb->tls_keys);
     rcache_free(lb->cache);
+    tls_client_ctx_free(lb->up_tls);
 }

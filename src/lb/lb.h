@@ -40,6 +40,8 @@ struct lb_config {
     long long drain_timeout_ms;
     long long tls_ticket_rotate_ms;
     long long cache_size_mb; /* 0: no response cache */
+    int backend_tls;         /* TLS to every backend (and its health checks) */
+    char *backend_ca;        /* verify backends against this CA file (PEM) */
     long long backend_max_conns, max_conns, queue_timeout_ms, queue_max;
     long long rate_limit, rate_burst;
     int trust_forwarded;
@@ -136,6 +138,7 @@ struct lb {
     size_t nlistens;
     struct tls_ticket_keys *tls_keys; /* shared by every TLS listener, kept across reloads */
     struct rcache *cache;             /* the response cache (--cache-size), or NULL */
+    void *up_tls;                     /* --backend-tls: the client SSL_CTX, or NULL */
     struct tls_server **tls_retired;
     size_t ntls_retired;
     struct sockaddr_storage admin_addr;

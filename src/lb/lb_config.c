@@ -111,6 +111,11 @@ const struct conf_entry lb_conf_table[] = {
     {"cache-size", CONF_INT, O(cache_size_mb), 0, 1048576, "0", NULL, NULL, "MB",
      "turn on the shared response cache (RFC 9111) with this much memory; every answer "
      "then carries X-Cache (0 = off)"},
+    {"backend-tls", CONF_BOOL, O(backend_tls), 0, 1, "false", NULL, NULL, NULL,
+     "connect to every backend (and health-check it) over TLS"},
+    {"backend-ca", CONF_STRING, O(backend_ca), 0, 0, NULL, NULL, NULL, "FILE",
+     "with --backend-tls: verify the backends' certificates (chain and address or name) "
+     "against this CA file; without it they are not verified"},
     {"tls-ticket-rotate", CONF_MS, O(tls_ticket_rotate_ms), 1000, 604800000, "1h", NULL, NULL, "MS",
      "TLS session ticket keys rotate this often; a ticket resumes for two periods"},
     {"trust-forwarded", CONF_BOOL, O(trust_forwarded), 0, 1, "false", NULL, NULL, NULL,

@@ -326,8 +326,11 @@ void client_run(struct client *c)
                 continue;
             if (c->state == CL_CLOSED)
                 return;
-            if (t->up)
+            if (t->up) {
                 up_read_update(t->up);
+                if (t->up->tls && up_tls_pull(t->up) > 0)
+                    continue;
+            }
             return;
         }
         if (client_next(c) < 0)

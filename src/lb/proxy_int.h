@@ -58,6 +58,7 @@ enum client_state {
 
 struct txn;
 struct px_tls;
+struct upstream;
 
 struct client {
     uv_tcp_t tcp;
@@ -181,8 +182,9 @@ struct txn {
 #define UF_GOT_BYTES    0x08u /* a response byte arrived for the current request */
 #define UF_NOREUSE      0x10u
 #define UF_CLOSING      0x20u
-#define UF_WRITE_FAILED 0x40u /* the backend stopped taking the request: read its answer */
-#define UF_EOF          0x80u /* the backend closed its side (eof_err says how) */
+#define UF_WRITE_FAILED 0x40u  /* the backend stopped taking the request: read its answer */
+#define UF_EOF          0x80u  /* the backend closed its side (eof_err says how) */
+#define UF_TLS_HS       0x100u /* TCP is up, the TLS handshake is not done yet */
 
 struct upstream {
     uv_tcp_t tcp;
@@ -196,6 +198,7 @@ struct upstream {
     unsigned flags;
     int eof_err; /* UV_EOF or the read error, with UF_EOF */
     uint64_t idle_since_ms;
+    struct px_tls *tls; /* --backend-tls */
 };
 
 /* ---- per-thread state ---------------------------------------------------- */
@@ -269,6 +272,29 @@ void client_log(const struct client *c, const struct backend *b, int level, cons
 
 /* ---- proxy_tls.c: TLS client connections ------------------------------------ */
 
+/* A TLS session on a libuv stream with its write queue (client or upstream
+ * connection). Ciphertext the socket does not take at once waits in wbuf
+ * (being written) and pend (made meanwhile). */
+struct px_tls {
+    struct tls_sess s;
+    uv_stream_t *stream;
+    void *owner;
+    /* The queue drained after px_tls_writev returned 1 (status 0; `waiting`
+     * tells), or a write failed (status < 0, also UV_ECANCELED at close). */
+    void (*done)(struct px_tls *x, int status);
+    uv_write_t wreq;
+    struct buf wbuf, pend;
+    uint8_t writing; /* a uv_write of wbuf is pending */
+    uint8_t waiting; /* the owner waits for the queue to drain */
+};
+/* Move the session's output to the socket (at once, or by a write of its
+ * own). 0 or a libuv error. */
+int px_tls_flush(struct px_tls *x);
+/* Encrypt and queue: 0 all went to the socket, 1 pending (x->done comes;
+ * x->waiting set), <0 failed. */
+int px_tls_writev(struct px_tls *x, uv_buf_t *bufs, unsigned n);
+void px_tls_release(struct px_tls *x);
+
 /* Make c a TLS connection on srv (which outlives it). 0 or -1. */
 int px_tls_start(struct client *c, struct tls_server *srv);
 /* Free c's TLS state (the close callbacks). NULL c->tls is fine. */
@@ -291,6 +317,10 @@ ssize_t px_tls_pull(struct client *c);
 void px_tls_close_notify(struct client *c);
 /* client_write on a TLS connection (same contract). */
 int px_tls_write(struct txn *t, uv_buf_t *bufs, unsigned n);
+/* TLS to backends (--backend-tls): make up a TLS connection to host (the
+ * backend's address without the port: checked against the certificate with
+ * --backend-ca, and sent as SNI when a name). 0 or -1. */
+int px_tls_upstream(struct upstream *up, void *client_ctx, const char *host);
 
 /* ---- proxy_cache.c: the response cache ------------------------------------------ */
 
@@ -413,6 +443,10 @@ int up_write(struct txn *t, uv_buf_t *bufs, unsigned n);
  * client write is pending. 1 on progress; the caller checks t->c (NULL: the
  * connection closed) and t->state. A complete response sets TF_RESP_DONE. */
 int up_pump_response(struct txn *t);
+/* --backend-tls: decrypt what the session already holds while the
+ * connection reads (client_run: the response buffer has room again). >0 on
+ * progress. */
+ssize_t up_tls_pull(struct upstream *up);
 /* Close idle connections older than UP_IDLE_MAX_MS or to a draining
  * backend (all of them while stopping). */
 void up_sweep(struct lb_worker *w);

@@ -30,49 +30,33 @@
 
 #define TLS_OUT_MAX (64u * 1024 * 1024) /* never reached: one write's output at a time */
 
-struct px_tls {
-    struct tls_sess s;
-    struct client *c;
-    uv_write_t wreq;
-    struct buf wbuf; /* the ciphertext the pending write points into */
-    struct buf pend; /* ciphertext made while that write is pending */
-    uint8_t writing; /* a uv_write of wbuf is pending */
-    uint8_t waiting; /* the transaction's write waits for the queue to drain */
-};
+/* ---- a TLS stream: the session and its write queue (client or upstream) ---- */
 
-int px_tls_start(struct client *c, struct tls_server *srv)
+static struct px_tls *tls_new(uv_stream_t *stream, void *owner, void (*done)(struct px_tls *, int))
 {
     struct px_tls *x = xcalloc(1, sizeof *x);
-    if (tls_sess_server(&x->s, srv) < 0) {
-        free(x);
-        return -1;
-    }
-    x->c = c;
+    x->stream = stream;
+    x->owner = owner;
+    x->done = done;
     buf_init(&x->wbuf, TLS_OUT_MAX);
     buf_init(&x->pend, TLS_OUT_MAX);
-    c->tls = x;
-    return 0;
+    return x;
 }
 
-void px_tls_free(struct client *c)
+void px_tls_release(struct px_tls *x)
 {
-    struct px_tls *x = c->tls;
     if (!x)
         return;
     tls_sess_free(&x->s);
     buf_free(&x->wbuf);
     buf_free(&x->pend);
     free(x);
-    c->tls = NULL;
 }
 
 static void on_tls_written(uv_write_t *req, int status);
 
-/* Move the session's output towards the socket: straight when it takes it,
- * else by a write of its own. 0, or a libuv error (the caller closes). */
-static int tls_flush(struct client *c)
+int px_tls_flush(struct px_tls *x)
 {
-    struct px_tls *x = c->tls;
     size_t n = tls_sess_out_len(&x->s);
     if (n) {
         if (buf_reserve(&x->pend, n) < 0)
@@ -82,7 +66,7 @@ static int tls_flush(struct client *c)
     if (x->writing || x->pend.len == 0)
         return 0;
     uv_buf_t b = uv_buf_init(x->pend.data, (unsigned)x->pend.len);
-    int w = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    int w = uv_try_write(x->stream, &b, 1);
     if (w == UV_EAGAIN)
         w = 0;
     if (w < 0)
@@ -97,7 +81,7 @@ static int tls_flush(struct client *c)
     x->pend = tmp;
     buf_reset(&x->pend);
     b = uv_buf_init(x->wbuf.data, (unsigned)x->wbuf.len);
-    int rc = uv_write(&x->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_tls_written);
+    int rc = uv_write(&x->wreq, x->stream, &b, 1, on_tls_written);
     if (rc < 0)
         return rc;
     x->writing = 1;
@@ -107,41 +91,76 @@ static int tls_flush(struct client *c)
 static void on_tls_written(uv_write_t *req, int status)
 {
     struct px_tls *x = container_of(req, struct px_tls, wreq);
-    struct client *c = x->c;
     x->writing = 0;
     buf_reset(&x->wbuf);
+    if (status >= 0) {
+        int rc = px_tls_flush(x);
+        if (rc < 0)
+            status = rc;
+        else if (x->writing)
+            return;
+    }
+    x->done(x, status);
+}
+
+int px_tls_writev(struct px_tls *x, uv_buf_t *bufs, unsigned n)
+{
+    if (tls_sess_writev(&x->s, bufs, n) < 0)
+        return UV_EPROTO;
+    int rc = px_tls_flush(x);
+    if (rc < 0)
+        return rc;
+    if (x->writing)
+        x->waiting = 1;
+    return x->writing;
+}
+
+/* ---- client connections ------------------------------------------------------- */
+
+/* The client's write queue drained, or a write failed. */
+static void client_tls_done(struct px_tls *x, int status)
+{
+    struct client *c = x->owner;
+    int waited = x->waiting;
+    x->waiting = 0;
+    if (waited && c->txn)
+        c->txn->flags &= ~TF_WRITING;
     if (c->state == CL_CLOSED || status < 0) {
-        if (x->waiting && c->txn)
-            c->txn->flags &= ~TF_WRITING;
-        x->waiting = 0;
         client_close(c);
         return;
     }
-    if (tls_flush(c) < 0) {
-        client_close(c);
-        return;
-    }
-    if (!x->writing && x->waiting) {
-        x->waiting = 0;
-        if (c->txn)
-            c->txn->flags &= ~TF_WRITING;
+    if (waited)
         client_run(c);
+}
+
+int px_tls_start(struct client *c, struct tls_server *srv)
+{
+    struct px_tls *x = tls_new((uv_stream_t *)&c->tcp, c, client_tls_done);
+    if (tls_sess_server(&x->s, srv) < 0) {
+        px_tls_release(x);
+        return -1;
     }
+    c->tls = x;
+    return 0;
+}
+
+void px_tls_free(struct client *c)
+{
+    px_tls_release(c->tls);
+    c->tls = NULL;
 }
 
 int px_tls_write(struct txn *t, uv_buf_t *bufs, unsigned n)
 {
     struct client *c = t->c;
-    struct px_tls *x = c->tls;
-    if (tls_sess_writev(&x->s, bufs, n) < 0 || tls_flush(c) < 0) {
+    int rc = px_tls_writev(c->tls, bufs, n);
+    if (rc < 0) {
         client_close(c);
         return UV_EPIPE;
     }
-    if (!x->writing)
-        return 0;
-    x->waiting = 1;
-    t->flags |= TF_WRITING;
-    return 1;
+    if (rc == 1)
+        t->flags |= TF_WRITING;
+    return rc;
 }
 
 void px_tls_close_notify(struct client *c)
@@ -211,14 +230,14 @@ ssize_t px_tls_on_read(struct client *c, ssize_t nread, const uv_buf_t *buf)
         if (hs < 0) {
             count(c, &c->w->stats.tls_failed);
             client_log(c, NULL, LOG_DEBUG, "tls", "handshake failed");
-            tls_flush(c); /* the alert, if the socket takes it */
+            px_tls_flush(x); /* the alert, if the socket takes it */
             return UV_EPROTO;
         }
         if (hs == 1)
             count(c, tls_sess_resumed(&x->s) ? &c->w->stats.tls_resumed : &c->w->stats.tls_full);
     }
     ssize_t n = x->s.established ? decrypt(c) : 0;
-    if (tls_flush(c) < 0)
+    if (px_tls_flush(x) < 0)
         return UV_EPIPE;
     if (n == TLS_EOF)
         return UV_EOF;
@@ -233,7 +252,7 @@ ssize_t px_tls_pull(struct client *c)
     if (!x->s.established || !c->reading || !tls_sess_has_input(&x->s))
         return 0;
     ssize_t n = decrypt(c);
-    if (tls_flush(c) < 0) {
+    if (px_tls_flush(x) < 0) {
         client_close(c);
         return -1;
     }
@@ -243,4 +262,42 @@ ssize_t px_tls_pull(struct client *c)
 uv_buf_t px_tls_room(struct client *c)
 {
     return uv_buf_init(PW(c->w)->tls_in, TLS_IN_SIZE);
+}
+
+/* ---- upstream connections (--backend-tls) ---------------------------------------- */
+
+/* The upstream's write queue drained, or a write failed (as on_up_written). */
+static void up_tls_done(struct px_tls *x, int status)
+{
+    struct upstream *up = x->owner;
+    int waited = x->waiting;
+    x->waiting = 0;
+    if (up->flags & UF_CLOSING)
+        return;
+    struct txn *t = up->t;
+    if (!t || !waited) {
+        if (status < 0)
+            up->flags |= UF_NOREUSE;
+        return;
+    }
+    t->up_writing = 0;
+    t->body_stall_ms += uv_now(&up->w->loop) - t->up_write_t0_ms;
+    if (status < 0)
+        txn_up_write_failed(t);
+    client_run(t->c);
+}
+
+int px_tls_upstream(struct upstream *up, void *client_ctx, const char *host)
+{
+    struct px_tls *x = tls_new((uv_stream_t *)&up->tcp, up, up_tls_done);
+    if (tls_sess_client(&x->s, client_ctx, NULL, NULL) < 0) {
+        px_tls_release(x);
+        return -1;
+    }
+    if (host[0] && tls_sess_expect_host(&x->s, host) < 0) {
+        px_tls_release(x);
+        return -1;
+    }
+    up->tls = x;
+    return 0;
 }

@@ -7,6 +7,7 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <arpa/inet.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -331,6 +332,31 @@ void *tls_client_ctx_new(int verify)
         SSL_CTX_set_default_verify_paths(ctx);
     }
     return ctx;
+}
+
+void *tls_client_ctx_ca(const char *ca_file, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = tls_client_ctx_new(ca_file != NULL);
+    if (!ctx) {
+        snprintf(err, errlen, "cannot create a TLS context");
+        return NULL;
+    }
+    if (ca_file && SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
+        ssl_error(err, errlen, "cannot load CA file", ca_file);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+int tls_sess_expect_host(struct tls_sess *s, const char *host)
+{
+    X509_VERIFY_PARAM *vp = SSL_get0_param(s->ssl);
+    unsigned char ip[16];
+    if (inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1)
+        return X509_VERIFY_PARAM_set1_ip_asc(vp, host) == 1 ? 0 : -1;
+    SSL_set_tlsext_host_name(s->ssl, host);
+    return X509_VERIFY_PARAM_set1_host(vp, host, 0) == 1 ? 0 : -1;
 }
 
 void tls_client_ctx_free(void *ctx)

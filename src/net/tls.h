@@ -61,6 +61,9 @@ void tls_server_free(struct tls_server *s);
  * http/1.1, no certificate verification when !verify. NULL on failure. */
 void *tls_client_ctx_new(int verify);
 void tls_client_ctx_free(void *ctx);
+/* A client context that verifies the peer's chain against ca_file (PEM), or
+ * verifies nothing when ca_file is NULL. NULL with a reason in err. */
+void *tls_client_ctx_ca(const char *ca_file, char *err, size_t errlen);
 
 /* One TLS connection. */
 struct tls_sess {
@@ -75,6 +78,10 @@ int tls_sess_server(struct tls_sess *s, struct tls_server *srv);
 /* Start a client session (sni may be NULL); resume (an SSL_SESSION * from
  * tls_sess_get_session, may be NULL) is offered for resumption. 0 or -1. */
 int tls_sess_client(struct tls_sess *s, void *client_ctx, const char *sni, void *resume);
+/* A client session that must find host (an IP address or a DNS name, the
+ * name also sent as SNI) in the peer's certificate when the context
+ * verifies. 0 or -1. */
+int tls_sess_expect_host(struct tls_sess *s, const char *host);
 /* A copy of the session to offer next time (tls_session_free), or NULL
  * when it cannot resume (no ticket yet, or none issued). */
 void *tls_sess_get_session(struct tls_sess *s);

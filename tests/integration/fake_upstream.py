@@ -11,6 +11,8 @@ close the connection without answering, like ?close=1. --retry-after N adds
 "Retry-After: N" to every 429 and 503 answer (an overloaded app's answer),
 like ?retry_after=N for one request.
 
+--tls-cert FILE --tls-key FILE serve TLS (Python's ssl module) instead of plain TCP.
+
 Prints exactly "fake upstream NAME listening on HOST:PORT" on stdout when ready.
 One thread per connection, keep-alive, request parsing by hand (Content-Length
 and chunked request bodies). Every response carries "X-Backend-Id: NAME"; the
@@ -52,6 +54,7 @@ import collections
 import hashlib
 import json
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -520,6 +523,7 @@ class Server:
         self.sessions = {}  # session id -> requests it answered
         self.session_count = 0
         self.target_count = collections.Counter()  # /c/ requests per target
+        self.tls = None  # an ssl.SSLContext with --tls-cert
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
@@ -532,7 +536,16 @@ class Server:
             conn, _ = self.sock.accept()
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.stats.add(connections=1)
-            threading.Thread(target=Connection(self, conn).run, daemon=True).start()
+            if self.tls:
+                # The handshake happens at the first read, in the connection's thread.
+                conn = self.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+            threading.Thread(target=self.run_conn, args=(conn,), daemon=True).start()
+
+    def run_conn(self, conn):
+        try:
+            Connection(self, conn).run()
+        except ssl.SSLError:
+            conn.close()
 
 
 def main():
@@ -548,9 +561,14 @@ def main():
                     help="status of GET /healthz (only that route)")
     ap.add_argument("--close", action="store_true",
                     help="close every connection without answering (not /__ routes, /healthz)")
+    ap.add_argument("--tls-cert", default=None, help="serve TLS with this PEM certificate...")
+    ap.add_argument("--tls-key", default=None, help="...and this key")
     args = ap.parse_args()
     server = Server(args.id, args.host, args.port, args.delay_ms, args.status,
                     args.health_status, args.close, args.retry_after)
+    if args.tls_cert:
+        server.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.tls.load_cert_chain(args.tls_cert, args.tls_key)
     try:
         server.serve()
     except KeyboardInterrupt:

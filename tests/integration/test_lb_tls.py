@@ -247,3 +247,54 @@ def test_surge_bench_speaks_tls(start_upstreams, start_lb, certs, tmp_path):
     r = subprocess.run([str(SURGE_BIN), "bench", "-c", "2", "-t", "1", "-d", "1", url],
                        capture_output=True, timeout=60)
     assert r.returncode == 0 and b"2 handshakes, 0 resumed" in r.stdout, r
+
+
+# ---- TLS to backends -------------------------------------------------------------
+
+def make_ip_cert(dirpath, name):
+    """A self-signed certificate for the address 127.0.0.1 (its own CA)."""
+    pem, key = dirpath / (name + ".pem"), dirpath / (name + ".key")
+    subprocess.run([OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-keyout", str(key),
+                    "-out", str(pem), "-subj", "/CN=backend",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return pem, key
+
+
+def test_tls_to_backends(start_upstreams, start_lb, tmp_path):
+    tls = make_ip_cert(tmp_path, "backend")
+    (a,) = start_upstreams("a", tls=tls)
+    lb = start_lb("--backend-tls", "--health-check", "/healthz", "--health-interval", "200ms",
+                  backends=[a], admin=True)
+    wait_until(lambda: lb.states() == {a.addr: "up"}, 5)
+    body = os.urandom(3 * 1024 * 1024)
+    with lb.conn() as c:
+        for _ in range(5):
+            r = c.request("GET", "/headers")
+            assert r.status == 200 and r.backend == "a", r
+        r = c.request("POST", "/sha256", body=body)
+        assert r.json() == {"sha256": hashlib.sha256(body).hexdigest(), "length": len(body)}
+        r = c.request("GET", "/bytes?n=2000000&chunked=1")
+        assert r.status == 200 and r.body == pattern(2000000)
+    with TlsConn(a.port) as c:
+        stats = c.request("GET", "/__stats", [("Connection", "close")]).json()
+    assert stats["requests"] >= 7 and stats["connections"] <= 3, stats
+
+
+def test_backend_certificates_verified_with_backend_ca(start_upstreams, start_lb, tmp_path):
+    tls = make_ip_cert(tmp_path, "backend")
+    other = make_ip_cert(tmp_path, "other")
+    (a,) = start_upstreams("a", tls=tls)
+    good = start_lb("--backend-tls", "--backend-ca", tls[0], backends=[a])
+    assert good.get("/").status == 200
+    bad = start_lb("--backend-tls", "--backend-ca", other[0], "--retries", "0", backends=[a])
+    r = bad.get("/")
+    assert r.status == 502, r
+    assert "TLS handshake failed" in bad.log()
+
+
+def test_backend_ca_needs_backend_tls(tmp_path):
+    r = subprocess.run([str(SURGE_BIN), "lb", "--listen", "127.0.0.1:0", "--backend",
+                        "127.0.0.1:1", "--backend-ca", str(tmp_path / "x.pem")],
+                       capture_output=True, timeout=30)
+    assert r.returncode == 2 and b"--backend-ca needs --backend-tls" in r.stderr, r
