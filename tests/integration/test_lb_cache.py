@@ -229,8 +229,11 @@ def test_thundering_herd_one_upstream_request(start_upstreams, start_lb):
     assert Counter(count(r) for r in rs) == {1: 1000}
     assert Counter(xc(r) for r in rs) == {"MISS": 1, "HIT": 999}
     assert upstream_hits(a, p) == 1
+    # Requests that arrived after the answer was stored are plain hits: on a
+    # loaded machine not all 1,000 are in before the origin's 500 ms.
     m = lb.metrics()
-    assert re.search(r"surge_lb_cache_coalesced_total 999\b", m), m
+    coalesced = int(re.search(r"surge_lb_cache_coalesced_total (\d+)", m).group(1))
+    assert 0 < coalesced <= 999, m
 
 
 def test_concurrent_misses_of_an_unstorable_key_all_go_through(start_upstreams, start_lb):

@@ -204,7 +204,9 @@ Test(cache_store, purge_key_and_prefix)
     cr_assert_eq(rcache_purge(c, "/p/2", 4, 0), 0, "a key is the whole target");
     cr_assert_eq(rcache_purge(c, "/p/1", 4, 0), 2, "every host");
     cr_assert_eq(rcache_purge(c, "/p/", 3, 1), 1);
-    cr_assert_not_null(get(c, "a\n/q", NULL, NULL));
+    struct rcache_entry *q = get(c, "a\n/q", NULL, NULL);
+    cr_assert_not_null(q);
+    rcache_put(q);
     cr_assert_eq(rcache_purge(c, "/", 1, 1), 1);
     rcache_free(c);
 }

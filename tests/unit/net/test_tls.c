@@ -210,7 +210,7 @@ Test(tls_engine, sni_alpn_and_resumption)
     void *s2 = exchange(srv, cctx, "www.two.test", NULL, &resumed, cn, sizeof cn);
     cr_assert_str_eq(cn, "two.test", "SNI picks the matching certificate (wildcard)");
     tls_session_free(s2);
-    exchange(srv, cctx, "nomatch.example", NULL, &resumed, cn, sizeof cn);
+    tls_session_free(exchange(srv, cctx, "nomatch.example", NULL, &resumed, cn, sizeof cn));
     cr_assert_str_eq(cn, "one.test", "no match: the default certificate");
     void *s3 = exchange(srv, cctx, NULL, s1, &resumed, cn, sizeof cn);
     cr_assert_eq(resumed, 1, "the ticket resumes");
