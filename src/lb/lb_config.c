@@ -194,7 +194,7 @@ void lb_config_help(FILE *out)
         out,
         "\nAdmin API (--admin): GET /backends, POST /backends {\"address\",\"weight\"},\n"
         "PUT /backends/HOST:PORT {\"weight\"}, DELETE /backends/HOST:PORT (drain),\n"
-        "GET /metrics (Prometheus), GET /healthz.\n"
+        "GET /metrics (Prometheus), GET /healthz, POST /cache/purge {\"key\" or \"prefix\"}.\n"
         "Signals: SIGHUP reloads TLS certificates and -c FILE; SIGTERM/SIGINT drain, then exit.\n"
         "Exit status: 0 after SIGTERM/SIGINT, 2 on a usage or config error.\n");
 }
