@@ -18,7 +18,7 @@
 # Variables: SANITIZE=1 (ASan+UBSan), WERROR=1 (default under CI=true), CC=...
 
 CC      ?= gcc
-PKGS    := libuv libcjson inih sqlite3 libsodium libcurl libpq
+PKGS    := libuv libcjson inih sqlite3 libsodium libcurl libpq openssl
 WERROR  ?= $(if $(CI),1,0)
 SANITIZE ?= 0
 
@@ -57,7 +57,7 @@ UNIT_SRCS := $(wildcard tests/unit/*/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(OUT)/tests/%)
 FUZZ_SRCS := $(wildcard fuzz/fuzz_*.c)
 
-.PHONY: all deps test unit fuzz lint format bench-lb bench-faults bench-gen bench-app bench-spike \
+.PHONY: all deps test unit fuzz lint format bench-lb bench-edge bench-faults bench-gen bench-app bench-spike \
         bench-parse bench-abuse bench-jobs bench-up soak run k8s-validate clean
 all: $(OUT)/surge
 
@@ -127,6 +127,13 @@ format:
 bench-lb: all
 	@scripts/deps.sh bench
 	@scripts/bench-lb.sh
+	@scripts/bench-edge.sh
+
+# TLS termination vs HAProxy, the response cache vs nginx proxy_cache, a
+# thundering herd (also run by bench-lb).
+bench-edge: all
+	@scripts/deps.sh bench
+	@scripts/bench-edge.sh
 
 bench-faults: all
 	@scripts/deps.sh bench

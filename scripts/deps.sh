@@ -13,10 +13,10 @@ set -euo pipefail
 
 build_pkgs=(build-essential pkg-config libuv1-dev libinih-dev
             libcjson-dev libsodium-dev libsqlite3-dev libcurl4-openssl-dev
-            libpq-dev libhiredis-dev)
+            libpq-dev libhiredis-dev libssl-dev)
 test_pkgs=(libcriterion-dev python3 python3-pytest curl
            postgresql redis-server redis-sentinel dnsmasq-base iproute2
-           nodejs npm
+           nodejs npm openssl
            prometheus python3-yaml chromium chromium-driver python3-selenium)
 fuzz_pkgs=(clang libclang-rt-14-dev)
 bench_pkgs=(nginx-light haproxy wrk libhttp-parser-dev)

@@ -198,6 +198,7 @@ struct bench_config {
     struct conf_list thresholds; /* --threshold EXPR */
     long long timeout_ms;        /* --timeout: per request, from its send */
     long long max_connections;   /* --max-connections: open-model cap; 0 = auto */
+    int tls_resume;              /* --tls-resume: offer the last TLS session on new connections */
     char *url;                   /* the positional URL (--scenario: the file's target if absent) */
     char *scenario;              /* --scenario FILE */
     /* Derived by bench_config_parse. */
@@ -232,12 +233,12 @@ struct bench_url {
     char hostport[300];  /* "host:port" for net_parse_addr ([v6]:port) */
     char authority[300]; /* the Host header value: as written in the URL */
     int port;
+    int tls;         /* https:// */
     char path[4096]; /* "/..." including any query; "/" when absent */
 };
 
-/* Parse "http://HOST[:PORT][/PATH]". 0; -ENOTSUP for https:// (the caller
- * says "https is not supported yet"); -EINVAL otherwise, with a reason in
- * err. Never resolves names. */
+/* Parse "http://HOST[:PORT][/PATH]" or "https://..." (port 443 by
+ * default). 0, or -EINVAL with a reason in err. Never resolves names. */
 int bench_url_parse(const char *text, struct bench_url *u, char *err, size_t errlen);
 
 /* Per-second time series. Each second keeps its answers, its errors and a
@@ -299,6 +300,7 @@ struct bench_stats {
     uint64_t errors[BENCH_ERR_COUNT];
     uint64_t status[BENCH_MAX_STATUS];
     uint64_t conn_attempts, conn_established, conn_peak;
+    uint64_t tls_handshakes, tls_resumed; /* https: handshakes done, of which resumed */
     struct bench_name_stats *names; /* scenario: the mix entries, then login; NULL otherwise */
     size_t nnames;
 };

@@ -86,6 +86,9 @@ const struct conf_entry bench_conf_table[] = {
      "when -d ends are waited for up to this long)"},
     {"max-connections", CONF_INT, O(max_connections), 0, 100000, "0", NULL, NULL, "N",
      "open model: cap on connections when all are busy (0 = min(4 x -c, 1024), at least -c)"},
+    {"tls-resume", CONF_BOOL, O(tls_resume), 0, 1, "false", NULL, NULL, NULL,
+     "https: new connections resume the thread's last TLS session (tickets) instead of a full "
+     "handshake"},
     {"scenario", CONF_STRING, O(scenario), 0, 0, NULL, NULL, NULL, "FILE",
      "run a scenario file (see below); only --json, --html, --threshold and a URL go with it"},
 };
@@ -275,7 +278,7 @@ void bench_config_help(FILE *out)
                  "                   [--threshold EXPR]... URL\n"
                  "       surge bench --scenario FILE [--json FILE] [--html FILE]"
                  " [--threshold EXPR]... [URL]\n\n"
-                 "An HTTP/1.1 load generator (URL: http://HOST[:PORT][/PATH]; https is not\n"
+                 "An HTTP/1.1 load generator (URL: http[s]://HOST[:PORT][/PATH]; https does not\n"
                  "supported yet). Without --rate: closed model, each connection sends its next\n"
                  "request when the last answer arrived, latency from the send. With --rate:\n"
                  "open model, requests due at constant intervals, latency measured from each\n"

@@ -104,6 +104,9 @@ void bench_report_print(FILE *out, const struct bench_config *cfg, const struct 
             "  connections  %lld requested, %llu established (%llu attempts, peak %llu open)\n",
             sum->connections_requested, (unsigned long long)s->conn_established,
             (unsigned long long)s->conn_attempts, (unsigned long long)s->conn_peak);
+    if (s->tls_handshakes)
+        fprintf(out, "  tls          %llu handshakes, %llu resumed\n",
+                (unsigned long long)s->tls_handshakes, (unsigned long long)s->tls_resumed);
     if (cfg && cfg->sc)
         print_by_name(out, cfg->sc, s);
 }
@@ -164,6 +167,10 @@ char *bench_report_json(const struct bench_config *cfg, const struct bench_summa
         cJSON_AddNumberToObject(cn, "established", (double)s->conn_established);
         cJSON_AddNumberToObject(cn, "attempts", (double)s->conn_attempts);
         cJSON_AddNumberToObject(cn, "peak", (double)s->conn_peak);
+        if (s->tls_handshakes) {
+            cJSON_AddNumberToObject(cn, "tls_handshakes", (double)s->tls_handshakes);
+            cJSON_AddNumberToObject(cn, "tls_resumed", (double)s->tls_resumed);
+        }
     }
     cJSON_AddNumberToObject(root, "threads", sum->threads);
     if (cfg && cfg->url)

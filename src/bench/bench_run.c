@@ -35,6 +35,7 @@
 #include "http/http.h"
 #include "net/conn.h"
 #include "net/net.h"
+#include "net/tls.h"
 
 #define IN_MAX       (256 * 1024)
 #define TICK_MS      20
@@ -54,6 +55,7 @@ struct bconn {
     uint64_t sent_ns;   /* the actual send, for --timeout */
     uint64_t opened_ns; /* connect start, for the connect timeout */
     int busy, connected, connect_done, in_head;
+    int session_saved;         /* --tls-resume: this connection's session was kept */
     int close_err;             /* enum bench_err to count on close, or ERR_NONE */
     struct bconn *prev, *next; /* every live connection of the thread */
     struct bconn *idle_next;
@@ -79,8 +81,10 @@ struct bshared {
     const struct bench_config *cfg;
     const struct bench_scenario *sc; /* NULL: the plain single request */
     const char *authority;
-    size_t req_max; /* scenario: cap of a connection's request buffer */
-    uint64_t *seq;  /* {{seq}}: last number handed out (atomic, shared by the threads) */
+    void *tls_ctx;       /* https: the client context (shared by the threads) */
+    const char *tls_sni; /* the URL's host unless it is an address */
+    size_t req_max;      /* scenario: cap of a connection's request buffer */
+    uint64_t *seq;       /* {{seq}}: last number handed out (atomic, shared by the threads) */
     struct sockaddr_storage addr;
     const char *req;
     size_t req_len;
@@ -110,7 +114,8 @@ struct bthread {
     int finished; /* every handle is closing */
     uint64_t timeout_ns;
     struct bconn *all, *idle;
-    uint64_t *queue; /* ring of intended times waiting for a connection */
+    void *tls_session; /* --tls-resume: the last session a connection of this thread got */
+    uint64_t *queue;   /* ring of intended times waiting for a connection */
     size_t qcap, qhead, qlen;
     uint64_t next_i;
     uint64_t ended_ns;
@@ -342,6 +347,17 @@ static void on_data(struct conn *c)
         }
         if (ev == HTTP_EV_DONE) {
             int keep = (bc->msg.flags & HTTP_F_KEEP_ALIVE) != 0;
+            if (bc->t->sh->cfg->tls_resume && !bc->session_saved && !conn_tls_resumed(c)) {
+                /* After an answer (TLS 1.3 tickets come after the handshake),
+                 * from a full handshake: the ticket is offered until the
+                 * next full handshake replaces it. */
+                void *sess = conn_tls_session(c);
+                if (sess) {
+                    tls_session_free(bc->t->tls_session);
+                    bc->t->tls_session = sess;
+                    bc->session_saved = 1;
+                }
+            }
             record_answer(bc);
             int pending = bc->entry >= 0 ? scenario_done(bc) : -1;
             if (!keep || c->in.len) {
@@ -436,6 +452,10 @@ static void on_connect(struct conn *c, int status)
     }
     bc->connected = 1;
     t->stats.conn_established++;
+    if (c->tls) {
+        t->stats.tls_handshakes++;
+        t->stats.tls_resumed += (uint64_t)conn_tls_resumed(c);
+    }
     if ((uint64_t)++t->established_now > t->stats.conn_peak)
         t->stats.conn_peak = (uint64_t)t->established_now;
     conn_next(bc);
@@ -536,8 +556,11 @@ static void open_conn(struct bthread *t)
     t->connecting++;
     t->stats.conn_attempts++;
     /* On a synchronous failure on_close has already counted it. */
-    (void)conn_connect(&bc->c, &t->loop, (const struct sockaddr *)&t->sh->addr, &bench_conn_ops,
-                       IN_MAX, 64 * 1024 + t->sh->req_len + t->sh->req_max);
+    if (conn_connect(&bc->c, &t->loop, (const struct sockaddr *)&t->sh->addr, &bench_conn_ops,
+                     IN_MAX, 64 * 1024 + t->sh->req_len + t->sh->req_max) == 0 &&
+        t->sh->tls_ctx)
+        (void)conn_tls_client(&bc->c, t->sh->tls_ctx, t->sh->tls_sni,
+                              t->sh->cfg->tls_resume ? t->tls_session : NULL);
 }
 
 /* Open model: one request is due at `at`. */
@@ -835,6 +858,20 @@ int bench_run(const struct bench_config *cfg, const struct bench_url *url,
     sh.sc = cfg->sc;
     sh.seq = &seq;
     sh.authority = url->authority;
+    if (url->tls) {
+        sh.tls_ctx = tls_client_ctx_new(0);
+        if (!sh.tls_ctx) {
+            snprintf(err, errlen, "cannot create a TLS context");
+            buf_free(&req);
+            return -1;
+        }
+        struct sockaddr_storage probe;
+        socklen_t plen;
+        char ignore[64];
+        /* SNI carries a name, never an address (RFC 6066 3). */
+        if (net_parse_addr(url->hostport, 0, &probe, &plen, ignore, sizeof ignore) < 0)
+            sh.tls_sni = url->host;
+    }
     if (sh.sc) {
         /* A request's upper bound: its templates' (computed at parse), the
          * Host and Cookie lines. */
@@ -897,6 +934,7 @@ int bench_run(const struct bench_config *cfg, const struct bench_url *url,
             ended = t->ended_ns;
         bench_stats_merge(stats, &t->stats);
         bench_stats_free(&t->stats);
+        tls_session_free(t->tls_session);
         free(t->queue);
         for (unsigned i = 0; i < t->nvus; i++)
             free(t->vus[i].cookie);
@@ -905,5 +943,6 @@ int bench_run(const struct bench_config *cfg, const struct bench_url *url,
     *elapsed_s = (double)(ended - sh.t0) / 1e9;
     free(th);
     buf_free(&req);
+    tls_client_ctx_free(sh.tls_ctx);
     return 0;
 }

@@ -61,6 +61,8 @@ void bench_stats_merge(struct bench_stats *dst, const struct bench_stats *src)
     dst->conn_attempts += src->conn_attempts;
     dst->conn_established += src->conn_established;
     dst->conn_peak += src->conn_peak;
+    dst->tls_handshakes += src->tls_handshakes;
+    dst->tls_resumed += src->tls_resumed;
     if (!dst->nnames && src->nnames)
         bench_stats_init_names(dst, src->nnames);
     for (size_t i = 0; i < src->nnames && i < dst->nnames; i++) {

@@ -11,14 +11,12 @@ int bench_url_parse(const char *text, struct bench_url *u, char *err, size_t err
 {
     memset(u, 0, sizeof *u);
     if (!strncasecmp(text, "https://", 8)) {
-        snprintf(err, errlen, "https is not supported yet");
-        return -ENOTSUP;
-    }
-    if (strncasecmp(text, "http://", 7) != 0) {
-        snprintf(err, errlen, "'%s': the URL must start with http://", text);
+        u->tls = 1;
+    } else if (strncasecmp(text, "http://", 7) != 0) {
+        snprintf(err, errlen, "'%s': the URL must start with http:// or https://", text);
         return -EINVAL;
     }
-    const char *auth = text + 7;
+    const char *auth = text + (u->tls ? 8 : 7);
     size_t alen = strcspn(auth, "/?#");
     const char *rest = auth + alen;
     if (alen == 0 || alen >= sizeof u->authority) {
@@ -66,7 +64,7 @@ int bench_url_parse(const char *text, struct bench_url *u, char *err, size_t err
         }
     }
     memcpy(u->host, hstart, hlen);
-    u->port = 80;
+    u->port = u->tls ? 443 : 80;
     if (portp) {
         size_t plen = (size_t)(auth + alen - portp);
         long p = 0;

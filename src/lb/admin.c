@@ -13,6 +13,7 @@
 #include "base/log.h"
 #include "base/trace.h"
 #include "http/http_server.h"
+#include "lb/cache.h"
 #include "net/net.h"
 
 #define ADMIN_BODY_MAX (64 * 1024)
@@ -139,6 +140,30 @@ static void post_backends(struct admin_req *q, const char *body, size_t len)
     }
     answer_json(q, 201, backend_json(b));
     pool_unref(b);
+}
+
+/* POST /cache/purge {"key":"/path?query"} or {"prefix":"/path"}. */
+static void cache_purge_route(struct admin_req *q, const char *body, size_t len)
+{
+    struct rcache *c = q->a->lb->cache;
+    if (!c) {
+        error(q, 404, "the response cache is off (--cache-size)");
+        return;
+    }
+    cJSON *j = cJSON_ParseWithLength(body, len);
+    const cJSON *key = j ? cJSON_GetObjectItemCaseSensitive(j, "key") : NULL;
+    const cJSON *prefix = j ? cJSON_GetObjectItemCaseSensitive(j, "prefix") : NULL;
+    const cJSON *v = key ? key : prefix;
+    if (!cJSON_IsObject(j) || (key && prefix) || !cJSON_IsString(v) || v->valuestring[0] != '/') {
+        cJSON_Delete(j);
+        error(q, 400, "body must be {\"key\":\"/path?query\"} or {\"prefix\":\"/path\"}");
+        return;
+    }
+    size_t n = rcache_purge(c, v->valuestring, strlen(v->valuestring), v == prefix);
+    cJSON_Delete(j);
+    cJSON *out = cJSON_CreateObject();
+    cJSON_AddNumberToObject(out, "purged", (double)n);
+    answer_json(q, 200, out);
 }
 
 static int url_decode(const char *s, size_t n, char *out, size_t outlen)
@@ -411,6 +436,13 @@ static void admin_serve(struct admin *a, const struct http_request *req, struct 
             error(&q, 405, "method not allowed");
             http_response_header(r, "Allow", "GET, HEAD, POST");
         }
+    } else if (path_is(t, tlen, "/cache/purge")) {
+        if (!is(&q, "POST")) {
+            error(&q, 405, "method not allowed");
+            http_response_header(r, "Allow", "POST");
+            return;
+        }
+        cache_purge_route(&q, body, blen);
     } else if (tlen > 10 && !memcmp(t, "/backends/", 10)) {
         one_backend(&q, t + 10, tlen - 10, body, blen);
     } else {

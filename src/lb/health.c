@@ -147,7 +147,8 @@ static void start_check(struct health *h, struct backend *b)
     b->hc_running = 1;
     list_insert_tail(&h->checks, &c->link);
     if (conn_connect(&c->conn, &h->w->loop, (const struct sockaddr *)&b->addr, &check_ops, 256,
-                     1024) == 0)
+                     1024) == 0 &&
+        (!h->w->lb->up_tls || conn_tls_client(&c->conn, h->w->lb->up_tls, NULL, NULL) == 0))
         conn_timeout(&c->conn, (uint64_t)lb_cfg(h->w->lb)->health_timeout_ms);
 }
 

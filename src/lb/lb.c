@@ -14,6 +14,7 @@
 #include "base/log.h"
 #include "lb/admin.h"
 #include "lb/dns.h"
+#include "lb/cache.h"
 #include "lb/health.h"
 #include "lb/proxy.h"
 #include "net/net.h"
@@ -49,6 +50,73 @@ static void on_sweep(uv_timer_t *t)
     proxy_sweep(t->data);
 }
 
+/* Parse every --listen and load the certificates of the TLS ones. */
+static int listens_init(struct lb *lb, const struct lb_config *cfg, char *err, size_t errlen)
+{
+    char why[256];
+    lb->listens = xcalloc(cfg->listen.n, sizeof *lb->listens);
+    for (size_t k = 0; k < cfg->listen.n; k++) {
+        struct lb_listen *l = &lb->listens[k];
+        socklen_t len;
+        lb->nlistens = k + 1;
+        if (tls_listen_parse(cfg->listen.items[k], &l->spec, why, sizeof why) < 0 ||
+            net_parse_listen(l->spec.addr, &l->addr, &len, why, sizeof why) < 0) {
+            snprintf(err, errlen, "--listen: %s", why);
+            return -1;
+        }
+        if (!l->spec.tls)
+            continue;
+        if (!lb->tls_keys)
+            lb->tls_keys = tls_ticket_keys_new((uint64_t)cfg->tls_ticket_rotate_ms);
+        if (!lb->tls_keys) {
+            snprintf(err, errlen, "--listen: cannot create TLS session ticket keys");
+            return -1;
+        }
+        l->tls = tls_server_new(&l->spec, lb->tls_keys, why, sizeof why);
+        if (!l->tls) {
+            snprintf(err, errlen, "--listen: %s", why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* SIGHUP: the certificates of every TLS listener, read again. A listener
+ * whose files fail to load keeps its running ones. Returns the number of
+ * listeners reloaded. */
+static int tls_reload(struct lb *lb)
+{
+    int n = 0;
+    for (size_t k = 0; k < lb->nlistens; k++) {
+        struct lb_listen *l = &lb->listens[k];
+        if (!l->tls)
+            continue;
+        char why[256];
+        struct tls_server *fresh = tls_server_new(&l->spec, lb->tls_keys, why, sizeof why);
+        if (!fresh) {
+            log_error("reload: keeping the running certificates of %s: %s", l->spec.addr, why);
+            continue;
+        }
+        struct tls_server *old = __atomic_exchange_n(&l->tls, fresh, __ATOMIC_ACQ_REL);
+        lb->tls_retired =
+            xrealloc(lb->tls_retired, (lb->ntls_retired + 1) * sizeof *lb->tls_retired);
+        lb->tls_retired[lb->ntls_retired++] = old;
+        log_info("reload: certificates of %s reloaded", l->spec.addr);
+        n++;
+    }
+    return n;
+}
+
+static int same_list(const struct conf_list *a, const struct conf_list *b)
+{
+    if (a->n != b->n)
+        return 0;
+    for (size_t i = 0; i < a->n; i++)
+        if (strcmp(a->items[i], b->items[i]))
+            return 0;
+    return 1;
+}
+
 int lb_init(struct lb *lb, char *err, size_t errlen)
 {
     struct lb_config *cfg = lb->cfg;
@@ -66,6 +134,21 @@ int lb_init(struct lb *lb, char *err, size_t errlen)
     }
     struct pool_tunables tun = tunables_of(cfg);
     pool_set_tunables(&lb->pool, &tun);
+    if (listens_init(lb, cfg, err, errlen) < 0)
+        return -1;
+    if (cfg->cache_size_mb)
+        lb->cache = rcache_new((uint64_t)cfg->cache_size_mb << 20, 16);
+    if (cfg->backend_ca && !cfg->backend_tls) {
+        snprintf(err, errlen, "--backend-ca needs --backend-tls");
+        return -1;
+    }
+    if (cfg->backend_tls) {
+        lb->up_tls = tls_client_ctx_ca(cfg->backend_ca, why, sizeof why);
+        if (!lb->up_tls) {
+            snprintf(err, errlen, "--backend-ca: %s", why);
+            return -1;
+        }
+    }
     for (size_t i = 0; i < cfg->backends.n; i++) {
         int rc = pool_add(&lb->pool, cfg->backends.items[i], 0, why, sizeof why);
         if (rc < 0) {
@@ -74,10 +157,6 @@ int lb_init(struct lb *lb, char *err, size_t errlen)
         }
     }
     socklen_t len;
-    if (net_parse_listen(cfg->listen, &lb->listen_addr, &len, why, sizeof why) < 0) {
-        snprintf(err, errlen, "--listen: %s", why);
-        return -1;
-    }
     if (cfg->admin && net_parse_listen(cfg->admin, &lb->admin_addr, &len, why, sizeof why) < 0) {
         snprintf(err, errlen, "--admin: %s", why);
         return -1;
@@ -107,13 +186,19 @@ int lb_init(struct lb *lb, char *err, size_t errlen)
         w->rng[1] |= 1;
         uv_loop_init(&w->loop);
         w->loop.data = w;
-        int rc = net_listen(&w->loop, &w->listener, &lb->listen_addr, 1, 1024, proxy_on_accept);
-        w->listener.data = w;
-        if (rc < 0) {
-            char a[80];
-            net_addr_format((struct sockaddr *)&lb->listen_addr, a, sizeof a);
-            snprintf(err, errlen, "--listen: cannot listen on %s: %s", a, uv_strerror(rc));
-            return -1;
+        w->listeners = xcalloc(lb->nlistens, sizeof *w->listeners);
+        for (size_t k = 0; k < lb->nlistens; k++) {
+            struct lb_listener *L = &w->listeners[k];
+            L->w = w;
+            L->l = &lb->listens[k];
+            int rc = net_listen(&w->loop, &L->tcp, &L->l->addr, 1, 1024, proxy_on_accept);
+            L->tcp.data = L;
+            if (rc < 0) {
+                char a[80];
+                net_addr_format((struct sockaddr *)&L->l->addr, a, sizeof a);
+                snprintf(err, errlen, "--listen: cannot listen on %s: %s", a, uv_strerror(rc));
+                return -1;
+            }
         }
         uv_timer_init(&w->loop, &w->queue_timer);
         w->queue_timer.data = w;
@@ -137,9 +222,13 @@ int lb_init(struct lb *lb, char *err, size_t errlen)
         return -1;
     }
     char a[80];
-    net_addr_format((struct sockaddr *)&lb->listen_addr, a, sizeof a);
-    log_info("surge lb: listening on %s (%u threads, algorithm %s, %zu backends)", a, lb->nthreads,
-             algo->name, cfg->backends.n);
+    net_addr_format((struct sockaddr *)&lb->listens[0].addr, a, sizeof a);
+    log_info("surge lb: listening on %s%s (%u threads, algorithm %s, %zu backends)", a,
+             lb->listens[0].tls ? " with TLS" : "", lb->nthreads, algo->name, cfg->backends.n);
+    for (size_t k = 1; k < lb->nlistens; k++) {
+        net_addr_format((struct sockaddr *)&lb->listens[k].addr, a, sizeof a);
+        log_info("surge lb: listening on %s%s", a, lb->listens[k].tls ? " with TLS" : "");
+    }
     if (cfg->admin) {
         net_addr_format((struct sockaddr *)&lb->admin_addr, a, sizeof a);
         log_info("surge lb: admin API on %s", a);
@@ -165,7 +254,10 @@ int lb_reload(struct lb *lb)
 {
     const struct lb_config *cur = lb_cfg(lb);
     char err[512], why[256];
+    int tls_rc = tls_reload(lb);
     if (!cur->config_file) {
+        if (tls_rc > 0)
+            return 0;
         log_warn("reload: started without -c FILE, nothing to reload");
         return -1;
     }
@@ -187,9 +279,11 @@ int lb_reload(struct lb *lb)
             goto fail;
         }
     }
-    if (strcmp(n->listen, cur->listen) || n->threads != cur->threads ||
+    if (!same_list(&n->listen, &cur->listen) || n->threads != cur->threads ||
         (n->admin && cur->admin ? strcmp(n->admin, cur->admin) != 0 : n->admin != cur->admin))
         log_warn("reload: listen, admin and threads take effect only after a restart");
+    if (n->cache_size_mb != cur->cache_size_mb || n->backend_tls != cur->backend_tls)
+        log_warn("reload: cache-size and backend-tls take effect only after a restart");
 
     /* Apply: algorithm, pool parameters, then the backend set. */
     pool_set_algo(&lb->pool, lb_algos[n->algorithm]);
@@ -269,8 +363,9 @@ static void on_wakeup(uv_async_t *a)
     if (w->stopping)
         return;
     w->stopping = 1;
-    if (!uv_is_closing((uv_handle_t *)&w->listener))
-        uv_close((uv_handle_t *)&w->listener, NULL);
+    for (size_t k = 0; k < w->lb->nlistens; k++)
+        if (!uv_is_closing((uv_handle_t *)&w->listeners[k].tcp))
+            uv_close((uv_handle_t *)&w->listeners[k].tcp, NULL);
     admin_stop(w);
     health_stop(w);
     dns_stop(w);
@@ -359,6 +454,7 @@ void lb_free(struct lb *lb)
             for (unsigned k = 0; k < w->nbuf_cache; k++)
                 free(w->buf_cache[k]);
             free(w->buf_cache);
+            free(w->listeners);
             proxy_worker_free(w);
         }
         free(lb->workers);
@@ -379,4 +475,15 @@ void lb_free(struct lb *lb)
         free(lb->retired[i]);
     }
     free(lb->retired);
+    for (size_t k = 0; k < lb->nlistens; k++) {
+        tls_server_free(lb->listens[k].tls);
+        tls_listen_free(&lb->listens[k].spec);
+    }
+    free(lb->listens);
+    for (size_t i = 0; i < lb->ntls_retired; i++)
+        tls_server_free(lb->tls_retired[i]);
+    free(lb->tls_retired);
+    tls_ticket_keys_free(lb->tls_keys);
+    rcache_free(lb->cache);
+    tls_client_ctx_free(lb->up_tls);
 }

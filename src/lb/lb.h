@@ -20,12 +20,13 @@
 #include "base/linelog.h"
 #include "lb/exemplar.h"
 #include "lb/ratelimit.h"
+#include "net/tls.h"
 
 enum lb_hash_kind { LB_HASH_IP, LB_HASH_HEADER, LB_HASH_COOKIE, LB_HASH_PATH };
 
 struct lb_config {
     char *config_file;
-    char *listen;
+    struct conf_list listen; /* HOST:PORT[,tls,cert=FILE[,key=FILE]...] (net/tls.h) */
     struct conf_list backends;
     int algorithm; /* index into lb_algos */
     char *admin;
@@ -39,6 +40,10 @@ struct lb_config {
     long long timeout_body_ms;
     long long body_min_rate, body_rate_grace_ms; /* request bodies: bytes/s after the grace */
     long long drain_timeout_ms;
+    long long tls_ticket_rotate_ms;
+    long long cache_size_mb; /* 0: no response cache */
+    int backend_tls;         /* TLS to every backend (and its health checks) */
+    char *backend_ca;        /* verify backends against this CA file (PEM) */
     long long backend_max_conns, max_conns, queue_timeout_ms, queue_max;
     long long rate_limit, rate_burst;
     int trust_forwarded;
@@ -69,22 +74,45 @@ struct lb_stats { /* per worker; written by its thread, read with relaxed atomic
     uint64_t accepted, requests, lb_errors;
     uint64_t in_flight, retrying, retries;
     uint64_t queued, queue_timeouts, conn_limit_rejects;
-    uint64_t responses[6]; /* by status class 1xx..5xx; [0] = aborted */
+    uint64_t responses[6];                      /* by status class 1xx..5xx; [0] = aborted */
+    uint64_t tls_full, tls_resumed, tls_failed; /* TLS handshakes by outcome */
+    uint64_t cache_hit, cache_miss, cache_stale, cache_revalidated, cache_bypass;
+    uint64_t cache_coalesced; /* misses that waited for another request's fetch */
 };
 
 struct proxy_worker; /* per-thread proxy state, owned by proxy.c */
+struct tls_server;
+struct tls_ticket_keys;
+struct rcache;
+
+/* One --listen address (fixed until restart). */
+struct lb_listen {
+    struct sockaddr_storage addr;
+    struct tls_listen_spec spec;
+    /* (atomic) the certificates in use; NULL on a plain listener. A reload
+     * swaps in new ones; old ones stay allocated (lb->tls_retired) until
+     * exit, so a handshake never sees freed memory. */
+    struct tls_server *tls;
+};
+
+/* One worker's socket for one lb_listen (handle data: this struct). */
+struct lb_listener {
+    uv_tcp_t tcp;
+    struct lb_worker *w;
+    struct lb_listen *l;
+};
 
 struct lb_worker {
     struct lb *lb;
     unsigned id;
     uv_loop_t loop;
     uv_thread_t thread;
-    uv_tcp_t listener;
-    uv_async_t wakeup;    /* stop request from the main thread */
-    uv_timer_t sweep;     /* closes stale idle upstream connections */
-    struct list clients;  /* every open client connection */
-    struct list idle_ups; /* every idle upstream connection */
-    struct list queue;    /* requests waiting for a backend slot, oldest first */
+    struct lb_listener *listeners; /* one per lb->listens */
+    uv_async_t wakeup;             /* stop request from the main thread */
+    uv_timer_t sweep;              /* closes stale idle upstream connections */
+    struct list clients;           /* every open client connection */
+    struct list idle_ups;          /* every idle upstream connection */
+    struct list queue;             /* requests waiting for a backend slot, oldest first */
     uv_timer_t queue_timer;
     struct hist queue_wait; /* us, recorded by this worker only */
     uint64_t
@@ -114,7 +142,14 @@ struct lb {
     struct pool pool;
     unsigned nthreads;
     struct lb_worker *workers;
-    struct sockaddr_storage listen_addr, admin_addr;
+    struct lb_listen *listens;
+    size_t nlistens;
+    struct tls_ticket_keys *tls_keys; /* shared by every TLS listener, kept across reloads */
+    struct rcache *cache;             /* the response cache (--cache-size), or NULL */
+    void *up_tls;                     /* --backend-tls: the client SSL_CTX, or NULL */
+    struct tls_server **tls_retired;
+    size_t ntls_retired;
+    struct sockaddr_storage admin_addr;
     struct metrics_registry metrics;
     struct ratelimit ratelimit;
     struct linelog *access_log; /* NULL when off: one JSON line per request */
@@ -142,9 +177,10 @@ static inline const struct lb_config *lb_cfg(const struct lb *lb)
     return __atomic_load_n(&lb->cfg, __ATOMIC_ACQUIRE);
 }
 
-/* SIGHUP: re-read the config file (flags still override it), validate the
- * whole new config, then apply it; on any error keep the running one and
- * log why. Main thread only. 0 or -1. */
+/* SIGHUP: reload the TLS certificates of every TLS listener (new
+ * connections get them; open ones keep theirs), then re-read the config file
+ * (flags still override it), validate the whole new config, then apply it;
+ * on any error keep the running one and log why. Main thread only. 0 or -1. */
 int lb_reload(struct lb *lb);
 
 /* 64 random bits from w's own generator (xorshift128+, seeded from

@@ -34,10 +34,21 @@ static int check_path(const char *v, char *err, size_t errlen)
     return -1;
 }
 
+static int check_listen(const char *v, char *err, size_t errlen)
+{
+    struct tls_listen_spec spec;
+    if (tls_listen_parse(v, &spec, err, errlen) < 0)
+        return -1;
+    tls_listen_free(&spec);
+    return 0;
+}
+
 #define O(f) offsetof(struct lb_config, f)
 const struct conf_entry lb_conf_table[] = {
-    {"listen", CONF_STRING, O(listen), 0, 0, NULL, NULL, NULL, "HOST:PORT",
-     "address for client traffic (port 0 picks a free port)"},
+    {"listen", CONF_LIST, O(listen), 0, 0, NULL, NULL, check_listen,
+     "HOST:PORT[,tls,cert=FILE[,key=FILE]...]",
+     "address for client traffic (port 0 picks a free port); repeatable; with tls, TLS "
+     "termination with these certificates (SNI picks one; the first is the default)"},
     {"backend", CONF_LIST, O(backends), 0, 0, NULL, NULL, NULL, "HOST:PORT[,weight=N]",
      "a backend server; repeat for each (weight 1..1000, default 1)"},
     {"algorithm", CONF_ENUM, O(algorithm), 0, 0, "round_robin", algo_names, NULL, "NAME",
@@ -98,6 +109,16 @@ const struct conf_entry lb_conf_table[] = {
      "keep-alive idle time of a client connection"},
     {"drain-timeout", CONF_MS, O(drain_timeout_ms), 0, 3600000, "10000", NULL, NULL, "MS",
      "on SIGTERM, how long in-flight requests may take to finish"},
+    {"cache-size", CONF_INT, O(cache_size_mb), 0, 1048576, "0", NULL, NULL, "MB",
+     "turn on the shared response cache (RFC 9111) with this much memory; every answer "
+     "then carries X-Cache (0 = off)"},
+    {"backend-tls", CONF_BOOL, O(backend_tls), 0, 1, "false", NULL, NULL, NULL,
+     "connect to every backend (and health-check it) over TLS"},
+    {"backend-ca", CONF_STRING, O(backend_ca), 0, 0, NULL, NULL, NULL, "FILE",
+     "with --backend-tls: verify the backends' certificates (chain and address or name) "
+     "against this CA file; without it they are not verified"},
+    {"tls-ticket-rotate", CONF_MS, O(tls_ticket_rotate_ms), 1000, 604800000, "1h", NULL, NULL, "MS",
+     "TLS session ticket keys rotate this often; a ticket resumes for two periods"},
     {"trust-forwarded", CONF_BOOL, O(trust_forwarded), 0, 1, "false", NULL, NULL, NULL,
      "trust the client's X-Forwarded-For/-Proto (ip_hash uses the left-most address)"},
     {"retry-on-timeout", CONF_BOOL, O(retry_on_timeout), 0, 1, "false", NULL, NULL, NULL,
@@ -154,7 +175,7 @@ int lb_config_parse(struct lb_config *cfg, int argc, char **argv, char *err, siz
         cfg->hash_name = k + 7;
         cfg->hash_name_len = strlen(k + 7);
     }
-    if (!cfg->listen) {
+    if (cfg->listen.n == 0) {
         snprintf(err, errlen, "--listen HOST:PORT is required");
         return -1;
     }
@@ -185,11 +206,14 @@ void lb_config_help(FILE *out)
                  "command-line flags override the file. Durations take ms, s or m suffixes.\n\n"
                  "  -c FILE   read settings from FILE\n");
     conf_print_help(lb_conf_table, lb_conf_table_len, out);
-    fprintf(out, "\nAdmin API (--admin): GET /backends, POST /backends {\"address\",\"weight\"},\n"
-                 "PUT /backends/HOST:PORT {\"weight\"}, DELETE /backends/HOST:PORT (drain),\n"
-                 "GET /metrics (Prometheus), GET /healthz.\n"
-                 "--backend-dns: every address NAME resolves to is a backend (e.g. a Kubernetes\n"
-                 "headless Service); one of --backend or --backend-dns is required.\n"
-                 "Signals: SIGHUP reloads -c FILE; SIGTERM/SIGINT drain, then exit.\n"
-                 "Exit status: 0 after SIGTERM/SIGINT, 2 on a usage or config error.\n");
+    fprintf(
+        out,
+        "\nAdmin API (--admin): GET /backends, POST /backends {\"address\",\"weight\"},\n"
+        "PUT /backends/HOST:PORT {\"weight\"}, DELETE /backends/HOST:PORT (drain),\n"
+        "GET /metrics (Prometheus), GET /healthz, GET /slowest,\n"
+        "POST /cache/purge {\"key\" or \"prefix\"}.\n"
+        "--backend-dns: every address NAME resolves to is a backend (e.g. a Kubernetes\n"
+        "headless Service); one of --backend or --backend-dns is required.\n"
+        "Signals: SIGHUP reloads TLS certificates and -c FILE; SIGTERM/SIGINT drain, then exit.\n"
+        "Exit status: 0 after SIGTERM/SIGINT, 2 on a usage or config error.\n");
 }

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lb/cache.h"
 #include "lb/lb.h"
 
 enum bfield {
@@ -136,6 +137,48 @@ STAT_COLLECT(c_queued, queued)
 STAT_COLLECT(c_queue_timeouts, queue_timeouts)
 STAT_COLLECT(c_conn_limit, conn_limit_rejects)
 
+static void c_cache(struct metrics_emit *e, void *arg)
+{
+    static const char *const kinds[] = {"hit", "miss", "stale", "revalidated", "bypass"};
+    static const size_t offs[] = {
+        offsetof(struct lb_stats, cache_hit), offsetof(struct lb_stats, cache_miss),
+        offsetof(struct lb_stats, cache_stale), offsetof(struct lb_stats, cache_revalidated),
+        offsetof(struct lb_stats, cache_bypass)};
+    for (int k = 0; k < 5; k++) {
+        const char *labels[2] = {"result", kinds[k]};
+        metrics_emit_u64(e, labels, 1, sum_stat(arg, offs[k]));
+    }
+}
+STAT_COLLECT(c_cache_coalesced, cache_coalesced)
+
+static void c_cache_bytes(struct metrics_emit *e, void *arg)
+{
+    struct lb *lb = arg;
+    struct rcache_usage u;
+    rcache_usage(lb->cache, &u);
+    metrics_emit_u64(e, NULL, 0, u.bytes);
+}
+
+static void c_cache_entries(struct metrics_emit *e, void *arg)
+{
+    struct lb *lb = arg;
+    struct rcache_usage u;
+    rcache_usage(lb->cache, &u);
+    metrics_emit_u64(e, NULL, 0, u.entries);
+}
+
+static void c_tls(struct metrics_emit *e, void *arg)
+{
+    static const char *const kinds[] = {"full", "resumed", "failed"};
+    static const size_t offs[] = {offsetof(struct lb_stats, tls_full),
+                                  offsetof(struct lb_stats, tls_resumed),
+                                  offsetof(struct lb_stats, tls_failed)};
+    for (int k = 0; k < 3; k++) {
+        const char *labels[2] = {"result", kinds[k]};
+        metrics_emit_u64(e, labels, 1, sum_stat(arg, offs[k]));
+    }
+}
+
 static void c_queue_wait(struct metrics_emit *e, void *arg)
 {
     struct lb *lb = arg;
@@ -204,6 +247,9 @@ void lb_metrics_register(struct lb *lb)
         {"surge_lb_client_connections_total", "Client connections accepted.", METRIC_COUNTER,
          c_accepted, lb},
         {"surge_lb_client_connections", "Client connections open.", METRIC_GAUGE, c_open, lb},
+        {"surge_lb_tls_handshakes_total",
+         "TLS handshakes on client connections: full, resumed (session ticket) or failed.",
+         METRIC_COUNTER, c_tls, lb},
         {"surge_lb_client_requests_total", "Request heads received from clients.", METRIC_COUNTER,
          c_client_requests, lb},
         {"surge_lb_responses_total", "Responses sent to clients, by status class.", METRIC_COUNTER,
@@ -244,4 +290,18 @@ void lb_metrics_register(struct lb *lb)
     };
     for (size_t i = 0; i < sizeof descs / sizeof descs[0]; i++)
         metrics_register(&lb->metrics, &descs[i]);
+    if (!lb->cache)
+        return;
+    const struct metric_desc cache_descs[] = {
+        {"surge_lb_cache_requests_total",
+         "Answers by X-Cache: hit, miss, stale, revalidated, bypass.", METRIC_COUNTER, c_cache, lb},
+        {"surge_lb_cache_coalesced_total",
+         "Cache misses that waited for another request's fetch of the same key.", METRIC_COUNTER,
+         c_cache_coalesced, lb},
+        {"surge_lb_cache_bytes", "Memory held by stored responses.", METRIC_GAUGE, c_cache_bytes,
+         lb},
+        {"surge_lb_cache_entries", "Stored responses.", METRIC_GAUGE, c_cache_entries, lb},
+    };
+    for (size_t i = 0; i < sizeof cache_descs / sizeof cache_descs[0]; i++)
+        metrics_register(&lb->metrics, &cache_descs[i]);
 }

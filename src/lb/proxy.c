@@ -89,6 +89,10 @@ void proxy_worker_free(struct lb_worker *w)
     for (unsigned i = 0; i < pw->ntxns; i++) {
         buf_free(&pw->txns[i]->head);
         buf_free(&pw->txns[i]->out);
+        buf_free(&pw->txns[i]->cache_key);
+        buf_free(&pw->txns[i]->cache_head);
+        buf_free(&pw->txns[i]->cache_meta);
+        buf_free(&pw->txns[i]->cache_body);
         free(pw->txns[i]);
     }
     for (unsigned i = 0; i < pw->nframes; i++) {
@@ -97,6 +101,7 @@ void proxy_worker_free(struct lb_worker *w)
     }
     free(pw->discard);
     buf_free(&pw->logline);
+    free(pw->tls_in);
     free(pw);
     w->proxy = NULL;
 }
@@ -141,6 +146,10 @@ static int client_may_grow(const struct client *c)
 static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 {
     struct client *c = h->data;
+    if (c->tls) {
+        *out = px_tls_room(c);
+        return;
+    }
     if (c->state == CL_LINGER) {
         out->base = PW(c->w)->discard;
         out->len = DISCARD_SIZE;
@@ -205,6 +214,7 @@ static void on_client_closed(uv_handle_t *h)
     if (c->txn)
         txn_free(c->w, c->txn);
     px_rbuf_put(c->w, c->rbuf, c->rcap);
+    px_tls_free(c);
     free(c);
 }
 
@@ -219,6 +229,7 @@ void client_close(struct client *c)
         txn_detach(c->txn);
     list_remove(&c->link);
     __atomic_fetch_sub(&c->w->lb->conns_open, 1, __ATOMIC_RELAXED);
+    px_tls_close_notify(c);
     c->reading = 0;
     c->closes_pending = 2;
     uv_close((uv_handle_t *)&c->timer, on_client_closed);
@@ -238,6 +249,7 @@ static void client_linger(struct client *c)
         return;
     }
     uv_os_fd_t fd;
+    px_tls_close_notify(c);
     if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
         shutdown(fd, SHUT_WR);
     c->state = CL_LINGER;
@@ -298,6 +310,8 @@ void client_run(struct client *c)
         if (!c->txn) {
             if (!c->rbuf || c->rpos == c->rlen) {
                 client_idle(c);
+                if (c->tls && c->state == CL_IDLE && px_tls_pull(c) > 0)
+                    continue;
                 return;
             }
             c->txn = txn_new(c);
@@ -310,8 +324,15 @@ void client_run(struct client *c)
             return;
         if (r == STEP_WAIT) {
             client_reading_update(c);
-            if (t->up)
+            if (c->tls && px_tls_pull(c) > 0)
+                continue;
+            if (c->state == CL_CLOSED)
+                return;
+            if (t->up) {
                 up_read_update(t->up);
+                if (t->up->tls && up_tls_pull(t->up) > 0)
+                    continue;
+            }
             return;
         }
         if (client_next(c) < 0)
@@ -324,6 +345,15 @@ void client_run(struct client *c)
 static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct client *c = s->data;
+    if (c->tls) {
+        nread = px_tls_on_read(c, nread, buf);
+        if (c->state == CL_CLOSED)
+            return;
+        if (nread > 0) {
+            client_run(c);
+            return;
+        }
+    }
     if (nread == 0)
         return;
     if (c->state == CL_LINGER || (c->txn && (c->txn->flags & TF_ABANDONED))) {
@@ -377,6 +407,8 @@ static void on_client_written(uv_write_t *req, int status)
 int client_write(struct txn *t, uv_buf_t *bufs, unsigned n)
 {
     struct client *c = t->c;
+    if (c->tls)
+        return px_tls_write(t, bufs, n);
     int rc = net_write((uv_stream_t *)&c->tcp, &t->wreq, bufs, n, on_client_written);
     if (rc < 0) {
         client_close(c);
@@ -411,7 +443,8 @@ static void on_client_timer(uv_timer_t *tm)
 
 void proxy_on_accept(uv_stream_t *server, int status)
 {
-    struct lb_worker *w = server->data;
+    struct lb_listener *L = server->data;
+    struct lb_worker *w = L->w;
     if (status < 0 || w->stopping)
         return;
     struct client *c = xcalloc(1, sizeof *c);
@@ -436,11 +469,22 @@ void proxy_on_accept(uv_stream_t *server, int status)
     }
     list_insert_tail(&w->clients, &c->link);
     stat_add(&w->stats.accepted, 1);
+    struct tls_server *srv = __atomic_load_n(&L->l->tls, __ATOMIC_ACQUIRE);
     /* Counted before the check, uncounted when it closes (client_close),
      * refused or not: one atomic add, whatever the number of workers. */
     uint64_t open = __atomic_add_fetch(&w->lb->conns_open, 1, __ATOMIC_RELAXED);
     c->state = CL_IDLE;
     long long max = lb_cfg(w->lb)->max_conns;
+    if (srv) {
+        if (!PW(w)->tls_in)
+            PW(w)->tls_in = xmalloc(TLS_IN_SIZE);
+        if (px_tls_start(c, srv) < 0 || (max && open > (uint64_t)max)) {
+            /* No plain-text 503 on a TLS port: just close. */
+            stat_add(&w->stats.conn_limit_rejects, max && open > (uint64_t)max);
+            client_close(c);
+            return;
+        }
+    }
     if (max) {
         if (open > (uint64_t)max) {
             stat_add(&w->stats.conn_limit_rejects, 1);

@@ -30,6 +30,7 @@
 #include "base/list.h"
 #include "base/trace.h"
 #include "http/http.h"
+#include "lb/cache.h"
 #include "lb/lb.h"
 
 #define RBUF_SIZE     (16 * 1024)
@@ -45,6 +46,7 @@
 #define LINGER_MS      2000 /* reading and dropping an abandoned body before close */
 #define DISCARD_SIZE   (64 * 1024)
 #define FRAME_SLOTS    64 /* chunk pieces per write */
+#define TLS_IN_SIZE    (16 * 1024)
 
 /* ---- connection -------------------------------------------------------- */
 
@@ -56,6 +58,8 @@ enum client_state {
 };
 
 struct txn;
+struct px_tls;
+struct upstream;
 
 struct client {
     uv_tcp_t tcp;
@@ -73,6 +77,7 @@ struct client {
     uint8_t ip_len;
     uint16_t port;
     char ip[INET6_ADDRSTRLEN];
+    struct px_tls *tls; /* NULL on a plain listener (proxy_tls.c) */
 };
 
 /* ---- chunk framing ------------------------------------------------------ */
@@ -103,7 +108,8 @@ enum txn_state {
     TX_WAIT,    /* the whole request went out; no response head yet (upstream timer) */
     TX_RESPOND, /* the response streams down (body pause timer) */
     TX_TUNNEL,  /* after a 101: raw bytes both ways (no timer) */
-    TX_LOCAL,   /* our own answer is being written (send timer) */
+    TX_LOCAL,   /* our own answer (or a cached one) is being written (send timer) */
+    TX_CWAIT,   /* another request fetches this key for the cache: polling it (poll timer) */
     TX_END,     /* over: the connection takes the next request, lingers or closes */
 };
 
@@ -156,12 +162,27 @@ struct txn {
     uint16_t name_len;
     char name[200];
     char backend[BACKEND_ADDR_MAX]; /* the last backend tried ("" none), with an access log */
+    /* The response cache (proxy_cache.c); xc 0 when it is off. */
+    uint8_t xc;               /* enum px_xcache: the X-Cache value of the answer */
+    uint8_t cache_fetcher;    /* this request fetches the key (others may wait for it) */
+    uint8_t cache_reval;      /* our validators went up with the request */
+    uint8_t cache_store;      /* the response is being captured for the store */
+    uint8_t cache_swallow;    /* the upstream's answer is not forwarded (a cached one went) */
+    uint8_t cache_auth;       /* the request has Authorization */
+    uint8_t cache_invalidate; /* an unsafe method: a success removes the target's entries */
+    uint32_t cache_target_off;
+    unsigned cache_cc;
+    uint64_t cache_hash, cache_wait_until_ms;
+    uint64_t cache_response_ms, cache_age0_ms, cache_lifetime_ms, cache_swr_ms, cache_sie_ms;
+    struct rcache_entry *cache_hold;  /* the entry being written to the client */
+    struct rcache_entry *cache_stale; /* a stale entry: revalidation, stale-if-error */
     /* Kept across reuse (initialised once). */
     struct http_msg req;  /* parses c->rbuf */
     struct http_msg resp; /* parses rbuf */
     uv_write_t wreq;      /* writes to the client */
     struct buf head;      /* the rewritten request head, kept for a replay */
     struct buf out;       /* the rewritten response head or our own answer */
+    struct buf cache_key, cache_head, cache_meta, cache_body; /* proxy_cache.c */
 };
 
 /* ---- upstream ---------------------------------------------------------- */
@@ -172,8 +193,9 @@ struct txn {
 #define UF_GOT_BYTES    0x08u /* a response byte arrived for the current request */
 #define UF_NOREUSE      0x10u
 #define UF_CLOSING      0x20u
-#define UF_WRITE_FAILED 0x40u /* the backend stopped taking the request: read its answer */
-#define UF_EOF          0x80u /* the backend closed its side (eof_err says how) */
+#define UF_WRITE_FAILED 0x40u  /* the backend stopped taking the request: read its answer */
+#define UF_EOF          0x80u  /* the backend closed its side (eof_err says how) */
+#define UF_TLS_HS       0x100u /* TCP is up, the TLS handshake is not done yet */
 
 struct upstream {
     uv_tcp_t tcp;
@@ -187,6 +209,7 @@ struct upstream {
     unsigned flags;
     int eof_err; /* UV_EOF or the read error, with UF_EOF */
     uint64_t idle_since_ms;
+    struct px_tls *tls; /* --backend-tls */
 };
 
 /* ---- per-thread state ---------------------------------------------------- */
@@ -198,6 +221,7 @@ struct proxy_worker {
     unsigned nframes;
     char *discard;      /* reads that are dropped: lingering clients, idle upstreams */
     struct buf logline; /* the access log line being built */
+    char *tls_in;  /* ciphertext just read from a TLS client (fed to its session at once) */
     /* Sums over every worker, refreshed at most once a millisecond and only
      * on the retry path. */
     uint64_t sums_at_us, inflight_sum, retrying_sum;
@@ -258,6 +282,87 @@ int client_write(struct txn *t, uv_buf_t *bufs, unsigned n);
 void client_log(const struct client *c, const struct backend *b, int level, const char *action,
                 const char *msg);
 
+/* ---- proxy_tls.c: TLS client connections ------------------------------------ */
+
+/* A TLS session on a libuv stream with its write queue (client or upstream
+ * connection). Ciphertext the socket does not take at once waits in wbuf
+ * (being written) and pend (made meanwhile). */
+struct px_tls {
+    struct tls_sess s;
+    uv_stream_t *stream;
+    void *owner;
+    /* The queue drained after px_tls_writev returned 1 (status 0; `waiting`
+     * tells), or a write failed (status < 0, also UV_ECANCELED at close). */
+    void (*done)(struct px_tls *x, int status);
+    uv_write_t wreq;
+    struct buf wbuf, pend;
+    uint8_t writing; /* a uv_write of wbuf is pending */
+    uint8_t waiting; /* the owner waits for the queue to drain */
+};
+/* Move the session's output to the socket (at once, or by a write of its
+ * own). 0 or a libuv error. */
+int px_tls_flush(struct px_tls *x);
+/* Encrypt and queue: 0 all went to the socket, 1 pending (x->done comes;
+ * x->waiting set), <0 failed. */
+int px_tls_writev(struct px_tls *x, uv_buf_t *bufs, unsigned n);
+void px_tls_release(struct px_tls *x);
+
+/* Make c a TLS connection on srv (which outlives it). 0 or -1. */
+int px_tls_start(struct client *c, struct tls_server *srv);
+/* Free c's TLS state (the close callbacks). NULL c->tls is fine. */
+void px_tls_free(struct client *c);
+/* Where a TLS client's ciphertext is read to (the worker's scratch). */
+uv_buf_t px_tls_room(struct client *c);
+/* nread bytes of ciphertext arrived in px_tls_room: handshake, then decrypt
+ * into c->rbuf (c->rlen advanced) or drop (lingering, abandoned body).
+ * Returns the plaintext bytes added, 0, or a libuv error (UV_EOF on
+ * close_notify, UV_EPROTO on a failed handshake or a bad record) for the
+ * caller's end-of-input path. nread <= 0 comes back as it is. */
+ssize_t px_tls_on_read(struct client *c, ssize_t nread, const uv_buf_t *buf);
+/* Decrypt what the session already holds while c is reading (client_run:
+ * the read buffer has room again). Bytes added (c->rlen advanced), 0, or
+ * -1 when the connection was closed. */
+ssize_t px_tls_pull(struct client *c);
+/* Before a close or half-close: send close_notify when the socket takes it
+ * now (a client may otherwise take the end for a truncation and drop its
+ * session). NULL c->tls is fine. */
+void px_tls_close_notify(struct client *c);
+/* client_write on a TLS connection (same contract). */
+int px_tls_write(struct txn *t, uv_buf_t *bufs, unsigned n);
+/* TLS to backends (--backend-tls): make up a TLS connection to host (the
+ * backend's address without the port: checked against the certificate with
+ * --backend-ca, and sent as SNI when a name). 0 or -1. */
+int px_tls_upstream(struct upstream *up, void *client_ctx, const char *host);
+
+/* ---- proxy_cache.c: the response cache ------------------------------------------ */
+
+enum px_xcache { XC_NONE, XC_BYPASS, XC_MISS, XC_HIT, XC_STALE, XC_REVALIDATED };
+/* "HIT"... for an enum px_xcache ("BYPASS" for XC_NONE). */
+const char *px_cache_status_name(int xc);
+/* The request head is parsed and rewritten (cache on or off). 1 when t was
+ * answered from the cache (TX_LOCAL) or waits for another fetch of its key
+ * (TX_CWAIT); 0 to go to a backend (t->head may carry our validators). */
+int px_cache_request(struct txn *t);
+/* TX_CWAIT's timer: answer from the store, wait on, or go upstream. */
+void px_cache_wait_tick(struct txn *t);
+/* A final response head arrived (t->resp, t->rbuf; TF_CLOSE decided). 1
+ * when a cached answer was written instead (a 304 to our revalidation, or
+ * stale-if-error on a 5xx): the upstream's answer is read and dropped
+ * (t->cache_swallow). 0: forward it (and maybe capture it for the store). */
+int px_cache_on_response(struct txn *t);
+/* Response body payload bytes on their way to the client (captured when
+ * the response is being stored; past the largest object, capture stops). */
+void px_cache_body(struct txn *t, const char *p, size_t n);
+/* The whole response went through: store it, end the fetch, invalidate
+ * after an unsafe method. */
+void px_cache_response_done(struct txn *t);
+/* Our own 5xx is about to go out: serve the stale entry instead when
+ * stale-if-error allows. 1 when served (TX_LOCAL). */
+int px_cache_stale_on_error(struct txn *t);
+/* The transaction ends (txn_free): counters, references, an unfinished
+ * fetch given up. */
+void px_cache_txn_end(struct txn *t);
+
 /* ---- proxy_txn.c: the transaction state machine -------------------------- */
 
 /* Results of stepping a transaction. */
@@ -316,6 +421,9 @@ void txn_backend_failed(struct lb_worker *w, struct backend *b, int lost);
  * (TX_SEND) or a new one (TX_CONNECT); a connect that cannot start retries
  * or fails like a refused one. */
 void txn_attach(struct txn *t, struct backend *b);
+/* Go to a backend with the parsed, rewritten request (retries reset). Out:
+ * TX_QUEUED, TX_CONNECT, TX_SEND, TX_BACKOFF or TX_LOCAL. */
+void txn_go_upstream(struct txn *t);
 /* Count a response by status class (0 = aborted) in the worker's stats. */
 void txn_count_response(struct txn *t, int status);
 /* Add d to a per-worker counter (written by its own thread only, read by
@@ -347,6 +455,10 @@ int up_write(struct txn *t, uv_buf_t *bufs, unsigned n);
  * client write is pending. 1 on progress; the caller checks t->c (NULL: the
  * connection closed) and t->state. A complete response sets TF_RESP_DONE. */
 int up_pump_response(struct txn *t);
+/* --backend-tls: decrypt what the session already holds while the
+ * connection reads (client_run: the response buffer has room again). >0 on
+ * progress. */
+ssize_t up_tls_pull(struct upstream *up);
 /* Close idle connections older than UP_IDLE_MAX_MS or to a draining
  * backend (all of them while stopping). */
 void up_sweep(struct lb_worker *w);

@@ -153,7 +153,7 @@ int msg_build_request_head(struct txn *t)
         rc |= put_header(o, b, h);
     }
     if (!have_proto)
-        rc |= buf_puts(o, "X-Forwarded-Proto: http\r\n");
+        rc |= buf_puts(o, c->tls ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
     if (!have_rid) {
         /* 128 random bits as 32 hex digits, without printf on the hot path. */
         static const char hex[] = "0123456789abcdef";
@@ -256,6 +256,11 @@ int msg_build_response_head(struct txn *t)
         if (!forwardable(m, b, conn, nconn, h, upgrading))
             continue;
         rc |= put_header(o, b, h);
+    }
+    if (t->xc && m->status >= 200) {
+        rc |= buf_puts(o, "X-Cache: ");
+        rc |= buf_puts(o, px_cache_status_name(t->xc));
+        rc |= buf_append(o, "\r\n", 2);
     }
     if (upgrading)
         rc |= buf_puts(o, "Connection: upgrade\r\n");

@@ -92,6 +92,10 @@ struct txn *txn_new(struct client *c)
         http_msg_init(&t->resp, HTTP_RESPONSE_KIND);
         buf_init(&t->head, OUT_HEAD_MAX);
         buf_init(&t->out, OUT_HEAD_MAX);
+        buf_init(&t->cache_key, OUT_HEAD_MAX);
+        buf_init(&t->cache_head, OUT_HEAD_MAX * 2);
+        buf_init(&t->cache_meta, OUT_HEAD_MAX);
+        buf_init(&t->cache_body, SIZE_MAX / 2);
     }
     memset(t, 0, offsetof(struct txn, req));
     t->c = c;
@@ -107,6 +111,8 @@ struct txn *txn_new(struct client *c)
 void txn_free(struct lb_worker *w, struct txn *t)
 {
     struct proxy_worker *pw = PW(w);
+    if (w->lb->cache)
+        px_cache_txn_end(t);
     px_rbuf_put(w, t->rbuf, t->rcap);
     t->rbuf = NULL;
     frame_put(w, t->req_frame);
@@ -124,6 +130,10 @@ void txn_free(struct lb_worker *w, struct txn *t)
     }
     buf_free(&t->head);
     buf_free(&t->out);
+    buf_free(&t->cache_key);
+    buf_free(&t->cache_head);
+    buf_free(&t->cache_meta);
+    buf_free(&t->cache_body);
     free(t);
 }
 
@@ -289,6 +299,9 @@ void txn_set_state(struct txn *t, enum txn_state to)
         break;
     case TX_TUNNEL:
         uv_timer_stop(&c->timer);
+        break;
+    case TX_CWAIT:
+        client_timer(c, 2);
         break;
     case TX_END:
         uv_timer_stop(&c->timer);
@@ -519,6 +532,8 @@ void txn_reject(struct txn *t, int status, const char *reason)
         t->up = NULL;
     }
     txn_release_backend(t);
+    if (status >= 500 && t->cache_stale && px_cache_stale_on_error(t))
+        return;
     if (!keep)
         t->flags |= TF_CLOSE;
     stat_add(&w->stats.lb_errors, 1);
@@ -534,10 +549,14 @@ void txn_reject(struct txn *t, int status, const char *reason)
         snprintf(retry_after, sizeof retry_after, "Retry-After: %u\r\n",
                  status == 429 && t->retry_after_s ? t->retry_after_s : 1);
     int body_len = (int)strlen(reason) + 12; /* {"error":""} */
+    char xcache[32] = "";
+    if (w->lb->cache)
+        snprintf(xcache, sizeof xcache, "X-Cache: %s\r\n",
+                 px_cache_status_name(t->xc ? t->xc : XC_BYPASS));
     buf_printf(&t->out,
                "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-               "%s%s\r\n{\"error\":\"%s\"}",
-               status, http_status_text(status), body_len, retry_after,
+               "%s%s%s\r\n{\"error\":\"%s\"}",
+               status, http_status_text(status), body_len, retry_after, xcache,
                keep ? "" : "Connection: close\r\n", reason);
     uv_buf_t bufs[1] = {uv_buf_init(t->out.data, (unsigned)t->out.len)};
     client_write(t, bufs, 1);
@@ -632,6 +651,9 @@ void txn_timeout(struct txn *t)
     case TX_LOCAL:
         client_close(c);
         return;
+    case TX_CWAIT:
+        px_cache_wait_tick(t);
+        return;
     default:
         return;
     }
@@ -706,7 +728,15 @@ static void on_request_head(struct txn *t)
         txn_reject(t, 431, "request head too large");
         return;
     }
+    if (px_cache_request(t))
+        return;
     t->retries = (int)cfg->retries;
+    txn_dispatch(t, NULL);
+}
+
+void txn_go_upstream(struct txn *t)
+{
+    t->retries = (int)lb_cfg(t->w->lb)->retries;
     txn_dispatch(t, NULL);
 }
 

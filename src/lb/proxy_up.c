@@ -14,6 +14,7 @@
  * retry budget. The response buffer keeps an unfinished trailer line in
  * place like the client's (px_may_grow). */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +29,7 @@ static void on_up_closed(uv_handle_t *h)
 {
     struct upstream *up = h->data;
     pool_unref(up->b);
+    px_tls_release(up->tls);
     free(up);
 }
 
@@ -90,9 +92,11 @@ static void up_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 {
     struct upstream *up = h->data;
     struct txn *t = up->t;
-    if (!t) {
-        out->base = PW(up->w)->discard;
-        out->len = DISCARD_SIZE;
+    if (!t || up->tls) {
+        /* TLS: ciphertext lands in the scratch buffer, plaintext is
+         * decrypted into the response buffer (up_tls_read). */
+        out->base = up->tls ? PW(up->w)->tls_in : PW(up->w)->discard;
+        out->len = up->tls ? TLS_IN_SIZE : DISCARD_SIZE;
         return;
     }
     px_read_room(up->w, &t->rbuf, &t->rlen, &t->rpos, &t->rcap, up_may_grow(t), out);
@@ -101,7 +105,7 @@ static void up_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 void up_read_update(struct upstream *up)
 {
     struct txn *t = up->t;
-    int want = !(up->flags & (UF_CLOSING | UF_EOF)) && (up->flags & UF_CONNECTED);
+    int want = !(up->flags & (UF_CLOSING | UF_EOF)) && (up->flags & (UF_CONNECTED | UF_TLS_HS));
     if (want && t && t->rbuf && t->rlen == t->rcap && (t->rcap >= RBUF_HEAD_MAX || !up_may_grow(t)))
         want = 0; /* full: the client has to take some first */
     if (want && !(up->flags & UF_READING)) {
@@ -113,12 +117,121 @@ void up_read_update(struct upstream *up)
     }
 }
 
+/* The TLS handshake with the backend failed, or TCP did: like a refused
+ * connect (nothing was sent). */
+static void up_connect_failed(struct upstream *up, const char *why)
+{
+    struct txn *t = up->t;
+    struct client *c = t->c;
+    __atomic_fetch_add(&up->b->per_thread[up->w->id].connect_fails, 1, __ATOMIC_RELAXED);
+    txn_backend_failed(up->w, up->b, 1);
+    client_log(c, up->b, LOG_WARN, "connecting to the backend", why);
+    txn_retry_or_fail(t, RETRY_LOST, 502, "bad gateway: cannot connect to the backend");
+    client_run(c);
+}
+
+/* Decrypt what the session holds into the response buffer. Bytes added;
+ * *end set to UV_EOF (close_notify) or UV_EPROTO when the stream ended. */
+static ssize_t up_tls_decrypt(struct upstream *up, int *end)
+{
+    struct txn *t = up->t;
+    ssize_t added = 0;
+    for (;;) {
+        uv_buf_t room;
+        px_read_room(up->w, &t->rbuf, &t->rlen, &t->rpos, &t->rcap, up_may_grow(t), &room);
+        if (room.len == 0)
+            return added;
+        ssize_t n = tls_sess_read(&up->tls->s, room.base, room.len);
+        if (n == 0)
+            return added;
+        if (n < 0) {
+            *end = n == TLS_EOF ? UV_EOF : UV_EPROTO;
+            return added;
+        }
+        t->rlen += (size_t)n;
+        added += n;
+    }
+}
+
+static void up_tls_read(struct upstream *up, ssize_t nread, const uv_buf_t *buf)
+{
+    struct px_tls *x = up->tls;
+    struct txn *t = up->t;
+    if (tls_sess_feed(&x->s, buf->base, (size_t)nread) < 0) {
+        up_close(up);
+        return;
+    }
+    if (!x->s.established) {
+        int hs = tls_sess_handshake(&x->s);
+        int frc = px_tls_flush(x);
+        if (hs < 0 || frc < 0) {
+            up->flags |= UF_NOREUSE;
+            if (t && t->state == TX_CONNECT)
+                up_connect_failed(up, "TLS handshake failed");
+            else
+                up_close(up);
+            return;
+        }
+        if (hs == 0)
+            return;
+        up->flags = (up->flags & ~UF_TLS_HS) | UF_CONNECTED;
+        if (t && t->state == TX_CONNECT) {
+            txn_set_state(t, TX_SEND);
+            client_run(t->c);
+        }
+        return;
+    }
+    if (!t) {
+        /* Idle: a session ticket is fine; data, close_notify or garbage end it. */
+        ssize_t n = tls_sess_read(&x->s, PW(up->w)->discard, DISCARD_SIZE);
+        if (n != 0 || px_tls_flush(x) < 0)
+            up_close(up);
+        return;
+    }
+    int end = 0;
+    if (up_tls_decrypt(up, &end) > 0)
+        up->flags |= UF_GOT_BYTES;
+    px_tls_flush(x); /* a failure shows on the next write */
+    if (end) {
+        up->flags |= UF_EOF;
+        up->eof_err = end;
+        up_read_update(up);
+    }
+    client_run(t->c);
+}
+
+ssize_t up_tls_pull(struct upstream *up)
+{
+    struct txn *t = up->t;
+    if (!t || !up->tls || !up->tls->s.established || !(up->flags & UF_READING) ||
+        !tls_sess_has_input(&up->tls->s))
+        return 0;
+    int end = 0;
+    ssize_t n = up_tls_decrypt(up, &end);
+    if (end) {
+        up->flags |= UF_EOF;
+        up->eof_err = end;
+        up_read_update(up);
+        return 1;
+    }
+    return n;
+}
+
 static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct upstream *up = s->data;
     struct txn *t = up->t;
     if (nread == 0)
         return;
+    if (up->tls && nread > 0) {
+        up_tls_read(up, nread, buf);
+        return;
+    }
+    if ((up->flags & UF_TLS_HS) && t && t->state == TX_CONNECT) {
+        up->flags |= UF_NOREUSE;
+        up_connect_failed(up, "the backend closed during the TLS handshake");
+        return;
+    }
     if (!t) {
         /* Bytes on an idle connection (the backend broke protocol) or its
          * close: either way it is done. */
@@ -162,6 +275,14 @@ int up_write(struct txn *t, uv_buf_t *bufs, unsigned n)
     struct upstream *up = t->up;
     if (up->flags & UF_WRITE_FAILED)
         return 0; /* the backend stopped reading: drop, its answer decides */
+    if (up->tls) {
+        int r = px_tls_writev(up->tls, bufs, n);
+        if (r == 1) {
+            t->up_writing = 1;
+            t->up_write_t0_ms = uv_now(&t->w->loop);
+        }
+        return r < 0 ? r : 0;
+    }
     int rc = net_write((uv_stream_t *)&up->tcp, &up->wreq, bufs, n, on_up_written);
     if (rc == 1) {
         t->up_writing = 1;
@@ -180,16 +301,21 @@ static void on_up_connect(uv_connect_t *req, int status)
     struct txn *t = up->t;
     struct client *c = t->c;
     if (status < 0) {
-        __atomic_fetch_add(&up->b->per_thread[up->w->id].connect_fails, 1, __ATOMIC_RELAXED);
-        txn_backend_failed(up->w, up->b, 1);
-        client_log(c, up->b, LOG_WARN, "connecting to the backend", uv_strerror(status));
         /* Nothing was sent: any request may go to another backend. */
-        txn_retry_or_fail(t, RETRY_LOST, 502, "bad gateway: cannot connect to the backend");
-        client_run(c);
+        up_connect_failed(up, uv_strerror(status));
+        return;
+    }
+    uv_tcp_nodelay(&up->tcp, 1);
+    if (up->tls) {
+        /* The ClientHello; TX_SEND once the handshake is done (within the
+         * connect timeout). */
+        up->flags |= UF_TLS_HS;
+        up_read_update(up);
+        if (tls_sess_handshake(&up->tls->s) < 0 || px_tls_flush(up->tls) < 0)
+            up_connect_failed(up, "TLS handshake failed");
         return;
     }
     up->flags |= UF_CONNECTED;
-    uv_tcp_nodelay(&up->tcp, 1);
     txn_set_state(t, TX_SEND);
     client_run(c);
 }
@@ -204,6 +330,26 @@ int up_open(struct txn *t, struct backend *b)
     list_init(&up->wlink);
     uv_tcp_init(&w->loop, &up->tcp);
     up->tcp.data = up;
+    if (w->lb->up_tls) {
+        char host[BACKEND_ADDR_MAX];
+        snprintf(host, sizeof host, "%s", b->address);
+        char *colon = strrchr(host, ':');
+        if (colon)
+            *colon = '\0';
+        size_t hl = strlen(host);
+        if (hl > 1 && host[0] == '[' && host[hl - 1] == ']') { /* [v6] */
+            memmove(host, host + 1, hl - 2);
+            host[hl - 2] = '\0';
+        }
+        if (!PW(w)->tls_in)
+            PW(w)->tls_in = xmalloc(TLS_IN_SIZE);
+        if (px_tls_upstream(up, w->lb->up_tls, host) < 0) {
+            up->flags |= UF_CLOSING;
+            pool_ref(b);
+            uv_close((uv_handle_t *)&up->tcp, on_up_closed);
+            return -ENOMEM;
+        }
+    }
     __atomic_fetch_add(&b->per_thread[w->id].connects, 1, __ATOMIC_RELAXED);
     int rc = uv_tcp_connect(&up->creq, &up->tcp, (const struct sockaddr *)&b->addr, on_up_connect);
     if (rc < 0) {
@@ -276,6 +422,10 @@ static int on_response_head(struct txn *t)
         w->stopping)
         t->flags |= TF_CLOSE;
     t->flags |= TF_STARTED;
+    if (t->xc && st >= 200 && px_cache_on_response(t)) {
+        txn_set_state(t, TX_RESPOND);
+        return 0;
+    }
     if (msg_build_response_head(t) < 0) {
         t->up->flags |= UF_NOREUSE;
         t->flags &= ~TF_STARTED;
@@ -300,6 +450,8 @@ static void on_up_eof(struct txn *t)
         http_msg_eof(&t->resp) == HTTP_EV_DONE) {
         up->flags |= UF_NOREUSE;
         t->flags |= TF_RESP_DONE;
+        if (t->xc)
+            px_cache_response_done(t);
         return;
     }
     txn_up_failed(t, up->eof_err == UV_EOF ? "the backend closed the connection"
@@ -380,17 +532,25 @@ int up_pump_response(struct txn *t)
         size_t start = t->rpos;
         if (t->resp_frame && t->state == TX_RESPOND) {
             size_t pos = t->rpos;
+            unsigned before = t->resp_frame->n;
             ev = frame_feed(t->resp_frame, &t->resp, t->rbuf, &pos, t->rlen);
             t->rpos = pos;
+            if (t->cache_store)
+                for (unsigned i = before; i < t->resp_frame->n; i++)
+                    px_cache_body(t, t->resp_frame->piece[i], t->resp_frame->plen[i]);
             if (ev != HTTP_EV_ERROR)
                 iov = frame_iov(t->resp_frame, ev == HTTP_EV_DONE, have_head ? &head : NULL, &n);
+            if (t->cache_swallow)
+                n = 0;
         } else {
             size_t used;
             ev = http_msg_feed(&t->resp, t->rbuf, t->rpos, t->rlen - t->rpos, &used);
             t->rpos += used;
             if (have_head)
                 bufs[n++] = head;
-            if (used)
+            if (used && t->cache_store)
+                px_cache_body(t, t->rbuf + start, used);
+            if (used && !t->cache_swallow)
                 bufs[n++] = uv_buf_init(t->rbuf + start, (unsigned)used);
         }
         if (ev == HTTP_EV_ERROR) {
@@ -424,6 +584,10 @@ int up_pump_response(struct txn *t)
             continue;
         }
         t->flags |= TF_RESP_DONE;
+        /* Stored before the last write completes: a client that sees the
+         * end of this answer finds it in the cache. */
+        if (t->xc)
+            px_cache_response_done(t);
         return 1;
     }
     return progress;

@@ -1,11 +1,24 @@
 #include "net/conn.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "base/alloc.h"
 #include "net/net.h"
+#include "net/tls.h"
 
 #define READ_CHUNK (16 * 1024)
+
+/* TLS (client side, conn_tls_client): ciphertext is read into `in` here and
+ * fed to the session at once; plaintext goes to c->in as a plain read's
+ * bytes would. */
+struct conn_tls {
+    struct tls_sess s;
+    char in[READ_CHUNK];
+};
+
+static int raw_write(struct conn *c, const void *data, size_t len);
 
 /* c->out is what the pending uv_write points into and must not move while
  * CONN_F_WRITING; bytes queued meanwhile wait in c->queue_ and are swapped
@@ -23,6 +36,11 @@ static void on_handle_closed(uv_handle_t *h)
     buf_free(&c->in);
     buf_free(&c->out);
     buf_free(&c->queue_);
+    if (c->tls) {
+        tls_sess_free(&c->tls->s);
+        free(c->tls);
+        c->tls = NULL;
+    }
     c->ops->on_free(c);
 }
 
@@ -49,6 +67,11 @@ void conn_close(struct conn *c)
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 {
     struct conn *c = h->data;
+    if (c->tls) {
+        out->base = c->tls->in;
+        out->len = sizeof c->tls->in;
+        return;
+    }
     size_t room = c->in.max_size - c->in.len;
     if (room > READ_CHUNK)
         room = READ_CHUNK;
@@ -63,9 +86,69 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 
 static void update_reading(struct conn *c);
 
+/* Send the session's pending ciphertext. 0 or -EPIPE (closing). */
+static int tls_flush(struct conn *c)
+{
+    char out[READ_CHUNK];
+    size_t n;
+    while ((n = tls_sess_out_take(&c->tls->s, out, sizeof out)) > 0)
+        if (raw_write(c, out, n) < 0)
+            return -EPIPE;
+    return 0;
+}
+
+/* Ciphertext arrived: handshake, then plaintext into c->in for on_data. */
+static void tls_on_read(struct conn *c, const char *p, size_t n)
+{
+    struct tls_sess *s = &c->tls->s;
+    if (tls_sess_feed(s, p, n) < 0) {
+        close_with(c, UV_ENOMEM);
+        return;
+    }
+    if (!s->established) {
+        int hs = tls_sess_handshake(s);
+        if (tls_flush(c) < 0)
+            return;
+        if (hs < 0) {
+            close_with(c, UV_EPROTO);
+            return;
+        }
+        if (hs == 0)
+            return;
+        c->ops->on_connect(c, 0);
+        if (c->flags & CONN_F_CLOSING)
+            return;
+    }
+    for (;;) {
+        size_t room = c->in.max_size - c->in.len;
+        if (room > READ_CHUNK)
+            room = READ_CHUNK;
+        if (room == 0 || buf_reserve(&c->in, room) < 0)
+            break; /* the rest waits in the session for the next read */
+        ssize_t got = tls_sess_read(s, c->in.data + c->in.len, room);
+        if (got == 0)
+            break;
+        if (got < 0) {
+            close_with(c, got == TLS_EOF ? UV_EOF : UV_EPROTO);
+            return;
+        }
+        c->in.len += (size_t)got;
+        c->in.data[c->in.len] = '\0';
+        c->ops->on_data(c);
+        if (c->flags & CONN_F_CLOSING)
+            return;
+    }
+    if (tls_flush(c) == 0)
+        update_reading(c);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct conn *c = s->data;
+    if (nread > 0 && c->tls) {
+        tls_on_read(c, buf->base, (size_t)nread);
+        return;
+    }
     if (nread > 0) {
         c->in.len += (size_t)nread;
         c->in.data[c->in.len] = '\0';
@@ -174,6 +257,20 @@ static void start_write(struct conn *c)
 
 int conn_write(struct conn *c, const void *data, size_t len)
 {
+    if (!c->tls)
+        return raw_write(c, data, len);
+    if (c->flags & CONN_F_CLOSING)
+        return -EPIPE;
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    if (tls_sess_writev(&c->tls->s, &b, 1) < 0) {
+        close_with(c, UV_EPROTO);
+        return -EPIPE;
+    }
+    return tls_flush(c);
+}
+
+static int raw_write(struct conn *c, const void *data, size_t len)
+{
     if (c->flags & CONN_F_CLOSING)
         return -EPIPE;
     struct buf *q = c_queue(c);
@@ -214,6 +311,7 @@ static int conn_init(struct conn *c, uv_loop_t *loop, const struct conn_ops *ops
 {
     struct buf *q = c_queue(c);
     c->ops = ops;
+    c->tls = NULL;
     c->flags = 0;
     c->handles = 2;
     c->peer[0] = '\0';
@@ -256,6 +354,15 @@ static void on_connected(uv_connect_t *req, int status)
     if (status == 0) {
         uv_tcp_nodelay(&c->tcp, 1);
         update_reading(c);
+        if (c->tls) {
+            /* The ClientHello; on_connect once the handshake is done. */
+            if (tls_sess_handshake(&c->tls->s) < 0) {
+                close_with(c, UV_EPROTO);
+                return;
+            }
+            tls_flush(c);
+            return;
+        }
     }
     c->ops->on_connect(c, status);
 }
@@ -269,4 +376,26 @@ int conn_connect(struct conn *c, uv_loop_t *loop, const struct sockaddr *addr,
     if (rc < 0)
         close_with(c, rc);
     return rc;
+}
+
+int conn_tls_client(struct conn *c, void *client_ctx, const char *sni, void *resume)
+{
+    struct conn_tls *t = xmalloc(sizeof *t);
+    if (tls_sess_client(&t->s, client_ctx, sni, resume) < 0) {
+        free(t);
+        close_with(c, UV_ENOMEM);
+        return -1;
+    }
+    c->tls = t;
+    return 0;
+}
+
+void *conn_tls_session(struct conn *c)
+{
+    return c->tls && c->tls->s.established ? tls_sess_get_session(&c->tls->s) : NULL;
+}
+
+int conn_tls_resumed(const struct conn *c)
+{
+    return c->tls && c->tls->s.established && tls_sess_resumed(&c->tls->s);
 }

@@ -10,7 +10,8 @@
  * callbacks once and frees nothing the owner did not hand over.
  *
  * The proxy (src/lb/proxy.c) does not use it: it forwards between two
- * sockets without copying, which needs its own two-sided buffer rules.
+ * sockets without copying, which needs its own two-sided buffer rules (its
+ * TLS is in src/lb/proxy_tls.c, on the same net/tls.c engine).
  *
  * Threading: a connection lives on one loop; call everything from that
  * loop's thread. Lifetime: the owner allocates struct conn (usually embedded
@@ -26,6 +27,7 @@
 #include "base/log.h"
 
 struct conn;
+struct conn_tls;
 
 struct conn_ops {
     /* New bytes are at the end of c->in. Consume what was used with
@@ -65,7 +67,8 @@ struct conn {
     char peer_ip[48];   /* the peer's address alone (accepted connections) */
     struct log_ctx log; /* client = peer; the owner sets action/upstream */
     unsigned flags;
-    int handles; /* still open, for on_free */
+    int handles;          /* still open, for on_free */
+    struct conn_tls *tls; /* NULL: plain TCP (conn_tls_client) */
 };
 
 /* Accept one connection from server into c. 0, or a libuv error (c is then
@@ -89,5 +92,18 @@ void conn_timeout(struct conn *c, uint64_t ms);
 /* Stop or resume reading (backpressure). */
 void conn_pause(struct conn *c);
 void conn_resume(struct conn *c);
+
+/* TLS (net/tls.h), client side: call right after a successful
+ * conn_connect. The handshake runs once TCP connects; ops->on_connect comes
+ * when it is done (status 0), or the connection closes with UV_EPROTO.
+ * Writes are encrypted, reads decrypted, transparently. resume: an
+ * SSL_SESSION from conn_tls_session to offer, or NULL. 0, or -1 (c is then
+ * closing). Limit: decrypted bytes that do not fit c->in wait in the
+ * session for the connection's next read. */
+int conn_tls_client(struct conn *c, void *client_ctx, const char *sni, void *resume);
+/* The established session (a new reference: tls_session_free), or NULL. */
+void *conn_tls_session(struct conn *c);
+/* Did the handshake resume a session? */
+int conn_tls_resumed(const struct conn *c);
 
 #endif

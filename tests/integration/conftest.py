@@ -213,7 +213,7 @@ def start_upstreams(procs, tmp_path):
     count = [0]
 
     def start(*names, delay_ms=0, status=None, port=0, health_status=None, close=False,
-              retry_after=None):
+              retry_after=None, tls=None):
         started = []
         for name in names:
             count[0] += 1
@@ -231,6 +231,8 @@ def start_upstreams(procs, tmp_path):
                 argv += ["--retry-after", str(retry_after)]
             if close:
                 argv += ["--close"]
+            if tls:  # (certificate file, key file): the upstream speaks TLS
+                argv += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
             with open(log_path, "wb") as err:
                 proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=err, bufsize=0)

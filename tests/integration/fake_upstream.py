@@ -11,6 +11,8 @@ close the connection without answering, like ?close=1. --retry-after N adds
 "Retry-After: N" to every 429 and 503 answer (an overloaded app's answer),
 like ?retry_after=N for one request.
 
+--tls-cert FILE --tls-key FILE serve TLS (Python's ssl module) instead of plain TCP.
+
 Prints exactly "fake upstream NAME listening on HOST:PORT" on stdout when ready.
 One thread per connection, keep-alive, request parsing by hand (Content-Length
 and chunked request bodies). Every response carries "X-Backend-Id: NAME"; the
@@ -52,6 +54,7 @@ import collections
 import hashlib
 import json
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -390,6 +393,8 @@ class Connection:
                         ok = False
             self.respond(req, status if ok else 401, b"ok" if ok else b"no session",
                          keep_alive)
+        elif req.path.startswith("/c/"):
+            self.cacheable(req, q, status, keep_alive)
         elif req.path == "/bytes":
             self.send_bytes(req, status, int(q.get("n", "0")), q.get("chunked") == "1", keep_alive)
         elif req.path == "/sha256":
@@ -406,6 +411,39 @@ class Connection:
         else:
             self.respond(req, status, self.server.name.encode(), keep_alive)
         return keep_alive
+
+    def cacheable(self, req, q, status, keep_alive):
+        """/c/ANY?cc=..&etag=..&lm=..&expires=..&vary=..&cookie=1&chunked=1: an answer
+        with those caching fields; body "NAME TARGET #N" (N counts requests to the
+        target); 304 when If-None-Match holds the ETag or If-Modified-Since equals lm."""
+        with self.server.lock:
+            n = self.server.target_count[req.target] = self.server.target_count[req.target] + 1
+        heads = [("Content-Type", "text/plain")]
+        etag = '"%s"' % q["etag"] if "etag" in q else None
+        for key, name in (("cc", "Cache-Control"), ("lm", "Last-Modified"),
+                          ("expires", "Expires"), ("vary", "Vary")):
+            if key in q:
+                heads.append((name, q[key]))
+        if etag:
+            heads.append(("ETag", etag))
+        if q.get("cookie") == "1":
+            heads.append(("Set-Cookie", "sid=s%d; Path=/" % n))
+        inm = req.header("if-none-match")
+        ims = req.header("if-modified-since")
+        if (etag and inm and etag in [t.strip() for t in inm.split(",")]) or \
+                ("lm" in q and ims == q["lm"]):
+            self.send_head(304, heads, keep_alive)
+            return
+        body = ("%s %s #%d" % (self.server.name, req.target, n)).encode()
+        if q.get("chunked") == "1":
+            self.send_head(status, heads + [("Transfer-Encoding", "chunked")], keep_alive)
+            if req.method != "HEAD":
+                half = len(body) // 2
+                self.sock.sendall(b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n"
+                                  % (half, body[:half], len(body) - half, body[half:]))
+            return
+        self.send_head(status, heads + [("Content-Length", str(len(body)))], keep_alive,
+                       b"" if req.method == "HEAD" else body)
 
     def send_bytes(self, req, status, n, chunked, keep_alive):
         if chunked:
@@ -484,6 +522,8 @@ class Server:
         self.log = collections.deque(maxlen=LOG_MAX)
         self.sessions = {}  # session id -> requests it answered
         self.session_count = 0
+        self.target_count = collections.Counter()  # /c/ requests per target
+        self.tls = None  # an ssl.SSLContext with --tls-cert
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
@@ -496,7 +536,16 @@ class Server:
             conn, _ = self.sock.accept()
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.stats.add(connections=1)
-            threading.Thread(target=Connection(self, conn).run, daemon=True).start()
+            if self.tls:
+                # The handshake happens at the first read, in the connection's thread.
+                conn = self.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+            threading.Thread(target=self.run_conn, args=(conn,), daemon=True).start()
+
+    def run_conn(self, conn):
+        try:
+            Connection(self, conn).run()
+        except ssl.SSLError:
+            conn.close()
 
 
 def main():
@@ -512,9 +561,14 @@ def main():
                     help="status of GET /healthz (only that route)")
     ap.add_argument("--close", action="store_true",
                     help="close every connection without answering (not /__ routes, /healthz)")
+    ap.add_argument("--tls-cert", default=None, help="serve TLS with this PEM certificate...")
+    ap.add_argument("--tls-key", default=None, help="...and this key")
     args = ap.parse_args()
     server = Server(args.id, args.host, args.port, args.delay_ms, args.status,
                     args.health_status, args.close, args.retry_after)
+    if args.tls_cert:
+        server.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.tls.load_cert_chain(args.tls_cert, args.tls_key)
     try:
         server.serve()
     except KeyboardInterrupt:

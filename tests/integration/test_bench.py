@@ -222,7 +222,7 @@ def test_json_contract_types(start_upstreams, tmp_path):
 
 
 @pytest.mark.parametrize("args,word", [
-    (["https://127.0.0.1:1/"], "https is not supported yet"),
+    (["ftp://127.0.0.1:1/"], "https://"),
     ([], "URL"),
     (["-c", "1", "-t", "2", "http://127.0.0.1:1/"], "threads"),
     (["-d", "soon", "http://127.0.0.1:1/"], "duration"),

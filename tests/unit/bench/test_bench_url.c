@@ -44,12 +44,18 @@ Test(url, ipv6)
     cr_assert(strcmp(u.authority, "[::1]:9000") == 0, "got %s", u.authority);
 }
 
-Test(url, https_is_not_supported)
+Test(url, https)
 {
     struct bench_url u;
     char err[256] = "";
-    cr_assert(eq(int, bench_url_parse("https://h/", &u, err, sizeof err), -ENOTSUP));
-    cr_assert(strcmp(err, "https is not supported yet") == 0, "got %s", err);
+    cr_assert(eq(int, bench_url_parse("https://h/x", &u, err, sizeof err), 0));
+    cr_assert(eq(int, u.tls, 1));
+    cr_assert(eq(int, u.port, 443));
+    cr_assert(strcmp(u.path, "/x") == 0);
+    cr_assert(eq(int, bench_url_parse("HTTPS://h:8443", &u, err, sizeof err), 0));
+    cr_assert(eq(int, u.port, 8443));
+    cr_assert(eq(int, bench_url_parse("http://h/", &u, err, sizeof err), 0));
+    cr_assert(eq(int, u.tls, 0));
 }
 
 Test(url, rejects)
