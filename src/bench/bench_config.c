@@ -87,7 +87,11 @@ const struct conf_entry bench_conf_table[] = {
     {"max-connections", CONF_INT, O(max_connections), 0, 100000, "0", NULL, NULL, "N",
      "open model: cap on connections when all are busy (0 = min(4 x -c, 1024), at least -c)"},
     {"scenario", CONF_STRING, O(scenario), 0, 0, NULL, NULL, NULL, "FILE",
-     "run a scenario file (see below); only --json, --html, --threshold and a URL go with it"},
+     "run a scenario file (see below); only --json, --html, --threshold, --watch and a URL go "
+     "with it"},
+    {"watch", CONF_STRING, O(watch), 0, 0, NULL, NULL, NULL, "URL",
+     "GET this JSON status document each second (surge up's http://ADMIN/status) and chart "
+     "its instances, ready and desired counts in the reports"},
 };
 #undef O
 const size_t bench_conf_table_len = sizeof bench_conf_table / sizeof bench_conf_table[0];
@@ -95,7 +99,7 @@ const size_t bench_conf_table_len = sizeof bench_conf_table / sizeof bench_conf_
 /* Flags that may go with --scenario: the file says everything else. */
 static int scenario_flag_ok(const char *arg)
 {
-    static const char *const ok[] = {"scenario", "json", "html", "threshold"};
+    static const char *const ok[] = {"scenario", "json", "html", "threshold", "watch"};
     size_t n = strcspn(arg + 2, "=");
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
         if (strlen(ok[i]) == n && !strncmp(arg + 2, ok[i], n))

@@ -459,3 +459,35 @@ def test_p99_per_instance_scales_the_pool(ups, tmp_path):
         (u.status(), tail(u.log()))
     assert u.stop() == 0
     u.check_clean()
+
+
+def test_bench_watch_samples_status_into_its_reports(ups, tmp_path):
+    u = ups()
+    u.wait_ready(2)
+    out_json, out_html = tmp_path / "r.json", tmp_path / "r.html"
+    p = subprocess.run([SURGE_BIN, "bench", "-c", "4", "-d", "3", "--watch",
+                        "http://127.0.0.1:%d/status" % u.admin, "--json", str(out_json),
+                        "--html", str(out_html), "http://127.0.0.1:%d/api/products/1" % u.port],
+                       capture_output=True, timeout=60, env=child_env())
+    assert p.returncode == 0, p
+    assert re.search(r"watch\s+instances first 2, max 2, last 2 \(3 polls, 0 failed\)",
+                     p.stdout.decode()), p.stdout.decode()
+    w = json.loads(out_json.read_text())["watch"]
+    assert w["instances"] == [2, 2, 2] and w["ready"] == [2, 2, 2] and w["desired"] == [2, 2, 2], w
+    assert "Instances (--watch)" in out_html.read_text()
+    # A URL that is not http:// is a usage error; one that does not answer
+    # leaves the samples null and the run goes on.
+    p = subprocess.run([SURGE_BIN, "bench", "-d", "1", "--watch", "ftp://x/status",
+                        "http://127.0.0.1:%d/api/products/1" % u.port],
+                       capture_output=True, timeout=30, env=child_env())
+    assert p.returncode == 2 and len(p.stderr.decode().strip().splitlines()) == 1, p
+    dead = free_port()
+    p = subprocess.run([SURGE_BIN, "bench", "-d", "2", "--json", str(out_json), "--watch",
+                        "http://127.0.0.1:%d/status" % dead,
+                        "http://127.0.0.1:%d/api/products/1" % u.port],
+                       capture_output=True, timeout=30, env=child_env())
+    assert p.returncode == 0, p
+    w = json.loads(out_json.read_text())["watch"]
+    assert w["instances"] == [None, None] and w["failures"] == 2, w
+    assert u.stop() == 0
+    u.check_clean()
