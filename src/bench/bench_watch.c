@@ -14,16 +14,10 @@
 
 #include "base/alloc.h"
 #include "base/buf.h"
+#include "base/clock.h"
 #include "net/net.h"
 
 #define WATCH_TIMEOUT_MS 900
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
 /* Case-insensitive search for a header line "name:" in head[0..len). */
 static int has_header(const char *head, size_t len, const char *name)
@@ -151,7 +145,7 @@ int bench_watch_init(struct bench_watch *w, const char *url, size_t nsecs, char 
 /* One GET; 0 with *out filled, -1 on any failure. Blocking with a deadline. */
 static int fetch(struct bench_watch *w, struct bench_watch_sample *out)
 {
-    uint64_t deadline = now_ns() + WATCH_TIMEOUT_MS * 1000000ULL;
+    uint64_t deadline = clock_mono_ns() + WATCH_TIMEOUT_MS * 1000000ULL;
     int fd = socket(w->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return -1;
@@ -169,7 +163,7 @@ static int fetch(struct bench_watch *w, struct bench_watch_sample *out)
     size_t sent = 0, got = 0;
     data = xmalloc(BENCH_WATCH_MAX_BODY);
     for (;;) {
-        uint64_t t = now_ns();
+        uint64_t t = clock_mono_ns();
         if (t >= deadline)
             goto out;
         struct pollfd p = {fd, sent < (size_t)n ? POLLOUT : POLLIN, 0};
@@ -219,14 +213,14 @@ static void *watch_main(void *arg)
         for (;;) {
             if (__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE))
                 return NULL;
-            uint64_t t = now_ns();
+            uint64_t t = clock_mono_ns();
             if (t >= due)
                 break;
             uint64_t step = due - t < 50000000ULL ? due - t : 50000000ULL;
             struct timespec ts = {0, (long)step};
             nanosleep(&ts, NULL);
         }
-        if (now_ns() > due + 1000000000ULL)
+        if (clock_mono_ns() > due + 1000000000ULL)
             continue; /* a slow fetch made us miss this second: leave it -1 */
         struct bench_watch_sample s;
         w->polls++;
@@ -243,7 +237,7 @@ static void *watch_main(void *arg)
 
 int bench_watch_start(struct bench_watch *w)
 {
-    w->t0_ns = now_ns();
+    w->t0_ns = clock_mono_ns();
     if (pthread_create(&w->th, NULL, watch_main, w) != 0)
         return -1;
     w->started = 1;
