@@ -203,7 +203,7 @@ done
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 "$PY" - "$results" "$ROUNDS" "$JOBS" "$RATE" "$SECONDS_RUN" >"$TMP/table.md" <<'EOF'
-import sys, collections
+import sys, collections, statistics
 rows = collections.OrderedDict()
 for line in open(sys.argv[1]):
     f = line.rstrip("\n").split("\t")
@@ -213,7 +213,7 @@ rounds, jobs, rate, secs = sys.argv[2:]
 LABELS = {"surge-drain-1": "surge worker, 1 process", "surge-drain-2": "surge worker, 2 processes",
           "bullmq-drain-1": "BullMQ, 1 worker, concurrency 50",
           "surge-latency": "surge worker", "bullmq-latency": "BullMQ"}
-med = lambda v: sorted(v)[len(v) // 2]
+med = statistics.median
 def rng(v, fmt="{:,.0f}"):
     lo, hi, m = min(v), max(v), med(v)
     if lo == hi:
@@ -241,7 +241,7 @@ for k, v in rows.items():
 EOF
 cat "$TMP/table.md"
 if [ "$DOC" != - ]; then
-    section="Measured $(date -u '+%Y-%m-%d %H:%M UTC') by \`make bench-jobs\` (\`BENCH_ROUNDS=$ROUNDS BENCH_JOBS=$JOBS BENCH_RATE=$RATE BENCH_SECONDS=$SECONDS_RUN\`), surge at git $(git rev-parse --short HEAD)${BULLMQ_VERSIONS:+, $BULLMQ_VERSIONS}; load average $LOAD_START at the start, $LOAD_END at the end.
+    section="Measured on a shared machine $(date -u '+%Y-%m-%d %H:%M UTC') by \`make bench-jobs\` (\`BENCH_ROUNDS=$ROUNDS BENCH_JOBS=$JOBS BENCH_RATE=$RATE BENCH_SECONDS=$SECONDS_RUN\`), surge at git $(git rev-parse --short HEAD)${BULLMQ_VERSIONS:+, $BULLMQ_VERSIONS}; load average $LOAD_START at the start, $LOAD_END at the end.
 
 $(cat "$TMP/table.md")
 "

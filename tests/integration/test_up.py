@@ -437,11 +437,12 @@ def test_p99_per_instance_scales_the_pool(ups, tmp_path):
             seed=False)
     def two_ready():
         try:
-            return len([i for i in u.status()["instances"] if i["state"] == "ready"]) >= 2
+            st = u.status()
+            return (len([i for i in st["instances"] if i["state"] == "ready"]) >= 2
+                    and st["gateway"]["state"] == "ready" and http_get(u.port, "/slow/1")[0] == 200)
         except (OSError, AssertionError):
             return False
     assert wait_until(two_ready, timeout=60, interval=0.2), tail(u.log())
-    assert wait_until(lambda: http_get(u.port, "/slow/1")[0] == 200, timeout=20), tail(u.log())
     with Load(u.port, threads=6, path="/slow/%d") as load:
         def per_instance_p99():
             ins = u.status()["instances"]
