@@ -13,6 +13,7 @@
 #   make soak       the worker chaos test at 100,000 jobs (release build)
 #   make bench-jobs  surge worker vs BullMQ: jobs/s, enqueue-to-start, RSS (docs/benchmarks.md)
 #   make bench-up   surge up: cold start, kill -9 replacement, rolling reloads under load
+#   make bench-spike-up  the Black Friday scenario against surge up: the pool follows the spike
 #   make run        starts surge on embedded defaults
 #   make k8s-validate  deploy/k8s/*.yaml against the Kubernetes schemas (offline after the first run)
 # Variables: SANITIZE=1 (ASan+UBSan), WERROR=1 (default under CI=true), CC=...
@@ -58,7 +59,7 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(OUT)/tests/%)
 FUZZ_SRCS := $(wildcard fuzz/fuzz_*.c)
 
 .PHONY: all deps test unit fuzz lint format bench-lb bench-edge bench-faults bench-gen bench-app bench-spike \
-        bench-parse bench-abuse bench-jobs bench-up soak run k8s-validate clean
+        bench-parse bench-abuse bench-jobs bench-up bench-spike-up soak run k8s-validate clean
 all: $(OUT)/surge
 
 deps:
@@ -175,6 +176,8 @@ bench-parse:
 bench-abuse: all
 	@scripts/deps.sh bench
 	@scripts/bench-abuse.sh
+bench-spike-up: all
+	@scripts/bench-spike-up.sh
 bench-up: all
 	@scripts/deps.sh build
 	@scripts/bench-up.sh

@@ -11,6 +11,13 @@
 #   BENCH_RATE     arrival rate of the latency runs, jobs/s (default 5000)
 #   BENCH_SECONDS  length of the latency runs (default 10)
 #   BENCH_BULLMQ   0 skips BullMQ (default 1: npm install bullmq into build/bullmq once)
+#   BENCH_DOC      markdown file whose bench-jobs section is replaced (default
+#                  docs/benchmarks.md; "-" = print only)
+#
+# Rounds interleave: round 1 of surge, round 1 of BullMQ, round 2 of surge...
+# Each row of the comparison is a NAME_round function (and an optional
+# NAME_setup) listed in ROWS; the summary gives medians, ranges and each
+# drain row's ratio to BullMQ's median.
 #
 # Measured, per round:
 #   drain    no-op jobs/s emptying a backlog of BENCH_JOBS: surge with 1 and
@@ -38,7 +45,8 @@ JOBS=${BENCH_JOBS:-100000}
 RATE=${BENCH_RATE:-5000}
 SECONDS_RUN=${BENCH_SECONDS:-10}
 BULLMQ=${BENCH_BULLMQ:-1}
-SURGE=$ROOT/build/surge
+DOC=${BENCH_DOC:-docs/benchmarks.md}
+SURGE=${SURGE_BIN:-$ROOT/build/surge}
 PY=/usr/bin/python3
 TMP=$(mktemp -d /tmp/bench-jobs.XXXXXX)
 PIDS=()
@@ -124,9 +132,13 @@ EOF
     rm -rf "$dir"
 }
 
-results=$TMP/results.tsv
-: >"$results"
-for ((r = 1; r <= ROUNDS; r++)); do
+# Rows: each NAME in ROWS has NAME_round ROUND (appends "KEY<TAB>values"
+# lines to $results: KEY-drain-W "jobs_s peak_kb", KEY-latency "p50 p99 kb
+# rate") and may have NAME_setup (run once before the first round). The
+# rounds interleave the rows (round 1 of each row, then round 2, ...), so a
+# change in the machine's load hits every row alike.
+surge_round() {  # ROUND
+    local r=$1 w js kb p50 p99 rate
     for w in 1 2; do
         read -r js kb < <(surge_drain "$w" "$r")
         printf 'surge-drain-%d\t%s\t%s\n' "$w" "$js" "$kb" >>"$results"
@@ -135,9 +147,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
     read -r p50 p99 kb rate < <(surge_latency "$r")
     printf 'surge-latency\t%s\t%s\t%s\t%s\n' "$p50" "$p99" "$kb" "$rate" >>"$results"
     log "round $r: surge at $rate jobs/s: enqueue-to-start p50 $p50 ms, p99 $p99 ms, peak RSS $kb kB"
-done
+}
 
-if [ "$BULLMQ" = 1 ]; then
+bullmq_setup() {
     command -v node >/dev/null && command -v redis-server >/dev/null || {
         log "BullMQ needs nodejs, npm and redis-server (apt-get install nodejs npm redis-server)"; exit 2; }
     if [ ! -d build/bullmq/node_modules/bullmq ] || [ ! -d build/bullmq/node_modules/ioredis ]; then
@@ -145,7 +157,8 @@ if [ "$BULLMQ" = 1 ]; then
         mkdir -p build/bullmq
         npm install --silent --prefix build/bullmq bullmq ioredis >/dev/null
     fi
-    log "bullmq $(node -p "require('$ROOT/build/bullmq/node_modules/bullmq/package.json').version"), node $(node --version), redis $(redis-server --version | cut -d' ' -f3 | cut -d= -f2)"
+    BULLMQ_VERSIONS="bullmq $(node -p "require('$ROOT/build/bullmq/node_modules/bullmq/package.json').version"), node $(node --version), redis $(redis-server --version | cut -d' ' -f3 | cut -d= -f2)"
+    log "$BULLMQ_VERSIONS"
     export NODE_PATH=$ROOT/build/bullmq/node_modules
     JS=$ROOT/scripts/bench-jobs-bullmq.js
     read -r RPORT < <(pick_ports 1)
@@ -154,51 +167,90 @@ if [ "$BULLMQ" = 1 ]; then
         --appendfsync everysec --dir "$TMP/redis" --logfile "$TMP/redis.log" &
     PIDS+=($!)
     for _ in $(seq 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-    for ((r = 1; r <= ROUNDS; r++)); do
-        redis-cli -p "$RPORT" flushall >/dev/null
-        node "$JS" fill "$RPORT" "$JOBS"
-        read -r js kb < <(node "$JS" drain "$RPORT" "$JOBS" 50)
-        printf 'bullmq-drain-1\t%s\t%s\n' "$js" "$kb" >>"$results"
-        log "round $r: BullMQ, 1 worker at concurrency 50: $js jobs/s, peak RSS $kb kB"
-        redis-cli -p "$RPORT" flushall >/dev/null
-        n=$((RATE * SECONDS_RUN))
-        node "$JS" latency "$RPORT" "$n" 50 >"$TMP/lat.out" &
-        lp=$!; PIDS+=($lp)
-        until grep -q ready "$TMP/lat.out"; do sleep 0.05; done
-        sleep 0.5
-        rate=$(node "$JS" produce "$RPORT" "$RATE" "$n")
-        wait "$lp"; forget_pid "$lp"
-        read -r p50 p99 kb < <(tail -1 "$TMP/lat.out")
-        printf 'bullmq-latency\t%s\t%s\t%s\t%s\n' "$p50" "$p99" "$kb" "$rate" >>"$results"
-        log "round $r: BullMQ at $rate jobs/s: enqueue-to-start p50 $p50 ms, p99 $p99 ms, peak RSS $kb kB"
-    done
-fi
+}
 
-"$PY" - "$results" "$ROUNDS" "$JOBS" "$RATE" "$SECONDS_RUN" <<'EOF'
-import sys, collections
-rows = collections.defaultdict(list)
+bullmq_round() {  # ROUND
+    local r=$1 js kb n lp rate p50 p99
+    redis-cli -p "$RPORT" flushall >/dev/null
+    node "$JS" fill "$RPORT" "$JOBS"
+    read -r js kb < <(node "$JS" drain "$RPORT" "$JOBS" 50)
+    printf 'bullmq-drain-1\t%s\t%s\n' "$js" "$kb" >>"$results"
+    log "round $r: BullMQ, 1 worker at concurrency 50: $js jobs/s, peak RSS $kb kB"
+    redis-cli -p "$RPORT" flushall >/dev/null
+    n=$((RATE * SECONDS_RUN))
+    node "$JS" latency "$RPORT" "$n" 50 >"$TMP/lat.out" &
+    lp=$!; PIDS+=($lp)
+    until grep -q ready "$TMP/lat.out"; do sleep 0.05; done
+    sleep 0.5
+    rate=$(node "$JS" produce "$RPORT" "$RATE" "$n")
+    wait "$lp"; forget_pid "$lp"
+    read -r p50 p99 kb < <(tail -1 "$TMP/lat.out")
+    printf 'bullmq-latency\t%s\t%s\t%s\t%s\n' "$p50" "$p99" "$kb" "$rate" >>"$results"
+    log "round $r: BullMQ at $rate jobs/s: enqueue-to-start p50 $p50 ms, p99 $p99 ms, peak RSS $kb kB"
+}
+
+ROWS=(surge)
+[ "$BULLMQ" = 1 ] && ROWS+=(bullmq)
+results=$TMP/results.tsv
+: >"$results"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+for row in "${ROWS[@]}"; do
+    if declare -F "${row}_setup" >/dev/null; then "${row}_setup"; fi
+done
+for ((r = 1; r <= ROUNDS; r++)); do
+    for row in "${ROWS[@]}"; do "${row}_round" "$r"; done
+done
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+
+"$PY" - "$results" "$ROUNDS" "$JOBS" "$RATE" "$SECONDS_RUN" >"$TMP/table.md" <<'EOF'
+import sys, collections, statistics
+rows = collections.OrderedDict()
 for line in open(sys.argv[1]):
     f = line.rstrip("\n").split("\t")
-    rows[f[0]].append([float(x) for x in f[1:]])
+    rows.setdefault(f[0], []).append([float(x) for x in f[1:]])
 rounds, jobs, rate, secs = sys.argv[2:]
-rng = lambda v, fmt="%.0f": (fmt % min(v)) if min(v) == max(v) else (fmt % min(v) + "–" + fmt % max(v))
-print("\n%s round(s), backlog %s jobs, latency runs at %s jobs/s for %s s\n" % (rounds, jobs, rate, secs))
-print("| run | jobs/s | peak RSS (MiB) |")
-print("|---|---|---|")
-for k, name in (("surge-drain-1", "surge worker, 1 process"), ("surge-drain-2", "surge worker, 2 processes"),
-                ("bullmq-drain-1", "BullMQ, 1 worker, concurrency 50")):
-    if k in rows:
-        print("| %s | %s | %s |" % (name, rng([r[0] for r in rows[k]]), rng([r[1] / 1024 for r in rows[k]], "%.1f")))
-print("\n| latency run | achieved rate | p50 (ms) | p99 (ms) | peak RSS (MiB) |")
+# Labels of the known rows; a row another function adds shows under its key.
+LABELS = {"surge-drain-1": "surge worker, 1 process", "surge-drain-2": "surge worker, 2 processes",
+          "bullmq-drain-1": "BullMQ, 1 worker, concurrency 50",
+          "surge-latency": "surge worker", "bullmq-latency": "BullMQ"}
+med = statistics.median
+def rng(v, fmt="{:,.0f}"):
+    lo, hi, m = min(v), max(v), med(v)
+    if lo == hi:
+        return fmt.format(lo)
+    return "%s (%s–%s)" % (fmt.format(m), fmt.format(lo), fmt.format(hi))
+base = med([r[0] for r in rows["bullmq-drain-1"]]) if "bullmq-drain-1" in rows else None
+print("%s round(s), interleaved (each round runs every row in turn), backlog %s jobs, latency "
+      "runs at %s jobs/s for %s s; median (range over the rounds):\n" % (rounds, jobs, rate, secs))
+print("| drain run | jobs/s | / BullMQ (medians) | peak RSS (MiB) |")
+print("|---|---|---|---|")
+for k, v in rows.items():
+    if "-drain-" not in k:
+        continue
+    ratio = "%.1fx" % (med([r[0] for r in v]) / base) if base else "-"
+    print("| %s | %s | %s | %s |" % (LABELS.get(k, k), rng([r[0] for r in v]), ratio,
+                                     rng([r[1] / 1024 for r in v], "{:.1f}")))
+print("\n| latency run | achieved rate (jobs/s) | p50 (ms) | p99 (ms) | peak RSS (MiB) |")
 print("|---|---|---|---|---|")
-for k, name in (("surge-latency", "surge worker"), ("bullmq-latency", "BullMQ")):
-    if k in rows:
-        print("| %s | %s | %s | %s | %s |" % (name, rng([r[3] for r in rows[k]]), rng([r[0] for r in rows[k]]),
-                                             rng([r[1] for r in rows[k]]), rng([r[2] / 1024 for r in rows[k]], "%.1f")))
-if "bullmq-drain-1" in rows and "surge-drain-1" in rows:
-    b = sorted(r[0] for r in rows["bullmq-drain-1"])[len(rows["bullmq-drain-1"]) // 2]
-    for k in ("surge-drain-1", "surge-drain-2"):
-        s = sorted(r[0] for r in rows[k])[len(rows[k]) // 2]
-        print("\n%s / BullMQ (medians): %.1fx" % (k, s / b), end="")
-    print()
+for k, v in rows.items():
+    if not k.endswith("-latency"):
+        continue
+    print("| %s | %s | %s | %s | %s |" % (LABELS.get(k, k), rng([r[3] for r in v]),
+                                          rng([r[0] for r in v]), rng([r[1] for r in v]),
+                                          rng([r[2] / 1024 for r in v], "{:.1f}")))
 EOF
+cat "$TMP/table.md"
+if [ "$DOC" != - ]; then
+    section="Measured on a shared machine $(date -u '+%Y-%m-%d %H:%M UTC') by \`make bench-jobs\` (\`BENCH_ROUNDS=$ROUNDS BENCH_JOBS=$JOBS BENCH_RATE=$RATE BENCH_SECONDS=$SECONDS_RUN\`), surge at git $(git rev-parse --short HEAD)${BULLMQ_VERSIONS:+, $BULLMQ_VERSIONS}; load average $LOAD_START at the start, $LOAD_END at the end.
+
+$(cat "$TMP/table.md")
+"
+    "$PY" - "$DOC" "$section" <<'EOF'
+import sys
+sys.path.insert(0, "bench")
+from report_lib import update_doc
+update_doc(sys.argv[1], "<!-- bench-jobs:begin -->", "<!-- bench-jobs:end -->", sys.argv[2],
+           "## Job queue (`surge worker`)\n\n")
+EOF
+    log "updated $DOC"
+fi

@@ -7,6 +7,7 @@
 
 #include "base/alloc.h"
 #include "bench/bench.h"
+#include "bench/bench_watch.h"
 
 static int write_file(const char *path, const char *text, char *err, size_t errlen)
 {
@@ -23,6 +24,28 @@ static int write_file(const char *path, const char *text, char *err, size_t errl
     return 0;
 }
 
+/* "  watch        instances 2 .. max 5 .. last 3 (150 samples, 0 failed)" */
+static void print_watch(const struct bench_watch *w)
+{
+    int first = -1, last = -1, max = -1;
+    for (size_t i = 0; i < w->nsecs; i++) {
+        int v = w->instances[i];
+        if (v < 0)
+            continue;
+        if (first < 0)
+            first = v;
+        last = v;
+        if (v > max)
+            max = v;
+    }
+    if (first < 0) {
+        printf("  watch        no sample (%llu polls failed)\n", (unsigned long long)w->failures);
+        return;
+    }
+    printf("  watch        instances first %d, max %d, last %d (%llu polls, %llu failed)\n", first,
+           max, last, (unsigned long long)w->polls, (unsigned long long)w->failures);
+}
+
 int bench_main(struct bench_config *cfg)
 {
     char err[512];
@@ -32,6 +55,7 @@ int bench_main(struct bench_config *cfg)
     int *th_ok = NULL;
     int status = 2;
     int stats_ready = 0;
+    struct bench_watch watch = {0};
     if (bench_url_parse(cfg->url, &url, err, sizeof err) < 0) {
         fprintf(stderr, "surge bench: %s\n", err);
         return 2;
@@ -58,13 +82,27 @@ int bench_main(struct bench_config *cfg)
         goto out;
     }
     stats_ready = 1;
+    if (cfg->watch) {
+        if (bench_watch_init(&watch, cfg->watch, (size_t)((cfg->duration_ms + 999) / 1000), err,
+                             sizeof err) < 0) {
+            fprintf(stderr, "surge bench: %s\n", err);
+            goto out;
+        }
+        if (bench_watch_start(&watch) < 0) {
+            fprintf(stderr, "surge bench: --watch: cannot start its thread\n");
+            goto out;
+        }
+    }
     double elapsed = 0;
-    if (bench_run(cfg, &url, &stats, &elapsed, err, sizeof err) < 0) {
+    int run_rc = bench_run(cfg, &url, &stats, &elapsed, err, sizeof err);
+    bench_watch_stop(&watch);
+    if (run_rc < 0) {
         fprintf(stderr, "surge bench: %s\n", err);
         goto out;
     }
     struct bench_summary sum;
     bench_summary_compute(&sum, &stats, elapsed, cfg->rate_rps);
+    sum.watch = cfg->watch ? &watch : NULL;
     sum.connections_requested = cfg->connections;
     sum.threads = (int)cfg->threads;
     status = 0;
@@ -85,6 +123,8 @@ int bench_main(struct bench_config *cfg)
         else
             printf("  threshold    %-24s %s (%.1f)\n", th[i].text, th_ok[i] ? "ok" : "FAILED", v);
     }
+    if (sum.watch)
+        print_watch(&watch);
     if (bench_stats_ok(&stats) == 0) {
         printf("  FAILED       no request got a 2xx or 3xx answer\n");
         status = 1;
@@ -107,6 +147,7 @@ int bench_main(struct bench_config *cfg)
         free(text);
     }
 out:
+    bench_watch_free(&watch);
     if (stats_ready)
         bench_stats_free(&stats);
     free(th);

@@ -201,6 +201,7 @@ struct bench_config {
     int tls_resume;              /* --tls-resume: offer the last TLS session on new connections */
     char *url;                   /* the positional URL (--scenario: the file's target if absent) */
     char *scenario;              /* --scenario FILE */
+    char *watch;                 /* --watch URL: a status document sampled each second */
     /* Derived by bench_config_parse. */
     uint64_t duration_ms;
     double rate_rps;           /* 0 in the closed model; with a plan, its average over the run */
@@ -319,8 +320,11 @@ uint64_t bench_stats_errors(const struct bench_stats *s);
 uint64_t bench_stats_ok(const struct bench_stats *s);
 
 /* The figures thresholds and reports use, computed once from the stats. */
+struct bench_watch;
+
 struct bench_summary {
     const struct bench_stats *stats;
+    const struct bench_watch *watch; /* --watch samples (bench_watch.h); NULL without */
     double duration_s;
     double rps;            /* answered / duration_s */
     double requested_rps;  /* 0 in the closed model */

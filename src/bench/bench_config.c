@@ -90,7 +90,11 @@ const struct conf_entry bench_conf_table[] = {
      "https: new connections resume the thread's last TLS session (tickets) instead of a full "
      "handshake"},
     {"scenario", CONF_STRING, O(scenario), 0, 0, NULL, NULL, NULL, "FILE",
-     "run a scenario file (see below); only --json, --html, --threshold and a URL go with it"},
+     "run a scenario file (see below); only --json, --html, --threshold, --watch and a URL go "
+     "with it"},
+    {"watch", CONF_STRING, O(watch), 0, 0, NULL, NULL, NULL, "URL",
+     "GET this JSON status document each second (surge up's http://ADMIN/status) and chart "
+     "its instances, ready and desired counts in the reports"},
 };
 #undef O
 const size_t bench_conf_table_len = sizeof bench_conf_table / sizeof bench_conf_table[0];
@@ -98,7 +102,7 @@ const size_t bench_conf_table_len = sizeof bench_conf_table / sizeof bench_conf_
 /* Flags that may go with --scenario: the file says everything else. */
 static int scenario_flag_ok(const char *arg)
 {
-    static const char *const ok[] = {"scenario", "json", "html", "threshold"};
+    static const char *const ok[] = {"scenario", "json", "html", "threshold", "watch"};
     size_t n = strcspn(arg + 2, "=");
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
         if (strlen(ok[i]) == n && !strncmp(arg + 2, ok[i], n))

@@ -9,6 +9,7 @@
 #include "base/alloc.h"
 #include "base/buf.h"
 #include "bench/bench.h"
+#include "bench/bench_watch.h"
 
 #define W  720
 #define H  220
@@ -115,6 +116,32 @@ static void chart(struct buf *b, const char *title, const char *unit, const doub
     buf_puts(b, "</svg></figure>\n");
 }
 
+/* --watch: instances, ready and desired over the run's seconds; a second
+ * without a sample repeats the one before (0 before the first). */
+static void watch_chart(struct buf *b, const struct bench_watch *w, const double *x, size_t n)
+{
+    double *v[3];
+    const int *src[3] = {w->instances, w->ready, w->desired};
+    for (int k = 0; k < 3; k++) {
+        v[k] = xcalloc(n + 1, sizeof *v[k]);
+        double last = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (i < w->nsecs && src[k][i] >= 0)
+                last = src[k][i];
+            v[k][i] = last;
+        }
+    }
+    struct line l[] = {
+        {"instances", "#1f77b4", v[0]}, {"ready", "#2ca02c", v[1]}, {"desired", "#ff7f0e", v[2]}};
+    buf_puts(b, "<p>Instances from <code>");
+    put_escaped(b, w->url);
+    buf_printf(b, "</code>, sampled each second: %llu polls, %llu without an answer.</p>\n",
+               (unsigned long long)w->polls, (unsigned long long)w->failures);
+    chart(b, "Instances (--watch)", "count", x, n, l, 3, "time", 0);
+    for (int k = 0; k < 3; k++)
+        free(v[k]);
+}
+
 char *bench_html_render(const struct bench_config *cfg, const struct bench_summary *sum,
                         const char *json)
 {
@@ -174,6 +201,8 @@ char *bench_html_render(const struct bench_config *cfg, const struct bench_summa
     struct line l_lat[] = {{"p50", "#2ca02c", p50}, {"p99", "#d62728", p99}};
     struct line l_err[] = {{"errors", "#d62728", err}};
     chart(&b, "Answers per second", "req/s", x, n, l_rps, 1, "time", 0);
+    if (sum->watch)
+        watch_chart(&b, sum->watch, x, n);
     chart(&b, "Latency per second, p50 and p99", "ms", x, n, l_lat, 2, "time", 0);
     chart(&b, "Errors per second", "count", x, n, l_err, 1, "time", 0);
     /* Percentile curve: x on a "nines" scale, -log10(1 - p). */

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "bench/bench.h"
+#include "bench/bench_watch.h"
 
 static const char *const pct_names[6] = {"min", "p50", "p90", "p99", "p999", "max"};
 static const char *const pct_labels[6] = {"min", "p50", "p90", "p99", "p99.9", "max"};
@@ -125,6 +126,28 @@ double bench_series_rps(const struct bench_sec *sec, size_t t, double duration_s
     return (double)sec->count / len;
 }
 
+static void add_counts(cJSON *o, const char *name, const int *v, size_t n)
+{
+    cJSON *a = cJSON_AddArrayToObject(o, name);
+    for (size_t i = 0; i < n && a; i++)
+        cJSON_AddItemToArray(a, v[i] >= 0 ? cJSON_CreateNumber(v[i]) : cJSON_CreateNull());
+}
+
+/* "watch": {"url", "polls", "failures", "instances": [...], "ready": [...],
+ * "desired": [...]}: one entry a second, null without a sample. */
+static void add_watch(cJSON *root, const struct bench_watch *w)
+{
+    cJSON *o = cJSON_AddObjectToObject(root, "watch");
+    if (!o)
+        return;
+    cJSON_AddStringToObject(o, "url", w->url);
+    cJSON_AddNumberToObject(o, "polls", (double)w->polls);
+    cJSON_AddNumberToObject(o, "failures", (double)w->failures);
+    add_counts(o, "instances", w->instances, w->nsecs);
+    add_counts(o, "ready", w->ready, w->nsecs);
+    add_counts(o, "desired", w->desired, w->nsecs);
+}
+
 char *bench_report_json(const struct bench_config *cfg, const struct bench_summary *sum,
                         const struct bench_threshold *th, const int *th_ok, size_t nth)
 {
@@ -242,6 +265,8 @@ char *bench_report_json(const struct bench_config *cfg, const struct bench_summa
         }
         cJSON_AddStringToObject(root, "scenario", sc->file);
     }
+    if (sum->watch)
+        add_watch(root, sum->watch);
     text = cJSON_Print(root);
     cJSON_Delete(root);
     return text;

@@ -98,9 +98,11 @@ static const struct conf_entry worker_conf[] = {
     {"queues", CONF_STRING, O(queues), 0, 0, NULL, NULL, check_queues, "NAME,...",
      "take jobs only from these queues (default: all)"},
     {"queue-limit", CONF_LIST, O(queue_limit), 0, 0, NULL, NULL, check_queue_limit, "NAME=N",
-     "at most N jobs of queue NAME at once in this worker"},
+     "at most N jobs of queue NAME at once in this worker process (per process, not "
+     "cluster-wide)"},
     {"queue-rate", CONF_LIST, O(queue_rate), 0, 0, NULL, NULL, check_queue_rate, "NAME=R",
-     "claim at most R jobs of queue NAME per second in this worker"},
+     "claim at most R jobs of queue NAME per second in this worker process (per process, not "
+     "cluster-wide)"},
     {"lease", CONF_MS, O(lease_ms), 100, 3600000, "10s", NULL, NULL, "MS",
      "a claimed job's lease, renewed every third of it while it runs"},
     {"mail-dir", CONF_STRING, O(mail_dir), 0, 0, NULL, NULL, NULL, "DIR",

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cmd/cmd.h"
+#include "scale/supervisor.h"
 #include "scale/up.h"
 
 #ifndef SURGE_VERSION
@@ -104,6 +105,9 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    /* Not in the table (not for users): how surge up starts its children. */
+    if (!strcmp(argv[1], SV_CHILD_COMMAND))
+        return sv_child_exec(argc - 2, argv + 2);
     const struct command *c = find_command(argv[1]);
     if (!c) {
         fprintf(stderr, "surge: unknown command '%s' (try 'surge help')\n", argv[1]);

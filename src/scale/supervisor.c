@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -310,17 +311,29 @@ static int spawn(struct sv_child *c)
         snprintf(c->port_text, sizeof c->port_text, "%d", port);
     }
     static char argbuf[SV_MAX_ARGS][1024];
-    char *args[SV_MAX_ARGS];
+    char *args[SV_MAX_ARGS + 4];
     size_t n = 0;
-    for (; n + 1 < SV_MAX_ARGS && spec->argv[n]; n++) {
-        if (expand(c, spec->argv[n], argbuf[n], sizeof argbuf[n]) < 0) {
-            log_warn("supervisor: %s: argument %zu too long", spec->name, n);
+    /* Through our own binary when we know it: `surge __child PPID -- argv`
+     * asks the kernel to SIGTERM the child when we die (sv_child_exec). */
+    static char child_cmd[] = SV_CHILD_COMMAND, dashes[] = "--";
+    char ppid_text[24];
+    if (sv->self_exe) {
+        snprintf(ppid_text, sizeof ppid_text, "%d", (int)getpid());
+        args[n++] = (char *)sv->self_exe;
+        args[n++] = child_cmd;
+        args[n++] = ppid_text;
+        args[n++] = dashes;
+    }
+    size_t first = n;
+    for (size_t i = 0; i + 1 < SV_MAX_ARGS && spec->argv[i]; i++, n++) {
+        if (expand(c, spec->argv[i], argbuf[i], sizeof argbuf[i]) < 0) {
+            log_warn("supervisor: %s: argument %zu too long", spec->name, i);
             return -E2BIG;
         }
-        args[n] = argbuf[n];
+        args[n] = argbuf[i];
     }
     args[n] = NULL;
-    if (n == 0)
+    if (n == first)
         return -EINVAL;
 
     /* The environment plus PORT. */
@@ -369,7 +382,7 @@ static int spawn(struct sv_child *c)
     int rc = uv_spawn(sv->loop, &c->proc, &opt);
     free(env);
     if (rc < 0) {
-        log_warn("supervisor: cannot start %s %u (%s): %s", spec->name, c->id, args[0],
+        log_warn("supervisor: cannot start %s %u (%s): %s", spec->name, c->id, args[first],
                  uv_strerror(rc));
         /* uv_spawn initialised the handle even on failure: close it. */
         c->proc_open = 1;
@@ -512,4 +525,31 @@ void sv_free(struct supervisor *sv)
     if (sv->cg_ok)
         cg_sys_close(&sv->cg);
     sv->cg_ok = 0;
+}
+
+int sv_child_exec(int argc, char **argv)
+{
+    if (argc < 3 || strcmp(argv[1], "--") != 0) {
+        fprintf(stderr, "surge %s: usage: surge %s PPID -- COMMAND [ARG...]\n", SV_CHILD_COMMAND,
+                SV_CHILD_COMMAND);
+        return 2;
+    }
+    char *end;
+    long ppid = strtol(argv[0], &end, 10);
+    if (*end || ppid <= 1) {
+        fprintf(stderr, "surge %s: bad parent pid '%s'\n", SV_CHILD_COMMAND, argv[0]);
+        return 2;
+    }
+    /* The setting survives execve (not for set-user-ID programs). The
+     * parent may have died before it took effect: then we are re-parented
+     * and must not start at all. */
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0) {
+        fprintf(stderr, "surge %s: prctl: %s\n", SV_CHILD_COMMAND, strerror(errno));
+        return 1;
+    }
+    if (getppid() != (pid_t)ppid)
+        return 1;
+    execvp(argv[2], argv + 2);
+    fprintf(stderr, "surge %s: cannot run %s: %s\n", SV_CHILD_COMMAND, argv[2], strerror(errno));
+    return 127;
 }

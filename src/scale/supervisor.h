@@ -11,6 +11,9 @@
  *
  * - Children run in a session of their own (setsid), so a Ctrl-C at the
  *   terminal reaches only the supervisor, which stops them in order.
+ * - Children are started through `surge __child` (sv_child_exec), which
+ *   sets PR_SET_PDEATHSIG: if the supervisor is SIGKILLed, the kernel sends
+ *   each child SIGTERM, so none is left running without its master.
  * - Each child gets a free loopback port when its spec asks for one: in its
  *   argv ("{port}" is replaced) and in $PORT, so any command can be the app.
  * - Each child runs in a cgroup of its own with the spec's CPU limit where
@@ -124,6 +127,22 @@ void sv_sample_cpu(struct supervisor *sv, uint64_t now_ms);
 void sv_stop_all(struct supervisor *sv);
 /* Free what sv_init set up once no child is left (removes the cgroup). */
 void sv_free(struct supervisor *sv);
+
+/* The hidden subcommand the children are started through when the
+ * supervisor knows its own binary: `surge __child PPID -- COMMAND ARG...`. */
+#define SV_CHILD_COMMAND "__child"
+
+/* Body of `surge __child` (argv after the subcommand): ask the kernel to
+ * send us SIGTERM when our parent dies (prctl PR_SET_PDEATHSIG, kept across
+ * execve), check that the parent is still PPID, then exec COMMAND. A
+ * SIGKILLed supervisor thus leaves no orphans behind: every child gets
+ * SIGTERM and stops as it would on a normal stop. Caveat: the signal
+ * reaches the process we exec; for a shell command only what the shell
+ * execs gets it (surge up runs `sh -c "exec CMD"`, so a simple command
+ * does; the children of a compound one such as "cd x && y" do not).
+ * Returns only on an error: 2 for a usage error, 1 when the parent is
+ * already gone, 127 when exec fails. */
+int sv_child_exec(int argc, char **argv);
 
 /* The restart delay for the n-th quick failure in a row (n >= 0), drawn
  * with full jitter from rnd: uniform in [0, min(cap, base x 2^n)]. Pure. */

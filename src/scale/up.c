@@ -91,7 +91,8 @@ static const struct conf_entry up_tab[] = {
     {"app.target-inflight", CONF_INT, O(target_inflight), 0, 1000000, "0", NULL, NULL, "N",
      "target requests in flight per instance (0 = not a metric)"},
     {"app.target-p99", CONF_MS, O(target_p99_ms), 0, 600000, "0", NULL, NULL, "MS",
-     "target p99 latency through the gateway (0 = not a metric)"},
+     "target p99 latency of an instance at the gateway, averaged over instances (0 = not a "
+     "metric)"},
     {"app.scale-down-window", CONF_MS, O(scale_down_window_ms), 0, 3600000, "300s", NULL, NULL,
      "MS", "scale down only to the highest count proposed over this window"},
     {"app.start-timeout", CONF_MS, O(start_timeout_ms), 100, 600000, "30s", NULL, NULL, "MS",
@@ -149,6 +150,12 @@ struct inst {
     uint64_t drain_ms; /* when the drain began */
     long active;       /* requests in flight at the gateway (from /backends), -1 unknown */
     double cache_hits, cache_misses; /* from its /metrics (dashboard), cumulative */
+    /* Its own latency at the gateway: the gateway's histogram labelled with
+     * its address, two scrapes apart (a per-instance p99, as a Pods metric). */
+    struct gw_snapshot snap;
+    uint64_t snap_ms;
+    int have_snap;
+    double p99_ms; /* over the last scrape interval; -1 when none ended */
 };
 
 struct up {
@@ -318,6 +325,7 @@ static struct sv_child *start_child(struct up *u, int kind)
     in->kind = kind;
     in->gen = u->gen;
     in->active = -1;
+    in->p99_ms = -1;
     struct sv_child *c = sv_child_start(&u->sv, spec, in);
     if (!c)
         free(in);
@@ -506,7 +514,7 @@ static void decide(struct up *u)
         roll_step(u); /* no autoscaling while instances are replaced */
         return;
     }
-    struct as_pod_sample cpu[1024], inflight[1024];
+    struct as_pod_sample cpu[1024], inflight[1024], p99[1024];
     size_t n = 0;
     struct sv_child *c;
     FOR_CHILDREN(u, c)
@@ -518,6 +526,7 @@ static void decide(struct up *u)
         int st = ready ? AS_POD_READY : AS_POD_STARTING;
         cpu[n] = (struct as_pod_sample){st, c->cpu_util >= 0, c->cpu_util};
         inflight[n] = (struct as_pod_sample){st, in->active >= 0, (double)in->active};
+        p99[n] = (struct as_pod_sample){st, in->p99_ms >= 0, in->p99_ms};
         n++;
     }
     struct as_metric_input m[3];
@@ -535,10 +544,10 @@ static void decide(struct up *u)
                                            .npods = n};
     if (u->cfg.target_p99_ms > 0)
         m[nm++] = (struct as_metric_input){.name = "p99",
-                                           .kind = AS_EXTERNAL_VALUE,
+                                           .kind = AS_POD_AVERAGE,
                                            .target = (double)u->cfg.target_p99_ms,
-                                           .available = u->rates.p99_ms >= 0,
-                                           .value = u->rates.p99_ms};
+                                           .pods = p99,
+                                           .npods = n};
     struct as_input in = {.current = count_apps(u), .metrics = m, .nmetrics = nm};
     struct as_decision d;
     unsigned desired = as_decide(&u->as_cfg, u->as_st, &in, uv_now(u->loop), &d);
@@ -615,6 +624,40 @@ static void on_backends(int status, const char *body, size_t len, void *arg)
     decide(u);
 }
 
+/* Each app's p99 at the gateway since the last scrape, from the gateway's
+ * upstream histogram labelled with its address. */
+static void sample_instances(struct up *u, const char *body, size_t len, uint64_t now)
+{
+    struct sv_child *c;
+    FOR_CHILDREN(u, c)
+    {
+        struct inst *in = inst_of(c);
+        if (in->kind != K_APP)
+            continue;
+        char addr[32];
+        snprintf(addr, sizeof addr, "127.0.0.1:%d", in->reg_port ? in->reg_port : c->port);
+        struct gw_snapshot s;
+        in->p99_ms = -1;
+        gw_parse(body, len, addr, &s);
+        if (!s.nbuckets) { /* not (or no longer) in the gateway's pool */
+            in->have_snap = 0;
+            continue;
+        }
+        if (in->have_snap && now > in->snap_ms) {
+            in->p99_ms =
+                gw_rates_between(&in->snap, &s, (double)(now - in->snap_ms) / 1000.0).p99_ms;
+            /* Nothing ended in the interval: an idle instance, not a missing
+             * sample (else an idle pool could never scale down). */
+            if (in->p99_ms < 0 && in->snap.nbuckets == s.nbuckets &&
+                in->snap.cum[in->snap.nbuckets - 1] == s.cum[s.nbuckets - 1])
+                in->p99_ms = 0;
+        }
+        in->snap = s;
+        in->snap_ms = now;
+        in->have_snap = 1;
+    }
+}
+
 static void on_metrics(int status, const char *body, size_t len, void *arg)
 {
     struct up *u = arg;
@@ -632,6 +675,7 @@ static void on_metrics(int status, const char *body, size_t len, void *arg)
         u->snap_ms = now;
         u->have_snap = 1;
         slo_history_add(&u->slo_hist, &u->slo, &s, now);
+        sample_instances(u, body, len, now);
     }
     struct sockaddr_storage ss;
     if (gw_addr(u, &ss) < 0 || http_client_request(u->loop, &ss, "GET", "/backends", NULL, NULL, 0,
@@ -885,9 +929,14 @@ static void render_status(struct up *u, struct buf *b)
         buf_printf(b, "%s{\"id\":%u,\"pid\":%d,\"port\":%d,\"state\":\"%s\",\"cpu\":",
                    first ? "" : ",", c->id, (int)c->pid, c->port, state_name(c));
         json_num(b, c->cpu_util >= 0 ? c->cpu_util : 0);
-        buf_printf(b, ",\"cpu_limit_millicores\":%u,\"in_flight\":%ld,\"restarts\":%u}",
+        buf_printf(b, ",\"cpu_limit_millicores\":%u,\"in_flight\":%ld,\"restarts\":%u,\"p99_ms\":",
                    u->sv.cg_ok ? u->app_spec.millicores : 0, in->active < 0 ? 0 : in->active,
                    c->restarts);
+        if (in->p99_ms >= 0)
+            json_num(b, in->p99_ms);
+        else
+            buf_puts(b, "null");
+        buf_puts(b, "}");
         first = 0;
     }
     buf_printf(b, "],\"desired\":%u,\"min\":%lld,\"max\":%lld,\"workers\":[", u->desired,

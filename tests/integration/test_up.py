@@ -338,3 +338,157 @@ def test_workers_scale_on_queue_depth_and_confirm_orders(ups):
     assert st["ready"] == 0 and st["running"] == 0 and st["dead"] == 0, st
     assert u.stop() == 0
     u.check_clean()
+
+
+def remove_cgroups_of(pid):
+    """rmdir what a SIGKILLed surge up left under the cpu controllers."""
+    for root in ("/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpuacct", "/sys/fs/cgroup"):
+        top = os.path.join(root, "surge-up-%d" % pid)
+        if not os.path.isdir(top):
+            continue
+        for d in os.listdir(top):
+            if os.path.isdir(os.path.join(top, d)):
+                wait_until(lambda: _rmdir(os.path.join(top, d)), timeout=5)
+        wait_until(lambda: _rmdir(top), timeout=5)
+
+
+def _rmdir(path):
+    try:
+        os.rmdir(path)
+        return True
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
+def test_sigkilled_master_leaves_no_child_running(ups):
+    # Every child is started through `surge __child`, which sets
+    # PR_SET_PDEATHSIG: the kernel sends it SIGTERM when the master dies.
+    u = ups("--worker.min", "1")
+    u.wait_ready(2)
+    assert wait_until(lambda: [w for w in u.status()["workers"] if w["state"] == "ready"],
+                      timeout=30), tail(u.log())
+    st = u.status()
+    pids = {i["pid"] for i in st["instances"]} | {w["pid"] for w in st["workers"]}
+    pids.add(st["gateway"]["pid"])
+    assert len(pids) == 4 and 0 not in pids, st
+    for p in pids:  # really our children (the wrapper exec'd, same pid)
+        with open("/proc/%d/stat" % p) as f:
+            assert int(f.read().rsplit(")", 1)[1].split()[1]) == u.proc.pid
+    os.kill(u.proc.pid, signal.SIGKILL)
+    u.proc.wait(5)
+    t0 = time.monotonic()
+    gone = wait_until(lambda: not pids_alive(pids), timeout=15, interval=0.05)
+    took = time.monotonic() - t0
+    left = pids_alive(pids)
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    u.logf.close()
+    remove_cgroups_of(u.proc.pid)
+    assert gone, "children still running after the master's SIGKILL: %s" % left
+    assert took < 5, "children took %.1f s to stop" % took
+    bad = sanitizer_lines(u.log())
+    assert not bad, tail(u.log(), 80)
+
+
+def test_child_wrapper_usage_and_a_dead_parent(tmp_path):
+    p = subprocess.run([SURGE_BIN, "__child", "x", "--", "true"], capture_output=True,
+                       timeout=10, env=child_env())
+    assert p.returncode == 2 and len(p.stderr.decode().strip().splitlines()) == 1, p
+    # A parent pid that is not ours: the command must not run.
+    marker = tmp_path / "ran"
+    p = subprocess.run([SURGE_BIN, "__child", str(os.getppid()), "--", "/bin/sh", "-c",
+                        "touch %s" % marker],
+                       capture_output=True, timeout=10, env=child_env())
+    assert p.returncode == 1 and not marker.exists(), p
+    p = subprocess.run([SURGE_BIN, "__child", str(os.getpid()), "--", "/bin/sh", "-c",
+                        "touch %s" % marker], capture_output=True, timeout=10, env=child_env())
+    assert p.returncode == 0 and marker.exists(), p
+
+
+SLOW_APP = r'''
+import http.server, os, sys, time
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        if self.path != "/readyz":
+            time.sleep(0.06)
+        body = b"{}"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+'''
+
+
+def test_p99_per_instance_scales_the_pool(ups, tmp_path):
+    # An app that answers in 60 ms and uses next to no CPU: only the p99
+    # metric (per instance, from the gateway's per-backend histogram) can
+    # grow the pool; CPU is taken out with a target it never reaches.
+    app = tmp_path / "slow_app.py"
+    app.write_text(SLOW_APP)
+    u = ups("--app.command", "/usr/bin/python3 %s" % app, "--app.target-p99", "20ms",
+            "--app.target-cpu", "1000", "--app.max", "4", "--app.scale-down-window", "3s",
+            seed=False)
+    def two_ready():
+        try:
+            st = u.status()
+            return (len([i for i in st["instances"] if i["state"] == "ready"]) >= 2
+                    and st["gateway"]["state"] == "ready" and http_get(u.port, "/slow/1")[0] == 200)
+        except (OSError, AssertionError):
+            return False
+    assert wait_until(two_ready, timeout=60, interval=0.2), tail(u.log())
+    with Load(u.port, threads=6, path="/slow/%d") as load:
+        def per_instance_p99():
+            ins = u.status()["instances"]
+            return [i["p99_ms"] for i in ins if i["p99_ms"] is not None]
+        seen = wait_until(lambda: len(per_instance_p99()) >= 2, timeout=15, interval=0.2)
+        p99s = per_instance_p99()
+        grew = wait_until(lambda: u.status()["desired"] > 2, timeout=15, interval=0.2)
+    assert seen, (u.status(), tail(u.log()))
+    assert all(50 <= v <= 2000 for v in p99s), p99s
+    assert grew, (u.status(), tail(u.log()))
+    assert load.failed == 0, load.errors[:5]
+    assert re.search(r"up: scale 2 -> \d .*p99 ratio [0-9.]+ -> ", u.log()), tail(u.log())
+    # Idle: every instance's p99 is 0; back to 2 after the window.
+    assert wait_until(lambda: u.status()["desired"] == 2, timeout=30, interval=0.3), \
+        (u.status(), tail(u.log()))
+    assert u.stop() == 0
+    u.check_clean()
+
+
+def test_bench_watch_samples_status_into_its_reports(ups, tmp_path):
+    u = ups()
+    u.wait_ready(2)
+    out_json, out_html = tmp_path / "r.json", tmp_path / "r.html"
+    p = subprocess.run([SURGE_BIN, "bench", "-c", "4", "-d", "3", "--watch",
+                        "http://127.0.0.1:%d/status" % u.admin, "--json", str(out_json),
+                        "--html", str(out_html), "http://127.0.0.1:%d/api/products/1" % u.port],
+                       capture_output=True, timeout=60, env=child_env())
+    assert p.returncode == 0, p
+    assert re.search(r"watch\s+instances first 2, max 2, last 2 \(3 polls, 0 failed\)",
+                     p.stdout.decode()), p.stdout.decode()
+    w = json.loads(out_json.read_text())["watch"]
+    assert w["instances"] == [2, 2, 2] and w["ready"] == [2, 2, 2] and w["desired"] == [2, 2, 2], w
+    assert "Instances (--watch)" in out_html.read_text()
+    # A URL that is not http:// is a usage error; one that does not answer
+    # leaves the samples null and the run goes on.
+    p = subprocess.run([SURGE_BIN, "bench", "-d", "1", "--watch", "ftp://x/status",
+                        "http://127.0.0.1:%d/api/products/1" % u.port],
+                       capture_output=True, timeout=30, env=child_env())
+    assert p.returncode == 2 and len(p.stderr.decode().strip().splitlines()) == 1, p
+    dead = free_port()
+    p = subprocess.run([SURGE_BIN, "bench", "-d", "2", "--json", str(out_json), "--watch",
+                        "http://127.0.0.1:%d/status" % dead,
+                        "http://127.0.0.1:%d/api/products/1" % u.port],
+                       capture_output=True, timeout=30, env=child_env())
+    assert p.returncode == 0, p
+    w = json.loads(out_json.read_text())["watch"]
+    assert w["instances"] == [None, None] and w["failures"] == 2, w
+    assert u.stop() == 0
+    u.check_clean()
