@@ -616,8 +616,10 @@ int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen)
     }
     a->queue = queue_producer_find(cfg->queue_url);
     if (!a->queue) {
-        snprintf(err, errlen, "--queue: '%s': no queue driver for this URL (built in: sqlite:, redis://HOST:PORT)",
-                 cfg->queue_url);
+        snprintf(
+            err, errlen,
+            "--queue: '%s': no queue driver for this URL (built in: sqlite:, redis://HOST:PORT)",
+            cfg->queue_url);
         return -1;
     }
     char why[384];

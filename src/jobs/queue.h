@@ -25,8 +25,8 @@
  * Drivers (one ops table each, registered in queue.c): `sqlite`, the
  * `jobs` table of each shard of the store (the outbox itself is the queue);
  * `redis`, Redis Streams fed from that outbox by a relay (queue_redis.c);
- * the interface keeps driver-neutral shapes (text ids, explicit tokens). Calls are blocking: run them on
- * worker threads, one connection per thread. */
+ * the interface keeps driver-neutral shapes (text ids, explicit tokens). Calls are blocking: run
+ * them on worker threads, one connection per thread. */
 #ifndef SURGE_JOBS_QUEUE_H
 #define SURGE_JOBS_QUEUE_H
 #include <stddef.h>

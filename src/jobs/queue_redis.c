@@ -52,17 +52,17 @@
 #include "jobs/queue.h"
 #include "jobs/queue_redis_lua.h"
 
-#define PREFIX           "surge:q:"
-#define CONNECT_MS       1000
-#define COMMAND_MS       5000
-#define RECONNECT_MS     200
-#define RELAY_LOCK_MS    5000
-#define RECONCILE_MS     1000
-#define RELAY_BATCHES    8 /* outbox batches per shard per pass */
-#define RECONCILE_PAGES  4
-#define PIPELINE_MAX     1000
-#define SETTLE_CHUNK     256
-#define MAX_ARGS         (16 + 6 * SETTLE_CHUNK)
+#define PREFIX          "surge:q:"
+#define CONNECT_MS      1000
+#define COMMAND_MS      5000
+#define RECONNECT_MS    200
+#define RELAY_LOCK_MS   5000
+#define RECONCILE_MS    1000
+#define RELAY_BATCHES   8 /* outbox batches per shard per pass */
+#define RECONCILE_PAGES 4
+#define PIPELINE_MAX    1000
+#define SETTLE_CHUNK    256
+#define MAX_ARGS        (16 + 6 * SETTLE_CHUNK)
 
 enum { S_ENQUEUE, S_CLAIM, S_SETTLE, S_RENEW, S_STATS, S_LIST, S_RETRY, S_PURGE, S_COUNT };
 
@@ -100,7 +100,6 @@ struct queue_conn {
     char wake_last[64]; /* wait(): the last wake entry seen */
     struct args *a;     /* scratch arguments (a connection is one thread's) */
 };
-
 
 static void arg_str(struct args *a, const char *s, size_t len)
 {
@@ -227,7 +226,8 @@ static int load_script(struct queue_conn *c, int s)
     if (r->type == REDIS_REPLY_STRING && r->len < sizeof c->sha[s])
         snprintf(c->sha[s], sizeof c->sha[s], "%s", r->str);
     else {
-        log_error_rl("queue: redis refused script %d: %s", s, r_str(r));
+        log_error_rl("queue: redis refused script %d: %s", s,
+                     r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
         rc = -EIO;
     }
     freeReplyObject(r);
@@ -311,8 +311,8 @@ static int rq_open(const char *url, const struct store_layout *layout, struct qu
     if (layout && layout->driver && layout->nshards > 0) {
         c->ob = outbox_new(layout);
         const char *slash = strrchr(layout->directory, '/');
-        c->dir = slash ? xstrndup(layout->directory, (size_t)(slash - layout->directory))
-                       : xstrdup(".");
+        c->dir =
+            slash ? xstrndup(layout->directory, (size_t)(slash - layout->directory)) : xstrdup(".");
     }
     c->rnd = ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid() ^ (uint64_t)(uintptr_t)c;
     /* A node that is down now is not an error: calls fail until it is up. */
@@ -340,7 +340,8 @@ static int job_valid(const struct queue_job *job)
     size_t kl = job->kind ? strlen(job->kind) : 0;
     return kl > 0 && kl <= QUEUE_KIND_MAX && job->payload_len <= QUEUE_PAYLOAD_MAX &&
            (!job->queue || (*job->queue && strlen(job->queue) <= QUEUE_NAME_MAX)) &&
-           (!job->unique_key || (*job->unique_key && strlen(job->unique_key) <= QUEUE_UNIQUE_MAX)) &&
+           (!job->unique_key ||
+            (*job->unique_key && strlen(job->unique_key) <= QUEUE_UNIQUE_MAX)) &&
            job->max_attempts <= QUEUE_ATTEMPTS_MAX;
 }
 
@@ -693,8 +694,8 @@ static int rq_settle(struct queue_conn *c, struct queue_settle *s, unsigned n, u
         arg_u64(a, k);
         for (unsigned i = 0; i < k; i++) {
             const struct queue_settle *x = &s[off + i];
-            static const char how[] = {[QUEUE_ACK] = 'a', [QUEUE_RETRY] = 'r', [QUEUE_DEAD] = 'd',
-                                       [QUEUE_RELEASE] = 'l'};
+            static const char how[] = {
+                [QUEUE_ACK] = 'a', [QUEUE_RETRY] = 'r', [QUEUE_DEAD] = 'd', [QUEUE_RELEASE] = 'l'};
             buf_init(&lines[i], 4096);
             if (x->how == QUEUE_RETRY || x->how == QUEUE_DEAD)
                 history_line(&lines[i], x, now_ms);
@@ -851,10 +852,9 @@ static int rq_list(struct queue_conn *c, const struct queue_filter *f, uint64_t 
 
 static int rq_show(struct queue_conn *c, const char *id, struct buf *out)
 {
-    static const char *const fields[] = {"kind",   "queue",    "state",   "prio",  "attempts",
-                                         "max",    "run_at",   "created", "error", "ukey",
-                                         "token",  "payload",  "lease",   "worker", "started",
-                                         "finished", "hist"};
+    static const char *const fields[] = {
+        "kind", "queue", "state",   "prio",  "attempts", "max",     "run_at",   "created", "error",
+        "ukey", "token", "payload", "lease", "worker",   "started", "finished", "hist"};
     enum { NF = sizeof fields / sizeof fields[0] };
     char key[QUEUE_ID_MAX + 64];
     if (strlen(id) >= QUEUE_ID_MAX)
@@ -938,7 +938,7 @@ static int rq_purge(struct queue_conn *c, const char *state, unsigned *count)
     relay(c, "purge", clock_wall_ms(), 1);
     for (;;) {
         struct args *a = c->a;
-    args_reset(a);
+        args_reset(a);
         int rc = prep(c, a, S_PURGE);
         if (rc < 0)
             return rc;

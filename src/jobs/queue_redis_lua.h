@@ -105,7 +105,10 @@
  * room nnames names... ncaps (name cap)...
  * Due delayed jobs into their streams; expired leases (XAUTOCLAIM finds
  * entries idle past min_idle; the hash's lease decides) retried with full
- * jitter or dead; then XREADGROUP per queue within room and caps.
+ * jitter or dead; an entry found idle whose lease still runs (renewed late,
+ * or a holder with a longer --lease) goes back to its holder with an idle
+ * time that makes it due again when that lease ends; then XREADGROUP per
+ * queue within room and caps.
  * {next_due_ms, expired, expired_dead, {{id kind queue payload token
  * attempts max created run_at}...}}. */
 #define RQ_LUA_CLAIM                                                                               \
@@ -148,6 +151,10 @@
     "        fail(id, jk, att >= max, at, 'lease expired', line, now)\n"                           \
     "        expired = expired + 1\n"                                                              \
     "        if att >= max then expired_dead = expired_dead + 1 end\n"                             \
+    "      elseif h[2] == 'running' then\n"                                                        \
+    "        local idle = tonumber(min_idle) - (tonumber(h[3]) - now)\n"                           \
+    "        if idle < 0 then idle = 0 end\n"                                                      \
+    "        redis.call('XCLAIM', s, 'g', h[6], 0, sid, 'IDLE', idle, 'JUSTID')\n"                 \
     "      end\n"                                                                                  \
     "    end\n"                                                                                    \
     "  end\n"                                                                                      \
@@ -181,7 +188,8 @@
     "        if h and h[1] == sid and h[2] == 'ready' then\n"                                      \
     "          local tok = redis.call('HINCRBY', jk, 'token', 1)\n"                                \
     "          local att = redis.call('HINCRBY', jk, 'attempts', 1)\n"                             \
-    "          redis.call('HSET', jk, 'state', 'running', 'lease', lease_until, 'worker', worker,\n" \
+    "          redis.call('HSET', jk, 'state', 'running', 'lease', lease_until, 'worker', "        \
+    "worker,\n"                                                                                    \
     "                     'started', now)\n"                                                       \
     "          local d = redis.call('HMGET', jk, 'kind', 'payload', 'max', 'created', 'run_at')\n" \
     "          out[#out + 1] = {id, d[1], q, d[2], tok, att, d[3], d[4], d[5]}\n"                  \

@@ -243,6 +243,31 @@ def redis_eval(script, *args):
     return text[:-1].split("\n") if text.endswith("\n") else text.split("\n")
 
 
+REDIS_REDELIVER = """
+local jk = 'surge:q:job:' .. ARGV[1]
+local q = redis.call('HGET', jk, 'queue')
+local sid = redis.call('XADD', 'surge:q:q:' .. q, '*', 'id', ARGV[1])
+redis.call('HSET', jk, 'state', 'ready', 'sid', sid)
+redis.call('ZREM', 'surge:q:done', ARGV[1])
+redis.call('XADD', 'surge:q:wake', '*', 'j', ARGV[1])
+return sid
+"""
+
+
+def redeliver(data_dir, jid):
+    """Deliver a done job again, as after a lost acknowledgement."""
+    jid = str(jid)
+    if queue_url():
+        redis_eval(REDIS_REDELIVER, jid)
+        return
+    n = int(jid)
+    con = sqlite3.connect(str(Path(data_dir) / ("shard-%d.db" % (n % ORDER_ID_SHARDS))),
+                          timeout=30)
+    con.execute("UPDATE jobs SET state = 'ready' WHERE id = ?", (n // ORDER_ID_SHARDS,))
+    con.commit()
+    con.close()
+
+
 def all_jobs(data_dir):
     """Every job: {id: (kind, state, attempts, worker)} (from the shards, or
     from Redis when the test runs on the redis queue)."""
@@ -291,4 +316,4 @@ def workers(tmp_path):
 
 __all__ = ["Worker", "Workers", "jobs", "jobs_json", "stats", "make_store", "insert_orders",
            "order_statuses", "all_jobs", "workers", "wait_until", "queue", "queue_url",
-           "queue_args", "redis_server", "redis_eval"]
+           "queue_args", "redis_server", "redis_eval", "redeliver"]

@@ -14,20 +14,8 @@ from pathlib import Path
 
 from harness import run_surge, wait_until
 from jobs_harness import (all_jobs, insert_orders, jobs, jobs_json, make_store, order_statuses,
-                          queue, queue_args, queue_url, redis_eval, stats,
+                          queue, queue_args, queue_url, redeliver, redis_eval, stats,
                           workers)  # noqa: F401 (fixtures)
-
-
-# A second delivery of a done job on the redis queue (as after a lost ack).
-REDIS_REDELIVER = """
-local jk = 'surge:q:job:' .. ARGV[1]
-local q = redis.call('HGET', jk, 'queue')
-local sid = redis.call('XADD', 'surge:q:q:' .. q, '*', 'id', ARGV[1])
-redis.call('HSET', jk, 'state', 'ready', 'sid', sid)
-redis.call('ZREM', 'surge:q:done', ARGV[1])
-redis.call('XADD', 'surge:q:wake', '*', 'j', ARGV[1])
-return sid
-"""
 
 
 def login(app, email, password):
@@ -75,15 +63,7 @@ def test_order_through_the_app_is_confirmed_with_one_mail(queue, start_app, seed
     assert w.metric("surge_worker_enqueue_to_start_seconds_count") == 1
     # A duplicate delivery of the same job (as after a lost ack) sends no
     # second mail and leaves the order confirmed.
-    jid = int(job["id"])
-    if queue_url():
-        # The job is in Redis under its outbox id: deliver it again.
-        redis_eval(REDIS_REDELIVER, job["id"])
-    else:
-        con = sqlite3.connect(str(data / ("shard-%d.db" % (jid % 64))), timeout=30)
-        con.execute("UPDATE jobs SET state = 'ready' WHERE id = ?", (jid // 64,))
-        con.commit()
-        con.close()
+    redeliver(data, job["id"])
     assert wait_until(lambda: w.metric("surge_worker_done_total") == 2, timeout=10)
     assert sorted(p.name for p in (data / "mail" / "new").iterdir()) == [job["id"]]
     assert mail.read_text() == text
