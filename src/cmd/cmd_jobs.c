@@ -44,7 +44,7 @@ void cmd_jobs_help(FILE *out)
             "reported)\n\n"
             "  --data-dir DIR  the store's directory (default ./data)\n"
             "  --store URL     store driver (default sqlite:)\n"
-            "  --queue URL     queue driver (default sqlite:)\n");
+            "  --queue URL     queue driver (default sqlite:; or redis://HOST:PORT)\n");
 }
 
 static int usage(const char *msg, const char *arg)

@@ -64,12 +64,12 @@
 #define SETTLE_CHUNK    256
 #define MAX_ARGS        (16 + 6 * SETTLE_CHUNK)
 
-enum { S_ENQUEUE, S_CLAIM, S_SETTLE, S_RENEW, S_STATS, S_LIST, S_RETRY, S_PURGE, S_COUNT };
+enum { RS_ENQUEUE, RS_CLAIM, RS_SETTLE, RS_RENEW, RS_STATS, RS_LIST, RS_RETRY, RS_PURGE, RS_COUNT };
 
-static const char *const script_text[S_COUNT] = {
-    [S_ENQUEUE] = RQ_LUA_ENQUEUE, [S_CLAIM] = RQ_LUA_CLAIM, [S_SETTLE] = RQ_LUA_SETTLE,
-    [S_RENEW] = RQ_LUA_RENEW,     [S_STATS] = RQ_LUA_STATS, [S_LIST] = RQ_LUA_LIST,
-    [S_RETRY] = RQ_LUA_RETRY,     [S_PURGE] = RQ_LUA_PURGE,
+static const char *const script_text[RS_COUNT] = {
+    [RS_ENQUEUE] = RQ_LUA_ENQUEUE, [RS_CLAIM] = RQ_LUA_CLAIM, [RS_SETTLE] = RQ_LUA_SETTLE,
+    [RS_RENEW] = RQ_LUA_RENEW,     [RS_STATS] = RQ_LUA_STATS, [RS_LIST] = RQ_LUA_LIST,
+    [RS_RETRY] = RQ_LUA_RETRY,     [RS_PURGE] = RQ_LUA_PURGE,
 };
 
 /* Arguments of one command, built up with arg_*(). */
@@ -91,7 +91,7 @@ struct queue_conn {
     int port;
     redisContext *rc;
     uint64_t reconnect_at_ms;
-    char sha[S_COUNT][48];
+    char sha[RS_COUNT][48];
     const struct store_layout *layout;
     struct outbox *ob; /* NULL without a store layout */
     char *dir;         /* the store's directory (outbox commits wake workers) */
@@ -367,11 +367,11 @@ static int rq_enqueue(struct queue_conn *c, const struct queue_job *job, uint64_
     if (!job_valid(job))
         return -EINVAL;
     struct args *a = xcalloc(1, sizeof *a);
-    int rc = prep(c, a, S_ENQUEUE);
+    int rc = prep(c, a, RS_ENQUEUE);
     redisReply *r = NULL;
     if (rc == 0) {
         enqueue_args(a, "", job, now_ms, now_ms);
-        r = run_script(c, a, S_ENQUEUE);
+        r = run_script(c, a, RS_ENQUEUE);
         rc = is_err(r) ? -EIO : 0;
     }
     if (rc == 0) {
@@ -412,7 +412,7 @@ static int rq_enqueue_many(struct queue_conn *c, const struct queue_job *job, un
     int added = 0, rc = 0;
     while (rc == 0 && (unsigned)added < n) {
         unsigned k = n - (unsigned)added < PIPELINE_MAX ? n - (unsigned)added : PIPELINE_MAX;
-        rc = prep(c, a, S_ENQUEUE);
+        rc = prep(c, a, RS_ENQUEUE);
         if (rc < 0)
             break;
         enqueue_args(a, "", job, now_ms, now_ms);
@@ -479,7 +479,7 @@ static int relay_batch(struct queue_conn *c, unsigned s, uint64_t now_ms, struct
     int n = outbox_pending(c->ob, s, rows, OUTBOX_BATCH);
     if (n <= 0)
         return n;
-    int rc = prep(c, a, S_ENQUEUE);
+    int rc = prep(c, a, RS_ENQUEUE);
     if (rc < 0)
         return rc;
     unsigned base = a->n;
@@ -626,7 +626,7 @@ static int rq_claim(struct queue_conn *c, const struct queue_claim_req *req,
     if (max == 0)
         return 0;
     struct args *a = xcalloc(1, sizeof *a);
-    int rc = prep(c, a, S_CLAIM);
+    int rc = prep(c, a, RS_CLAIM);
     redisReply *r = NULL;
     uint64_t lease_until = req->now_ms + req->lease_ms;
     if (rc == 0) {
@@ -647,7 +647,7 @@ static int rq_claim(struct queue_conn *c, const struct queue_claim_req *req,
             arg_cstr(a, req->caps[i].name);
             arg_u64(a, req->caps[i].max);
         }
-        r = run_script(c, a, S_CLAIM);
+        r = run_script(c, a, RS_CLAIM);
         rc = is_err(r) ? -EIO : 0;
     }
     int got = 0;
@@ -688,7 +688,7 @@ static int rq_settle(struct queue_conn *c, struct queue_settle *s, unsigned n, u
     int rc = 0;
     for (unsigned off = 0; rc == 0 && off < n; off += SETTLE_CHUNK) {
         unsigned k = n - off < SETTLE_CHUNK ? n - off : SETTLE_CHUNK;
-        if ((rc = prep(c, a, S_SETTLE)) < 0)
+        if ((rc = prep(c, a, RS_SETTLE)) < 0)
             break;
         arg_u64(a, now_ms);
         arg_u64(a, k);
@@ -707,7 +707,7 @@ static int rq_settle(struct queue_conn *c, struct queue_settle *s, unsigned n, u
             arg_cstr(a, errs[i]);
             arg_str(a, lines[i].data ? lines[i].data : "", lines[i].len);
         }
-        redisReply *r = run_script(c, a, S_SETTLE);
+        redisReply *r = run_script(c, a, RS_SETTLE);
         for (unsigned i = 0; i < k; i++)
             buf_free(&lines[i]);
         if (is_err(r) || r->type != REDIS_REPLY_ARRAY || r->elements != k) {
@@ -730,7 +730,7 @@ static int rq_renew(struct queue_conn *c, struct queue_renew *rn, unsigned n,
     int rc = 0;
     for (unsigned off = 0; rc == 0 && off < n; off += SETTLE_CHUNK) {
         unsigned k = n - off < SETTLE_CHUNK ? n - off : SETTLE_CHUNK;
-        if ((rc = prep(c, a, S_RENEW)) < 0)
+        if ((rc = prep(c, a, RS_RENEW)) < 0)
             break;
         arg_u64(a, lease_until_ms);
         arg_u64(a, k);
@@ -738,7 +738,7 @@ static int rq_renew(struct queue_conn *c, struct queue_renew *rn, unsigned n,
             arg_cstr(a, rn[off + i].id);
             arg_u64(a, rn[off + i].token);
         }
-        redisReply *r = run_script(c, a, S_RENEW);
+        redisReply *r = run_script(c, a, RS_RENEW);
         if (is_err(r) || r->type != REDIS_REPLY_ARRAY || r->elements != k)
             rc = -EIO;
         else
@@ -756,11 +756,11 @@ static int rq_stats(struct queue_conn *c, uint64_t now_ms, struct queue_stats *o
     memset(out, 0, sizeof *out);
     struct args *a = c->a;
     args_reset(a);
-    int rc = prep(c, a, S_STATS);
+    int rc = prep(c, a, RS_STATS);
     if (rc < 0)
         return rc;
     arg_u64(a, now_ms);
-    redisReply *r = run_script(c, a, S_STATS);
+    redisReply *r = run_script(c, a, RS_STATS);
     if (is_err(r) || r->type != REDIS_REPLY_ARRAY || r->elements < 6) {
         freeReplyObject(r);
         return -EIO;
@@ -824,13 +824,13 @@ static int rq_list(struct queue_conn *c, const struct queue_filter *f, uint64_t 
 {
     struct args *a = c->a;
     args_reset(a);
-    int rc = prep(c, a, S_LIST);
+    int rc = prep(c, a, RS_LIST);
     if (rc < 0)
         return rc;
     arg_cstr(a, f->state ? f->state : "");
     arg_cstr(a, f->queue ? f->queue : "");
     arg_u64(a, f->limit ? f->limit : 100);
-    redisReply *r = run_script(c, a, S_LIST);
+    redisReply *r = run_script(c, a, RS_LIST);
     if (is_err(r) || r->type != REDIS_REPLY_ARRAY) {
         freeReplyObject(r);
         return -EIO;
@@ -913,12 +913,12 @@ static int rq_retry(struct queue_conn *c, const char *id, uint64_t now_ms, unsig
     *count = 0;
     struct args *a = c->a;
     args_reset(a);
-    int rc = prep(c, a, S_RETRY);
+    int rc = prep(c, a, RS_RETRY);
     if (rc < 0)
         return rc;
     arg_u64(a, now_ms);
     arg_cstr(a, id ? id : "");
-    redisReply *r = run_script(c, a, S_RETRY);
+    redisReply *r = run_script(c, a, RS_RETRY);
     if (is_err(r)) {
         freeReplyObject(r);
         return -EIO;
@@ -939,11 +939,11 @@ static int rq_purge(struct queue_conn *c, const char *state, unsigned *count)
     for (;;) {
         struct args *a = c->a;
         args_reset(a);
-        int rc = prep(c, a, S_PURGE);
+        int rc = prep(c, a, RS_PURGE);
         if (rc < 0)
             return rc;
         arg_cstr(a, state);
-        redisReply *r = run_script(c, a, S_PURGE);
+        redisReply *r = run_script(c, a, RS_PURGE);
         if (is_err(r)) {
             freeReplyObject(r);
             return -EIO;
