@@ -52,14 +52,16 @@
 #include "jobs/queue.h"
 #include "jobs/queue_redis_lua.h"
 
-#define PREFIX          "surge:q:"
-#define CONNECT_MS      1000
-#define COMMAND_MS      5000
-#define RECONNECT_MS    200
-#define RELAY_LOCK_MS   5000
-#define RECONCILE_MS    1000
-#define RELAY_BATCHES   8 /* outbox batches per shard per pass */
-#define RECONCILE_PAGES 4
+#define PREFIX        "surge:q:"
+#define CONNECT_MS    1000
+#define COMMAND_MS    5000
+#define RECONNECT_MS  200
+#define RELAY_LOCK_MS 5000
+#define RECONCILE_MS  1000
+/* A claim pass also settles and renews the worker's jobs: the relay in it
+ * stops after this long and goes on at the next pass (its own adds wake
+ * every worker, so that comes at once). */
+#define RELAY_BUDGET_MS 100
 #define PIPELINE_MAX    1000
 #define SETTLE_CHUNK    256
 #define MAX_ARGS        (16 + 6 * SETTLE_CHUNK)
@@ -97,6 +99,7 @@ struct queue_conn {
     char *dir;         /* the store's directory (outbox commits wake workers) */
     uint64_t rnd;
     uint64_t next_reconcile_ms;
+    unsigned relay_rr;  /* the shard the relay starts with, round robin */
     char wake_last[64]; /* wait(): the last wake entry seen */
     struct args *a;     /* scratch arguments (a connection is one thread's) */
 };
@@ -515,14 +518,14 @@ static int relay_batch(struct queue_conn *c, unsigned s, uint64_t now_ms, struct
 }
 
 /* One reconcile step over shard s: up to pages pages of relayed rows. */
-static int reconcile_shard(struct queue_conn *c, unsigned s, unsigned pages, uint64_t now_ms,
+static int reconcile_shard(struct queue_conn *c, unsigned s, uint64_t until_mono, uint64_t now_ms,
                            redisReply **rs)
 {
     int64_t rowids[OUTBOX_BATCH];
     char(*ids)[QUEUE_ID_MAX] = xcalloc(OUTBOX_BATCH, QUEUE_ID_MAX);
     struct outbox_settle st[OUTBOX_BATCH];
     int rc = 0;
-    for (unsigned p = 0; rc == 0 && p < pages; p++) {
+    while (rc == 0 && (!until_mono || clock_mono_ms() < until_mono)) {
         int n = outbox_relayed(c->ob, s, rowids, ids, OUTBOX_BATCH);
         if (n <= 0) {
             rc = n;
@@ -578,17 +581,19 @@ static void relay(struct queue_conn *c, const char *me, uint64_t now_ms, int ful
     struct args *a = xcalloc(1, sizeof *a);
     struct outbox_row *rows = xcalloc(OUTBOX_BATCH, sizeof *rows);
     redisReply **rs = xcalloc(OUTBOX_BATCH, sizeof *rs);
-    for (unsigned s = 0; s < nshards; s++) {
-        for (unsigned b = 0; full || b < RELAY_BATCHES; b++) {
-            int n = relay_batch(c, s, now_ms, a, rows, rs);
-            if (n < OUTBOX_BATCH)
+    uint64_t until = full ? 0 : clock_mono_ms() + RELAY_BUDGET_MS;
+    unsigned start = c->relay_rr++;
+    for (unsigned k = 0; k < nshards && (!until || clock_mono_ms() < until); k++) {
+        unsigned s = (start + k) % nshards;
+        while (!until || clock_mono_ms() < until)
+            if (relay_batch(c, s, now_ms, a, rows, rs) < OUTBOX_BATCH)
                 break;
-        }
     }
     if (full || now_ms >= c->next_reconcile_ms) {
         c->next_reconcile_ms = now_ms + RECONCILE_MS;
-        for (unsigned s = 0; s < nshards; s++)
-            reconcile_shard(c, s, full ? 1u << 20 : RECONCILE_PAGES, now_ms, rs);
+        until = full ? 0 : clock_mono_ms() + RELAY_BUDGET_MS / 2;
+        for (unsigned k = 0; k < nshards; k++)
+            reconcile_shard(c, (start + k) % nshards, until, now_ms, rs);
     }
     free(rs);
     free(rows);
@@ -622,15 +627,18 @@ static int rq_claim(struct queue_conn *c, const struct queue_claim_req *req,
     if (max > QUEUE_CLAIM_MAX)
         max = QUEUE_CLAIM_MAX;
     const char *me = req->worker && *req->worker ? req->worker : "worker";
+    uint64_t t0 = clock_mono_ms();
     relay(c, me, req->now_ms, 0);
     if (max == 0)
         return 0;
+    /* The relay took some of the time: the claim happens now. */
+    uint64_t now = req->now_ms + (clock_mono_ms() - t0);
     struct args *a = xcalloc(1, sizeof *a);
     int rc = prep(c, a, RS_CLAIM);
     redisReply *r = NULL;
-    uint64_t lease_until = req->now_ms + req->lease_ms;
+    uint64_t lease_until = now + req->lease_ms;
     if (rc == 0) {
-        arg_u64(a, req->now_ms);
+        arg_u64(a, now);
         arg_u64(a, lease_until);
         arg_cstr(a, me);
         arg_u64(a, req->lease_ms);

@@ -107,8 +107,9 @@
  * entries idle past min_idle; the hash's lease decides) retried with full
  * jitter or dead; an entry found idle whose lease still runs (renewed late,
  * or a holder with a longer --lease) goes back to its holder with an idle
- * time that makes it due again when that lease ends; then XREADGROUP per
- * queue within room and caps.
+ * time that makes it due again when that lease ends; now and then, the
+ * group's consumers idle for 10 minutes with nothing pending (workers gone)
+ * are deleted; then XREADGROUP per queue within room and caps.
  * {next_due_ms, expired, expired_dead, {{id kind queue payload token
  * attempts max created run_at}...}}. */
 #define RQ_LUA_CLAIM                                                                               \
@@ -155,6 +156,20 @@
     "        local idle = tonumber(min_idle) - (tonumber(h[3]) - now)\n"                           \
     "        if idle < 0 then idle = 0 end\n"                                                      \
     "        redis.call('XCLAIM', s, 'g', h[6], 0, sid, 'IDLE', idle, 'JUSTID')\n"                 \
+    "      end\n"                                                                                  \
+    "    end\n"                                                                                    \
+    "  end\n"                                                                                      \
+    "end\n"                                                                                        \
+    "if rnd() % 200 == 0 then\n"                                                                   \
+    "  for _, q in ipairs(queues) do\n"                                                            \
+    "    local cs = redis.pcall('XINFO', 'CONSUMERS', P .. 'q:' .. q, 'g')\n"                      \
+    "    if type(cs) == 'table' and not cs.err then\n"                                             \
+    "      for _, c in ipairs(cs) do\n"                                                            \
+    "        local f = {}\n"                                                                       \
+    "        for j = 1, #c, 2 do f[c[j]] = c[j + 1] end\n"                                         \
+    "        if f.pending == 0 and f.idle > 600000 then\n"                                         \
+    "          redis.call('XGROUP', 'DELCONSUMER', P .. 'q:' .. q, 'g', f.name)\n"                 \
+    "        end\n"                                                                                \
     "      end\n"                                                                                  \
     "    end\n"                                                                                    \
     "  end\n"                                                                                      \

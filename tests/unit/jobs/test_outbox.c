@@ -65,8 +65,8 @@ static void counts(uint64_t *ready, uint64_t *delayed, uint64_t *done)
 Test(outbox, pending_rows_then_relayed_then_settled)
 {
     cr_assert_eq(outbox_shards(ob), 2);
-    add(6, 1000);      /* 3 ready per shard */
-    add(2, 5000);      /* 1 delayed per shard */
+    add(6, 1000); /* 3 ready per shard */
+    add(2, 5000); /* 1 delayed per shard */
     struct outbox_row rows[OUTBOX_BATCH];
     int n = outbox_pending(ob, 0, rows, OUTBOX_BATCH);
     cr_assert_eq(n, 4, "shard 0: %d pending, want 3 ready + 1 delayed", n);
@@ -139,10 +139,9 @@ Test(outbox, redis_urls)
     cr_assert_eq(parse_url("redis://cache.internal:7000/", host, sizeof host, &port), 0);
     cr_assert_str_eq(host, "cache.internal");
     cr_assert_eq(port, 7000);
-    static const char *const bad[] = {"redis://",          "redis://host",   "redis://:6379",
-                                      "redis://h:0",       "redis://h:70000", "redis://h:6379x",
-                                      "redis://u@h:6379",  "rediss://h:1",   "sqlite:",
-                                      "redis://h:6379/0"};
+    static const char *const bad[] = {
+        "redis://",        "redis://host",     "redis://:6379", "redis://h:0", "redis://h:70000",
+        "redis://h:6379x", "redis://u@h:6379", "rediss://h:1",  "sqlite:",     "redis://h:6379/0"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         cr_assert_eq(parse_url(bad[i], host, sizeof host, &port), -EINVAL, "%s", bad[i]);
 }
