@@ -65,6 +65,9 @@ struct queue_producer_driver {
      * another negative store error (the caller rolls back). */
     int (*enqueue_tx)(const struct store_driver *sd, struct store_db *db,
                       const struct queue_job *job, uint64_t now_ms);
+    /* Check url's form (no connection): 0, or -EINVAL with err set. NULL:
+     * any URL of the scheme will do. */
+    int (*check_url)(const char *url, char *err, size_t errlen);
 };
 
 /* The producer driver for url ("sqlite:", "redis://..."), or NULL. */

@@ -62,16 +62,28 @@
  * stops after this long and goes on at the next pass (its own adds wake
  * every worker, so that comes at once). */
 #define RELAY_BUDGET_MS 100
+#define REAP_EVERY_MS   200
 #define PIPELINE_MAX    1000
 #define SETTLE_CHUNK    256
 #define MAX_ARGS        (16 + 6 * SETTLE_CHUNK)
 
-enum { RS_ENQUEUE, RS_CLAIM, RS_SETTLE, RS_RENEW, RS_STATS, RS_LIST, RS_RETRY, RS_PURGE, RS_COUNT };
+enum {
+    RS_ENQUEUE,
+    RS_CLAIM,
+    RS_SETTLE,
+    RS_RENEW,
+    RS_STATS,
+    RS_LIST,
+    RS_RETRY,
+    RS_PURGE,
+    RS_LOCK,
+    RS_COUNT
+};
 
 static const char *const script_text[RS_COUNT] = {
     [RS_ENQUEUE] = RQ_LUA_ENQUEUE, [RS_CLAIM] = RQ_LUA_CLAIM, [RS_SETTLE] = RQ_LUA_SETTLE,
     [RS_RENEW] = RQ_LUA_RENEW,     [RS_STATS] = RQ_LUA_STATS, [RS_LIST] = RQ_LUA_LIST,
-    [RS_RETRY] = RQ_LUA_RETRY,     [RS_PURGE] = RQ_LUA_PURGE,
+    [RS_RETRY] = RQ_LUA_RETRY,     [RS_PURGE] = RQ_LUA_PURGE, [RS_LOCK] = RQ_LUA_LOCK,
 };
 
 /* Arguments of one command, built up with arg_*(). */
@@ -99,9 +111,11 @@ struct queue_conn {
     char *dir;         /* the store's directory (outbox commits wake workers) */
     uint64_t rnd;
     uint64_t next_reconcile_ms;
-    unsigned relay_rr;  /* the shard the relay starts with, round robin */
-    char wake_last[64]; /* wait(): the last wake entry seen */
-    struct args *a;     /* scratch arguments (a connection is one thread's) */
+    unsigned relay_rr;            /* the shard the relay starts with, round robin */
+    uint64_t lock_fresh_until_ms; /* mono: the relay lock is surely ours until then */
+    uint64_t next_reap_ms;        /* mono: the next claim that reaps expired leases */
+    char wake_last[64];           /* wait(): the last wake entry seen */
+    struct args *a;               /* scratch arguments (a connection is one thread's) */
 };
 
 static void arg_str(struct args *a, const char *s, size_t len)
@@ -441,37 +455,22 @@ static int rq_enqueue_many(struct queue_conn *c, const struct queue_job *job, un
 
 /* ---- the relay ---- */
 
-/* Take or keep the relay lock (a key with an expiry): 1 held, 0 not. */
+/* Take or keep the relay lock (a key with an expiry): 1 held, 0 not.
+ * While we hold it with more than half its time left, no round trip. */
 static int relay_lock(struct queue_conn *c, const char *me)
 {
+    uint64_t now = clock_mono_ms();
+    if (now < c->lock_fresh_until_ms)
+        return 1;
     struct args *a = c->a;
-    args_reset(a);
-    arg_cstr(a, "SET");
-    arg_cstr(a, PREFIX "relay");
+    if (prep(c, a, RS_LOCK) < 0)
+        return 0;
     arg_cstr(a, me);
-    arg_cstr(a, "NX");
-    arg_cstr(a, "PX");
     arg_u64(a, RELAY_LOCK_MS);
-    redisReply *r = command(c, a);
-    int held = r && r->type == REDIS_REPLY_STATUS;
+    redisReply *r = run_script(c, a, RS_LOCK);
+    int held = !is_err(r) && r_int(r) == 1;
     freeReplyObject(r);
-    if (held || !r)
-        return held;
-    args_reset(a);
-    arg_cstr(a, "GET");
-    arg_cstr(a, PREFIX "relay");
-    r = command(c, a);
-    held = r && r->type == REDIS_REPLY_STRING && !strcmp(r->str, me);
-    freeReplyObject(r);
-    if (held) {
-        /* Ours: extend. (A lock lost between the GET and here only means two
-         * relays for a moment: relaying is idempotent.) */
-        args_reset(a);
-        arg_cstr(a, "PEXPIRE");
-        arg_cstr(a, PREFIX "relay");
-        arg_u64(a, RELAY_LOCK_MS);
-        freeReplyObject(command(c, a));
-    }
+    c->lock_fresh_until_ms = held ? now + RELAY_LOCK_MS / 2 : 0;
     return held;
 }
 
@@ -641,7 +640,13 @@ static int rq_claim(struct queue_conn *c, const struct queue_claim_req *req,
         arg_u64(a, now);
         arg_u64(a, lease_until);
         arg_cstr(a, me);
-        arg_u64(a, req->lease_ms);
+        /* Reaping scans the pending entries: at most every REAP_EVERY_MS. */
+        if (clock_mono_ms() >= c->next_reap_ms) {
+            c->next_reap_ms = clock_mono_ms() + REAP_EVERY_MS;
+            arg_u64(a, req->lease_ms);
+        } else {
+            arg_cstr(a, "-");
+        }
         arg_u64(a, req->backoff_base_ms);
         arg_u64(a, req->backoff_cap_ms);
         arg_u64(a, next_rnd(c) >> 33);
@@ -1029,9 +1034,20 @@ static int rq_enqueue_tx(const struct store_driver *sd, struct store_db *db,
     return queue_sqlite_producer.enqueue_tx(sd, db, job, now_ms);
 }
 
+static int rq_check_url(const char *url, char *err, size_t errlen)
+{
+    char host[256];
+    int port;
+    if (parse_url(url, host, sizeof host, &port) == 0)
+        return 0;
+    snprintf(err, errlen, "'%s': want redis://HOST:PORT", url);
+    return -EINVAL;
+}
+
 const struct queue_producer_driver queue_redis_producer = {
     .name = "redis",
     .enqueue_tx = rq_enqueue_tx,
+    .check_url = rq_check_url,
 };
 
 const struct queue_consumer_driver queue_redis_consumer = {

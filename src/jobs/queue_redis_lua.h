@@ -31,7 +31,7 @@
     "end\n"                                                                                        \
     "local function unstream(jk)\n"                                                                \
     "  local sid = redis.call('HGET', jk, 'sid')\n"                                                \
-    "  if sid then\n"                                                                              \
+    "  if sid and sid ~= '' then\n"                                                                \
     "    local s = P .. 'q:' .. redis.call('HGET', jk, 'queue')\n"                                 \
     "    redis.call('XACK', s, 'g', sid)\n"                                                        \
     "    redis.call('XDEL', s, sid)\n"                                                             \
@@ -102,7 +102,8 @@
     "return {0, id}\n"
 
 /* CLAIM: P now lease_until worker min_idle_ms backoff_base backoff_cap seed
- * room nnames names... ncaps (name cap)...
+ * room nnames names... ncaps (name cap)... (min_idle_ms '-': no reaping in
+ * this call)
  * Due delayed jobs into their streams; expired leases (XAUTOCLAIM finds
  * entries idle past min_idle; the hash's lease decides) retried with full
  * jitter or dead; an entry found idle whose lease still runs (renewed late,
@@ -127,7 +128,7 @@
     "end\n"                                                                                        \
     "local expired, expired_dead = 0, 0\n"                                                         \
     "local queues = redis.call('SMEMBERS', P .. 'queues')\n"                                       \
-    "for _, q in ipairs(queues) do\n"                                                              \
+    "for _, q in ipairs(min_idle == '-' and {} or queues) do\n"                                    \
     "  local s = P .. 'q:' .. q\n"                                                                 \
     "  local r = redis.pcall('XAUTOCLAIM', s, 'g', 'reaper', min_idle, '0-0', 'COUNT', 100)\n"     \
     "  if type(r) == 'table' and not r.err then\n"                                                 \
@@ -199,15 +200,15 @@
     "        local sid, f = e[1], e[2]\n"                                                          \
     "        local id = type(f) == 'table' and f[2]\n"                                             \
     "        local jk = id and (P .. 'job:' .. id)\n"                                              \
-    "        local h = jk and redis.call('HMGET', jk, 'sid', 'state')\n"                           \
+    "        local h = jk and redis.call('HMGET', jk, 'sid', 'state', 'token', 'attempts', "       \
+    "'kind',\n"                                                                                    \
+    "                                    'payload', 'max', 'created', 'run_at')\n"                 \
     "        if h and h[1] == sid and h[2] == 'ready' then\n"                                      \
-    "          local tok = redis.call('HINCRBY', jk, 'token', 1)\n"                                \
-    "          local att = redis.call('HINCRBY', jk, 'attempts', 1)\n"                             \
+    "          local tok, att = tonumber(h[3]) + 1, tonumber(h[4]) + 1\n"                          \
     "          redis.call('HSET', jk, 'state', 'running', 'lease', lease_until, 'worker', "        \
     "worker,\n"                                                                                    \
-    "                     'started', now)\n"                                                       \
-    "          local d = redis.call('HMGET', jk, 'kind', 'payload', 'max', 'created', 'run_at')\n" \
-    "          out[#out + 1] = {id, d[1], q, d[2], tok, att, d[3], d[4], d[5]}\n"                  \
+    "                     'started', now, 'token', tok, 'attempts', att)\n"                        \
+    "          out[#out + 1] = {id, h[5], q, h[6], tok, att, h[7], h[8], h[9]}\n"                  \
     "          got = got + 1\n"                                                                    \
     "        else\n"                                                                               \
     "          redis.call('XACK', s, 'g', sid)\n"                                                  \
@@ -230,15 +231,20 @@
     "  local b = 4 + k * 6\n"                                                                      \
     "  local id, how = ARGV[b], ARGV[b + 2]\n"                                                     \
     "  local jk = P .. 'job:' .. id\n"                                                             \
-    "  local h = redis.call('HMGET', jk, 'state', 'token', 'queue')\n"                             \
+    "  local h = redis.call('HMGET', jk, 'state', 'token', 'queue', 'sid', 'ukey')\n"              \
     "  if h[1] ~= 'running' or h[2] ~= ARGV[b + 1] then\n"                                         \
     "    res[#res + 1] = -1\n"                                                                     \
     "  else\n"                                                                                     \
     "    if how == 'a' then\n"                                                                     \
-    "      unstream(jk)\n"                                                                         \
-    "      redis.call('HSET', jk, 'state', 'done', 'finished', now, 'lease', 0)\n"                 \
+    "      if h[4] and h[4] ~= '' then\n"                                                          \
+    "        redis.call('XACK', P .. 'q:' .. h[3], 'g', h[4])\n"                                   \
+    "        redis.call('XDEL', P .. 'q:' .. h[3], h[4])\n"                                        \
+    "      end\n"                                                                                  \
+    "      redis.call('HSET', jk, 'state', 'done', 'finished', now, 'lease', 0, 'sid', '')\n"      \
     "      redis.call('ZADD', P .. 'done', now, id)\n"                                             \
-    "      unlock_unique(id, jk)\n"                                                                \
+    "      if h[5] and h[5] ~= '' and redis.call('HGET', P .. 'unique', h[5]) == id then\n"        \
+    "        redis.call('HDEL', P .. 'unique', h[5])\n"                                            \
+    "      end\n"                                                                                  \
     "    elseif how == 'l' then\n"                                                                 \
     "      unstream(jk)\n"                                                                         \
     "      redis.call('HINCRBY', jk, 'token', 1)\n"                                                \
@@ -253,6 +259,16 @@
     "  end\n"                                                                                      \
     "end\n"                                                                                        \
     "return res\n"
+
+/* LOCK: P me ttl_ms -> 1 when me holds the relay lock (taken or
+ * extended), 0 when another holder does. */
+#define RQ_LUA_LOCK                                                                                \
+    "local k = ARGV[1] .. 'relay'\n"                                                               \
+    "local v = redis.call('GET', k)\n"                                                             \
+    "if v == ARGV[2] then redis.call('PEXPIRE', k, ARGV[3]) return 1 end\n"                        \
+    "if v then return 0 end\n"                                                                     \
+    "redis.call('SET', k, ARGV[2], 'PX', ARGV[3])\n"                                               \
+    "return 1\n"
 
 /* RENEW: P lease_until n (id token)...: the lease extended and the stream
  * entry's idle time reset (XCLAIM JUSTID to its holder, so XAUTOCLAIM
