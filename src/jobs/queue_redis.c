@@ -65,7 +65,7 @@
 #define REAP_EVERY_MS   200
 #define PIPELINE_MAX    1000
 #define SETTLE_CHUNK    256
-#define MAX_ARGS        (16 + 6 * SETTLE_CHUNK)
+#define MAX_ARGS        (16 + 9 * SETTLE_CHUNK)
 
 enum {
     RS_ENQUEUE,
@@ -93,11 +93,13 @@ struct args {
     size_t len[MAX_ARGS];
     char num[MAX_ARGS / 2][24]; /* storage for numbers */
     unsigned nnum;
+    int over; /* an argument did not fit: the command is not sent */
 };
 
 static void args_reset(struct args *a)
 {
     a->n = a->nnum = 0;
+    a->over = 0;
 }
 
 struct queue_conn {
@@ -123,6 +125,8 @@ static void arg_str(struct args *a, const char *s, size_t len)
     if (a->n < MAX_ARGS) {
         a->v[a->n] = s;
         a->len[a->n++] = len;
+    } else {
+        a->over = 1;
     }
 }
 
@@ -133,8 +137,10 @@ static void arg_cstr(struct args *a, const char *s)
 
 static void arg_u64(struct args *a, uint64_t v)
 {
-    if (a->nnum >= sizeof a->num / sizeof a->num[0])
+    if (a->nnum >= sizeof a->num / sizeof a->num[0]) {
+        a->over = 1;
         return;
+    }
     char *p = a->num[a->nnum++];
     int n = snprintf(p, 24, "%" PRIu64, v);
     arg_str(a, p, (size_t)n);
@@ -142,8 +148,10 @@ static void arg_u64(struct args *a, uint64_t v)
 
 static void arg_i64(struct args *a, int64_t v)
 {
-    if (a->nnum >= sizeof a->num / sizeof a->num[0])
+    if (a->nnum >= sizeof a->num / sizeof a->num[0]) {
+        a->over = 1;
         return;
+    }
     char *p = a->num[a->nnum++];
     int n = snprintf(p, 24, "%" PRId64, v);
     arg_str(a, p, (size_t)n);
@@ -217,6 +225,10 @@ static int ensure(struct queue_conn *c)
  * The caller frees the reply (which may be an error reply). */
 static redisReply *command(struct queue_conn *c, struct args *a)
 {
+    if (a->over) {
+        log_error_rl("queue: a redis command with too many arguments was not sent");
+        return NULL;
+    }
     if (ensure(c) < 0)
         return NULL;
     redisReply *r = redisCommandArgv(c->rc, (int)a->n, a->v, a->len);
@@ -255,6 +267,7 @@ static int load_script(struct queue_conn *c, int s)
 static void script_args(struct queue_conn *c, struct args *a, int s)
 {
     a->n = a->nnum = 0;
+    a->over = 0;
     arg_cstr(a, "EVALSHA");
     arg_cstr(a, c->sha[s]);
     arg_cstr(a, "0");
@@ -362,7 +375,7 @@ static int job_valid(const struct queue_job *job)
            job->max_attempts <= QUEUE_ATTEMPTS_MAX;
 }
 
-/* Append the ENQUEUE arguments of job (id "" = a new Redis-born id). */
+/* Append one job's ENQUEUE arguments (id "" = a new Redis-born id). */
 static void enqueue_args(struct args *a, const char *id, const struct queue_job *job,
                          uint64_t now_ms, uint64_t created_ms)
 {
@@ -371,7 +384,6 @@ static void enqueue_args(struct args *a, const char *id, const struct queue_job 
     arg_cstr(a, job->queue && *job->queue ? job->queue : "default");
     arg_str(a, job->payload ? job->payload : "", job->payload ? job->payload_len : 0);
     arg_u64(a, job->run_at_ms ? job->run_at_ms : now_ms);
-    arg_u64(a, now_ms);
     arg_i64(a, job->priority);
     arg_cstr(a, job->unique_key ? job->unique_key : "");
     arg_u64(a, job->max_attempts ? job->max_attempts : QUEUE_DEFAULT_ATTEMPTS);
@@ -383,10 +395,12 @@ static int rq_enqueue(struct queue_conn *c, const struct queue_job *job, uint64_
 {
     if (!job_valid(job))
         return -EINVAL;
-    struct args *a = xcalloc(1, sizeof *a);
+    struct args *a = c->a;
     int rc = prep(c, a, RS_ENQUEUE);
     redisReply *r = NULL;
     if (rc == 0) {
+        arg_u64(a, now_ms);
+        arg_u64(a, 1);
         enqueue_args(a, "", job, now_ms, now_ms);
         r = run_script(c, a, RS_ENQUEUE);
         rc = is_err(r) ? -EIO : 0;
@@ -396,7 +410,6 @@ static int rq_enqueue(struct queue_conn *c, const struct queue_job *job, uint64_
         rc = r_int(r_at(r, 0)) == 1 ? QUEUE_DUPLICATE : 0;
     }
     freeReplyObject(r);
-    free(a);
     return rc;
 }
 
@@ -424,32 +437,26 @@ static int rq_enqueue_many(struct queue_conn *c, const struct queue_job *job, un
         return -EINVAL;
     if (first_id && idlen)
         first_id[0] = '\0';
-    struct args *a = xcalloc(1, sizeof *a);
-    redisReply **rs = xcalloc(PIPELINE_MAX, sizeof *rs);
+    struct args *a = c->a;
     int added = 0, rc = 0;
     while (rc == 0 && (unsigned)added < n) {
-        unsigned k = n - (unsigned)added < PIPELINE_MAX ? n - (unsigned)added : PIPELINE_MAX;
-        rc = prep(c, a, RS_ENQUEUE);
-        if (rc < 0)
+        unsigned k = n - (unsigned)added < SETTLE_CHUNK ? n - (unsigned)added : SETTLE_CHUNK;
+        if ((rc = prep(c, a, RS_ENQUEUE)) < 0)
             break;
-        enqueue_args(a, "", job, now_ms, now_ms);
+        arg_u64(a, now_ms);
+        arg_u64(a, k);
         for (unsigned i = 0; i < k; i++)
-            redisAppendCommandArgv(c->rc, (int)a->n, a->v, a->len);
-        memset(rs, 0, PIPELINE_MAX * sizeof *rs);
-        rc = pipeline_read(c, rs, k);
-        for (unsigned i = 0; i < k; i++) {
-            if (!is_err(rs[i])) {
-                if (added == 0 && first_id)
-                    snprintf(first_id, idlen, "%s", r_str(r_at(rs[i], 1)));
-                added++;
-            } else if (rc == 0) {
-                rc = -EIO;
-            }
-            freeReplyObject(rs[i]);
+            enqueue_args(a, "", job, now_ms, now_ms);
+        redisReply *r = run_script(c, a, RS_ENQUEUE);
+        if (is_err(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 2 * k) {
+            rc = -EIO;
+        } else {
+            if (added == 0 && first_id)
+                snprintf(first_id, idlen, "%s", r_str(r->element[1]));
+            added += (int)k;
         }
+        freeReplyObject(r);
     }
-    free(rs);
-    free(a);
     return added ? added : rc;
 }
 
@@ -474,9 +481,10 @@ static int relay_lock(struct queue_conn *c, const char *me)
     return held;
 }
 
-/* Relay one batch of shard s. The number of rows relayed, or negative. */
+/* Relay one batch of shard s (one script call). The number of rows
+ * relayed, or negative. */
 static int relay_batch(struct queue_conn *c, unsigned s, uint64_t now_ms, struct args *a,
-                       struct outbox_row *rows, redisReply **rs)
+                       struct outbox_row *rows)
 {
     int n = outbox_pending(c->ob, s, rows, OUTBOX_BATCH);
     if (n <= 0)
@@ -484,36 +492,34 @@ static int relay_batch(struct queue_conn *c, unsigned s, uint64_t now_ms, struct
     int rc = prep(c, a, RS_ENQUEUE);
     if (rc < 0)
         return rc;
-    unsigned base = a->n;
-    for (int i = 0; i < n; i++) {
-        a->n = base;
-        a->nnum = 0;
+    arg_u64(a, now_ms);
+    arg_u64(a, (uint64_t)n);
+    for (int i = 0; i < n; i++)
         enqueue_args(a, rows[i].id, &rows[i].job, now_ms, rows[i].created_ms);
-        redisAppendCommandArgv(c->rc, (int)a->n, a->v, a->len);
+    redisReply *r = run_script(c, a, RS_ENQUEUE);
+    if (is_err(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 2 * (size_t)n) {
+        freeReplyObject(r);
+        return -EIO;
     }
-    memset(rs, 0, (size_t)n * sizeof *rs);
-    rc = pipeline_read(c, rs, (unsigned)n);
     int64_t done[OUTBOX_BATCH];
     struct outbox_settle dup[OUTBOX_BATCH];
-    unsigned nd = 0, ndup = 0;
+    unsigned ndup = 0;
     for (int i = 0; i < n; i++) {
-        if (!is_err(rs[i])) {
-            done[nd++] = rows[i].rowid;
-            /* A pending job holds its unique key: nothing to run (as the
-             * sqlite producer's ON CONFLICT DO NOTHING). */
-            if (r_int(r_at(rs[i], 0)) == 1)
-                dup[ndup++] = (struct outbox_settle){rows[i].rowid, OUTBOX_DONE, 0};
-        }
-        freeReplyObject(rs[i]);
+        done[i] = rows[i].rowid;
+        /* A pending job holds its unique key: nothing to run (as the
+         * sqlite producer's ON CONFLICT DO NOTHING). */
+        if (r_int(r->element[2 * i]) == 1)
+            dup[ndup++] = (struct outbox_settle){rows[i].rowid, OUTBOX_DONE, 0};
     }
-    int mrc = nd ? outbox_mark_relayed(c->ob, s, done, nd) : 0;
-    if (mrc == 0 && ndup)
-        mrc = outbox_settle(c->ob, s, dup, ndup, now_ms);
-    if (mrc < 0)
-        log_warn_rl("queue: relay: marking %u outbox rows of shard %u failed (%d); they will be "
+    freeReplyObject(r);
+    rc = outbox_mark_relayed(c->ob, s, done, (unsigned)n);
+    if (rc == 0 && ndup)
+        rc = outbox_settle(c->ob, s, dup, ndup, now_ms);
+    if (rc < 0)
+        log_warn_rl("queue: relay: marking %d outbox rows of shard %u failed (%d); they will be "
                     "relayed again (deduplicated)",
-                    nd, s, mrc);
-    return rc < 0 ? rc : mrc < 0 ? mrc : (int)nd;
+                    n, s, rc);
+    return rc < 0 ? rc : n;
 }
 
 /* One reconcile step over shard s: up to pages pages of relayed rows. */
@@ -585,7 +591,7 @@ static void relay(struct queue_conn *c, const char *me, uint64_t now_ms, int ful
     for (unsigned k = 0; k < nshards && (!until || clock_mono_ms() < until); k++) {
         unsigned s = (start + k) % nshards;
         while (!until || clock_mono_ms() < until)
-            if (relay_batch(c, s, now_ms, a, rows, rs) < OUTBOX_BATCH)
+            if (relay_batch(c, s, now_ms, a, rows) < OUTBOX_BATCH)
                 break;
     }
     if (full || now_ms >= c->next_reconcile_ms) {

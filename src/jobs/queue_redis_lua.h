@@ -70,36 +70,46 @@
     "  end\n"                                                                                      \
     "end\n"
 
-/* ENQUEUE: P id kind queue payload run_at now prio ukey max created.
- * id '' = a new "r<n>"; an id that exists already is a re-relay: {3, id}.
- * {0, id} added, {1, other} a pending job holds the unique key. */
+/* ENQUEUE: P now n (id kind queue payload run_at prio ukey max created)...
+ * Per job, a code and an id: {0, id} added (id '' = a new "r<n>"), {1,
+ * other} a pending job holds the unique key, {3, id} the job exists
+ * already (a relay repeating itself). One wake entry per call. */
 #define RQ_LUA_ENQUEUE                                                                             \
     RQ_LUA_COMMON                                                                                  \
-    "local id, now = ARGV[2], tonumber(ARGV[7])\n"                                                 \
-    "if id == '' then id = 'r' .. redis.call('INCR', P .. 'seq')\n"                                \
-    "elseif redis.call('EXISTS', P .. 'job:' .. id) == 1 then return {3, id} end\n"                \
-    "local uk = ARGV[9]\n"                                                                         \
-    "if uk ~= '' then\n"                                                                           \
-    "  local other = redis.call('HGET', P .. 'unique', uk)\n"                                      \
-    "  if other then\n"                                                                            \
-    "    local st = redis.call('HGET', P .. 'job:' .. other, 'state')\n"                           \
-    "    if st == 'ready' or st == 'delayed' or st == 'running' then return {1, other} end\n"      \
+    "local now, n, out, added = tonumber(ARGV[2]), tonumber(ARGV[3]), {}, 0\n"                     \
+    "for k = 0, n - 1 do\n"                                                                        \
+    "  local b = 4 + k * 9\n"                                                                      \
+    "  local id, uk, code = ARGV[b], ARGV[b + 6], 0\n"                                             \
+    "  if id == '' then id = 'r' .. redis.call('INCR', P .. 'seq')\n"                              \
+    "  elseif redis.call('EXISTS', P .. 'job:' .. id) == 1 then code = 3 end\n"                    \
+    "  if code == 0 and uk ~= '' then\n"                                                           \
+    "    local other = redis.call('HGET', P .. 'unique', uk)\n"                                    \
+    "    local st = other and redis.call('HGET', P .. 'job:' .. other, 'state')\n"                 \
+    "    if st == 'ready' or st == 'delayed' or st == 'running' then\n"                            \
+    "      code, id = 1, other\n"                                                                  \
+    "    else\n"                                                                                   \
+    "      redis.call('HSET', P .. 'unique', uk, id)\n"                                            \
+    "    end\n"                                                                                    \
     "  end\n"                                                                                      \
-    "  redis.call('HSET', P .. 'unique', uk, id)\n"                                                \
+    "  if code == 0 then\n"                                                                        \
+    "    local jk = P .. 'job:' .. id\n"                                                           \
+    "    redis.call('HSET', jk, 'kind', ARGV[b + 1], 'queue', ARGV[b + 2], 'payload', ARGV[b + "   \
+    "3],\n"                                                                                        \
+    "      'prio', ARGV[b + 5], 'attempts', 0, 'max', ARGV[b + 7], 'run_at', ARGV[b + 4],\n"       \
+    "      'created', ARGV[b + 8], 'token', 0, 'ukey', uk, 'hist', '', 'error', '', 'lease', 0,\n" \
+    "      'worker', '', 'started', 0, 'finished', 0)\n"                                           \
+    "    redis.call('ZADD', P .. 'all', ARGV[b + 8], id)\n"                                        \
+    "    if tonumber(ARGV[b + 4]) > now then\n"                                                    \
+    "      redis.call('HSET', jk, 'state', 'delayed')\n"                                           \
+    "      redis.call('ZADD', P .. 'delayed', ARGV[b + 4], id)\n"                                  \
+    "    else push(id, jk, ARGV[b + 2]) end\n"                                                     \
+    "    added = added + 1\n"                                                                      \
+    "  end\n"                                                                                      \
+    "  out[#out + 1] = code\n"                                                                     \
+    "  out[#out + 1] = id\n"                                                                       \
     "end\n"                                                                                        \
-    "local jk = P .. 'job:' .. id\n"                                                               \
-    "local run_at = tonumber(ARGV[6])\n"                                                           \
-    "redis.call('HSET', jk, 'kind', ARGV[3], 'queue', ARGV[4], 'payload', ARGV[5], 'prio',\n"      \
-    "  ARGV[8], 'attempts', 0, 'max', ARGV[10], 'run_at', ARGV[6], 'created', ARGV[11],\n"         \
-    "  'token', 0, 'ukey', uk, 'hist', '', 'error', '', 'lease', 0, 'worker', '',\n"               \
-    "  'started', 0, 'finished', 0)\n"                                                             \
-    "redis.call('ZADD', P .. 'all', ARGV[11], id)\n"                                               \
-    "if run_at > now then\n"                                                                       \
-    "  redis.call('HSET', jk, 'state', 'delayed')\n"                                               \
-    "  redis.call('ZADD', P .. 'delayed', ARGV[6], id)\n"                                          \
-    "else push(id, jk, ARGV[4]) end\n"                                                             \
-    "wake(id)\n"                                                                                   \
-    "return {0, id}\n"
+    "if added > 0 then wake('') end\n"                                                             \
+    "return out\n"
 
 /* CLAIM: P now lease_until worker min_idle_ms backoff_base backoff_cap seed
  * room nnames names... ncaps (name cap)... (min_idle_ms '-': no reaping in

@@ -293,6 +293,11 @@ def test_usage_errors_are_one_line_and_exit_2(tmp_path):
         lines = res.stderr_text.strip().splitlines()
         assert len(lines) == 1, (args, res.stderr_text)
         assert res.stdout_text == "", (args, res.stdout_text)
+    # The app writes the outbox only, but a malformed redis:// queue URL is
+    # still refused at start (contract §9).
+    res = run_surge("app", "--data-dir", tmp_path / "d", "--listen", "127.0.0.1:0",
+                    "--queue", "redis://nohost")
+    assert res.returncode == 2 and len(res.stderr_text.strip().splitlines()) == 1, res.stderr_text
     res = run_surge("jobs", "--data-dir", tmp_path / "none", "show", "64")
     assert res.returncode == 1 and "no job 64" in res.stderr_text
     res = run_surge("jobs", "--data-dir", tmp_path / "none", "stats", "--json")
