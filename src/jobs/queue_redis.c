@@ -63,6 +63,7 @@
  * every worker, so that comes at once). */
 #define RELAY_BUDGET_MS 100
 #define REAP_EVERY_MS   200
+#define RELAY_AHEAD     4096 /* stream entries the relay keeps ahead of the claims */
 #define PIPELINE_MAX    1000
 #define SETTLE_CHUNK    256
 #define MAX_ARGS        (16 + 9 * SETTLE_CHUNK)
@@ -116,6 +117,8 @@ struct queue_conn {
     unsigned relay_rr;            /* the shard the relay starts with, round robin */
     uint64_t lock_fresh_until_ms; /* mono: the relay lock is surely ours until then */
     uint64_t next_reap_ms;        /* mono: the next claim that reaps expired leases */
+    uint64_t backlog;             /* stream entries at the last claim */
+    uint64_t next_relay_ms;       /* mono: the next relay however big the backlog */
     char wake_last[64];           /* wait(): the last wake entry seen */
     struct args *a;               /* scratch arguments (a connection is one thread's) */
 };
@@ -583,12 +586,18 @@ static void relay(struct queue_conn *c, const char *me, uint64_t now_ms, int ful
     unsigned nshards = c->ob ? outbox_shards(c->ob) : 0;
     if (!nshards || (!full && !relay_lock(c, me)))
         return;
+    /* Enough in the streams already: claim passes go to claiming, and the
+     * relay tops the streams up when they run low (or once a second). */
+    uint64_t mono = clock_mono_ms();
+    int relay_now = full || c->backlog < RELAY_AHEAD || mono >= c->next_relay_ms;
+    if (relay_now)
+        c->next_relay_ms = mono + RECONCILE_MS;
     struct args *a = xcalloc(1, sizeof *a);
     struct outbox_row *rows = xcalloc(OUTBOX_BATCH, sizeof *rows);
     redisReply **rs = xcalloc(OUTBOX_BATCH, sizeof *rs);
     uint64_t until = full ? 0 : clock_mono_ms() + RELAY_BUDGET_MS;
     unsigned start = c->relay_rr++;
-    for (unsigned k = 0; k < nshards && (!until || clock_mono_ms() < until); k++) {
+    for (unsigned k = 0; relay_now && k < nshards && (!until || clock_mono_ms() < until); k++) {
         unsigned s = (start + k) % nshards;
         while (!until || clock_mono_ms() < until)
             if (relay_batch(c, s, now_ms, a, rows) < OUTBOX_BATCH)
@@ -676,6 +685,7 @@ static int rq_claim(struct queue_conn *c, const struct queue_claim_req *req,
             st->expired = (unsigned)r_int(r_at(r, 1));
             st->expired_dead = (unsigned)r_int(r_at(r, 2));
         }
+        c->backlog = (uint64_t)r_int(r_at(r, 4));
         const redisReply *jobs = r_at(r, 3);
         for (size_t i = 0; jobs && i < jobs->elements && (unsigned)got < max; i++)
             take_job(jobs->element[i], &out[got++], lease_until);

@@ -122,7 +122,7 @@
  * group's consumers idle for 10 minutes with nothing pending (workers gone)
  * are deleted; then XREADGROUP per queue within room and caps.
  * {next_due_ms, expired, expired_dead, {{id kind queue payload token
- * attempts max created run_at}...}}. */
+ * attempts max created run_at}...}, backlog (entries in the streams)}. */
 #define RQ_LUA_CLAIM                                                                               \
     RQ_LUA_COMMON                                                                                  \
     "local now, lease_until, worker = tonumber(ARGV[2]), ARGV[3], ARGV[4]\n"                       \
@@ -229,7 +229,9 @@
     "  end\n"                                                                                      \
     "end\n"                                                                                        \
     "local nd = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')\n"                        \
-    "return {nd[2] or '0', expired, expired_dead, out}\n"
+    "local backlog = 0\n"                                                                          \
+    "for _, q in ipairs(queues) do backlog = backlog + redis.call('XLEN', P .. 'q:' .. q) end\n"   \
+    "return {nd[2] or '0', expired, expired_dead, out, backlog}\n"
 
 /* SETTLE: P now n (id token how retry_at error line)...; how: a ack, l
  * release (hand back unrun), r retry, d dead. One result per item: 0, or
