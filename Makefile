@@ -10,7 +10,7 @@
 #   make bench-spike  the Black Friday scenario (10x spike) through surge lb + 2 surge app
 #   make bench-parse  HTTP parse cost per request: ours vs the old http-parser based one
 #   make bench-abuse  surge app under a signup flood and 3,000 slow bodies, before and after
-#   make soak       the worker chaos test at 100,000 jobs (release build)
+#   make soak       the worker chaos test at 100,000 jobs, embedded queue and Redis (release build)
 #   make bench-jobs  surge worker vs BullMQ: jobs/s, enqueue-to-start, RSS (docs/benchmarks.md)
 #   make bench-up   surge up: cold start, kill -9 replacement, rolling reloads under load
 #   make bench-spike-up  the Black Friday scenario against surge up: the pool follows the spike
@@ -186,7 +186,8 @@ bench-jobs: all
 	@scripts/deps.sh bench-jobs
 	@scripts/bench-jobs.sh
 
-# 100,000 order confirmations, 3 workers, one killed -9 every 2 s.
+# 100,000 order confirmations, 3 workers, one killed -9 every 2 s: on the
+# embedded queue, then on Redis Streams (the test's `queue` parameter).
 soak: all
 	@scripts/deps.sh test
 	SURGE_BIN=$(CURDIR)/build/surge CHAOS_JOBS=100000 /usr/bin/python3 -m pytest -q -s \

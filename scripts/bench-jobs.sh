@@ -11,6 +11,7 @@
 #   BENCH_RATE     arrival rate of the latency runs, jobs/s (default 5000)
 #   BENCH_SECONDS  length of the latency runs (default 10)
 #   BENCH_BULLMQ   0 skips BullMQ (default 1: npm install bullmq into build/bullmq once)
+#   BENCH_REDIS    0 skips the surge-on-Redis rows (default 1)
 #   BENCH_DOC      markdown file whose bench-jobs section is replaced (default
 #                  docs/benchmarks.md; "-" = print only)
 #
@@ -34,6 +35,11 @@
 #            producer adding a batch every 10 ms with addBulk, latency =
 #            processor start - add time).
 #   rss      peak RSS (VmHWM) of each worker process.
+#   redis    the same drain and latency runs with `surge worker --queue redis://`
+#            (Redis Streams, src/jobs/queue_redis.c) on a redis-server of its own
+#            with the same AOF settings: the drain's backlog is in the outbox
+#            tables, so it includes the relay into Redis; the latency run's jobs
+#            go straight into Redis (`surge jobs --queue redis:// enqueue --rate`).
 # Redis runs with AOF (appendfsync everysec), the closest match to SQLite's
 # WAL with synchronous=NORMAL that surge uses.
 set -euo pipefail
@@ -189,8 +195,80 @@ bullmq_round() {  # ROUND
     log "round $r: BullMQ at $rate jobs/s: enqueue-to-start p50 $p50 ms, p99 $p99 ms, peak RSS $kb kB"
 }
 
+redis_done() { "$SURGE" jobs --data-dir "$1" --queue "$2" stats --json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["done"])'; }
+
+surge_redis_drain() {  # WORKERS ROUND URL -> prints "jobs_s peak_kb_max"
+    local w=$1 dir=$TMP/r-drain-$1-$2 url=$3 pids=() t0 t1 kb=0 k p
+    new_store "$dir"
+    fill_surge "$dir" "$JOBS"
+    t0=$(date +%s.%N)
+    for ((k = 0; k < w; k++)); do
+        "$SURGE" worker --data-dir "$dir" --queue "$url" --concurrency 50 --batch 256 \
+            --reservation-timeout 0 --log-level warn >/dev/null 2>>"$TMP/worker.log" &
+        pids+=($!); PIDS+=($!)
+    done
+    until [ "$(redis_done "$dir" "$url")" = "$JOBS" ]; do sleep 0.1; done
+    t1=$(date +%s.%N)
+    for p in "${pids[@]}"; do
+        k=$(peak_kb "$p"); [ "$k" -gt "$kb" ] && kb=$k
+        stop_pid "$p"
+    done
+    rm -rf "$dir"
+    "$PY" -c "print('%.0f %d' % ($JOBS / ($t1 - $t0), $kb))"
+}
+
+surge_redis_latency() {  # ROUND URL PORT -> prints "p50_ms p99_ms peak_kb achieved_rate"
+    local dir=$TMP/r-lat-$1 url=$2 n=$((RATE * SECONDS_RUN)) pid t0 t1 kb
+    new_store "$dir"
+    "$SURGE" worker --data-dir "$dir" --queue "$url" --concurrency 50 --reservation-timeout 0 \
+        --log-level warn >/dev/null 2>>"$TMP/worker.log" &
+    pid=$!; PIDS+=($pid)
+    sleep 0.5
+    t0=$(date +%s.%N)
+    "$SURGE" jobs --data-dir "$dir" --queue "$url" enqueue noop --count "$n" --rate "$RATE" >/dev/null
+    t1=$(date +%s.%N)
+    until [ "$(redis_done "$dir" "$url")" = "$n" ]; do sleep 0.1; done
+    kb=$(peak_kb "$pid")
+    stop_pid "$pid"
+    redis-cli -p "$3" --raw EVAL "local o = {} for _, id in ipairs(redis.call('ZRANGE', 'surge:q:all', 0, -1)) do local h = redis.call('HMGET', 'surge:q:job:' .. id, 'started', 'created') o[#o + 1] = tonumber(h[1]) - tonumber(h[2]) end return o" 0 >"$TMP/r-lat.txt"
+    "$PY" - "$TMP/r-lat.txt" "$kb" "$n" "$t0" "$t1" <<'EOF'
+import sys
+f, kb, n, t0, t1 = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+lat = sorted(int(x) for x in open(f).read().split())
+pct = lambda q: lat[min(len(lat) - 1, int(q / 100 * len(lat)))]
+print(pct(50), pct(99), kb, "%.0f" % (n / (t1 - t0)))
+EOF
+    rm -rf "$dir"
+}
+
+surge_redis_setup() {
+    command -v redis-server >/dev/null || { log "the Redis rows need redis-server"; exit 2; }
+    read -r QPORT < <(pick_ports 1)
+    mkdir -p "$TMP/qredis"
+    redis-server --port "$QPORT" --bind 127.0.0.1 --save '' --appendonly yes \
+        --appendfsync everysec --dir "$TMP/qredis" --logfile "$TMP/qredis.log" &
+    PIDS+=($!)
+    for _ in $(seq 50); do redis-cli -p "$QPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    QURL=redis://127.0.0.1:$QPORT
+}
+
+surge_redis_round() {  # ROUND
+    local r=$1 w js kb p50 p99 rate
+    for w in 1 2; do
+        redis-cli -p "$QPORT" flushall >/dev/null
+        read -r js kb < <(surge_redis_drain "$w" "$r" "$QURL")
+        printf 'redis-drain-%d\t%s\t%s\n' "$w" "$js" "$kb" >>"$results"
+        log "round $r: surge on the Redis queue, $w worker(s): $js jobs/s, peak RSS $kb kB"
+    done
+    redis-cli -p "$QPORT" flushall >/dev/null
+    read -r p50 p99 kb rate < <(surge_redis_latency "$r" "$QURL" "$QPORT")
+    printf 'redis-latency\t%s\t%s\t%s\t%s\n' "$p50" "$p99" "$kb" "$rate" >>"$results"
+    log "round $r: surge on the Redis queue at $rate jobs/s: p50 $p50 ms, p99 $p99 ms, peak RSS $kb kB"
+}
+
 ROWS=(surge)
 [ "$BULLMQ" = 1 ] && ROWS+=(bullmq)
+[ "${BENCH_REDIS:-1}" = 1 ] && ROWS+=(surge_redis)
 results=$TMP/results.tsv
 : >"$results"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -212,7 +290,10 @@ rounds, jobs, rate, secs = sys.argv[2:]
 # Labels of the known rows; a row another function adds shows under its key.
 LABELS = {"surge-drain-1": "surge worker, 1 process", "surge-drain-2": "surge worker, 2 processes",
           "bullmq-drain-1": "BullMQ, 1 worker, concurrency 50",
-          "surge-latency": "surge worker", "bullmq-latency": "BullMQ"}
+          "surge-latency": "surge worker", "bullmq-latency": "BullMQ",
+          "redis-drain-1": "surge worker on the Redis queue, 1 process",
+          "redis-drain-2": "surge worker on the Redis queue, 2 processes",
+          "redis-latency": "surge worker on the Redis queue"}
 med = statistics.median
 def rng(v, fmt="{:,.0f}"):
     lo, hi, m = min(v), max(v), med(v)
@@ -241,7 +322,7 @@ for k, v in rows.items():
 EOF
 cat "$TMP/table.md"
 if [ "$DOC" != - ]; then
-    section="Measured on a shared machine $(date -u '+%Y-%m-%d %H:%M UTC') by \`make bench-jobs\` (\`BENCH_ROUNDS=$ROUNDS BENCH_JOBS=$JOBS BENCH_RATE=$RATE BENCH_SECONDS=$SECONDS_RUN\`), surge at git $(git rev-parse --short HEAD)${BULLMQ_VERSIONS:+, $BULLMQ_VERSIONS}; load average $LOAD_START at the start, $LOAD_END at the end.
+    section="Measured $(date -u '+%Y-%m-%d %H:%M UTC') by \`make bench-jobs\` (\`BENCH_ROUNDS=$ROUNDS BENCH_JOBS=$JOBS BENCH_RATE=$RATE BENCH_SECONDS=$SECONDS_RUN\`), surge at git $(git rev-parse --short HEAD)${BULLMQ_VERSIONS:+, $BULLMQ_VERSIONS}; load average $LOAD_START at the start, $LOAD_END at the end.
 
 $(cat "$TMP/table.md")
 "

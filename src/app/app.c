@@ -665,11 +665,17 @@ int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen)
     }
     a->queue = queue_producer_find(cfg->queue_url);
     if (!a->queue) {
-        snprintf(err, errlen, "--queue: '%s': no queue driver for this URL (built in: sqlite:)",
-                 cfg->queue_url);
+        snprintf(
+            err, errlen,
+            "--queue: '%s': no queue driver for this URL (built in: sqlite:, redis://HOST:PORT)",
+            cfg->queue_url);
         return -1;
     }
     char why[384];
+    if (a->queue->check_url && a->queue->check_url(cfg->queue_url, why, sizeof why) < 0) {
+        snprintf(err, errlen, "--queue: %s", why);
+        return -1;
+    }
     if (store_layout_init(&a->layout, cfg->store_url, cfg->data_dir, (unsigned)cfg->shards, why,
                           sizeof why) < 0) {
         snprintf(err, errlen, "--store: %s", why);

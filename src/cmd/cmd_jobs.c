@@ -44,7 +44,7 @@ void cmd_jobs_help(FILE *out)
             "reported)\n\n"
             "  --data-dir DIR  the store's directory (default ./data)\n"
             "  --store URL     store driver (default sqlite:)\n"
-            "  --queue URL     queue driver (default sqlite:)\n");
+            "  --queue URL     queue driver (default sqlite:; or redis://HOST:PORT)\n");
 }
 
 static int usage(const char *msg, const char *arg)
@@ -421,7 +421,8 @@ int cmd_jobs(int argc, char **argv)
     struct jobs_ctx c = {.data_dir = data_dir};
     c.qd = queue_consumer_find(queue_url);
     if (!c.qd)
-        return usage("--queue: no queue driver for this URL (built in: sqlite:)", queue_url);
+        return usage("--queue: no queue driver for this URL (built in: sqlite:, redis://HOST:PORT)",
+                     queue_url);
     struct store_layout l;
     char err[384];
     if (store_layout_init(&l, store_url, data_dir, STORE_MAX_SHARDS, err, sizeof err) < 0) {

@@ -92,7 +92,8 @@ static const struct conf_entry worker_conf[] = {
     {"store", CONF_STRING, O(store_url), 0, 0, "sqlite:", NULL, NULL, "URL",
      "store driver: sqlite: (files in --data-dir)"},
     {"queue", CONF_STRING, O(queue_url), 0, 0, "sqlite:", NULL, NULL, "URL",
-     "queue driver: sqlite: (the outbox table of each shard)"},
+     "queue driver: sqlite: (the outbox table of each shard) or redis://HOST:PORT (Redis Streams "
+     "fed from that outbox)"},
     {"concurrency", CONF_INT, O(concurrency), 1, 1024, "16", NULL, NULL, "N",
      "jobs run at once (handler threads)"},
     {"queues", CONF_STRING, O(queues), 0, 0, NULL, NULL, check_queues, "NAME,...",

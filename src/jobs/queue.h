@@ -24,9 +24,9 @@
  *
  * Drivers (one ops table each, registered in queue.c): `sqlite`, the
  * `jobs` table of each shard of the store (the outbox itself is the queue);
- * the interface keeps driver-neutral shapes (text ids, explicit tokens) so
- * a Redis Streams driver can sit behind it. Calls are blocking: run them on
- * worker threads, one connection per thread. */
+ * `redis`, Redis Streams fed from that outbox by a relay (queue_redis.c);
+ * the interface keeps driver-neutral shapes (text ids, explicit tokens). Calls are blocking: run
+ * them on worker threads, one connection per thread. */
 #ifndef SURGE_JOBS_QUEUE_H
 #define SURGE_JOBS_QUEUE_H
 #include <stddef.h>
@@ -65,9 +65,12 @@ struct queue_producer_driver {
      * another negative store error (the caller rolls back). */
     int (*enqueue_tx)(const struct store_driver *sd, struct store_db *db,
                       const struct queue_job *job, uint64_t now_ms);
+    /* Check url's form (no connection): 0, or -EINVAL with err set. NULL:
+     * any URL of the scheme will do. */
+    int (*check_url)(const char *url, char *err, size_t errlen);
 };
 
-/* The producer driver for url ("sqlite:"), or NULL. */
+/* The producer driver for url ("sqlite:", "redis://..."), or NULL. */
 const struct queue_producer_driver *queue_producer_find(const char *url);
 
 /* ---- consumer side ---- */
@@ -200,9 +203,16 @@ struct queue_consumer_driver {
      * (watched with inotify by the worker to wake at once), or NULL when
      * the driver has no such thing. */
     const char *(*watch_dir)(struct queue_conn *c);
+    /* Block up to timeout_ms until a job may have become claimable
+     * (enqueued, retried, handed back) anywhere, on a connection opened for
+     * this alone (one thread's: not the one claim() runs on). 1 woken, 0
+     * timed out, negative when the queue is unreachable (the caller waits a
+     * while before calling again). NULL: the driver has no such thing (the
+     * worker relies on watch_dir and its poll). */
+    int (*wait)(struct queue_conn *c, unsigned timeout_ms);
 };
 
-/* The consumer driver for url ("sqlite:"), or NULL. */
+/* The consumer driver for url ("sqlite:", "redis://HOST:PORT"), or NULL. */
 const struct queue_consumer_driver *queue_consumer_find(const char *url);
 
 /* Retry delay after failed attempt n (1-based): exponential backoff with

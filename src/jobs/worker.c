@@ -91,6 +91,12 @@ struct worker {
     struct store_layout layout;
     const struct queue_consumer_driver *qd;
     struct queue_conn *qc; /* the store thread's */
+    /* The driver's wait(), when it has one: a thread blocked on its own
+     * connection that wakes the loop when a job may be claimable. */
+    struct queue_conn *wait_qc;
+    uv_thread_t waker;
+    uv_async_t wake_async;
+    int waker_on, waker_stop; /* waker_stop: atomic */
     struct job_env env;
     char *mail_dir;
     struct workq storeq, runq;
@@ -131,6 +137,7 @@ static void kick(struct worker *w);
 static void maybe_finish(struct worker *w);
 static void on_poll(uv_timer_t *t);
 static void on_exit_timer(uv_timer_t *t);
+static void close_if_async(struct worker *w);
 
 static uint64_t next_rnd(struct worker *w)
 {
@@ -713,12 +720,50 @@ static void on_watch(uv_fs_event_t *h, const char *filename, int events, int sta
     }
 }
 
+#define WAIT_MS 250 /* a wait() call's bound: how long a stopping waker may take */
+
+static void waker_main(void *arg)
+{
+    struct worker *w = arg;
+    while (!__atomic_load_n(&w->waker_stop, __ATOMIC_ACQUIRE)) {
+        int rc = w->qd->wait(w->wait_qc, WAIT_MS);
+        if (rc > 0)
+            uv_async_send(&w->wake_async);
+        else if (rc < 0)
+            usleep(WAIT_MS * 1000); /* unreachable: the claim passes report it */
+    }
+}
+
+static void on_wake_async(uv_async_t *h)
+{
+    struct worker *w = h->data;
+    if (w->stopping)
+        return;
+    w->claim_wanted = 1;
+    kick(w);
+}
+
+static void stop_waker(struct worker *w)
+{
+    if (!w->waker_on)
+        return;
+    w->waker_on = 0;
+    __atomic_store_n(&w->waker_stop, 1, __ATOMIC_RELEASE);
+    uv_thread_join(&w->waker); /* at most one wait() bound */
+    close_if_async(w);
+}
+
 /* ---- stop ---- */
 
 static void close_if(uv_handle_t *h)
 {
     if (h->type != UV_UNKNOWN_HANDLE && !uv_is_closing(h))
         uv_close(h, NULL);
+}
+
+static void close_if_async(struct worker *w)
+{
+    close_if((uv_handle_t *)&w->wake_async);
 }
 
 static void shutdown_all(struct worker *w)
@@ -734,6 +779,7 @@ static void shutdown_all(struct worker *w)
     close_if((uv_handle_t *)&w->echo_timer);
     close_if((uv_handle_t *)&w->sig_term);
     close_if((uv_handle_t *)&w->sig_int);
+    stop_waker(w);
     if (w->watching)
         close_if((uv_handle_t *)&w->watch);
     if (w->metrics_on) {
@@ -977,8 +1023,10 @@ int worker_new(const struct worker_config *cfg, struct worker **out, char *err, 
     snprintf(w->name, sizeof w->name, "%s:%d", host, (int)getpid());
     w->qd = queue_consumer_find(cfg->queue_url);
     if (!w->qd) {
-        snprintf(err, errlen, "--queue: '%s': no queue driver for this URL (built in: sqlite:)",
-                 cfg->queue_url);
+        snprintf(
+            err, errlen,
+            "--queue: '%s': no queue driver for this URL (built in: sqlite:, redis://HOST:PORT)",
+            cfg->queue_url);
         return -1;
     }
     char why[384];
@@ -1073,6 +1121,18 @@ int worker_new(const struct worker_config *cfg, struct worker **out, char *err, 
         if (!w->watching)
             uv_close((uv_handle_t *)&w->watch, NULL);
     }
+    if (w->qd->wait) {
+        if (w->qd->open(cfg->queue_url, &w->layout, &w->wait_qc, why, sizeof why) == 0 &&
+            uv_async_init(&w->loop, &w->wake_async, on_wake_async) == 0) {
+            w->wake_async.data = w;
+            if (uv_thread_create(&w->waker, waker_main, w) == 0)
+                w->waker_on = 1;
+            else
+                uv_close((uv_handle_t *)&w->wake_async, NULL);
+        }
+        if (!w->waker_on)
+            log_warn("cannot start the queue's waker: waking on the poll only");
+    }
     uv_signal_init(&w->loop, &w->sig_term);
     uv_signal_init(&w->loop, &w->sig_int);
     w->sig_term.data = w->sig_int.data = w;
@@ -1108,6 +1168,8 @@ void worker_free(struct worker *w)
         return;
     if (w->qc)
         w->qd->close(w->qc);
+    if (w->wait_qc)
+        w->qd->close(w->wait_qc);
     store_layout_free(&w->layout);
     linelog_close(w->trace_log);
     metrics_free(&w->metrics);

@@ -10,6 +10,10 @@
     insert_orders(data_dir, n)   n pending orders with their order_confirmation jobs,
                                  written straight into the shards (as the app's outbox
                                  does); returns [(public order id, user id)]
+    queue (fixture, parametrized "sqlite" / "redis")  runs a test on both queue
+                                 drivers: on "redis" it starts a redis-server and every
+                                 worker and `surge jobs` call above gets --queue URL
+                                 (queue_url() gives it; redis_server() the RedisServer)
 """
 import json
 import re
@@ -21,11 +25,28 @@ from pathlib import Path
 
 import pytest
 
+from engines import REDIS_CLI, RedisServer
 from harness import SURGE_BIN, child_env, run_surge, sanitizer_lines, tail, wait_until
 
 RUNNING_RE = re.compile(r"surge worker: running as (\S+)")
 METRICS_RE = re.compile(r"surge worker: metrics on ([0-9.]+):(\d+)")
 ORDER_ID_SHARDS = 64
+
+# The queue driver of the running test (set by the `queue` fixture).
+_QUEUE = {"url": None, "server": None}
+
+
+def queue_url():
+    """The --queue URL of the running test, or None (the embedded queue)."""
+    return _QUEUE["url"]
+
+
+def redis_server():
+    return _QUEUE["server"]
+
+
+def queue_args():
+    return ["--queue", _QUEUE["url"]] if _QUEUE["url"] else []
 
 
 class Worker:
@@ -99,7 +120,7 @@ class Workers:
             argv += ["--reservation-timeout", "0"]
         if metrics:
             argv += ["--metrics", "127.0.0.1:0"]
-        argv += [str(a) for a in extra]
+        argv += queue_args() + [str(a) for a in extra]
         out_path = self.log_dir / ("worker-%d.out" % n)
         log_path = self.log_dir / ("worker-%d.log" % n)
         with open(out_path, "wb") as out, open(log_path, "wb") as err:
@@ -131,7 +152,7 @@ class Workers:
 
 
 def jobs(data_dir, *args, timeout=60.0):
-    return run_surge("jobs", "--data-dir", data_dir, *args, timeout=timeout)
+    return run_surge("jobs", "--data-dir", data_dir, *queue_args(), *args, timeout=timeout)
 
 
 def jobs_json(data_dir, *args):
@@ -199,9 +220,66 @@ def order_statuses(data_dir):
     return out
 
 
+REDIS_ALL_JOBS = """
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', 'surge:q:all', 0, -1)) do
+  local h = redis.call('HMGET', 'surge:q:job:' .. id, 'kind', 'state', 'worker', 'attempts')
+  out[#out + 1] = id
+  out[#out + 1] = h[1]
+  out[#out + 1] = h[2]
+  out[#out + 1] = h[3]
+  out[#out + 1] = h[4]
+end
+return out
+"""
+
+
+def redis_eval(script, *args):
+    """EVAL on the test's redis-server; the reply's lines (raw mode)."""
+    r = redis_server()
+    out = subprocess.run([REDIS_CLI, "-h", "127.0.0.1", "-p", str(r.port), "EVAL", script, "0"]
+                         + [str(a) for a in args], capture_output=True, timeout=60, check=True)
+    text = out.stdout.decode(errors="replace")
+    return text[:-1].split("\n") if text.endswith("\n") else text.split("\n")
+
+
+REDIS_REDELIVER = """
+local jk = 'surge:q:job:' .. ARGV[1]
+local q = redis.call('HGET', jk, 'queue')
+local sid = redis.call('XADD', 'surge:q:q:' .. q, '*', 'id', ARGV[1])
+redis.call('HSET', jk, 'state', 'ready', 'sid', sid)
+redis.call('ZREM', 'surge:q:done', ARGV[1])
+redis.call('XADD', 'surge:q:wake', '*', 'j', ARGV[1])
+return sid
+"""
+
+
+def redeliver(data_dir, jid):
+    """Deliver a done job again, as after a lost acknowledgement."""
+    jid = str(jid)
+    if queue_url():
+        redis_eval(REDIS_REDELIVER, jid)
+        return
+    n = int(jid)
+    con = sqlite3.connect(str(Path(data_dir) / ("shard-%d.db" % (n % ORDER_ID_SHARDS))),
+                          timeout=30)
+    con.execute("UPDATE jobs SET state = 'ready' WHERE id = ?", (n // ORDER_ID_SHARDS,))
+    con.commit()
+    con.close()
+
+
 def all_jobs(data_dir):
-    """Every job row: {id: (kind, state, attempts, worker)}."""
+    """Every job: {id: (kind, state, attempts, worker)} (from the shards, or
+    from Redis when the test runs on the redis queue)."""
     out = {}
+    if queue_url():
+        lines = redis_eval(REDIS_ALL_JOBS)
+        if lines == [""]:
+            return out
+        for i in range(0, len(lines) - 4, 5):
+            jid, kind, state, worker, attempts = lines[i:i + 5]
+            out[jid] = (kind, state, int(attempts), worker or None)
+        return out
     for path in shard_paths(data_dir):
         shard = int(path.stem.split("-")[1])
         con = sqlite3.connect(str(path), timeout=30)
@@ -210,6 +288,21 @@ def all_jobs(data_dir):
             out[str(rowid * ORDER_ID_SHARDS + shard)] = (kind, state, attempts, worker)
         con.close()
     return out
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def queue(request):
+    """Run the test on the embedded queue, then on a real redis-server."""
+    if request.param == "redis":
+        server = RedisServer()
+        _QUEUE.update(url=server.url, server=server)
+        try:
+            yield "redis"
+        finally:
+            _QUEUE.update(url=None, server=None)
+            server.close()
+    else:
+        yield "sqlite"
 
 
 @pytest.fixture
@@ -222,4 +315,5 @@ def workers(tmp_path):
 
 
 __all__ = ["Worker", "Workers", "jobs", "jobs_json", "stats", "make_store", "insert_orders",
-           "order_statuses", "all_jobs", "workers", "wait_until"]
+           "order_statuses", "all_jobs", "workers", "wait_until", "queue", "queue_url",
+           "queue_args", "redis_server", "redis_eval", "redeliver"]

@@ -2,7 +2,9 @@
 confirmed with its mail file; wake-up on enqueue; fencing of a paused
 worker (SIGSTOP past its lease); retries with growing jittered backoff to
 dead, then replay; delayed jobs never early; unique keys; SIGTERM drain and
-hand-back; bad jobs dead on the first attempt; usage errors."""
+hand-back; bad jobs dead on the first attempt; usage errors. Each test that
+takes the `queue` fixture runs twice: on the embedded queue and on Redis
+Streams (a real redis-server)."""
 import json
 import signal
 import sqlite3
@@ -12,7 +14,8 @@ from pathlib import Path
 
 from harness import run_surge, wait_until
 from jobs_harness import (all_jobs, insert_orders, jobs, jobs_json, make_store, order_statuses,
-                          stats, workers)  # noqa: F401 (fixture)
+                          queue, queue_args, queue_url, redeliver, redis_eval, stats,
+                          workers)  # noqa: F401 (fixtures)
 
 
 def login(app, email, password):
@@ -26,10 +29,11 @@ def job_by_kind(data, kind):
     return found
 
 
-def test_order_through_the_app_is_confirmed_with_one_mail(start_app, seed, workers, tmp_path):
+def test_order_through_the_app_is_confirmed_with_one_mail(queue, start_app, seed, workers,
+                                                          tmp_path):
     data = tmp_path / "data"
     seed(data, products=3, users=2)
-    app = start_app(data_dir=data)
+    app = start_app(*queue_args(), data_dir=data)
     # A 30 s poll: only the wake-up on enqueue can start the job quickly.
     w = workers.start(data, "--poll", "30s", metrics=True)
     time.sleep(0.5)  # idle
@@ -59,11 +63,7 @@ def test_order_through_the_app_is_confirmed_with_one_mail(start_app, seed, worke
     assert w.metric("surge_worker_enqueue_to_start_seconds_count") == 1
     # A duplicate delivery of the same job (as after a lost ack) sends no
     # second mail and leaves the order confirmed.
-    jid = int(job["id"])
-    con = sqlite3.connect(str(data / ("shard-%d.db" % (jid % 64))), timeout=30)
-    con.execute("UPDATE jobs SET state = 'ready' WHERE id = ?", (jid // 64,))
-    con.commit()
-    con.close()
+    redeliver(data, job["id"])
     assert wait_until(lambda: w.metric("surge_worker_done_total") == 2, timeout=10)
     assert sorted(p.name for p in (data / "mail" / "new").iterdir()) == [job["id"]]
     assert mail.read_text() == text
@@ -71,7 +71,7 @@ def test_order_through_the_app_is_confirmed_with_one_mail(start_app, seed, worke
     assert w.stop() == 0
 
 
-def test_bad_jobs_go_dead_on_the_first_attempt(workers, tmp_path):
+def test_bad_jobs_go_dead_on_the_first_attempt(queue, workers, tmp_path):
     data = tmp_path / "data"
     make_store(data)
     bogus = jobs_json(data, "enqueue", "no_such_kind", "--json")["id"]
@@ -92,7 +92,7 @@ def test_bad_jobs_go_dead_on_the_first_attempt(workers, tmp_path):
     assert w.stop() == 0
 
 
-def test_paused_worker_cannot_complete_a_job_it_lost(workers, tmp_path):
+def test_paused_worker_cannot_complete_a_job_it_lost(queue, workers, tmp_path):
     data = tmp_path / "data"
     make_store(data)
     jid = jobs_json(data, "enqueue", "sleep", "--payload", '{"ms":2500}', "--json")["id"]
@@ -117,7 +117,7 @@ def test_paused_worker_cannot_complete_a_job_it_lost(workers, tmp_path):
     assert a.stop() == 0 and b.stop() == 0
 
 
-def test_failing_jobs_back_off_growing_and_jittered_then_dead_then_replay(workers, tmp_path):
+def test_failing_jobs_back_off_growing_and_jittered_then_dead_then_replay(queue, workers, tmp_path):
     data = tmp_path / "data"
     make_store(data)
     n, attempts, base = 16, 4, 0.2
@@ -165,7 +165,7 @@ def test_failing_jobs_back_off_growing_and_jittered_then_dead_then_replay(worker
     assert stats(data)["dead"] == 0
 
 
-def test_delayed_jobs_never_start_early(workers, tmp_path):
+def test_delayed_jobs_never_start_early(queue, workers, tmp_path):
     data = tmp_path / "data"
     make_store(data)
     w = workers.start(data, "--poll", "30s")
@@ -186,7 +186,7 @@ def test_delayed_jobs_never_start_early(workers, tmp_path):
     assert w.stop() == 0
 
 
-def test_unique_keys_enqueue_once_while_pending(workers, tmp_path):
+def test_unique_keys_enqueue_once_while_pending(queue, workers, tmp_path):
     data = tmp_path / "data"
     make_store(data)
     first = jobs_json(data, "enqueue", "noop", "--unique", "welcome-7", "--delay", "2s", "--json")
@@ -206,7 +206,7 @@ def test_unique_keys_enqueue_once_while_pending(workers, tmp_path):
     assert w.stop() == 0
 
 
-def test_sigterm_finishes_running_jobs_within_the_drain(workers, tmp_path):
+def test_sigterm_finishes_running_jobs_within_the_drain(queue, workers, tmp_path):
     data = tmp_path / "data"
     make_store(data)
     n = 200
@@ -224,7 +224,7 @@ def test_sigterm_finishes_running_jobs_within_the_drain(workers, tmp_path):
     assert {v[2] for v in all_jobs(data).values()} == {1}, "a job ran twice"
 
 
-def test_sigterm_hands_back_long_jobs_at_once(workers, tmp_path):
+def test_sigterm_hands_back_long_jobs_at_once(queue, workers, tmp_path):
     data = tmp_path / "data"
     make_store(data)
     n = 6
@@ -243,7 +243,7 @@ def test_sigterm_hands_back_long_jobs_at_once(workers, tmp_path):
     assert {v[2] for v in all_jobs(data).values()} == {0}
 
 
-def test_chaos_lite_two_workers_share_orders_exactly_once(workers, tmp_path):
+def test_chaos_lite_two_workers_share_orders_exactly_once(queue, workers, tmp_path):
     """Orders written as the app's outbox writes them; two workers; each
     order confirmed with exactly one mail named by its job id."""
     data = tmp_path / "data"
@@ -265,6 +265,8 @@ def test_usage_errors_are_one_line_and_exit_2(tmp_path):
         ("worker", "--bogus"),
         ("worker", "--lease", "soon"),
         ("worker", "--queue", "kafka://x"),
+        ("worker", "--queue", "redis://"),
+        ("worker", "--queue", "redis://127.0.0.1:notaport"),
         ("worker", "--smtp", "http://x"),
         ("worker", "--metrics", "nowhere"),
         ("worker", "--queues", ",,"),
@@ -291,6 +293,11 @@ def test_usage_errors_are_one_line_and_exit_2(tmp_path):
         lines = res.stderr_text.strip().splitlines()
         assert len(lines) == 1, (args, res.stderr_text)
         assert res.stdout_text == "", (args, res.stdout_text)
+    # The app writes the outbox only, but a malformed redis:// queue URL is
+    # still refused at start (contract §9).
+    res = run_surge("app", "--data-dir", tmp_path / "d", "--listen", "127.0.0.1:0",
+                    "--queue", "redis://nohost")
+    assert res.returncode == 2 and len(res.stderr_text.strip().splitlines()) == 1, res.stderr_text
     res = run_surge("jobs", "--data-dir", tmp_path / "none", "show", "64")
     assert res.returncode == 1 and "no job 64" in res.stderr_text
     res = run_surge("jobs", "--data-dir", tmp_path / "none", "stats", "--json")
@@ -300,15 +307,15 @@ def test_usage_errors_are_one_line_and_exit_2(tmp_path):
     assert not Path(tmp_path / "none").exists(), "stats created a store"
 
 
-def test_worker_started_before_the_store_exists_picks_up_the_first_order(start_app, workers,
-                                                                          tmp_path):
+def test_worker_started_before_the_store_exists_picks_up_the_first_order(queue, start_app,
+                                                                          workers, tmp_path):
     """`surge up` starts apps and workers together: a worker on an empty data
     directory waits for the store, then runs its jobs without a restart."""
     data = tmp_path / "data"
     w = workers.start(data, "--poll", "200ms", metrics=True)
     assert stats(data) == {"ready": 0, "delayed": 0, "running": 0, "done": 0, "dead": 0,
                            "oldest_ready_age_s": 0}
-    app = start_app(data_dir=data)
+    app = start_app(*queue_args(), data_dir=data)
     resp = app.post("/api/users", {"email": "late@example.com", "password": "correct horse",
                                    "name": "Late"})
     assert resp.status == 201, resp
@@ -323,7 +330,23 @@ def test_worker_started_before_the_store_exists_picks_up_the_first_order(start_a
     assert w.stop() == 0
 
 
+REDIS_JOB_TIMES = """
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', 'surge:q:all', 0, -1)) do
+  local h = redis.call('HMGET', 'surge:q:job:' .. id, 'queue', 'started', 'finished')
+  if h[1] == ARGV[1] then
+    out[#out + 1] = h[2]
+    out[#out + 1] = h[3]
+  end
+end
+return out
+"""
+
+
 def job_times(data, queue):
+    if queue_url():
+        lines = redis_eval(REDIS_JOB_TIMES, queue)
+        return [(int(lines[i]), int(lines[i + 1])) for i in range(0, len(lines) - 1, 2)]
     out = []
     for path in sorted(data.glob("shard-*.db")):
         con = sqlite3.connect(str(path), timeout=30)
@@ -333,7 +356,7 @@ def job_times(data, queue):
     return out
 
 
-def test_per_queue_concurrency_and_rate_limits(workers, tmp_path):
+def test_per_queue_concurrency_and_rate_limits(queue, workers, tmp_path):
     data = tmp_path / "data"
     make_store(data)
     assert jobs(data, "enqueue", "sleep", "--payload", '{"ms":400}', "--queue", "slow",

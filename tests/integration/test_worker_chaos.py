@@ -5,18 +5,21 @@ effect happens exactly once (one mail file per job, named by its id; every
 order confirmed), none is lost, a job taken by a killed worker is taken back
 soon after its lease ran out, and the run ends with 0 ready and 0 running.
 
+Runs on the embedded queue and on Redis Streams (the `queue` fixture: the
+jobs reach Redis through the relay from the shards' outbox).
+
 `make test` runs it with 5,000 jobs; `make soak` with CHAOS_JOBS=100000."""
 import os
 import random
 import time
 
 from jobs_harness import all_jobs, insert_orders, jobs_json, make_store, order_statuses, stats
-from jobs_harness import workers  # noqa: F401 (fixture)
+from jobs_harness import queue, workers  # noqa: F401 (fixtures)
 
 LEASE_MS = 2000
 
 
-def test_kill_9_every_2_s_loses_nothing_and_duplicates_nothing(workers, tmp_path):
+def test_kill_9_every_2_s_loses_nothing_and_duplicates_nothing(queue, workers, tmp_path):
     n = int(os.environ.get("CHAOS_JOBS", "5000"))
     data = tmp_path / "data"
     make_store(data, users=20)

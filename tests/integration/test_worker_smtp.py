@@ -2,12 +2,11 @@
 SMTP server via libcurl, once per job: a replayed job sends nothing twice."""
 import socket
 import socketserver
-import sqlite3
 import threading
 
 from harness import wait_until
 from jobs_harness import insert_orders, jobs_json, make_store, order_statuses, stats
-from jobs_harness import workers  # noqa: F401 (fixture)
+from jobs_harness import queue, redeliver, workers  # noqa: F401 (fixtures)
 
 
 class _Smtp(socketserver.StreamRequestHandler):
@@ -55,7 +54,7 @@ class _Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
 
 
-def test_order_mail_goes_through_smtp_once(workers, tmp_path):
+def test_order_mail_goes_through_smtp_once(queue, workers, tmp_path):
     srv = _Server(("127.0.0.1", 0), _Smtp)
     srv.messages = []
     threading.Thread(target=srv.serve_forever, daemon=True).start()
@@ -74,10 +73,7 @@ def test_order_mail_goes_through_smtp_once(workers, tmp_path):
         assert all(s == "confirmed" for s in order_statuses(data).values())
         # Replay one job: the sent marker stops a second message.
         jid = int(jobs_json(data, "list", "--json")[0]["id"])
-        con = sqlite3.connect(str(data / ("shard-%d.db" % (jid % 64))), timeout=30)
-        con.execute("UPDATE jobs SET state = 'ready' WHERE id = ?", (jid // 64,))
-        con.commit()
-        con.close()
+        redeliver(data, jid)
         assert wait_until(lambda: stats(data)["done"] == 3 and stats(data)["ready"] == 0,
                           timeout=10)
         assert len(srv.messages) == 3
@@ -89,7 +85,7 @@ def test_order_mail_goes_through_smtp_once(workers, tmp_path):
         srv.server_close()
 
 
-def test_smtp_down_means_retries_not_loss(workers, tmp_path):
+def test_smtp_down_means_retries_not_loss(queue, workers, tmp_path):
     data = tmp_path / "data"
     make_store(data, users=1)
     insert_orders(data, 1)

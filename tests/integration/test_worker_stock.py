@@ -9,7 +9,7 @@ import time
 
 from harness import wait_until
 from jobs_harness import make_store, shard_paths, stats
-from jobs_harness import workers  # noqa: F401 (fixture)
+from jobs_harness import queue, queue_args, workers  # noqa: F401 (fixtures)
 
 INITIAL = 1000  # surge seed's stock per product
 
@@ -46,14 +46,15 @@ def ordered(data, pid):
     return total
 
 
-def test_app_killed_between_stock_and_order_loses_no_stock(start_app, workers, tmp_path):
+def test_app_killed_between_stock_and_order_loses_no_stock(queue, start_app, workers,
+                                                          tmp_path):
     data = tmp_path / "data"
     make_store(data, users=2, products=2)
-    good = start_app(data_dir=data)
+    good = start_app(*queue_args(), data_dir=data)
     sid = login(good, "user1@example.com")
     kills, taken = 12, 0
     for i in range(kills):
-        app = start_app(data_dir=data, env={"SURGE_FAULT": "after-stock-take"})
+        app = start_app(*queue_args(), data_dir=data, env={"SURGE_FAULT": "after-stock-take"})
         app.exit_expected = True
         q = 1 + i % 3
         try:
@@ -80,10 +81,10 @@ def test_app_killed_between_stock_and_order_loses_no_stock(start_app, workers, t
     assert w.stop() == 0
 
 
-def test_sweep_keeps_the_stock_of_written_orders(start_app, workers, tmp_path):
+def test_sweep_keeps_the_stock_of_written_orders(queue, start_app, workers, tmp_path):
     data = tmp_path / "data"
     make_store(data, users=2, products=1)
-    app = start_app(data_dir=data)
+    app = start_app(*queue_args(), data_dir=data)
     sid = login(app, "user2@example.com")
     for _ in range(5):
         resp = app.post("/api/orders", {"items": [{"product_id": 1, "quantity": 2}]}, sid=sid)
