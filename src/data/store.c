@@ -6,17 +6,20 @@
 #include <string.h>
 
 #include "base/alloc.h"
+#include "base/clock.h"
 #include "base/config.h"
 #include "base/log.h"
 
 extern const struct store_driver store_sqlite_driver;
+extern const struct store_driver store_pg_driver;
 
-static const struct store_driver *const drivers[] = {&store_sqlite_driver};
+static const struct store_driver *const drivers[] = {&store_sqlite_driver, &store_pg_driver};
 
 const struct store_driver *store_driver_find(const char *url)
 {
     for (size_t i = 0; i < sizeof drivers / sizeof drivers[0]; i++)
-        if (conf_url_scheme_is(url, drivers[i]->name))
+        if (conf_url_scheme_is(url, drivers[i]->name) ||
+            (drivers[i]->alias && conf_url_scheme_is(url, drivers[i]->alias)))
             return drivers[i];
     return NULL;
 }
@@ -104,18 +107,75 @@ static char *join(const char *dir, const char *name)
     return p;
 }
 
+static char *with_schema(const char *url, const char *schema)
+{
+    size_t n = strlen(url) + strlen(schema) + 2;
+    char *p = xmalloc(n);
+    snprintf(p, n, "%s#%s", url, schema);
+    return p;
+}
+
+/* A libpq URL we accept: scheme://[USER[:PASS]@]HOST[:PORT]/DB[?params],
+ * no fragment (the driver's locations use it). 0 or -EINVAL with err. */
+static int pg_url_check(const char *url, char *err, size_t errlen)
+{
+    const char *p = strstr(url, "://");
+    if (!p || strchr(url, '#') || strpbrk(url, " \t\r\n")) {
+        snprintf(err, errlen, "'%s': not a postgres://USER@HOST:PORT/DB URL", url);
+        return -EINVAL;
+    }
+    p += 3;
+    const char *slash = strchr(p, '/');
+    const char *at = strchr(p, '@');
+    const char *host = at && (!slash || at < slash) ? at + 1 : p;
+    if (!slash || slash == host || !slash[1] || slash[1] == '?') {
+        snprintf(err, errlen,
+                 "'%s': a postgres URL needs a host and a database: "
+                 "postgres://USER@HOST:PORT/DB",
+                 url);
+        return -EINVAL;
+    }
+    const char *colon = memchr(host, ':', (size_t)(slash - host));
+    if (colon) {
+        char *end;
+        long port = strtol(colon + 1, &end, 10);
+        if (end != slash || port < 1 || port > 65535) {
+            snprintf(err, errlen, "'%s': bad port (1..65535)", url);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
 int store_layout_init(struct store_layout *l, const char *url, const char *data_dir,
                       unsigned nshards, char *err, size_t errlen)
 {
     memset(l, 0, sizeof *l);
     l->driver = store_driver_find(url);
     if (!l->driver) {
-        snprintf(err, errlen, "'%s': no store driver for this URL (built in: sqlite:)", url);
+        snprintf(err, errlen, "'%s': no store driver for this URL (built in: sqlite:, postgres://)",
+                 url);
         return -ENOTSUP;
     }
     if (nshards < 1 || nshards > STORE_MAX_SHARDS) {
         snprintf(err, errlen, "shards must be between 1 and %d", STORE_MAX_SHARDS);
         return -EINVAL;
+    }
+    if (!(l->driver->flags & STORE_F_FILES)) {
+        if (pg_url_check(url, err, errlen) < 0) {
+            l->driver = NULL;
+            return -EINVAL;
+        }
+        l->nshards = nshards;
+        l->catalog = with_schema(url, "catalog");
+        l->directory = with_schema(url, "directory");
+        l->sessions = join(data_dir, "sessions.db");
+        for (unsigned i = 0; i < nshards; i++) {
+            char name[32];
+            snprintf(name, sizeof name, "shard_%u", i);
+            l->shard[i] = with_schema(url, name);
+        }
+        return 0;
     }
     /* sqlite: or sqlite:DIR (DIR overrides the data dir). */
     const char *dir = url + strlen(l->driver->name) + 1;
@@ -196,11 +256,24 @@ struct store_db *store_conns_get(struct store_conns *c, enum store_role role, un
     }
     if (*slot)
         return *slot;
+    /* A database that could not be opened is tried again after a pause
+     * (doubling to 5 s): requests meanwhile fail at once (503), not after
+     * a connect timeout each. */
+    unsigned k = role == STORE_SHARD ? 3 + shard : (unsigned)role;
+    uint64_t now = clock_mono_ms();
+    if (now < c->retry_at_ms[k])
+        return NULL;
     char err[256];
     if (c->layout->driver->open(loc, c->sql[role], c->nsql[role], slot, err, sizeof err) < 0) {
-        log_error("store: cannot open %s: %s", loc, err);
+        c->backoff_ms[k] = c->backoff_ms[k] ? c->backoff_ms[k] * 2 : 100;
+        if (c->backoff_ms[k] > 5000)
+            c->backoff_ms[k] = 5000;
+        c->retry_at_ms[k] = now + c->backoff_ms[k];
+        log_error_rl("store: cannot open %s: %s", loc, err);
         *slot = NULL;
+        return NULL;
     }
+    c->backoff_ms[k] = 0;
     return *slot;
 }
 
@@ -253,8 +326,11 @@ int store_migrate(const struct store_driver *d, struct store_db *db, const char 
         return rc;
     }
     int64_t version = 0;
-    rc = d->exec_sql(db, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
-                     NULL, err, errlen);
+    if (d->migrate_lock)
+        rc = d->migrate_lock(db, err, errlen);
+    if (rc == 0)
+        rc = d->exec_sql(db, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+                         NULL, err, errlen);
     if (rc == 0)
         rc = d->exec_sql(db, "SELECT COALESCE(MAX(version), 0) FROM schema_version", &version, err,
                          errlen);

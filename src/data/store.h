@@ -1,12 +1,15 @@
 /* The store: SQL databases behind one driver interface, and the router that
  * places data on them (docs/contract.md §6, issue 5).
  *
- * Drivers (one ops table each, registered in store.c): `sqlite` today,
- * `postgres` next. A driver executes the statements of one table of SQL
- * texts that the caller (the app) owns: statement i of the table is prepared
- * once per connection, the first time it runs, and reused. SQL is written
- * with `?` placeholders and the portable subset both engines accept
- * (RETURNING, ON CONFLICT, CREATE ... IF NOT EXISTS).
+ * Drivers (one ops table each, registered in store.c): `sqlite` (files)
+ * and `postgres` (libpq, store_pg.c). A driver executes the statements of
+ * one table of SQL texts that the caller (the app) owns: statement i of the
+ * table is prepared once per connection, the first time it runs, and
+ * reused. SQL is written with `?` placeholders and the portable subset both
+ * engines accept (RETURNING, ON CONFLICT, CREATE ... IF NOT EXISTS). Where
+ * no portable text exists (column types of a migration, FOR UPDATE SKIP
+ * LOCKED), a text carries a PostgreSQL variant: STORE_SQL_PG(portable, pg)
+ * below. The caller never learns which driver runs.
  *
  * Connections are not thread-safe: each worker thread opens its own
  * (struct store_conns) and keeps them for its life, which is also what makes
@@ -34,6 +37,13 @@
 #define STORE_MAX_COLS   16
 #define STORE_ROWS_BYTES (1024 * 1024)
 #define STORE_TEXT_STMTS 16
+
+/* A statement text with a PostgreSQL variant: the marker (an SQL comment),
+ * the portable text, a NUL, the PostgreSQL text. SQLite reads up to the
+ * first NUL; the postgres driver sees the marker and runs the text after
+ * the NUL. Use it only for string literals. */
+#define STORE_PG_MARK              "/*pg*/"
+#define STORE_SQL_PG(portable, pg) STORE_PG_MARK portable "\0" pg
 
 enum store_type { STORE_NULL = 0, STORE_INT, STORE_TEXT };
 
@@ -79,8 +89,13 @@ int store_rows_add(struct store_rows *r, const struct store_val *vals, unsigned 
 
 struct store_db; /* one connection, driver-defined */
 
+/* struct store_driver flags */
+#define STORE_F_FILES 1u /* locations are files on this machine (sqlite) */
+
 struct store_driver {
-    const char *name; /* URL scheme: "sqlite" */
+    const char *name;  /* URL scheme: "sqlite" */
+    const char *alias; /* a second accepted scheme, or NULL */
+    unsigned flags;    /* STORE_F_* */
     /* Open location (driver-specific: a file path for sqlite) with the
      * caller's statement table (sql[0..nsql), kept by reference). 0, or
      * negative with err set. */
@@ -106,7 +121,21 @@ struct store_driver {
     int (*exec_sql)(struct store_db *db, const char *sql, int64_t *out, char *err, size_t errlen);
     /* The query plan of statement stmt, one line per step, into plan. */
     int (*explain)(struct store_db *db, unsigned stmt, struct buf *plan);
+    /* Called by store_migrate right after its write transaction begins,
+     * before schema_version is read: serialise migrations of this database
+     * across processes and create its namespace (postgres: an advisory
+     * transaction lock and CREATE SCHEMA). NULL when begin(db, 1) already
+     * serialises (sqlite). 0 or negative with err set. */
+    int (*migrate_lock)(struct store_db *db, char *err, size_t errlen);
 };
+
+/* PostgreSQL driver helpers (store_pg.c), exposed for unit tests. The text
+ * the postgres driver runs for sql (its variant when it has one). */
+const char *store_pg_text(const char *sql);
+/* sql with `?` and `?N` placeholders rewritten to `$N` outside quotes and
+ * comments (a bare `?` takes the highest number so far + 1, as in SQLite).
+ * Caller frees. */
+char *store_pg_rewrite(const char *sql);
 
 /* The driver registered for a URL scheme ("sqlite:..."), or NULL. */
 const struct store_driver *store_driver_find(const char *url);
@@ -119,9 +148,12 @@ struct store_layout {
     char *shard[STORE_MAX_SHARDS];
 };
 
-/* Lay out the databases for url ("sqlite:" = files in data_dir: catalog.db,
- * directory.db, sessions.db, shard-0.db ...) with nshards (1..64) shards.
- * 0, or -EINVAL / -ENOTSUP with err set. */
+/* Lay out the databases for url with nshards (1..64) shards:
+ * "sqlite:" = files in data_dir: catalog.db, directory.db, sessions.db,
+ * shard-0.db ...; "postgres://USER@HOST:PORT/DB" (a libpq URL) = schemas
+ * catalog, directory, shard_0 ... of that one database, locations
+ * "URL#schema" (sessions stay in data_dir/sessions.db for the sqlite
+ * session driver). 0, or -EINVAL / -ENOTSUP with err set. */
 int store_layout_init(struct store_layout *l, const char *url, const char *data_dir,
                       unsigned nshards, char *err, size_t errlen);
 void store_layout_free(struct store_layout *l);
@@ -138,6 +170,9 @@ struct store_conns {
     unsigned nsql[4];
     struct store_db *catalog, *directory, *sessions;
     struct store_db *shard[STORE_MAX_SHARDS];
+    /* Failed opens: when to try again, per database (3 roles + shards). */
+    uint64_t retry_at_ms[3 + STORE_MAX_SHARDS];
+    unsigned backoff_ms[3 + STORE_MAX_SHARDS];
 };
 
 void store_conns_init(struct store_conns *c, const struct store_layout *l);
@@ -145,7 +180,9 @@ void store_conns_init(struct store_conns *c, const struct store_layout *l);
 void store_conns_set_sql(struct store_conns *c, enum store_role role, const char *const *sql,
                          unsigned n);
 /* The connection for role (shard index for STORE_SHARD), opened if needed.
- * NULL when it cannot be opened (logged). */
+ * NULL when it cannot be opened (logged, rate-limited); after a failure the
+ * database is not tried again for a backoff (100 ms doubling to 5 s), so
+ * callers fail fast meanwhile. */
 struct store_db *store_conns_get(struct store_conns *c, enum store_role role, unsigned shard);
 /* The connection for a read-only statement of role/shard. Reads go to a
  * replica of the database when the layout has one, the writes to its

@@ -118,6 +118,18 @@ enum {
 #define CLAIM_RET                                                                                  \
     " ORDER BY priority DESC, id LIMIT ?) RETURNING id, kind, payload, token, attempts,"           \
     " max_attempts, created_ms, run_at_ms, queue, lease_until_ms"
+/* PostgreSQL: the subquery's rows are locked and skipped by a concurrent
+ * claimer (FOR UPDATE SKIP LOCKED), and the outer WHERE re-checks the
+ * state: under READ COMMITTED a row another claimer took meanwhile is
+ * re-read and no longer matches. SQLite's IMMEDIATE transaction already
+ * runs one claimer at a time. */
+#define CLAIM_SET_PG                                                                               \
+    "UPDATE jobs SET state = 'running', token = token + 1, attempts = attempts + 1,"               \
+    " lease_until_ms = ?, started_ms = ?, worker = ? WHERE state = 'ready' AND id IN"              \
+    " (SELECT id FROM jobs WHERE state = 'ready'"
+#define CLAIM_RET_PG                                                                               \
+    " ORDER BY priority DESC, id LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING id, kind, payload,"     \
+    " token, attempts, max_attempts, created_ms, run_at_ms, queue, lease_until_ms"
 #define PENDING "state IN ('ready', 'delayed', 'running')"
 #define SUMMARY_COLS                                                                               \
     "id, kind, queue, state, priority, attempts, max_attempts, run_at_ms, created_ms, last_error"
@@ -127,10 +139,14 @@ static const char *const queue_sql[Q_COUNT] = {
     [Q_PENDING_KEY] = "SELECT id FROM jobs WHERE unique_key = ? AND " PENDING,
     [Q_EXPIRED] = "SELECT id, attempts, max_attempts, token, worker, started_ms FROM jobs"
                   " WHERE state = 'running' AND lease_until_ms < ? LIMIT ?",
-    [Q_FAIL] = "UPDATE jobs SET state = ?, run_at_ms = ?, token = token + 1, last_error = ?,"
-               " finished_ms = ?, lease_until_ms = 0,"
-               " history = substr(history, -32768) || ?"
-               " WHERE id = ? AND token = ? AND state = 'running'",
+    [Q_FAIL] = STORE_SQL_PG("UPDATE jobs SET state = ?, run_at_ms = ?, token = token + 1,"
+                            " last_error = ?, finished_ms = ?, lease_until_ms = 0,"
+                            " history = substr(history, -32768) || ?"
+                            " WHERE id = ? AND token = ? AND state = 'running'",
+                            "UPDATE jobs SET state = ?, run_at_ms = ?, token = token + 1,"
+                            " last_error = ?, finished_ms = ?, lease_until_ms = 0,"
+                            " history = right(history, 32768) || ?"
+                            " WHERE id = ? AND token = ? AND state = 'running'"),
     [Q_ACK] = "UPDATE jobs SET state = 'done', finished_ms = ?, lease_until_ms = 0"
               " WHERE id = ? AND token = ? AND state = 'running'",
     [Q_RELEASE] = "UPDATE jobs SET state = 'ready', run_at_ms = ?, token = token + 1,"
@@ -145,9 +161,12 @@ static const char *const queue_sql[Q_COUNT] = {
                " EXISTS (SELECT 1 FROM jobs WHERE state = 'delayed' AND run_at_ms <= ?),"
                " EXISTS (SELECT 1 FROM jobs WHERE state = 'running' AND lease_until_ms < ?),"
                " (SELECT MIN(run_at_ms) FROM jobs WHERE state = 'delayed')",
-    [Q_CLAIM] = CLAIM_SET CLAIM_RET,
-    [Q_CLAIM_Q] = CLAIM_SET " AND queue = ?" CLAIM_RET,
-    [Q_CLAIM_EXCL] = CLAIM_SET " AND queue NOT IN (?, ?, ?, ?, ?, ?, ?, ?)" CLAIM_RET,
+    [Q_CLAIM] = STORE_SQL_PG(CLAIM_SET CLAIM_RET, CLAIM_SET_PG CLAIM_RET_PG),
+    [Q_CLAIM_Q] = STORE_SQL_PG(CLAIM_SET " AND queue = ?" CLAIM_RET,
+                               CLAIM_SET_PG " AND queue = ?" CLAIM_RET_PG),
+    [Q_CLAIM_EXCL] =
+        STORE_SQL_PG(CLAIM_SET " AND queue NOT IN (?, ?, ?, ?, ?, ?, ?, ?)" CLAIM_RET,
+                     CLAIM_SET_PG " AND queue NOT IN (?, ?, ?, ?, ?, ?, ?, ?)" CLAIM_RET_PG),
     [Q_COUNTS] = "SELECT (SELECT COUNT(*) FROM jobs WHERE state = 'ready'),"
                  " (SELECT COUNT(*) FROM jobs WHERE state = 'delayed'),"
                  " (SELECT COUNT(*) FROM jobs WHERE state = 'running'),"
@@ -155,8 +174,11 @@ static const char *const queue_sql[Q_COUNT] = {
     [Q_OLDEST] = "SELECT MIN(run_at_ms) FROM jobs WHERE state = 'ready'",
     [Q_DUE_DELAYED] = "SELECT COUNT(*), MIN(run_at_ms) FROM jobs"
                       " WHERE state = 'delayed' AND run_at_ms <= ?",
-    [Q_LIST] = "SELECT " SUMMARY_COLS " FROM jobs WHERE (? IS NULL OR state = ?)"
-               " AND (? IS NULL OR queue = ?) ORDER BY id DESC LIMIT ?",
+    [Q_LIST] = STORE_SQL_PG("SELECT " SUMMARY_COLS " FROM jobs WHERE (? IS NULL OR state = ?)"
+                            " AND (? IS NULL OR queue = ?) ORDER BY id DESC LIMIT ?",
+                            "SELECT " SUMMARY_COLS " FROM jobs WHERE (?::text IS NULL OR"
+                            " state = ?) AND (?::text IS NULL OR queue = ?) ORDER BY id DESC"
+                            " LIMIT ?"),
     [Q_SHOW] = "SELECT " SUMMARY_COLS ", unique_key, token FROM jobs WHERE id = ?",
     [Q_SHOW2] = "SELECT payload, lease_until_ms, worker, started_ms, finished_ms, history"
                 " FROM jobs WHERE id = ?",
@@ -202,7 +224,7 @@ static int discover(struct queue_conn *c)
     if (now < c->next_discover_ms)
         return -ENOENT;
     c->next_discover_ms = now + 500;
-    if (access(c->layout->directory, F_OK) < 0)
+    if ((c->sd->flags & STORE_F_FILES) && access(c->layout->directory, F_OK) < 0)
         return -ENOENT;
     static const char meta_sql[] = "SELECT value FROM meta WHERE key = 'shards'";
     struct store_db *dir = NULL;
@@ -949,7 +971,8 @@ static int sq_purge(struct queue_conn *c, const char *state, unsigned *count)
 
 static const char *sq_watch_dir(struct queue_conn *c)
 {
-    return c->dir;
+    /* A database on a server changes no file here: poll only. */
+    return (c->sd->flags & STORE_F_FILES) ? c->dir : NULL;
 }
 
 const struct queue_consumer_driver queue_sqlite_consumer = {

@@ -1,0 +1,221 @@
+"""Real PostgreSQL 15 clusters for the integration tests, started by the tests.
+
+    pg = PgCluster()                  # initdb + start a primary (a few seconds)
+    rep = pg.add_replica()            # pg_basebackup -R + start a streaming replica
+    pg.url("shop")                    # "postgres://postgres@127.0.0.1:PORT/shop"
+    pg.psql("SELECT 1", db="shop")    # psql -At output, stripped
+    pg.create_db("t1", template="tpl")  # CREATE DATABASE ... TEMPLATE (fast)
+    rep.stop() / rep.kill() / rep.start()   # pg_ctl stop -m fast / SIGKILL / start again
+    pg.close()                        # every server of the cluster stopped, files removed
+
+How (Debian's postgresql-15, binaries by full path from /usr/lib/postgresql/15/bin):
+initdb refuses to run as root, so every server command runs as `postgres`
+through runuser, from a temp dir postgres owns (runuser keeps the cwd, and a
+cwd postgres cannot enter makes it complain); unix_socket_directories is that
+dir (the default /var/run/postgresql may not be writable); fsync and
+synchronous_commit are off (test data); each server listens on 127.0.0.1 on a
+port from engines.pick_port() given with `pg_ctl -o "-p PORT"` (a replica
+inherits its primary's postgresql.conf). Servers are stopped with
+`pg_ctl stop -m fast`, or by the PID in postmaster.pid; never by name.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from engines import pick_port
+
+PGBIN = "/usr/lib/postgresql/15/bin"
+RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
+
+
+def _as_pg(argv, cwd, timeout=60, check=True):
+    """Run argv as the postgres user (or as ourselves when not root)."""
+    if os.geteuid() == 0:
+        argv = [RUNUSER, "-u", "postgres", "--"] + argv
+    res = subprocess.run(argv, cwd=cwd, capture_output=True, timeout=timeout)
+    if check and res.returncode != 0:
+        pytest.fail("%s exited %d:\n%s%s" % (" ".join(argv), res.returncode,
+                                              res.stdout.decode(errors="replace")[-2000:],
+                                              res.stderr.decode(errors="replace")[-2000:]),
+                    pytrace=False)
+    return res
+
+
+def available():
+    """None when PostgreSQL 15 can run here, else the reason."""
+    if not os.path.exists(os.path.join(PGBIN, "initdb")):
+        return "PostgreSQL 15 is not installed (scripts/deps.sh test installs postgresql)"
+    return None
+
+
+class PgServer:
+    """One postmaster: a data dir, a port, a log."""
+
+    def __init__(self, base, name, port):
+        self.base, self.name, self.port = base, name, port
+        self.data = os.path.join(base, name)
+        self.logfile = os.path.join(base, name + ".log")
+
+    def start(self, timeout=30):
+        for _ in range(3):
+            res = _as_pg([os.path.join(PGBIN, "pg_ctl"), "-D", self.data, "-l", self.logfile,
+                          "-o", "-p %d" % self.port, "-w", "-t", str(timeout), "start"],
+                         self.base, timeout=timeout + 10, check=False)
+            if res.returncode == 0:
+                return
+            if "could not bind" in self.log():
+                self.port = pick_port()   # someone took it between pick and bind
+                continue
+            break
+        pytest.fail("postgres %s did not start:\n%s" % (self.name, self.log()[-3000:]),
+                    pytrace=False)
+
+    def pid(self):
+        try:
+            with open(os.path.join(self.data, "postmaster.pid")) as f:
+                return int(f.readline())
+        except (OSError, ValueError):
+            return None
+
+    def running(self):
+        pid = self.pid()
+        if not pid:
+            return False
+        try:
+            os.kill(pid, 0)
+            return True
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.running():
+            _as_pg([os.path.join(PGBIN, "pg_ctl"), "-D", self.data, "-m", "fast", "-w",
+                    "stop"], self.base, check=False)
+
+    def kill(self):
+        """SIGKILL the postmaster (a lost server); its backends exit by themselves."""
+        pid = self.pid()
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(pid, 0)
+                except OSError:
+                    break
+                time.sleep(0.05)
+            # the backends notice the postmaster is gone within a moment
+            time.sleep(0.5)
+
+    def log(self):
+        try:
+            with open(self.logfile, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def url(self, db="postgres"):
+        return "postgres://postgres@127.0.0.1:%d/%s" % (self.port, db)
+
+    def psql(self, sql, db="postgres", check=True, timeout=60):
+        res = subprocess.run([os.path.join(PGBIN, "psql"), "-X", "-q", "-At", "-v",
+                              "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(self.port),
+                              "-U", "postgres", "-d", db, "-c", sql],
+                             capture_output=True, timeout=timeout)
+        if check and res.returncode != 0:
+            raise AssertionError("psql on %s: %s\n%s" % (self.name, sql,
+                                                        res.stderr.decode(errors="replace")))
+        return res.stdout.decode(errors="replace").strip()
+
+
+class PgCluster:
+    """A primary (and replicas added with add_replica) in one temp dir."""
+
+    def __init__(self, conf=()):
+        why = available()
+        if why:
+            pytest.fail(why, pytrace=False)
+        self.base = tempfile.mkdtemp(prefix="surge-pg.")
+        os.chmod(self.base, 0o755)
+        if os.geteuid() == 0:
+            shutil.chown(self.base, "postgres", "postgres")
+        self.primary = PgServer(self.base, "primary", pick_port())
+        self.replicas = []
+        _as_pg([os.path.join(PGBIN, "initdb"), "-D", self.primary.data, "-U", "postgres",
+                "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"], self.base)
+        with open(os.path.join(self.primary.data, "postgresql.conf"), "a") as f:
+            f.write("listen_addresses = '127.0.0.1'\n"
+                    "unix_socket_directories = '%s'\n"
+                    "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+                    "max_connections = 300\nwal_level = replica\n"
+                    "max_wal_senders = 10\nhot_standby_feedback = on\n" % self.base)
+            for line in conf:
+                f.write(line + "\n")
+        self.primary.start()
+
+    @property
+    def port(self):
+        return self.primary.port
+
+    def url(self, db="postgres"):
+        return self.primary.url(db)
+
+    def psql(self, sql, db="postgres", check=True):
+        return self.primary.psql(sql, db, check)
+
+    def add_replica(self, conf=()):
+        """A streaming replica of the primary (pg_basebackup -R), started."""
+        name = "replica%d" % (len(self.replicas) + 1)
+        rep = PgServer(self.base, name, pick_port())
+        _as_pg([os.path.join(PGBIN, "pg_basebackup"), "-h", "127.0.0.1", "-p",
+                str(self.primary.port), "-U", "postgres", "-D", rep.data, "-R", "-X", "stream",
+                "-c", "fast"], self.base, timeout=120)
+        if conf:
+            with open(os.path.join(rep.data, "postgresql.conf"), "a") as f:
+                for line in conf:
+                    f.write(line + "\n")
+        rep.start()
+        self.replicas.append(rep)
+        return rep
+
+    def create_db(self, name, template=None):
+        self.psql('CREATE DATABASE "%s"%s' % (name, ' TEMPLATE "%s"' % template
+                                              if template else ""))
+
+    def drop_db(self, name):
+        self.psql('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)
+
+    def wait_replayed(self, rep, timeout=20):
+        """Until rep has replayed everything the primary wrote so far."""
+        lsn = self.psql("SELECT pg_current_wal_lsn()")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ok = rep.psql("SELECT pg_last_wal_replay_lsn() >= '%s'::pg_lsn" % lsn, check=False)
+            if ok == "t":
+                return
+            time.sleep(0.05)
+        raise AssertionError("replica %s did not replay up to %s in %ss" % (rep.name, lsn,
+                                                                           timeout))
+
+    def close(self):
+        for rep in self.replicas:
+            rep.stop()
+        self.primary.stop()
+        for srv in [self.primary] + self.replicas:
+            if srv.running():
+                srv.kill()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
