@@ -491,6 +491,52 @@ static void on_purge_timer(uv_timer_t *t)
     a->purge_running = 1;
 }
 
+/* ---- migrations retried while a database server is down at start ---- */
+
+struct migrate_job {
+    struct workq_job job;
+    struct app *a;
+    int rc;
+    char err[384];
+};
+
+static void on_migrate_work(struct workq_job *wj, void *ctx)
+{
+    struct migrate_job *m = container_of(wj, struct migrate_job, job);
+    m->rc = app_schema_migrate(&m->a->layout, m->a->sessions, m->err, sizeof m->err);
+}
+
+static void on_migrate_done(struct workq_job *wj)
+{
+    struct migrate_job *m = container_of(wj, struct migrate_job, job);
+    struct app *a = m->a;
+    a->migrate_running = 0;
+    if (m->rc == 0) {
+        __atomic_store_n(&a->store_ready, 1, __ATOMIC_RELEASE);
+        uv_timer_stop(&a->migrate_timer);
+        log_info("store reachable and migrated: ready");
+    } else {
+        log_warn_rl("store still not ready: %s", m->err);
+    }
+    free(m);
+}
+
+static void on_migrate_timer(uv_timer_t *t)
+{
+    struct app *a = t->data;
+    if (a->migrate_running || a->stopping || __atomic_load_n(&a->store_ready, __ATOMIC_ACQUIRE))
+        return;
+    struct migrate_job *m = xcalloc(1, sizeof *m);
+    m->a = a;
+    m->job.work = on_migrate_work;
+    m->job.done = on_migrate_done;
+    if (workq_submit(&a->db, &m->job) < 0) {
+        free(m);
+        return;
+    }
+    a->migrate_running = 1;
+}
+
 /* ---- graceful stop ---- */
 
 static void close_handle(uv_handle_t *h)
@@ -504,6 +550,7 @@ static void stop_pools(struct app *a)
     close_handle((uv_handle_t *)&a->flush_timer);
     close_handle((uv_handle_t *)&a->drain_timer);
     close_handle((uv_handle_t *)&a->purge_timer);
+    close_handle((uv_handle_t *)&a->migrate_timer);
     close_handle((uv_handle_t *)&a->sig_term);
     close_handle((uv_handle_t *)&a->sig_int);
     workq_stop(&a->db, NULL);
@@ -529,6 +576,7 @@ static void on_drained(struct http_server *s)
     uv_timer_stop(&a->drain_timer);
     uv_timer_stop(&a->flush_timer);
     uv_timer_stop(&a->purge_timer);
+    uv_timer_stop(&a->migrate_timer);
     if (a->flush_running) {
         a->final_pending = 1; /* on_flush_done starts the final flush */
         return;
@@ -633,8 +681,14 @@ int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen)
     }
     if (app_data_dir_create(cfg->data_dir, err, errlen) < 0)
         return -1;
-    if (app_schema_migrate(&a->layout, a->sessions, err, errlen) < 0)
+    /* A database server that is down at start is not a reason to exit:
+     * the process serves 503 on /readyz and migrates once it answers. */
+    int mrc = app_schema_migrate(&a->layout, a->sessions, err, errlen);
+    if (mrc == -EAGAIN && !(a->layout.driver->flags & STORE_F_FILES))
+        log_warn("%s: /readyz answers 503 until the store answers (retried every second)", err);
+    else if (mrc < 0)
         return -1;
+    a->store_ready = mrc == 0;
     /* The hash a login for an unknown email is verified against, so that it
      * costs what a real verify costs. It is written, not computed: a valid
      * argon2id string with our parameters, a random salt and a random
@@ -693,7 +747,11 @@ int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen)
     uv_timer_init(&a->loop, &a->flush_timer);
     uv_timer_init(&a->loop, &a->drain_timer);
     uv_timer_init(&a->loop, &a->purge_timer);
+    uv_timer_init(&a->loop, &a->migrate_timer);
     a->flush_timer.data = a->drain_timer.data = a->purge_timer.data = a;
+    a->migrate_timer.data = a;
+    if (!a->store_ready)
+        uv_timer_start(&a->migrate_timer, on_migrate_timer, 1000, 1000);
     uv_timer_start(&a->purge_timer, on_purge_timer, (uint64_t)cfg->purge_interval_ms,
                    (uint64_t)cfg->purge_interval_ms);
     uv_timer_start(&a->flush_timer, on_flush_timer, (uint64_t)cfg->flush_interval_ms,

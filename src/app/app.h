@@ -125,6 +125,10 @@ struct app {
     char dummy_hash[128]; /* crypto_pwhash_STRBYTES: verified against for unknown emails */
     uint64_t started_ms;
     int fault_after_stock; /* test-only: SURGE_FAULT=after-stock-take kills the process there */
+    /* 0 while the store could not be migrated (a database server down at
+     * start): /readyz answers 503 and a timer retries (atomic). */
+    int store_ready, migrate_running;
+    uv_timer_t migrate_timer;
 };
 
 /* Set up everything (store, migrations, pools, listener). 0, or -1 with a
@@ -150,8 +154,9 @@ extern const char *const app_migrations_shard[];
 extern const unsigned app_migrations_shard_n;
 
 /* Create or upgrade every database of layout (safe when several processes
- * start at once), and check the shard count recorded at creation. 0 or -1
- * with err set. */
+ * start at once), and check the shard count recorded at creation. 0; -EAGAIN
+ * when a database could not be opened (a server down: try again later); -1
+ * for anything else; err set on failure. */
 int app_schema_migrate(const struct store_layout *l, const struct session_driver *sessions,
                        char *err, size_t errlen);
 /* Point a thread's connections at the app's statement tables. */

@@ -1140,6 +1140,10 @@ replay:
 
 void app_handle_readyz(struct app_job *j, struct app_thread *t)
 {
+    if (!__atomic_load_n(&t->a->store_ready, __ATOMIC_ACQUIRE)) {
+        app_json_error(&j->resp, 503, "the store is not reachable yet");
+        return;
+    }
     struct store_db *db = store_conns_get(&t->conns, STORE_CATALOG, 0);
     if (!db || store_exec(&t->conns, db, P_PING, NULL, 0, &t->rows) < 0 || !t->sess) {
         app_json_error(&j->resp, 503, "the store does not answer");

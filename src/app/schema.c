@@ -196,7 +196,7 @@ static int migrate_one(const struct store_driver *d, struct store_db *db, const 
 {
     if (!db) {
         snprintf(err, errlen, "cannot open the %s database", what);
-        return -1;
+        return -EAGAIN;
     }
     char why[256];
     if (store_migrate(d, db, steps, n, why, sizeof why) < 0) {
@@ -212,20 +212,25 @@ int app_schema_migrate(const struct store_layout *l, const struct session_driver
     struct store_conns c;
     struct store_rows rows;
     const struct store_driver *d = l->driver;
-    int rc = -1;
+    int rc = -1, step;
     app_schema_conns(&c, l);
     store_rows_init(&rows);
-    if (migrate_one(d, store_conns_get(&c, STORE_CATALOG, 0), "catalog", app_migrations_catalog,
-                    app_migrations_catalog_n, err, errlen) < 0 ||
-        migrate_one(d, store_conns_get(&c, STORE_DIRECTORY, 0), "directory",
-                    app_migrations_directory, app_migrations_directory_n, err, errlen) < 0)
+    if ((step = migrate_one(d, store_conns_get(&c, STORE_CATALOG, 0), "catalog",
+                            app_migrations_catalog, app_migrations_catalog_n, err, errlen)) < 0 ||
+        (step = migrate_one(d, store_conns_get(&c, STORE_DIRECTORY, 0), "directory",
+                            app_migrations_directory, app_migrations_directory_n, err, errlen)) <
+            0) {
+        rc = step;
         goto out;
+    }
     for (unsigned i = 0; i < l->nshards; i++) {
         char what[32];
         snprintf(what, sizeof what, "shard %u", i);
-        if (migrate_one(d, store_conns_get(&c, STORE_SHARD, i), what, app_migrations_shard,
-                        app_migrations_shard_n, err, errlen) < 0)
+        if ((step = migrate_one(d, store_conns_get(&c, STORE_SHARD, i), what, app_migrations_shard,
+                                app_migrations_shard_n, err, errlen)) < 0) {
+            rc = step;
             goto out;
+        }
     }
     /* The shard count is fixed when the store is created: users are placed by it. */
     char n[16];

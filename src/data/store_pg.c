@@ -63,7 +63,7 @@ struct store_db {
         const char *key; /* the caller's static text */
         struct pg_stmt st;
     } text[STORE_TEXT_STMTS];
-    unsigned gen;      /* bumped at every connect */
+    unsigned gen; /* bumped at every connect */
     int in_tx, tx_broken;
     unsigned backoff_ms;
     uint64_t retry_at_ms;
@@ -180,7 +180,8 @@ static int pg_connect(struct store_db *d, char *err, size_t errlen)
     }
     char *ident = PQescapeIdentifier(d->conn, d->schema, strlen(d->schema));
     char setup[256];
-    snprintf(setup, sizeof setup, "SET search_path = %s; SET statement_timeout = %d; SET client_min_messages = warning",
+    snprintf(setup, sizeof setup,
+             "SET search_path = %s; SET statement_timeout = %d; SET client_min_messages = warning",
              ident ? ident : "public", PG_STATEMENT_TIMEOUT_MS);
     PQfreemem(ident);
     PGresult *r = PQexec(d->conn, setup);
@@ -239,8 +240,8 @@ static int map_result(struct store_db *d, const PGresult *r, const char *what)
     }
     if (state && !strncmp(state, "23", 2))
         return -EEXIST;
-    if (state && (!strcmp(state, "40001") || !strcmp(state, "40P01") ||
-                  !strcmp(state, "55P03") || !strcmp(state, "57014"))) {
+    if (state && (!strcmp(state, "40001") || !strcmp(state, "40P01") || !strcmp(state, "55P03") ||
+                  !strcmp(state, "57014"))) {
         log_warn_rl("postgres %s: %s: busy (%s): %s", d->where, what, state,
                     r ? PQresultErrorMessage(r) : "");
         return -EBUSY;
@@ -438,8 +439,8 @@ static int run(struct store_db *d, struct pg_stmt *st, const char *src, const ch
     return rc;
 }
 
-static int pg_exec(struct store_db *d, unsigned stmt, const struct store_val *args,
-                   unsigned nargs, struct store_rows *rows)
+static int pg_exec(struct store_db *d, unsigned stmt, const struct store_val *args, unsigned nargs,
+                   struct store_rows *rows)
 {
     if (stmt >= d->nsql)
         return -EINVAL;
@@ -464,8 +465,7 @@ static int pg_exec_text(struct store_db *d, const char *sql, const struct store_
     return run(d, &d->text[i].st, sql, name, args, nargs, rows);
 }
 
-static int pg_exec_sql(struct store_db *d, const char *sql, int64_t *out, char *err,
-                       size_t errlen)
+static int pg_exec_sql(struct store_db *d, const char *sql, int64_t *out, char *err, size_t errlen)
 {
     int rc = ensure(d);
     if (rc < 0) {

@@ -53,6 +53,15 @@ def available():
     return None
 
 
+def _value(text):
+    if text == "\\N":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
 class PgServer:
     """One postmaster: a data dir, a port, a log."""
 
@@ -125,10 +134,10 @@ class PgServer:
     def url(self, db="postgres"):
         return "postgres://postgres@127.0.0.1:%d/%s" % (self.port, db)
 
-    def psql(self, sql, db="postgres", check=True, timeout=60):
+    def psql(self, sql, db="postgres", check=True, timeout=60, extra=()):
         res = subprocess.run([os.path.join(PGBIN, "psql"), "-X", "-q", "-At", "-v",
                               "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(self.port),
-                              "-U", "postgres", "-d", db, "-c", sql],
+                              "-U", "postgres", "-d", db] + list(extra) + ["-c", sql],
                              capture_output=True, timeout=timeout)
         if check and res.returncode != 0:
             raise AssertionError("psql on %s: %s\n%s" % (self.name, sql,
@@ -170,6 +179,12 @@ class PgCluster:
 
     def psql(self, sql, db="postgres", check=True):
         return self.primary.psql(sql, db, check)
+
+    def psql_rows(self, sql, db="postgres"):
+        """Rows of the last statement of sql as tuples; integers as int, NULL as None."""
+        out = self.primary.psql(sql, db, extra=("-F", "\x1f", "-P", "null=\\N"))
+        return [tuple(_value(v) for v in line.split("\x1f")) for line in out.splitlines()
+                if line]
 
     def add_replica(self, conf=()):
         """A streaming replica of the primary (pg_basebackup -R), started."""
@@ -219,3 +234,62 @@ class PgCluster:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class StoreBackend:
+    """Where the shop tests keep their data: `sqlite` (files in the data dir,
+    no extra flags) or `postgres` (one fresh database per data dir on a
+    shared cluster: the same tests, unchanged, against the other driver).
+
+        backend.args(data_dir)        extra flags for surge app/seed/worker/jobs
+        backend.shard_rows(data_dir, sql)   [(shard index, row tuple)] from every shard
+    """
+
+    def __init__(self, name, cluster_factory=None):
+        self.name = name
+        self._factory = cluster_factory
+        self._dbs = {}
+
+    @property
+    def cluster(self):
+        return self._factory()
+
+    def db_name(self, data_dir):
+        key = os.path.realpath(str(data_dir))
+        if key not in self._dbs:
+            import hashlib
+            name = "t_" + hashlib.sha1(key.encode()).hexdigest()[:20]
+            self.cluster.drop_db(name)
+            self.cluster.create_db(name)
+            self._dbs[key] = name
+        return self._dbs[key]
+
+    def url(self, data_dir):
+        return self.cluster.url(self.db_name(data_dir))
+
+    def args(self, data_dir):
+        if self.name == "sqlite" or data_dir is False or data_dir is None:
+            return []
+        return ["--store", self.url(data_dir)]
+
+    def shard_rows(self, data_dir, sql):
+        rows = []
+        if self.name == "sqlite":
+            import sqlite3
+            from pathlib import Path
+            files = sorted(Path(data_dir).glob("shard-*.db"),
+                           key=lambda p: int(p.stem.split("-")[1]))
+            for f in files:
+                db = sqlite3.connect("file:%s?mode=ro" % f, uri=True)
+                try:
+                    rows += [(int(f.stem.split("-")[1]), r) for r in db.execute(sql)]
+                finally:
+                    db.close()
+            return rows
+        db = self.db_name(data_dir)
+        schemas = self.cluster.psql("SELECT nspname FROM pg_namespace WHERE nspname LIKE "
+                                    "'shard\\_%' ORDER BY 1", db=db).split()
+        for schema in sorted(schemas, key=lambda s: int(s.split("_")[1])):
+            out = self.cluster.psql_rows("SET search_path = %s; %s" % (schema, sql), db=db)
+            rows += [(int(schema.split("_")[1]), r) for r in out]
+        return rows
