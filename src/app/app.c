@@ -114,7 +114,11 @@ static void answer_now(struct app *a, struct http_request *req, enum app_route r
 static void on_job_work(struct workq_job *wj, void *ctx)
 {
     struct app_job *j = container_of(wj, struct app_job, job);
-    j->handler(j, ctx);
+    struct app_thread *t = ctx;
+    /* No fence until the handler finds the request's session. */
+    store_conns_request(&t->conns, NULL);
+    t->sess_hash[0] = '\0';
+    j->handler(j, t);
 }
 
 static void job_finish(struct app_job *j)
@@ -669,8 +673,8 @@ int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen)
         return -1;
     }
     char why[384];
-    if (store_layout_init(&a->layout, cfg->store_url, cfg->data_dir, (unsigned)cfg->shards, why,
-                          sizeof why) < 0) {
+    if (store_layout_from_config(&a->layout, cfg->store_url, &cfg->store_topo, cfg->data_dir,
+                                 (unsigned)cfg->shards, why, sizeof why) < 0) {
         snprintf(err, errlen, "--store: %s", why);
         return -1;
     }
@@ -715,7 +719,13 @@ int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen)
                   (double)cfg->signup_addr_max * 1000.0 / (double)cfg->signup_window_ms,
                   (double)cfg->signup_addr_max);
     throttle_init(&a->signup_all, 1, (double)cfg->signup_rate, (double)cfg->signup_rate);
+    if (store_router_start(&a->layout, (uint64_t)cfg->replica_max_lag_ms,
+                           (uint64_t)cfg->replica_check_ms, why, sizeof why) < 0) {
+        snprintf(err, errlen, "--store: %s", why);
+        return -1;
+    }
     app_metrics_register(a);
+    store_router_metrics(&a->layout, &a->metrics);
     uv_loop_init(&a->loop);
     int rc = workq_start(&a->db, &a->loop, (unsigned)cfg->workers, DB_QUEUE_MAX, &thread_ops, a);
     if (rc == 0)

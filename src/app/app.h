@@ -47,6 +47,8 @@ struct app_config {
     long long max_body, shards, cache_max_mb;
     long long timeout_header_ms, timeout_idle_ms, drain_timeout_ms;
     long long timeout_body_ms, min_body_rate, body_rate_grace_ms;
+    long long replica_max_lag_ms, replica_check_ms;
+    struct store_topology store_topo; /* [store] section of -c FILE */
     int log_level;
     char *config_file;
 };

@@ -67,7 +67,6 @@ struct store_db {
     int in_tx, tx_broken;
     unsigned backoff_ms;
     uint64_t retry_at_ms;
-    uint64_t commit_lsn; /* WAL position after the last commit here */
     struct buf scratch;  /* NUL-terminated copies of text parameters */
 };
 
@@ -540,6 +539,30 @@ static int pg_explain(struct store_db *d, unsigned stmt, struct buf *plan)
     return rc < 0 ? rc : reset;
 }
 
+static int pg_wal_position(struct store_db *d, int replica, int64_t *lsn, int64_t *age_ms)
+{
+    int rc = ensure(d);
+    if (rc < 0)
+        return rc;
+    /* A replica that was promoted no longer follows its primary: not one. */
+    const char *sql =
+        replica ? "SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn,"
+                  " (EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) * 1000)::bigint,"
+                  " pg_is_in_recovery()"
+                : "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, 0, true";
+    PGresult *r = PQexec(d->conn, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        rc = map_result(d, r, "WAL position");
+    } else if (PQgetvalue(r, 0, 2)[0] != 't') {
+        rc = -ENOENT;
+    } else {
+        *lsn = PQgetisnull(r, 0, 0) ? 0 : strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        *age_ms = PQgetisnull(r, 0, 1) ? 0 : strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+    }
+    PQclear(r);
+    return rc;
+}
+
 const struct store_driver store_pg_driver = {
     .name = "postgres",
     .alias = "postgresql",
@@ -554,4 +577,5 @@ const struct store_driver store_pg_driver = {
     .exec_sql = pg_exec_sql,
     .explain = pg_explain,
     .migrate_lock = pg_migrate_lock,
+    .wal_position = pg_wal_position,
 };

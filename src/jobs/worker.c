@@ -943,8 +943,8 @@ int worker_new(const struct worker_config *cfg, struct worker **out, char *err, 
     }
     char why[384];
     /* Paths for every possible shard; the driver learns how many exist. */
-    if (store_layout_init(&w->layout, cfg->store_url, cfg->data_dir, STORE_MAX_SHARDS, why,
-                          sizeof why) < 0) {
+    if (store_layout_from_config(&w->layout, cfg->store_url, cfg->store_topo, cfg->data_dir,
+                                 STORE_MAX_SHARDS, why, sizeof why) < 0) {
         snprintf(err, errlen, "--store: %s", why);
         return -1;
     }

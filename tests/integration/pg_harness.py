@@ -239,9 +239,11 @@ class PgCluster:
 class StoreBackend:
     """Where the shop tests keep their data: `sqlite` (files in the data dir,
     no extra flags) or `postgres` (one fresh database per data dir on a
-    shared cluster: the same tests, unchanged, against the other driver).
+    shared cluster, given as a -c topology file: the primary and its
+    streaming replica; the same tests, unchanged, against the other driver
+    with reads on the replica and read-your-writes).
 
-        backend.args(data_dir)        extra flags for surge app/seed/worker/jobs
+        backend.args(data_dir)        extra flags for surge app/seed/worker
         backend.shard_rows(data_dir, sql)   [(shard index, row tuple)] from every shard
     """
 
@@ -267,10 +269,22 @@ class StoreBackend:
     def url(self, data_dir):
         return self.cluster.url(self.db_name(data_dir))
 
+    def topology(self, data_dir):
+        """A -c file whose [store] puts every database on the primary and
+        its streaming replica (the contract form)."""
+        db = self.db_name(data_dir)
+        path = os.path.join(self.cluster.base, "topology-%s.ini" % db)
+        if not os.path.exists(path):
+            with open(path, "w") as f:
+                f.write("[store]\nprimary = %s\n" % self.cluster.url(db))
+                for rep in self.cluster.replicas:
+                    f.write("replica = %s\n" % rep.url(db))
+        return path
+
     def args(self, data_dir):
         if self.name == "sqlite" or data_dir is False or data_dir is None:
             return []
-        return ["--store", self.url(data_dir)]
+        return ["-c", self.topology(data_dir)]
 
     def shard_rows(self, data_dir, sql):
         rows = []
