@@ -111,6 +111,31 @@ static void answer_now(struct app *a, struct http_request *req, enum app_route r
     http_response_free(&resp);
 }
 
+/* Read-your-writes with replicas (docs/operations.md "Replicas"): after
+ * a request that wrote, wait (up to --replica-wait) for the replicas to
+ * replay it, so a client holding the answer reads it back anywhere; and
+ * keep the write's fence with the request's session, so that session's
+ * reads go only to replicas that have it, in every process. */
+static void after_write(struct app_job *j, struct app_thread *t)
+{
+    struct app *a = j->a;
+    int m = j->req->msg.method;
+    if (!a->layout.router || j->next || m == HTTP_M_GET || m == HTTP_M_HEAD ||
+        j->resp.status < 200 || j->resp.status >= 400)
+        return;
+    char fence[STORE_FENCE_MAX];
+    if (store_conns_fence(&t->conns, fence, sizeof fence) < 0)
+        log_warn_rl("read-your-writes: a primary did not give its WAL position");
+    if (!fence[0])
+        return;
+    if (a->cfg->replica_wait_ms > 0 &&
+        store_conns_wait_replicas(&t->conns, (uint64_t)a->cfg->replica_wait_ms))
+        __atomic_fetch_add(&a->stats.replica_wait_timeouts, 1, __ATOMIC_RELAXED);
+    if (t->sess_hash[0] && t->sess && a->sessions->fence_set &&
+        a->sessions->fence_set(t->sess, t->sess_hash, fence) < 0)
+        log_warn_rl("read-your-writes: cannot keep the fence with the session");
+}
+
 static void on_job_work(struct workq_job *wj, void *ctx)
 {
     struct app_job *j = container_of(wj, struct app_job, job);
@@ -119,6 +144,7 @@ static void on_job_work(struct workq_job *wj, void *ctx)
     store_conns_request(&t->conns, NULL);
     t->sess_hash[0] = '\0';
     j->handler(j, t);
+    after_write(j, t);
 }
 
 static void job_finish(struct app_job *j)

@@ -47,7 +47,7 @@ struct app_config {
     long long max_body, shards, cache_max_mb;
     long long timeout_header_ms, timeout_idle_ms, drain_timeout_ms;
     long long timeout_body_ms, min_body_rate, body_rate_grace_ms;
-    long long replica_max_lag_ms, replica_check_ms;
+    long long replica_max_lag_ms, replica_check_ms, replica_wait_ms;
     struct store_topology store_topo; /* [store] section of -c FILE */
     int log_level;
     char *config_file;
@@ -99,6 +99,7 @@ struct app_stats {
     uint64_t wb_flushes, wb_flush_errors, wb_flushed_views;
     uint64_t throttled[THR_COUNT];
     uint64_t purged_sessions, purged_failures, purge_errors;
+    uint64_t replica_wait_timeouts; /* writes answered before every replica had them */
 };
 
 struct writeback; /* write-back view counters (writeback.c) */

@@ -33,6 +33,8 @@ const struct conf_entry app_conf_table[] = {
     STORE_CONF_ENTRIES(struct app_config, store_topo),
     {"replica-max-lag", CONF_MS, O(replica_max_lag_ms), 0, 3600000, "1s", NULL, NULL, "MS",
      "a replica further behind than this leaves the read rotation (back under half of it)"},
+    {"replica-wait", CONF_MS, O(replica_wait_ms), 0, 60000, "1s", NULL, NULL, "MS",
+     "a write waits up to this for the replicas to replay it before answering (0: no wait)"},
     {"replica-check-interval", CONF_MS, O(replica_check_ms), 10, 60000, "200ms", NULL, NULL, "MS",
      "how often each replica's replay position and lag are checked"},
     {"cache", CONF_STRING, O(cache_url), 0, 0, "local:", NULL, NULL, "URL",

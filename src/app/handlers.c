@@ -171,20 +171,6 @@ static void session_fence_apply(struct app_job *j, struct app_thread *t)
     store_conns_request(&t->conns, fence);
 }
 
-/* After a session's write: remember where its reads must catch up to. */
-static void session_fence_save(struct app_job *j, struct app_thread *t, const char *hash)
-{
-    const struct session_driver *sd = j->a->sessions;
-    if (!j->a->layout.router || !sd->fence_set || !hash[0])
-        return;
-    char fence[STORE_FENCE_MAX];
-    if (store_conns_fence(&t->conns, fence, sizeof fence) < 0)
-        log_warn_rl("read-your-writes: a primary did not give its WAL position; the session "
-                    "may read older data from a replica");
-    if (fence[0] && sd->fence_set(t->sess, hash, fence) < 0)
-        log_warn_rl("read-your-writes: cannot save the session's fence");
-}
-
 /* The session's user: 0; -ENOENT (401 set); other negative (503 set). */
 static int session_user(struct app_job *j, struct app_thread *t, int64_t *uid)
 {
@@ -450,8 +436,9 @@ void app_handle_login(struct app_job *j, struct app_thread *t)
         store_failed(&j->resp);
         goto out;
     }
-    /* The new session reads at least what the login saw (the signup). */
-    session_fence_save(j, t, hash);
+    /* The new session reads at least what the login saw (the signup):
+     * app.c saves the fence for it after the handler. */
+    memcpy(t->sess_hash, hash, sizeof t->sess_hash);
     char cookie[256];
     snprintf(cookie, sizeof cookie, "sid=%s; HttpOnly; SameSite=Lax; Path=/; Max-Age=%lld%s", token,
              c->session_max_ms / 1000, request_is_https(j) ? "; Secure" : "");
@@ -1181,7 +1168,6 @@ void app_handle_order_create(struct app_job *j, struct app_thread *t)
         store_failed(&j->resp);
         return;
     }
-    session_fence_save(j, t, t->sess_hash);
     order_answer(j, 201, public_order_id(local, shard), "pending", total);
     return;
 replay:
@@ -1193,7 +1179,6 @@ replay:
                        "this Idempotency-Key was used for an order with other items");
         return;
     }
-    session_fence_save(j, t, t->sess_hash);
     order_answer(j, 201, public_order_id(store_rows_int(&t->rows, 0, 0), shard),
                  store_rows_text(&t->rows, 0, 1), store_rows_int(&t->rows, 0, 2));
     http_response_header(&j->resp, "Idempotent-Replayed", "true");

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/alloc.h"
 #include "base/clock.h"
@@ -443,6 +444,46 @@ void store_conns_request(struct store_conns *c, const char *fence)
         if (*end != ',')
             break;
     }
+}
+
+unsigned store_conns_wait_replicas(struct store_conns *c, uint64_t timeout_ms)
+{
+    const struct store_layout *l = c->layout;
+    if (!l->router)
+        return 0;
+    uint64_t deadline = clock_mono_ms() + timeout_ms;
+    unsigned behind = 0;
+    for (unsigned k = 0; k < STORE_DBS; k++) {
+        if (!c->used[k] || !l->nreplica[k] || c->need_lsn[k] <= 0)
+            continue;
+        enum store_role role = k < 3 ? (enum store_role)k : STORE_SHARD;
+        for (unsigned i = 0; i < l->nreplica[k]; i++) {
+            if (!store_router_serving(l->router, k, i))
+                continue;
+            struct store_db **slot = &c->replica[k][i];
+            char err[256];
+            if (!*slot && l->driver->open(l->replica[k][i], c->sql[role], c->nsql[role], slot,
+                                          err, sizeof err) < 0) {
+                *slot = NULL;
+                continue; /* the checker takes it out */
+            }
+            for (;;) {
+                int64_t lsn = 0, age;
+                if (l->driver->wal_position(*slot, 1, &lsn, &age) < 0)
+                    break;
+                if (lsn >= c->need_lsn[k])
+                    break;
+                if (clock_mono_ms() >= deadline) {
+                    behind++;
+                    store_router_evict(l->router, k, i);
+                    break;
+                }
+                struct timespec ts = {0, 1000 * 1000};
+                nanosleep(&ts, NULL);
+            }
+        }
+    }
+    return behind;
 }
 
 int store_conns_fence(struct store_conns *c, char *out, size_t outlen)

@@ -276,6 +276,14 @@ void store_conns_request(struct store_conns *c, const char *fence);
  * wait for), or negative when a primary does not answer (out is then the
  * old fence). */
 int store_conns_fence(struct store_conns *c, char *out, size_t outlen);
+/* After store_conns_fence: wait up to timeout_ms until every replica in
+ * rotation of each database the request used on its primary has replayed
+ * the fence (asking the replicas, every millisecond), so that a client
+ * holding the answer reads it back from any replica, in any process.
+ * Returns how many replicas were still behind at the deadline: they leave
+ * this process's rotation until the checker sees them caught up (the
+ * session's fence covers its own reads wherever they go). */
+unsigned store_conns_wait_replicas(struct store_conns *c, uint64_t timeout_ms);
 void store_conns_close(struct store_conns *c);
 
 /* Convenience wrappers over the driver of c->layout. */

@@ -18,5 +18,10 @@ void store_router_down(struct store_router *r, unsigned k, unsigned i);
 /* A read of database k went to the primary after a replica failed. */
 void store_router_count_retry(struct store_router *r);
 void store_router_stop(struct store_router *r);
+/* Replica i of database k is too far behind a write: out of rotation
+ * (still up; the checker puts it back after its hysteresis). Any thread. */
+void store_router_evict(struct store_router *r, unsigned k, unsigned i);
+/* Is replica i of database k up and in rotation? Any thread. */
+int store_router_serving(struct store_router *r, unsigned k, unsigned i);
 
 #endif

@@ -544,12 +544,14 @@ static int pg_wal_position(struct store_db *d, int replica, int64_t *lsn, int64_
     int rc = ensure(d);
     if (rc < 0)
         return rc;
-    /* A replica that was promoted no longer follows its primary: not one. */
+    /* The primary's insert position: with synchronous_commit = off a
+     * commit may still sit in the WAL buffers, past the write position.
+     * A replica that was promoted no longer follows its primary: not one. */
     const char *sql =
         replica ? "SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn,"
                   " (EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) * 1000)::bigint,"
                   " pg_is_in_recovery()"
-                : "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, 0, true";
+                : "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn, 0, true";
     PGresult *r = PQexec(d->conn, sql);
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
         rc = map_result(d, r, "WAL position");

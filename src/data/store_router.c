@@ -333,6 +333,26 @@ void store_router_down(struct store_router *r, unsigned k, unsigned i)
     __atomic_store_n(&s->in_rotation, 0, __ATOMIC_RELAXED);
 }
 
+void store_router_evict(struct store_router *r, unsigned k, unsigned i)
+{
+    if (!r || k >= STORE_DBS || i >= r->nrep[k])
+        return;
+    struct replica_srv *s = &r->replicas[r->map[k][i]];
+    if (__atomic_exchange_n(&s->in_rotation, 0, __ATOMIC_RELAXED))
+        log_warn("store: replica %s did not replay a write within --replica-wait: out of "
+                 "rotation until it catches up",
+                 s->desc);
+}
+
+int store_router_serving(struct store_router *r, unsigned k, unsigned i)
+{
+    if (!r || k >= STORE_DBS || i >= r->nrep[k])
+        return 0;
+    const struct replica_srv *s = &r->replicas[r->map[k][i]];
+    return __atomic_load_n(&s->up, __ATOMIC_RELAXED) &&
+           __atomic_load_n(&s->in_rotation, __ATOMIC_RELAXED);
+}
+
 void store_router_count_retry(struct store_router *r)
 {
     if (!r)

@@ -358,7 +358,7 @@ def _launch_app(reg, log_dir, n, extra, data_dir, env, admin_token, listen, fast
         argv += list(FAST_HASH)
     argv += [str(a) for a in extra]
     if backend and "--store" not in argv and "-c" not in argv:
-        argv += backend.args(data_dir)
+        argv += backend.app_args(data_dir)
     full_env = child_env()
     full_env.pop("SURGE_ADMIN_TOKEN", None)
     full_env.update(env or {})

@@ -286,6 +286,13 @@ class StoreBackend:
             return []
         return ["-c", self.topology(data_dir)]
 
+    def app_args(self, data_dir):
+        """args() for surge app: a write waits longer for the replica than
+        the default (a loaded test machine replays slowly), so the suites'
+        read-after-write checks hold from any process."""
+        extra = self.args(data_dir)
+        return extra + ["--replica-wait", "10s"] if extra else extra
+
     def shard_rows(self, data_dir, sql):
         rows = []
         if self.name == "sqlite":
