@@ -259,15 +259,16 @@ static int place(struct store_layout *l, unsigned k, const char *schema, const c
 }
 
 int store_layout_from_config(struct store_layout *l, const char *url,
-                             const struct store_topology *t, const char *data_dir,
-                             unsigned nshards, char *err, size_t errlen)
+                             const struct store_topology *t, const char *data_dir, unsigned nshards,
+                             char *err, size_t errlen)
 {
     if (!t || (!t->primary && !t->catalog && !t->directory && !t->replica.n && !t->shard.n))
         return store_layout_init(l, url, data_dir, nshards, err, errlen);
     memset(l, 0, sizeof *l);
     if (strcmp(url, "sqlite:")) {
-        snprintf(err, errlen, "give the store either as --store URL or as a [store] topology, "
-                              "not both");
+        snprintf(err, errlen,
+                 "give the store either as --store URL or as a [store] topology, "
+                 "not both");
         return -EINVAL;
     }
     if (!t->primary) {
@@ -299,8 +300,8 @@ int store_layout_from_config(struct store_layout *l, const char *url,
         char schema[32], what[32];
         snprintf(schema, sizeof schema, "shard_%u", i);
         snprintf(what, sizeof what, "shard %u", i);
-        rc = place(l, 3 + i, schema, i < t->shard.n ? t->shard.items[i] : NULL, &t->replica,
-                   what, err, errlen);
+        rc = place(l, 3 + i, schema, i < t->shard.n ? t->shard.items[i] : NULL, &t->replica, what,
+                   err, errlen);
     }
     if (rc < 0)
         store_layout_free(l);
@@ -411,8 +412,8 @@ struct store_db *store_conns_reader(struct store_conns *c, enum store_role role,
     struct store_db **slot = &c->replica[k][i];
     if (!*slot) {
         char err[256];
-        if (l->driver->open(l->replica[k][i], c->sql[role], c->nsql[role], slot, err,
-                            sizeof err) < 0) {
+        if (l->driver->open(l->replica[k][i], c->sql[role], c->nsql[role], slot, err, sizeof err) <
+            0) {
             log_warn_rl("store: replica %s: %s; reading from the primary", l->replica[k][i], err);
             *slot = NULL;
             store_router_down(l->router, k, (unsigned)i);
@@ -462,8 +463,8 @@ unsigned store_conns_wait_replicas(struct store_conns *c, uint64_t timeout_ms)
                 continue;
             struct store_db **slot = &c->replica[k][i];
             char err[256];
-            if (!*slot && l->driver->open(l->replica[k][i], c->sql[role], c->nsql[role], slot,
-                                          err, sizeof err) < 0) {
+            if (!*slot && l->driver->open(l->replica[k][i], c->sql[role], c->nsql[role], slot, err,
+                                          sizeof err) < 0) {
                 *slot = NULL;
                 continue; /* the checker takes it out */
             }
@@ -511,8 +512,8 @@ int store_conns_fence(struct store_conns *c, char *out, size_t outlen)
     for (unsigned k = 0; k < STORE_DBS; k++) {
         if (c->need_lsn[k] <= 0)
             continue;
-        int n = snprintf(out + o, outlen - o, "%s%u=%lld", o ? "," : "", k,
-                         (long long)c->need_lsn[k]);
+        int n =
+            snprintf(out + o, outlen - o, "%s%u=%lld", o ? "," : "", k, (long long)c->need_lsn[k]);
         if (n < 0 || (size_t)n >= outlen - o)
             return -ENOBUFS;
         o += (size_t)n;

@@ -33,11 +33,11 @@
 #include "base/buf.h"
 #include "base/config.h"
 
-#define STORE_MAX_SHARDS 64
-#define STORE_MAX_ROWS   1000
-#define STORE_MAX_COLS   16
-#define STORE_ROWS_BYTES (1024 * 1024)
-#define STORE_TEXT_STMTS 16
+#define STORE_MAX_SHARDS   64
+#define STORE_MAX_ROWS     1000
+#define STORE_MAX_COLS     16
+#define STORE_ROWS_BYTES   (1024 * 1024)
+#define STORE_TEXT_STMTS   16
 #define STORE_MAX_REPLICAS 4
 /* Databases of a layout by index: catalog 0, directory 1, sessions 2,
  * shard i at 3 + i. */
@@ -139,6 +139,12 @@ struct store_driver {
      * received... as far as it knows). NULL for drivers without replicas.
      * 0, or negative when the server does not answer. */
     int (*wal_position)(struct store_db *db, int replica, int64_t *lsn, int64_t *age_ms);
+    /* Change notifications (postgres: LISTEN channel); NULL when the driver
+     * has none. listen: the socket to poll for readability, or negative.
+     * notifications: after the socket became readable, how many arrived
+     * (0 or more), or negative when the connection broke. */
+    int (*listen)(struct store_db *db, const char *channel);
+    int (*notifications)(struct store_db *db);
 };
 
 /* PostgreSQL driver helpers (store_pg.c), exposed for unit tests. The text
@@ -184,24 +190,58 @@ struct store_topology {
 /* The conf_entry rows of struct store_topology inside a command's config
  * struct (member is the field's name), for its conf table. */
 #define STORE_CONF_ENTRIES(type, member)                                                           \
-    {"store.primary", CONF_STRING, offsetof(type, member.primary), 0, 0, NULL, NULL, NULL, "URL",  \
-     "[store] primary of every database (with replica = URL lines: docs/operations.md)"},         \
-        {"store.replica", CONF_LIST, offsetof(type, member.replica), 0, 0, NULL, NULL, NULL,        \
-         "URL", "[store] a streaming replica of every database (repeatable)"},                     \
-        {"store.catalog", CONF_STRING, offsetof(type, member.catalog), 0, 0, NULL, NULL, NULL,      \
-         "URL [REPLICA...]", "[store] the catalog's own primary and replicas"},                    \
-        {"store.directory", CONF_STRING, offsetof(type, member.directory), 0, 0, NULL, NULL, NULL,  \
-         "URL [REPLICA...]", "[store] the directory's own primary and replicas"},                  \
-        {"store.shard", CONF_LIST, offsetof(type, member.shard), 0, 0, NULL, NULL, NULL,            \
-         "URL [REPLICA...]", "[store] shard i's primary and replicas (i-th line; repeatable)"}
+    {"store.primary",                                                                              \
+     CONF_STRING,                                                                                  \
+     offsetof(type, member.primary),                                                               \
+     0,                                                                                            \
+     0,                                                                                            \
+     NULL,                                                                                         \
+     NULL,                                                                                         \
+     NULL,                                                                                         \
+     "URL",                                                                                        \
+     "[store] primary of every database (with replica = URL lines: docs/operations.md)"},          \
+        {"store.replica",                                                                          \
+         CONF_LIST,                                                                                \
+         offsetof(type, member.replica),                                                           \
+         0,                                                                                        \
+         0,                                                                                        \
+         NULL,                                                                                     \
+         NULL,                                                                                     \
+         NULL,                                                                                     \
+         "URL",                                                                                    \
+         "[store] a streaming replica of every database (repeatable)"},                            \
+        {"store.catalog",                                                                          \
+         CONF_STRING,                                                                              \
+         offsetof(type, member.catalog),                                                           \
+         0,                                                                                        \
+         0,                                                                                        \
+         NULL,                                                                                     \
+         NULL,                                                                                     \
+         NULL,                                                                                     \
+         "URL [REPLICA...]",                                                                       \
+         "[store] the catalog's own primary and replicas"},                                        \
+        {"store.directory",                                                                        \
+         CONF_STRING,                                                                              \
+         offsetof(type, member.directory),                                                         \
+         0,                                                                                        \
+         0,                                                                                        \
+         NULL,                                                                                     \
+         NULL,                                                                                     \
+         NULL,                                                                                     \
+         "URL [REPLICA...]",                                                                       \
+         "[store] the directory's own primary and replicas"},                                      \
+    {                                                                                              \
+        "store.shard", CONF_LIST, offsetof(type, member.shard), 0, 0, NULL, NULL, NULL,            \
+            "URL [REPLICA...]", "[store] shard i's primary and replicas (i-th line; repeatable)"   \
+    }
 
 /* The layout from --store url and a [store] topology t (NULL or empty: url
  * alone, as store_layout_init). A topology needs postgres URLs; url must
  * then be left at its default "sqlite:" (one or the other). 0, or
  * -EINVAL / -ENOTSUP with a one-line err. */
 int store_layout_from_config(struct store_layout *l, const char *url,
-                             const struct store_topology *t, const char *data_dir,
-                             unsigned nshards, char *err, size_t errlen);
+                             const struct store_topology *t, const char *data_dir, unsigned nshards,
+                             char *err, size_t errlen);
 
 /* Start watching the replicas of l (a thread that asks each replica server
  * for its replay position every check_ms): a replica further behind than

@@ -67,7 +67,7 @@ struct store_db {
     int in_tx, tx_broken;
     unsigned backoff_ms;
     uint64_t retry_at_ms;
-    struct buf scratch;  /* NUL-terminated copies of text parameters */
+    struct buf scratch; /* NUL-terminated copies of text parameters */
 };
 
 const char *store_pg_text(const char *sql)
@@ -565,6 +565,35 @@ static int pg_wal_position(struct store_db *d, int replica, int64_t *lsn, int64_
     return rc;
 }
 
+static int pg_listen(struct store_db *d, const char *channel)
+{
+    int rc = ensure(d);
+    if (rc < 0)
+        return rc;
+    char *ident = PQescapeIdentifier(d->conn, channel, strlen(channel));
+    char sql[128];
+    snprintf(sql, sizeof sql, "LISTEN %s", ident ? ident : "surge");
+    PQfreemem(ident);
+    if ((rc = simple(d, sql)) < 0)
+        return rc;
+    return PQsocket(d->conn);
+}
+
+static int pg_notifications(struct store_db *d)
+{
+    if (!d->conn || !PQconsumeInput(d->conn)) {
+        drop(d);
+        return -EIO;
+    }
+    int n = 0;
+    PGnotify *m;
+    while ((m = PQnotifies(d->conn)) != NULL) {
+        n++;
+        PQfreemem(m);
+    }
+    return n;
+}
+
 const struct store_driver store_pg_driver = {
     .name = "postgres",
     .alias = "postgresql",
@@ -580,4 +609,6 @@ const struct store_driver store_pg_driver = {
     .explain = pg_explain,
     .migrate_lock = pg_migrate_lock,
     .wal_position = pg_wal_position,
+    .listen = pg_listen,
+    .notifications = pg_notifications,
 };

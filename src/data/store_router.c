@@ -63,7 +63,7 @@ struct store_router {
     unsigned nrep[STORE_DBS];
     uint64_t max_lag_ms, check_ms;
     pthread_t thread;
-    int started, stop; /* stop: atomic */
+    int started, stop;                                                         /* stop: atomic */
     uint64_t reads_primary, reads_replica, fallbacks[STORE_FB_COUNT], retries; /* atomic */
 };
 
@@ -220,8 +220,8 @@ static void *checker(void *arg)
             check_primary(r, &r->primaries[i]);
         for (unsigned i = 0; i < r->nreplicas; i++)
             check_replica(r, &r->replicas[i]);
-        for (uint64_t slept = 0; slept < r->check_ms && !__atomic_load_n(&r->stop, __ATOMIC_RELAXED);
-             slept += 10) {
+        for (uint64_t slept = 0;
+             slept < r->check_ms && !__atomic_load_n(&r->stop, __ATOMIC_RELAXED); slept += 10) {
             struct timespec ts = {0, 10 * 1000 * 1000};
             nanosleep(&ts, NULL);
         }
@@ -316,7 +316,9 @@ int store_router_pick(struct store_router *r, unsigned k, int64_t need_lsn, unsi
         __atomic_fetch_add(&r->reads_replica, 1, __ATOMIC_RELAXED);
         return (int)i;
     }
-    enum store_fallback why = seen_rotation ? STORE_FB_FENCE : seen_up ? STORE_FB_LAG : STORE_FB_DOWN;
+    enum store_fallback why = seen_rotation ? STORE_FB_FENCE
+                              : seen_up     ? STORE_FB_LAG
+                                            : STORE_FB_DOWN;
     __atomic_fetch_add(&r->fallbacks[why], 1, __ATOMIC_RELAXED);
     __atomic_fetch_add(&r->reads_primary, 1, __ATOMIC_RELAXED);
     return -1;

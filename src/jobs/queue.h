@@ -200,6 +200,12 @@ struct queue_consumer_driver {
      * (watched with inotify by the worker to wake at once), or NULL when
      * the driver has no such thing. */
     const char *(*watch_dir)(struct queue_conn *c);
+    /* A socket that becomes readable when a job may have been enqueued
+     * (postgres: LISTEN), or negative when there is none; loop thread.
+     * wake_drain after it became readable: > 0 woken, 0 nothing, negative
+     * when the socket is gone (the worker then polls only). */
+    int (*wake_fd)(struct queue_conn *c);
+    int (*wake_drain)(struct queue_conn *c);
 };
 
 /* The consumer driver for url ("sqlite:"), or NULL. */

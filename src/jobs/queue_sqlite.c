@@ -199,6 +199,7 @@ struct queue_conn {
     unsigned nshards; /* 0 until the store exists */
     uint64_t next_discover_ms;
     struct store_db *shard[STORE_MAX_SHARDS];
+    struct store_db *wake; /* LISTEN connection (postgres), loop thread only */
     struct store_rows rows, rows2;
     unsigned rr;
     uint64_t rnd;
@@ -314,6 +315,8 @@ static void sq_close(struct queue_conn *c)
     for (unsigned i = 0; i < STORE_MAX_SHARDS; i++)
         if (c->shard[i])
             c->sd->close(c->shard[i]);
+    if (c->wake)
+        c->sd->close(c->wake);
     store_rows_free(&c->rows);
     store_rows_free(&c->rows2);
     free(c->dir);
@@ -969,6 +972,26 @@ static int sq_purge(struct queue_conn *c, const char *state, unsigned *count)
     return 0;
 }
 
+/* One LISTEN connection, to the directory's server: shards on that server
+ * wake the worker at commit; shards on other servers are found by polling. */
+static int sq_wake_fd(struct queue_conn *c)
+{
+    if (!c->sd->listen)
+        return -1;
+    char err[256];
+    if (!c->wake && c->sd->open(c->layout->directory, NULL, 0, &c->wake, err, sizeof err) < 0) {
+        log_warn("queue: no wake-up connection (%s): polling only", err);
+        c->wake = NULL;
+        return -1;
+    }
+    return c->sd->listen(c->wake, "surge_jobs");
+}
+
+static int sq_wake_drain(struct queue_conn *c)
+{
+    return c->wake ? c->sd->notifications(c->wake) : -1;
+}
+
 static const char *sq_watch_dir(struct queue_conn *c)
 {
     /* A database on a server changes no file here: poll only. */
@@ -990,4 +1013,6 @@ const struct queue_consumer_driver queue_sqlite_consumer = {
     .retry = sq_retry,
     .purge = sq_purge,
     .watch_dir = sq_watch_dir,
+    .wake_fd = sq_wake_fd,
+    .wake_drain = sq_wake_drain,
 };

@@ -86,6 +86,8 @@ struct sync_op {
 struct worker {
     const struct worker_config *cfg;
     uv_loop_t loop;
+    uv_poll_t wake; /* the queue's wake-up socket (postgres LISTEN) */
+    int waking;
     struct store_layout layout;
     const struct queue_consumer_driver *qd;
     struct queue_conn *qc; /* the store thread's */
@@ -676,6 +678,23 @@ static void on_watch(uv_fs_event_t *h, const char *filename, int events, int sta
     }
 }
 
+static void on_wake(uv_poll_t *h, int status, int events)
+{
+    struct worker *w = h->data;
+    int n = status < 0 ? -EIO : w->qd->wake_drain(w->qc);
+    if (n < 0) {
+        log_warn("queue wake-ups lost (%s): waking on the poll only",
+                 status < 0 ? uv_strerror(status) : "connection closed");
+        uv_poll_stop(h);
+        return;
+    }
+    if (n > 0 && !w->stopping) {
+        log_debug("wake: %d notifications", n);
+        w->claim_wanted = 1;
+        kick(w);
+    }
+}
+
 /* ---- stop ---- */
 
 static void close_if(uv_handle_t *h)
@@ -699,6 +718,8 @@ static void shutdown_all(struct worker *w)
     close_if((uv_handle_t *)&w->sig_int);
     if (w->watching)
         close_if((uv_handle_t *)&w->watch);
+    if (w->waking)
+        close_if((uv_handle_t *)&w->wake);
     if (w->metrics_on) {
         http_server_drain(&w->msrv, NULL);
         http_server_close_all(&w->msrv);
@@ -1032,6 +1053,12 @@ int worker_new(const struct worker_config *cfg, struct worker **out, char *err, 
             log_warn("cannot watch %s: waking on the poll only", dir);
         if (!w->watching)
             uv_close((uv_handle_t *)&w->watch, NULL);
+    }
+    int fd = w->qd->wake_fd ? w->qd->wake_fd(w->qc) : -1;
+    if (fd >= 0 && uv_poll_init(&w->loop, &w->wake, fd) == 0) {
+        w->wake.data = w;
+        w->waking = 1;
+        uv_poll_start(&w->wake, UV_READABLE, on_wake);
     }
     uv_signal_init(&w->loop, &w->sig_term);
     uv_signal_init(&w->loop, &w->sig_int);

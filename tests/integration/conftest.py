@@ -51,7 +51,7 @@ from harness import (ADMIN_RE, FAKE_UPSTREAM, LISTEN_RE, READY_DEADLINE, STOP_GR
 
 ADMIN_TOKEN = "test-admin-token"
 # The shop suites that run on both store drivers (pg_harness.StoreBackend).
-BOTH_STORES = ("test_app", "test_app_multi", "test_app_badinput")
+BOTH_STORES = ("test_app", "test_app_multi", "test_app_badinput", "test_worker")
 APP_READY_RE = re.compile(r"surge app: listening on ([0-9.]+):(\d+)")
 FAST_HASH = ("--password-ops", "1", "--password-memory-kib", "8192")
 
@@ -389,6 +389,8 @@ def _seed(data_dir, products=0, users=0, timeout=300.0, backend=None):
     res = run_surge("seed", "--data-dir", data_dir, "--products", products, "--users", users,
                     *extra, timeout=timeout)
     assert res.returncode == 0, ("surge seed exited %s" % res.returncode, res.stderr_text)
+    if backend:
+        backend.settle(data_dir)
     return res
 
 

@@ -286,12 +286,34 @@ class StoreBackend:
             return []
         return ["-c", self.topology(data_dir)]
 
+    def settle(self, data_dir):
+        """After a bulk load that no app answered for (surge seed, rows a
+        test wrote itself): wait until the replicas have replayed it."""
+        if self.name == "postgres":
+            for rep in self.cluster.replicas:
+                self.cluster.wait_replayed(rep)
+
     def app_args(self, data_dir):
         """args() for surge app: a write waits longer for the replica than
         the default (a loaded test machine replays slowly), so the suites'
         read-after-write checks hold from any process."""
         extra = self.args(data_dir)
         return extra + ["--replica-wait", "10s"] if extra else extra
+
+    def shard_exec(self, data_dir, shard, sql):
+        """Run sql (literal values only: test code) on one shard; its rows."""
+        if self.name == "sqlite":
+            import sqlite3
+            from pathlib import Path
+            con = sqlite3.connect(str(Path(data_dir) / ("shard-%d.db" % shard)), timeout=30)
+            try:
+                rows = con.execute(sql).fetchall()
+                con.commit()
+                return rows
+            finally:
+                con.close()
+        return self.cluster.psql_rows("SET search_path = shard_%d; %s" % (shard, sql),
+                                      db=self.db_name(data_dir))
 
     def shard_rows(self, data_dir, sql):
         rows = []

@@ -5,14 +5,13 @@ dead, then replay; delayed jobs never early; unique keys; SIGTERM drain and
 hand-back; bad jobs dead on the first attempt; usage errors."""
 import json
 import signal
-import sqlite3
 import statistics
 import time
 from pathlib import Path
 
 from harness import run_surge, wait_until
 from jobs_harness import (all_jobs, insert_orders, jobs, jobs_json, make_store, order_statuses,
-                          stats, workers)  # noqa: F401 (fixture)
+                          shard_exec, shard_rows, stats, workers)  # noqa: F401 (fixture)
 
 
 def login(app, email, password):
@@ -60,10 +59,7 @@ def test_order_through_the_app_is_confirmed_with_one_mail(start_app, seed, worke
     # A duplicate delivery of the same job (as after a lost ack) sends no
     # second mail and leaves the order confirmed.
     jid = int(job["id"])
-    con = sqlite3.connect(str(data / ("shard-%d.db" % (jid % 64))), timeout=30)
-    con.execute("UPDATE jobs SET state = 'ready' WHERE id = ?", (jid // 64,))
-    con.commit()
-    con.close()
+    shard_exec(data, jid % 64, "UPDATE jobs SET state = 'ready' WHERE id = %d" % (jid // 64))
     assert wait_until(lambda: w.metric("surge_worker_done_total") == 2, timeout=10)
     assert sorted(p.name for p in (data / "mail" / "new").iterdir()) == [job["id"]]
     assert mail.read_text() == text
@@ -324,13 +320,8 @@ def test_worker_started_before_the_store_exists_picks_up_the_first_order(start_a
 
 
 def job_times(data, queue):
-    out = []
-    for path in sorted(data.glob("shard-*.db")):
-        con = sqlite3.connect(str(path), timeout=30)
-        out += con.execute("SELECT started_ms, finished_ms FROM jobs WHERE queue = ?",
-                           (queue,)).fetchall()
-        con.close()
-    return out
+    return [row for _, row in shard_rows(data, "SELECT started_ms, finished_ms FROM jobs"
+                                               " WHERE queue = '%s'" % queue)]
 
 
 def test_per_queue_concurrency_and_rate_limits(workers, tmp_path):

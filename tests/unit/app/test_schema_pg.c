@@ -27,8 +27,8 @@ static void expect_no_seq_scan(const struct store_driver *d, struct store_db *db
     for (const char *p = plan.data; (p = strstr(p, "Seq Scan on ")) != NULL; p++) {
         const char *name = p + strlen("Seq Scan on ");
         size_t n = strcspn(name, " \n");
-        int small = (n > 4 && !strncmp(name + n - 4, "_seq", 4)) ||
-                    (n == 4 && !strncmp(name, "meta", 4));
+        int small =
+            (n > 4 && !strncmp(name + n - 4, "_seq", 4)) || (n == 4 && !strncmp(name, "meta", 4));
         cr_assert(small, "%s statement %u reads a table in full:\n%s", table, stmt, plan.data);
     }
     buf_free(&plan);
@@ -57,11 +57,10 @@ Test(schema_pg, every_statement_reads_through_an_index)
         expect_no_seq_scan(l.driver, sh, i, "shard");
     /* The queue: what a worker runs per job or per pass. */
     struct store_db *q;
-    cr_assert_eq(l.driver->open(l.shard[0], queue_sql, Q_COUNT, &q, err, sizeof err), 0, "%s",
-                 err);
-    const unsigned hot[] = {Q_WORK, Q_CLAIM, Q_CLAIM_Q, Q_EXPIRED,  Q_PROMOTE,     Q_NEXT_DUE,
-                            Q_ACK,  Q_FAIL,  Q_RENEW,   Q_RELEASE, Q_PENDING_KEY, Q_OLDEST,
-                            Q_DUE_DELAYED, Q_SHOW, Q_SHOW2, Q_LIST, Q_ENQUEUE};
+    cr_assert_eq(l.driver->open(l.shard[0], queue_sql, Q_COUNT, &q, err, sizeof err), 0, "%s", err);
+    const unsigned hot[] = {Q_WORK,        Q_CLAIM, Q_CLAIM_Q, Q_EXPIRED, Q_PROMOTE,     Q_NEXT_DUE,
+                            Q_ACK,         Q_FAIL,  Q_RENEW,   Q_RELEASE, Q_PENDING_KEY, Q_OLDEST,
+                            Q_DUE_DELAYED, Q_SHOW,  Q_SHOW2,   Q_LIST,    Q_ENQUEUE};
     for (size_t i = 0; i < sizeof hot / sizeof hot[0]; i++)
         expect_no_seq_scan(l.driver, q, hot[i], "queue");
     l.driver->close(q);
