@@ -118,18 +118,20 @@ enum {
 #define CLAIM_RET                                                                                  \
     " ORDER BY priority DESC, id LIMIT ?) RETURNING id, kind, payload, token, attempts,"           \
     " max_attempts, created_ms, run_at_ms, queue, lease_until_ms"
-/* PostgreSQL: the subquery's rows are locked and skipped by a concurrent
- * claimer (FOR UPDATE SKIP LOCKED), and the outer WHERE re-checks the
- * state: under READ COMMITTED a row another claimer took meanwhile is
- * re-read and no longer matches. SQLite's IMMEDIATE transaction already
- * runs one claimer at a time. */
-#define CLAIM_SET_PG                                                                               \
-    "UPDATE jobs SET state = 'running', token = token + 1, attempts = attempts + 1,"               \
-    " lease_until_ms = ?, started_ms = ?, worker = ? WHERE state = 'ready' AND id IN"              \
-    " (SELECT id FROM jobs WHERE state = 'ready'"
-#define CLAIM_RET_PG                                                                               \
-    " ORDER BY priority DESC, id LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING id, kind, payload,"     \
-    " token, attempts, max_attempts, created_ms, run_at_ms, queue, lease_until_ms"
+/* PostgreSQL: the ready rows are picked and locked first, skipping rows
+ * another claimer holds (FOR UPDATE SKIP LOCKED), in a MATERIALIZED CTE:
+ * as a plain IN (subquery) the planner may rescan it, and every rescan
+ * skips to other rows, so one claim could take more than its LIMIT.
+ * Placeholders are numbered as in the SQLite text (lease, started, worker,
+ * queues..., limit). SQLite's IMMEDIATE transaction already runs one
+ * claimer at a time. */
+#define CLAIM_PG(FILTER, LIMIT)                                                                    \
+    "WITH c AS MATERIALIZED (SELECT id FROM jobs WHERE state = 'ready'" FILTER                     \
+    " ORDER BY priority DESC, id LIMIT " LIMIT " FOR UPDATE SKIP LOCKED)"                          \
+    " UPDATE jobs SET state = 'running', token = token + 1, attempts = attempts + 1,"              \
+    " lease_until_ms = ?1, started_ms = ?2, worker = ?3 FROM c WHERE jobs.id = c.id"               \
+    " RETURNING jobs.id, kind, payload, token, attempts, max_attempts, created_ms, run_at_ms,"     \
+    " queue, lease_until_ms"
 #define PENDING "state IN ('ready', 'delayed', 'running')"
 #define SUMMARY_COLS                                                                               \
     "id, kind, queue, state, priority, attempts, max_attempts, run_at_ms, created_ms, last_error"
@@ -161,12 +163,12 @@ static const char *const queue_sql[Q_COUNT] = {
                " EXISTS (SELECT 1 FROM jobs WHERE state = 'delayed' AND run_at_ms <= ?),"
                " EXISTS (SELECT 1 FROM jobs WHERE state = 'running' AND lease_until_ms < ?),"
                " (SELECT MIN(run_at_ms) FROM jobs WHERE state = 'delayed')",
-    [Q_CLAIM] = STORE_SQL_PG(CLAIM_SET CLAIM_RET, CLAIM_SET_PG CLAIM_RET_PG),
-    [Q_CLAIM_Q] = STORE_SQL_PG(CLAIM_SET " AND queue = ?" CLAIM_RET,
-                               CLAIM_SET_PG " AND queue = ?" CLAIM_RET_PG),
+    [Q_CLAIM] = STORE_SQL_PG(CLAIM_SET CLAIM_RET, CLAIM_PG("", "?4")),
+    [Q_CLAIM_Q] =
+        STORE_SQL_PG(CLAIM_SET " AND queue = ?" CLAIM_RET, CLAIM_PG(" AND queue = ?4", "?5")),
     [Q_CLAIM_EXCL] =
         STORE_SQL_PG(CLAIM_SET " AND queue NOT IN (?, ?, ?, ?, ?, ?, ?, ?)" CLAIM_RET,
-                     CLAIM_SET_PG " AND queue NOT IN (?, ?, ?, ?, ?, ?, ?, ?)" CLAIM_RET_PG),
+                     CLAIM_PG(" AND queue NOT IN (?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)", "?12")),
     [Q_COUNTS] = "SELECT (SELECT COUNT(*) FROM jobs WHERE state = 'ready'),"
                  " (SELECT COUNT(*) FROM jobs WHERE state = 'delayed'),"
                  " (SELECT COUNT(*) FROM jobs WHERE state = 'running'),"
