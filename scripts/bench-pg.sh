@@ -89,7 +89,6 @@ listen_addresses = '127.0.0.1'
 unix_socket_directories = '$PGD'
 max_connections = 200
 shared_buffers = 128MB
-synchronous_commit = off
 CONF
 PG_DIRS+=("$PGD/primary")
 as_pg "$PGBIN/pg_ctl" -D "$PGD/primary" -l "$PGD/primary.log" -o "-p $P_PRI" -w start >/dev/null \

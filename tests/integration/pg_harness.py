@@ -12,8 +12,9 @@ How (Debian's postgresql-15, binaries by full path from /usr/lib/postgresql/15/b
 initdb refuses to run as root, so every server command runs as `postgres`
 through runuser, from a temp dir postgres owns (runuser keeps the cwd, and a
 cwd postgres cannot enter makes it complain); unix_socket_directories is that
-dir (the default /var/run/postgresql may not be writable); fsync and
-synchronous_commit are off (test data); each server listens on 127.0.0.1 on a
+dir (the default /var/run/postgresql may not be writable); fsync is off
+(test data) but synchronous_commit stays on, so a commit's WAL reaches the
+replica at once (off, the WAL writer sends it up to 200 ms later); each server listens on 127.0.0.1 on a
 port from engines.pick_port() given with `pg_ctl -o "-p PORT"` (a replica
 inherits its primary's postgresql.conf). Servers are stopped with
 `pg_ctl stop -m fast`, or by the PID in postmaster.pid; never by name.
@@ -163,7 +164,7 @@ class PgCluster:
         with open(os.path.join(self.primary.data, "postgresql.conf"), "a") as f:
             f.write("listen_addresses = '127.0.0.1'\n"
                     "unix_socket_directories = '%s'\n"
-                    "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+                    "fsync = off\nfull_page_writes = off\n"
                     "max_connections = 300\nwal_level = replica\n"
                     "max_wal_senders = 10\nhot_standby_feedback = on\n" % self.base)
             for line in conf:
