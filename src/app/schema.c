@@ -106,14 +106,15 @@ const char *const app_migrations_shard[] = {
     /* 4: what an Idempotency-Key was first used for (a hash of the order's
      * items): a reuse with other items is refused (422). */
     "ALTER TABLE orders ADD COLUMN request_hash TEXT",
-    /* 5: PostgreSQL: a job becoming ready (enqueued, handed back, retried
-     * by hand) wakes the workers (LISTEN surge_jobs, at commit; identical
+    /* 5: PostgreSQL: a job becoming ready or delayed (enqueued, handed
+     * back, retried; a delayed one so a worker arms its due timer) wakes the
+     * workers (LISTEN surge_jobs, at commit; identical
      * notifications of one transaction are sent once); SQLite's workers
      * watch the shard files instead. */
     STORE_SQL_PG("SELECT 1", "CREATE FUNCTION jobs_notify() RETURNS trigger LANGUAGE plpgsql AS"
                              " $$ BEGIN PERFORM pg_notify('surge_jobs', ''); RETURN NULL; END $$;"
                              "CREATE TRIGGER jobs_notify AFTER INSERT OR UPDATE OF state ON jobs"
-                             " FOR EACH ROW WHEN (NEW.state = 'ready')"
+                             " FOR EACH ROW WHEN (NEW.state IN ('ready', 'delayed'))"
                              " EXECUTE FUNCTION jobs_notify()"),
 };
 const unsigned app_migrations_shard_n =
