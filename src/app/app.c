@@ -159,10 +159,40 @@ static void answer_now(struct app *a, struct http_request *req, enum app_route r
     http_response_free(&resp);
 }
 
+/* Read-your-writes with replicas (docs/operations.md "Replicas"): after
+ * a request that wrote, wait (up to --replica-wait) for the replicas to
+ * replay it, so a client holding the answer reads it back anywhere; and
+ * keep the write's fence with the request's session, so that session's
+ * reads go only to replicas that have it, in every process. */
+static void after_write(struct app_job *j, struct app_thread *t)
+{
+    struct app *a = j->a;
+    int m = j->req->msg.method;
+    if (!a->layout.router || j->next || m == HTTP_M_GET || m == HTTP_M_HEAD ||
+        j->resp.status < 200 || j->resp.status >= 400)
+        return;
+    char fence[STORE_FENCE_MAX];
+    if (store_conns_fence(&t->conns, fence, sizeof fence) < 0)
+        log_warn_rl("read-your-writes: a primary did not give its WAL position");
+    if (!fence[0])
+        return;
+    if (a->cfg->replica_wait_ms > 0 &&
+        store_conns_wait_replicas(&t->conns, (uint64_t)a->cfg->replica_wait_ms))
+        __atomic_fetch_add(&a->stats.replica_wait_timeouts, 1, __ATOMIC_RELAXED);
+    if (t->sess_hash[0] && t->sess && a->sessions->fence_set &&
+        a->sessions->fence_set(t->sess, t->sess_hash, fence) < 0)
+        log_warn_rl("read-your-writes: cannot keep the fence with the session");
+}
+
 static void on_job_work(struct workq_job *wj, void *ctx)
 {
     struct app_job *j = container_of(wj, struct app_job, job);
-    j->handler(j, ctx);
+    struct app_thread *t = ctx;
+    /* No fence until the handler finds the request's session. */
+    store_conns_request(&t->conns, NULL);
+    t->sess_hash[0] = '\0';
+    j->handler(j, t);
+    after_write(j, t);
 }
 
 static void job_finish(struct app_job *j)
@@ -540,6 +570,52 @@ static void on_purge_timer(uv_timer_t *t)
     a->purge_running = 1;
 }
 
+/* ---- migrations retried while a database server is down at start ---- */
+
+struct migrate_job {
+    struct workq_job job;
+    struct app *a;
+    int rc;
+    char err[384];
+};
+
+static void on_migrate_work(struct workq_job *wj, void *ctx)
+{
+    struct migrate_job *m = container_of(wj, struct migrate_job, job);
+    m->rc = app_schema_migrate(&m->a->layout, m->a->sessions, m->err, sizeof m->err);
+}
+
+static void on_migrate_done(struct workq_job *wj)
+{
+    struct migrate_job *m = container_of(wj, struct migrate_job, job);
+    struct app *a = m->a;
+    a->migrate_running = 0;
+    if (m->rc == 0) {
+        __atomic_store_n(&a->store_ready, 1, __ATOMIC_RELEASE);
+        uv_timer_stop(&a->migrate_timer);
+        log_info("store reachable and migrated: ready");
+    } else {
+        log_warn_rl("store still not ready: %s", m->err);
+    }
+    free(m);
+}
+
+static void on_migrate_timer(uv_timer_t *t)
+{
+    struct app *a = t->data;
+    if (a->migrate_running || a->stopping || __atomic_load_n(&a->store_ready, __ATOMIC_ACQUIRE))
+        return;
+    struct migrate_job *m = xcalloc(1, sizeof *m);
+    m->a = a;
+    m->job.work = on_migrate_work;
+    m->job.done = on_migrate_done;
+    if (workq_submit(&a->db, &m->job) < 0) {
+        free(m);
+        return;
+    }
+    a->migrate_running = 1;
+}
+
 /* ---- graceful stop ---- */
 
 static void close_handle(uv_handle_t *h)
@@ -553,6 +629,7 @@ static void stop_pools(struct app *a)
     close_handle((uv_handle_t *)&a->flush_timer);
     close_handle((uv_handle_t *)&a->drain_timer);
     close_handle((uv_handle_t *)&a->purge_timer);
+    close_handle((uv_handle_t *)&a->migrate_timer);
     close_handle((uv_handle_t *)&a->sig_term);
     close_handle((uv_handle_t *)&a->sig_int);
     workq_stop(&a->db, NULL);
@@ -578,6 +655,7 @@ static void on_drained(struct http_server *s)
     uv_timer_stop(&a->drain_timer);
     uv_timer_stop(&a->flush_timer);
     uv_timer_stop(&a->purge_timer);
+    uv_timer_stop(&a->migrate_timer);
     if (a->flush_running) {
         a->final_pending = 1; /* on_flush_done starts the final flush */
         return;
@@ -676,8 +754,8 @@ int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "--queue: %s", why);
         return -1;
     }
-    if (store_layout_init(&a->layout, cfg->store_url, cfg->data_dir, (unsigned)cfg->shards, why,
-                          sizeof why) < 0) {
+    if (store_layout_from_config(&a->layout, cfg->store_url, &cfg->store_topo, cfg->data_dir,
+                                 (unsigned)cfg->shards, why, sizeof why) < 0) {
         snprintf(err, errlen, "--store: %s", why);
         return -1;
     }
@@ -688,8 +766,14 @@ int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen)
     }
     if (app_data_dir_create(cfg->data_dir, err, errlen) < 0)
         return -1;
-    if (app_schema_migrate(&a->layout, a->sessions, err, errlen) < 0)
+    /* A database server that is down at start is not a reason to exit:
+     * the process serves 503 on /readyz and migrates once it answers. */
+    int mrc = app_schema_migrate(&a->layout, a->sessions, err, errlen);
+    if (mrc == -EAGAIN && !(a->layout.driver->flags & STORE_F_FILES))
+        log_warn("%s: /readyz answers 503 until the store answers (retried every second)", err);
+    else if (mrc < 0)
         return -1;
+    a->store_ready = mrc == 0;
     /* The hash a login for an unknown email is verified against, so that it
      * costs what a real verify costs. It is written, not computed: a valid
      * argon2id string with our parameters, a random salt and a random
@@ -720,7 +804,13 @@ int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen)
         linelog_open(&a->trace_log, cfg->trace_log, 4 << 20, err, errlen) < 0)
         return -1;
     randombytes_buf(&a->trace_rng, sizeof a->trace_rng);
+    if (store_router_start(&a->layout, (uint64_t)cfg->replica_max_lag_ms,
+                           (uint64_t)cfg->replica_check_ms, why, sizeof why) < 0) {
+        snprintf(err, errlen, "--store: %s", why);
+        return -1;
+    }
     app_metrics_register(a);
+    store_router_metrics(&a->layout, &a->metrics);
     uv_loop_init(&a->loop);
     int rc = workq_start(&a->db, &a->loop, (unsigned)cfg->workers, DB_QUEUE_MAX, &thread_ops, a);
     if (rc == 0)
@@ -752,7 +842,11 @@ int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen)
     uv_timer_init(&a->loop, &a->flush_timer);
     uv_timer_init(&a->loop, &a->drain_timer);
     uv_timer_init(&a->loop, &a->purge_timer);
+    uv_timer_init(&a->loop, &a->migrate_timer);
     a->flush_timer.data = a->drain_timer.data = a->purge_timer.data = a;
+    a->migrate_timer.data = a;
+    if (!a->store_ready)
+        uv_timer_start(&a->migrate_timer, on_migrate_timer, 1000, 1000);
     uv_timer_start(&a->purge_timer, on_purge_timer, (uint64_t)cfg->purge_interval_ms,
                    (uint64_t)cfg->purge_interval_ms);
     uv_timer_start(&a->flush_timer, on_flush_timer, (uint64_t)cfg->flush_interval_ms,

@@ -48,6 +48,8 @@ struct app_config {
     long long max_body, shards, cache_max_mb;
     long long timeout_header_ms, timeout_idle_ms, drain_timeout_ms;
     long long timeout_body_ms, min_body_rate, body_rate_grace_ms;
+    long long replica_max_lag_ms, replica_check_ms, replica_wait_ms;
+    struct store_topology store_topo; /* [store] section of -c FILE */
     int log_level;
     char *trace_log; /* "" = off: one JSON line per request (its trace span) */
     char *config_file;
@@ -99,6 +101,7 @@ struct app_stats {
     uint64_t wb_flushes, wb_flush_errors, wb_flushed_views;
     uint64_t throttled[THR_COUNT];
     uint64_t purged_sessions, purged_failures, purge_errors;
+    uint64_t replica_wait_timeouts; /* writes answered before every replica had them */
 };
 
 struct writeback; /* write-back view counters (writeback.c) */
@@ -129,6 +132,10 @@ struct app {
     struct linelog *trace_log; /* NULL when off (--trace-log) */
     uint64_t trace_rng;        /* span ids; loop thread only */
     int fault_after_stock;     /* test-only: SURGE_FAULT=after-stock-take kills the process there */
+    /* 0 while the store could not be migrated (a database server down at
+     * start): /readyz answers 503 and a timer retries (atomic). */
+    int store_ready, migrate_running;
+    uv_timer_t migrate_timer;
 };
 
 /* Set up everything (store, migrations, pools, listener). 0, or -1 with a
@@ -154,8 +161,9 @@ extern const char *const app_migrations_shard[];
 extern const unsigned app_migrations_shard_n;
 
 /* Create or upgrade every database of layout (safe when several processes
- * start at once), and check the shard count recorded at creation. 0 or -1
- * with err set. */
+ * start at once), and check the shard count recorded at creation. 0; -EAGAIN
+ * when a database could not be opened (a server down: try again later); -1
+ * for anything else; err set on failure. */
 int app_schema_migrate(const struct store_layout *l, const struct session_driver *sessions,
                        char *err, size_t errlen);
 /* Point a thread's connections at the app's statement tables. */

@@ -50,6 +50,7 @@ struct app_thread {
     struct store_conns conns;
     struct session_conn *sess;
     struct store_rows rows, rows2;
+    char sess_hash[65]; /* the request's session (session_user), "" when none */
 };
 
 struct app_job;

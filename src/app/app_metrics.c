@@ -189,6 +189,11 @@ static void collect_purged(struct metrics_emit *e, void *arg)
     metrics_emit_u64(e, f, 1, load(&a->stats.purged_failures));
 }
 
+static void collect_replica_waits(struct metrics_emit *e, void *arg)
+{
+    metrics_emit_u64(e, NULL, 0, load(&((struct app *)arg)->stats.replica_wait_timeouts));
+}
+
 static void collect_body_timeouts(struct metrics_emit *e, void *arg)
 {
     metrics_emit_u64(e, NULL, 0, ((struct app *)arg)->server.body_timeouts);
@@ -239,6 +244,10 @@ void app_metrics_register(struct app *a)
         {"surge_app_purged_rows_total",
          "Expired sessions and ended failed-login counters deleted by the background purge",
          METRIC_COUNTER, collect_purged, a},
+        {"surge_app_replica_wait_timeouts_total",
+         "Writes answered after --replica-wait with a replica still behind (it leaves the "
+         "rotation; the session's fence keeps its own reads fresh)",
+         METRIC_COUNTER, collect_replica_waits, a},
     };
     for (size_t i = 0; i < sizeof descs / sizeof descs[0]; i++)
         metrics_register(&a->metrics, &descs[i]);

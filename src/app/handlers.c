@@ -150,6 +150,27 @@ static void hash_token(const char *token, char out[65])
     sodium_bin2hex(out, 65, h, sizeof h);
 }
 
+/* Read-your-writes (docs/operations.md "Replicas"): a session that wrote
+ * keeps, in the session store, the WAL position its reads must see; every
+ * process applies it to the request's reads before any of them. Without a
+ * fence from the driver, the session reads from the primaries. */
+static void session_fence_apply(struct app_job *j, struct app_thread *t)
+{
+    if (!j->a->layout.router)
+        return;
+    char fence[STORE_FENCE_MAX];
+    const struct session_driver *sd = j->a->sessions;
+    if (!sd->fence_get || sd->fence_get(t->sess, t->sess_hash, fence, sizeof fence) < 0) {
+        /* Unknown: read the primaries (every fence is met there). */
+        snprintf(fence, sizeof fence, "%u=%lld", 0u, (long long)INT64_MAX);
+        for (unsigned k = 1; k < STORE_DBS; k++) {
+            size_t n = strlen(fence);
+            snprintf(fence + n, sizeof fence - n, ",%u=%lld", k, (long long)INT64_MAX);
+        }
+    }
+    store_conns_request(&t->conns, fence);
+}
+
 /* The session's user: 0; -ENOENT (401 set); other negative (503 set). */
 static int session_user(struct app_job *j, struct app_thread *t, int64_t *uid)
 {
@@ -170,6 +191,10 @@ static int session_user(struct app_job *j, struct app_thread *t, int64_t *uid)
         app_json_error(&j->resp, 401, "the session has expired or ended; log in again");
     else if (rc < 0)
         store_failed(&j->resp);
+    if (rc == 0) {
+        memcpy(t->sess_hash, hash, sizeof t->sess_hash);
+        session_fence_apply(j, t);
+    }
     return rc;
 }
 
@@ -179,11 +204,14 @@ static struct store_db *shard_db(struct app_thread *t, int64_t user_id)
     return store_conns_get(&t->conns, STORE_SHARD, s);
 }
 
-/* Load user row (id, email, name, hash) into t->rows. 0, -ENOENT, -EIO. */
-static int load_user(struct app_thread *t, int64_t uid)
+/* Load user row (id, email, name, hash) into t->rows; fresh: from the
+ * primary (a login right after its signup must find the user). 0, -ENOENT,
+ * -EIO. */
+static int load_user(struct app_thread *t, int64_t uid, int fresh)
 {
     unsigned s = store_shard_of((uint64_t)uid, t->a->layout.nshards);
-    struct store_db *db = store_conns_reader(&t->conns, STORE_SHARD, s);
+    struct store_db *db = fresh ? store_conns_get(&t->conns, STORE_SHARD, s)
+                                : store_conns_reader(&t->conns, STORE_SHARD, s);
     if (!db)
         return -EIO;
     struct store_val id = store_int(uid);
@@ -367,7 +395,8 @@ void app_handle_login(struct app_job *j, struct app_thread *t)
     }
     int ok = 0;
     int64_t uid = 0;
-    struct store_db *dir = store_conns_reader(&t->conns, STORE_DIRECTORY, 0);
+    /* From the primaries: a login right after its signup must find it. */
+    struct store_db *dir = store_conns_get(&t->conns, STORE_DIRECTORY, 0);
     struct store_val ev = store_text(lower, strlen(lower));
     if (!dir || store_exec(&t->conns, dir, D_BY_EMAIL, &ev, 1, &t->rows) < 0) {
         store_failed(&j->resp);
@@ -375,7 +404,7 @@ void app_handle_login(struct app_job *j, struct app_thread *t)
     }
     if (t->rows.nrows == 1) {
         uid = store_rows_int(&t->rows, 0, 0);
-        int rc = load_user(t, uid);
+        int rc = load_user(t, uid, 1);
         if (rc == -EIO || rc == -EBUSY) {
             store_failed(&j->resp);
             goto out;
@@ -407,6 +436,9 @@ void app_handle_login(struct app_job *j, struct app_thread *t)
         store_failed(&j->resp);
         goto out;
     }
+    /* The new session reads at least what the login saw (the signup):
+     * app.c saves the fence for it after the handler. */
+    memcpy(t->sess_hash, hash, sizeof t->sess_hash);
     char cookie[256];
     snprintf(cookie, sizeof cookie, "sid=%s; HttpOnly; SameSite=Lax; Path=/; Max-Age=%lld%s", token,
              c->session_max_ms / 1000, request_is_https(j) ? "; Secure" : "");
@@ -436,7 +468,7 @@ void app_handle_me(struct app_job *j, struct app_thread *t)
     int64_t uid;
     if (session_user(j, t, &uid) < 0)
         return;
-    int rc = load_user(t, uid);
+    int rc = load_user(t, uid, 0);
     if (rc == -ENOENT) {
         app_json_error(&j->resp, 401, "the session's user no longer exists");
         return;
@@ -576,7 +608,7 @@ static int load_user_profile(void *arg, const char *key, struct buf *out)
 {
     struct load_arg *la = arg;
     count(&la->t->a->stats.cache_loads[KIND_USER]);
-    int rc = load_user(la->t, la->id);
+    int rc = load_user(la->t, la->id, 0);
     if (rc < 0)
         return rc;
     cJSON *o = user_json(&la->t->rows, 0);
@@ -1003,7 +1035,21 @@ void app_handle_order_create(struct app_job *j, struct app_thread *t)
         store_failed(&j->resp);
         return;
     }
-    for (int i = 0; i < n; i++) {
+    /* Rows are locked in product id order, whatever the order of the
+     * request: two orders crossing the same products then wait for each
+     * other instead of deadlocking (PostgreSQL locks rows; SQLite's
+     * IMMEDIATE transaction locks the whole file and cannot deadlock). */
+    int by_id[APP_ORDER_ITEMS_MAX];
+    for (int x = 0; x < n; x++) {
+        int y = x;
+        while (y > 0 && items[by_id[y - 1]].product_id > items[x].product_id) {
+            by_id[y] = by_id[y - 1];
+            y--;
+        }
+        by_id[y] = x;
+    }
+    for (int x = 0; x < n; x++) {
+        int i = by_id[x];
         struct store_val a2[2] = {store_int(items[i].quantity), store_int(items[i].product_id)};
         if (store_exec(&t->conns, cat, P_TAKE, a2, 2, &t->rows) < 0) {
             store_rollback(&t->conns, cat);
@@ -1144,6 +1190,10 @@ replay:
 
 void app_handle_readyz(struct app_job *j, struct app_thread *t)
 {
+    if (!__atomic_load_n(&t->a->store_ready, __ATOMIC_ACQUIRE)) {
+        app_json_error(&j->resp, 503, "the store is not reachable yet");
+        return;
+    }
     struct store_db *db = store_conns_get(&t->conns, STORE_CATALOG, 0);
     if (!db || store_exec(&t->conns, db, P_PING, NULL, 0, &t->rows) < 0 || !t->sess) {
         app_json_error(&j->resp, 503, "the store does not answer");

@@ -22,6 +22,7 @@
 
 struct seed_config {
     char *data_dir, *store_url, *sessions_url;
+    struct store_topology store_topo;
     long long products, users, shards, password_ops, password_memory_kib;
 };
 
@@ -29,7 +30,9 @@ struct seed_config {
 static const struct conf_entry seed_table[] = {
     {"data-dir", CONF_STRING, O(data_dir), 0, 0, "./data", NULL, NULL, "DIR",
      "the store to fill (created if missing)"},
-    {"store", CONF_STRING, O(store_url), 0, 0, "sqlite:", NULL, NULL, "URL", "store driver"},
+    {"store", CONF_STRING, O(store_url), 0, 0, "sqlite:", NULL, NULL, "URL",
+     "store: sqlite: or postgres://USER@HOST:PORT/DB"},
+    STORE_CONF_ENTRIES(struct seed_config, store_topo),
     {"sessions", CONF_STRING, O(sessions_url), 0, 0, "sqlite:", NULL, NULL, "URL",
      "session store driver"},
     {"products", CONF_INT, O(products), 0, 100000000, "0", NULL, NULL, "N", "products 1..N"},
@@ -157,8 +160,8 @@ int app_seed_main(int argc, char **argv)
         goto usage;
     }
     char why[384];
-    if (store_layout_init(&layout, cfg.store_url, cfg.data_dir, (unsigned)cfg.shards, why,
-                          sizeof why) < 0) {
+    if (store_layout_from_config(&layout, cfg.store_url, &cfg.store_topo, cfg.data_dir,
+                                 (unsigned)cfg.shards, why, sizeof why) < 0) {
         snprintf(err, sizeof err, "--store: %s", why);
         goto usage;
     }

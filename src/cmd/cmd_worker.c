@@ -19,6 +19,8 @@ struct worker_flags {
         reservation_timeout_ms;
     int log_level;
     struct conf_list queue_limit, queue_rate;
+    struct store_topology store_topo;
+    long long replica_max_lag_ms;
 };
 
 static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
@@ -90,7 +92,10 @@ static const struct conf_entry worker_conf[] = {
     {"data-dir", CONF_STRING, O(data_dir), 0, 0, "./data", NULL, NULL, "DIR",
      "the store's directory (embedded drivers)"},
     {"store", CONF_STRING, O(store_url), 0, 0, "sqlite:", NULL, NULL, "URL",
-     "store driver: sqlite: (files in --data-dir)"},
+     "store: sqlite: (files in --data-dir) or postgres://USER@HOST:PORT/DB (one database)"},
+    STORE_CONF_ENTRIES(struct worker_flags, store_topo),
+    {"replica-max-lag", CONF_MS, O(replica_max_lag_ms), 0, 3600000, "1s", NULL, NULL, "MS",
+     "accepted for symmetry with surge app: a worker reads and writes on primaries only"},
     {"queue", CONF_STRING, O(queue_url), 0, 0, "sqlite:", NULL, NULL, "URL",
      "queue driver: sqlite: (the outbox table of each shard) or redis://HOST:PORT (Redis Streams "
      "fed from that outbox)"},
@@ -207,6 +212,7 @@ int cmd_worker(int argc, char **argv)
     struct worker_config cfg = {
         .data_dir = f.data_dir,
         .store_url = f.store_url,
+        .store_topo = &f.store_topo,
         .queue_url = f.queue_url,
         .mail_dir = f.mail_dir,
         .smtp_url = f.smtp_url,

@@ -53,6 +53,13 @@ struct session_driver {
      * full. 0 or negative. */
     int (*purge)(struct session_conn *s, uint64_t now_ms, uint64_t idle_ms, uint64_t max_ms,
                  uint64_t window_ms, unsigned batch, uint64_t *sessions, uint64_t *failures);
+    /* Read-your-writes across processes (optional; NULL when the driver
+     * has none, and the app then reads a session's data from primaries):
+     * the session's store fence (store_conns_fence text), kept with the
+     * session so every process honours it. fence_get: 0 and out ("" when
+     * none), -ENOENT for an unknown session. fence_set: 0 or negative. */
+    int (*fence_get)(struct session_conn *s, const char *hash, char *out, size_t outlen);
+    int (*fence_set)(struct session_conn *s, const char *hash, const char *fence);
 };
 
 /* The driver for url ("sqlite:"), or NULL. */

@@ -22,6 +22,8 @@ static const char *const migrations[] = {
     "CREATE INDEX sessions_seen ON sessions (last_seen_ms);"
     "CREATE INDEX sessions_created ON sessions (created_ms);"
     "CREATE INDEX login_failures_window ON login_failures (window_start_ms);",
+    /* 3: the read fence of the session's last write (store_conns_fence). */
+    "ALTER TABLE sessions ADD COLUMN fence TEXT;",
 };
 
 enum {
@@ -34,6 +36,8 @@ enum {
     S_FAIL_CLEAR,
     S_PURGE_SESSIONS,
     S_PURGE_FAILURES,
+    S_FENCE_GET,
+    S_FENCE_SET,
     S_COUNT
 };
 
@@ -60,6 +64,8 @@ static const char *const sql[S_COUNT] = {
                          " WHERE last_seen_ms <= ?1 OR created_ms <= ?2 LIMIT ?3)",
     [S_PURGE_FAILURES] = "DELETE FROM login_failures WHERE rowid IN (SELECT rowid"
                          " FROM login_failures WHERE window_start_ms <= ?1 LIMIT ?2)",
+    [S_FENCE_GET] = "SELECT fence FROM sessions WHERE id_hash = ?",
+    [S_FENCE_SET] = "UPDATE sessions SET fence = ? WHERE id_hash = ?",
 };
 
 struct session_conn {
@@ -178,6 +184,25 @@ static int ss_purge(struct session_conn *s, uint64_t now_ms, uint64_t idle_ms, u
     return 0;
 }
 
+static int ss_fence_get(struct session_conn *s, const char *hash, char *out, size_t outlen)
+{
+    struct store_val h = store_text(hash, strlen(hash));
+    store_rows_reset(&s->rows);
+    int rc = D->exec(s->db, S_FENCE_GET, &h, 1, &s->rows);
+    if (rc < 0)
+        return rc;
+    if (!s->rows.nrows)
+        return -ENOENT;
+    snprintf(out, outlen, "%s", store_rows_text(&s->rows, 0, 0));
+    return 0;
+}
+
+static int ss_fence_set(struct session_conn *s, const char *hash, const char *fence)
+{
+    struct store_val a[2] = {store_text(fence, strlen(fence)), store_text(hash, strlen(hash))};
+    return D->exec(s->db, S_FENCE_SET, a, 2, NULL);
+}
+
 const struct session_driver session_sqlite_driver = {
     .name = "sqlite",
     .migrate = ss_migrate,
@@ -189,4 +214,6 @@ const struct session_driver session_sqlite_driver = {
     .failures = ss_failures,
     .failures_clear = ss_failures_clear,
     .purge = ss_purge,
+    .fence_get = ss_fence_get,
+    .fence_set = ss_fence_set,
 };

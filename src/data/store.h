@@ -1,12 +1,15 @@
 /* The store: SQL databases behind one driver interface, and the router that
  * places data on them (docs/contract.md §6, issue 5).
  *
- * Drivers (one ops table each, registered in store.c): `sqlite` today,
- * `postgres` next. A driver executes the statements of one table of SQL
- * texts that the caller (the app) owns: statement i of the table is prepared
- * once per connection, the first time it runs, and reused. SQL is written
- * with `?` placeholders and the portable subset both engines accept
- * (RETURNING, ON CONFLICT, CREATE ... IF NOT EXISTS).
+ * Drivers (one ops table each, registered in store.c): `sqlite` (files)
+ * and `postgres` (libpq, store_pg.c). A driver executes the statements of
+ * one table of SQL texts that the caller (the app) owns: statement i of the
+ * table is prepared once per connection, the first time it runs, and
+ * reused. SQL is written with `?` placeholders and the portable subset both
+ * engines accept (RETURNING, ON CONFLICT, CREATE ... IF NOT EXISTS). Where
+ * no portable text exists (column types of a migration, FOR UPDATE SKIP
+ * LOCKED), a text carries a PostgreSQL variant: STORE_SQL_PG(portable, pg)
+ * below. The caller never learns which driver runs.
  *
  * Connections are not thread-safe: each worker thread opens its own
  * (struct store_conns) and keeps them for its life, which is also what makes
@@ -28,12 +31,25 @@
 #include <stdint.h>
 
 #include "base/buf.h"
+#include "base/config.h"
 
-#define STORE_MAX_SHARDS 64
-#define STORE_MAX_ROWS   1000
-#define STORE_MAX_COLS   16
-#define STORE_ROWS_BYTES (1024 * 1024)
-#define STORE_TEXT_STMTS 16
+#define STORE_MAX_SHARDS   64
+#define STORE_MAX_ROWS     1000
+#define STORE_MAX_COLS     16
+#define STORE_ROWS_BYTES   (1024 * 1024)
+#define STORE_TEXT_STMTS   16
+#define STORE_MAX_REPLICAS 4
+/* Databases of a layout by index: catalog 0, directory 1, sessions 2,
+ * shard i at 3 + i. */
+#define STORE_DBS       (3 + STORE_MAX_SHARDS)
+#define STORE_FENCE_MAX 2048
+
+/* A statement text with a PostgreSQL variant: the marker (an SQL comment),
+ * the portable text, a NUL, the PostgreSQL text. SQLite reads up to the
+ * first NUL; the postgres driver sees the marker and runs the text after
+ * the NUL. Use it only for string literals. */
+#define STORE_PG_MARK              "/*pg*/"
+#define STORE_SQL_PG(portable, pg) STORE_PG_MARK portable "\0" pg
 
 enum store_type { STORE_NULL = 0, STORE_INT, STORE_TEXT };
 
@@ -79,8 +95,13 @@ int store_rows_add(struct store_rows *r, const struct store_val *vals, unsigned 
 
 struct store_db; /* one connection, driver-defined */
 
+/* struct store_driver flags */
+#define STORE_F_FILES 1u /* locations are files on this machine (sqlite) */
+
 struct store_driver {
-    const char *name; /* URL scheme: "sqlite" */
+    const char *name;  /* URL scheme: "sqlite" */
+    const char *alias; /* a second accepted scheme, or NULL */
+    unsigned flags;    /* STORE_F_* */
     /* Open location (driver-specific: a file path for sqlite) with the
      * caller's statement table (sql[0..nsql), kept by reference). 0, or
      * negative with err set. */
@@ -106,24 +127,142 @@ struct store_driver {
     int (*exec_sql)(struct store_db *db, const char *sql, int64_t *out, char *err, size_t errlen);
     /* The query plan of statement stmt, one line per step, into plan. */
     int (*explain)(struct store_db *db, unsigned stmt, struct buf *plan);
+    /* Called by store_migrate right after its write transaction begins,
+     * before schema_version is read: serialise migrations of this database
+     * across processes and create its namespace (postgres: an advisory
+     * transaction lock and CREATE SCHEMA). NULL when begin(db, 1) already
+     * serialises (sqlite). 0 or negative with err set. */
+    int (*migrate_lock)(struct store_db *db, char *err, size_t errlen);
+    /* Where this server's WAL is, in bytes: on a primary the current write
+     * position (*lsn) and *age_ms = 0; on a replica the replay position and
+     * *age_ms since the last replayed commit (0 when it has replayed all it
+     * received... as far as it knows). NULL for drivers without replicas.
+     * 0, or negative when the server does not answer. */
+    int (*wal_position)(struct store_db *db, int replica, int64_t *lsn, int64_t *age_ms);
+    /* Change notifications (postgres: LISTEN channel); NULL when the driver
+     * has none. listen: the socket to poll for readability, or negative.
+     * notifications: after the socket became readable, how many arrived
+     * (0 or more), or negative when the connection broke. */
+    int (*listen)(struct store_db *db, const char *channel);
+    int (*notifications)(struct store_db *db);
 };
+
+/* PostgreSQL driver helpers (store_pg.c), exposed for unit tests. The text
+ * the postgres driver runs for sql (its variant when it has one). */
+const char *store_pg_text(const char *sql);
+/* sql with `?` and `?N` placeholders rewritten to `$N` outside quotes and
+ * comments (a bare `?` takes the highest number so far + 1, as in SQLite).
+ * Caller frees. */
+char *store_pg_rewrite(const char *sql);
 
 /* The driver registered for a URL scheme ("sqlite:..."), or NULL. */
 const struct store_driver *store_driver_find(const char *url);
 
-/* Where the databases are (shared, read-only after store_layout_init). */
+struct store_router;     /* replica health and lag (store_router.c) */
+struct metrics_registry; /* base/metrics.h */
+
+/* Where the databases are (shared, read-only after store_layout_init; the
+ * router's state is atomic). */
 struct store_layout {
     const struct store_driver *driver;
     unsigned nshards;
     char *catalog, *directory, *sessions;
     char *shard[STORE_MAX_SHARDS];
+    /* Streaming replicas of database k (index as STORE_DBS), as locations. */
+    char *replica[STORE_DBS][STORE_MAX_REPLICAS];
+    unsigned nreplica[STORE_DBS];
+    struct store_router *router; /* store_router_start; NULL: reads go to primaries */
 };
 
-/* Lay out the databases for url ("sqlite:" = files in data_dir: catalog.db,
- * directory.db, sessions.db, shard-0.db ...) with nshards (1..64) shards.
- * 0, or -EINVAL / -ENOTSUP with err set. */
+/* The [store] section of a config file (-c FILE): the topology.
+ *   primary = URL                 every database's primary (the contract form)
+ *   replica = URL                 repeatable: every database's replicas
+ *   catalog = URL [REPLICA ...]   the catalog's own primary and replicas
+ *   directory = URL [REPLICA ...] the directory's
+ *   shard = URL [REPLICA ...]     repeatable: the i-th line is shard i's
+ * A database without its own line (shards past the last shard line too)
+ * takes primary and the replica lines. */
+struct store_topology {
+    char *primary, *catalog, *directory;
+    struct conf_list replica, shard;
+};
+
+/* The conf_entry rows of struct store_topology inside a command's config
+ * struct (member is the field's name), for its conf table. */
+#define STORE_CONF_ENTRIES(type, member)                                                           \
+    {"store.primary",                                                                              \
+     CONF_STRING,                                                                                  \
+     offsetof(type, member.primary),                                                               \
+     0,                                                                                            \
+     0,                                                                                            \
+     NULL,                                                                                         \
+     NULL,                                                                                         \
+     NULL,                                                                                         \
+     "URL",                                                                                        \
+     "[store] primary of every database (with replica = URL lines: docs/operations.md)"},          \
+        {"store.replica",                                                                          \
+         CONF_LIST,                                                                                \
+         offsetof(type, member.replica),                                                           \
+         0,                                                                                        \
+         0,                                                                                        \
+         NULL,                                                                                     \
+         NULL,                                                                                     \
+         NULL,                                                                                     \
+         "URL",                                                                                    \
+         "[store] a streaming replica of every database (repeatable)"},                            \
+        {"store.catalog",                                                                          \
+         CONF_STRING,                                                                              \
+         offsetof(type, member.catalog),                                                           \
+         0,                                                                                        \
+         0,                                                                                        \
+         NULL,                                                                                     \
+         NULL,                                                                                     \
+         NULL,                                                                                     \
+         "URL [REPLICA...]",                                                                       \
+         "[store] the catalog's own primary and replicas"},                                        \
+        {"store.directory",                                                                        \
+         CONF_STRING,                                                                              \
+         offsetof(type, member.directory),                                                         \
+         0,                                                                                        \
+         0,                                                                                        \
+         NULL,                                                                                     \
+         NULL,                                                                                     \
+         NULL,                                                                                     \
+         "URL [REPLICA...]",                                                                       \
+         "[store] the directory's own primary and replicas"},                                      \
+    {                                                                                              \
+        "store.shard", CONF_LIST, offsetof(type, member.shard), 0, 0, NULL, NULL, NULL,            \
+            "URL [REPLICA...]", "[store] shard i's primary and replicas (i-th line; repeatable)"   \
+    }
+
+/* The layout from --store url and a [store] topology t (NULL or empty: url
+ * alone, as store_layout_init). A topology needs postgres URLs; url must
+ * then be left at its default "sqlite:" (one or the other). 0, or
+ * -EINVAL / -ENOTSUP with a one-line err. */
+int store_layout_from_config(struct store_layout *l, const char *url,
+                             const struct store_topology *t, const char *data_dir, unsigned nshards,
+                             char *err, size_t errlen);
+
+/* Start watching the replicas of l (a thread that asks each replica server
+ * for its replay position every check_ms): a replica further behind than
+ * max_lag_ms leaves the rotation, and comes back once under half of it for
+ * 3 checks in a row (hysteresis); one that does not answer leaves at once.
+ * A no-op (0) when l has no replicas. 0 or negative with err set. */
+int store_router_start(struct store_layout *l, uint64_t max_lag_ms, uint64_t check_ms, char *err,
+                       size_t errlen);
+/* Register the router's metrics (per replica lag and state, reads per
+ * target, fallbacks to the primary) in reg; nothing when l has no router. */
+void store_router_metrics(struct store_layout *l, struct metrics_registry *reg);
+
+/* Lay out the databases for url with nshards (1..64) shards:
+ * "sqlite:" = files in data_dir: catalog.db, directory.db, sessions.db,
+ * shard-0.db ...; "postgres://USER@HOST:PORT/DB" (a libpq URL) = schemas
+ * catalog, directory, shard_0 ... of that one database, locations
+ * "URL#schema" (sessions stay in data_dir/sessions.db for the sqlite
+ * session driver). 0, or -EINVAL / -ENOTSUP with err set. */
 int store_layout_init(struct store_layout *l, const char *url, const char *data_dir,
                       unsigned nshards, char *err, size_t errlen);
+/* Stops the router (if started) and frees everything. */
 void store_layout_free(struct store_layout *l);
 
 /* The shard of a user id: jump consistent hash of a 64-bit mix of the id. */
@@ -138,6 +277,17 @@ struct store_conns {
     unsigned nsql[4];
     struct store_db *catalog, *directory, *sessions;
     struct store_db *shard[STORE_MAX_SHARDS];
+    struct store_db *replica[STORE_DBS][STORE_MAX_REPLICAS];
+    /* The request in progress (store_conns_request): the WAL position each
+     * database's reads must have reached (its fence), whether its primary
+     * was used, and the replica connection handed out last. */
+    int64_t need_lsn[STORE_DBS];
+    unsigned char used[STORE_DBS];
+    struct store_db *last_replica;
+    unsigned last_k, last_i, rr;
+    /* Failed opens: when to try again, per database (3 roles + shards). */
+    uint64_t retry_at_ms[3 + STORE_MAX_SHARDS];
+    unsigned backoff_ms[3 + STORE_MAX_SHARDS];
 };
 
 void store_conns_init(struct store_conns *c, const struct store_layout *l);
@@ -145,14 +295,35 @@ void store_conns_init(struct store_conns *c, const struct store_layout *l);
 void store_conns_set_sql(struct store_conns *c, enum store_role role, const char *const *sql,
                          unsigned n);
 /* The connection for role (shard index for STORE_SHARD), opened if needed.
- * NULL when it cannot be opened (logged). */
+ * NULL when it cannot be opened (logged, rate-limited); after a failure the
+ * database is not tried again for a backoff (100 ms doubling to 5 s), so
+ * callers fail fast meanwhile. */
 struct store_db *store_conns_get(struct store_conns *c, enum store_role role, unsigned shard);
-/* The connection for a read-only statement of role/shard. Reads go to a
- * replica of the database when the layout has one, the writes to its
- * primary; an embedded SQLite file has no replicas, so today this is the
- * primary (the PostgreSQL driver adds replicas with primary fallback and
- * read-your-writes behind this same call). NULL when none opens. */
+/* The connection for a read that may be a little stale, of role/shard: a
+ * replica of the database that is in rotation (up, within the lag limit)
+ * and has replayed the request's fence for this database; else (no
+ * replica qualifies, or the layout has none) the primary. A read that
+ * fails on a replica is retried on the primary by store_exec. NULL when
+ * none opens. */
 struct store_db *store_conns_reader(struct store_conns *c, enum store_role role, unsigned shard);
+/* Start a request: fence is the text store_conns_fence produced for this
+ * session earlier (NULL or "": no constraint); reads of the request then go
+ * only to replicas that have replayed it. Clears the used marks. */
+void store_conns_request(struct store_conns *c, const char *fence);
+/* After the request's writes: the request's fence merged with the current
+ * WAL position of every primary it used that has replicas, as text into out
+ * (STORE_FENCE_MAX bytes are always enough). 0 (out may be "": nothing to
+ * wait for), or negative when a primary does not answer (out is then the
+ * old fence). */
+int store_conns_fence(struct store_conns *c, char *out, size_t outlen);
+/* After store_conns_fence: wait up to timeout_ms until every replica in
+ * rotation of each database the request used on its primary has replayed
+ * the fence (asking the replicas, every millisecond), so that a client
+ * holding the answer reads it back from any replica, in any process.
+ * Returns how many replicas were still behind at the deadline: they leave
+ * this process's rotation until the checker sees them caught up (the
+ * session's fence covers its own reads wherever they go). */
+unsigned store_conns_wait_replicas(struct store_conns *c, uint64_t timeout_ms);
 void store_conns_close(struct store_conns *c);
 
 /* Convenience wrappers over the driver of c->layout. */

@@ -290,6 +290,7 @@ static int sq_explain(struct store_db *d, unsigned stmt, struct buf *plan)
 
 const struct store_driver store_sqlite_driver = {
     .name = "sqlite",
+    .flags = STORE_F_FILES,
     .open = sq_open,
     .close = sq_close,
     .begin = sq_begin,

@@ -161,7 +161,8 @@ static int run_order_confirmation(struct job_run *r, struct job_thread *t)
     unsigned shard = (unsigned)(order_id % ORDER_ID_SHARDS);
     int64_t local = order_id / ORDER_ID_SHARDS;
     /* Never create a shard file by looking up a bogus id. */
-    if (shard >= t->conns.layout->nshards || access(t->conns.layout->shard[shard], F_OK) < 0) {
+    if (shard >= t->conns.layout->nshards || ((t->conns.layout->driver->flags & STORE_F_FILES) &&
+                                              access(t->conns.layout->shard[shard], F_OK) < 0)) {
         snprintf(r->error, sizeof r->error, "order %" PRId64 ": no such shard", order_id);
         return JOB_FATAL;
     }

@@ -210,6 +210,12 @@ struct queue_consumer_driver {
      * while before calling again). NULL: the driver has no such thing (the
      * worker relies on watch_dir and its poll). */
     int (*wait)(struct queue_conn *c, unsigned timeout_ms);
+    /* A socket that becomes readable when a job may have been enqueued
+     * (postgres: LISTEN), or negative when there is none; loop thread.
+     * wake_drain after it became readable: > 0 woken, 0 nothing, negative
+     * when the socket is gone (the worker then polls only). */
+    int (*wake_fd)(struct queue_conn *c);
+    int (*wake_drain)(struct queue_conn *c);
 };
 
 /* The consumer driver for url ("sqlite:", "redis://HOST:PORT"), or NULL. */

@@ -118,6 +118,20 @@ enum {
 #define CLAIM_RET                                                                                  \
     " ORDER BY priority DESC, id LIMIT ?) RETURNING id, kind, payload, token, attempts,"           \
     " max_attempts, created_ms, run_at_ms, queue, lease_until_ms"
+/* PostgreSQL: the ready rows are picked and locked first, skipping rows
+ * another claimer holds (FOR UPDATE SKIP LOCKED), in a MATERIALIZED CTE:
+ * as a plain IN (subquery) the planner may rescan it, and every rescan
+ * skips to other rows, so one claim could take more than its LIMIT.
+ * Placeholders are numbered as in the SQLite text (lease, started, worker,
+ * queues..., limit). SQLite's IMMEDIATE transaction already runs one
+ * claimer at a time. */
+#define CLAIM_PG(FILTER, LIMIT)                                                                    \
+    "WITH c AS MATERIALIZED (SELECT id FROM jobs WHERE state = 'ready'" FILTER                     \
+    " ORDER BY priority DESC, id LIMIT " LIMIT " FOR UPDATE SKIP LOCKED)"                          \
+    " UPDATE jobs SET state = 'running', token = token + 1, attempts = attempts + 1,"              \
+    " lease_until_ms = ?1, started_ms = ?2, worker = ?3 FROM c WHERE jobs.id = c.id"               \
+    " RETURNING jobs.id, kind, payload, token, attempts, max_attempts, created_ms, run_at_ms,"     \
+    " queue, lease_until_ms"
 #define PENDING "state IN ('ready', 'delayed', 'running')"
 #define SUMMARY_COLS                                                                               \
     "id, kind, queue, state, priority, attempts, max_attempts, run_at_ms, created_ms, last_error"
@@ -127,10 +141,14 @@ static const char *const queue_sql[Q_COUNT] = {
     [Q_PENDING_KEY] = "SELECT id FROM jobs WHERE unique_key = ? AND " PENDING,
     [Q_EXPIRED] = "SELECT id, attempts, max_attempts, token, worker, started_ms FROM jobs"
                   " WHERE state = 'running' AND lease_until_ms < ? LIMIT ?",
-    [Q_FAIL] = "UPDATE jobs SET state = ?, run_at_ms = ?, token = token + 1, last_error = ?,"
-               " finished_ms = ?, lease_until_ms = 0,"
-               " history = substr(history, -32768) || ?"
-               " WHERE id = ? AND token = ? AND state = 'running'",
+    [Q_FAIL] = STORE_SQL_PG("UPDATE jobs SET state = ?, run_at_ms = ?, token = token + 1,"
+                            " last_error = ?, finished_ms = ?, lease_until_ms = 0,"
+                            " history = substr(history, -32768) || ?"
+                            " WHERE id = ? AND token = ? AND state = 'running'",
+                            "UPDATE jobs SET state = ?, run_at_ms = ?, token = token + 1,"
+                            " last_error = ?, finished_ms = ?, lease_until_ms = 0,"
+                            " history = right(history, 32768) || ?"
+                            " WHERE id = ? AND token = ? AND state = 'running'"),
     [Q_ACK] = "UPDATE jobs SET state = 'done', finished_ms = ?, lease_until_ms = 0"
               " WHERE id = ? AND token = ? AND state = 'running'",
     [Q_RELEASE] = "UPDATE jobs SET state = 'ready', run_at_ms = ?, token = token + 1,"
@@ -145,9 +163,12 @@ static const char *const queue_sql[Q_COUNT] = {
                " EXISTS (SELECT 1 FROM jobs WHERE state = 'delayed' AND run_at_ms <= ?),"
                " EXISTS (SELECT 1 FROM jobs WHERE state = 'running' AND lease_until_ms < ?),"
                " (SELECT MIN(run_at_ms) FROM jobs WHERE state = 'delayed')",
-    [Q_CLAIM] = CLAIM_SET CLAIM_RET,
-    [Q_CLAIM_Q] = CLAIM_SET " AND queue = ?" CLAIM_RET,
-    [Q_CLAIM_EXCL] = CLAIM_SET " AND queue NOT IN (?, ?, ?, ?, ?, ?, ?, ?)" CLAIM_RET,
+    [Q_CLAIM] = STORE_SQL_PG(CLAIM_SET CLAIM_RET, CLAIM_PG("", "?4")),
+    [Q_CLAIM_Q] =
+        STORE_SQL_PG(CLAIM_SET " AND queue = ?" CLAIM_RET, CLAIM_PG(" AND queue = ?4", "?5")),
+    [Q_CLAIM_EXCL] =
+        STORE_SQL_PG(CLAIM_SET " AND queue NOT IN (?, ?, ?, ?, ?, ?, ?, ?)" CLAIM_RET,
+                     CLAIM_PG(" AND queue NOT IN (?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)", "?12")),
     [Q_COUNTS] = "SELECT (SELECT COUNT(*) FROM jobs WHERE state = 'ready'),"
                  " (SELECT COUNT(*) FROM jobs WHERE state = 'delayed'),"
                  " (SELECT COUNT(*) FROM jobs WHERE state = 'running'),"
@@ -155,8 +176,11 @@ static const char *const queue_sql[Q_COUNT] = {
     [Q_OLDEST] = "SELECT MIN(run_at_ms) FROM jobs WHERE state = 'ready'",
     [Q_DUE_DELAYED] = "SELECT COUNT(*), MIN(run_at_ms) FROM jobs"
                       " WHERE state = 'delayed' AND run_at_ms <= ?",
-    [Q_LIST] = "SELECT " SUMMARY_COLS " FROM jobs WHERE (? IS NULL OR state = ?)"
-               " AND (? IS NULL OR queue = ?) ORDER BY id DESC LIMIT ?",
+    [Q_LIST] = STORE_SQL_PG("SELECT " SUMMARY_COLS " FROM jobs WHERE (? IS NULL OR state = ?)"
+                            " AND (? IS NULL OR queue = ?) ORDER BY id DESC LIMIT ?",
+                            "SELECT " SUMMARY_COLS " FROM jobs WHERE (?::text IS NULL OR"
+                            " state = ?) AND (?::text IS NULL OR queue = ?) ORDER BY id DESC"
+                            " LIMIT ?"),
     [Q_SHOW] = "SELECT " SUMMARY_COLS ", unique_key, token FROM jobs WHERE id = ?",
     [Q_SHOW2] = "SELECT payload, lease_until_ms, worker, started_ms, finished_ms, history"
                 " FROM jobs WHERE id = ?",
@@ -177,6 +201,7 @@ struct queue_conn {
     unsigned nshards; /* 0 until the store exists */
     uint64_t next_discover_ms;
     struct store_db *shard[STORE_MAX_SHARDS];
+    struct store_db *wake; /* LISTEN connection (postgres), loop thread only */
     struct store_rows rows, rows2;
     unsigned rr;
     uint64_t rnd;
@@ -202,7 +227,7 @@ static int discover(struct queue_conn *c)
     if (now < c->next_discover_ms)
         return -ENOENT;
     c->next_discover_ms = now + 500;
-    if (access(c->layout->directory, F_OK) < 0)
+    if ((c->sd->flags & STORE_F_FILES) && access(c->layout->directory, F_OK) < 0)
         return -ENOENT;
     static const char meta_sql[] = "SELECT value FROM meta WHERE key = 'shards'";
     struct store_db *dir = NULL;
@@ -292,6 +317,8 @@ static void sq_close(struct queue_conn *c)
     for (unsigned i = 0; i < STORE_MAX_SHARDS; i++)
         if (c->shard[i])
             c->sd->close(c->shard[i]);
+    if (c->wake)
+        c->sd->close(c->wake);
     store_rows_free(&c->rows);
     store_rows_free(&c->rows2);
     free(c->dir);
@@ -947,9 +974,30 @@ static int sq_purge(struct queue_conn *c, const char *state, unsigned *count)
     return 0;
 }
 
+/* One LISTEN connection, to the directory's server: shards on that server
+ * wake the worker at commit; shards on other servers are found by polling. */
+static int sq_wake_fd(struct queue_conn *c)
+{
+    if (!c->sd->listen)
+        return -1;
+    char err[256];
+    if (!c->wake && c->sd->open(c->layout->directory, NULL, 0, &c->wake, err, sizeof err) < 0) {
+        log_warn("queue: no wake-up connection (%s): polling only", err);
+        c->wake = NULL;
+        return -1;
+    }
+    return c->sd->listen(c->wake, "surge_jobs");
+}
+
+static int sq_wake_drain(struct queue_conn *c)
+{
+    return c->wake ? c->sd->notifications(c->wake) : -1;
+}
+
 static const char *sq_watch_dir(struct queue_conn *c)
 {
-    return c->dir;
+    /* A database on a server changes no file here: poll only. */
+    return (c->sd->flags & STORE_F_FILES) ? c->dir : NULL;
 }
 
 const struct queue_consumer_driver queue_sqlite_consumer = {
@@ -967,4 +1015,6 @@ const struct queue_consumer_driver queue_sqlite_consumer = {
     .retry = sq_retry,
     .purge = sq_purge,
     .watch_dir = sq_watch_dir,
+    .wake_fd = sq_wake_fd,
+    .wake_drain = sq_wake_drain,
 };

@@ -88,6 +88,8 @@ struct sync_op {
 struct worker {
     const struct worker_config *cfg;
     uv_loop_t loop;
+    uv_poll_t wake; /* the queue's wake-up socket (postgres LISTEN) */
+    int waking;
     struct store_layout layout;
     const struct queue_consumer_driver *qd;
     struct queue_conn *qc; /* the store thread's */
@@ -753,6 +755,23 @@ static void stop_waker(struct worker *w)
     close_if_async(w);
 }
 
+static void on_wake(uv_poll_t *h, int status, int events)
+{
+    struct worker *w = h->data;
+    int n = status < 0 ? -EIO : w->qd->wake_drain(w->qc);
+    if (n < 0) {
+        log_warn("queue wake-ups lost (%s): waking on the poll only",
+                 status < 0 ? uv_strerror(status) : "connection closed");
+        uv_poll_stop(h);
+        return;
+    }
+    if (n > 0 && !w->stopping) {
+        log_debug("wake: %d notifications", n);
+        w->claim_wanted = 1;
+        kick(w);
+    }
+}
+
 /* ---- stop ---- */
 
 static void close_if(uv_handle_t *h)
@@ -782,6 +801,8 @@ static void shutdown_all(struct worker *w)
     stop_waker(w);
     if (w->watching)
         close_if((uv_handle_t *)&w->watch);
+    if (w->waking)
+        close_if((uv_handle_t *)&w->wake);
     if (w->metrics_on) {
         http_server_drain(&w->msrv, NULL);
         http_server_close_all(&w->msrv);
@@ -1031,8 +1052,8 @@ int worker_new(const struct worker_config *cfg, struct worker **out, char *err, 
     }
     char why[384];
     /* Paths for every possible shard; the driver learns how many exist. */
-    if (store_layout_init(&w->layout, cfg->store_url, cfg->data_dir, STORE_MAX_SHARDS, why,
-                          sizeof why) < 0) {
+    if (store_layout_from_config(&w->layout, cfg->store_url, cfg->store_topo, cfg->data_dir,
+                                 STORE_MAX_SHARDS, why, sizeof why) < 0) {
         snprintf(err, errlen, "--store: %s", why);
         return -1;
     }
@@ -1132,6 +1153,12 @@ int worker_new(const struct worker_config *cfg, struct worker **out, char *err, 
         }
         if (!w->waker_on)
             log_warn("cannot start the queue's waker: waking on the poll only");
+    }
+    int fd = w->qd->wake_fd ? w->qd->wake_fd(w->qc) : -1;
+    if (fd >= 0 && uv_poll_init(&w->loop, &w->wake, fd) == 0) {
+        w->wake.data = w;
+        w->waking = 1;
+        uv_poll_start(&w->wake, UV_READABLE, on_wake);
     }
     uv_signal_init(&w->loop, &w->sig_term);
     uv_signal_init(&w->loop, &w->sig_int);

@@ -39,6 +39,7 @@ struct worker_queue_limit {
 struct worker_config {
     const char *data_dir;
     const char *store_url;
+    const struct store_topology *store_topo; /* [store] of -c FILE, or NULL */
     const char *queue_url;
     const char *mail_dir;       /* NULL: DATA_DIR/mail */
     const char *smtp_url;       /* NULL: maildir */

@@ -44,11 +44,14 @@ import time
 
 import pytest
 
+from pg_harness import PgCluster, StoreBackend
 from harness import (ADMIN_RE, FAKE_UPSTREAM, LISTEN_RE, READY_DEADLINE, STOP_GRACE, SURGE_BIN,
                      Lb, ProcessRegistry, RawConn, Upstream, backend_arg, child_env, one_request,
                      run_surge, sanitizer_lines, tail)
 
 ADMIN_TOKEN = "test-admin-token"
+# The shop suites that run on both store drivers (pg_harness.StoreBackend).
+BOTH_STORES = ("test_app", "test_app_multi", "test_app_badinput", "test_worker")
 APP_READY_RE = re.compile(r"surge app: listening on ([0-9.]+):(\d+)")
 FAST_HASH = ("--password-ops", "1", "--password-memory-kib", "8192")
 
@@ -310,7 +313,38 @@ def start_lb(procs, tmp_path):
 
 
 
-def _launch_app(reg, log_dir, n, extra, data_dir, env, admin_token, listen, fast_hash, wait):
+def pytest_generate_tests(metafunc):
+    """The shop suites run once per store driver: every test that starts an
+    app (or seeds) through the fixtures gets a [sqlite] and a [postgres] run."""
+    if ("store_backend" in metafunc.fixturenames
+            and metafunc.module.__name__.rsplit(".", 1)[-1] in BOTH_STORES):
+        metafunc.parametrize("store_backend", ["sqlite", "postgres"], indirect=True,
+                             scope="module")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """One PostgreSQL 15 primary + one streaming replica for the whole run,
+    started on first use (a few seconds)."""
+    box = {}
+
+    def get():
+        if "c" not in box:
+            box["c"] = PgCluster()
+            box["c"].add_replica()
+        return box["c"]
+    yield get
+    if "c" in box:
+        box["c"].close()
+
+
+@pytest.fixture(scope="module")
+def store_backend(request, pg_cluster):
+    return StoreBackend(getattr(request, "param", "sqlite"), pg_cluster)
+
+
+def _launch_app(reg, log_dir, n, extra, data_dir, env, admin_token, listen, fast_hash, wait,
+                backend=None):
     if not SURGE_BIN.exists():
         pytest.fail("surge binary not found at %s (set SURGE_BIN or build it: "
                     "make SANITIZE=1 build/asan/surge)" % SURGE_BIN, pytrace=False)
@@ -325,6 +359,8 @@ def _launch_app(reg, log_dir, n, extra, data_dir, env, admin_token, listen, fast
     if fast_hash:
         argv += list(FAST_HASH)
     argv += [str(a) for a in extra]
+    if backend and "--store" not in argv and "-c" not in argv:
+        argv += backend.app_args(data_dir)
     full_env = child_env()
     full_env.pop("SURGE_ADMIN_TOKEN", None)
     full_env.update(env or {})
@@ -339,48 +375,53 @@ def _launch_app(reg, log_dir, n, extra, data_dir, env, admin_token, listen, fast
 
 
 @pytest.fixture
-def start_app(procs, tmp_path):
+def start_app(procs, tmp_path, store_backend):
     count = [0]
 
     def start(*extra, data_dir=None, env=None, admin_token=ADMIN_TOKEN, listen=True,
               fast_hash=True, wait=True):
         count[0] += 1
         return _launch_app(procs, tmp_path, count[0], extra, data_dir, env, admin_token,
-                           listen, fast_hash, wait)
+                           listen, fast_hash, wait, store_backend)
     return start
 
 
-def _seed(data_dir, products=0, users=0, timeout=300.0):
+def _seed(data_dir, products=0, users=0, timeout=300.0, backend=None):
+    extra = backend.args(data_dir) if backend else []
     res = run_surge("seed", "--data-dir", data_dir, "--products", products, "--users", users,
-                    timeout=timeout)
+                    *extra, timeout=timeout)
     assert res.returncode == 0, ("surge seed exited %s" % res.returncode, res.stderr_text)
+    if backend:
+        backend.settle(data_dir)
     return res
 
 
 @pytest.fixture
-def seed():
+def seed(store_backend):
     """seed(data_dir, products=N, users=N): `surge seed`, asserted to exit 0."""
-    return _seed
+    def run(data_dir, products=0, users=0, timeout=300.0):
+        return _seed(data_dir, products, users, timeout, store_backend)
+    return run
 
 
 class _ModuleApps:
-    def __init__(self, reg, log_dir):
-        self.reg, self.log_dir, self.count = reg, log_dir, 0
+    def __init__(self, reg, log_dir, backend):
+        self.reg, self.log_dir, self.count, self.backend = reg, log_dir, 0, backend
 
     def start(self, *extra, data_dir=None, env=None, admin_token=ADMIN_TOKEN, listen=True,
               fast_hash=True, wait=True):
         self.count += 1
         return _launch_app(self.reg, self.log_dir, self.count, extra, data_dir, env,
-                           admin_token, listen, fast_hash, wait)
+                           admin_token, listen, fast_hash, wait, self.backend)
 
     def seed(self, data_dir, products=0, users=0):
-        return _seed(data_dir, products, users)
+        return _seed(data_dir, products, users, backend=self.backend)
 
 
 @pytest.fixture(scope="module")
-def module_apps(tmp_path_factory):
+def module_apps(tmp_path_factory, store_backend):
     reg = _Registry()
-    yield _ModuleApps(reg, tmp_path_factory.mktemp("apps"))
+    yield _ModuleApps(reg, tmp_path_factory.mktemp("apps"), store_backend)
     problems = reg.teardown()
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)

@@ -31,6 +31,19 @@ from harness import SURGE_BIN, child_env, run_surge, sanitizer_lines, tail, wait
 RUNNING_RE = re.compile(r"surge worker: running as (\S+)")
 METRICS_RE = re.compile(r"surge worker: metrics on ([0-9.]+):(\d+)")
 ORDER_ID_SHARDS = 64
+# The store backend of the running test (pg_harness.StoreBackend), set by
+# the workers fixture: the helpers below then add its flags and read its
+# tables (sqlite files or PostgreSQL schemas).
+_STORE = {"backend": None}
+
+
+def _backend():
+    return _STORE["backend"]
+
+
+def _pg():
+    b = _backend()
+    return b if b is not None and b.name == "postgres" else None
 
 # The queue driver of the running test (set by the `queue` fixture).
 _QUEUE = {"url": None, "server": None}
@@ -121,6 +134,8 @@ class Workers:
         if metrics:
             argv += ["--metrics", "127.0.0.1:0"]
         argv += queue_args() + [str(a) for a in extra]
+        if _pg():
+            argv += _pg().args(data_dir)
         out_path = self.log_dir / ("worker-%d.out" % n)
         log_path = self.log_dir / ("worker-%d.log" % n)
         with open(out_path, "wb") as out, open(log_path, "wb") as err:
@@ -152,7 +167,9 @@ class Workers:
 
 
 def jobs(data_dir, *args, timeout=60.0):
-    return run_surge("jobs", "--data-dir", data_dir, *queue_args(), *args, timeout=timeout)
+    store = ["--store", _pg().url(data_dir)] if _pg() else []
+    return run_surge("jobs", "--data-dir", data_dir, *store, *queue_args(), *args,
+                     timeout=timeout)
 
 
 def jobs_json(data_dir, *args):
@@ -166,9 +183,12 @@ def stats(data_dir):
 
 
 def make_store(data_dir, users=4, products=3):
+    store = _pg().args(data_dir) if _pg() else []
     res = run_surge("seed", "--data-dir", data_dir, "--products", products, "--users", users,
-                    "--password-ops", "1", "--password-memory-kib", "8192", timeout=120)
+                    "--password-ops", "1", "--password-memory-kib", "8192", *store, timeout=120)
     assert res.returncode == 0, res.stderr_text
+    if _pg():
+        _pg().settle(data_dir)
 
 
 def shard_paths(data_dir):
@@ -178,6 +198,8 @@ def shard_paths(data_dir):
 def insert_orders(data_dir, n, now_ms=None):
     """n pending orders spread over the seeded users, each with its outbox job."""
     now_ms = now_ms or int(time.time() * 1000)
+    if _pg():
+        return _insert_orders_pg(_pg(), data_dir, n, now_ms)
     users = []
     for path in shard_paths(data_dir):
         shard = int(path.stem.split("-")[1])
@@ -209,7 +231,36 @@ def insert_orders(data_dir, n, now_ms=None):
     return made
 
 
+def _insert_orders_pg(b, data_dir, n, now_ms):
+    users = [(shard, uid) for shard, (uid,) in b.shard_rows(data_dir,
+                                                            "SELECT id FROM users ORDER BY id")]
+    assert users, "no users in the store"
+    per_shard = {}
+    for i in range(n):
+        shard, uid = users[i % len(users)]
+        per_shard.setdefault(shard, []).append(uid)
+    made = []
+    for shard, uids in per_shard.items():
+        rows = b.shard_exec(data_dir, shard,
+                            "WITH u AS (SELECT unnest(ARRAY[%s]::bigint[]) AS uid),"
+                            " o AS (INSERT INTO orders (user_id, status, total_cents, created_ms)"
+                            "  SELECT uid, 'pending', 1250, %d FROM u RETURNING id, user_id),"
+                            " i AS (INSERT INTO order_items (order_id, product_id, quantity,"
+                            "  price_cents) SELECT id, 1, 1, 1250 FROM o),"
+                            " j AS (INSERT INTO jobs (kind, payload, state, run_at_ms, created_ms)"
+                            "  SELECT 'order_confirmation', json_build_object('order_id',"
+                            "  id * %d + %d, 'user_id', user_id)::text, 'ready', %d, %d FROM o)"
+                            " SELECT id, user_id FROM o ORDER BY id"
+                            % (",".join(map(str, uids)), now_ms, ORDER_ID_SHARDS, shard, now_ms,
+                               now_ms))
+        made += [(local * ORDER_ID_SHARDS + shard, uid) for local, uid in rows]
+    return made
+
+
 def order_statuses(data_dir):
+    if _backend():
+        return {local * ORDER_ID_SHARDS + shard: status for shard, (local, status)
+                in _backend().shard_rows(data_dir, "SELECT id, status FROM orders")}
     out = {}
     for path in shard_paths(data_dir):
         shard = int(path.stem.split("-")[1])
@@ -261,11 +312,8 @@ def redeliver(data_dir, jid):
         redis_eval(REDIS_REDELIVER, jid)
         return
     n = int(jid)
-    con = sqlite3.connect(str(Path(data_dir) / ("shard-%d.db" % (n % ORDER_ID_SHARDS))),
-                          timeout=30)
-    con.execute("UPDATE jobs SET state = 'ready' WHERE id = ?", (n // ORDER_ID_SHARDS,))
-    con.commit()
-    con.close()
+    shard_exec(data_dir, n % ORDER_ID_SHARDS,
+               "UPDATE jobs SET state = 'ready' WHERE id = %d" % (n // ORDER_ID_SHARDS))
 
 
 def all_jobs(data_dir):
@@ -280,6 +328,10 @@ def all_jobs(data_dir):
             jid, kind, state, worker, attempts = lines[i:i + 5]
             out[jid] = (kind, state, int(attempts), worker or None)
         return out
+    if _backend():
+        return {str(rowid * ORDER_ID_SHARDS + shard): (kind, state, attempts, worker)
+                for shard, (rowid, kind, state, attempts, worker) in _backend().shard_rows(
+                    data_dir, "SELECT id, kind, state, attempts, worker FROM jobs")}
     for path in shard_paths(data_dir):
         shard = int(path.stem.split("-")[1])
         con = sqlite3.connect(str(path), timeout=30)
@@ -306,14 +358,28 @@ def queue(request):
 
 
 @pytest.fixture
-def workers(tmp_path):
+def workers(tmp_path, store_backend):
+    _STORE["backend"] = store_backend
     ws = Workers(tmp_path)
     yield ws
+    _STORE["backend"] = None
     problems = ws.teardown()
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)
 
 
+def shard_exec(data_dir, shard, sql):
+    """sql on one shard of the running test's store; its rows."""
+    from pg_harness import StoreBackend
+    return (_backend() or StoreBackend("sqlite")).shard_exec(data_dir, shard, sql)
+
+
+def shard_rows(data_dir, sql):
+    """[(shard, row)] of sql on every shard of the running test's store."""
+    from pg_harness import StoreBackend
+    return (_backend() or StoreBackend("sqlite")).shard_rows(data_dir, sql)
+
+
 __all__ = ["Worker", "Workers", "jobs", "jobs_json", "stats", "make_store", "insert_orders",
            "order_statuses", "all_jobs", "workers", "wait_until", "queue", "queue_url",
-           "queue_args", "redis_server", "redis_eval", "redeliver"]
+           "queue_args", "redis_server", "redis_eval", "redeliver", "shard_exec", "shard_rows"]

@@ -569,21 +569,13 @@ def test_order_flow(start_app, seed, tmp_path):
     assert_json_error(app.get("/api/orders/999999", sid=sid), 404)
 
 
-def _outbox(data_dir):
-    """Every job row of every shard: [(shard file, kind, payload dict, state)]."""
-    import sqlite3
-    rows = []
-    for f in sorted(data_dir.glob("shard-*.db")):
-        db = sqlite3.connect("file:%s?mode=ro" % f, uri=True)
-        try:
-            for kind, payload, state in db.execute("SELECT kind, payload, state FROM jobs"):
-                rows.append((f.name, kind, json.loads(payload), state))
-        finally:
-            db.close()
-    return rows
+def _outbox(backend, data_dir):
+    """Every job row of every shard: [(shard index, kind, payload dict, state)]."""
+    return [(shard, kind, json.loads(payload), state) for shard, (kind, payload, state)
+            in backend.shard_rows(data_dir, "SELECT kind, payload, state FROM jobs")]
 
 
-def test_every_order_has_exactly_one_outbox_job(start_app, seed, tmp_path):
+def test_every_order_has_exactly_one_outbox_job(start_app, seed, tmp_path, store_backend):
     """The order and its order_confirmation job are written in one shard
     transaction: one job per order, on the order's shard; none for an order
     refused for stock; none twice for a replayed Idempotency-Key."""
@@ -604,11 +596,11 @@ def test_every_order_has_exactly_one_outbox_job(start_app, seed, tmp_path):
         refused = app.post("/api/orders", {"items": [{"product_id": 3, "quantity": 2}]},
                            sid=sid)
         assert refused.status == 409, refused
-    jobs = _outbox(data)
+    jobs = _outbox(store_backend, data)
     assert sorted(j[2]["order_id"] for j in jobs) == sorted(ids), jobs
     assert all(j[1] == "order_confirmation" and j[3] == "ready" for j in jobs), jobs
-    for shard_file, _, payload, _ in jobs:  # the job sits on its order's shard
-        assert shard_file == "shard-%d.db" % (payload["order_id"] % 64), (shard_file, payload)
+    for shard, _, payload, _ in jobs:  # the job sits on its order's shard
+        assert shard == payload["order_id"] % 64, (shard, payload)
     assert len({j[0] for j in jobs}) > 1, "6 users all landed on one shard: %r" % jobs
 
 
@@ -848,8 +840,12 @@ APP_USAGE_ERRORS = [
     ("no_listen", ["--data-dir", "{d}"]),
     ("unknown_flag", ["--listen", "127.0.0.1:0", "--data-dir", "{d}", "--bogus-flag"]),
     ("bad_listen", ["--listen", "nohost", "--data-dir", "{d}"]),
-    ("store_postgres", ["--listen", "127.0.0.1:0", "--data-dir", "{d}",
-                        "--store", "postgres://127.0.0.1/x"]),
+    ("store_postgres_no_db", ["--listen", "127.0.0.1:0", "--data-dir", "{d}",
+                              "--store", "postgres://127.0.0.1"]),
+    ("store_postgres_bad_port", ["--listen", "127.0.0.1:0", "--data-dir", "{d}",
+                                 "--store", "postgres://127.0.0.1:0/x"]),
+    ("store_unknown", ["--listen", "127.0.0.1:0", "--data-dir", "{d}",
+                       "--store", "mysql://127.0.0.1/x"]),
     ("store_garbage", ["--listen", "127.0.0.1:0", "--data-dir", "{d}", "--store", "nope"]),
     ("zero_workers", ["--listen", "127.0.0.1:0", "--data-dir", "{d}", "--workers", "0"]),
     ("bad_session_idle", ["--listen", "127.0.0.1:0", "--data-dir", "{d}", "--session-idle", "soon"]),

@@ -7,15 +7,14 @@ takes the `queue` fixture runs twice: on the embedded queue and on Redis
 Streams (a real redis-server)."""
 import json
 import signal
-import sqlite3
 import statistics
 import time
 from pathlib import Path
 
 from harness import run_surge, wait_until
 from jobs_harness import (all_jobs, insert_orders, jobs, jobs_json, make_store, order_statuses,
-                          queue, queue_args, queue_url, redeliver, redis_eval, stats,
-                          workers)  # noqa: F401 (fixtures)
+                          queue, queue_args, queue_url, redeliver, redis_eval, shard_exec,
+                          shard_rows, stats, workers)  # noqa: F401 (fixtures)
 
 
 def login(app, email, password):
@@ -347,13 +346,8 @@ def job_times(data, queue):
     if queue_url():
         lines = redis_eval(REDIS_JOB_TIMES, queue)
         return [(int(lines[i]), int(lines[i + 1])) for i in range(0, len(lines) - 1, 2)]
-    out = []
-    for path in sorted(data.glob("shard-*.db")):
-        con = sqlite3.connect(str(path), timeout=30)
-        out += con.execute("SELECT started_ms, finished_ms FROM jobs WHERE queue = ?",
-                           (queue,)).fetchall()
-        con.close()
-    return out
+    return [row for _, row in shard_rows(data, "SELECT started_ms, finished_ms FROM jobs"
+                                               " WHERE queue = '%s'" % queue)]
 
 
 def test_per_queue_concurrency_and_rate_limits(queue, workers, tmp_path):

@@ -95,7 +95,7 @@ Test(store, layout_names_the_files_and_rejects_unknown_drivers)
     cr_assert_str_eq(l.shard[3], "/d/shard-3.db");
     cr_assert_null(l.shard[4]);
     store_layout_free(&l);
-    cr_assert_eq(store_layout_init(&l, "postgres://x", "/d", 4, err, sizeof err), -ENOTSUP);
+    cr_assert_eq(store_layout_init(&l, "mysql://x/y", "/d", 4, err, sizeof err), -ENOTSUP);
     cr_assert(strstr(err, "no store driver"), "%s", err);
     cr_assert_eq(store_layout_init(&l, "sqlite:", "/d", 0, err, sizeof err), -EINVAL);
     cr_assert_eq(store_layout_init(&l, "sqlite:", "/d", 65, err, sizeof err), -EINVAL);
@@ -199,4 +199,60 @@ Test(store, concurrent_writers_all_succeed)
     cr_assert_eq(d->exec_sql(db, "SELECT COUNT(*) FROM t", &n, err, sizeof err), 0);
     cr_assert_eq(n, 800);
     d->close(db);
+}
+
+Test(store, postgres_layout_puts_each_role_in_a_schema_of_one_database)
+{
+    struct store_layout l;
+    char err[256];
+    cr_assert_eq(store_layout_init(&l, "postgres://u@h:5432/shop", "/d", 2, err, sizeof err), 0,
+                 "%s", err);
+    cr_assert_str_eq(l.driver->name, "postgres");
+    cr_assert_str_eq(l.catalog, "postgres://u@h:5432/shop#catalog");
+    cr_assert_str_eq(l.directory, "postgres://u@h:5432/shop#directory");
+    cr_assert_str_eq(l.shard[1], "postgres://u@h:5432/shop#shard_1");
+    cr_assert_str_eq(l.sessions, "/d/sessions.db");
+    store_layout_free(&l);
+    cr_assert_eq(
+        store_layout_init(&l, "postgresql://h/shop?sslmode=disable", "/d", 1, err, sizeof err), 0,
+        "%s", err);
+    store_layout_free(&l);
+    static const char *const bad[] = {
+        "postgres://x",      "postgres://h:99999/db", "postgres:///db",    "postgres://h/",
+        "postgres://h/db#x", "postgres:h/db",         "postgres://h:5x/db"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert_eq(store_layout_init(&l, bad[i], "/d", 1, err, sizeof err), -EINVAL, "%s",
+                     bad[i]);
+        cr_assert(strstr(err, "postgres"), "%s: %s", bad[i], err);
+    }
+}
+
+Test(store, pg_rewrite_numbers_placeholders_outside_quotes)
+{
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"SELECT ? , ?", "SELECT $1 , $2"},
+        {"UPDATE t SET n = n - ?1 WHERE id = ?2 AND n >= ?1",
+         "UPDATE t SET n = n - $1 WHERE id = $2 AND n >= $1"},
+        {"SELECT ?2, ?", "SELECT $2, $3"},
+        {"SELECT '?', \"a?\", ? -- ?\n, ?", "SELECT '?', \"a?\", $1 -- ?\n, $2"},
+        {"SELECT /* ? */ ?::text", "SELECT /* ? */ $1::text"},
+        {"SELECT 'it''s ?', ?", "SELECT 'it''s ?', $1"},
+        {"", ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *got = store_pg_rewrite(cases[i].in);
+        cr_assert_str_eq(got, cases[i].out, "case %zu", i);
+        free(got);
+    }
+}
+
+Test(store, pg_variant_marker_selects_the_text_per_driver)
+{
+    static const char both[] = STORE_SQL_PG("SELECT 1", "SELECT 2");
+    cr_assert_str_eq(store_pg_text(both), "SELECT 2");
+    cr_assert_str_eq(store_pg_text("SELECT 3"), "SELECT 3");
+    /* What SQLite reads: up to the first NUL, the marker being a comment. */
+    cr_assert_str_eq(both, STORE_PG_MARK "SELECT 1");
 }

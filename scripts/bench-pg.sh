@@ -1,0 +1,251 @@
+#!/usr/bin/env bash
+# Store benchmark: the shop on SQLite and on PostgreSQL (a primary and a
+# streaming replica, started here), `surge lb` in front of two `surge app`,
+# and pgbench -S on the same replica in the same run (docs/benchmarks.md).
+#   make bench-pg                       (after `make` built build/surge)
+#   BENCH_ROUNDS=2 BENCH_DURATION=5 scripts/bench-pg.sh
+#
+# Environment:
+#   BENCH_ROUNDS      interleaved rounds (default 2)
+#   BENCH_DURATION    seconds per measured run, after a 1 s warm-up (default 5)
+#   BENCH_PRODUCTS    products seeded (default 10000)
+#   BENCH_DOC         markdown file to update (default docs/benchmarks.md; "-" = stdout only)
+#
+# What is measured, with `surge bench -t 1 -c 16` (closed model) pinned to
+# CPU 0, surge lb and both apps pinned to CPU 1, PostgreSQL unpinned:
+#   read-db    GET /api/products?after=ID&limit=1: a one-row product page,
+#              which the app never caches: every request is a store read
+#              (an index lookup, like pgbench -S's), on PostgreSQL from the
+#              replica
+#   read-cache GET /api/products/ID: the cached product (cache-aside, TTL 30 s)
+#   order      POST /api/orders (one item) with a session: writes on the
+#              primaries, and on PostgreSQL a wait for the replica to replay
+#              it (--replica-wait)
+#   pgbench    pgbench -S -n -c 8 -j 1 on the replica (8 = the apps' store
+#              connections to it: 2 apps x --workers 4), pinned to CPU 0
+# Each round runs every (store, scenario) once, in a rotated order; median
+# and min-max over rounds. Results replace the text between
+# <!-- bench-pg:begin --> and <!-- bench-pg:end --> in docs/benchmarks.md.
+# Exit status: 0 when every measurement ran, 1 when some failed, 2 on usage
+# errors or a missing tool.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+ROUNDS=${BENCH_ROUNDS:-2}
+DURATION=${BENCH_DURATION:-5}
+PRODUCTS=${BENCH_PRODUCTS:-10000}
+DOC=${BENCH_DOC:-docs/benchmarks.md}
+SURGE=${SURGE_BIN:-build/surge}
+PY=/usr/bin/python3
+PGBIN=/usr/lib/postgresql/15/bin
+CONNS=16
+PGCLIENTS=8
+WARMUP=1
+LOAD_CPU=0
+SERVER_CPU=1
+ADMIN_TOKEN=bench-admin-token
+
+log() { printf '[bench-pg] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 2; }
+# shellcheck source=scripts/bench-lib.sh
+. "$ROOT/scripts/bench-lib.sh"
+
+for v in ROUNDS DURATION PRODUCTS; do
+    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "BENCH_$v must be a positive integer (got '${!v}')"
+done
+[ -x "$SURGE" ] || die "$SURGE missing (run make)"
+for c in "$PGBIN/initdb" "$PGBIN/pg_ctl" "$PGBIN/pg_basebackup" "$PGBIN/pgbench" "$PGBIN/psql"; do
+    [ -x "$c" ] || die "$c not found (scripts/deps.sh test installs postgresql)"
+done
+for c in taskset curl runuser; do command -v "$c" >/dev/null || die "$c not found"; done
+[ "$(nproc)" -ge 2 ] || SERVER_CPU=0
+ulimit -n 65536 2>/dev/null || true
+
+TMP=$(mktemp -d /tmp/surge-bench-pg.XXXXXX)
+chmod 755 "$TMP"
+PIDS=()
+PG_DIRS=()
+as_pg() { if [ "$(id -u)" = 0 ]; then (cd "$TMP" && runuser -u postgres -- "$@"); else "$@"; fi; }
+pg_stop_all() {
+    local d
+    for d in "${PG_DIRS[@]}"; do as_pg "$PGBIN/pg_ctl" -D "$d" -m fast -w stop >/dev/null 2>&1 || true; done
+}
+trap 'pg_stop_all; cleanup' EXIT
+trap 'exit 130' INT TERM
+
+read -r P_PRI P_REP P_LB1 P_LB2 < <(pick_ports 4)
+[ -n "${P_LB2:-}" ] || die "no free ports"
+
+# ---------------------------------------------------------------- PostgreSQL
+PGD=$TMP/pg
+mkdir -p "$PGD"
+[ "$(id -u)" = 0 ] && chown postgres:postgres "$PGD"
+log "PostgreSQL 15: primary :$P_PRI, replica :$P_REP in $PGD"
+as_pg "$PGBIN/initdb" -D "$PGD/primary" -U postgres --auth=trust -E UTF8 --no-locale >"$TMP/initdb.log" 2>&1 \
+    || die "initdb failed: $(tail -1 "$TMP/initdb.log")"
+cat >>"$PGD/primary/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$PGD'
+max_connections = 200
+shared_buffers = 128MB
+CONF
+PG_DIRS+=("$PGD/primary")
+as_pg "$PGBIN/pg_ctl" -D "$PGD/primary" -l "$PGD/primary.log" -o "-p $P_PRI" -w start >/dev/null \
+    || die "primary did not start: $(tail -3 "$PGD/primary.log")"
+as_pg "$PGBIN/pg_basebackup" -h 127.0.0.1 -p "$P_PRI" -U postgres -D "$PGD/replica" -R -X stream -c fast \
+    || die "pg_basebackup failed"
+PG_DIRS=("$PGD/replica" "${PG_DIRS[@]}")
+as_pg "$PGBIN/pg_ctl" -D "$PGD/replica" -l "$PGD/replica.log" -o "-p $P_REP" -w start >/dev/null \
+    || die "replica did not start: $(tail -3 "$PGD/replica.log")"
+PSQL=("$PGBIN/psql" -X -q -At -h 127.0.0.1 -U postgres)
+"${PSQL[@]}" -p "$P_PRI" -c "CREATE DATABASE shop" -c "CREATE DATABASE pgb"
+"$PGBIN/pgbench" -i -q -s 10 -h 127.0.0.1 -p "$P_PRI" -U postgres pgb >"$TMP/pgbench-init.log" 2>&1 \
+    || die "pgbench -i failed"
+TOPO=$TMP/store.ini
+printf '[store]\nprimary = postgres://postgres@127.0.0.1:%s/shop\nreplica = postgres://postgres@127.0.0.1:%s/shop\n' \
+    "$P_PRI" "$P_REP" >"$TOPO"
+
+# ---------------------------------------------------------------- seed both stores
+"$SURGE" seed --data-dir "$TMP/sqlite" --products "$PRODUCTS" --users 10 >"$TMP/seed-sqlite.log" 2>&1 \
+    || die "surge seed (sqlite) failed: $(tail -1 "$TMP/seed-sqlite.log")"
+"$SURGE" seed --data-dir "$TMP/pgdata" -c "$TOPO" --products "$PRODUCTS" --users 10 >"$TMP/seed-pg.log" 2>&1 \
+    || die "surge seed (postgres) failed: $(tail -1 "$TMP/seed-pg.log")"
+for ((i = 0; i < 100; i++)); do
+    [ "$("${PSQL[@]}" -p "$P_REP" -d shop -c "SELECT count(*) FROM catalog.products" 2>/dev/null)" = "$PRODUCTS" ] && break
+    sleep 0.1
+done
+
+# ---------------------------------------------------------------- lb + 2 apps per store
+# start_stack NAME LB_PORT ARGS...: two apps and a balancer; sets LB_<NAME>.
+declare -A LBURL SID
+start_stack() {
+    local name=$1 port=$2 n addr addrs=() i; shift 2
+    for n in 1 2; do
+        taskset -c "$SERVER_CPU" "$SURGE" app --listen 127.0.0.1:0 --admin-token "$ADMIN_TOKEN" "$@" \
+            >"$TMP/app-$name-$n.out" 2>"$TMP/app-$name-$n.log" &
+        PIDS+=("$!")
+    done
+    for n in 1 2; do
+        addr=''
+        for ((i = 0; i < 300; i++)); do
+            addr=$(grep -o 'listening on [0-9.]*:[0-9]*' "$TMP/app-$name-$n.out" 2>/dev/null | awk '{print $3}' || true)
+            [ -n "$addr" ] && break
+            sleep 0.1
+        done
+        [ -n "$addr" ] || die "surge app ($name $n) did not start: $(tail -1 "$TMP/app-$name-$n.log")"
+        addrs+=(--backend "$addr")
+    done
+    taskset -c "$SERVER_CPU" "$SURGE" lb --listen "127.0.0.1:$port" "${addrs[@]}" --threads 1 \
+        --algorithm round_robin --health-check /readyz >"$TMP/lb-$name.log" 2>&1 &
+    PIDS+=("$!")
+    wait_http "http://127.0.0.1:$port/api/products/1" "$!" 15 || die "no 200 through surge lb ($name)"
+    LBURL[$name]=http://127.0.0.1:$port
+    # raise stock so no order is refused, and log in one buyer
+    curl -sf -o /dev/null -X PUT -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \
+        -d '{"stock":100000000}' "${LBURL[$name]}/api/products/1" || die "stock update failed ($name)"
+    SID[$name]=$(curl -s -D - -o /dev/null -H 'Content-Type: application/json' \
+        -d '{"email":"user1@example.com","password":"password1234"}' "${LBURL[$name]}/api/sessions" |
+        tr -d '\r' | sed -n 's/^Set-Cookie: sid=\([0-9a-f]*\).*/\1/p')
+    [ -n "${SID[$name]}" ] || die "login failed ($name)"
+}
+start_stack sqlite "$P_LB1" --data-dir "$TMP/sqlite"
+start_stack postgres "$P_LB2" --data-dir "$TMP/pgdata" -c "$TOPO"
+log "stacks: sqlite ${LBURL[sqlite]}, postgres ${LBURL[postgres]}"
+
+# ---------------------------------------------------------------- runs
+RUNS=$TMP/runs.tsv
+: >"$RUNS"
+FAILED=0
+bench_json() {   # JSON -> "rps errors p99"
+    "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.0f %d %.2f" % (d["rps"], d["errors"], d["latency_ms"]["p99"]))' "$1" 2>/dev/null || echo "NA NA NA"
+}
+run_surge() {    # ROUND STORE SCENARIO
+    local r=$1 st=$2 sc=$3 url id=$((RANDOM % PRODUCTS + 1)) args=() out=$TMP/run-$1-$2-$3
+    case $sc in
+    read-db) url="${LBURL[$st]}/api/products?after=$((id - 1))&limit=1" ;;
+    read-cache) url="${LBURL[$st]}/api/products/$id" ;;
+    order) args=(-m POST -H "Cookie: sid=${SID[$st]}" -H 'Content-Type: application/json'
+                 --body '{"items":[{"product_id":1,"quantity":1}]}')
+           url="${LBURL[$st]}/api/orders" ;;
+    esac
+    taskset -c "$LOAD_CPU" "$SURGE" bench -t 1 -c "$CONNS" -d "$WARMUP" "${args[@]}" "$url" >/dev/null 2>&1 || true
+    taskset -c "$LOAD_CPU" "$SURGE" bench -t 1 -c "$CONNS" -d "$DURATION" --json "$out.json" "${args[@]}" "$url" \
+        >"$out.out" 2>&1 || true
+    read -r rps err p99 < <(bench_json "$out.json")
+    [ "$rps" != NA ] && [ "$err" = 0 ] || FAILED=1
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$st" "$sc" "$rps" "$p99" "$err" >>"$RUNS"
+    log "round $r $st $sc: $rps req/s p99 $p99 ms errors $err"
+}
+run_pgbench() {  # ROUND
+    local out=$TMP/pgbench-$1.out tps
+    taskset -c "$LOAD_CPU" "$PGBIN/pgbench" -S -n -c "$PGCLIENTS" -j 1 -T "$DURATION" -h 127.0.0.1 -p "$P_REP" \
+        -U postgres pgb >"$out" 2>&1 || true
+    tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$out" | head -1)
+    [ -n "$tps" ] || { tps=NA; FAILED=1; }
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" postgres pgbench "${tps%.*}" NA 0 >>"$RUNS"
+    log "round $1 pgbench -S -c $PGCLIENTS (replica): $tps tps"
+}
+JOBS=("sqlite read-db" "postgres read-db" "pg pgbench" "sqlite read-cache" "postgres read-cache"
+      "sqlite order" "postgres order")
+for ((round = 1; round <= ROUNDS; round++)); do
+    k=$(((round - 1) % ${#JOBS[@]}))
+    for j in "${JOBS[@]:k}" "${JOBS[@]:0:k}"; do
+        read -r st sc <<<"$j"
+        if [ "$sc" = pgbench ]; then run_pgbench "$round"; else run_surge "$round" "$st" "$sc"; fi
+    done
+done
+
+# ---------------------------------------------------------------- table
+TABLE=$TMP/table.md
+"$PY" - "$RUNS" "$ROUNDS" "$DURATION" "$CONNS" "$PGCLIENTS" "$PRODUCTS" "$(date -u +%Y-%m-%d)" \
+    "$(cut -d' ' -f1-3 /proc/loadavg)" >"$TABLE" <<'EOF'
+import statistics, sys
+runs, rounds, dur, conns, pgc, products, day, load = sys.argv[1:]
+rows = {}
+for line in open(runs):
+    r, st, sc, rps, p99, err = line.rstrip("\n").split("\t")
+    rows.setdefault((st, sc), []).append((rps, p99, err))
+def cell(st, sc):
+    got = [float(x[0]) for x in rows.get((st, sc), []) if x[0] != "NA"]
+    if not got:
+        return "not run", None
+    med = statistics.median(got)
+    return "%.0f (%.0f–%.0f)" % (med, min(got), max(got)), med
+print("Measured on a shared machine (2 cores, other work running: figures are noisy), %s, load average %s." % (day, load))
+print("Command: `make bench-pg` (scripts/bench-pg.sh: %s rounds, %s s runs, `surge bench -t 1 -c %s`, %s products)." % (rounds, dur, conns, products))
+print()
+print("| req/s, median (min–max) | SQLite | PostgreSQL (primary + replica) |")
+print("|---|---|---|")
+names = {"read-db": "product page, cache off (`GET /api/products?after=ID&limit=1`: a store read each)",
+         "read-cache": "product, cache on (`GET /api/products/ID`)",
+         "order": "orders/s (`POST /api/orders`, one item)"}
+for sc in ("read-db", "read-cache", "order"):
+    print("| %s | %s | %s |" % (names[sc], cell("sqlite", sc)[0], cell("postgres", sc)[0]))
+pg_text, pg = cell("postgres", "pgbench")
+app_text, app = cell("postgres", "read-db")
+ratio = "%.2fx" % (app / pg) if pg and app else "n/a"
+print("| `pgbench -S -c %s -j 1` on the replica, same run (tps) | | %s |" % (pgc, pg_text))
+print()
+print("Cache-off reads through surge lb + 2 apps on PostgreSQL reach **%s** of pgbench -S's"
+      " transactions/s on the same replica (target: >= 0.5x). Every surge request is a full"
+      " HTTP request through the balancer to an app, then an index read on the replica;"
+      " pgbench's is one query on a local socket." % ratio)
+EOF
+cat "$TABLE"
+if [ "$DOC" != - ]; then
+    "$PY" - "$DOC" "$TABLE" <<'EOF'
+import sys
+doc, table = sys.argv[1], open(sys.argv[2]).read()
+text = open(doc).read()
+b, e = "<!-- bench-pg:begin -->", "<!-- bench-pg:end -->"
+block = b + "\n" + table + e
+if b in text and e in text:
+    text = text[:text.index(b)] + block + text[text.index(e) + len(e):]
+else:
+    text = text.rstrip("\n") + "\n\n## Store: SQLite and PostgreSQL (`make bench-pg`)\n\n" + block + "\n"
+open(doc, "w").write(text)
+EOF
+    log "table written to $DOC"
+fi
+exit "$FAILED"

@@ -1,0 +1,614 @@
+/* Store driver: PostgreSQL through libpq (docs/operations.md "PostgreSQL").
+ *
+ * A location is a libpq URL plus the schema that holds one database role:
+ * "postgres://USER@HOST:PORT/DB#shard_3" (see store_layout_init). The
+ * schema is set as the connection's search_path, so the callers' SQL names
+ * bare tables; catalog, directory and every shard can share one database.
+ *
+ * Blocking calls, one connection per (thread, database): the store work
+ * already runs on the app's worker-thread pool, each thread owning its
+ * connections (struct store_conns), so a connection never needs a lock,
+ * prepared statements are reused for the life of the thread, and the pool
+ * size bounds the connections per server (threads x roles).
+ *
+ * Statements: the caller's texts with `?`/`?N` placeholders, rewritten once
+ * per connection to `$N` (outside quotes and comments) and prepared on first
+ * use (PQprepare, types inferred by the server). A text may carry a
+ * PostgreSQL variant (STORE_SQL_PG in store.h); this driver runs it.
+ *
+ * Failures: the session sets statement_timeout; a connection that breaks is
+ * dropped and re-opened on the next use, with a backoff (100 ms doubling to
+ * 5 s) during which calls fail at once with -EIO instead of waiting on a
+ * connect; a break inside a transaction fails every call until the caller's
+ * rollback. SQLSTATE: class 23 (integrity) -> -EEXIST, 40001/40P01
+ * (serialization, deadlock), 55P03 (lock) and 57014 (statement timeout) ->
+ * -EBUSY, anything else -EIO (logged, rate-limited). */
+#include <errno.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "data/store.h"
+
+#define PG_CONNECT_TIMEOUT_S    "3"
+#define PG_STATEMENT_TIMEOUT_MS 5000
+#define PG_BACKOFF_MIN_MS       100
+#define PG_BACKOFF_MAX_MS       5000
+#define PG_MAX_PARAMS           64
+
+/* Type OIDs (server/catalog/pg_type.h, stable across versions). */
+#define OID_BOOL    16
+#define OID_INT8    20
+#define OID_INT2    21
+#define OID_INT4    23
+#define OID_OID     26
+#define OID_NUMERIC 1700
+
+struct pg_stmt {
+    char *text;   /* rewritten ($N), NULL until first use */
+    unsigned gen; /* prepared on connection generation gen (0: never) */
+};
+
+struct store_db {
+    PGconn *conn;
+    char *url, *schema, *where;
+    const char *const *sql;
+    unsigned nsql;
+    struct pg_stmt *stmts;
+    struct {
+        const char *key; /* the caller's static text */
+        struct pg_stmt st;
+    } text[STORE_TEXT_STMTS];
+    unsigned gen; /* bumped at every connect */
+    int in_tx, tx_broken;
+    unsigned backoff_ms;
+    uint64_t retry_at_ms;
+    struct buf scratch; /* NUL-terminated copies of text parameters */
+};
+
+const char *store_pg_text(const char *sql)
+{
+    size_t n = strlen(STORE_PG_MARK);
+    if (strncmp(sql, STORE_PG_MARK, n))
+        return sql;
+    return sql + strlen(sql) + 1;
+}
+
+char *store_pg_rewrite(const char *in)
+{
+    size_t len = strlen(in);
+    char *out = xmalloc(len * 4 + 1);
+    size_t o = 0;
+    unsigned max = 0;
+    char quote = 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = in[i];
+        if (quote) {
+            out[o++] = ch;
+            if (ch == quote)
+                quote = 0;
+            continue;
+        }
+        if (ch == '\'' || ch == '"') {
+            quote = ch;
+            out[o++] = ch;
+            continue;
+        }
+        if (ch == '-' && in[i + 1] == '-') {
+            while (i < len && in[i] != '\n')
+                out[o++] = in[i++];
+            if (i < len)
+                out[o++] = in[i];
+            continue;
+        }
+        if (ch == '/' && in[i + 1] == '*') {
+            const char *end = strstr(in + i + 2, "*/");
+            size_t stop = end ? (size_t)(end - in) + 2 : len;
+            memcpy(out + o, in + i, stop - i);
+            o += stop - i;
+            i = stop - 1;
+            continue;
+        }
+        if (ch != '?') {
+            out[o++] = ch;
+            continue;
+        }
+        unsigned n = 0;
+        size_t j = i + 1;
+        while (j < len && in[j] >= '0' && in[j] <= '9' && n < 1000)
+            n = n * 10 + (unsigned)(in[j++] - '0');
+        if (j == i + 1)
+            n = max + 1; /* a bare ? takes the next number, as in SQLite */
+        if (n > max)
+            max = n;
+        o += (size_t)snprintf(out + o, 8, "$%u", n);
+        i = j - 1;
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* "host:port/db#schema" for logs: the URL without its user and password. */
+static char *describe(const char *url, const char *schema)
+{
+    const char *p = strstr(url, "://");
+    p = p ? p + 3 : url;
+    const char *at = strchr(p, '@');
+    const char *q = strchr(p, '?');
+    if (at && (!q || at < q))
+        p = at + 1;
+    size_t n = q ? (size_t)(q - p) : strlen(p);
+    size_t cap = n + strlen(schema) + 2;
+    char *s = xmalloc(cap);
+    snprintf(s, cap, "%.*s#%s", (int)n, p, schema);
+    return s;
+}
+
+static void trim_nl(char *s)
+{
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == '\n' || s[n - 1] == ' '))
+        s[--n] = '\0';
+}
+
+static void drop(struct store_db *d)
+{
+    if (d->conn)
+        PQfinish(d->conn);
+    d->conn = NULL;
+    if (d->in_tx)
+        d->tx_broken = 1;
+    d->in_tx = 0;
+}
+
+/* Connect and set the session up. 0, or -EIO with err set. */
+static int pg_connect(struct store_db *d, char *err, size_t errlen)
+{
+    const char *kw[] = {"dbname", "connect_timeout", "fallback_application_name", NULL};
+    const char *vals[] = {d->url, PG_CONNECT_TIMEOUT_S, "surge", NULL};
+    d->conn = PQconnectdbParams(kw, vals, 1);
+    if (!d->conn || PQstatus(d->conn) != CONNECTION_OK) {
+        snprintf(err, errlen, "%s", d->conn ? PQerrorMessage(d->conn) : "out of memory");
+        trim_nl(err);
+        drop(d);
+        return -EIO;
+    }
+    char *ident = PQescapeIdentifier(d->conn, d->schema, strlen(d->schema));
+    char setup[256];
+    snprintf(setup, sizeof setup,
+             "SET search_path = %s; SET statement_timeout = %d; SET client_min_messages = warning",
+             ident ? ident : "public", PG_STATEMENT_TIMEOUT_MS);
+    PQfreemem(ident);
+    PGresult *r = PQexec(d->conn, setup);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok) {
+        snprintf(err, errlen, "%s", PQresultErrorMessage(r));
+        trim_nl(err);
+    }
+    PQclear(r);
+    if (!ok) {
+        drop(d);
+        return -EIO;
+    }
+    d->gen++;
+    if (d->gen == 0)
+        d->gen = 1;
+    return 0;
+}
+
+/* A live connection, re-opened after a break (with backoff). 0 or -EIO. */
+static int ensure(struct store_db *d)
+{
+    if (d->tx_broken)
+        return -EIO;
+    if (d->conn && PQstatus(d->conn) == CONNECTION_OK)
+        return 0;
+    drop(d);
+    uint64_t now = clock_mono_ms();
+    if (now < d->retry_at_ms)
+        return -EIO;
+    char err[256];
+    if (pg_connect(d, err, sizeof err) < 0) {
+        d->backoff_ms = d->backoff_ms ? d->backoff_ms * 2 : PG_BACKOFF_MIN_MS;
+        if (d->backoff_ms > PG_BACKOFF_MAX_MS)
+            d->backoff_ms = PG_BACKOFF_MAX_MS;
+        d->retry_at_ms = clock_mono_ms() + d->backoff_ms;
+        log_warn_rl("postgres %s: reconnect failed (next try in %u ms): %s", d->where,
+                    d->backoff_ms, err);
+        return -EIO;
+    }
+    if (d->backoff_ms)
+        log_info("postgres %s: reconnected", d->where);
+    d->backoff_ms = 0;
+    return 0;
+}
+
+/* The status of a failed result as an errno; drops a broken connection. */
+static int map_result(struct store_db *d, const PGresult *r, const char *what)
+{
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    if (!d->conn || PQstatus(d->conn) != CONNECTION_OK) {
+        log_error_rl("postgres %s: %s: connection lost: %s", d->where, what,
+                     d->conn ? PQerrorMessage(d->conn) : "");
+        drop(d);
+        return -EIO;
+    }
+    if (state && !strncmp(state, "23", 2))
+        return -EEXIST;
+    if (state && (!strcmp(state, "40001") || !strcmp(state, "40P01") || !strcmp(state, "55P03") ||
+                  !strcmp(state, "57014"))) {
+        log_warn_rl("postgres %s: %s: busy (%s): %s", d->where, what, state,
+                    r ? PQresultErrorMessage(r) : "");
+        return -EBUSY;
+    }
+    log_error_rl("postgres %s: %s: %s (%s)", d->where, what, r ? PQresultErrorMessage(r) : "",
+                 state ? state : "no SQLSTATE");
+    return -EIO;
+}
+
+static void pg_close(struct store_db *d)
+{
+    if (!d)
+        return;
+    if (d->conn)
+        PQfinish(d->conn);
+    for (unsigned i = 0; i < d->nsql; i++)
+        free(d->stmts[i].text);
+    for (unsigned i = 0; i < STORE_TEXT_STMTS; i++)
+        free(d->text[i].st.text);
+    free(d->stmts);
+    free(d->url);
+    free(d->schema);
+    free(d->where);
+    buf_free(&d->scratch);
+    free(d);
+}
+
+static int pg_open(const char *location, const char *const *sql, unsigned nsql,
+                   struct store_db **out, char *err, size_t errlen)
+{
+    const char *hash = strrchr(location, '#');
+    if (!hash || !hash[1]) {
+        snprintf(err, errlen, "'%s': no #schema in the location", location);
+        return -EINVAL;
+    }
+    struct store_db *d = xcalloc(1, sizeof *d);
+    d->url = xstrndup(location, (size_t)(hash - location));
+    d->schema = xstrdup(hash + 1);
+    d->where = describe(d->url, d->schema);
+    d->sql = sql;
+    d->nsql = nsql;
+    d->stmts = xcalloc(nsql ? nsql : 1, sizeof *d->stmts);
+    buf_init(&d->scratch, STORE_ROWS_BYTES);
+    int rc = pg_connect(d, err, errlen);
+    if (rc < 0) {
+        pg_close(d);
+        return rc;
+    }
+    *out = d;
+    return 0;
+}
+
+/* Run a command without parameters or rows. */
+static int simple(struct store_db *d, const char *sql)
+{
+    int rc = ensure(d);
+    if (rc < 0)
+        return rc;
+    PGresult *r = PQexec(d->conn, sql);
+    rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : map_result(d, r, sql);
+    PQclear(r);
+    return rc;
+}
+
+static int pg_begin(struct store_db *d, int write)
+{
+    /* Row locks and conditional updates do what BEGIN IMMEDIATE does for
+     * SQLite; READ COMMITTED re-checks a locked row's WHERE after the
+     * other writer commits. */
+    (void)write;
+    int rc = simple(d, "BEGIN");
+    if (rc == 0)
+        d->in_tx = 1;
+    return rc;
+}
+
+static int pg_commit(struct store_db *d)
+{
+    if (d->tx_broken)
+        return -EIO;
+    int rc = ensure(d);
+    if (rc < 0)
+        return rc;
+    PGresult *r = PQexec(d->conn, "COMMIT");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        rc = map_result(d, r, "COMMIT");
+    else if (strcmp(PQcmdStatus(r), "COMMIT"))
+        rc = -EIO; /* the transaction had failed: COMMIT rolled it back */
+    PQclear(r);
+    if (d->conn)
+        d->in_tx = 0;
+    return rc;
+}
+
+static int pg_rollback(struct store_db *d)
+{
+    d->tx_broken = 0;
+    if (!d->in_tx)
+        return 0;
+    d->in_tx = 0;
+    if (!d->conn)
+        return 0;
+    PGresult *r = PQexec(d->conn, "ROLLBACK");
+    int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : map_result(d, r, "ROLLBACK");
+    PQclear(r);
+    return rc;
+}
+
+static int read_rows(const PGresult *r, struct store_rows *rows)
+{
+    int nf = PQnfields(r), nt = PQntuples(r);
+    if (nf > STORE_MAX_COLS)
+        return -ENOBUFS;
+    struct store_val vals[STORE_MAX_COLS];
+    for (int t = 0; t < nt; t++) {
+        for (int c = 0; c < nf; c++) {
+            if (PQgetisnull(r, t, c)) {
+                vals[c] = (struct store_val){.type = STORE_NULL};
+                continue;
+            }
+            const char *v = PQgetvalue(r, t, c);
+            Oid type = PQftype(r, c);
+            char *end = NULL;
+            if (type == OID_BOOL) {
+                vals[c] = store_int(v[0] == 't');
+            } else if (type == OID_INT8 || type == OID_INT2 || type == OID_INT4 ||
+                       type == OID_OID) {
+                vals[c] = store_int(strtoll(v, NULL, 10));
+            } else if (type == OID_NUMERIC && (strtoll(v, &end, 10), *end == '\0')) {
+                vals[c] = store_int(strtoll(v, NULL, 10));
+            } else {
+                vals[c] = store_text(v, (size_t)PQgetlength(r, t, c));
+            }
+        }
+        int rc = store_rows_add(rows, vals, (unsigned)nf);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Prepare st (from the caller's text src) as name on this connection. */
+static int prepare(struct store_db *d, struct pg_stmt *st, const char *src, const char *name)
+{
+    if (!st->text)
+        st->text = store_pg_rewrite(store_pg_text(src));
+    if (st->gen == d->gen)
+        return 0;
+    PGresult *r = PQprepare(d->conn, name, st->text, 0, NULL);
+    int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : map_result(d, r, st->text);
+    PQclear(r);
+    if (rc == 0)
+        st->gen = d->gen;
+    return rc;
+}
+
+static int run(struct store_db *d, struct pg_stmt *st, const char *src, const char *name,
+               const struct store_val *args, unsigned nargs, struct store_rows *rows)
+{
+    if (nargs > PG_MAX_PARAMS)
+        return -EINVAL;
+    int rc = ensure(d);
+    if (rc < 0)
+        return rc;
+    if ((rc = prepare(d, st, src, name)) < 0)
+        return rc;
+    /* Text-format parameters must be NUL-terminated: copy them into one
+     * scratch buffer, then point into it once it stops growing. */
+    size_t off[PG_MAX_PARAMS];
+    const char *vals[PG_MAX_PARAMS];
+    buf_reset(&d->scratch);
+    for (unsigned i = 0; i < nargs; i++) {
+        off[i] = d->scratch.len;
+        if (args[i].type == STORE_INT)
+            rc = buf_printf(&d->scratch, "%lld", (long long)args[i].i);
+        else if (args[i].type == STORE_TEXT)
+            rc = buf_append(&d->scratch, args[i].s, args[i].len);
+        if (rc < 0 || buf_append(&d->scratch, "", 1) < 0)
+            return -ENOBUFS;
+    }
+    for (unsigned i = 0; i < nargs; i++)
+        vals[i] = args[i].type == STORE_NULL ? NULL : d->scratch.data + off[i];
+    PGresult *r = PQexecPrepared(d->conn, name, (int)nargs, vals, NULL, NULL, 0);
+    ExecStatusType s = PQresultStatus(r);
+    if (s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK) {
+        rc = rows ? read_rows(r, rows) : 0;
+        if (rc == 0 && rows) {
+            const char *n = PQcmdTuples(r);
+            rows->changes = *n ? strtoll(n, NULL, 10) : 0;
+        }
+    } else {
+        rc = map_result(d, r, st->text);
+    }
+    PQclear(r);
+    return rc;
+}
+
+static int pg_exec(struct store_db *d, unsigned stmt, const struct store_val *args, unsigned nargs,
+                   struct store_rows *rows)
+{
+    if (stmt >= d->nsql)
+        return -EINVAL;
+    char name[16];
+    snprintf(name, sizeof name, "s%u", stmt);
+    return run(d, &d->stmts[stmt], d->sql[stmt], name, args, nargs, rows);
+}
+
+static int pg_exec_text(struct store_db *d, const char *sql, const struct store_val *args,
+                        unsigned nargs, struct store_rows *rows)
+{
+    unsigned i = 0;
+    while (i < STORE_TEXT_STMTS && d->text[i].key && d->text[i].key != sql)
+        i++;
+    if (i == STORE_TEXT_STMTS) {
+        log_error("postgres %s: more than %d statement texts", d->where, STORE_TEXT_STMTS);
+        return -ENOBUFS;
+    }
+    d->text[i].key = sql;
+    char name[16];
+    snprintf(name, sizeof name, "t%u", i);
+    return run(d, &d->text[i].st, sql, name, args, nargs, rows);
+}
+
+static int pg_exec_sql(struct store_db *d, const char *sql, int64_t *out, char *err, size_t errlen)
+{
+    int rc = ensure(d);
+    if (rc < 0) {
+        snprintf(err, errlen, "not connected");
+        return rc;
+    }
+    PGresult *r = PQexec(d->conn, store_pg_text(sql));
+    ExecStatusType s = PQresultStatus(r);
+    if (s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK) {
+        if (out && s == PGRES_TUPLES_OK && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0)) {
+            const char *v = PQgetvalue(r, 0, 0);
+            *out = v[0] == 't' ? 1 : v[0] == 'f' ? 0 : strtoll(v, NULL, 10);
+        }
+        rc = 0;
+    } else {
+        snprintf(err, errlen, "%s", PQresultErrorMessage(r));
+        trim_nl(err);
+        rc = map_result(d, r, "migration");
+    }
+    PQclear(r);
+    return rc;
+}
+
+static int pg_migrate_lock(struct store_db *d, char *err, size_t errlen)
+{
+    /* One lock per schema, held to the end of the migration transaction:
+     * processes starting together apply each step once. The schema is
+     * created under it (CREATE SCHEMA IF NOT EXISTS races otherwise). */
+    char *lit = PQescapeLiteral(d->conn, d->schema, strlen(d->schema));
+    char *ident = PQescapeIdentifier(d->conn, d->schema, strlen(d->schema));
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "SELECT pg_advisory_xact_lock(hashtext('surge.migrate.' || %s));"
+             " CREATE SCHEMA IF NOT EXISTS %s",
+             lit ? lit : "''", ident ? ident : "public");
+    PQfreemem(lit);
+    PQfreemem(ident);
+    return pg_exec_sql(d, sql, NULL, err, errlen);
+}
+
+static int pg_explain(struct store_db *d, unsigned stmt, struct buf *plan)
+{
+    if (stmt >= d->nsql)
+        return -EINVAL;
+    int rc = ensure(d);
+    char name[16];
+    snprintf(name, sizeof name, "s%u", stmt);
+    if (rc < 0 || (rc = prepare(d, &d->stmts[stmt], d->sql[stmt], name)) < 0)
+        return rc;
+    /* The generic plan (what a prepared statement runs for any values),
+     * with 1 for every parameter. */
+    PGresult *r = PQdescribePrepared(d->conn, name);
+    int np = PQresultStatus(r) == PGRES_COMMAND_OK ? PQnparams(r) : 0;
+    PQclear(r);
+    char sql[512];
+    size_t o = (size_t)snprintf(sql, sizeof sql, "EXPLAIN EXECUTE %s", name);
+    for (int i = 0; i < np && o + 8 < sizeof sql; i++)
+        o += (size_t)snprintf(sql + o, sizeof sql - o, "%s'1'", i ? ", " : "(");
+    if (np)
+        snprintf(sql + o, sizeof sql - o, ")");
+    if ((rc = simple(d, "SET plan_cache_mode = force_generic_plan")) < 0)
+        return rc;
+    r = PQexec(d->conn, sql);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+        for (int t = 0; t < PQntuples(r); t++)
+            buf_printf(plan, "%s\n", PQgetvalue(r, t, 0));
+    } else {
+        rc = map_result(d, r, sql);
+    }
+    PQclear(r);
+    int reset = simple(d, "RESET plan_cache_mode");
+    return rc < 0 ? rc : reset;
+}
+
+static int pg_wal_position(struct store_db *d, int replica, int64_t *lsn, int64_t *age_ms)
+{
+    int rc = ensure(d);
+    if (rc < 0)
+        return rc;
+    /* The primary's insert position: with synchronous_commit = off a
+     * commit may still sit in the WAL buffers, past the write position.
+     * A replica that was promoted no longer follows its primary: not one. */
+    const char *sql =
+        replica ? "SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn,"
+                  " (EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) * 1000)::bigint,"
+                  " pg_is_in_recovery()"
+                : "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn, 0, true";
+    PGresult *r = PQexec(d->conn, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        rc = map_result(d, r, "WAL position");
+    } else if (PQgetvalue(r, 0, 2)[0] != 't') {
+        rc = -ENOENT;
+    } else {
+        *lsn = PQgetisnull(r, 0, 0) ? 0 : strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        *age_ms = PQgetisnull(r, 0, 1) ? 0 : strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+    }
+    PQclear(r);
+    return rc;
+}
+
+static int pg_listen(struct store_db *d, const char *channel)
+{
+    int rc = ensure(d);
+    if (rc < 0)
+        return rc;
+    char *ident = PQescapeIdentifier(d->conn, channel, strlen(channel));
+    char sql[128];
+    snprintf(sql, sizeof sql, "LISTEN %s", ident ? ident : "surge");
+    PQfreemem(ident);
+    if ((rc = simple(d, sql)) < 0)
+        return rc;
+    return PQsocket(d->conn);
+}
+
+static int pg_notifications(struct store_db *d)
+{
+    if (!d->conn || !PQconsumeInput(d->conn)) {
+        drop(d);
+        return -EIO;
+    }
+    int n = 0;
+    PGnotify *m;
+    while ((m = PQnotifies(d->conn)) != NULL) {
+        n++;
+        PQfreemem(m);
+    }
+    return n;
+}
+
+const struct store_driver store_pg_driver = {
+    .name = "postgres",
+    .alias = "postgresql",
+    .flags = 0,
+    .open = pg_open,
+    .close = pg_close,
+    .begin = pg_begin,
+    .commit = pg_commit,
+    .rollback = pg_rollback,
+    .exec = pg_exec,
+    .exec_text = pg_exec_text,
+    .exec_sql = pg_exec_sql,
+    .explain = pg_explain,
+    .migrate_lock = pg_migrate_lock,
+    .wal_position = pg_wal_position,
+    .listen = pg_listen,
+    .notifications = pg_notifications,
+};
