@@ -71,7 +71,9 @@ unsigned outbox_shards(struct outbox *o)
     if (now < o->next_discover_ms)
         return 0;
     o->next_discover_ms = now + 500;
-    if (access(o->layout->directory, F_OK) < 0)
+    /* A file store not created yet: nothing to relay (a server store
+     * answers the query below, or fails it, instead). */
+    if ((o->sd->flags & STORE_F_FILES) && access(o->layout->directory, F_OK) < 0)
         return 0;
     static const char meta_sql[] = "SELECT value FROM meta WHERE key = 'shards'";
     struct store_db *dir = NULL;

@@ -112,6 +112,7 @@ struct queue_conn {
     const struct store_layout *layout;
     struct outbox *ob; /* NULL without a store layout */
     char *dir;         /* the store's directory (outbox commits wake workers) */
+    struct store_db *wake; /* a server store's LISTEN connection (outbox commits), or NULL */
     uint64_t rnd;
     uint64_t next_reconcile_ms;
     unsigned relay_rr;            /* the shard the relay starts with, round robin */
@@ -343,9 +344,11 @@ static int rq_open(const char *url, const struct store_layout *layout, struct qu
     c->a = xcalloc(1, sizeof *c->a);
     if (layout && layout->driver && layout->nshards > 0) {
         c->ob = outbox_new(layout);
-        const char *slash = strrchr(layout->directory, '/');
-        c->dir =
-            slash ? xstrndup(layout->directory, (size_t)(slash - layout->directory)) : xstrdup(".");
+        if (layout->driver->flags & STORE_F_FILES) { /* the store's folder, for watch_dir */
+            const char *slash = strrchr(layout->directory, '/');
+            c->dir = slash ? xstrndup(layout->directory, (size_t)(slash - layout->directory))
+                           : xstrdup(".");
+        }
     }
     c->rnd = ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid() ^ (uint64_t)(uintptr_t)c;
     /* A node that is down now is not an error: calls fail until it is up. */
@@ -361,6 +364,8 @@ static void rq_close(struct queue_conn *c)
     if (c->rc)
         redisFree(c->rc);
     outbox_free(c->ob);
+    if (c->wake)
+        c->layout->driver->close(c->wake);
     free(c->dir);
     free(c->a);
     free(c);
@@ -990,6 +995,28 @@ static const char *rq_watch_dir(struct queue_conn *c)
     return c->dir;
 }
 
+/* A server store (postgres) tells of outbox commits on its directory's
+ * server with a notification: the relay then runs at once instead of on the
+ * next poll (shards on other servers are found by polling). */
+static int rq_wake_fd(struct queue_conn *c)
+{
+    if (!c->ob || !c->layout->driver->listen)
+        return -1;
+    char err[256];
+    if (!c->wake &&
+        c->layout->driver->open(c->layout->directory, NULL, 0, &c->wake, err, sizeof err) < 0) {
+        log_warn("queue: no outbox wake-up connection (%s): polling only", err);
+        c->wake = NULL;
+        return -1;
+    }
+    return c->layout->driver->listen(c->wake, "surge_jobs");
+}
+
+static int rq_wake_drain(struct queue_conn *c)
+{
+    return c->wake ? c->layout->driver->notifications(c->wake) : -1;
+}
+
 /* Block on the wake stream (a connection of its own, see queue.h). */
 static int rq_wait(struct queue_conn *c, unsigned timeout_ms)
 {
@@ -1081,5 +1108,7 @@ const struct queue_consumer_driver queue_redis_consumer = {
     .retry = rq_retry,
     .purge = rq_purge,
     .watch_dir = rq_watch_dir,
+    .wake_fd = rq_wake_fd,
+    .wake_drain = rq_wake_drain,
     .wait = rq_wait,
 };
