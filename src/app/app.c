@@ -33,7 +33,7 @@ static void *thread_init(void *arg)
     struct app_thread *t = xcalloc(1, sizeof *t);
     t->a = a;
     app_schema_conns(&t->conns, &a->layout);
-    t->sess = a->sessions->open(a->layout.sessions);
+    t->sess = a->sessions->open(a->sessions->takes_url ? a->cfg->sessions_url : a->layout.sessions);
     store_rows_init(&t->rows);
     store_rows_init(&t->rows2);
     return t;
@@ -610,7 +610,8 @@ int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen)
     a->sessions = session_driver_find(cfg->sessions_url);
     if (!a->sessions) {
         snprintf(err, errlen,
-                 "--sessions: '%s': no session driver for this URL (built in: sqlite:)",
+                 "--sessions: '%s': no session driver for this URL (built in: sqlite:, "
+                 "redis://HOST:PORT, redis-sentinel://HOST:PORT[,HOST:PORT...]/MASTER)",
                  cfg->sessions_url);
         return -1;
     }
@@ -620,6 +621,8 @@ int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen)
                  cfg->queue_url);
         return -1;
     }
+    if (a->sessions->takes_url && a->sessions->migrate(cfg->sessions_url, err, errlen) < 0)
+        return -1;
     char why[384];
     if (store_layout_init(&a->layout, cfg->store_url, cfg->data_dir, (unsigned)cfg->shards, why,
                           sizeof why) < 0) {

@@ -403,7 +403,8 @@ void app_handle_login(struct app_job *j, struct app_thread *t)
     randombytes_buf(raw, sizeof raw);
     sodium_bin2hex(token, sizeof token, raw, sizeof raw);
     hash_token(token, hash);
-    if (a->sessions->create(t->sess, hash, uid, now) < 0) {
+    if (a->sessions->create(t->sess, hash, uid, now, (uint64_t)c->session_idle_ms,
+                            (uint64_t)c->session_max_ms) < 0) {
         store_failed(&j->resp);
         goto out;
     }
@@ -1141,7 +1142,8 @@ replay:
 void app_handle_readyz(struct app_job *j, struct app_thread *t)
 {
     struct store_db *db = store_conns_get(&t->conns, STORE_CATALOG, 0);
-    if (!db || store_exec(&t->conns, db, P_PING, NULL, 0, &t->rows) < 0 || !t->sess) {
+    if (!db || store_exec(&t->conns, db, P_PING, NULL, 0, &t->rows) < 0 || !t->sess ||
+        (j->a->sessions->ping && j->a->sessions->ping(t->sess) < 0)) {
         app_json_error(&j->resp, 503, "the store does not answer");
         return;
     }

@@ -8,8 +8,7 @@
 
 #include "base/clock.h"
 
-static int parse_hostport(const char *s, size_t n, struct redis_addr *a, char *err,
-                          size_t errlen)
+static int parse_hostport(const char *s, size_t n, struct redis_addr *a, char *err, size_t errlen)
 {
     const char *colon = NULL;
     for (size_t i = n; i > 0; i--) {
@@ -95,8 +94,9 @@ int redis_target_parse(const char *url, struct redis_target *t, char *err, size_
     const char *s = url;
     for (;;) {
         if (strncmp(s, plain, sizeof plain - 1)) {
-            snprintf(err, errlen, "expected redis://HOST:PORT[,redis://HOST:PORT...] or "
-                                  "redis-sentinel://HOST:PORT[,HOST:PORT...]/MASTER");
+            snprintf(err, errlen,
+                     "expected redis://HOST:PORT[,redis://HOST:PORT...] or "
+                     "redis-sentinel://HOST:PORT[,HOST:PORT...]/MASTER");
             return -EINVAL;
         }
         s += sizeof plain - 1;

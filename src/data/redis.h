@@ -27,8 +27,8 @@ struct redis_addr {
 };
 
 struct redis_target {
-    int sentinel;          /* 1: addrs are Sentinels; master names the primary */
-    size_t naddrs;         /* 1..REDIS_MAX_NODES */
+    int sentinel;  /* 1: addrs are Sentinels; master names the primary */
+    size_t naddrs; /* 1..REDIS_MAX_NODES */
     struct redis_addr addrs[REDIS_MAX_NODES];
     char master[REDIS_MASTER_MAX + 1];
 };

@@ -131,8 +131,8 @@ static int ensure(struct redis_sync *r)
 static redisReply *check(struct redis_sync *r, redisReply *rep)
 {
     if (!rep) {
-        int timed_out = r->ctx && r->ctx->err == REDIS_ERR_IO &&
-                        (errno == EAGAIN || errno == EWOULDBLOCK);
+        int timed_out =
+            r->ctx && r->ctx->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK);
         log_debug("redis %s:%d: %s; reconnecting", r->primary.host, r->primary.port,
                   r->ctx ? r->ctx->errstr : "no connection");
         drop(r);

@@ -41,8 +41,8 @@ Test(redis_url, sentinel)
 {
     struct redis_target t;
     char err[160];
-    cr_assert_eq(redis_target_parse("redis-sentinel://127.0.0.1:26379,10.0.0.2:26380/shop", &t,
-                                    err, sizeof err),
+    cr_assert_eq(redis_target_parse("redis-sentinel://127.0.0.1:26379,10.0.0.2:26380/shop", &t, err,
+                                    sizeof err),
                  0, "%s", err);
     cr_assert_eq(t.sentinel, 1);
     cr_assert_eq(t.naddrs, 2);
@@ -145,8 +145,7 @@ Test(redis_hash, adding_a_node_moves_only_its_share)
             moved++;
         }
     }
-    cr_assert(moved > NKEYS / 4 * 0.9 && moved < NKEYS / 4 * 1.1, "moved %u of %u", moved,
-              NKEYS);
+    cr_assert(moved > NKEYS / 4 * 0.9 && moved < NKEYS / 4 * 1.1, "moved %u of %u", moved, NKEYS);
 }
 
 Test(redis_hash, removing_a_node_moves_only_its_keys_and_order_does_not_matter)
@@ -175,7 +174,8 @@ static int server_port;
 static int port_free(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;

@@ -1,0 +1,121 @@
+"""surge app on the Redis drivers (docs/contract.md §9): every session and cache
+test that runs on the embedded drivers (test_app.py, test_app_multi.py) runs
+here again with --sessions and --cache on a redis-server this module starts,
+plus what only Redis has: the stored form of a session, a node lost and
+restarted under load.
+
+The imported tests use the start_app fixture below, which adds the Redis
+flags; the data directory (users, products, orders) stays SQLite."""
+import threading
+import time
+
+import pytest
+
+from engines import RedisServer
+from harness import assert_json_error, metric_sum, wait_until
+
+# The embedded drivers' tests, run again on Redis.
+from test_app import (  # noqa: F401
+    test_signup_login_me_logout, test_me_without_valid_session_is_401,
+    test_session_cookie_among_other_cookies, test_login_email_case_insensitive,
+    test_login_wrong_credentials_401, test_each_login_gives_a_new_sid,
+    test_login_with_an_old_sid_gets_a_new_one, test_logout_ends_only_that_session,
+    test_logout_without_session, test_session_idle_expiry, test_session_idle_is_rolling,
+    test_session_max_age_regardless_of_use, test_login_rate_limit_per_email,
+    test_login_rate_limit_window_passes, test_login_rate_limit_per_address,
+    test_untrusted_x_forwarded_for_does_not_bypass_address_limit,
+    test_trusted_proxy_x_forwarded_for_separates_clients,
+    test_secure_cookie_only_behind_trusted_https_proxy, test_orders_need_a_session,
+    test_health_ready_metrics,
+    new_user, login)
+from test_app_multi import (  # noqa: F401
+    test_session_flow_across_processes, test_session_expiry_holds_on_every_process,
+    test_spoofed_x_forwarded_for_through_lb_does_not_bypass_login_limit)
+
+
+@pytest.fixture(scope="module")
+def redis_node():
+    with RedisServer() as r:
+        yield r
+
+
+@pytest.fixture
+def start_app(start_app, redis_node):
+    """start_app with --sessions and --cache on this module's Redis (emptied
+    before each test: login counters per address would carry over)."""
+    if redis_node.proc.poll() is not None:
+        redis_node.restart()
+    assert redis_node.cli("FLUSHALL") == "OK"
+
+    def start(*extra, **kw):
+        return start_app("--sessions", redis_node.url, *extra, **kw)
+    start.redis = redis_node
+    return start
+
+
+# ---- what only the Redis driver has ------------------------------------------------
+def test_session_is_stored_hashed_with_a_ttl(start_app):
+    app = start_app("--session-idle", "60s", "--session-max", "3600s")
+    _, sid = new_user(app, "hashed@example.com")
+    r = start_app.redis
+    keys = r.cli("--scan", "--pattern", "surge:s:*").split()
+    assert len(keys) == 1, keys
+    assert sid not in keys[0], "the raw session id is a Redis key"
+    ttl = int(r.cli("PTTL", keys[0]))
+    assert 50000 < ttl <= 60000, ttl
+    assert app.get("/api/me", sid=sid).status == 200
+
+
+def test_failed_login_counter_has_the_window_as_ttl(start_app):
+    app = start_app("--login-fail-window", "30s")
+    new_user(app, "counted@example.com", "right password")
+    assert app.post("/api/sessions", {"email": "counted@example.com",
+                                      "password": "wrong password"}).status == 401
+    r = start_app.redis
+    assert r.cli("GET", "surge:f:e:counted@example.com") == "1"
+    ttl = int(r.cli("PTTL", "surge:f:e:counted@example.com"))
+    assert 25000 < ttl <= 30000, ttl
+
+
+def test_redis_down_is_503_fast_and_back_when_it_returns(start_app):
+    app = start_app()
+    _, sid = new_user(app, "down@example.com")
+    r = start_app.redis
+    assert app.get("/api/me", sid=sid).status == 200
+    r.kill()
+    t0 = time.monotonic()
+    for _ in range(20):
+        resp = app.get("/api/me", sid=sid)
+        assert_json_error(resp, 503)
+    took = time.monotonic() - t0
+    assert took < 5.0, "20 requests with Redis down took %.1f s" % took
+    assert app.get("/readyz").status == 503
+    r.start()   # same port, empty: the session is gone, the service is back
+    assert wait_until(lambda: app.get("/readyz").status == 200, timeout=10), app.log()[-2000:]
+    assert_json_error(app.get("/api/me", sid=sid), 401)
+    _, sid2 = login(app, "down@example.com")
+    assert app.get("/api/me", sid=sid2).status == 200
+
+
+def test_two_processes_share_login_counters(start_app, tmp_path):
+    a = start_app("--login-fail-max", "100", "--login-fail-addr-max", "4",
+                  data_dir=str(tmp_path / "a"))
+    b = start_app("--login-fail-max", "100", "--login-fail-addr-max", "4",
+                  data_dir=str(tmp_path / "b"))
+    for i in range(2):
+        assert a.post("/api/sessions", {"email": "x%d@example.com" % i,
+                                        "password": "x" * 8}).status == 401
+        assert b.post("/api/sessions", {"email": "y%d@example.com" % i,
+                                        "password": "x" * 8}).status == 401
+    # 4 failures from this address in all, 2 on each process: both refuse now.
+    assert_json_error(a.post("/api/sessions", {"email": "z@example.com", "password": "x" * 8}), 429)
+    assert_json_error(b.post("/api/sessions", {"email": "z@example.com", "password": "x" * 8}), 429)
+
+
+def test_malformed_redis_url_is_a_usage_error(tmp_path):
+    from harness import run_surge
+    for url in ("redis://nohost", "redis://h:1/0", "redis-sentinel://h:1"):
+        res = run_surge("app", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path),
+                        "--sessions", url)
+        assert res.returncode == 2, (url, res.returncode, res.stderr_text)
+        assert res.stderr_text.count("\n") == 1 and "--sessions" in res.stderr_text, res.stderr_text
