@@ -506,6 +506,7 @@ static void stop_pools(struct app *a)
     close_handle((uv_handle_t *)&a->purge_timer);
     close_handle((uv_handle_t *)&a->sig_term);
     close_handle((uv_handle_t *)&a->sig_int);
+    cache_detach_loop(&a->cache);
     workq_stop(&a->db, NULL);
     workq_stop(&a->hash, NULL);
     workq_stop(&a->signup, NULL);
@@ -666,6 +667,7 @@ int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen)
     throttle_init(&a->signup_all, 1, (double)cfg->signup_rate, (double)cfg->signup_rate);
     app_metrics_register(a);
     uv_loop_init(&a->loop);
+    cache_attach_loop(&a->cache, &a->loop);
     int rc = workq_start(&a->db, &a->loop, (unsigned)cfg->workers, DB_QUEUE_MAX, &thread_ops, a);
     if (rc == 0)
         rc = workq_start(&a->hash, &a->loop, (unsigned)cfg->hash_threads, HASH_QUEUE_MAX,

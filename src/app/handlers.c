@@ -1055,7 +1055,8 @@ void app_handle_order_create(struct app_job *j, struct app_thread *t)
     }
     if (a->fault_after_stock)
         raise(SIGKILL);
-    /* The stock changed: this process's cached copies are stale now. */
+    /* The stock changed: the cached copies are stale now (every instance's,
+     * with a shared cache: cache_del announces it). */
     for (int i = 0; i < n; i++) {
         char pk[32];
         app_product_key(pk, sizeof pk, items[i].product_id);

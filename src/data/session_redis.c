@@ -122,8 +122,7 @@ static int sr_create(struct session_conn *s, const char *hash, int64_t user_id, 
     char v[80];
     snprintf(v, sizeof v, "%" PRId64 " %" PRIu64 " %" PRIu64, user_id, now_ms, now_ms);
     uint64_t ttl = ttl_left(now_ms, now_ms, now_ms, idle_ms, max_ms);
-    return ok_reply(
-        redis_sync_command(&s->r, "SET surge:s:%s %s PX %" PRIu64, hash, v, ttl));
+    return ok_reply(redis_sync_command(&s->r, "SET surge:s:%s %s PX %" PRIu64, hash, v, ttl));
 }
 
 static int sr_lookup(struct session_conn *s, const char *hash, uint64_t now_ms, uint64_t idle_ms,
@@ -138,8 +137,8 @@ static int sr_lookup(struct session_conn *s, const char *hash, uint64_t now_ms, 
     }
     long long uid = 0;
     unsigned long long created = 0, seen = 0;
-    int n = r->type == REDIS_REPLY_STRING ? sscanf(r->str, "%lld %llu %llu", &uid, &created, &seen)
-                                          : 0;
+    int n =
+        r->type == REDIS_REPLY_STRING ? sscanf(r->str, "%lld %llu %llu", &uid, &created, &seen) : 0;
     freeReplyObject(r);
     if (n != 3) {
         log_warn_rl("redis sessions: a session value is not ours; treated as unknown");
@@ -166,11 +165,11 @@ static int sr_remove(struct session_conn *s, const char *hash)
     return ok_reply(redis_sync_command(&s->r, "DEL surge:s:%s", hash));
 }
 
-static int sr_failures(struct session_conn *s, const char *key, uint64_t now_ms,
-                       uint64_t window_ms, int add, int64_t *count, uint64_t *reset_ms)
+static int sr_failures(struct session_conn *s, const char *key, uint64_t now_ms, uint64_t window_ms,
+                       int add, int64_t *count, uint64_t *reset_ms)
 {
-    redisReply *r = redis_sync_command(&s->r, "EVAL %s 1 surge:f:%s %d %" PRIu64, failures_lua,
-                                       key, add, window_ms);
+    redisReply *r = redis_sync_command(&s->r, "EVAL %s 1 surge:f:%s %d %" PRIu64, failures_lua, key,
+                                       add, window_ms);
     if (!r)
         return -EIO;
     int rc = -EIO;

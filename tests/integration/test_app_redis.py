@@ -27,10 +27,19 @@ from test_app import (  # noqa: F401
     test_trusted_proxy_x_forwarded_for_separates_clients,
     test_secure_cookie_only_behind_trusted_https_proxy, test_orders_need_a_session,
     test_health_ready_metrics,
-    new_user, login)
+    test_product_get_etag_304, test_admin_create_and_update_product,
+    test_single_flight_one_store_read_for_concurrent_misses, test_cache_hit_and_miss_metrics,
+    test_single_flight_after_expiry, test_order_flow, test_buyers_race_on_one_process,
+    test_if_none_match_list_and_star, test_head_on_a_product, test_views_counted_in_memory,
+    new_user, login, cache_loads)
 from test_app_multi import (  # noqa: F401
     test_session_flow_across_processes, test_session_expiry_holds_on_every_process,
-    test_spoofed_x_forwarded_for_through_lb_does_not_bypass_login_limit)
+    test_spoofed_x_forwarded_for_through_lb_does_not_bypass_login_limit,
+    test_admin_update_visible_on_other_process, test_etag_is_the_same_on_every_process,
+    test_30_buyers_race_for_10_units, test_views_reach_the_other_process_after_a_flush,
+    test_product_created_on_one_listed_on_the_other, test_through_surge_lb)
+
+ADMIN_TOKEN = "test-admin-token"   # what start_app passes as --admin-token
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +57,7 @@ def start_app(start_app, redis_node):
     assert redis_node.cli("FLUSHALL") == "OK"
 
     def start(*extra, **kw):
-        return start_app("--sessions", redis_node.url, *extra, **kw)
+        return start_app("--sessions", redis_node.url, "--cache", redis_node.url, *extra, **kw)
     start.redis = redis_node
     return start
 
@@ -119,3 +128,111 @@ def test_malformed_redis_url_is_a_usage_error(tmp_path):
                         "--sessions", url)
         assert res.returncode == 2, (url, res.returncode, res.stderr_text)
         assert res.stderr_text.count("\n") == 1 and "--sessions" in res.stderr_text, res.stderr_text
+
+
+# ---- the cache on Redis ------------------------------------------------------------
+def _concurrent_gets(apps, path, n):
+    conns = [apps[i % len(apps)].conn() for i in range(n)]
+    barrier = threading.Barrier(n)
+    results = [None] * n
+
+    def worker(i):
+        try:
+            barrier.wait(5)
+            results[i] = conns[i].request("GET", path)
+        except Exception as e:  # noqa: BLE001 - reported below
+            results[i] = e
+        finally:
+            conns[i].close()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+    return results
+
+
+def test_single_flight_across_two_processes(start_app, seed, tmp_path):
+    data = tmp_path / "data"
+    seed(data, products=5)
+    a = start_app(data_dir=str(data), wait=False)
+    b = start_app(data_dir=str(data), wait=False)
+    a.wait_ready(), b.wait_ready()
+    before = cache_loads(a) + cache_loads(b)
+    results = _concurrent_gets([a, b], "/api/products/4", 20)
+    assert all(not isinstance(r, Exception) and r.status == 200 for r in results), results
+    assert len({r.body for r in results}) == 1
+    grew = cache_loads(a) + cache_loads(b) - before
+    assert grew == 1, "%s store reads for 20 concurrent misses on 2 processes (want 1)" % grew
+
+
+def test_update_reaches_the_other_process_by_invalidation(start_app, seed, tmp_path):
+    """A long --cache-ttl: only the invalidation (or the local copy's 1 s
+    lifetime) can make b see a's write. b must see it well within 1 s and count
+    the invalidation it received."""
+    data = tmp_path / "data"
+    seed(data, products=2)
+    a = start_app("--cache-ttl", "60s", data_dir=str(data), wait=False)
+    b = start_app("--cache-ttl", "60s", data_dir=str(data), wait=False)
+    a.wait_ready(), b.wait_ready()
+    assert b.get("/api/products/2").status == 200     # b holds it locally now
+    assert b.get("/api/products/2").json()["name"] != "Invalidated"
+    inv0 = metric_sum(b.metrics(), "surge_app_cache_invalidations_total") or 0
+    resp = a.put("/api/products/2", {"name": "Invalidated", "price_cents": 77}, token=ADMIN_TOKEN)
+    assert resp.status == 200, resp
+    t0 = time.monotonic()
+    while b.get("/api/products/2").json()["name"] != "Invalidated":
+        assert time.monotonic() - t0 < 0.5, "b still serves the old product after 0.5 s"
+        time.sleep(0.01)
+    assert (metric_sum(b.metrics(), "surge_app_cache_invalidations_total") or 0) > inv0
+
+
+def test_keys_spread_over_two_nodes(start_app, seed, tmp_path):
+    seed(tmp_path / "data", products=40)
+    with RedisServer() as second:
+        app = start_app("--cache", "%s,%s" % (start_app.redis.url, second.url))
+        for pid in range(1, 41):
+            assert app.get("/api/products/%d" % pid).status == 200
+        n1 = int(start_app.redis.cli("EVAL", "return #redis.call('KEYS','surge:c:*')", "0"))
+        n2 = int(second.cli("EVAL", "return #redis.call('KEYS','surge:c:*')", "0"))
+        assert n1 + n2 == 40 and n1 >= 8 and n2 >= 8, (n1, n2)
+
+
+def test_losing_a_cache_node_under_load(start_app, seed, tmp_path):
+    """Two cache nodes, reads of 12 products on 6 clients; one node is killed
+    (-9) and restarted: no request fails, misses go to the store while it is
+    down, and store reads stop again once it is back (hit ratio recovers)."""
+    from harness import Load
+    seed(tmp_path / "data", products=12)
+    with RedisServer() as second:
+        app = start_app("--cache", "%s,%s" % (start_app.redis.url, second.url),
+                        "--cache-ttl", "60s")
+        loads = [Load(app.port, clients=1, path="/api/products/%d" % (i % 12 + 1))
+                 for i in range(12)]
+        for ld in loads:
+            ld.start()
+        try:
+            time.sleep(1.5)
+            warm = cache_loads(app)
+            time.sleep(1.5)
+            assert cache_loads(app) - warm == 0, "store reads while both nodes hold every key"
+            on_second = int(second.cli("EVAL", "return #redis.call('KEYS','surge:c:*')", "0"))
+            assert on_second > 0
+            second.kill()
+            down0 = cache_loads(app)
+            time.sleep(3.0)
+            down_reads = cache_loads(app) - down0
+            # The lost node's keys are read from the store every time the
+            # local copy (1 s) lapses: at least once a second per key.
+            assert down_reads >= on_second, (down_reads, on_second)
+            second.start()
+            time.sleep(2.5)      # backoff ends, the keys are filled again
+            back0 = cache_loads(app)
+            time.sleep(2.0)
+            assert cache_loads(app) - back0 == 0, "the store is still read after the node returned"
+        finally:
+            for ld in loads:
+                ld.stop()
+        for ld in loads:
+            assert ld.ok(), ld.summary()
+        assert sum(ld.total() for ld in loads) > 100

@@ -1,0 +1,307 @@
+/* Cache driver `redis`: values on one or more Redis nodes, keys spread by
+ * rendezvous hashing (redis_pick_node: adding a node moves only the keys it
+ * wins), shared by every instance. cache.c puts the local driver in front
+ * of it for hot keys (two levels) and uses the extras of this driver:
+ * a short lock key per key for single flight across processes, and an
+ * invalidation channel so that a write on one instance drops the others'
+ * local copies.
+ *
+ * Keys (prefix "surge:"): surge:c:<key> = "<expires wall ms> <delta ms>\n"
+ * then the value, PX = its TTL; surge:l:<key> = the lock (SET NX PX), held
+ * by an instance id and released by a compare-and-delete script. Channel
+ * surge:inv carries "<instance id> <key>".
+ *
+ * Worker threads use blocking connections from a small pool per node, each
+ * call bounded by CACHE_REDIS_TIMEOUT_MS; a node that fails is skipped by
+ * every thread for a backoff delay (full jitter, growing while it stays
+ * down), so losing a node costs misses (loads from the store), not errors
+ * or waits. The loop thread holds one subscriber connection per node
+ * (redis_async) for the invalidations. */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "data/cache.h"
+#include "data/redis_async.h"
+#include "data/redis_sync.h"
+
+#define CACHE_REDIS_TIMEOUT_MS 150
+#define POOL_MAX               64
+#define INV_CHANNEL            "surge:inv"
+
+struct node {
+    pthread_mutex_t mu;
+    struct redis_sync *free[POOL_MAX];
+    size_t nfree;
+    uint64_t down_until_ms; /* monotonic; under mu */
+    unsigned attempt;
+    struct redis_async *sub; /* loop thread only */
+};
+
+struct cache_impl {
+    struct redis_target t;
+    struct node nodes[REDIS_MAX_NODES];
+    uint64_t instance;
+    cache_invalidate_fn on_inv;
+    void *inv_arg;
+};
+
+static int cr_open(const char *url, size_t max_bytes, struct cache_impl **out, char *err,
+                   size_t errlen)
+{
+    struct redis_target t;
+    char why[160];
+    if (redis_target_parse(url, &t, why, sizeof why) < 0 || t.sentinel) {
+        snprintf(err, errlen, "'%s': %s", url,
+                 t.sentinel ? "a cache takes redis:// nodes (no Sentinel)" : why);
+        return -EINVAL;
+    }
+    struct cache_impl *c = xcalloc(1, sizeof *c);
+    c->t = t;
+    for (size_t i = 0; i < t.naddrs; i++)
+        pthread_mutex_init(&c->nodes[i].mu, NULL);
+    c->instance = redis_random() ^ ((uint64_t)clock_wall_ms() << 20);
+    *out = c;
+    return 0;
+}
+
+static void cr_close(struct cache_impl *c)
+{
+    for (size_t i = 0; i < c->t.naddrs; i++) {
+        struct node *n = &c->nodes[i];
+        for (size_t k = 0; k < n->nfree; k++) {
+            redis_sync_free(n->free[k]);
+            free(n->free[k]);
+        }
+        pthread_mutex_destroy(&n->mu);
+    }
+    free(c);
+}
+
+/* A connection to node i, or NULL while the node is in backoff. */
+static struct redis_sync *take(struct cache_impl *c, size_t i)
+{
+    struct node *n = &c->nodes[i];
+    struct redis_sync *r = NULL;
+    pthread_mutex_lock(&n->mu);
+    if (clock_mono_ms() < n->down_until_ms) {
+        pthread_mutex_unlock(&n->mu);
+        return NULL;
+    }
+    if (n->nfree)
+        r = n->free[--n->nfree];
+    pthread_mutex_unlock(&n->mu);
+    if (!r) {
+        r = xmalloc(sizeof *r);
+        redis_sync_init(r, &c->t, i, CACHE_REDIS_TIMEOUT_MS);
+    }
+    return r;
+}
+
+/* Return r after a call; ok = 0 when the node failed it (no reply). */
+static void give(struct cache_impl *c, size_t i, struct redis_sync *r, int ok)
+{
+    struct node *n = &c->nodes[i];
+    pthread_mutex_lock(&n->mu);
+    if (ok) {
+        n->attempt = 0;
+    } else {
+        uint64_t d = redis_backoff_ms(n->attempt, redis_random());
+        if (n->attempt < 16)
+            n->attempt++;
+        n->down_until_ms = clock_mono_ms() + d;
+        log_warn_rl("redis cache %s:%d: no answer; skipped for %llu ms (misses go to the store)",
+                    c->t.addrs[i].host, c->t.addrs[i].port, (unsigned long long)d);
+    }
+    if (n->nfree < POOL_MAX) {
+        n->free[n->nfree++] = r;
+        r = NULL;
+    }
+    pthread_mutex_unlock(&n->mu);
+    if (r) {
+        redis_sync_free(r);
+        free(r);
+    }
+}
+
+static size_t node_of(struct cache_impl *c, const char *key)
+{
+    return redis_pick_node(&c->t, key, strlen(key));
+}
+
+static int cr_get(struct cache_impl *c, const char *key, struct buf *out, struct cache_meta *meta)
+{
+    size_t i = node_of(c, key);
+    struct redis_sync *r = take(c, i);
+    if (!r)
+        return -ENOENT;
+    redisReply *rep = redis_sync_command(r, "GET surge:c:%s", key);
+    give(c, i, r, rep != NULL);
+    if (!rep)
+        return -ENOENT;
+    int rc = -ENOENT;
+    if (rep->type == REDIS_REPLY_STRING) {
+        const char *nl = memchr(rep->str, '\n', rep->len);
+        unsigned long long exp = 0;
+        unsigned delta = 0;
+        if (nl && sscanf(rep->str, "%llu %u", &exp, &delta) == 2 &&
+            buf_append(out, nl + 1, rep->len - (size_t)(nl + 1 - rep->str)) == 0) {
+            meta->expires_ms = exp;
+            meta->delta_ms = delta;
+            rc = 0;
+        }
+    }
+    freeReplyObject(rep);
+    return rc;
+}
+
+static int cr_set(struct cache_impl *c, const char *key, const void *val, size_t len,
+                  uint64_t ttl_ms, uint32_t delta_ms)
+{
+    size_t i = node_of(c, key);
+    struct redis_sync *r = take(c, i);
+    if (!r)
+        return -EIO;
+    struct buf v;
+    buf_init(&v, len + 64);
+    if (buf_printf(&v, "%" PRIu64 " %u\n", clock_wall_ms() + ttl_ms, delta_ms) < 0 ||
+        buf_append(&v, val, len) < 0) {
+        buf_free(&v);
+        give(c, i, r, 1);
+        return -ENOBUFS;
+    }
+    redisReply *rep =
+        redis_sync_command(r, "SET surge:c:%s %b PX %" PRIu64, key, v.data, v.len, ttl_ms);
+    buf_free(&v);
+    give(c, i, r, rep != NULL);
+    int rc = rep && rep->type != REDIS_REPLY_ERROR ? 0 : -EIO;
+    if (rep)
+        freeReplyObject(rep);
+    return rc;
+}
+
+static int cr_del(struct cache_impl *c, const char *key)
+{
+    size_t i = node_of(c, key);
+    struct redis_sync *r = take(c, i);
+    if (!r)
+        return -EIO;
+    redisReply *rep = redis_sync_command(r, "DEL surge:c:%s", key);
+    give(c, i, r, rep != NULL);
+    if (!rep)
+        return -EIO;
+    freeReplyObject(rep);
+    return 0;
+}
+
+static int cr_lock(struct cache_impl *c, const char *key, uint64_t ttl_ms)
+{
+    size_t i = node_of(c, key);
+    struct redis_sync *r = take(c, i);
+    if (!r)
+        return -EIO;
+    redisReply *rep = redis_sync_command(r, "SET surge:l:%s %" PRIu64 " NX PX %" PRIu64, key,
+                                         c->instance, ttl_ms);
+    give(c, i, r, rep != NULL);
+    if (!rep)
+        return -EIO;
+    int rc = rep->type == REDIS_REPLY_STATUS ? 1 : rep->type == REDIS_REPLY_NIL ? 0 : -EIO;
+    freeReplyObject(rep);
+    return rc;
+}
+
+static void cr_unlock(struct cache_impl *c, const char *key)
+{
+    static const char lua[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then"
+                              " return redis.call('DEL', KEYS[1]) end return 0";
+    size_t i = node_of(c, key);
+    struct redis_sync *r = take(c, i);
+    if (!r)
+        return; /* the lock expires by itself */
+    redisReply *rep = redis_sync_command(r, "EVAL %s 1 surge:l:%s %" PRIu64, lua, key, c->instance);
+    give(c, i, r, rep != NULL);
+    if (rep)
+        freeReplyObject(rep);
+}
+
+static int cr_publish(struct cache_impl *c, const char *key)
+{
+    int sent = 0;
+    char msg[CACHE_KEY_MAX + 32];
+    snprintf(msg, sizeof msg, "%" PRIu64 " %s", c->instance, key);
+    /* Every node: each instance subscribes on every node, so a message
+     * reaches it while any node is up (duplicates are harmless). */
+    for (size_t i = 0; i < c->t.naddrs; i++) {
+        struct redis_sync *r = take(c, i);
+        if (!r)
+            continue;
+        redisReply *rep = redis_sync_command(r, "PUBLISH " INV_CHANNEL " %s", msg);
+        give(c, i, r, rep != NULL);
+        if (rep) {
+            if (rep->type == REDIS_REPLY_INTEGER)
+                sent++;
+            else if (rep->type == REDIS_REPLY_ERROR)
+                log_warn_rl("redis cache: PUBLISH: %s", rep->str);
+            freeReplyObject(rep);
+        }
+    }
+    return sent ? 0 : -EIO;
+}
+
+static void on_inv(const char *p, size_t len, void *arg)
+{
+    struct cache_impl *c = arg;
+    char msg[CACHE_KEY_MAX + 32];
+    if (len >= sizeof msg)
+        return;
+    memcpy(msg, p, len);
+    msg[len] = '\0';
+    char *sp = strchr(msg, ' ');
+    if (!sp)
+        return;
+    *sp = '\0';
+    if (strtoull(msg, NULL, 10) == c->instance)
+        return; /* our own write: our copy is already current */
+    c->on_inv(sp + 1, c->inv_arg);
+}
+
+static int cr_attach(struct cache_impl *c, uv_loop_t *loop, cache_invalidate_fn fn, void *arg)
+{
+    c->on_inv = fn;
+    c->inv_arg = arg;
+    for (size_t i = 0; i < c->t.naddrs; i++) {
+        c->nodes[i].sub = redis_async_new(loop, &c->t.addrs[i], 1000);
+        redis_async_subscribe(c->nodes[i].sub, INV_CHANNEL, on_inv, c);
+    }
+    return 0;
+}
+
+static void cr_detach(struct cache_impl *c)
+{
+    for (size_t i = 0; i < c->t.naddrs; i++) {
+        if (c->nodes[i].sub)
+            redis_async_close(c->nodes[i].sub);
+        c->nodes[i].sub = NULL;
+    }
+}
+
+const struct cache_driver cache_redis_driver = {
+    .name = "redis",
+    .shared = 1,
+    .open = cr_open,
+    .close = cr_close,
+    .get = cr_get,
+    .set = cr_set,
+    .del = cr_del,
+    .lock = cr_lock,
+    .unlock = cr_unlock,
+    .publish = cr_publish,
+    .attach = cr_attach,
+    .detach = cr_detach,
+};
