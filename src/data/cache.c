@@ -165,6 +165,47 @@ int cache_peek(struct cache *c, const char *key, struct buf *out)
     return 0;
 }
 
+struct peek_async {
+    struct cache *c;
+    cache_peek_cb cb;
+    void *arg;
+    char key[CACHE_KEY_MAX + 1];
+};
+
+static void on_peek_async(int rc, const char *val, size_t len, const struct cache_meta *m,
+                          void *arg)
+{
+    struct peek_async *p = arg;
+    struct cache *c = p->c;
+    uint64_t now = clock_wall_ms();
+    if (rc == 0 && wants_refresh(c, m, now))
+        rc = -ENOENT; /* let a worker refresh it (cache_aside) */
+    if (rc == 0) {
+        l1_fill(c, p->key, val, len, m->expires_ms > now ? m->expires_ms - now : 1, m->delta_ms);
+        __atomic_fetch_add(&c->async_hits, 1, __ATOMIC_RELAXED);
+    }
+    p->cb(rc, val, len, p->arg);
+    free(p);
+}
+
+int cache_peek_async(struct cache *c, const char *key, struct buf *out, cache_peek_cb cb, void *arg)
+{
+    if (cache_peek(c, key, out) == 0)
+        return 0;
+    if (!c->driver->get_async || strlen(key) > CACHE_KEY_MAX)
+        return -ENOENT;
+    struct peek_async *p = xcalloc(1, sizeof *p);
+    p->c = c;
+    p->cb = cb;
+    p->arg = arg;
+    memcpy(p->key, key, strlen(key) + 1);
+    if (c->driver->get_async(c->impl, key, on_peek_async, p) < 0) {
+        free(p);
+        return -ENOENT;
+    }
+    return 1;
+}
+
 /* The loader's part of a miss (or an early refresh when stale: out then
  * holds the still-valid value after len0). With a shared driver, first the
  * cross-process lock: when another process holds it, wait for its value

@@ -55,6 +55,11 @@ struct cache_impl; /* driver state */
 
 /* Another instance changed key (loop thread). */
 typedef void (*cache_invalidate_fn)(const char *key, void *arg);
+/* An asynchronous read's result (loop thread): rc 0 with the value (valid
+ * during the call only) and its meta, or -ENOENT (a miss, or the node did
+ * not answer). */
+typedef void (*cache_get_cb)(int rc, const char *val, size_t len, const struct cache_meta *meta,
+                             void *arg);
 
 struct cache_driver {
     const char *name; /* URL scheme: "local", "redis" */
@@ -82,6 +87,10 @@ struct cache_driver {
      * runs there. detach stops it; the loop then closes its handles. */
     int (*attach)(struct cache_impl *c, uv_loop_t *loop, cache_invalidate_fn fn, void *arg);
     void (*detach)(struct cache_impl *c);
+    /* Loop thread, once attached: start a read that never blocks. 0: cb
+     * runs later, exactly once; negative (not connected now): cb never
+     * runs. */
+    int (*get_async)(struct cache_impl *c, const char *key, cache_get_cb cb, void *arg);
 };
 
 /* Outcome of a cache_aside call, for the hit/miss/stale counters. */
@@ -102,6 +111,7 @@ struct cache {
     struct cache_impl *l1;        /* the local level in front of a shared driver, or NULL */
     uint64_t l1_ttl_ms;
     uint64_t invalidations; /* other instances' writes received (atomic) */
+    uint64_t async_hits;    /* cache_peek_async hits on the shared level (atomic) */
 };
 
 /* Open the driver for url ("local:", "redis://H:P[,redis://H:P...]"); a
@@ -119,6 +129,14 @@ int cache_aside(struct cache *c, const char *key, struct buf *out, uint64_t ttl_
 /* A hit only, never a load: 0 with the value in out when key is fresh and
  * XFetch does not ask for a refresh; -ENOENT otherwise. */
 int cache_peek(struct cache *c, const char *key, struct buf *out);
+/* The loop's read: cache_peek, then, with a shared driver attached to the
+ * loop, the shared level without blocking (a value found there is kept
+ * locally too). 0: a hit now, in out. 1: cb(0 or -ENOENT, value, len, arg)
+ * runs later on the loop, exactly once. -ENOENT: a miss now (cb never
+ * runs). Loop thread only. */
+typedef void (*cache_peek_cb)(int rc, const char *val, size_t len, void *arg);
+int cache_peek_async(struct cache *c, const char *key, struct buf *out, cache_peek_cb cb,
+                     void *arg);
 /* Store (write-through) or drop (invalidate) a key. 0 or negative. */
 int cache_put(struct cache *c, const char *key, const void *val, size_t len, uint64_t ttl_ms);
 int cache_del(struct cache *c, const char *key);

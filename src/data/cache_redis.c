@@ -15,8 +15,10 @@
  * call bounded by CACHE_REDIS_TIMEOUT_MS; a node that fails is skipped by
  * every thread for a backoff delay (full jitter, growing while it stays
  * down), so losing a node costs misses (loads from the store), not errors
- * or waits. The loop thread holds one subscriber connection per node
- * (redis_async) for the invalidations. */
+ * or waits. The loop thread holds two connections per node (redis_async):
+ * a subscriber for the invalidations, and one for the loop's own reads
+ * (get_async: a product read that misses the local level asks Redis from
+ * the loop, pipelined, without a hop to a worker thread). */
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -41,7 +43,8 @@ struct node {
     size_t nfree;
     uint64_t down_until_ms; /* monotonic; under mu */
     unsigned attempt;
-    struct redis_async *sub; /* loop thread only */
+    struct redis_async *sub; /* loop thread only: invalidations */
+    struct redis_async *cmd; /* loop thread only: the loop's reads */
 };
 
 struct cache_impl {
@@ -135,6 +138,55 @@ static size_t node_of(struct cache_impl *c, const char *key)
     return redis_pick_node(&c->t, key, strlen(key));
 }
 
+/* A stored value: "<expires> <delta>\n" then the value. 0 with *val and
+ * *len pointing into s, or -ENOENT. */
+static int parse_value(const char *s, size_t n, const char **val, size_t *len,
+                       struct cache_meta *meta)
+{
+    const char *nl = memchr(s, '\n', n);
+    unsigned long long exp = 0;
+    unsigned delta = 0;
+    if (!nl || sscanf(s, "%llu %u", &exp, &delta) != 2)
+        return -ENOENT;
+    meta->expires_ms = exp;
+    meta->delta_ms = delta;
+    *val = nl + 1;
+    *len = n - (size_t)(nl + 1 - s);
+    return 0;
+}
+
+struct get_async {
+    cache_get_cb cb;
+    void *arg;
+};
+
+static void on_get_reply(redisReply *rep, void *arg)
+{
+    struct get_async *g = arg;
+    struct cache_meta m = {0, 0};
+    const char *val = NULL;
+    size_t len = 0;
+    int rc = -ENOENT;
+    if (rep && rep->type == REDIS_REPLY_STRING)
+        rc = parse_value(rep->str, rep->len, &val, &len, &m);
+    g->cb(rc, val, len, &m, g->arg);
+    free(g);
+}
+
+static int cr_get_async(struct cache_impl *c, const char *key, cache_get_cb cb, void *arg)
+{
+    struct node *n = &c->nodes[node_of(c, key)];
+    if (!n->cmd)
+        return -ENOTCONN;
+    struct get_async *g = xmalloc(sizeof *g);
+    g->cb = cb;
+    g->arg = arg;
+    int rc = redis_async_command(n->cmd, on_get_reply, g, "GET surge:c:%s", key);
+    if (rc < 0)
+        free(g);
+    return rc;
+}
+
 static int cr_get(struct cache_impl *c, const char *key, struct buf *out, struct cache_meta *meta)
 {
     size_t i = node_of(c, key);
@@ -146,17 +198,10 @@ static int cr_get(struct cache_impl *c, const char *key, struct buf *out, struct
     if (!rep)
         return -ENOENT;
     int rc = -ENOENT;
-    if (rep->type == REDIS_REPLY_STRING) {
-        const char *nl = memchr(rep->str, '\n', rep->len);
-        unsigned long long exp = 0;
-        unsigned delta = 0;
-        if (nl && sscanf(rep->str, "%llu %u", &exp, &delta) == 2 &&
-            buf_append(out, nl + 1, rep->len - (size_t)(nl + 1 - rep->str)) == 0) {
-            meta->expires_ms = exp;
-            meta->delta_ms = delta;
-            rc = 0;
-        }
-    }
+    const char *val;
+    size_t len;
+    if (rep->type == REDIS_REPLY_STRING && parse_value(rep->str, rep->len, &val, &len, meta) == 0)
+        rc = buf_append(out, val, len) == 0 ? 0 : -ENOENT;
     freeReplyObject(rep);
     return rc;
 }
@@ -278,6 +323,7 @@ static int cr_attach(struct cache_impl *c, uv_loop_t *loop, cache_invalidate_fn 
     for (size_t i = 0; i < c->t.naddrs; i++) {
         c->nodes[i].sub = redis_async_new(loop, &c->t.addrs[i], 1000);
         redis_async_subscribe(c->nodes[i].sub, INV_CHANNEL, on_inv, c);
+        c->nodes[i].cmd = redis_async_new(loop, &c->t.addrs[i], CACHE_REDIS_TIMEOUT_MS);
     }
     return 0;
 }
@@ -287,7 +333,9 @@ static void cr_detach(struct cache_impl *c)
     for (size_t i = 0; i < c->t.naddrs; i++) {
         if (c->nodes[i].sub)
             redis_async_close(c->nodes[i].sub);
-        c->nodes[i].sub = NULL;
+        if (c->nodes[i].cmd)
+            redis_async_close(c->nodes[i].cmd);
+        c->nodes[i].sub = c->nodes[i].cmd = NULL;
     }
 }
 
@@ -304,4 +352,5 @@ const struct cache_driver cache_redis_driver = {
     .publish = cr_publish,
     .attach = cr_attach,
     .detach = cr_detach,
+    .get_async = cr_get_async,
 };

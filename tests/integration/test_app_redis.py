@@ -187,6 +187,26 @@ def test_update_reaches_the_other_process_by_invalidation(start_app, seed, tmp_p
     assert (metric_sum(b.metrics(), "surge_app_cache_invalidations_total") or 0) > inv0
 
 
+def test_shared_hit_is_answered_on_the_loop(start_app, seed, tmp_path):
+    """b reads a product a has cached: a local miss on b, a hit in Redis
+    answered on b's loop (the counter of such hits grows), no store read."""
+    data = tmp_path / "data"
+    seed(data, products=3)
+    a = start_app(data_dir=str(data), wait=False)
+    b = start_app(data_dir=str(data), wait=False)
+    a.wait_ready(), b.wait_ready()
+    assert a.get("/api/products/3").status == 200
+    loop0 = metric_sum(b.metrics(), "surge_app_cache_shared_loop_hits_total") or 0
+    loads0 = cache_loads(b)
+    first = b.get("/api/products/3")
+    assert first.status == 200 and first.json()["id"] == 3, first
+    assert (metric_sum(b.metrics(), "surge_app_cache_shared_loop_hits_total") or 0) == loop0 + 1
+    assert cache_loads(b) == loads0
+    # The etag handling is the same on this path.
+    resp = b.get("/api/products/3", headers=[("If-None-Match", first.header("ETag"))])
+    assert resp.status == 304, resp
+
+
 def test_keys_spread_over_two_nodes(start_app, seed, tmp_path):
     seed(tmp_path / "data", products=40)
     with RedisServer() as second:
@@ -226,7 +246,9 @@ def test_losing_a_cache_node_under_load(start_app, seed, tmp_path):
             # local copy (1 s) lapses: at least once a second per key.
             assert down_reads >= on_second, (down_reads, on_second)
             second.start()
-            time.sleep(2.5)      # backoff ends, the keys are filled again
+            # The node's backoff (<= 2 s) ends, then each key is filled again
+            # when its local copy (1 s) lapses.
+            time.sleep(4.0)
             back0 = cache_loads(app)
             time.sleep(2.0)
             assert cache_loads(app) - back0 == 0, "the store is still read after the node returned"
