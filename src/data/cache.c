@@ -358,17 +358,15 @@ int cache_put(struct cache *c, const char *key, const void *val, size_t len, uin
             l1_fill(c, key, val, len, ttl, 1);
         else
             cache_local_driver.del(c->l1, key);
-        c->driver->publish(c->impl, key);
+        c->driver->publish(c->impl, key, 0);
     }
     return rc;
 }
 
 int cache_del(struct cache *c, const char *key)
 {
-    int rc = c->driver->del(c->impl, key);
-    if (c->l1) {
-        cache_local_driver.del(c->l1, key);
-        c->driver->publish(c->impl, key);
-    }
-    return rc;
+    if (!c->l1)
+        return c->driver->del(c->impl, key);
+    cache_local_driver.del(c->l1, key);
+    return c->driver->publish(c->impl, key, 1);
 }

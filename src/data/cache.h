@@ -81,8 +81,9 @@ struct cache_driver {
      * by another loader, negative when the node cannot tell (load anyway). */
     int (*lock)(struct cache_impl *c, const char *key, uint64_t ttl_ms);
     void (*unlock)(struct cache_impl *c, const char *key);
-    /* Tell every other instance that key changed. 0 or negative. */
-    int (*publish)(struct cache_impl *c, const char *key);
+    /* Tell every other instance that key changed; with del, also delete
+     * the shared copy, in the same round trip. 0 or negative. */
+    int (*publish)(struct cache_impl *c, const char *key, int del);
     /* Start receiving other instances' changes on loop (loop thread); fn
      * runs there. detach stops it; the loop then closes its handles. */
     int (*attach)(struct cache_impl *c, uv_loop_t *loop, cache_invalidate_fn fn, void *arg);

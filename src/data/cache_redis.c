@@ -275,9 +275,12 @@ static void cr_unlock(struct cache_impl *c, const char *key)
         freeReplyObject(rep);
 }
 
-static int cr_publish(struct cache_impl *c, const char *key)
+static int cr_publish(struct cache_impl *c, const char *key, int del)
 {
-    int sent = 0;
+    static const char del_lua[] = "redis.call('DEL', KEYS[1])"
+                                  " return redis.call('PUBLISH', ARGV[1], ARGV[2])";
+    size_t owner = node_of(c, key);
+    int sent = 0, deleted = !del;
     char msg[CACHE_KEY_MAX + 32];
     snprintf(msg, sizeof msg, "%" PRIu64 " %s", c->instance, key);
     /* Every node: each instance subscribes on every node, so a message
@@ -286,17 +289,23 @@ static int cr_publish(struct cache_impl *c, const char *key)
         struct redis_sync *r = take(c, i);
         if (!r)
             continue;
-        redisReply *rep = redis_sync_command(r, "PUBLISH " INV_CHANNEL " %s", msg);
+        redisReply *rep;
+        if (del && i == owner)
+            rep =
+                redis_sync_command(r, "EVAL %s 1 surge:c:%s " INV_CHANNEL " %s", del_lua, key, msg);
+        else
+            rep = redis_sync_command(r, "PUBLISH " INV_CHANNEL " %s", msg);
         give(c, i, r, rep != NULL);
         if (rep) {
-            if (rep->type == REDIS_REPLY_INTEGER)
+            if (rep->type == REDIS_REPLY_INTEGER) {
                 sent++;
-            else if (rep->type == REDIS_REPLY_ERROR)
+                deleted |= i == owner;
+            } else if (rep->type == REDIS_REPLY_ERROR)
                 log_warn_rl("redis cache: PUBLISH: %s", rep->str);
             freeReplyObject(rep);
         }
     }
-    return sent ? 0 : -EIO;
+    return sent && deleted ? 0 : -EIO;
 }
 
 static void on_inv(const char *p, size_t len, void *arg)

@@ -187,6 +187,26 @@ def test_update_reaches_the_other_process_by_invalidation(start_app, seed, tmp_p
     assert (metric_sum(b.metrics(), "surge_app_cache_invalidations_total") or 0) > inv0
 
 
+def test_order_stock_change_reaches_the_other_process(start_app, seed, tmp_path):
+    """An order drops the product from the shared cache and from every
+    instance's local copy (one script: DEL + PUBLISH): b sees the new stock
+    at once although --cache-ttl is long."""
+    data = tmp_path / "data"
+    seed(data, products=2, users=1)
+    a = start_app("--cache-ttl", "60s", data_dir=str(data), wait=False)
+    b = start_app("--cache-ttl", "60s", data_dir=str(data), wait=False)
+    a.wait_ready(), b.wait_ready()
+    stock0 = b.get("/api/products/1").json()["stock"]
+    assert b.get("/api/products/1").json()["stock"] == stock0      # a local hit on b now
+    _, sid = login(a, "user1@example.com", "password1234")
+    resp = a.post("/api/orders", {"items": [{"product_id": 1, "quantity": 2}]}, sid=sid)
+    assert resp.status == 201, resp
+    t0 = time.monotonic()
+    while b.get("/api/products/1").json()["stock"] != stock0 - 2:
+        assert time.monotonic() - t0 < 0.5, "b still shows the old stock after 0.5 s"
+        time.sleep(0.01)
+
+
 def test_shared_hit_is_answered_on_the_loop(start_app, seed, tmp_path):
     """b reads a product a has cached: a local miss on b, a hit in Redis
     answered on b's loop (the counter of such hits grows), no store read."""
