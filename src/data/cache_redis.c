@@ -143,15 +143,15 @@ static size_t node_of(struct cache_impl *c, const char *key)
 static int parse_value(const char *s, size_t n, const char **val, size_t *len,
                        struct cache_meta *meta)
 {
-    const char *nl = memchr(s, '\n', n);
-    unsigned long long exp = 0;
-    unsigned delta = 0;
-    if (!nl || sscanf(s, "%llu %u", &exp, &delta) != 2)
+    uint64_t v[2];
+    size_t used;
+    if (redis_parse_u64s(s, n, v, 2, &used) < 0 || used == 0 || s[used - 1] != '\n' ||
+        v[1] > UINT32_MAX)
         return -ENOENT;
-    meta->expires_ms = exp;
-    meta->delta_ms = delta;
-    *val = nl + 1;
-    *len = n - (size_t)(nl + 1 - s);
+    meta->expires_ms = v[0];
+    meta->delta_ms = (uint32_t)v[1];
+    *val = s + used;
+    *len = n - used;
     return 0;
 }
 
@@ -311,18 +311,17 @@ static int cr_publish(struct cache_impl *c, const char *key, int del)
 static void on_inv(const char *p, size_t len, void *arg)
 {
     struct cache_impl *c = arg;
-    char msg[CACHE_KEY_MAX + 32];
-    if (len >= sizeof msg)
-        return;
-    memcpy(msg, p, len);
-    msg[len] = '\0';
-    char *sp = strchr(msg, ' ');
-    if (!sp)
-        return;
-    *sp = '\0';
-    if (strtoull(msg, NULL, 10) == c->instance)
+    char key[CACHE_KEY_MAX + 1];
+    uint64_t from;
+    size_t used;
+    if (redis_parse_u64s(p, len, &from, 1, &used) < 0 || used == len || p[used - 1] != ' ' ||
+        len - used > CACHE_KEY_MAX || memchr(p + used, '\0', len - used))
+        return; /* not one of ours */
+    if (from == c->instance)
         return; /* our own write: our copy is already current */
-    c->on_inv(sp + 1, c->inv_arg);
+    memcpy(key, p + used, len - used);
+    key[len - used] = '\0';
+    c->on_inv(key, c->inv_arg);
 }
 
 static int cr_attach(struct cache_impl *c, uv_loop_t *loop, cache_invalidate_fn fn, void *arg)

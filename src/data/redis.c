@@ -173,6 +173,34 @@ size_t redis_pick_node(const struct redis_target *t, const char *key, size_t key
     return best;
 }
 
+int redis_parse_u64s(const char *s, size_t n, uint64_t *out, size_t k, size_t *used)
+{
+    size_t i = 0;
+    for (size_t j = 0; j < k; j++) {
+        uint64_t v = 0;
+        size_t digits = 0;
+        while (i < n && s[i] >= '0' && s[i] <= '9' && digits < 19) {
+            v = v * 10 + (uint64_t)(s[i] - '0');
+            i++, digits++;
+        }
+        if (!digits || (i < n && s[i] >= '0' && s[i] <= '9'))
+            return -EINVAL;
+        out[j] = v;
+        if (j + 1 < k) {
+            if (i >= n || s[i] != ' ')
+                return -EINVAL;
+            i++;
+        }
+    }
+    if (i < n) {
+        if (s[i] != '\n' && s[i] != ' ')
+            return -EINVAL;
+        i++;
+    }
+    *used = i;
+    return 0;
+}
+
 uint64_t redis_random(void)
 {
     static _Thread_local uint64_t s;

@@ -55,6 +55,13 @@ uint64_t redis_hash(const void *p, size_t n, uint64_t seed);
  * own keys. Returns the index in t->addrs (0 when naddrs == 1). */
 size_t redis_pick_node(const struct redis_target *t, const char *key, size_t keylen);
 
+/* Parse k unsigned decimal numbers separated by single spaces at the start
+ * of s[0..n) (what our drivers store in values and messages; the bytes come
+ * from Redis, so they are checked, not trusted). Each number has 1-19
+ * digits. The k-th number must end at n, or at a '\n' or ' ' (then
+ * *used is the offset just past that byte; else n). 0, or -EINVAL. */
+int redis_parse_u64s(const char *s, size_t n, uint64_t *out, size_t k, size_t *used);
+
 /* A per-thread xorshift generator seeded from the clock and the thread;
  * never 0. For jitter only (not cryptographic). */
 uint64_t redis_random(void);

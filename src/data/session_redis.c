@@ -135,12 +135,14 @@ static int sr_lookup(struct session_conn *s, const char *hash, uint64_t now_ms, 
         freeReplyObject(r);
         return -ENOENT;
     }
-    long long uid = 0;
-    unsigned long long created = 0, seen = 0;
-    int n =
-        r->type == REDIS_REPLY_STRING ? sscanf(r->str, "%lld %llu %llu", &uid, &created, &seen) : 0;
+    uint64_t v[3];
+    size_t used;
+    int ok = r->type == REDIS_REPLY_STRING && redis_parse_u64s(r->str, r->len, v, 3, &used) == 0 &&
+             used == r->len && v[0] <= INT64_MAX;
     freeReplyObject(r);
-    if (n != 3) {
+    long long uid = ok ? (long long)v[0] : 0;
+    unsigned long long created = ok ? v[1] : 0, seen = ok ? v[2] : 0;
+    if (!ok) {
         log_warn_rl("redis sessions: a session value is not ours; treated as unknown");
         return -ENOENT;
     }
@@ -149,12 +151,12 @@ static int sr_lookup(struct session_conn *s, const char *hash, uint64_t now_ms, 
         return -ENOENT;
     }
     if (now_ms >= seen + SESSION_TOUCH_MS || now_ms >= seen + idle_ms / 4) {
-        char v[80];
-        snprintf(v, sizeof v, "%lld %llu %" PRIu64, uid, created, now_ms);
+        char val[80];
+        snprintf(val, sizeof val, "%lld %llu %" PRIu64, uid, created, now_ms);
         uint64_t ttl = ttl_left(now_ms, created, now_ms, idle_ms, max_ms);
         /* XX: a logout that ran meanwhile is not undone. Best effort: the
          * session stays valid until its current TTL anyway. */
-        ok_reply(redis_sync_command(&s->r, "SET surge:s:%s %s PX %" PRIu64 " XX", hash, v, ttl));
+        ok_reply(redis_sync_command(&s->r, "SET surge:s:%s %s PX %" PRIu64 " XX", hash, val, ttl));
     }
     *user_id = uid;
     return 0;

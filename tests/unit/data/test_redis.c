@@ -82,6 +82,38 @@ Test(redis_url, refused)
     }
 }
 
+/* ---- values read back from Redis ---- */
+
+Test(redis_values, numbers_at_the_start)
+{
+    uint64_t v[3];
+    size_t used;
+    cr_assert_eq(redis_parse_u64s("12 34 56", 8, v, 3, &used), 0);
+    cr_assert_eq(v[0], 12);
+    cr_assert_eq(v[2], 56);
+    cr_assert_eq(used, 8);
+    cr_assert_eq(redis_parse_u64s("1796293245114 2\nbody", 20, v, 2, &used), 0);
+    cr_assert_eq(v[0], 1796293245114ull);
+    cr_assert_eq(used, 16, "used %zu", used);
+    cr_assert_eq(redis_parse_u64s("77 p:1", 6, v, 1, &used), 0);
+    cr_assert_eq(used, 3);
+    static const struct {
+        const char *s;
+        size_t k;
+    } bad[] = {{"", 1},
+               {" 1", 1},
+               {"1  2", 2},
+               {"1 x", 2},
+               {"-1", 1},
+               {"1x", 1},
+               {"12345678901234567890", 1},
+               {"1 2", 3},
+               {"1\t", 1}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        cr_assert_lt(redis_parse_u64s(bad[i].s, strlen(bad[i].s), v, bad[i].k, &used), 0,
+                     "'%s' (k %zu) accepted", bad[i].s, bad[i].k);
+}
+
 /* ---- backoff ---- */
 
 Test(redis_backoff, full_jitter_bounds)
