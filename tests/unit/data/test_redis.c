@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -489,4 +490,101 @@ Test(redis_server, sync_client_fails_fast_while_down_and_recovers)
     cr_assert(r, "no reconnect within 3 s of the restart");
     freeReplyObject(r);
     redis_sync_free(&s);
+}
+
+/* ---- the cache on Redis: two struct cache = two instances ---- */
+
+#include "data/cache.h"
+
+static struct cache inst[2];
+static int cache_loads;
+static pthread_mutex_t cache_loads_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int slow_load(void *arg, const char *key, struct buf *out)
+{
+    pthread_mutex_lock(&cache_loads_mu);
+    cache_loads++;
+    pthread_mutex_unlock(&cache_loads_mu);
+    usleep(100 * 1000);
+    return buf_puts(out, "loaded");
+}
+
+static void *cache_reader(void *arg)
+{
+    struct cache *c = arg;
+    struct buf b;
+    buf_init(&b, 1024);
+    enum cache_outcome oc;
+    int rc = cache_aside(c, "hot", &b, 60000, slow_load, NULL, &oc);
+    cr_assert_eq(rc, 0);
+    cr_assert_str_eq(b.data, "loaded");
+    buf_free(&b);
+    return NULL;
+}
+
+static void open_two(void)
+{
+    char url[64], err[160];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", server_port);
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(cache_open(&inst[i], url, 1 << 20, err, sizeof err), 0, "%s", err);
+}
+
+Test(redis_server, cache_single_flight_across_two_instances)
+{
+    open_two();
+    pthread_t th[16];
+    for (int i = 0; i < 16; i++)
+        pthread_create(&th[i], NULL, cache_reader, &inst[i % 2]);
+    for (int i = 0; i < 16; i++)
+        pthread_join(th[i], NULL);
+    cr_assert_eq(cache_loads, 1, "16 misses on 2 instances made %d loads", cache_loads);
+    struct buf b;
+    buf_init(&b, 64);
+    cr_assert_eq(cache_peek(&inst[1], "hot", &b), 0, "the value is kept locally too");
+    buf_free(&b);
+    cache_close(&inst[0]);
+    cache_close(&inst[1]);
+}
+
+Test(redis_server, cache_write_through_and_delete_are_shared)
+{
+    open_two();
+    struct buf b;
+    buf_init(&b, 64);
+    enum cache_outcome oc;
+    cr_assert_eq(cache_put(&inst[0], "k", "v1", 2, 60000), 0);
+    cr_assert_eq(cache_aside(&inst[1], "k", &b, 60000, slow_load, NULL, &oc), 0);
+    cr_assert_eq(oc, CACHE_HIT);
+    cr_assert_str_eq(b.data, "v1");
+    cr_assert_eq(cache_del(&inst[0], "k"), 0);
+    buf_reset(&b);
+    cr_assert_eq(cache_peek(&inst[0], "k", &b), -ENOENT, "deleted locally");
+    cache_close(&inst[0]);
+    cache_close(&inst[1]);
+    buf_free(&b);
+}
+
+Test(redis_server, cache_node_down_is_a_miss_not_an_error)
+{
+    open_two();
+    server_signal(SIGKILL);
+    struct buf b;
+    buf_init(&b, 64);
+    enum cache_outcome oc;
+    uint64_t t0 = clock_mono_ms();
+    for (int i = 0; i < 20; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "down%d", i);
+        buf_reset(&b);
+        cr_assert_eq(cache_aside(&inst[0], key, &b, 60000, slow_load, NULL, &oc), 0);
+        cr_assert_eq(oc, CACHE_MISS);
+    }
+    uint64_t took = clock_mono_ms() - t0;
+    cr_assert_lt(took, 20 * 100 + 1000, "20 loads with the node down took %llu ms",
+                 (unsigned long long)took);
+    cr_assert_eq(cache_put(&inst[0], "x", "y", 1, 1000), -EIO);
+    buf_free(&b);
+    cache_close(&inst[0]);
+    cache_close(&inst[1]);
 }
