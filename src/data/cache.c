@@ -144,7 +144,7 @@ static const struct cache_driver *near_driver(const struct cache *c, struct cach
 static void l1_fill(struct cache *c, const char *key, const char *val, size_t len, uint64_t ttl_ms,
                     uint32_t delta_ms)
 {
-    if (!c->l1)
+    if (!c->l1 || (c->driver->local_ok && !c->driver->local_ok(c->impl)))
         return;
     uint64_t t = ttl_ms < c->l1_ttl_ms ? ttl_ms : c->l1_ttl_ms;
     cache_local_driver.set(c->l1, key, val, len, t ? t : 1, delta_ms);

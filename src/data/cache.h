@@ -14,7 +14,9 @@
  * local copy when the announcement arrives (Redis pub/sub, received on the
  * loop: cache_attach_loop). So another instance sees a write within the
  * announcement's delivery (milliseconds), and within CACHE_L1_TTL_MS even
- * if the announcement is lost (a subscriber reconnecting).
+ * if the announcement is lost (a subscriber's connection breaking). While
+ * no subscription is up (at start, or every node's subscriber
+ * reconnecting), no local copy is made: reads go to the shared level.
  *
  * cache_aside() adds what a bare cache lacks:
  *  - single flight: concurrent misses on one key make one load; the others
@@ -92,6 +94,9 @@ struct cache_driver {
      * runs later, exactly once; negative (not connected now): cb never
      * runs. */
     int (*get_async)(struct cache_impl *c, const char *key, cache_get_cb cb, void *arg);
+    /* 1 while another instance's writes would reach us (the invalidation
+     * subscription is up): only then may cache.c keep local copies. */
+    int (*local_ok)(struct cache_impl *c);
 };
 
 /* Outcome of a cache_aside call, for the hit/miss/stale counters. */

@@ -53,6 +53,7 @@ struct cache_impl {
     uint64_t instance;
     cache_invalidate_fn on_inv;
     void *inv_arg;
+    int live; /* nodes whose invalidation subscription is up (atomic) */
 };
 
 static int cr_open(const char *url, size_t max_bytes, struct cache_impl **out, char *err,
@@ -69,7 +70,8 @@ static int cr_open(const char *url, size_t max_bytes, struct cache_impl **out, c
     c->t = t;
     for (size_t i = 0; i < t.naddrs; i++)
         pthread_mutex_init(&c->nodes[i].mu, NULL);
-    c->instance = redis_random() ^ ((uint64_t)clock_wall_ms() << 20);
+    /* 63 bits: at most 19 decimal digits, what redis_parse_u64s reads back. */
+    c->instance = (redis_random() ^ ((uint64_t)clock_wall_ms() << 20)) >> 1;
     *out = c;
     return 0;
 }
@@ -324,12 +326,24 @@ static void on_inv(const char *p, size_t len, void *arg)
     c->on_inv(key, c->inv_arg);
 }
 
+static void on_sub_state(int subscribed, void *arg)
+{
+    struct cache_impl *c = arg;
+    __atomic_add_fetch(&c->live, subscribed ? 1 : -1, __ATOMIC_RELEASE);
+}
+
+static int cr_local_ok(struct cache_impl *c)
+{
+    return __atomic_load_n(&c->live, __ATOMIC_ACQUIRE) > 0;
+}
+
 static int cr_attach(struct cache_impl *c, uv_loop_t *loop, cache_invalidate_fn fn, void *arg)
 {
     c->on_inv = fn;
     c->inv_arg = arg;
     for (size_t i = 0; i < c->t.naddrs; i++) {
         c->nodes[i].sub = redis_async_new(loop, &c->t.addrs[i], 1000);
+        redis_async_on_state(c->nodes[i].sub, on_sub_state, c);
         redis_async_subscribe(c->nodes[i].sub, INV_CHANNEL, on_inv, c);
         c->nodes[i].cmd = redis_async_new(loop, &c->t.addrs[i], CACHE_REDIS_TIMEOUT_MS);
     }
@@ -361,4 +375,5 @@ const struct cache_driver cache_redis_driver = {
     .attach = cr_attach,
     .detach = cr_detach,
     .get_async = cr_get_async,
+    .local_ok = cr_local_ok,
 };

@@ -127,6 +127,8 @@ struct redis_async {
     redis_message_cb on_message;
     void *msg_arg;
     int subscribed;
+    redis_state_cb on_state;
+    void *state_arg;
     int open_handles;
 };
 
@@ -155,6 +157,8 @@ static void on_retry(uv_timer_t *t)
 static void schedule_retry(struct redis_async *c)
 {
     c->state = ST_IDLE;
+    if (c->subscribed && c->on_state)
+        c->on_state(0, c->state_arg);
     c->subscribed = 0;
     uint64_t d = redis_backoff_ms(c->attempt, redis_random());
     if (c->attempt < 16)
@@ -172,6 +176,8 @@ static void on_sub_reply(redisAsyncContext *ac, void *r, void *priv)
     if (!strcmp(rep->element[0]->str, "subscribe")) {
         c->subscribed = 1;
         c->attempt = 0;
+        if (c->on_state)
+            c->on_state(1, c->state_arg);
     } else if (!strcmp(rep->element[0]->str, "message") &&
                rep->element[2]->type == REDIS_REPLY_STRING && c->on_message) {
         c->on_message(rep->element[2]->str, rep->element[2]->len, c->msg_arg);
@@ -333,6 +339,12 @@ int redis_async_subscribe(struct redis_async *c, const char *channel, redis_mess
     c->msg_arg = arg;
     subscribe_now(c);
     return 0;
+}
+
+void redis_async_on_state(struct redis_async *c, redis_state_cb cb, void *arg)
+{
+    c->on_state = cb;
+    c->state_arg = arg;
 }
 
 int redis_async_ready(const struct redis_async *c)

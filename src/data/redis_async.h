@@ -39,6 +39,11 @@ int redis_async_command(struct redis_async *c, redis_async_cb cb, void *arg, con
  * message. One channel per client. 0 or -EBUSY (already subscribed). */
 int redis_async_subscribe(struct redis_async *c, const char *channel, redis_message_cb on_message,
                           void *arg);
+/* Subscription state changes: cb(1, arg) once the subscription is
+ * confirmed on a (new) connection, cb(0, arg) when that connection is
+ * lost (messages may be missed until the next cb(1)). Loop thread. */
+typedef void (*redis_state_cb)(int subscribed, void *arg);
+void redis_async_on_state(struct redis_async *c, redis_state_cb cb, void *arg);
 /* 1 when connected (and, for a subscriber, subscribed). */
 int redis_async_ready(const struct redis_async *c);
 /* How many connections were established so far (tests, logs). */

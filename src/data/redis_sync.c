@@ -105,6 +105,14 @@ static redisContext *connect_sentinel(struct redis_sync *r)
     return NULL;
 }
 
+/* Backoff growth stops here: 2 s for a node (50 ms << 6 capped), 400 ms
+ * behind Sentinel, where the next try is a question to a Sentinel and a
+ * failover's new primary should be found soon after its promotion. */
+static unsigned max_attempt(const struct redis_sync *r)
+{
+    return r->target.sentinel ? 3 : 16;
+}
+
 static int ensure(struct redis_sync *r)
 {
     if (r->ctx)
@@ -121,7 +129,7 @@ static int ensure(struct redis_sync *r)
     }
     if (!r->ctx) {
         r->next_try_ms = clock_mono_ms() + redis_backoff_ms(r->attempt, redis_random());
-        if (r->attempt < 16)
+        if (r->attempt < max_attempt(r))
             r->attempt++;
         return -ECONNREFUSED;
     }
@@ -142,7 +150,7 @@ static redisReply *check(struct redis_sync *r, redisReply *rep)
          * call would wait out a timeout. */
         if (timed_out) {
             r->next_try_ms = clock_mono_ms() + redis_backoff_ms(r->attempt, redis_random());
-            if (r->attempt < 16)
+            if (r->attempt < max_attempt(r))
                 r->attempt++;
         }
         return NULL;

@@ -1,7 +1,9 @@
 /* A blocking Redis connection for one thread (hiredis's redisContext), with
  * what the bare context lacks: a timeout on connect and on every command,
  * reconnect with backoff (full jitter: while a node is down, calls fail at
- * once instead of each paying a connect timeout), and, for a
+ * once instead of each paying a connect timeout; the delay's bound grows to
+ * 2 s, or to 400 ms behind Sentinel, so a promoted replica is found soon
+ * after a failover), and, for a
  * redis-sentinel:// target, discovery of the primary through Sentinel
  * (asked again after every connection loss, and whenever the node answers
  * READONLY: a demoted primary).

@@ -31,13 +31,21 @@ from test_app import (  # noqa: F401
     test_single_flight_one_store_read_for_concurrent_misses, test_cache_hit_and_miss_metrics,
     test_single_flight_after_expiry, test_order_flow, test_buyers_race_on_one_process,
     test_if_none_match_list_and_star, test_head_on_a_product, test_views_counted_in_memory,
+    test_get_user_public_fields_only, test_sql_metacharacters_stored_literally,
+    test_unicode_name_round_trips, test_views_survive_sigterm, test_views_flushed_on_timer,
+    test_concurrent_views_are_all_counted, test_idempotency_key_repeats_the_first_order,
+    test_order_out_of_stock_takes_nothing, test_seed_then_login_and_reseed_adds_only_missing,
     new_user, login, cache_loads)
 from test_app_multi import (  # noqa: F401
     test_session_flow_across_processes, test_session_expiry_holds_on_every_process,
     test_spoofed_x_forwarded_for_through_lb_does_not_bypass_login_limit,
     test_admin_update_visible_on_other_process, test_etag_is_the_same_on_every_process,
     test_30_buyers_race_for_10_units, test_views_reach_the_other_process_after_a_flush,
-    test_product_created_on_one_listed_on_the_other, test_through_surge_lb)
+    test_product_created_on_one_listed_on_the_other, test_through_surge_lb,
+    test_restart_keeps_everything, test_concurrent_views_on_both_processes_all_counted,
+    test_right_most_forwarded_for_is_the_client,
+    test_client_claimed_https_through_lb_gets_no_secure_cookie,
+    test_crossing_multi_item_orders_on_both_processes)
 
 ADMIN_TOKEN = "test-admin-token"   # what start_app passes as --admin-token
 
@@ -175,6 +183,9 @@ def test_update_reaches_the_other_process_by_invalidation(start_app, seed, tmp_p
     a = start_app("--cache-ttl", "60s", data_dir=str(data), wait=False)
     b = start_app("--cache-ttl", "60s", data_dir=str(data), wait=False)
     a.wait_ready(), b.wait_ready()
+    r = start_app.redis
+    assert wait_until(lambda: r.cli("PUBSUB", "NUMSUB", "surge:inv").split()[-1] == "2",
+                      timeout=5), "the apps did not subscribe to surge:inv"
     assert b.get("/api/products/2").status == 200     # b holds it locally now
     assert b.get("/api/products/2").json()["name"] != "Invalidated"
     inv0 = metric_sum(b.metrics(), "surge_app_cache_invalidations_total") or 0
