@@ -8,6 +8,7 @@
 #   make bench-gen  load generator benchmark: surge bench vs wrk (docs/benchmarks.md)
 #   make bench-app  shop service benchmark: surge lb + 2 surge app vs static nginx (docs/benchmarks.md)
 #   make bench-pg   the shop on SQLite vs PostgreSQL (primary + replica), and pgbench -S (docs/benchmarks.md)
+#   make bench-redis  surge lb + 2 surge app on Redis drivers vs embedded drivers (docs/benchmarks.md)
 #   make bench-spike  the Black Friday scenario (10x spike) through surge lb + 2 surge app
 #   make bench-parse  HTTP parse cost per request: ours vs the old http-parser based one
 #   make bench-abuse  surge app under a signup flood and 3,000 slow bodies, before and after
@@ -59,8 +60,9 @@ UNIT_SRCS := $(wildcard tests/unit/*/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(OUT)/tests/%)
 FUZZ_SRCS := $(wildcard fuzz/fuzz_*.c)
 
-.PHONY: all deps test unit fuzz lint format bench-lb bench-edge bench-faults bench-gen bench-app bench-spike \
-        bench-parse bench-abuse bench-jobs bench-up bench-spike-up bench-pg soak run k8s-validate clean
+.PHONY: all deps test unit fuzz lint format bench-lb bench-edge bench-faults bench-gen bench-app bench-redis \
+        bench-spike bench-parse bench-abuse bench-jobs bench-up bench-spike-up bench-pg soak run \
+        k8s-validate clean
 all: $(OUT)/surge
 
 deps:
@@ -147,6 +149,10 @@ bench-gen: all
 
 bench-pg: all
 	@scripts/bench-pg.sh
+
+bench-redis: all
+	@scripts/deps.sh test
+	@scripts/bench-redis.sh
 
 bench-app: all
 	@scripts/deps.sh bench

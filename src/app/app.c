@@ -33,7 +33,7 @@ static void *thread_init(void *arg)
     struct app_thread *t = xcalloc(1, sizeof *t);
     t->a = a;
     app_schema_conns(&t->conns, &a->layout);
-    t->sess = a->sessions->open(a->layout.sessions);
+    t->sess = a->sessions->open(a->sessions->takes_url ? a->cfg->sessions_url : a->layout.sessions);
     store_rows_init(&t->rows);
     store_rows_init(&t->rows2);
     return t;
@@ -271,25 +271,65 @@ static void serve_metrics(struct app *a, struct http_request *req)
     http_response_free(&resp);
 }
 
-/* The product fast path: a fresh cached value is answered on the loop. */
-static int product_fast(struct app *a, struct http_request *req, int64_t id)
+static void submit_job(struct app *a, struct http_request *req, const struct route_def *def,
+                       enum app_route r, int64_t id, const char *ip, const char *q, size_t qlen);
+
+static void product_answer_cached(struct app *a, struct http_request *req, int64_t id,
+                                  const char *val, size_t len)
+{
+    __atomic_fetch_add(&a->stats.cache_hits[KIND_PRODUCT], 1, __ATOMIC_RELAXED);
+    struct http_response resp;
+    http_response_init(&resp);
+    app_product_answer(a, req, &resp, id, val, len);
+    finish(a, req, R_PRODUCT, &resp, NULL);
+    http_response_free(&resp);
+}
+
+/* A product read waiting on the shared cache, on the loop. */
+struct product_wait {
+    struct app *a;
+    struct http_request *req;
+    const struct route_def *def;
+    int64_t id;
+    char ip[64];
+};
+
+static void on_product_shared(int rc, const char *val, size_t len, void *arg)
+{
+    struct product_wait *w = arg;
+    if (rc == 0)
+        product_answer_cached(w->a, w->req, w->id, val, len);
+    else
+        submit_job(w->a, w->req, w->def, R_PRODUCT, w->id, w->ip, NULL, 0);
+    free(w);
+}
+
+/* The product fast path, on the loop: a fresh value in the local cache is
+ * answered at once; with a shared cache, a local miss asks it from the
+ * loop (no thread hop) and only a miss there goes to a worker. 0 when the
+ * request is answered or will be. */
+static int product_fast(struct app *a, struct http_request *req, const struct route_def *def,
+                        int64_t id, const char *ip)
 {
     char key[32];
     struct buf v;
     buf_init(&v, 64 * 1024);
     app_product_key(key, sizeof key, id);
-    if (cache_peek(&a->cache, key, &v) < 0) {
-        buf_free(&v);
-        return -1;
+    int rc = cache_peek(&a->cache, key, &v);
+    if (rc == 0) {
+        product_answer_cached(a, req, id, v.data, v.len);
+    } else {
+        struct product_wait *w = xmalloc(sizeof *w);
+        w->a = a, w->req = req, w->def = def, w->id = id;
+        memcpy(w->ip, ip, sizeof w->ip);
+        rc = cache_peek_async(&a->cache, key, &v, on_product_shared, w);
+        if (rc != 1)
+            free(w);
+        if (rc == 0) /* filled locally meanwhile */
+            product_answer_cached(a, req, id, v.data, v.len);
     }
-    __atomic_fetch_add(&a->stats.cache_hits[KIND_PRODUCT], 1, __ATOMIC_RELAXED);
-    struct http_response resp;
-    http_response_init(&resp);
-    app_product_answer(a, req, &resp, id, v.data, v.len);
     buf_free(&v);
-    finish(a, req, R_PRODUCT, &resp, NULL);
-    http_response_free(&resp);
-    return 0;
+    return rc >= 0 ? 0 : -1;
 }
 
 /* A signup from an address, or at a moment, whose bucket is already empty
@@ -406,8 +446,17 @@ static void on_request(struct http_request *req, void *arg)
     app_client_ip(a, req, ip, sizeof ip);
     if (r == R_USERS && signup_throttled(a, req, ip) == 0)
         return;
-    if (r == R_PRODUCT && def->handler == app_handle_product_get && product_fast(a, req, id) == 0)
+    if (r == R_PRODUCT && def->handler == app_handle_product_get &&
+        product_fast(a, req, def, id, ip) == 0)
         return;
+    submit_job(a, req, def, (enum app_route)r, id, ip, q, q ? tlen - plen - 1 : 0);
+}
+
+/* Hand the request to its pool (q: the query string after the '?', qlen
+ * bytes, or NULL). */
+static void submit_job(struct app *a, struct http_request *req, const struct route_def *def,
+                       enum app_route r, int64_t id, const char *ip, const char *q, size_t qlen)
+{
     struct app_job *j = xcalloc(1, sizeof *j);
     j->a = a;
     j->req = req;
@@ -416,13 +465,13 @@ static void on_request(struct http_request *req, void *arg)
     j->id = id;
     memcpy(j->ip, ip, sizeof j->ip);
     trace_start(a, req, &j->trace);
-    if (q && tlen - plen - 1 >= sizeof j->query) {
+    if (q && qlen >= sizeof j->query) {
         free(j);
         answer_now(a, req, (enum app_route)r, 400, "query string too long", NULL);
         return;
     }
     if (q)
-        memcpy(j->query, q + 1, tlen - plen - 1);
+        memcpy(j->query, q + 1, qlen);
     http_response_init(&j->resp);
     j->job.work = on_job_work;
     j->job.done = on_job_done;
@@ -632,6 +681,7 @@ static void stop_pools(struct app *a)
     close_handle((uv_handle_t *)&a->migrate_timer);
     close_handle((uv_handle_t *)&a->sig_term);
     close_handle((uv_handle_t *)&a->sig_int);
+    cache_detach_loop(&a->cache);
     workq_stop(&a->db, NULL);
     workq_stop(&a->hash, NULL);
     workq_stop(&a->signup, NULL);
@@ -737,7 +787,8 @@ int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen)
     a->sessions = session_driver_find(cfg->sessions_url);
     if (!a->sessions) {
         snprintf(err, errlen,
-                 "--sessions: '%s': no session driver for this URL (built in: sqlite:)",
+                 "--sessions: '%s': no session driver for this URL (built in: sqlite:, "
+                 "redis://HOST:PORT, redis-sentinel://HOST:PORT[,HOST:PORT...]/MASTER)",
                  cfg->sessions_url);
         return -1;
     }
@@ -749,6 +800,8 @@ int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen)
             cfg->queue_url);
         return -1;
     }
+    if (a->sessions->takes_url && a->sessions->migrate(cfg->sessions_url, err, errlen) < 0)
+        return -1;
     char why[384];
     if (a->queue->check_url && a->queue->check_url(cfg->queue_url, why, sizeof why) < 0) {
         snprintf(err, errlen, "--queue: %s", why);
@@ -812,6 +865,7 @@ int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen)
     app_metrics_register(a);
     store_router_metrics(&a->layout, &a->metrics);
     uv_loop_init(&a->loop);
+    cache_attach_loop(&a->cache, &a->loop);
     int rc = workq_start(&a->db, &a->loop, (unsigned)cfg->workers, DB_QUEUE_MAX, &thread_ops, a);
     if (rc == 0)
         rc = workq_start(&a->hash, &a->loop, (unsigned)cfg->hash_threads, HASH_QUEUE_MAX,

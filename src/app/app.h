@@ -10,7 +10,9 @@
  * hash_threads + signup_threads argon2id hashes, 64 MiB each by default, run
  * at once).
  * A product read whose answer is in the local cache is answered on the loop
- * without a thread hop.
+ * without a thread hop; with a shared cache (--cache redis://...), a local
+ * miss asks Redis from the loop too (pipelined, bounded by a timeout), and
+ * only a miss there goes to a worker thread.
  *
  * Every process is interchangeable: sessions live in the session store,
  * users/orders/products in the store; only caches and the write-back view

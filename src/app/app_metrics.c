@@ -99,6 +99,16 @@ KIND_COLLECTOR(collect_misses, cache_misses)
 KIND_COLLECTOR(collect_stale, cache_stale)
 KIND_COLLECTOR(collect_loads, cache_loads)
 
+static void collect_invalidations(struct metrics_emit *e, void *arg)
+{
+    metrics_emit_u64(e, NULL, 0, load(&((struct app *)arg)->cache.invalidations));
+}
+
+static void collect_async_hits(struct metrics_emit *e, void *arg)
+{
+    metrics_emit_u64(e, NULL, 0, load(&((struct app *)arg)->cache.async_hits));
+}
+
 static void collect_wb_flushes(struct metrics_emit *e, void *arg)
 {
     metrics_emit_u64(e, NULL, 0, load(&((struct app *)arg)->stats.wb_flushes));
@@ -216,6 +226,12 @@ void app_metrics_register(struct app *a)
         {"surge_app_cache_loads_total",
          "Store reads made to fill the cache (single flight: one per key at a time)",
          METRIC_COUNTER, collect_loads, a},
+        {"surge_app_cache_invalidations_total",
+         "Local copies dropped because another instance wrote the key (shared cache)",
+         METRIC_COUNTER, collect_invalidations, a},
+        {"surge_app_cache_shared_loop_hits_total",
+         "Product reads answered on the loop from the shared cache (local miss, no thread hop)",
+         METRIC_COUNTER, collect_async_hits, a},
         {"surge_app_writeback_flushes_total", "Write-back flushes of view counters that succeeded",
          METRIC_COUNTER, collect_wb_flushes, a},
         {"surge_app_writeback_flush_errors_total", "Write-back flushes that failed (counts kept)",

@@ -432,7 +432,8 @@ void app_handle_login(struct app_job *j, struct app_thread *t)
     randombytes_buf(raw, sizeof raw);
     sodium_bin2hex(token, sizeof token, raw, sizeof raw);
     hash_token(token, hash);
-    if (a->sessions->create(t->sess, hash, uid, now) < 0) {
+    if (a->sessions->create(t->sess, hash, uid, now, (uint64_t)c->session_idle_ms,
+                            (uint64_t)c->session_max_ms) < 0) {
         store_failed(&j->resp);
         goto out;
     }
@@ -1100,7 +1101,8 @@ void app_handle_order_create(struct app_job *j, struct app_thread *t)
     }
     if (a->fault_after_stock)
         raise(SIGKILL);
-    /* The stock changed: this process's cached copies are stale now. */
+    /* The stock changed: the cached copies are stale now (every instance's,
+     * with a shared cache: cache_del announces it). */
     for (int i = 0; i < n; i++) {
         char pk[32];
         app_product_key(pk, sizeof pk, items[i].product_id);
@@ -1195,7 +1197,8 @@ void app_handle_readyz(struct app_job *j, struct app_thread *t)
         return;
     }
     struct store_db *db = store_conns_get(&t->conns, STORE_CATALOG, 0);
-    if (!db || store_exec(&t->conns, db, P_PING, NULL, 0, &t->rows) < 0 || !t->sess) {
+    if (!db || store_exec(&t->conns, db, P_PING, NULL, 0, &t->rows) < 0 || !t->sess ||
+        (j->a->sessions->ping && j->a->sessions->ping(t->sess) < 0)) {
         app_json_error(&j->resp, 503, "the store does not answer");
         return;
     }

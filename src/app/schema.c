@@ -259,7 +259,7 @@ int app_schema_migrate(const struct store_layout *l, const struct session_driver
                  store_rows_text(&rows, 0, 0), l->nshards, store_rows_text(&rows, 0, 0));
         goto out;
     }
-    if (sessions->migrate(l->sessions, err, errlen) < 0)
+    if (!sessions->takes_url && sessions->migrate(l->sessions, err, errlen) < 0)
         goto out;
     rc = 0;
 out:

@@ -5,8 +5,11 @@
 #include "base/config.h"
 
 extern const struct session_driver session_sqlite_driver;
+extern const struct session_driver session_redis_driver;
+extern const struct session_driver session_redis_sentinel_driver;
 
-static const struct session_driver *const drivers[] = {&session_sqlite_driver};
+static const struct session_driver *const drivers[] = {
+    &session_sqlite_driver, &session_redis_driver, &session_redis_sentinel_driver};
 
 const struct session_driver *session_driver_find(const char *url)
 {

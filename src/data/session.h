@@ -2,14 +2,13 @@
  * login counters that rate-limit password guessing (docs/contract.md §6).
  *
  * Drivers (one ops table each): `sqlite` (a sessions.db next to the other
- * databases) today, `redis` next. Only a hash of a session id is ever
- * stored (SHA-256 of the 32 random bytes, hex), so a leaked store does not
- * leak usable cookies. Expiry is enforced here, server-side: a session is
- * valid while now - last_seen < idle and now - created < max; last_seen
- * rolls forward on use (written at most every SESSION_TOUCH_MS, so a busy
- * session is not a write per request). Calls are blocking; each worker
- * thread opens its own struct session_conn. Times are wall-clock ms
- * (shared by processes). */
+ * databases), `redis` and `redis-sentinel` (session_redis.c: one Redis
+ * primary shared by every instance, found directly or through Sentinel). Only a hash of a session
+ * id is ever stored (SHA-256 of the 32 random bytes, hex), so a leaked store does not leak usable
+ * cookies. Expiry is enforced here, server-side: a session is valid while now - last_seen < idle
+ * and now - created < max; last_seen rolls forward on use (written at most every SESSION_TOUCH_MS,
+ * so a busy session is not a write per request). Calls are blocking; each worker thread opens its
+ * own struct session_conn. Times are wall-clock ms (shared by processes). */
 #ifndef SURGE_DATA_SESSION_H
 #define SURGE_DATA_SESSION_H
 #include <stddef.h>
@@ -22,13 +21,21 @@ struct session_conn;
 
 struct session_driver {
     const char *name; /* URL scheme */
-    /* Create or upgrade the schema at location (once per process start). */
+    /* 1: migrate and open take the --sessions URL itself; 0: the path of
+     * the layout's sessions database (store_layout). */
+    int takes_url;
+    /* Create or upgrade the schema at location (once per process start);
+     * a URL driver only checks the URL (a server that is down is not an
+     * error: /readyz reports it). */
     int (*migrate)(const char *location, char *err, size_t errlen);
     /* A connection for the calling thread; NULL on failure (logged). */
     struct session_conn *(*open)(const char *location);
     void (*close)(struct session_conn *s);
-    /* Store a new session (hash = 64 hex chars). 0 or negative. */
-    int (*create)(struct session_conn *s, const char *hash, int64_t user_id, uint64_t now_ms);
+    /* Store a new session (hash = 64 hex chars) that lookup will treat
+     * with these idle_ms and max_ms bounds (a driver with TTLs sets them
+     * now). 0 or negative. */
+    int (*create)(struct session_conn *s, const char *hash, int64_t user_id, uint64_t now_ms,
+                  uint64_t idle_ms, uint64_t max_ms);
     /* The user of a valid session: 0 and *user_id; -ENOENT when unknown or
      * expired (an expired one is deleted). Rolls last_seen forward. */
     int (*lookup)(struct session_conn *s, const char *hash, uint64_t now_ms, uint64_t idle_ms,
@@ -60,9 +67,13 @@ struct session_driver {
      * none), -ENOENT for an unknown session. fence_set: 0 or negative. */
     int (*fence_get)(struct session_conn *s, const char *hash, char *out, size_t outlen);
     int (*fence_set)(struct session_conn *s, const char *hash, const char *fence);
+    /* 0 when the store answers now (/readyz); NULL: having a connection
+     * is enough (an embedded file). */
+    int (*ping)(struct session_conn *s);
 };
 
-/* The driver for url ("sqlite:"), or NULL. */
+/* The driver for url ("sqlite:", "redis://...", "redis-sentinel://..."),
+ * or NULL. */
 const struct session_driver *session_driver_find(const char *url);
 
 #endif

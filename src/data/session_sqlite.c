@@ -107,8 +107,10 @@ static void ss_close(struct session_conn *s)
     free(s);
 }
 
-static int ss_create(struct session_conn *s, const char *hash, int64_t user_id, uint64_t now_ms)
+static int ss_create(struct session_conn *s, const char *hash, int64_t user_id, uint64_t now_ms,
+                     uint64_t idle_ms, uint64_t max_ms)
 {
+    /* The bounds are checked at lookup, against the row's times. */
     struct store_val a[4] = {store_text(hash, strlen(hash)), store_int(user_id),
                              store_int((int64_t)now_ms), store_int((int64_t)now_ms)};
     return D->exec(s->db, S_INSERT, a, 4, NULL);

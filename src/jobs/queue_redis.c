@@ -110,8 +110,8 @@ struct queue_conn {
     uint64_t reconnect_at_ms;
     char sha[RS_COUNT][48];
     const struct store_layout *layout;
-    struct outbox *ob; /* NULL without a store layout */
-    char *dir;         /* the store's directory (outbox commits wake workers) */
+    struct outbox *ob;     /* NULL without a store layout */
+    char *dir;             /* the store's directory (outbox commits wake workers) */
     struct store_db *wake; /* a server store's LISTEN connection (outbox commits), or NULL */
     uint64_t rnd;
     uint64_t next_reconcile_ms;

@@ -221,7 +221,7 @@ struct proxy_worker {
     unsigned nframes;
     char *discard;      /* reads that are dropped: lingering clients, idle upstreams */
     struct buf logline; /* the access log line being built */
-    char *tls_in;  /* ciphertext just read from a TLS client (fed to its session at once) */
+    char *tls_in;       /* ciphertext just read from a TLS client (fed to its session at once) */
     /* Sums over every worker, refreshed at most once a millisecond and only
      * on the retry path. */
     uint64_t sums_at_us, inflight_sum, retrying_sum;

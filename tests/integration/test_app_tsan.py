@@ -5,7 +5,9 @@ statistics and the sessions store. This runs a ThreadSanitizer build
 product reads that miss and hit the cache, admin writes (write-through),
 view counts with a fast flush timer and /metrics scrapes, then SIGTERM;
 any "ThreadSanitizer" line in its log, or an exit status other than 0,
-fails the test.
+fails the test. It runs twice: on the embedded drivers, and with
+--sessions and --cache on a redis-server (the Redis drivers' connection
+pools, the loop's async reads and the invalidation subscriber).
 """
 import json
 import os
@@ -19,16 +21,17 @@ from pathlib import Path
 
 import pytest
 
+from engines import RedisServer
 from harness import REPO_ROOT, one_request, run_surge
 
 TSAN_BIN = Path(os.environ.get("SURGE_TSAN_BIN") or REPO_ROOT / "build" / "tsan" / "surge")
 TOKEN = "tsan-token"
 
 
-def _start(data_dir, log_path):
+def _start(data_dir, log_path, extra=()):
     argv = [str(TSAN_BIN), "app", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir),
             "--admin-token", TOKEN, "--password-ops", "1", "--password-memory-kib", "8192",
-            "--flush-interval", "50", "--cache-ttl", "200", "--workers", "3"]
+            "--flush-interval", "50", "--cache-ttl", "200", "--workers", "3"] + list(extra)
     env = dict(os.environ, TSAN_OPTIONS="halt_on_error=0 report_signal_unsafe=0")
     err = open(log_path, "wb")
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
@@ -48,7 +51,16 @@ def _start(data_dir, log_path):
     pytest.fail("the TSan app did not start: %s" % Path(log_path).read_text()[-2000:])
 
 
-def test_app_threads_are_race_free(tmp_path):
+@pytest.fixture(params=["embedded", "redis"])
+def drivers(request):
+    if request.param == "embedded":
+        yield []
+        return
+    with RedisServer() as r:
+        yield ["--sessions", r.url, "--cache", r.url]
+
+
+def test_app_threads_are_race_free(tmp_path, drivers):
     if not TSAN_BIN.exists():
         pytest.fail("ThreadSanitizer build missing at %s (make test builds it)" % TSAN_BIN,
                     pytrace=False)
@@ -57,7 +69,7 @@ def test_app_threads_are_race_free(tmp_path):
                      "--password-ops", 1, "--password-memory-kib", 8192,
                      timeout=60).returncode == 0
     log = tmp_path / "app-tsan.log"
-    proc, port = _start(data, log)
+    proc, port = _start(data, log, drivers)
     failures = []
 
     def req(method, path, body=None, headers=()):

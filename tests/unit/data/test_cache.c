@@ -28,7 +28,7 @@ Test(cache, unknown_driver_is_refused)
 {
     struct cache x;
     char err[128];
-    cr_assert_eq(cache_open(&x, "redis://127.0.0.1:1", 1024, err, sizeof err), -ENOTSUP);
+    cr_assert_eq(cache_open(&x, "memcached://127.0.0.1:1", 1024, err, sizeof err), -ENOTSUP);
     cr_assert(strstr(err, "no cache driver"), "%s", err);
 }
 
