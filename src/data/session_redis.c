@@ -10,6 +10,9 @@
  *                   so a TTL that outlived a changed --session-idle cannot
  *                   extend a session.
  *   surge:f:<key>   a failure count whose PX is the rest of its window.
+ *   surge:sf:<hash> the session's read fence (store_conns_fence text: the
+ *                   primaries' WAL positions after its last write), with
+ *                   the session's own PX when set, removed with it.
  *
  * The failure counter is one Lua script (EVAL): add, clamp at 0, and start
  * the window's expiry run atomically inside Redis, so concurrent attempts
@@ -51,6 +54,13 @@ static const char failures_lua[] =
     "local t = redis.call('PTTL', KEYS[1])\n"
     "if t < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) t = tonumber(ARGV[2]) end\n"
     "return {n, t}\n";
+
+/* KEYS[1] the session, KEYS[2] its fence; ARGV[1] the fence. The fence
+ * lives no longer than the session: 0 when the session is gone. */
+static const char fence_set_lua[] = "local t = redis.call('PTTL', KEYS[1])\n"
+                                    "if t <= 0 then return 0 end\n"
+                                    "redis.call('SET', KEYS[2], ARGV[1], 'PX', t)\n"
+                                    "return 1\n";
 
 struct session_conn {
     struct redis_sync r;
@@ -164,7 +174,40 @@ static int sr_lookup(struct session_conn *s, const char *hash, uint64_t now_ms, 
 
 static int sr_remove(struct session_conn *s, const char *hash)
 {
-    return ok_reply(redis_sync_command(&s->r, "DEL surge:s:%s", hash));
+    return ok_reply(redis_sync_command(&s->r, "DEL surge:s:%s surge:sf:%s", hash, hash));
+}
+
+static int sr_fence_get(struct session_conn *s, const char *hash, char *out, size_t outlen)
+{
+    redisReply *r = redis_sync_command(&s->r, "MGET surge:s:%s surge:sf:%s", hash, hash);
+    if (!r)
+        return -EIO;
+    int rc = -EIO;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+        if (r->element[0]->type == REDIS_REPLY_NIL) {
+            rc = -ENOENT;
+        } else if (r->element[1]->type == REDIS_REPLY_STRING && r->element[1]->len < outlen) {
+            memcpy(out, r->element[1]->str, r->element[1]->len);
+            out[r->element[1]->len] = '\0';
+            rc = 0;
+        } else {
+            if (outlen)
+                out[0] = '\0'; /* none, or not ours: reads go by the other rules */
+            rc = 0;
+        }
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        log_warn_rl("redis sessions: %s", r->str);
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+static int sr_fence_set(struct session_conn *s, const char *hash, const char *fence)
+{
+    char k1[160], k2[160];
+    snprintf(k1, sizeof k1, "surge:s:%s", hash);
+    snprintf(k2, sizeof k2, "surge:sf:%s", hash);
+    return ok_reply(redis_sync_command(&s->r, "EVAL %s 2 %s %s %s", fence_set_lua, k1, k2, fence));
 }
 
 static int sr_failures(struct session_conn *s, const char *key, uint64_t now_ms, uint64_t window_ms,
@@ -217,6 +260,8 @@ const struct session_driver session_redis_driver = {
     .failures_clear = sr_failures_clear,
     .purge = sr_purge,
     .ping = sr_ping,
+    .fence_get = sr_fence_get,
+    .fence_set = sr_fence_set,
 };
 
 const struct session_driver session_redis_sentinel_driver = {
@@ -232,4 +277,6 @@ const struct session_driver session_redis_sentinel_driver = {
     .failures_clear = sr_failures_clear,
     .purge = sr_purge,
     .ping = sr_ping,
+    .fence_get = sr_fence_get,
+    .fence_set = sr_fence_set,
 };

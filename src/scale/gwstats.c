@@ -105,8 +105,10 @@ size_t gw_parse(const char *text, size_t len, const char *backend, struct gw_sna
     return used;
 }
 
-int gw_sample(const char *text, size_t len, const char *name, const char *label, const char *value,
-              double *out)
+/* The samples of name (label = value, or all) folded: summed, or their
+ * largest when want_max. */
+static int sample_fold(const char *text, size_t len, const char *name, const char *label,
+                       const char *value, int want_max, double *out)
 {
     size_t nlen = strlen(name);
     const char *p = text, *end = text + len;
@@ -146,13 +148,27 @@ int gw_sample(const char *text, size_t len, const char *name, const char *label,
         double d = strtod(num, &ep);
         if (*ep || !isfinite(d))
             continue;
-        sum += d;
+        if (want_max)
+            sum = found && sum > d ? sum : d;
+        else
+            sum += d;
         found = 1;
     }
     if (!found)
         return -1;
     *out = sum;
     return 0;
+}
+
+int gw_sample(const char *text, size_t len, const char *name, const char *label, const char *value,
+              double *out)
+{
+    return sample_fold(text, len, name, label, value, 0, out);
+}
+
+int gw_sample_max(const char *text, size_t len, const char *name, double *out)
+{
+    return sample_fold(text, len, name, NULL, NULL, 1, out);
 }
 
 double gw_quantile(const double *le, const double *cum, size_t n, double q)

@@ -46,6 +46,9 @@ struct gw_rates gw_rates_between(const struct gw_snapshot *prev, const struct gw
  * otherwise. */
 int gw_sample(const char *text, size_t len, const char *name, const char *label, const char *value,
               double *out);
+/* The largest sample of metric `name` over every label set (the furthest
+ * behind of several replicas, say). 0 with *out set, or -1 when none. */
+int gw_sample_max(const char *text, size_t len, const char *name, double *out);
 
 /* The q-quantile (0 < q < 1) of bucket counts as Prometheus'
  * histogram_quantile computes it: linear inside the bucket that holds it,

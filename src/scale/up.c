@@ -813,7 +813,7 @@ static void on_app_metrics(int status, const char *body, size_t len, void *arg)
             inst_of(c)->cache_misses = misses;
         }
         u->replica_lag_s =
-            gw_sample(body, len, "surge_app_replica_lag_seconds", NULL, NULL, &lag) == 0 ? lag : -1;
+            gw_sample_max(body, len, "surge_store_replica_lag_seconds", &lag) == 0 ? lag : -1;
     }
     free(a);
 }

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from harness import Load, SURGE_BIN, metric_sum, run_surge, wait_until
+from engines import RedisServer
 from pg_harness import PgCluster
 
 SEED_PASSWORD = "password1234"
@@ -152,18 +153,30 @@ def delayed():
     c.close()
 
 
-def test_read_your_writes_on_a_delayed_replica(delayed, start_app, tmp_path):
+@pytest.mark.parametrize("sessions", ["sqlite", "redis"])
+def test_read_your_writes_on_a_delayed_replica(sessions, delayed, start_app, tmp_path):
     """A user who orders and reads back always sees the order (the session's
     fence sends their reads to the primary while the replica is 2 s late),
-    while another user's reads keep going to the replica (metrics)."""
+    while another user's reads keep going to the replica (metrics). The
+    fence lives with the session: in the session table, or in Redis."""
+    redis = RedisServer() if sessions == "redis" else None
+    try:
+        _read_your_writes(delayed, start_app, tmp_path, redis)
+    finally:
+        if redis:
+            redis.close()
+
+
+def _read_your_writes(delayed, start_app, tmp_path, redis):
     pg, rep = delayed, delayed.replicas[0]
     cfg = topology(tmp_path, pg.url("shop"), [rep.url("shop")])
     seed_db(tmp_path, cfg, products=3, users=2)
     pg.wait_replayed(rep)
     # --replica-wait 0: writes do not wait for the replica, only the fence
     # protects the writer's own reads.
+    extra = ["--sessions", redis.url] if redis else []
     app = start_app("-c", cfg, "--replica-max-lag", "60s", "--replica-check-interval", "50ms",
-                    "--replica-wait", "0", data_dir=tmp_path / "data")
+                    "--replica-wait", "0", *extra, data_dir=tmp_path / "data")
     other = login(app, "user2@example.com")
     time.sleep(2.6)  # the replica has replayed what user2's login saw
     writer = login(app, "user1@example.com")
@@ -189,6 +202,8 @@ def test_read_your_writes_on_a_delayed_replica(delayed, start_app, tmp_path):
     fence = metric(app, "surge_store_read_fallbacks_total", reason="fence") - base_fence
     assert replica_reads >= 4 * 3, app.metrics()   # user2's and the product pages
     assert fence >= 4 * 2, app.metrics()           # user1's reads, sent to the primary
+    if redis:  # the fences are in Redis, beside their sessions (a login writes too)
+        assert len(redis.cli("KEYS", "surge:sf:*").split()) >= 1
 
 
 def test_a_lagging_replica_leaves_the_rotation_and_comes_back(delayed, start_app, tmp_path):

@@ -110,3 +110,18 @@ Test(gwstats, sample_by_name_and_label)
     cr_expect_eq(gw_sample(text, strlen(text), "surge_worker_queue_jobs", "state", "dead", &v), -1);
     cr_expect_eq(gw_sample(text, strlen(text), "nope", NULL, NULL, &v), -1);
 }
+
+Test(gwstats, sample_max_over_label_sets)
+{
+    static const char text[] =
+        "surge_store_replica_lag_seconds{db=\"shard_0\",replica=\"a\"} 0.25\n"
+        "surge_store_replica_lag_seconds{db=\"shard_1\",replica=\"b\"} 2\n"
+        "surge_store_replica_lag_seconds{db=\"catalog\",replica=\"c\"} 0\n";
+    double v = -1;
+    cr_assert_eq(gw_sample_max(text, strlen(text), "surge_store_replica_lag_seconds", &v), 0);
+    cr_expect_eq(v, 2);
+    cr_expect_eq(gw_sample_max(text, strlen(text), "surge_store_replica_lag", &v), -1);
+    static const char neg[] = "m{a=\"1\"} -3\nm{a=\"2\"} -1\n";
+    cr_assert_eq(gw_sample_max(neg, strlen(neg), "m", &v), 0);
+    cr_expect_eq(v, -1);
+}
