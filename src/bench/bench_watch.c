@@ -120,8 +120,9 @@ int bench_watch_init(struct bench_watch *w, const char *url, size_t nsecs, char 
     memset(w, 0, sizeof *w);
     char why[512];
     int rc = bench_url_parse(url, &w->u, why, sizeof why);
-    if (rc == -ENOTSUP) {
-        snprintf(err, errlen, "--watch: https is not supported yet");
+    if (rc == -ENOTSUP || (rc == 0 && w->u.tls)) {
+        /* The status fetch is a plain blocking GET (an admin address). */
+        snprintf(err, errlen, "--watch: https is not supported (the admin address is plain http)");
         return -1;
     }
     if (rc < 0) {
