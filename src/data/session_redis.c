@@ -247,36 +247,15 @@ static int sr_ping(struct session_conn *s)
     return ok_reply(redis_sync_command(&s->r, "PING"));
 }
 
-const struct session_driver session_redis_driver = {
-    .name = "redis",
-    .takes_url = 1,
-    .migrate = sr_migrate,
-    .open = sr_open,
-    .close = sr_close,
-    .create = sr_create,
-    .lookup = sr_lookup,
-    .remove = sr_remove,
-    .failures = sr_failures,
-    .failures_clear = sr_failures_clear,
-    .purge = sr_purge,
-    .ping = sr_ping,
-    .fence_get = sr_fence_get,
-    .fence_set = sr_fence_set,
-};
+/* The two URL schemes share every operation; only the name differs (the
+ * redis_sync connection reads the scheme from the URL). */
+#define SESSION_REDIS_OPS                                                                          \
+    .takes_url = 1, .migrate = sr_migrate, .open = sr_open, .close = sr_close,                     \
+    .create = sr_create, .lookup = sr_lookup, .remove = sr_remove, .failures = sr_failures,        \
+    .failures_clear = sr_failures_clear, .purge = sr_purge, .ping = sr_ping,                       \
+    .fence_get = sr_fence_get, .fence_set = sr_fence_set
 
-const struct session_driver session_redis_sentinel_driver = {
-    .name = "redis-sentinel",
-    .takes_url = 1,
-    .migrate = sr_migrate,
-    .open = sr_open,
-    .close = sr_close,
-    .create = sr_create,
-    .lookup = sr_lookup,
-    .remove = sr_remove,
-    .failures = sr_failures,
-    .failures_clear = sr_failures_clear,
-    .purge = sr_purge,
-    .ping = sr_ping,
-    .fence_get = sr_fence_get,
-    .fence_set = sr_fence_set,
-};
+const struct session_driver session_redis_driver = {.name = "redis", SESSION_REDIS_OPS};
+
+const struct session_driver session_redis_sentinel_driver = {.name = "redis-sentinel",
+                                                             SESSION_REDIS_OPS};
