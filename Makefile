@@ -132,6 +132,7 @@ bench-lb: all
 	@scripts/deps.sh bench
 	@scripts/bench-lb.sh
 	@scripts/bench-edge.sh
+	@scripts/bench-access-log.sh
 
 # TLS termination vs HAProxy, the response cache vs nginx proxy_cache, a
 # thundering herd (also run by bench-lb).
