@@ -345,3 +345,22 @@ int job_run(struct job_run *r, struct job_thread *t)
     }
     return k->run(r, t);
 }
+
+void job_history_json(struct buf *out, const char *h)
+{
+    if (*h && *h != '{') {
+        const char *nl = strchr(h, '\n');
+        h = nl ? nl + 1 : "";
+    }
+    int first = 1;
+    while (*h) {
+        const char *nl = strchr(h, '\n');
+        size_t len = nl ? (size_t)(nl - h) : strlen(h);
+        if (len) {
+            buf_puts(out, first ? "" : ",");
+            buf_append(out, h, len);
+            first = 0;
+        }
+        h += len + (nl ? 1 : 0);
+    }
+}

@@ -70,4 +70,9 @@ int job_cancelled(const struct job_run *r);
 /* Run job on t: finds the kind (unknown: JOB_FATAL with a clear error). */
 int job_run(struct job_run *r, struct job_thread *t);
 
+/* Append a job's history (JSON lines, the first maybe cut by the storage
+ * cap: skipped unless it starts a line) to out as the elements of a JSON
+ * array, comma-separated, without the brackets. */
+void job_history_json(struct buf *out, const char *history);
+
 #endif

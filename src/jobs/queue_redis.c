@@ -49,6 +49,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "jobs/outbox.h"
+#include "jobs/job.h"
 #include "jobs/queue.h"
 #include "jobs/queue_redis_lua.h"
 
@@ -920,23 +921,7 @@ static int rq_show(struct queue_conn *c, const char *id, struct buf *out)
     json_str(out, r_str(v[13]));
     buf_printf(out, ",\"started_ms\":%" PRId64 ",\"finished_ms\":%" PRId64 ",\"history\":[",
                r_int(v[14]), r_int(v[15]));
-    /* History: JSON lines, the first maybe cut by the cap. */
-    const char *h = r_str(v[16]);
-    if (*h && *h != '{') {
-        const char *nl = strchr(h, '\n');
-        h = nl ? nl + 1 : "";
-    }
-    int first = 1;
-    while (*h) {
-        const char *nl = strchr(h, '\n');
-        size_t len = nl ? (size_t)(nl - h) : strlen(h);
-        if (len) {
-            buf_puts(out, first ? "" : ",");
-            buf_append(out, h, len);
-            first = 0;
-        }
-        h += len + (nl ? 1 : 0);
-    }
+    job_history_json(out, r_str(v[16]));
     buf_puts(out, "]}");
     freeReplyObject(r);
     return 0;

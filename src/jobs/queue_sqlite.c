@@ -30,6 +30,7 @@
 #include "base/clock.h"
 #include "base/alloc.h"
 #include "base/log.h"
+#include "jobs/job.h"
 #include "jobs/queue.h"
 
 #define ID_SHARDS     64
@@ -899,24 +900,7 @@ static int sq_show(struct queue_conn *c, const char *id, struct buf *out)
     json_str(out, store_rows_text(&c->rows2, 0, 2));
     buf_printf(out, ",\"started_ms\":%" PRId64 ",\"finished_ms\":%" PRId64 ",\"history\":[",
                store_rows_int(&c->rows2, 0, 3), store_rows_int(&c->rows2, 0, 4));
-    /* History is JSON lines; the first may have been cut by the cap: skip
-     * anything before the first complete line start. */
-    const char *h = store_rows_text(&c->rows2, 0, 5);
-    if (*h && *h != '{') {
-        const char *nl = strchr(h, '\n');
-        h = nl ? nl + 1 : "";
-    }
-    int first = 1;
-    while (*h) {
-        const char *nl = strchr(h, '\n');
-        size_t len = nl ? (size_t)(nl - h) : strlen(h);
-        if (len) {
-            buf_puts(out, first ? "" : ",");
-            buf_append(out, h, len);
-            first = 0;
-        }
-        h += len + (nl ? 1 : 0);
-    }
+    job_history_json(out, store_rows_text(&c->rows2, 0, 5));
     buf_puts(out, "]}");
     return 0;
 }
