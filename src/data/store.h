@@ -209,7 +209,7 @@ struct store_topology {
          NULL,                                                                                     \
          NULL,                                                                                     \
          "URL",                                                                                    \
-         "[store] a streaming replica of every database (repeatable)"},                            \
+         "[store] a streaming replica of every database"},                                         \
         {"store.catalog",                                                                          \
          CONF_STRING,                                                                              \
          offsetof(type, member.catalog),                                                           \

@@ -19,8 +19,12 @@
 #include "base/config.h"
 #include "base/log.h"
 #include "base/trace.h"
+#include "data/cache.h"
+#include "data/session.h"
+#include "data/store.h"
 #include "http/http_client.h"
 #include "http/http_server.h"
+#include "jobs/queue.h"
 #include "net/net.h"
 #include "scale/autoscale.h"
 #include "scale/cgroup.h"
@@ -42,6 +46,10 @@ struct up_config {
     char *trace_dir; /* "": no span logs; else gateway.jsonl, app.jsonl, worker.jsonl there */
     char *slo_availability, *slo_latency; /* percentages, or "off" (slo.h) */
     long long slo_threshold_ms, slo_window_ms;
+    /* The data drivers of the built-in app and worker commands (section 9
+     * of the contract: the same URLs as their own flags). */
+    char *store_url, *cache_url, *sessions_url, *queue_url;
+    struct store_topology store_topo;
 };
 
 static int check_cpu(const char *v, char *err, size_t errlen)
@@ -112,6 +120,15 @@ static const struct conf_entry up_tab[] = {
      "target ready jobs per worker (queue depth / workers)"},
     {"worker.target-age", CONF_MS, O(worker_target_age_ms), 0, 3600000, "0", NULL, NULL, "MS",
      "target age of the oldest ready job (0 = not a metric)"},
+    {"store", CONF_STRING, O(store_url), 0, 0, "sqlite:", NULL, NULL, "URL",
+     "the apps' and workers' store: sqlite: (files in --data-dir) or postgres://USER@HOST:PORT/DB"},
+    STORE_CONF_ENTRIES(struct up_config, store_topo),
+    {"cache", CONF_STRING, O(cache_url), 0, 0, "local:", NULL, NULL, "URL",
+     "the apps' cache: local: (in each process) or redis://HOST:PORT[,redis://HOST:PORT...]"},
+    {"sessions", CONF_STRING, O(sessions_url), 0, 0, "sqlite:", NULL, NULL, "URL",
+     "the apps' sessions: sqlite: or redis://HOST:PORT (redis-sentinel://HOST:PORT,.../MASTER)"},
+    {"queue", CONF_STRING, O(queue_url), 0, 0, "sqlite:", NULL, NULL, "URL",
+     "the job queue of apps and workers: sqlite: or redis://HOST:PORT"},
     {"trace-dir", CONF_STRING, O(trace_dir), 0, 0, "", NULL, NULL, "DIR",
      "write span logs (W3C traces) to DIR/gateway.jsonl, app.jsonl and worker.jsonl "
      "(surge trace ID reads them; off by default)"},
@@ -1133,8 +1150,51 @@ static void on_admin(struct http_request *req, void *arg)
 
 /* ---- start, reload, stop ------------------------------------------------- */
 
+/* The data URLs are checked here as the app and the worker would check
+ * them, so that a malformed one is one line and exit 2 from surge up
+ * rather than children that exit at once and are restarted forever.
+ * Nothing here connects: a server that is down is the children's business
+ * (/readyz 503 until it answers). */
+static int validate_data(const struct up_config *cfg, char *err, size_t errlen)
+{
+    char why[384];
+    if (!session_driver_find(cfg->sessions_url)) {
+        snprintf(err, errlen,
+                 "sessions: '%s': no session driver for this URL (built in: sqlite:, "
+                 "redis://HOST:PORT, redis-sentinel://HOST:PORT[,HOST:PORT...]/MASTER)",
+                 cfg->sessions_url);
+        return -1;
+    }
+    const struct queue_producer_driver *qp = queue_producer_find(cfg->queue_url);
+    if (!qp || !queue_consumer_find(cfg->queue_url)) {
+        snprintf(err, errlen, "queue: '%s': no queue driver for this URL (built in: sqlite:, %s)",
+                 cfg->queue_url, "redis://HOST:PORT");
+        return -1;
+    }
+    if (qp->check_url && qp->check_url(cfg->queue_url, why, sizeof why) < 0) {
+        snprintf(err, errlen, "queue: %s", why);
+        return -1;
+    }
+    struct store_layout l;
+    if (store_layout_from_config(&l, cfg->store_url, &cfg->store_topo, cfg->data_dir, 4, why,
+                                 sizeof why) < 0) {
+        snprintf(err, errlen, "store: %s", why);
+        return -1;
+    }
+    store_layout_free(&l);
+    struct cache c;
+    if (cache_open(&c, cfg->cache_url, 1u << 20, why, sizeof why) < 0) {
+        snprintf(err, errlen, "cache: %s", why);
+        return -1;
+    }
+    cache_close(&c);
+    return 0;
+}
+
 static int validate(const struct up_config *cfg, char *err, size_t errlen)
 {
+    if (validate_data(cfg, err, errlen) < 0)
+        return -1;
     if (cfg->worker_min > cfg->worker_max) {
         snprintf(err, errlen, "worker.min (%lld) is greater than worker.max (%lld)",
                  cfg->worker_min, cfg->worker_max);
@@ -1165,6 +1225,44 @@ int up_slo_config(int argc, char **argv, struct slo_set *out, char *err, size_t 
     return rc < 0 ? -1 : 0;
 }
 
+/* Append the data drivers' flags for the built-in app (app = 1) or worker
+ * command to argv[0..n) and return the new count. Only what differs from
+ * the children's own defaults is passed; the [store] topology goes as its
+ * dotted flags (--store.primary URL ...), which the children's config
+ * tables accept as they accept the [store] section. The strings point into
+ * cfg, which outlives the spec (build_specs runs again after a reload). */
+static int data_args(const char **argv, int n, const struct up_config *cfg, int app)
+{
+#define ARG2(flag, value)                                                                          \
+    do {                                                                                           \
+        if (n + 3 < SV_MAX_ARGS) {                                                                 \
+            argv[n++] = (flag);                                                                    \
+            argv[n++] = (value);                                                                   \
+        }                                                                                          \
+    } while (0)
+    const struct store_topology *t = &cfg->store_topo;
+    if (strcmp(cfg->store_url, "sqlite:"))
+        ARG2("--store", cfg->store_url);
+    if (t->primary)
+        ARG2("--store.primary", t->primary);
+    for (size_t i = 0; i < t->replica.n; i++)
+        ARG2("--store.replica", t->replica.items[i]);
+    if (t->catalog)
+        ARG2("--store.catalog", t->catalog);
+    if (t->directory)
+        ARG2("--store.directory", t->directory);
+    for (size_t i = 0; i < t->shard.n; i++)
+        ARG2("--store.shard", t->shard.items[i]);
+    if (strcmp(cfg->queue_url, "sqlite:"))
+        ARG2("--queue", cfg->queue_url);
+    if (app && strcmp(cfg->cache_url, "local:"))
+        ARG2("--cache", cfg->cache_url);
+    if (app && strcmp(cfg->sessions_url, "sqlite:"))
+        ARG2("--sessions", cfg->sessions_url);
+#undef ARG2
+    return n;
+}
+
 /* Build the three specs and the autoscaler config from cfg. */
 static void build_specs(struct up *u)
 {
@@ -1188,22 +1286,21 @@ static void build_specs(struct up *u)
         a->argv[1] = "-c";
         a->argv[2] = u->app_shell;
     } else {
-        const char *v[] = {"{self}",
-                           "app",
-                           "--listen",
-                           "127.0.0.1:{port}",
-                           "--data-dir",
-                           cfg->data_dir,
-                           "--trusted-proxy",
-                           "127.0.0.1",
-                           NULL,
-                           NULL,
-                           NULL};
+        int n = 0;
+        a->argv[n++] = "{self}";
+        a->argv[n++] = "app";
+        a->argv[n++] = "--listen";
+        a->argv[n++] = "127.0.0.1:{port}";
+        a->argv[n++] = "--data-dir";
+        a->argv[n++] = cfg->data_dir;
+        a->argv[n++] = "--trusted-proxy";
+        a->argv[n++] = "127.0.0.1";
         if (tracing) {
-            v[8] = "--trace-log";
-            v[9] = u->trace_app;
+            a->argv[n++] = "--trace-log";
+            a->argv[n++] = u->trace_app;
         }
-        memcpy(a->argv, v, sizeof v);
+        n = data_args(a->argv, n, cfg, 1);
+        a->argv[n] = NULL;
     }
     a->wants_port = 1;
     a->ready_path = cfg->app_ready;
@@ -1220,13 +1317,19 @@ static void build_specs(struct up *u)
         w->argv[1] = "-c";
         w->argv[2] = u->worker_shell;
     } else {
-        const char *v[] = {"{self}",           "worker", "--data-dir", cfg->data_dir, "--metrics",
-                           "127.0.0.1:{port}", NULL,     NULL,         NULL};
+        int n = 0;
+        w->argv[n++] = "{self}";
+        w->argv[n++] = "worker";
+        w->argv[n++] = "--data-dir";
+        w->argv[n++] = cfg->data_dir;
+        w->argv[n++] = "--metrics";
+        w->argv[n++] = "127.0.0.1:{port}";
         if (tracing) {
-            v[6] = "--trace-log";
-            v[7] = u->trace_worker;
+            w->argv[n++] = "--trace-log";
+            w->argv[n++] = u->trace_worker;
         }
-        memcpy(w->argv, v, sizeof v);
+        n = data_args(w->argv, n, cfg, 0);
+        w->argv[n] = NULL;
         w->ready_path = "/metrics";
     }
     w->wants_port = 1; /* $PORT for any command: /metrics there is scraped if served */

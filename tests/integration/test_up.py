@@ -492,3 +492,85 @@ def test_bench_watch_samples_status_into_its_reports(ups, tmp_path):
     assert w["instances"] == [None, None] and w["failures"] == 2, w
     assert u.stop() == 0
     u.check_clean()
+
+
+# ---- the data drivers: surge up on PostgreSQL and Redis (contract §9) -------
+
+def _gateway_client(port):
+    """An App-like client (get/post with sid=...) on the gateway's port."""
+    from conftest import App
+    gw = App.__new__(App)
+    gw.port = port
+    return gw
+
+
+def _cmdline(pid):
+    with open("/proc/%d/cmdline" % pid, "rb") as f:
+        return f.read().split(b"\0")
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--store", "mysql://x"], "store:"),
+    (["--store.primary", "sqlite:"], "store:"),
+    (["--cache", "memcached://127.0.0.1:1"], "cache:"),
+    (["--sessions", "file:/tmp/x"], "sessions:"),
+    (["--queue", "kafka://127.0.0.1:1"], "queue:"),
+    (["--queue", "redis://"], "queue:"),
+])
+def test_malformed_data_urls_are_one_line_and_exit_2(tmp_path, args, msg):
+    p = subprocess.run([SURGE_BIN, "up", "--data-dir", str(tmp_path / "d"), *args],
+                       capture_output=True, timeout=30, env=child_env())
+    assert p.returncode == 2, p
+    lines = p.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and msg in lines[0], lines
+
+
+def test_up_runs_the_shop_on_postgres_and_redis(ups, tmp_path, pg_cluster):
+    """One config file puts the whole stack on real engines: the [store]
+    topology (primary + streaming replica) and Redis sessions, cache and
+    queue reach every app and worker surge up starts; an order placed
+    through the gateway is confirmed by a worker through the Redis queue."""
+    from engines import RedisServer
+    from pg_harness import StoreBackend
+    from test_app import new_user
+    backend = StoreBackend("postgres", pg_cluster)
+    data = tmp_path / "data"
+    with RedisServer() as r:
+        conf = tmp_path / "up.ini"
+        topo = open(backend.topology(data)).read()
+        conf.write_text("sessions = %s\ncache = %s\nqueue = %s\n\n%s"
+                        % (r.url, r.url, r.url, topo))
+        seed = subprocess.run([SURGE_BIN, "seed", "--data-dir", str(data), "-c",
+                               backend.topology(data), "--products", "50", "--users", "2"],
+                              capture_output=True, timeout=120, env=child_env())
+        assert seed.returncode == 0, seed
+        backend.settle(data)
+        u = ups("-c", str(conf), "--worker.min", "1", seed=False)
+        u.wait_ready(2)
+        st = u.status()
+        app_pid = [i["pid"] for i in st["instances"] if i["state"] == "ready"][0]
+        argv = _cmdline(app_pid)
+        for flag, value in (("--sessions", r.url), ("--cache", r.url),
+                            ("--queue", r.url)):
+            assert flag.encode() in argv and value.encode() in argv, argv
+        assert b"--store.primary" in argv and b"--store.replica" in argv, argv
+        assert wait_until(lambda: [w for w in u.status()["workers"] if w["state"] == "ready"],
+                          timeout=30), tail(u.log())
+        wpid = [w["pid"] for w in u.status()["workers"] if w["state"] == "ready"][0]
+        wargv = _cmdline(wpid)
+        assert b"--queue" in wargv and b"--store.primary" in wargv, wargv
+        assert b"--sessions" not in wargv and b"--cache" not in wargv, wargv
+
+        gw = _gateway_client(u.port)
+        _, sid = new_user(gw, "up-engines@example.com")
+        assert gw.get("/api/me", sid=sid).status == 200
+        assert int(r.cli("DBSIZE")) > 0          # the session (and cache) live in Redis
+        resp = gw.post("/api/orders", {"items": [{"product_id": 3, "quantity": 1}]}, sid=sid)
+        assert resp.status == 201, resp
+        oid = resp.json()["id"]
+        assert wait_until(lambda: gw.get("/api/orders/%d" % oid, sid=sid).json()["status"]
+                          == "confirmed", timeout=30, interval=0.2), tail(u.log())
+        rows = backend.shard_rows(data, "SELECT status FROM orders")   # on PostgreSQL
+        assert [row for _, row in rows] == [("confirmed",)], rows
+        assert u.stop() == 0
+        u.check_clean()
