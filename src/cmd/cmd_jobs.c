@@ -1,6 +1,6 @@
 /* surge jobs: inspect and operate the queue (docs/contract.md §8).
  *
- *   surge jobs [--data-dir DIR] [--store URL] [--queue URL] COMMAND ...
+ *   surge jobs [-c FILE] [--data-dir DIR] [--store URL] [--queue URL] COMMAND ...
  *     stats [--json]
  *     list [--state S] [--queue NAME] [--limit N] [--json]
  *     show ID
@@ -15,6 +15,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,27 +25,31 @@
 #include "base/buf.h"
 #include "base/config.h"
 #include "cmd/cmd.h"
+#include "data/store.h"
 #include "jobs/queue.h"
 
 void cmd_jobs_help(FILE *out)
 {
-    fprintf(out,
-            "usage: surge jobs [--data-dir DIR] [--store URL] [--queue URL] COMMAND ...\n\n"
-            "  stats [--json]                      jobs per state, age of the oldest ready job\n"
-            "  list [--state S] [--queue NAME] [--limit N] [--json]\n"
-            "                                      newest first; S: ready delayed running done "
-            "dead\n"
-            "  show ID                             one job as JSON (payload, attempt history)\n"
-            "  retry ID | retry --dead [--json]    replay a dead job, or every dead job\n"
-            "  purge --dead | --done [--json]      delete dead (or done) jobs\n"
-            "  enqueue KIND [--payload JSON] [--delay MS | --run-at UNIX_S] [--priority N]\n"
-            "          [--unique KEY] [--queue NAME] [--max-attempts N] [--count N [--rate R]]\n"
-            "          [--json]\n"
-            "                                      add jobs (a pending --unique KEY: no-op, "
-            "reported)\n\n"
-            "  --data-dir DIR  the store's directory (default ./data)\n"
-            "  --store URL     store driver (default sqlite:)\n"
-            "  --queue URL     queue driver (default sqlite:; or redis://HOST:PORT)\n");
+    fprintf(
+        out,
+        "usage: surge jobs [-c FILE] [--data-dir DIR] [--store URL] [--queue URL] COMMAND ...\n\n"
+        "  stats [--json]                      jobs per state, age of the oldest ready job\n"
+        "  list [--state S] [--queue NAME] [--limit N] [--json]\n"
+        "                                      newest first; S: ready delayed running done "
+        "dead\n"
+        "  show ID                             one job as JSON (payload, attempt history)\n"
+        "  retry ID | retry --dead [--json]    replay a dead job, or every dead job\n"
+        "  purge --dead | --done [--json]      delete dead (or done) jobs\n"
+        "  enqueue KIND [--payload JSON] [--delay MS | --run-at UNIX_S] [--priority N]\n"
+        "          [--unique KEY] [--queue NAME] [--max-attempts N] [--count N [--rate R]]\n"
+        "          [--json]\n"
+        "                                      add jobs (a pending --unique KEY: no-op, "
+        "reported)\n\n"
+        "  --data-dir DIR  the store's directory (default ./data)\n"
+        "  --store URL     store driver (default sqlite:)\n"
+        "  -c FILE         data-dir, store, queue and a [store] topology from FILE\n"
+        "                  (also as flags: --store.primary URL, --store.replica URL, ...)\n"
+        "  --queue URL     queue driver (default sqlite:; or redis://HOST:PORT)\n");
 }
 
 static int usage(const char *msg, const char *arg)
@@ -378,32 +383,94 @@ static int cmd_enqueue(struct jobs_ctx *c, int argc, char **argv)
     return 0;
 }
 
-int cmd_jobs(int argc, char **argv)
+/* The options before the command: the same keys as surge worker's, from
+ * flags or from -c FILE (a [store] topology among them). */
+struct jobs_opts {
+    char *data_dir, *store_url, *queue_url;
+    struct store_topology store_topo;
+};
+
+#define O(f) offsetof(struct jobs_opts, f)
+static const struct conf_entry jobs_conf[] = {
+    {"data-dir", CONF_STRING, O(data_dir), 0, 0, "./data", NULL, NULL, "DIR", "data directory"},
+    {"store", CONF_STRING, O(store_url), 0, 0, "sqlite:", NULL, NULL, "URL", "store driver"},
+    STORE_CONF_ENTRIES(struct jobs_opts, store_topo),
+    {"queue", CONF_STRING, O(queue_url), 0, 0, "sqlite:", NULL, NULL, "URL", "queue driver"},
+};
+#undef O
+#define NJOBS_CONF (sizeof jobs_conf / sizeof jobs_conf[0])
+
+/* Options up to the command word: --KEY VALUE, --KEY=VALUE, -c FILE (its
+ * keys first, flags over them, wherever -c stands). Returns the index of
+ * the command word, or -1 after printing the usage error. */
+static int parse_opts(struct jobs_opts *o, int argc, char **argv, int *help)
 {
-    const char *data_dir = "./data", *store_url = "sqlite:", *queue_url = "sqlite:";
-    int i = 0;
-    for (; i < argc && argv[i][0] == '-'; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            cmd_jobs_help(stdout);
+    char err[384];
+    if (conf_defaults(jobs_conf, NJOBS_CONF, o, err, sizeof err) < 0) {
+        usage(err, NULL);
+        return -1;
+    }
+    int end = 0;
+    while (end < argc && argv[end][0] == '-') {
+        if (!strcmp(argv[end], "-h") || !strcmp(argv[end], "--help")) {
+            *help = 1;
             return 0;
         }
-        if (i + 1 >= argc)
-            return usage("option needs a value", a);
-        if (!strcmp(a, "--data-dir"))
-            data_dir = argv[++i];
-        else if (!strcmp(a, "--store"))
-            store_url = argv[++i];
-        else if (!strcmp(a, "--queue"))
-            queue_url = argv[++i];
-        else
-            return usage("unknown option", a);
+        end += strchr(argv[end], '=') ? 1 : 2;
     }
-    if (i >= argc)
+    if (end > argc) {
+        usage("option needs a value", argv[argc - 1]);
+        return -1;
+    }
+    for (int i = 0; i < end; i++) {
+        if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) {
+            if (conf_load_file(jobs_conf, NJOBS_CONF, o, argv[++i], err, sizeof err) < 0) {
+                usage(err, NULL);
+                return -1;
+            }
+        } else if (!strchr(argv[i], '=')) {
+            i++;
+        }
+    }
+    for (int i = 0; i < end; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-c") || !strcmp(a, "--config")) {
+            i++;
+            continue;
+        }
+        if (strncmp(a, "--", 2)) {
+            usage("unknown option", a);
+            return -1;
+        }
+        char key[128];
+        const char *eq = strchr(a, '='), *val;
+        if (eq) {
+            snprintf(key, sizeof key, "%.*s", (int)(eq - a - 2), a + 2);
+            val = eq + 1;
+        } else {
+            snprintf(key, sizeof key, "%s", a + 2);
+            val = argv[++i];
+        }
+        int rc = conf_set(jobs_conf, NJOBS_CONF, o, key, val, err, sizeof err);
+        if (rc == -ENOENT) {
+            usage("unknown option", a);
+            return -1;
+        }
+        if (rc < 0) {
+            fprintf(stderr, "surge jobs: --%s: %s\n", key, err);
+            return -1;
+        }
+    }
+    return end;
+}
+
+static int jobs_run(const struct jobs_opts *o, int argc, char **argv)
+{
+    if (argc < 1)
         return usage("want a command: stats, list, show, retry, purge or enqueue", NULL);
-    const char *cmd = argv[i++];
-    int sub_argc = argc - i;
-    char **sub = argv + i;
+    const char *cmd = argv[0];
+    int sub_argc = argc - 1;
+    char **sub = argv + 1;
     static const char *const known[] = {"stats", "list", "show", "retry", "purge", "enqueue"};
     int ok = 0;
     for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
@@ -418,18 +485,19 @@ int cmd_jobs(int argc, char **argv)
             json = 1;
         }
     }
-    struct jobs_ctx c = {.data_dir = data_dir};
-    c.qd = queue_consumer_find(queue_url);
+    struct jobs_ctx c = {.data_dir = o->data_dir};
+    c.qd = queue_consumer_find(o->queue_url);
     if (!c.qd)
         return usage("--queue: no queue driver for this URL (built in: sqlite:, redis://HOST:PORT)",
-                     queue_url);
+                     o->queue_url);
     struct store_layout l;
     char err[384];
-    if (store_layout_init(&l, store_url, data_dir, STORE_MAX_SHARDS, err, sizeof err) < 0) {
+    if (store_layout_from_config(&l, o->store_url, &o->store_topo, o->data_dir, STORE_MAX_SHARDS,
+                                 err, sizeof err) < 0) {
         fprintf(stderr, "surge jobs: --store: %s\n", err);
         return 2;
     }
-    if (c.qd->open(queue_url, &l, &c.qc, err, sizeof err) < 0) {
+    if (c.qd->open(o->queue_url, &l, &c.qc, err, sizeof err) < 0) {
         fprintf(stderr, "surge jobs: --queue: %s\n", err);
         store_layout_free(&l);
         return 2;
@@ -449,5 +517,24 @@ int cmd_jobs(int argc, char **argv)
         rc = cmd_enqueue(&c, sub_argc, sub);
     c.qd->close(c.qc);
     store_layout_free(&l);
+    return rc;
+}
+
+int cmd_jobs(int argc, char **argv)
+{
+    struct jobs_opts o;
+    int help = 0;
+    int i = parse_opts(&o, argc, argv, &help);
+    if (help) {
+        conf_free(jobs_conf, NJOBS_CONF, &o);
+        cmd_jobs_help(stdout);
+        return 0;
+    }
+    if (i < 0) {
+        conf_free(jobs_conf, NJOBS_CONF, &o);
+        return 2;
+    }
+    int rc = jobs_run(&o, argc - i, argv + i);
+    conf_free(jobs_conf, NJOBS_CONF, &o);
     return rc;
 }

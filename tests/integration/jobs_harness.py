@@ -167,7 +167,7 @@ class Workers:
 
 
 def jobs(data_dir, *args, timeout=60.0):
-    store = ["--store", _pg().url(data_dir)] if _pg() else []
+    store = _pg().args(data_dir) if _pg() else []     # the same -c topology as the workers
     return run_surge("jobs", "--data-dir", data_dir, *store, *queue_args(), *args,
                      timeout=timeout)
 
