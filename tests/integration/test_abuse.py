@@ -46,6 +46,20 @@ def timed_login(port, email, password="correct horse"):
     return resp, time.monotonic() - t0
 
 
+def login_bound(port, email):
+    """How long a login may take during a flood: the issue's 1 s, or, on a
+    machine so loaded that one login alone (its real argon2id hash) already
+    takes a good part of that, three times the slowest of three quiet logins
+    plus 0.3 s. What the tests guard against is logins queued behind the
+    flood's hashes (many seconds), not the machine's speed."""
+    alone = []
+    for _ in range(3):
+        resp, s = timed_login(port, email)
+        assert resp.status == 201, resp
+        alone.append(s)
+    return max(1.0, 3 * max(alone) + 0.3), alone
+
+
 class Flood:
     """n threads repeating request() until stopped; statuses counted."""
 
@@ -87,6 +101,7 @@ def test_signup_flood_for_a_taken_email_does_not_slow_logins(start_app):
     app = start_app("--signup-addr-max", "1000000", fast_hash=False)
     assert signup(app.port, "taken@example.com").status == 201
     assert signup(app.port, "user@example.com").status == 201
+    bound, alone = login_bound(app.port, "user@example.com")
     with Flood(40, lambda i, k: signup(app.port, "taken@example.com")) as flood:
         time.sleep(0.5)
         took = []
@@ -94,7 +109,7 @@ def test_signup_flood_for_a_taken_email_does_not_slow_logins(start_app):
             resp, s = timed_login(app.port, "user@example.com")
             assert resp.status == 201, resp
             took.append(s)
-    assert max(took) < 1.0, "logins took %s s during the signup flood" % took
+    assert max(took) < bound, "logins took %s s during the signup flood (alone: %s)" % (took, alone)
     assert flood.statuses.get(409, 0) > 40, flood.statuses
     assert set(flood.statuses) <= {409}, flood.statuses       # never 5xx, never hashed
 
@@ -106,6 +121,7 @@ def test_signup_flood_of_new_emails_leaves_logins_their_threads(start_app):
     app = start_app("--signup-addr-max", "1000000", "--signup-rate", "1000000",
                     "--hash-threads", "2", fast_hash=False)
     assert signup(app.port, "user@example.com").status == 201
+    bound, alone = login_bound(app.port, "user@example.com")
     with Flood(48, lambda i, k: signup(app.port, "new%d-%d@example.com" % (i, k))) as flood:
         time.sleep(1.0)
         took = []
@@ -113,7 +129,7 @@ def test_signup_flood_of_new_emails_leaves_logins_their_threads(start_app):
             resp, s = timed_login(app.port, "user@example.com")
             assert resp.status == 201, resp
             took.append(s)
-    assert max(took) < 1.0, "logins took %s s during the signup flood" % took
+    assert max(took) < bound, "logins took %s s during the signup flood (alone: %s)" % (took, alone)
     assert flood.statuses.get(429, 0) > 0, flood.statuses
     assert not [s for s in flood.statuses if s == "error" or s >= 500], flood.statuses
     busy = metric_sum(app.metrics(), "surge_app_throttled_total", reason="signup_busy")
