@@ -1263,6 +1263,35 @@ static int data_args(const char **argv, int n, const struct up_config *cfg, int 
     return n;
 }
 
+/* s's argv: a custom command as `sh -c "exec COMMAND"` (shell holds the
+ * string), else the built-in one: head, then --data-dir, the trace log and
+ * the data drivers. 1 for the built-in command, 0 for a custom one. */
+static int child_argv(struct sv_spec *s, char *shell, size_t shellsz, const char *command,
+                      const char *const *head, const char *trace_log, const struct up_config *cfg,
+                      int app)
+{
+    if (command[0]) {
+        snprintf(shell, shellsz, "exec %s", command);
+        s->argv[0] = "/bin/sh";
+        s->argv[1] = "-c";
+        s->argv[2] = shell;
+        s->argv[3] = NULL;
+        return 0;
+    }
+    int n = 0;
+    for (; head[n]; n++)
+        s->argv[n] = head[n];
+    s->argv[n++] = "--data-dir";
+    s->argv[n++] = cfg->data_dir;
+    if (trace_log) {
+        s->argv[n++] = "--trace-log";
+        s->argv[n++] = trace_log;
+    }
+    n = data_args(s->argv, n, cfg, app);
+    s->argv[n] = NULL;
+    return 1;
+}
+
 /* Build the three specs and the autoscaler config from cfg. */
 static void build_specs(struct up *u)
 {
@@ -1280,28 +1309,10 @@ static void build_specs(struct up *u)
     struct sv_spec *a = &u->app_spec;
     memset(a, 0, sizeof *a);
     a->name = "app";
-    if (cfg->app_command[0]) {
-        snprintf(u->app_shell, sizeof u->app_shell, "exec %s", cfg->app_command);
-        a->argv[0] = "/bin/sh";
-        a->argv[1] = "-c";
-        a->argv[2] = u->app_shell;
-    } else {
-        int n = 0;
-        a->argv[n++] = "{self}";
-        a->argv[n++] = "app";
-        a->argv[n++] = "--listen";
-        a->argv[n++] = "127.0.0.1:{port}";
-        a->argv[n++] = "--data-dir";
-        a->argv[n++] = cfg->data_dir;
-        a->argv[n++] = "--trusted-proxy";
-        a->argv[n++] = "127.0.0.1";
-        if (tracing) {
-            a->argv[n++] = "--trace-log";
-            a->argv[n++] = u->trace_app;
-        }
-        n = data_args(a->argv, n, cfg, 1);
-        a->argv[n] = NULL;
-    }
+    static const char *const app_head[] = {
+        "{self}", "app", "--listen", "127.0.0.1:{port}", "--trusted-proxy", "127.0.0.1", NULL};
+    child_argv(a, u->app_shell, sizeof u->app_shell, cfg->app_command, app_head,
+               tracing ? u->trace_app : NULL, cfg, 1);
     a->wants_port = 1;
     a->ready_path = cfg->app_ready;
     a->millicores = mc;
@@ -1311,27 +1322,11 @@ static void build_specs(struct up *u)
     struct sv_spec *w = &u->worker_spec;
     memset(w, 0, sizeof *w);
     w->name = "worker";
-    if (cfg->worker_command[0]) {
-        snprintf(u->worker_shell, sizeof u->worker_shell, "exec %s", cfg->worker_command);
-        w->argv[0] = "/bin/sh";
-        w->argv[1] = "-c";
-        w->argv[2] = u->worker_shell;
-    } else {
-        int n = 0;
-        w->argv[n++] = "{self}";
-        w->argv[n++] = "worker";
-        w->argv[n++] = "--data-dir";
-        w->argv[n++] = cfg->data_dir;
-        w->argv[n++] = "--metrics";
-        w->argv[n++] = "127.0.0.1:{port}";
-        if (tracing) {
-            w->argv[n++] = "--trace-log";
-            w->argv[n++] = u->trace_worker;
-        }
-        n = data_args(w->argv, n, cfg, 0);
-        w->argv[n] = NULL;
+    static const char *const worker_head[] = {"{self}", "worker", "--metrics", "127.0.0.1:{port}",
+                                              NULL};
+    if (child_argv(w, u->worker_shell, sizeof u->worker_shell, cfg->worker_command, worker_head,
+                   tracing ? u->trace_worker : NULL, cfg, 0))
         w->ready_path = "/metrics";
-    }
     w->wants_port = 1; /* $PORT for any command: /metrics there is scraped if served */
     w->millicores = wmc;
     w->stop_grace_ms = (uint64_t)cfg->drain_timeout_ms;
