@@ -381,9 +381,11 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     c->eof = 1;
     client_reading_update(c);
     struct txn *t = c->txn;
-    if (t && (t->state == TX_LOCAL ||
+    if (t && (t->state == TX_LOCAL || t->cache_bg ||
               ((t->flags & TF_REQ_DONE) && (t->state == TX_WAIT || t->state == TX_RESPOND)))) {
-        /* Half-close after a whole request: answer it, then close. */
+        /* Half-close after a whole request: answer it, then close. (A
+         * background revalidation finishes first: the client has its
+         * answer, the cache waits for the origin's.) */
         t->flags |= TF_CLOSE;
         return;
     }

@@ -29,9 +29,10 @@
  * the waiters (and later requests) go to the origin themselves. A waiter
  * gives up waiting after --timeout-upstream and goes to the origin too.
  *
- * stale-while-revalidate is the nginx "updating" kind: the request that
- * finds the entry stale revalidates it and waits for the origin; requests
- * arriving meanwhile get the stale answer at once. */
+ * stale-while-revalidate (RFC 5861) answers every request within the
+ * window with the stale entry at once; the first of them revalidates the
+ * key behind its answer (revalidate_behind), the key's one fetch, and the
+ * origin's answer refreshes the entry. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,8 +168,9 @@ static void write_entry(struct txn *t, struct rcache_entry *e, int xc, int not_m
     client_write(t, bufs, n);
 }
 
-/* Answer t from e at request time (no upstream): TX_LOCAL. */
-static void serve(struct txn *t, struct rcache_entry *e, int xc)
+/* Write e as t's answer: our 304 when the client's If-None-Match matches
+ * its ETag. Does not change t's state. */
+static void answer(struct txn *t, struct rcache_entry *e, int xc)
 {
     int nm = 0;
     size_t inm_len;
@@ -195,9 +197,15 @@ static void serve(struct txn *t, struct rcache_entry *e, int xc)
             p = end + 1;
         }
     }
-    txn_set_state(t, TX_LOCAL);
     txn_count_response(t, nm ? 304 : e->status);
     write_entry(t, e, xc, nm);
+}
+
+/* Answer t from e at request time (no upstream): TX_LOCAL. */
+static void serve(struct txn *t, struct rcache_entry *e, int xc)
+{
+    txn_set_state(t, TX_LOCAL);
+    answer(t, e, xc);
 }
 
 /* ---- the request ------------------------------------------------------------------ */
@@ -249,6 +257,34 @@ static int join_fetch(struct txn *t)
     t->cache_wait_until_ms = uv_now(&t->w->loop) + (uint64_t)lb_cfg(t->w->lb)->timeout_upstream_ms;
     stat_add(&t->w->stats.cache_coalesced, 1);
     txn_set_state(t, TX_CWAIT);
+    return 1;
+}
+
+/* stale-while-revalidate in the background (nginx
+ * proxy_cache_background_update): answer t with the stale e now, then send
+ * the request on, with our validators, as the key's one fetch; its answer
+ * refreshes the entry and is not forwarded (px_cache_on_response), and a
+ * failure leaves e for stale-if-error. The connection's next request
+ * waits for it, as with nginx. Not for HEAD (nothing to store), a request
+ * with its own validators (the answer would be to them) or one that closes
+ * the connection (that would cut the fetch): those take the foreground path.
+ * Returns 1 when t now revalidates behind its answer. */
+static int revalidate_behind(struct txn *t, struct rcache_entry *e)
+{
+    size_t l;
+    if (t->req.method != HTTP_M_GET || (t->flags & TF_CLOSE) || req_field(t, "if-none-match", &l) ||
+        req_field(t, "if-modified-since", &l))
+        return 0;
+    struct rcache *cache = t->w->lb->cache;
+    if (rcache_fetch_begin(cache, t->cache_hash, t->cache_key.data, t->cache_key.len) != 1)
+        return 0;
+    t->cache_fetcher = 1;
+    t->cache_bg = 1;
+    __atomic_add_fetch(&e->refs, 1, __ATOMIC_RELAXED); /* one held by the write, one kept */
+    t->cache_stale = e;
+    answer(t, e, XC_STALE);
+    if (e->etag || e->last_modified)
+        add_validators(t, e);
     return 1;
 }
 
@@ -313,12 +349,16 @@ static int consult(struct txn *t)
         serve(t, e, XC_STALE);
         return 1;
     }
-    /* Someone revalidates it now: within stale-while-revalidate the stale
-     * answer goes out at once. */
-    if (may_serve_stale && stale_for < e->swr_ms &&
-        rcache_fetch_active(cache, t->cache_hash, t->cache_key.data, t->cache_key.len)) {
-        serve(t, e, XC_STALE);
-        return 1;
+    /* Within stale-while-revalidate the stale answer goes out at once
+     * (RFC 5861). The first such request then revalidates the key in the
+     * background (below); the others only get the stale answer. */
+    if (may_serve_stale && stale_for < e->swr_ms) {
+        if (rcache_fetch_active(cache, t->cache_hash, t->cache_key.data, t->cache_key.len)) {
+            serve(t, e, XC_STALE);
+            return 1;
+        }
+        if (revalidate_behind(t, e))
+            return 0;
     }
     t->cache_stale = e; /* for the 304 and for stale-if-error */
     if (join_fetch(t))
@@ -616,9 +656,36 @@ static void fetch_done(struct txn *t, int outcome)
                      outcome != 0, PASS_MS);
 }
 
+/* The origin's answer to a background revalidation (its client has the
+ * stale answer already): nothing is forwarded. */
+static void on_bg_response(struct txn *t)
+{
+    int st = t->resp.status;
+    t->cache_swallow = 1;
+    if (st == 304 && t->cache_reval && t->cache_stale) {
+        rcache_insert(t->w->lb->cache, refreshed(t, t->cache_stale));
+        fetch_done(t, 1);
+    } else if (st >= 500) {
+        fetch_done(t, -1); /* the stale entry stays, for stale-if-error */
+    } else {
+        begin_store(t);
+        if (!t->cache_store)
+            fetch_done(t, 0);
+    }
+}
+
+void px_cache_bg_failed(struct txn *t)
+{
+    fetch_done(t, -1);
+}
+
 int px_cache_on_response(struct txn *t)
 {
     int st = t->resp.status;
+    if (t->cache_bg) {
+        on_bg_response(t);
+        return 1;
+    }
     if (st == 304 && t->cache_reval && t->cache_stale) {
         struct rcache_entry *e = refreshed(t, t->cache_stale);
         __atomic_add_fetch(&e->refs, 1, __ATOMIC_RELAXED); /* ours, for the write */

@@ -132,7 +132,7 @@ enum txn_state {
 struct upstream;
 
 struct txn {
-    /* Per request: cleared by txn_new (everything before `req`). */
+    /* Per request: cleared by txn_new (everything before `rid`). */
     struct client *c; /* NULL once the connection closed */
     struct lb_worker *w;
     enum txn_state state;
@@ -148,7 +148,7 @@ struct txn {
     int up_writing; /* a write to the upstream is pending */
     unsigned retry_after_s;
     uint64_t backoff_ms;
-    uint64_t t_head_us, t_sent_us, t_queued_us;
+    uint64_t t_head_us, t_sent_us, t_queued_us, t_end_us; /* t_end_us: 0 until txn_finish */
     /* Request body pace (ms, loop clock): it must average --body-min-rate
      * after --body-rate-grace, not counting time the backend made it wait. */
     uint64_t body_t0_ms, body_last_ms, body_bytes, body_stall_ms, up_write_t0_ms;
@@ -158,10 +158,7 @@ struct txn {
     struct trace_ctx trace;
     int status;
     uint8_t rid_len;
-    char rid[64];
     uint16_t name_len;
-    char name[200];
-    char backend[BACKEND_ADDR_MAX]; /* the last backend tried ("" none), with an access log */
     /* The response cache (proxy_cache.c); xc 0 when it is off. */
     uint8_t xc;               /* enum px_xcache: the X-Cache value of the answer */
     uint8_t cache_fetcher;    /* this request fetches the key (others may wait for it) */
@@ -170,12 +167,18 @@ struct txn {
     uint8_t cache_swallow;    /* the upstream's answer is not forwarded (a cached one went) */
     uint8_t cache_auth;       /* the request has Authorization */
     uint8_t cache_invalidate; /* an unsafe method: a success removes the target's entries */
+    uint8_t cache_bg;         /* revalidating behind the stale answer its client already has */
     uint32_t cache_target_off;
     unsigned cache_cc;
     uint64_t cache_hash, cache_wait_until_ms;
     uint64_t cache_response_ms, cache_age0_ms, cache_lifetime_ms, cache_swr_ms, cache_sie_ms;
     struct rcache_entry *cache_hold;  /* the entry being written to the client */
     struct rcache_entry *cache_stale; /* a stale entry: revalidation, stale-if-error */
+    /* Not cleared by txn_new (read only up to rid_len, name_len; backend
+     * is set to "" by txn_new). */
+    char rid[64];
+    char name[200];
+    char backend[BACKEND_ADDR_MAX]; /* the last backend tried ("" none), with an access log */
     /* Kept across reuse (initialised once). */
     struct http_msg req;  /* parses c->rbuf */
     struct http_msg resp; /* parses rbuf */
@@ -359,6 +362,9 @@ void px_cache_response_done(struct txn *t);
 /* Our own 5xx is about to go out: serve the stale entry instead when
  * stale-if-error allows. 1 when served (TX_LOCAL). */
 int px_cache_stale_on_error(struct txn *t);
+/* A background revalidation (cache_bg) failed: the stale entry stays and
+ * the next request within the window tries again. */
+void px_cache_bg_failed(struct txn *t);
 /* The transaction ends (txn_free): counters, references, an unfinished
  * fetch given up. */
 void px_cache_txn_end(struct txn *t);
