@@ -78,7 +78,19 @@ void proxy_worker_init(struct lb_worker *w)
     struct proxy_worker *pw = xcalloc(1, sizeof *pw);
     pw->discard = xmalloc(DISCARD_SIZE);
     buf_init(&pw->logline, 4096);
+    list_init(&pw->cwait);
+    uv_mutex_init(&pw->wake_mu);
     w->proxy = pw;
+}
+
+void proxy_worker_start(struct lb_worker *w)
+{
+    struct proxy_worker *pw = PW(w);
+    if (!w->lb->cache)
+        return;
+    uv_async_init(&w->loop, &pw->cache_wake, px_cache_wake);
+    pw->cache_wake.data = w;
+    pw->wake_open = 1;
 }
 
 void proxy_worker_free(struct lb_worker *w)
@@ -100,6 +112,7 @@ void proxy_worker_free(struct lb_worker *w)
         free(pw->frames[i]);
     }
     free(pw->discard);
+    uv_mutex_destroy(&pw->wake_mu);
     buf_free(&pw->logline);
     free(pw->tls_in);
     free(pw);
@@ -519,6 +532,13 @@ void proxy_stop(struct lb_worker *w)
 
 void proxy_close_all(struct lb_worker *w)
 {
+    struct proxy_worker *pw = PW(w);
+    if (pw->wake_open) {
+        /* the loop's handles close next (uv_walk): no more wake-ups */
+        uv_mutex_lock(&pw->wake_mu);
+        pw->wake_open = 0;
+        uv_mutex_unlock(&pw->wake_mu);
+    }
     struct list *pos, *tmp;
     list_foreach_safe(pos, tmp, &w->clients)
     {

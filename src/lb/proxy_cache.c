@@ -23,8 +23,10 @@
  * PATCH) removes the target's entries (RFC 9111 4.4).
  *
  * Coalescing: the first miss of a key fetches it; other misses of that key
- * (on any worker) wait in TX_CWAIT, polling the store every CWAIT_POLL_MS,
- * and are answered from the stored response (HIT) when it lands. If it
+ * (on any worker) wait in TX_CWAIT, woken when the fetch ends (the store
+ * notes each waiter's worker; the fetcher wakes those workers through
+ * their uv_async, px_cache_wake), and are answered from the stored
+ * response (HIT). If it
  * turns out not storable, the key is marked "pass" for a few seconds and
  * the waiters (and later requests) go to the origin themselves. A waiter
  * gives up waiting after --timeout-upstream and goes to the origin too.
@@ -43,9 +45,8 @@
 #include "base/log.h"
 #include "lb/proxy_int.h"
 
-#define CWAIT_POLL_MS 2
-#define PASS_MS       5000 /* a key found not storable is not waited for during this time */
-#define META_MAX      (16 * 1024)
+#define PASS_MS  5000 /* a key found not storable is not waited for during this time */
+#define META_MAX (16 * 1024)
 
 static const char *const xc_names[] = {"", "BYPASS", "MISS", "HIT", "STALE", "REVALIDATED"};
 
@@ -247,7 +248,8 @@ static int join_fetch(struct txn *t)
     struct rcache *cache = t->w->lb->cache;
     if (t->req.method != HTTP_M_GET)
         return 0; /* a HEAD's answer is never stored: nothing to wait for */
-    int r = rcache_fetch_begin(cache, t->cache_hash, t->cache_key.data, t->cache_key.len);
+    int r = rcache_fetch_begin(cache, t->cache_hash, t->cache_key.data, t->cache_key.len,
+                               (int)t->w->id);
     if (r == 1) {
         t->cache_fetcher = 1;
         return 0;
@@ -276,7 +278,7 @@ static int revalidate_behind(struct txn *t, struct rcache_entry *e)
         req_field(t, "if-modified-since", &l))
         return 0;
     struct rcache *cache = t->w->lb->cache;
-    if (rcache_fetch_begin(cache, t->cache_hash, t->cache_key.data, t->cache_key.len) != 1)
+    if (rcache_fetch_begin(cache, t->cache_hash, t->cache_key.data, t->cache_key.len, -1) != 1)
         return 0;
     t->cache_fetcher = 1;
     t->cache_bg = 1;
@@ -404,18 +406,19 @@ void px_cache_wait_tick(struct txn *t)
         return;
     }
     rcache_put(e);
+    uint64_t now = uv_now(&t->w->loop);
     int active = rcache_fetch_active(cache, t->cache_hash, t->cache_key.data, t->cache_key.len);
-    if (active && uv_now(&t->w->loop) < t->cache_wait_until_ms) {
-        client_timer(t->c, CWAIT_POLL_MS);
-        return;
-    }
+    if (active && now < t->cache_wait_until_ms)
+        return; /* woken by another fetch's end, or not yet due */
     /* The fetch ended without a usable answer, or took too long: go
      * ourselves (fetching it when nobody does now). */
     if (!active) {
-        int r = rcache_fetch_begin(cache, t->cache_hash, t->cache_key.data, t->cache_key.len);
+        int r = rcache_fetch_begin(cache, t->cache_hash, t->cache_key.data, t->cache_key.len,
+                                   (int)t->w->id);
         if (r == 0) {
-            client_timer(t->c, CWAIT_POLL_MS);
-            return;
+            if (now >= t->cache_wait_until_ms)
+                client_timer(t->c, 0);
+            return; /* another fetch began meanwhile: wait for it */
         }
         t->cache_fetcher = r == 1;
     }
@@ -652,8 +655,31 @@ static void fetch_done(struct txn *t, int outcome)
     if (!t->cache_fetcher)
         return;
     t->cache_fetcher = 0;
-    rcache_fetch_end(t->w->lb->cache, t->cache_hash, t->cache_key.data, t->cache_key.len,
-                     outcome != 0, PASS_MS);
+    const struct lb *lb = t->w->lb;
+    uint64_t waiters = rcache_fetch_end(lb->cache, t->cache_hash, t->cache_key.data,
+                                        t->cache_key.len, outcome != 0, PASS_MS);
+    for (unsigned i = 0; waiters && i < lb->nthreads; i++) {
+        if (!(waiters & (1ull << (i % 64))))
+            continue;
+        struct proxy_worker *pw = PW(&lb->workers[i]);
+        uv_mutex_lock(&pw->wake_mu);
+        if (pw->wake_open)
+            uv_async_send(&pw->cache_wake);
+        uv_mutex_unlock(&pw->wake_mu);
+    }
+}
+
+void px_cache_wake(uv_async_t *a)
+{
+    struct lb_worker *w = a->data;
+    struct list *pos, *tmp;
+    list_foreach_safe(pos, tmp, &PW(w)->cwait)
+    {
+        struct txn *t = list_entry(pos, struct txn, qlink);
+        struct client *c = t->c;
+        px_cache_wait_tick(t);
+        client_run(c);
+    }
 }
 
 /* The origin's answer to a background revalidation (its client has the

@@ -228,6 +228,14 @@ struct proxy_worker {
     /* Sums over every worker, refreshed at most once a millisecond and only
      * on the retry path. */
     uint64_t sums_at_us, inflight_sum, retrying_sum;
+    /* Coalesced misses waiting for another request's fetch (TX_CWAIT, by
+     * qlink), woken by cache_wake when a fetch they wait for ends, on any
+     * worker (px_cache_wake). wake_mu guards wake_open: no wake-up is sent
+     * to a worker whose handle is closing. */
+    struct list cwait;
+    uv_async_t cache_wake;
+    uv_mutex_t wake_mu;
+    int wake_open;
 };
 
 static inline struct proxy_worker *PW(struct lb_worker *w)
@@ -365,6 +373,9 @@ int px_cache_stale_on_error(struct txn *t);
 /* A background revalidation (cache_bg) failed: the stale entry stays and
  * the next request within the window tries again. */
 void px_cache_bg_failed(struct txn *t);
+/* uv_async callback (PW(w)->cache_wake): a fetch that waiters of this
+ * worker wait for ended; each of them looks again. */
+void px_cache_wake(uv_async_t *a);
 /* The transaction ends (txn_free): counters, references, an unfinished
  * fetch given up. */
 void px_cache_txn_end(struct txn *t);

@@ -226,6 +226,8 @@ void txn_set_state(struct txn *t, enum txn_state to)
         __atomic_fetch_sub(&lb->queued_all, 1, __ATOMIC_RELAXED);
         hist_record(&w->queue_wait, clock_mono_us() - t->t_queued_us);
     }
+    if (from == TX_CWAIT && to != TX_CWAIT)
+        list_remove(&t->qlink);
     if (from == TX_BACKOFF && to != TX_BACKOFF)
         stat_add(&w->stats.retrying, -1);
     if ((t->flags & TF_HEAD_DONE) && !(t->flags & TF_IN_FLIGHT) && to != TX_END) {
@@ -304,7 +306,10 @@ void txn_set_state(struct txn *t, enum txn_state to)
         uv_timer_stop(&c->timer);
         break;
     case TX_CWAIT:
-        client_timer(c, 2);
+        /* Woken when the fetch ends (px_cache_wake); the timer is the
+         * longest wait. */
+        list_insert_tail(&PW(w)->cwait, &t->qlink);
+        client_timer(c, (uint64_t)cfg->timeout_upstream_ms);
         break;
     case TX_END:
         uv_timer_stop(&c->timer);

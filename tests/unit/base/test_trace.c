@@ -108,8 +108,8 @@ Test(trace, span_json_line)
 
 Test(trace, hex_id_matches_printf)
 {
-    static const uint64_t v[] = {0, 1, 0x0123456789abcdefull, 0xfedcba9876543210ull, ~0ull,
-                                 0xa0b0c0d0e0f09080ull};
+    static const uint64_t v[] = {
+        0, 1, 0x0123456789abcdefull, 0xfedcba9876543210ull, ~0ull, 0xa0b0c0d0e0f09080ull};
     char got[TRACE_ID_HEX + 1], want[TRACE_ID_HEX + 1];
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         for (size_t j = 0; j < sizeof v / sizeof v[0]; j++) {
