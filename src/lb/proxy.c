@@ -394,11 +394,9 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     c->eof = 1;
     client_reading_update(c);
     struct txn *t = c->txn;
-    if (t && (t->state == TX_LOCAL || t->cache_bg ||
+    if (t && (t->state == TX_LOCAL ||
               ((t->flags & TF_REQ_DONE) && (t->state == TX_WAIT || t->state == TX_RESPOND)))) {
-        /* Half-close after a whole request: answer it, then close. (A
-         * background revalidation finishes first: the client has its
-         * answer, the cache waits for the origin's.) */
+        /* Half-close after a whole request: answer it, then close. */
         t->flags |= TF_CLOSE;
         return;
     }
@@ -422,6 +420,10 @@ static void on_client_written(uv_write_t *req, int status)
 int client_write(struct txn *t, uv_buf_t *bufs, unsigned n)
 {
     struct client *c = t->c;
+    if (c->ghost) { /* nobody to write to (never reached: a stand-in swallows) */
+        client_close(c);
+        return -1;
+    }
     if (c->tls)
         return px_tls_write(t, bufs, n);
     int rc = net_write((uv_stream_t *)&c->tcp, &t->wreq, bufs, n, on_client_written);
@@ -455,6 +457,38 @@ static void on_client_timer(uv_timer_t *tm)
 }
 
 /* ---- public entry points ---------------------------------------------------- */
+
+static void on_ghost_start(uv_timer_t *tm)
+{
+    client_run(tm->data);
+}
+
+int client_ghost_start(struct client *c)
+{
+    struct lb_worker *w = c->w;
+    if (w->stopping || !c->rbuf || !c->rpos || c->rpos > RBUF_SIZE)
+        return -1;
+    struct client *g = xcalloc(1, sizeof *g);
+    g->w = w;
+    uv_tcp_init(&w->loop, &g->tcp); /* never connected: closed with the stand-in */
+    g->tcp.data = g;
+    uv_timer_init(&w->loop, &g->timer);
+    g->timer.data = g;
+    g->rbuf = px_rbuf_get(w);
+    g->rcap = RBUF_SIZE;
+    memcpy(g->rbuf, c->rbuf, c->rpos);
+    g->rlen = c->rpos;
+    memcpy(g->ip, c->ip, sizeof g->ip);
+    g->ip_len = c->ip_len;
+    g->port = c->port;
+    g->ghost = c->tls ? GHOST_TLS : GHOST_PLAIN;
+    g->eof = 1; /* never read */
+    g->state = CL_IDLE;
+    list_insert_tail(&w->clients, &g->link); /* drained and closed like the others */
+    __atomic_fetch_add(&w->lb->conns_open, 1, __ATOMIC_RELAXED);
+    uv_timer_start(&g->timer, on_ghost_start, 0, 0);
+    return 0;
+}
 
 void proxy_on_accept(uv_stream_t *server, int status)
 {

@@ -32,9 +32,10 @@
  * gives up waiting after --timeout-upstream and goes to the origin too.
  *
  * stale-while-revalidate (RFC 5861) answers every request within the
- * window with the stale entry at once; the first of them revalidates the
- * key behind its answer (revalidate_behind), the key's one fetch, and the
- * origin's answer refreshes the entry. */
+ * window with the stale entry at once; behind the first of them a stand-in
+ * client (no socket) sends the request again as the key's one fetch
+ * (revalidate_behind, px_cache_ghost), and the origin's answer refreshes
+ * the entry. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -263,31 +264,56 @@ static int join_fetch(struct txn *t)
 }
 
 /* stale-while-revalidate in the background (nginx
- * proxy_cache_background_update): answer t with the stale e now, then send
- * the request on, with our validators, as the key's one fetch; its answer
- * refreshes the entry and is not forwarded (px_cache_on_response), and a
- * failure leaves e for stale-if-error. The connection's next request
- * waits for it, as with nginx. Not for HEAD (nothing to store), a request
- * with its own validators (the answer would be to them) or one that closes
- * the connection (that would cut the fetch): those take the foreground path.
- * Returns 1 when t now revalidates behind its answer. */
+ * proxy_cache_background_update): answer t with the stale e now and hand
+ * the revalidation to a stand-in client (client_ghost_start), which sends
+ * the request again on its own, with our validators, as the key's one fetch
+ * (px_cache_ghost); its answer refreshes the entry and goes to nobody, and
+ * a failure leaves e for stale-if-error. t's connection goes on at once.
+ * Not for HEAD (nothing to store) or a request with its own validators (the
+ * answer would be to them): those take the foreground path. Returns 1 when
+ * t was answered (e is then held by t). */
 static int revalidate_behind(struct txn *t, struct rcache_entry *e)
 {
     size_t l;
-    if (t->req.method != HTTP_M_GET || (t->flags & TF_CLOSE) || req_field(t, "if-none-match", &l) ||
-        req_field(t, "if-modified-since", &l))
+    if (t->req.method != HTTP_M_GET || req_field(t, "if-none-match", &l) ||
+        req_field(t, "if-modified-since", &l) || client_ghost_start(t->c) < 0)
         return 0;
+    serve(t, e, XC_STALE);
+    return 1;
+}
+
+static void fetch_done(struct txn *t, int outcome);
+
+/* The stand-in's request ends without going anywhere: no answer, no log
+ * line, not in flight. */
+static int ghost_quiet_end(struct txn *t)
+{
+    t->flags &= ~TF_HEAD_DONE;
+    txn_set_state(t, TX_LOCAL);
+    return 1;
+}
+
+int px_cache_ghost(struct txn *t)
+{
     struct rcache *cache = t->w->lb->cache;
-    if (rcache_fetch_begin(cache, t->cache_hash, t->cache_key.data, t->cache_key.len, -1) != 1)
-        return 0;
+    t->flags |= TF_CLOSE; /* the stand-in ends with this request */
+    if (t->req.method != HTTP_M_GET || build_key(t) < 0 ||
+        rcache_fetch_begin(cache, t->cache_hash, t->cache_key.data, t->cache_key.len, -1) != 1)
+        return ghost_quiet_end(t); /* someone else fetches it now */
     t->cache_fetcher = 1;
     t->cache_bg = 1;
-    __atomic_add_fetch(&e->refs, 1, __ATOMIC_RELAXED); /* one held by the write, one kept */
+    t->xc = XC_STALE; /* the response hooks run (px_cache_on_response) */
+    struct rcache_entry *e =
+        rcache_lookup(cache, t->cache_hash, t->cache_key.data, t->cache_key.len, vary_match, t);
+    if (e && current_age_ms(e, clock_wall_ms()) < e->lifetime_ms) {
+        rcache_put(e); /* refreshed meanwhile */
+        fetch_done(t, 1);
+        return ghost_quiet_end(t);
+    }
     t->cache_stale = e;
-    answer(t, e, XC_STALE);
-    if (e->etag || e->last_modified)
+    if (e && (e->etag || e->last_modified))
         add_validators(t, e);
-    return 1;
+    return 0;
 }
 
 /* Look the request up and answer, wait or go on. Returns 1 when t is
@@ -360,7 +386,7 @@ static int consult(struct txn *t)
             return 1;
         }
         if (revalidate_behind(t, e))
-            return 0;
+            return 1;
     }
     t->cache_stale = e; /* for the 304 and for stale-if-error */
     if (join_fetch(t))
@@ -379,6 +405,8 @@ int px_cache_request(struct txn *t)
     struct lb *lb = t->w->lb;
     if (!lb->cache)
         return 0;
+    if (t->c->ghost)
+        return px_cache_ghost(t);
     t->xc = XC_BYPASS;
     int m = t->req.method;
     if (m == HTTP_M_POST || m == HTTP_M_PUT || m == HTTP_M_DELETE || m == HTTP_M_PATCH) {
@@ -809,7 +837,7 @@ void px_cache_txn_end(struct txn *t)
                                   offsetof(struct lb_stats, cache_hit),
                                   offsetof(struct lb_stats, cache_stale),
                                   offsetof(struct lb_stats, cache_revalidated)};
-    if (t->xc && t->xc < sizeof offs / sizeof offs[0])
+    if (t->xc && t->xc < sizeof offs / sizeof offs[0] && !t->cache_bg)
         stat_add((uint64_t *)(void *)((char *)&w->stats + offs[t->xc]), 1);
     rcache_put(t->cache_hold);
     rcache_put(t->cache_stale);

@@ -75,10 +75,14 @@ struct client {
     uint8_t served;  /* a request was answered: the idle timer applies, not the header one */
     uint8_t closes_pending;
     uint8_t ip_len;
+    uint8_t ghost; /* a background revalidation's stand-in (client_ghost_start): GHOST_* */
     uint16_t port;
     char ip[INET6_ADDRSTRLEN];
     struct px_tls *tls; /* NULL on a plain listener (proxy_tls.c) */
 };
+
+#define GHOST_PLAIN 1 /* for a client on a plain listener */
+#define GHOST_TLS   2 /* for a TLS client (X-Forwarded-Proto: https) */
 
 /* ---- chunk framing ------------------------------------------------------ */
 
@@ -277,6 +281,13 @@ void client_reading_update(struct client *c);
  * backend, upstream and queue slot let go) and freed with the connection in
  * the close callbacks. Safe to call twice. */
 void client_close(struct client *c);
+/* A stand-in client without a socket that sends c's current request (the
+ * head at c->rbuf[0, c->rpos)) through the proxy once more, on its own, on
+ * the next loop iteration: a background revalidation (proxy_cache.c,
+ * px_cache_ghost) that the client's connection does not wait for. It is
+ * never read or written and closes when its transaction ends. 0, or -1 when
+ * it cannot (draining, a head larger than a read buffer). */
+int client_ghost_start(struct client *c);
 /* The only driver: step the connection's transactions until one waits for
  * an event, then idle, linger or close. Called by libuv callbacks only (never
  * from below itself). */
@@ -373,6 +384,10 @@ int px_cache_stale_on_error(struct txn *t);
 /* A background revalidation (cache_bg) failed: the stale entry stays and
  * the next request within the window tries again. */
 void px_cache_bg_failed(struct txn *t);
+/* The request of a stand-in client (client_ghost_start): revalidate the key
+ * in the background when nobody fetches it. 1 when t ended at once
+ * (TX_LOCAL, nothing written), 0 to go to the origin. */
+int px_cache_ghost(struct txn *t);
 /* uv_async callback (PW(w)->cache_wake): a fetch that waiters of this
  * worker wait for ended; each of them looks again. */
 void px_cache_wake(uv_async_t *a);

@@ -725,7 +725,7 @@ static void on_request_head(struct txn *t)
         txn_reject(t, 501, "CONNECT is not supported");
         return;
     }
-    if (cfg->rate_limit) {
+    if (cfg->rate_limit && !c->ghost) {
         double rate = (double)cfg->rate_limit;
         double burst = cfg->rate_burst ? (double)cfg->rate_burst : rate;
         unsigned wait = ratelimit_take(&w->lb->ratelimit, lb_hash64(c->ip, c->ip_len),

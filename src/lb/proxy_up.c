@@ -416,8 +416,10 @@ static int on_response_head(struct txn *t)
     } else if (st < 500 && !overload) {
         pool_report_success(t->b);
     }
-    if (!t->cache_bg) /* else its stale answer was counted */
+    if (!t->cache_bg)
         txn_count_response(t, st);
+    else
+        t->status = st; /* a background revalidation's: for its log line, not counted */
     if (early)
         t->flags |= TF_ABANDONED;
     if (!(t->req.flags & HTTP_F_KEEP_ALIVE) || early || (m->flags & HTTP_F_BODY_UNTIL_EOF) ||
