@@ -171,7 +171,7 @@ struct txn {
     uint8_t cache_swallow;    /* the upstream's answer is not forwarded (a cached one went) */
     uint8_t cache_auth;       /* the request has Authorization */
     uint8_t cache_invalidate; /* an unsafe method: a success removes the target's entries */
-    uint8_t cache_bg;         /* revalidating behind the stale answer its client already has */
+    uint8_t cache_bg;         /* a stand-in's background revalidation: answers go to nobody */
     uint32_t cache_target_off;
     unsigned cache_cc;
     uint64_t cache_hash, cache_wait_until_ms;
