@@ -14,7 +14,10 @@
 # with the same ECDSA P-256 certificate, OpenSSL's default suites, ALPN
 # http/1.1 and session tickets. The client is `surge bench https://...` (the
 # same for both): new handshakes/s (-H 'Connection: close'), resumed
-# handshakes/s (--tls-resume) and req/s on kept-alive TLS connections.
+# handshakes/s (--tls-resume) and req/s on kept-alive TLS connections, and
+# for each run the CPU per connection (or request) of the proxy (its /proc
+# utime+stime) and of the client (surge bench's rusage): a row whose client
+# spends as much per operation as the proxies is bound by the client.
 # Cache: surge app with 100 seeded products behind surge lb --cache-size 64
 # and behind nginx proxy_cache (TTL from the app's Cache-Control:
 # public, max-age=5, for both); wrk reads /api/products/1..100 in turn.
@@ -24,6 +27,10 @@
 # 20000-29999. Results replace the text between <!-- bench-edge:begin -->
 # and <!-- bench-edge:end --> in the doc. Exit 0 when every target ran, 2 on
 # a usage error or a target that failed to start.
+# Quietness is judged from the 1-minute load average before the run (above
+# QUIET_LOAD: "shared machine"); the report also prints it before the herd
+# and at the end, both raised by this script's own work (two busy CPUs, then
+# BENCH_HERD clients at once), so they never decide the label.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -57,6 +64,10 @@ PIDS=()
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+QUIET_LOAD=0.5
+if awk -v l="${LOAD_START%% *}" -v q="$QUIET_LOAD" 'BEGIN {exit !(l > q)}'; then
+    log "warning: load average $LOAD_START before the run: other work on this machine will add noise"
+fi
 
 start_bg() {   # LOGFILE CMD...: pinned to SERVER_CPU; sets STARTED_PID
     local logf=$1; shift
@@ -100,17 +111,26 @@ mkdir -p "$TMP/hap"
 render bench/haproxy-tls.cfg.in "$TMP/hap/haproxy.cfg" "PORT=$P_HAP" "CERT=$TMP/combined.pem" "B1=$P_B1"
 start_bg "$TMP/hap/haproxy.log" haproxy -db -f "$TMP/hap/haproxy.cfg"
 wait_url "https://127.0.0.1:$P_HAP/" "$STARTED_PID" "haproxy" -k
+PID_HAP=$STARTED_PID
 start_bg "$TMP/surge-tls.log" "$SURGE" lb --listen "127.0.0.1:$P_SRG,tls,cert=$TMP/cert.pem,key=$TMP/key.pem" \
     --backend "127.0.0.1:$P_B1" --threads 1
 wait_url "https://127.0.0.1:$P_SRG/" "$STARTED_PID" "surge lb (TLS)" -k
+PID_SRG=$STARTED_PID
 
 RES=$TMP/results.tsv
 printf 'row\ttarget\tround\tvalue\textra\n' >"$RES"
 
-sbench() {   # OUTJSON ARGS... : surge bench pinned to the load CPU
+sbench() {   # OUTJSON ARGS... : surge bench pinned to the load CPU; its CPU seconds in OUTJSON.cpu
     local out=$1; shift
-    taskset -c "$LOAD_CPU" "$SURGE" bench -t 1 --json "$out" "$@" >/dev/null 2>&1 || true
+    "$PY" -c 'import resource, subprocess, sys
+subprocess.run(sys.argv[2:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(sys.argv[1], "w").write("%.6f" % (r.ru_utime + r.ru_stime))' "$out.cpu" \
+        taskset -c "$LOAD_CPU" "$SURGE" bench -t 1 --json "$out" "$@" || true
 }
+# CPU time (user + system, clock ticks) of a process so far: all its threads.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+TICK_HZ=$(getconf CLK_TCK)
 json_rps() { "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.0f %d %d" % (d["rps"], d["errors"], d["connections"].get("tls_resumed", 0)))' "$1" 2>/dev/null || echo "NA 0 0"; }
 
 for ((r = 1; r <= ROUNDS; r++)); do
@@ -123,10 +143,21 @@ for ((r = 1; r <= ROUNDS; r++)); do
             keepalive) args=(-c 64) ;;
             esac
             sbench "$TMP/warm.json" "${args[@]}" -d 1 "https://127.0.0.1:$port/"
+            pid=$PID_HAP; [ "$t" = surge ] && pid=$PID_SRG
+            t0=$(cpu_ticks "$pid")
             sbench "$TMP/tls-$row-$t-$r.json" "${args[@]}" -d "$DURATION" "https://127.0.0.1:$port/"
+            t1=$(cpu_ticks "$pid")
             read -r rps errs resumed < <(json_rps "$TMP/tls-$row-$t-$r.json")
-            printf 'tls-%s\t%s\t%d\t%s\t%s\n' "$row" "$t" "$r" "$rps" "errors=$errs resumed=$resumed" >>"$RES"
-            log "round $r tls $row $t: $rps/s (errors $errs, resumed $resumed)"
+            # CPU per connection (full, resumed) or request (keepalive), in us,
+            # of the proxy (CPU 1) and of the client (surge bench, CPU 0)
+            read -r pus cus < <("$PY" -c 'import json, sys
+d = json.load(open(sys.argv[1])); n = max(d["requests"], 1)
+print("%.0f %.0f" % ((int(sys.argv[3]) - int(sys.argv[2])) * 1e6 / int(sys.argv[4]) / n,
+                     float(open(sys.argv[1] + ".cpu").read()) * 1e6 / n))' \
+                "$TMP/tls-$row-$t-$r.json" "$t0" "$t1" "$TICK_HZ" 2>/dev/null || echo "NA NA")
+            printf 'tls-%s\t%s\t%d\t%s\t%s\n' "$row" "$t" "$r" "$rps" \
+                "errors=$errs resumed=$resumed proxy_us=$pus client_us=$cus" >>"$RES"
+            log "round $r tls $row $t: $rps/s (errors $errs, resumed $resumed; CPU per op: proxy $pus us, client $cus us)"
         done
     done
 done
@@ -167,6 +198,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 
 # ------------------------------------------------------------------ herd
+LOAD_HERD=$(cut -d' ' -f1-3 /proc/loadavg)
 start_bg "$TMP/up.log" "$PY" tests/integration/fake_upstream.py --id origin --port "$P_UP"
 wait_url "http://127.0.0.1:$P_UP/" "$STARTED_PID" "fake origin"
 start_bg "$TMP/surge-herd.log" "$SURGE" lb --listen "127.0.0.1:$P_SRH" --backend "127.0.0.1:$P_UP" \
@@ -219,9 +251,10 @@ done
 
 # ------------------------------------------------------------------ report
 REPORT=$TMP/report.md
-"$PY" - "$RES" "$ROUNDS" "$DURATION" "$HERD" "$LOAD_START" "$(cut -d' ' -f1-3 /proc/loadavg)" >"$REPORT" <<'EOF'
+"$PY" - "$RES" "$ROUNDS" "$DURATION" "$HERD" "$LOAD_START" "$LOAD_HERD" \
+    "$(cut -d' ' -f1-3 /proc/loadavg)" "$QUIET_LOAD" >"$REPORT" <<'EOF'
 import statistics, sys, time
-res, rounds, dur, herd, l0, l1 = sys.argv[1:]
+res, rounds, dur, herd, l0, lh, l1, quiet = sys.argv[1:]
 rows = {}
 for line in open(res).read().splitlines()[1:]:
     row, t, r, v, extra = line.split("\t")
@@ -233,10 +266,15 @@ def fmt(v):
     return "n/a" if v is None else "{:,.0f}".format(v)
 def ratio(a, b):
     return "n/a" if not a or not b else "%.2fx" % (a / b)
-print("Measured on a shared machine (2 cores, other work running: load average %s at the start,"
-      " %s at the end): indicative only. %s rounds, %s s per run, medians;"
-      " `make bench-edge` (`scripts/bench-edge.sh`), %s UTC." % (l0, l1, rounds, dur,
-                                                              time.strftime("%Y-%m-%d %H:%M", time.gmtime())))
+if float(l0.split()[0]) > float(quiet):
+    where = ("Measured on a shared machine (2 cores, other work running: load average %s before"
+             " the run): indicative only." % l0)
+else:
+    where = "Measured on a quiet machine (2 cores, load average %s before the run)." % l0
+print("%s Load average %s before the herd and %s at the end, raised by this run itself (two busy"
+      " CPUs, then %s clients at once). %s rounds, %s s per run, medians;"
+      " `make bench-edge` (`scripts/bench-edge.sh`), %s UTC." % (
+          where, lh, l1, herd, rounds, dur, time.strftime("%Y-%m-%d %H:%M", time.gmtime())))
 print()
 print("| TLS (1 thread, same cert and settings) | HAProxy | surge lb | surge / HAProxy |")
 print("|---|---:|---:|---:|")
@@ -245,6 +283,26 @@ for row, name in (("tls-full", "new handshakes/s (32 conns, Connection: close)")
                   ("tls-keepalive", "req/s on kept-alive TLS (64 conns)")):
     h, s = med(row, "haproxy"), med(row, "surge")
     print("| %s | %s | %s | %s |" % (name, fmt(h), fmt(s), ratio(s, h)))
+print()
+def med_extra(row, t, key):
+    vals = []
+    for _, extra in rows.get((row, t), []):
+        kv = dict(p.split("=", 1) for p in extra.split())
+        if kv.get(key, "NA") != "NA":
+            vals.append(float(kv[key]))
+    return statistics.median(vals) if vals else None
+print("| TLS CPU per operation, us (proxy on CPU 1, client `surge bench` on CPU 0) | HAProxy | surge lb | client vs HAProxy | client vs surge |")
+print("|---|---:|---:|---:|---:|")
+for row, name in (("tls-full", "new handshake (one per connection)"),
+                  ("tls-resumed", "resumed handshake"),
+                  ("tls-keepalive", "request on a kept-alive connection")):
+    print("| %s | %s | %s | %s | %s |" % (name, fmt(med_extra(row, "haproxy", "proxy_us")),
+                                        fmt(med_extra(row, "surge", "proxy_us")),
+                                        fmt(med_extra(row, "haproxy", "client_us")),
+                                        fmt(med_extra(row, "surge", "client_us"))))
+print()
+print("A row whose client CPU per operation is at or above the proxies' is bound by the client:"
+      " one CPU of `surge bench` cannot open connections faster, whichever proxy answers.")
 print()
 print("| cache: product reads, 100 products, TTL 5 s (wrk, 64 conns, 1 proxy thread) | nginx proxy_cache | surge lb --cache-size | surge / nginx |")
 print("|---|---:|---:|---:|")

@@ -457,7 +457,7 @@ static void get_slowest(struct admin_req *q)
     struct lb *lb = q->a->lb;
     struct exemplar best, e;
     memset(&best, 0, sizeof best);
-    uint64_t now = clock_wall_ms();
+    uint64_t now = clock_mono_ms();
     for (unsigned i = 0; i < lb->nthreads; i++)
         if (exemplar_best(&lb->workers[i].slowest, now, &e) == 0 && e.dur_us > best.dur_us)
             best = e;
@@ -471,7 +471,7 @@ static void get_slowest(struct admin_req *q)
                "{\"slowest\":{\"trace_id\":\"%s\",\"duration_ms\":%.3f,\"status\":%d,\"age_s\":%."
                "3f,\"name\":",
                best.trace_id, (double)best.dur_us / 1000.0, best.status,
-               (double)(now - best.at_ms) / 1000.0);
+               (double)(now > best.at_ms ? now - best.at_ms : 0) / 1000.0);
     trace_json_string(b, best.name, strlen(best.name));
     buf_puts(b, "}}");
 }

@@ -15,6 +15,7 @@ struct pending {
     struct pending *next;
     uint64_t hash;
     uint64_t pass_until_ms; /* 0: a fetch in progress; else "not storable" until then */
+    uint64_t waiters;       /* bit (id % 64) of each waiter's worker (rcache_fetch_begin) */
     size_t len;
     char key[];
 };
@@ -305,7 +306,7 @@ static struct pending **pending_find(struct shard *s, uint64_t hash, const char 
     return pp;
 }
 
-int rcache_fetch_begin(struct rcache *c, uint64_t hash, const char *key, size_t len)
+int rcache_fetch_begin(struct rcache *c, uint64_t hash, const char *key, size_t len, int waiter)
 {
     struct shard *s = shard_of(c, hash);
     int rc;
@@ -314,11 +315,14 @@ int rcache_fetch_begin(struct rcache *c, uint64_t hash, const char *key, size_t 
     struct pending *p = *pp;
     if (p) {
         rc = p->pass_until_ms ? -1 : 0;
+        if (rc == 0 && waiter >= 0)
+            p->waiters |= 1ull << (waiter % 64);
     } else {
         p = xmalloc(sizeof *p + len);
         p->hash = hash;
         p->len = len;
         p->pass_until_ms = 0;
+        p->waiters = 0;
         memcpy(p->key, key, len);
         p->next = s->pending;
         s->pending = p;
@@ -328,15 +332,18 @@ int rcache_fetch_begin(struct rcache *c, uint64_t hash, const char *key, size_t 
     return rc;
 }
 
-void rcache_fetch_end(struct rcache *c, uint64_t hash, const char *key, size_t len, int storable,
-                      uint64_t pass_ms)
+uint64_t rcache_fetch_end(struct rcache *c, uint64_t hash, const char *key, size_t len,
+                          int storable, uint64_t pass_ms)
 {
     struct shard *s = shard_of(c, hash);
+    uint64_t waiters = 0;
     pthread_mutex_lock(&s->mu);
     size_t n;
     struct pending **pp = pending_find(s, hash, key, len, &n);
     struct pending *p = *pp;
     if (p && !p->pass_until_ms) {
+        waiters = p->waiters;
+        p->waiters = 0;
         if (storable || !pass_ms || n >= PENDING_MAX) {
             *pp = p->next;
             free(p);
@@ -345,6 +352,7 @@ void rcache_fetch_end(struct rcache *c, uint64_t hash, const char *key, size_t l
         }
     }
     pthread_mutex_unlock(&s->mu);
+    return waiters;
 }
 
 int rcache_fetch_active(struct rcache *c, uint64_t hash, const char *key, size_t len)

@@ -124,13 +124,17 @@ int rcache_insert(struct rcache *c, struct rcache_entry *e);
 size_t rcache_purge(struct rcache *c, const char *target, size_t len, int prefix);
 
 /* Coalescing. rcache_fetch_begin: 1 when the caller now fetches key (nobody
- * else was), 0 when a fetch of it is in progress, -1 when the key was
- * recently found not storable ("pass": go to the origin without waiting).
- * rcache_fetch_end: the fetch is over; `storable` 0 marks the key as pass
- * for pass_ms. rcache_fetch_active: is a fetch of key in progress? */
-int rcache_fetch_begin(struct rcache *c, uint64_t hash, const char *key, size_t len);
-void rcache_fetch_end(struct rcache *c, uint64_t hash, const char *key, size_t len, int storable,
-                      uint64_t pass_ms);
+ * else was), 0 when a fetch of it is in progress (then `waiter`, a worker
+ * id >= 0, is noted as waiting for it; -1 notes nothing), -1 when the key
+ * was recently found not storable ("pass": go to the origin without
+ * waiting). rcache_fetch_end: the fetch is over; `storable` 0 marks the key
+ * as pass for pass_ms; returns the waiters noted since the fetch began, bit
+ * (id % 64) per worker, for the caller to wake (atomic with the check in
+ * rcache_fetch_begin: no waiter is missed). rcache_fetch_active: is a fetch
+ * of key in progress? */
+int rcache_fetch_begin(struct rcache *c, uint64_t hash, const char *key, size_t len, int waiter);
+uint64_t rcache_fetch_end(struct rcache *c, uint64_t hash, const char *key, size_t len,
+                          int storable, uint64_t pass_ms);
 int rcache_fetch_active(struct rcache *c, uint64_t hash, const char *key, size_t len);
 
 struct rcache_usage {

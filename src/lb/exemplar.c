@@ -58,8 +58,9 @@ int exemplar_best(struct exemplar_slot *s, uint64_t now_ms, struct exemplar *out
      * older than two windows, which a quiet writer has not rotated out. */
     uv_mutex_lock(&s->mu);
     uint64_t horizon = 2 * s->window_ms;
-    int cur_ok = s->cur.dur_us && now_ms - s->cur.at_ms <= horizon;
-    int prev_ok = s->prev.dur_us && now_ms - s->prev.at_ms <= horizon;
+    /* (a writer's loop clock may run a little ahead of the reader's) */
+    int cur_ok = s->cur.dur_us && (now_ms < s->cur.at_ms || now_ms - s->cur.at_ms <= horizon);
+    int prev_ok = s->prev.dur_us && (now_ms < s->prev.at_ms || now_ms - s->prev.at_ms <= horizon);
     memset(out, 0, sizeof *out);
     if (cur_ok && (!prev_ok || s->cur.dur_us >= s->prev.dur_us))
         *out = s->cur;

@@ -5,7 +5,10 @@
  * the slowest of the current window and of the previous one (window_ms
  * each), so the answer always covers the last window_ms at least. A mutex
  * guards the record; the writer takes it only to store a new slowest
- * request or to start a window, so a request costs one comparison. */
+ * request or to start a window, so a request costs one comparison.
+ *
+ * Times are milliseconds on CLOCK_MONOTONIC (base/clock.h): the worker
+ * passes its loop's uv_now(), so offering reads no clock. */
 #ifndef SURGE_LB_EXEMPLAR_H
 #define SURGE_LB_EXEMPLAR_H
 #include <stddef.h>
@@ -16,7 +19,7 @@
 
 struct exemplar {
     uint64_t dur_us; /* 0: none */
-    uint64_t at_ms;  /* when it ended (wall clock) */
+    uint64_t at_ms;  /* when it ended (monotonic ms) */
     int status;
     char trace_id[TRACE_ID_HEX + 1];
     char name[120]; /* "METHOD target", cut */
@@ -31,7 +34,7 @@ struct exemplar_slot {
 
 void exemplar_init(struct exemplar_slot *s, uint64_t window_ms);
 void exemplar_destroy(struct exemplar_slot *s);
-/* Owning thread: a request of dur_us ended at now_ms (wall clock). */
+/* Owning thread: a request of dur_us ended at now_ms (monotonic). */
 void exemplar_offer(struct exemplar_slot *s, uint64_t now_ms, uint64_t dur_us, const char *trace_id,
                     const char *name, size_t name_len, int status);
 /* Any thread: the slowest request that ended within the last two windows

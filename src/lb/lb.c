@@ -414,6 +414,7 @@ int lb_run(struct lb *lb)
         struct lb_worker *w = &lb->workers[i];
         uv_async_init(&w->loop, &w->wakeup, on_wakeup);
         w->wakeup.data = w;
+        proxy_worker_start(w);
     }
     uv_loop_t loop;
     uv_loop_init(&loop);

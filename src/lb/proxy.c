@@ -78,7 +78,19 @@ void proxy_worker_init(struct lb_worker *w)
     struct proxy_worker *pw = xcalloc(1, sizeof *pw);
     pw->discard = xmalloc(DISCARD_SIZE);
     buf_init(&pw->logline, 4096);
+    list_init(&pw->cwait);
+    uv_mutex_init(&pw->wake_mu);
     w->proxy = pw;
+}
+
+void proxy_worker_start(struct lb_worker *w)
+{
+    struct proxy_worker *pw = PW(w);
+    if (!w->lb->cache)
+        return;
+    uv_async_init(&w->loop, &pw->cache_wake, px_cache_wake);
+    pw->cache_wake.data = w;
+    pw->wake_open = 1;
 }
 
 void proxy_worker_free(struct lb_worker *w)
@@ -100,6 +112,7 @@ void proxy_worker_free(struct lb_worker *w)
         free(pw->frames[i]);
     }
     free(pw->discard);
+    uv_mutex_destroy(&pw->wake_mu);
     buf_free(&pw->logline);
     free(pw->tls_in);
     free(pw);
@@ -407,6 +420,10 @@ static void on_client_written(uv_write_t *req, int status)
 int client_write(struct txn *t, uv_buf_t *bufs, unsigned n)
 {
     struct client *c = t->c;
+    if (c->ghost) { /* nobody to write to (never reached: a stand-in swallows) */
+        client_close(c);
+        return -1;
+    }
     if (c->tls)
         return px_tls_write(t, bufs, n);
     int rc = net_write((uv_stream_t *)&c->tcp, &t->wreq, bufs, n, on_client_written);
@@ -440,6 +457,38 @@ static void on_client_timer(uv_timer_t *tm)
 }
 
 /* ---- public entry points ---------------------------------------------------- */
+
+static void on_ghost_start(uv_timer_t *tm)
+{
+    client_run(tm->data);
+}
+
+int client_ghost_start(struct client *c)
+{
+    struct lb_worker *w = c->w;
+    if (w->stopping || !c->rbuf || !c->rpos || c->rpos > RBUF_SIZE)
+        return -1;
+    struct client *g = xcalloc(1, sizeof *g);
+    g->w = w;
+    uv_tcp_init(&w->loop, &g->tcp); /* never connected: closed with the stand-in */
+    g->tcp.data = g;
+    uv_timer_init(&w->loop, &g->timer);
+    g->timer.data = g;
+    g->rbuf = px_rbuf_get(w);
+    g->rcap = RBUF_SIZE;
+    memcpy(g->rbuf, c->rbuf, c->rpos);
+    g->rlen = c->rpos;
+    memcpy(g->ip, c->ip, sizeof g->ip);
+    g->ip_len = c->ip_len;
+    g->port = c->port;
+    g->ghost = c->tls ? GHOST_TLS : GHOST_PLAIN;
+    g->eof = 1; /* never read */
+    g->state = CL_IDLE;
+    list_insert_tail(&w->clients, &g->link); /* drained and closed like the others */
+    __atomic_fetch_add(&w->lb->conns_open, 1, __ATOMIC_RELAXED);
+    uv_timer_start(&g->timer, on_ghost_start, 0, 0);
+    return 0;
+}
 
 void proxy_on_accept(uv_stream_t *server, int status)
 {
@@ -517,6 +566,13 @@ void proxy_stop(struct lb_worker *w)
 
 void proxy_close_all(struct lb_worker *w)
 {
+    struct proxy_worker *pw = PW(w);
+    if (pw->wake_open) {
+        /* the loop's handles close next (uv_walk): no more wake-ups */
+        uv_mutex_lock(&pw->wake_mu);
+        pw->wake_open = 0;
+        uv_mutex_unlock(&pw->wake_mu);
+    }
     struct list *pos, *tmp;
     list_foreach_safe(pos, tmp, &w->clients)
     {

@@ -13,6 +13,8 @@
  * created before the worker's loop runs, freed after it stopped. */
 void proxy_worker_init(struct lb_worker *w);
 void proxy_worker_free(struct lb_worker *w);
+/* The worker's own handles on its loop (before its thread runs it). */
+void proxy_worker_start(struct lb_worker *w);
 /* Listener callback: accept one client on the worker in server->data. */
 void proxy_on_accept(uv_stream_t *server, int status);
 /* Begin a graceful stop: idle clients close now, busy ones after their

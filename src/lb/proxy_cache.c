@@ -23,15 +23,19 @@
  * PATCH) removes the target's entries (RFC 9111 4.4).
  *
  * Coalescing: the first miss of a key fetches it; other misses of that key
- * (on any worker) wait in TX_CWAIT, polling the store every CWAIT_POLL_MS,
- * and are answered from the stored response (HIT) when it lands. If it
+ * (on any worker) wait in TX_CWAIT, woken when the fetch ends (the store
+ * notes each waiter's worker; the fetcher wakes those workers through
+ * their uv_async, px_cache_wake), and are answered from the stored
+ * response (HIT). If it
  * turns out not storable, the key is marked "pass" for a few seconds and
  * the waiters (and later requests) go to the origin themselves. A waiter
  * gives up waiting after --timeout-upstream and goes to the origin too.
  *
- * stale-while-revalidate is the nginx "updating" kind: the request that
- * finds the entry stale revalidates it and waits for the origin; requests
- * arriving meanwhile get the stale answer at once. */
+ * stale-while-revalidate (RFC 5861) answers every request within the
+ * window with the stale entry at once; behind the first of them a stand-in
+ * client (no socket) sends the request again as the key's one fetch
+ * (revalidate_behind, px_cache_ghost), and the origin's answer refreshes
+ * the entry. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,9 +46,8 @@
 #include "base/log.h"
 #include "lb/proxy_int.h"
 
-#define CWAIT_POLL_MS 2
-#define PASS_MS       5000 /* a key found not storable is not waited for during this time */
-#define META_MAX      (16 * 1024)
+#define PASS_MS  5000 /* a key found not storable is not waited for during this time */
+#define META_MAX (16 * 1024)
 
 static const char *const xc_names[] = {"", "BYPASS", "MISS", "HIT", "STALE", "REVALIDATED"};
 
@@ -167,8 +170,9 @@ static void write_entry(struct txn *t, struct rcache_entry *e, int xc, int not_m
     client_write(t, bufs, n);
 }
 
-/* Answer t from e at request time (no upstream): TX_LOCAL. */
-static void serve(struct txn *t, struct rcache_entry *e, int xc)
+/* Write e as t's answer: our 304 when the client's If-None-Match matches
+ * its ETag. Does not change t's state. */
+static void answer(struct txn *t, struct rcache_entry *e, int xc)
 {
     int nm = 0;
     size_t inm_len;
@@ -195,9 +199,15 @@ static void serve(struct txn *t, struct rcache_entry *e, int xc)
             p = end + 1;
         }
     }
-    txn_set_state(t, TX_LOCAL);
     txn_count_response(t, nm ? 304 : e->status);
     write_entry(t, e, xc, nm);
+}
+
+/* Answer t from e at request time (no upstream): TX_LOCAL. */
+static void serve(struct txn *t, struct rcache_entry *e, int xc)
+{
+    txn_set_state(t, TX_LOCAL);
+    answer(t, e, xc);
 }
 
 /* ---- the request ------------------------------------------------------------------ */
@@ -239,7 +249,8 @@ static int join_fetch(struct txn *t)
     struct rcache *cache = t->w->lb->cache;
     if (t->req.method != HTTP_M_GET)
         return 0; /* a HEAD's answer is never stored: nothing to wait for */
-    int r = rcache_fetch_begin(cache, t->cache_hash, t->cache_key.data, t->cache_key.len);
+    int r = rcache_fetch_begin(cache, t->cache_hash, t->cache_key.data, t->cache_key.len,
+                               (int)t->w->id);
     if (r == 1) {
         t->cache_fetcher = 1;
         return 0;
@@ -250,6 +261,59 @@ static int join_fetch(struct txn *t)
     stat_add(&t->w->stats.cache_coalesced, 1);
     txn_set_state(t, TX_CWAIT);
     return 1;
+}
+
+/* stale-while-revalidate in the background (nginx
+ * proxy_cache_background_update): answer t with the stale e now and hand
+ * the revalidation to a stand-in client (client_ghost_start), which sends
+ * the request again on its own, with our validators, as the key's one fetch
+ * (px_cache_ghost); its answer refreshes the entry and goes to nobody, and
+ * a failure leaves e for stale-if-error. t's connection goes on at once.
+ * Not for HEAD (nothing to store) or a request with its own validators (the
+ * answer would be to them): those take the foreground path. Returns 1 when
+ * t was answered (e is then held by t). */
+static int revalidate_behind(struct txn *t, struct rcache_entry *e)
+{
+    size_t l;
+    if (t->req.method != HTTP_M_GET || req_field(t, "if-none-match", &l) ||
+        req_field(t, "if-modified-since", &l) || client_ghost_start(t->c) < 0)
+        return 0;
+    serve(t, e, XC_STALE);
+    return 1;
+}
+
+static void fetch_done(struct txn *t, int outcome);
+
+/* The stand-in's request ends without going anywhere: no answer, no log
+ * line, not in flight. */
+static int ghost_quiet_end(struct txn *t)
+{
+    t->flags &= ~TF_HEAD_DONE;
+    txn_set_state(t, TX_LOCAL);
+    return 1;
+}
+
+int px_cache_ghost(struct txn *t)
+{
+    struct rcache *cache = t->w->lb->cache;
+    t->flags |= TF_CLOSE; /* the stand-in ends with this request */
+    if (t->req.method != HTTP_M_GET || build_key(t) < 0 ||
+        rcache_fetch_begin(cache, t->cache_hash, t->cache_key.data, t->cache_key.len, -1) != 1)
+        return ghost_quiet_end(t); /* someone else fetches it now */
+    t->cache_fetcher = 1;
+    t->cache_bg = 1;
+    t->xc = XC_STALE; /* the response hooks run (px_cache_on_response) */
+    struct rcache_entry *e =
+        rcache_lookup(cache, t->cache_hash, t->cache_key.data, t->cache_key.len, vary_match, t);
+    if (e && current_age_ms(e, clock_wall_ms()) < e->lifetime_ms) {
+        rcache_put(e); /* refreshed meanwhile */
+        fetch_done(t, 1);
+        return ghost_quiet_end(t);
+    }
+    t->cache_stale = e;
+    if (e && (e->etag || e->last_modified))
+        add_validators(t, e);
+    return 0;
 }
 
 /* Look the request up and answer, wait or go on. Returns 1 when t is
@@ -313,12 +377,16 @@ static int consult(struct txn *t)
         serve(t, e, XC_STALE);
         return 1;
     }
-    /* Someone revalidates it now: within stale-while-revalidate the stale
-     * answer goes out at once. */
-    if (may_serve_stale && stale_for < e->swr_ms &&
-        rcache_fetch_active(cache, t->cache_hash, t->cache_key.data, t->cache_key.len)) {
-        serve(t, e, XC_STALE);
-        return 1;
+    /* Within stale-while-revalidate the stale answer goes out at once
+     * (RFC 5861). The first such request then revalidates the key in the
+     * background (below); the others only get the stale answer. */
+    if (may_serve_stale && stale_for < e->swr_ms) {
+        if (rcache_fetch_active(cache, t->cache_hash, t->cache_key.data, t->cache_key.len)) {
+            serve(t, e, XC_STALE);
+            return 1;
+        }
+        if (revalidate_behind(t, e))
+            return 1;
     }
     t->cache_stale = e; /* for the 304 and for stale-if-error */
     if (join_fetch(t))
@@ -337,6 +405,8 @@ int px_cache_request(struct txn *t)
     struct lb *lb = t->w->lb;
     if (!lb->cache)
         return 0;
+    if (t->c->ghost)
+        return px_cache_ghost(t);
     t->xc = XC_BYPASS;
     int m = t->req.method;
     if (m == HTTP_M_POST || m == HTTP_M_PUT || m == HTTP_M_DELETE || m == HTTP_M_PATCH) {
@@ -364,18 +434,19 @@ void px_cache_wait_tick(struct txn *t)
         return;
     }
     rcache_put(e);
+    uint64_t now = uv_now(&t->w->loop);
     int active = rcache_fetch_active(cache, t->cache_hash, t->cache_key.data, t->cache_key.len);
-    if (active && uv_now(&t->w->loop) < t->cache_wait_until_ms) {
-        client_timer(t->c, CWAIT_POLL_MS);
-        return;
-    }
+    if (active && now < t->cache_wait_until_ms)
+        return; /* woken by another fetch's end, or not yet due */
     /* The fetch ended without a usable answer, or took too long: go
      * ourselves (fetching it when nobody does now). */
     if (!active) {
-        int r = rcache_fetch_begin(cache, t->cache_hash, t->cache_key.data, t->cache_key.len);
+        int r = rcache_fetch_begin(cache, t->cache_hash, t->cache_key.data, t->cache_key.len,
+                                   (int)t->w->id);
         if (r == 0) {
-            client_timer(t->c, CWAIT_POLL_MS);
-            return;
+            if (now >= t->cache_wait_until_ms)
+                client_timer(t->c, 0);
+            return; /* another fetch began meanwhile: wait for it */
         }
         t->cache_fetcher = r == 1;
     }
@@ -612,13 +683,63 @@ static void fetch_done(struct txn *t, int outcome)
     if (!t->cache_fetcher)
         return;
     t->cache_fetcher = 0;
-    rcache_fetch_end(t->w->lb->cache, t->cache_hash, t->cache_key.data, t->cache_key.len,
-                     outcome != 0, PASS_MS);
+    const struct lb *lb = t->w->lb;
+    uint64_t waiters = rcache_fetch_end(lb->cache, t->cache_hash, t->cache_key.data,
+                                        t->cache_key.len, outcome != 0, PASS_MS);
+    for (unsigned i = 0; waiters && i < lb->nthreads; i++) {
+        if (!(waiters & (1ull << (i % 64))))
+            continue;
+        struct proxy_worker *pw = PW(&lb->workers[i]);
+        uv_mutex_lock(&pw->wake_mu);
+        if (pw->wake_open)
+            uv_async_send(&pw->cache_wake);
+        uv_mutex_unlock(&pw->wake_mu);
+    }
+}
+
+void px_cache_wake(uv_async_t *a)
+{
+    struct lb_worker *w = a->data;
+    struct list *pos, *tmp;
+    list_foreach_safe(pos, tmp, &PW(w)->cwait)
+    {
+        struct txn *t = list_entry(pos, struct txn, qlink);
+        struct client *c = t->c;
+        px_cache_wait_tick(t);
+        client_run(c);
+    }
+}
+
+/* The origin's answer to a background revalidation (its client has the
+ * stale answer already): nothing is forwarded. */
+static void on_bg_response(struct txn *t)
+{
+    int st = t->resp.status;
+    t->cache_swallow = 1;
+    if (st == 304 && t->cache_reval && t->cache_stale) {
+        rcache_insert(t->w->lb->cache, refreshed(t, t->cache_stale));
+        fetch_done(t, 1);
+    } else if (st >= 500) {
+        fetch_done(t, -1); /* the stale entry stays, for stale-if-error */
+    } else {
+        begin_store(t);
+        if (!t->cache_store)
+            fetch_done(t, 0);
+    }
+}
+
+void px_cache_bg_failed(struct txn *t)
+{
+    fetch_done(t, -1);
 }
 
 int px_cache_on_response(struct txn *t)
 {
     int st = t->resp.status;
+    if (t->cache_bg) {
+        on_bg_response(t);
+        return 1;
+    }
     if (st == 304 && t->cache_reval && t->cache_stale) {
         struct rcache_entry *e = refreshed(t, t->cache_stale);
         __atomic_add_fetch(&e->refs, 1, __ATOMIC_RELAXED); /* ours, for the write */
@@ -716,7 +837,7 @@ void px_cache_txn_end(struct txn *t)
                                   offsetof(struct lb_stats, cache_hit),
                                   offsetof(struct lb_stats, cache_stale),
                                   offsetof(struct lb_stats, cache_revalidated)};
-    if (t->xc && t->xc < sizeof offs / sizeof offs[0])
+    if (t->xc && t->xc < sizeof offs / sizeof offs[0] && !t->cache_bg)
         stat_add((uint64_t *)(void *)((char *)&w->stats + offs[t->xc]), 1);
     rcache_put(t->cache_hold);
     rcache_put(t->cache_stale);

@@ -75,10 +75,14 @@ struct client {
     uint8_t served;  /* a request was answered: the idle timer applies, not the header one */
     uint8_t closes_pending;
     uint8_t ip_len;
+    uint8_t ghost; /* a background revalidation's stand-in (client_ghost_start): GHOST_* */
     uint16_t port;
     char ip[INET6_ADDRSTRLEN];
     struct px_tls *tls; /* NULL on a plain listener (proxy_tls.c) */
 };
+
+#define GHOST_PLAIN 1 /* for a client on a plain listener */
+#define GHOST_TLS   2 /* for a TLS client (X-Forwarded-Proto: https) */
 
 /* ---- chunk framing ------------------------------------------------------ */
 
@@ -132,7 +136,7 @@ enum txn_state {
 struct upstream;
 
 struct txn {
-    /* Per request: cleared by txn_new (everything before `req`). */
+    /* Per request: cleared by txn_new (everything before `rid`). */
     struct client *c; /* NULL once the connection closed */
     struct lb_worker *w;
     enum txn_state state;
@@ -148,7 +152,7 @@ struct txn {
     int up_writing; /* a write to the upstream is pending */
     unsigned retry_after_s;
     uint64_t backoff_ms;
-    uint64_t t_head_us, t_sent_us, t_queued_us;
+    uint64_t t_head_us, t_sent_us, t_queued_us, t_end_us; /* t_end_us: 0 until txn_finish */
     /* Request body pace (ms, loop clock): it must average --body-min-rate
      * after --body-rate-grace, not counting time the backend made it wait. */
     uint64_t body_t0_ms, body_last_ms, body_bytes, body_stall_ms, up_write_t0_ms;
@@ -158,10 +162,7 @@ struct txn {
     struct trace_ctx trace;
     int status;
     uint8_t rid_len;
-    char rid[64];
     uint16_t name_len;
-    char name[200];
-    char backend[BACKEND_ADDR_MAX]; /* the last backend tried ("" none), with an access log */
     /* The response cache (proxy_cache.c); xc 0 when it is off. */
     uint8_t xc;               /* enum px_xcache: the X-Cache value of the answer */
     uint8_t cache_fetcher;    /* this request fetches the key (others may wait for it) */
@@ -170,12 +171,18 @@ struct txn {
     uint8_t cache_swallow;    /* the upstream's answer is not forwarded (a cached one went) */
     uint8_t cache_auth;       /* the request has Authorization */
     uint8_t cache_invalidate; /* an unsafe method: a success removes the target's entries */
+    uint8_t cache_bg;         /* a stand-in's background revalidation: answers go to nobody */
     uint32_t cache_target_off;
     unsigned cache_cc;
     uint64_t cache_hash, cache_wait_until_ms;
     uint64_t cache_response_ms, cache_age0_ms, cache_lifetime_ms, cache_swr_ms, cache_sie_ms;
     struct rcache_entry *cache_hold;  /* the entry being written to the client */
     struct rcache_entry *cache_stale; /* a stale entry: revalidation, stale-if-error */
+    /* Not cleared by txn_new (read only up to rid_len, name_len; backend
+     * is set to "" by txn_new). */
+    char rid[64];
+    char name[200];
+    char backend[BACKEND_ADDR_MAX]; /* the last backend tried ("" none), with an access log */
     /* Kept across reuse (initialised once). */
     struct http_msg req;  /* parses c->rbuf */
     struct http_msg resp; /* parses rbuf */
@@ -225,6 +232,14 @@ struct proxy_worker {
     /* Sums over every worker, refreshed at most once a millisecond and only
      * on the retry path. */
     uint64_t sums_at_us, inflight_sum, retrying_sum;
+    /* Coalesced misses waiting for another request's fetch (TX_CWAIT, by
+     * qlink), woken by cache_wake when a fetch they wait for ends, on any
+     * worker (px_cache_wake). wake_mu guards wake_open: no wake-up is sent
+     * to a worker whose handle is closing. */
+    struct list cwait;
+    uv_async_t cache_wake;
+    uv_mutex_t wake_mu;
+    int wake_open;
 };
 
 static inline struct proxy_worker *PW(struct lb_worker *w)
@@ -266,6 +281,13 @@ void client_reading_update(struct client *c);
  * backend, upstream and queue slot let go) and freed with the connection in
  * the close callbacks. Safe to call twice. */
 void client_close(struct client *c);
+/* A stand-in client without a socket that sends c's current request (the
+ * head at c->rbuf[0, c->rpos)) through the proxy once more, on its own, on
+ * the next loop iteration: a background revalidation (proxy_cache.c,
+ * px_cache_ghost) that the client's connection does not wait for. It is
+ * never read or written and closes when its transaction ends. 0, or -1 when
+ * it cannot (draining, a head larger than a read buffer). */
+int client_ghost_start(struct client *c);
 /* The only driver: step the connection's transactions until one waits for
  * an event, then idle, linger or close. Called by libuv callbacks only (never
  * from below itself). */
@@ -359,6 +381,16 @@ void px_cache_response_done(struct txn *t);
 /* Our own 5xx is about to go out: serve the stale entry instead when
  * stale-if-error allows. 1 when served (TX_LOCAL). */
 int px_cache_stale_on_error(struct txn *t);
+/* A background revalidation (cache_bg) failed: the stale entry stays and
+ * the next request within the window tries again. */
+void px_cache_bg_failed(struct txn *t);
+/* The request of a stand-in client (client_ghost_start): revalidate the key
+ * in the background when nobody fetches it. 1 when t ended at once
+ * (TX_LOCAL, nothing written), 0 to go to the origin. */
+int px_cache_ghost(struct txn *t);
+/* uv_async callback (PW(w)->cache_wake): a fetch that waiters of this
+ * worker wait for ended; each of them looks again. */
+void px_cache_wake(uv_async_t *a);
 /* The transaction ends (txn_free): counters, references, an unfinished
  * fetch given up. */
 void px_cache_txn_end(struct txn *t);

@@ -153,7 +153,8 @@ int msg_build_request_head(struct txn *t)
         rc |= put_header(o, b, h);
     }
     if (!have_proto)
-        rc |= buf_puts(o, c->tls ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
+        rc |= buf_puts(o, c->tls || c->ghost == GHOST_TLS ? "X-Forwarded-Proto: https\r\n"
+                                                          : "X-Forwarded-Proto: http\r\n");
     if (!have_rid) {
         /* 128 random bits as 32 hex digits, without printf on the hot path. */
         static const char hex[] = "0123456789abcdef";

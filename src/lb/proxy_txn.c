@@ -38,11 +38,10 @@ void txn_count_response(struct txn *t, int status)
 /* The access log line of a request that ended: its span as the gateway's
  * hop (base/trace.h), with the backend and the client. Never waits: the
  * line is dropped and counted when the writer is behind. */
-static void access_log_txn(struct txn *t)
+static void access_log_txn(struct txn *t, uint64_t dur_us)
 {
     struct lb_worker *w = t->w;
     struct buf *b = &PW(w)->logline;
-    uint64_t dur_us = clock_mono_us() - t->t_head_us;
     uint64_t start_us = clock_wall_ms() * 1000 - dur_us;
     char extra[200];
     struct client *c = t->c;
@@ -97,7 +96,8 @@ struct txn *txn_new(struct client *c)
         buf_init(&t->cache_meta, OUT_HEAD_MAX);
         buf_init(&t->cache_body, SIZE_MAX / 2);
     }
-    memset(t, 0, offsetof(struct txn, req));
+    memset(t, 0, offsetof(struct txn, rid));
+    t->backend[0] = '\0';
     t->c = c;
     t->w = c->w;
     t->state = TX_HEAD;
@@ -226,6 +226,8 @@ void txn_set_state(struct txn *t, enum txn_state to)
         __atomic_fetch_sub(&lb->queued_all, 1, __ATOMIC_RELAXED);
         hist_record(&w->queue_wait, clock_mono_us() - t->t_queued_us);
     }
+    if (from == TX_CWAIT && to != TX_CWAIT)
+        list_remove(&t->qlink);
     if (from == TX_BACKOFF && to != TX_BACKOFF)
         stat_add(&w->stats.retrying, -1);
     if ((t->flags & TF_HEAD_DONE) && !(t->flags & TF_IN_FLIGHT) && to != TX_END) {
@@ -234,11 +236,14 @@ void txn_set_state(struct txn *t, enum txn_state to)
     }
     t->state = to;
     if (to == TX_END && (t->flags & TF_HEAD_DONE)) {
+        /* One clock read per request for its duration (txn_finish's when
+         * it made one); the exemplar's window runs on the loop's clock. */
+        uint64_t dur_us = (t->t_end_us ? t->t_end_us : clock_mono_us()) - t->t_head_us;
         if (lb->access_log)
-            access_log_txn(t);
+            access_log_txn(t, dur_us);
         if (t->status > 0)
-            exemplar_offer(&w->slowest, clock_wall_ms(), clock_mono_us() - t->t_head_us,
-                           t->trace.trace_id, t->name, t->name_len, t->status);
+            exemplar_offer(&w->slowest, uv_now(&w->loop), dur_us, t->trace.trace_id, t->name,
+                           t->name_len, t->status);
     }
     if (to == TX_END) {
         if (t->flags & TF_IN_FLIGHT) {
@@ -301,7 +306,10 @@ void txn_set_state(struct txn *t, enum txn_state to)
         uv_timer_stop(&c->timer);
         break;
     case TX_CWAIT:
-        client_timer(c, 2);
+        /* Woken when the fetch ends (px_cache_wake); the timer is the
+         * longest wait. */
+        list_insert_tail(&PW(w)->cwait, &t->qlink);
+        client_timer(c, (uint64_t)cfg->timeout_upstream_ms);
         break;
     case TX_END:
         uv_timer_stop(&c->timer);
@@ -474,7 +482,7 @@ void txn_up_failed(struct txn *t, const char *reason)
     struct upstream *up = t->up;
     struct lb_worker *w = t->w;
     txn_backend_failed(w, up->b, 1);
-    if (t->flags & TF_STARTED) {
+    if ((t->flags & TF_STARTED) && !t->cache_bg) {
         client_log(t->c, t->b, LOG_WARN, "reading the response", reason);
         txn_count_response(t, 0);
         client_close(t->c);
@@ -483,6 +491,12 @@ void txn_up_failed(struct txn *t, const char *reason)
     int reused = (up->flags & UF_REUSED) && !(up->flags & UF_GOT_BYTES);
     up_close(up);
     t->up = NULL;
+    if (t->cache_bg && t->state == TX_RESPOND) {
+        /* A background revalidation broke mid-answer: not repeated (part
+         * of its body is captured); the stale entry stays. */
+        txn_reject(t, 502, reason);
+        return;
+    }
     /* A pooled connection the backend had closed: replay a request that is
      * whole in t->head and safe to repeat, once, without using a retry. */
     if (reused && !(t->flags & TF_STALE_RETRY) && (t->flags & TF_IDEMPOTENT)) {
@@ -532,6 +546,12 @@ void txn_reject(struct txn *t, int status, const char *reason)
         t->up = NULL;
     }
     txn_release_backend(t);
+    if (t->cache_bg) {
+        /* The client has its (stale) answer: nothing more goes to it. */
+        px_cache_bg_failed(t);
+        txn_set_state(t, TX_LOCAL);
+        return;
+    }
     if (status >= 500 && t->cache_stale && px_cache_stale_on_error(t))
         return;
     if (!keep)
@@ -645,6 +665,10 @@ void txn_timeout(struct txn *t)
         client_log(c, t->b, LOG_WARN, "forwarding the response body", "body timeout");
         if (t->b)
             txn_backend_failed(w, t->b, 0);
+        if (t->cache_bg) {
+            txn_reject(t, 504, "revalidation body timeout");
+            return;
+        }
         txn_count_response(t, 0);
         client_close(c);
         return;
@@ -701,7 +725,7 @@ static void on_request_head(struct txn *t)
         txn_reject(t, 501, "CONNECT is not supported");
         return;
     }
-    if (cfg->rate_limit) {
+    if (cfg->rate_limit && !c->ghost) {
         double rate = (double)cfg->rate_limit;
         double burst = cfg->rate_burst ? (double)cfg->rate_burst : rate;
         unsigned wait = ratelimit_take(&w->lb->ratelimit, lb_hash64(c->ip, c->ip_len),
@@ -728,7 +752,7 @@ static void on_request_head(struct txn *t)
         txn_reject(t, 431, "request head too large");
         return;
     }
-    if (px_cache_request(t))
+    if (w->lb->cache && px_cache_request(t))
         return;
     t->retries = (int)cfg->retries;
     txn_dispatch(t, NULL);
@@ -878,7 +902,8 @@ static void txn_finish(struct txn *t)
     struct lb_worker *w = t->w;
     struct upstream *up = t->up;
     struct backend *b = t->b;
-    hist_record(&b->per_thread[w->id].total, clock_mono_us() - t->t_head_us);
+    t->t_end_us = clock_mono_us();
+    hist_record(&b->per_thread[w->id].total, t->t_end_us - t->t_head_us);
     if (up) {
         int reuse = (t->resp.flags & HTTP_F_KEEP_ALIVE) && (t->flags & TF_REQ_DONE) &&
                     !(up->flags & (UF_NOREUSE | UF_EOF)) && t->rpos == t->rlen && !w->stopping &&

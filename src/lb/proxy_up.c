@@ -377,8 +377,9 @@ static int on_response_head(struct txn *t)
     int st = m->status;
     buf_reset(&t->out);
     if (st >= 100 && st < 200 && st != 101) {
-        /* Interim answers go to HTTP/1.1 clients only (RFC 9110 15.2). */
-        if (t->req.version_major == 1 && t->req.version_minor == 0)
+        /* Interim answers go to HTTP/1.1 clients only (RFC 9110 15.2), and
+         * not after a stale answer (a background revalidation). */
+        if ((t->req.version_major == 1 && t->req.version_minor == 0) || t->cache_bg)
             return 0;
         t->flags |= TF_STARTED;
         return msg_build_response_head(t) < 0 ? -1 : 0;
@@ -415,7 +416,10 @@ static int on_response_head(struct txn *t)
     } else if (st < 500 && !overload) {
         pool_report_success(t->b);
     }
-    txn_count_response(t, st);
+    if (!t->cache_bg)
+        txn_count_response(t, st);
+    else
+        t->status = st; /* a background revalidation's: for its log line, not counted */
     if (early)
         t->flags |= TF_ABANDONED;
     if (!(t->req.flags & HTTP_F_KEEP_ALIVE) || early || (m->flags & HTTP_F_BODY_UNTIL_EOF) ||
@@ -462,7 +466,7 @@ static void on_up_eof(struct txn *t)
  * when a byte went out, else the attempt fails like a broken response. */
 static void resp_body_broken(struct txn *t, const char *reason)
 {
-    if (t->flags & TF_STARTED) {
+    if ((t->flags & TF_STARTED) && !t->cache_bg) {
         txn_count_response(t, 0);
         client_close(t->c);
     } else {

@@ -4,10 +4,12 @@
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/ocsp.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <arpa/inet.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -165,9 +167,16 @@ static void keys_now(struct tls_ticket_keys *k, struct tkey *cur, struct tkey *p
     pthread_mutex_unlock(&k->mu);
 }
 
+/* A DER OCSP response stapled for one certificate (read from CERT.ocsp). */
+struct ocsp_staple {
+    unsigned char *der;
+    size_t len;
+};
+
 struct tls_server {
     unsigned nctx;
     SSL_CTX *ctx[TLS_MAX_CERTS];
+    struct ocsp_staple ocsp[TLS_MAX_CERTS];
     struct tls_ticket_keys *keys;
 };
 
@@ -253,6 +262,63 @@ static void ssl_error(char *err, size_t errlen, const char *what, const char *fi
     snprintf(err, errlen, "%s %s: %s", what, file, reason);
 }
 
+/* The client asked for the certificate's status (status_request): staple
+ * a copy of the response (OpenSSL frees it with the connection). The SSL's
+ * context is the one SNI picked, so is its arg. */
+static int on_status(SSL *ssl, void *arg)
+{
+    const struct ocsp_staple *o = arg;
+    unsigned char *copy = OPENSSL_memdup(o->der, o->len);
+    if (!copy)
+        return SSL_TLSEXT_ERR_NOACK;
+    if (SSL_set_tlsext_status_ocsp_resp(ssl, copy, (long)o->len) != 1) {
+        OPENSSL_free(copy);
+        return SSL_TLSEXT_ERR_NOACK;
+    }
+    return SSL_TLSEXT_ERR_OK;
+}
+
+#define OCSP_FILE_MAX (64 * 1024)
+
+/* CERT.ocsp beside the certificate (HAProxy's convention): a DER OCSP
+ * response whose status is "successful", stapled when a client asks. No
+ * file: nothing stapled (0). A file that cannot be read or is not such a
+ * response: -1 with err set. */
+static int load_ocsp(SSL_CTX *ctx, struct ocsp_staple *o, const char *cert, char *err,
+                     size_t errlen)
+{
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s.ocsp", cert) >= (int)sizeof path)
+        return 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        if (errno == ENOENT)
+            return 0;
+        snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+        return -1;
+    }
+    unsigned char *der = xmalloc(OCSP_FILE_MAX);
+    size_t n = fread(der, 1, OCSP_FILE_MAX, f);
+    int too_big = n == OCSP_FILE_MAX && fgetc(f) != EOF;
+    fclose(f);
+    const unsigned char *p = der;
+    OCSP_RESPONSE *r = n && !too_big ? d2i_OCSP_RESPONSE(NULL, &p, (long)n) : NULL;
+    int ok = r && p == der + n && OCSP_response_status(r) == OCSP_RESPONSE_STATUS_SUCCESSFUL;
+    OCSP_RESPONSE_free(r);
+    ERR_clear_error();
+    if (!ok) {
+        free(der);
+        snprintf(err, errlen, "%s is not a successful DER OCSP response%s", path,
+                 too_big ? " (larger than 64 KiB)" : "");
+        return -1;
+    }
+    o->der = der;
+    o->len = n;
+    SSL_CTX_set_tlsext_status_cb(ctx, on_status);
+    SSL_CTX_set_tlsext_status_arg(ctx, o);
+    return 0;
+}
+
 static SSL_CTX *server_ctx(struct tls_server *srv, const char *cert, const char *key, char *err,
                            size_t errlen)
 {
@@ -287,6 +353,8 @@ static SSL_CTX *server_ctx(struct tls_server *srv, const char *cert, const char 
         ssl_error(err, errlen, "key does not match certificate", cert);
         goto fail;
     }
+    if (load_ocsp(ctx, &srv->ocsp[srv->nctx], cert, err, errlen) < 0)
+        goto fail;
     return ctx;
 fail:
     SSL_CTX_free(ctx);
@@ -315,6 +383,8 @@ void tls_server_free(struct tls_server *s)
         return;
     for (unsigned i = 0; i < s->nctx; i++)
         SSL_CTX_free(s->ctx[i]);
+    for (unsigned i = 0; i < TLS_MAX_CERTS; i++)
+        free(s->ocsp[i].der);
     free(s);
 }
 

@@ -16,8 +16,11 @@ target; /__log counts every request that reached it. Rules:
   * revalidation with ETag (If-None-Match) and Last-Modified
     (If-Modified-Since): REVALIDATED, the body from the cache;
     a client's matching If-None-Match gets our 304;
-  * stale-while-revalidate: while one request revalidates, others get STALE
-    at once; stale-if-error: a dead origin gets the stale answer;
+  * stale-while-revalidate: every request in the window gets STALE at once
+    (the next one on the same connection too), one background revalidation
+    per key refreshes the entry (304 or 200), its failure keeps the stale
+    entry; stale-if-error: a dead origin gets
+    the stale answer;
   * coalescing: 1,000 concurrent misses of one key make one upstream
     request; concurrent misses of a key that is not storable all go through;
   * chunked answers are stored; HEAD is answered from a stored GET;
@@ -167,21 +170,62 @@ def test_our_304_to_a_matching_if_none_match(start_upstreams, start_lb):
     assert upstream_hits(a, p) == 1
 
 
-def test_stale_while_revalidate(start_upstreams, start_lb):
-    _, lb = cached_lb(start_upstreams, start_lb)
-    p = path("swr", cc="max-age=1, stale-while-revalidate=30", etag="s", delay=600)
+def test_stale_while_revalidate_in_the_background(start_upstreams, start_lb):
+    """RFC 5861: within the window every request gets the stale answer at
+    once, even the first one (the origin takes 1.5 s); one revalidation per
+    key runs behind it and refreshes the entry (a 304: the body stays)."""
+    a, lb = cached_lb(start_upstreams, start_lb)
+    p = path("swr", cc="max-age=2, stale-while-revalidate=30", etag="s", delay=1500)
     assert xc(get(lb, p)) == "MISS"
-    time.sleep(1.2)
-    out = {}
-    t = threading.Thread(target=lambda: out.setdefault("first", get(lb, p)))
-    t.start()
-    time.sleep(0.2)
-    t0 = time.monotonic()
+    time.sleep(2.2)
+    rs = []
+    for _ in range(3):
+        t0 = time.monotonic()
+        r = get(lb, p)
+        rs.append((xc(r), count(r), round(time.monotonic() - t0, 3)))
+    assert all(x == "STALE" and n == 1 and took < 0.4 for x, n, took in rs), rs
+    # The one revalidation lands (its client was long gone) and refreshes it.
+    wait_until(lambda: xc(get(lb, p)) == "HIT", timeout=5)
     r = get(lb, p)
-    took = time.monotonic() - t0
-    t.join()
-    assert xc(r) == "STALE" and count(r) == 1 and took < 0.4, (r, took)
-    assert xc(out["first"]) == "REVALIDATED", out["first"]
+    assert (xc(r), count(r)) == ("HIT", 1), r
+    assert upstream_hits(a, p) == 2, "one fill, one revalidation"
+
+
+def test_stale_while_revalidate_refills_without_validators(start_upstreams, start_lb):
+    """No validator: the background request is a plain GET whose 200
+    replaces the entry. The revalidation runs on its own: the next request
+    on the same kept-alive connection is answered at once too."""
+    a, lb = cached_lb(start_upstreams, start_lb)
+    p = path("swr-noval", cc="max-age=2, stale-while-revalidate=30", delay=1000)
+    assert count(get(lb, p)) == 1
+    time.sleep(2.2)
+    with RawConn(lb.port) as c:
+        t0 = time.monotonic()
+        r1, r2 = c.request("GET", p), c.request("GET", p)
+        took = time.monotonic() - t0
+        assert [(xc(r), count(r)) for r in (r1, r2)] == [("STALE", 1)] * 2 and took < 0.5, \
+            (r1, r2, took)
+        wait_until(lambda: count(c.request("GET", p)) == 2, timeout=5)
+        r3 = c.request("GET", p)
+    assert (xc(r3), count(r3)) == ("HIT", 2), r3
+    assert upstream_hits(a, p) == 2
+
+
+def test_stale_while_revalidate_failure_keeps_the_stale_entry(start_upstreams, start_lb):
+    """The origin is gone: the background revalidation fails, the stale
+    entry stays (STALE again, then stale-if-error), and the next request
+    in the window tries again."""
+    a, lb = cached_lb(start_upstreams, start_lb, "--retries", "0")
+    p = path("swr-dead", cc="max-age=1, stale-while-revalidate=30, stale-if-error=60")
+    assert xc(get(lb, p)) == "MISS"
+    a.kill()
+    time.sleep(1.2)
+    for _ in range(3):
+        r = get(lb, p)
+        assert (r.status, xc(r), count(r)) == (200, "STALE", 1), r
+        time.sleep(0.1)
+    m = lb.metrics()
+    assert int(re.search(r'surge_lb_cache_requests_total\{result="stale"\} (\d+)', m).group(1)) == 3, m
 
 
 def test_stale_if_error(start_upstreams, start_lb):

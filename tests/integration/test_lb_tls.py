@@ -13,7 +13,11 @@
     (the handshake is due within --timeout-header); the balancer goes on;
   * SIGHUP reloads the certificates: new connections get the new one, an open
     connection goes on; unreadable files keep the running certificates;
-  * a missing certificate or a bad spec is exit 2 with one line on stderr.
+  * a missing certificate or a bad spec is exit 2 with one line on stderr;
+  * OCSP stapling from CERT.ocsp (a DER response made here with `openssl
+    ocsp` against a test CA): stapled when the client asks (`s_client
+    -status`), reloaded on SIGHUP (good, then revoked); no file, nothing
+    stapled; a file that is not a successful OCSP response is exit 2.
 
 Certificates are made in the test with `openssl req -x509` (ECDSA P-256).
 Run from the repository root:
@@ -213,6 +217,69 @@ def test_sighup_reloads_certificates(start_upstreams, start_lb, tmp_path):
         assert c.peer_cn() == "new.test"
         assert c.request("GET", "/").status == 200
     kept.close()
+
+
+def ca_signed_cert(d, cn):
+    """A test CA (d/ca.pem, ca.key) and a certificate for cn it signed (d/site.pem, .key)."""
+    def run(*args):
+        subprocess.run([OPENSSL] + [str(a) for a in args], check=True, capture_output=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run("req", "-x509", *ec, "-days", "2", "-keyout", d / "ca.key", "-out", d / "ca.pem",
+        "-subj", "/CN=Test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature")
+    run("req", *ec, "-keyout", d / "site.key", "-out", d / "site.csr", "-subj", "/CN=" + cn)
+    (d / "ext").write_text("subjectAltName=DNS:%s\n" % cn)
+    run("x509", "-req", "-in", d / "site.csr", "-CA", d / "ca.pem", "-CAkey", d / "ca.key",
+        "-CAcreateserial", "-days", "2", "-out", d / "site.pem", "-extfile", d / "ext")
+    return d / "site.pem", d / "site.key"
+
+
+def ocsp_response(d, pem, cn, revoked):
+    """The test CA's DER OCSP response for pem: good, or revoked."""
+    serial = subprocess.run([OPENSSL, "x509", "-in", str(pem), "-noout", "-serial"], check=True,
+                            capture_output=True).stdout.decode().strip().split("=")[1]
+    flag, rev = ("R", "250101000000Z") if revoked else ("V", "")
+    (d / "index.txt").write_text("%s\t301231000000Z\t%s\t%s\tunknown\t/CN=%s\n"
+                                 % (flag, rev, serial, cn))
+    for args in (["-issuer", d / "ca.pem", "-cert", pem, "-reqout", d / "req.der", "-no_nonce"],
+                 ["-index", d / "index.txt", "-rsigner", d / "ca.pem", "-rkey", d / "ca.key",
+                  "-CA", d / "ca.pem", "-reqin", d / "req.der", "-respout", d / "resp.der",
+                  "-ndays", "1"]):
+        subprocess.run([OPENSSL, "ocsp"] + [str(a) for a in args], check=True,
+                       capture_output=True)
+    return (d / "resp.der").read_bytes()
+
+
+def test_ocsp_stapling_from_cert_ocsp(start_upstreams, start_lb, tmp_path):
+    (a,) = start_upstreams("a")
+    pem, key = ca_signed_cert(tmp_path, "ocsp.test")
+    plain_pem, plain_key = make_cert(tmp_path, "plain", "plain.test")  # no .ocsp file
+    staple = tmp_path / "site.pem.ocsp"
+    staple.write_bytes(ocsp_response(tmp_path, pem, "ocsp.test", revoked=False))
+    lb = start_lb("--listen", tls_listen([(pem, key), (plain_pem, plain_key)]), backends=[a],
+                  listen=False)
+    out = s_client(lb.port, "-status", "-servername", "ocsp.test")
+    assert "OCSP Response Status: successful" in out and "Cert Status: good" in out, out
+    out = s_client(lb.port, "-servername", "ocsp.test")
+    assert "OCSP Response Status" not in out, "stapled only when asked"
+    out = s_client(lb.port, "-status", "-servername", "plain.test")
+    assert "OCSP response: no response sent" in out, out
+    # A fresh response (the operator's cron) and SIGHUP: the new one is stapled.
+    staple.write_bytes(ocsp_response(tmp_path, pem, "ocsp.test", revoked=True))
+    lb.signal(signal.SIGHUP)
+    wait_until(lambda: "certificates of" in lb.log(), 5)
+    out = s_client(lb.port, "-status", "-servername", "ocsp.test")
+    assert "Cert Status: revoked" in out, out
+    # Not an OCSP response: the running certificates (and staple) stay.
+    staple.write_bytes(b"garbage")
+    mark = len(lb.log())
+    lb.signal(signal.SIGHUP)
+    wait_until(lambda: lb.log_lines_since(mark, "keeping the running certificates"), 5)
+    assert "Cert Status: revoked" in s_client(lb.port, "-status", "-servername", "ocsp.test")
+    r = subprocess.run([str(SURGE_BIN), "lb", "--listen", "127.0.0.1:0,tls,cert=%s,key=%s"
+                        % (pem, key), "--backend", "127.0.0.1:1"], capture_output=True, timeout=30)
+    lines = r.stderr.decode().strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "OCSP" in lines[0], r
 
 
 @pytest.mark.parametrize("spec", ["127.0.0.1:0,tls", "127.0.0.1:0,tls,cert=/nonexistent.pem",

@@ -2,6 +2,7 @@
  * ids, and span JSON lines. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "base/trace.h"
@@ -103,4 +104,31 @@ Test(trace, span_json_line)
     cr_assert(strstr(b.data, "{\"ts\":1.000000,") == b.data, "%s", b.data);
     cr_assert(strstr(b.data, "\"duration_ms\":0.005,\"status\":-1}") != NULL, "%s", b.data);
     buf_free(&b);
+}
+
+Test(trace, hex_id_matches_printf)
+{
+    static const uint64_t v[] = {
+        0, 1, 0x0123456789abcdefull, 0xfedcba9876543210ull, ~0ull, 0xa0b0c0d0e0f09080ull};
+    char got[TRACE_ID_HEX + 1], want[TRACE_ID_HEX + 1];
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        for (size_t j = 0; j < sizeof v / sizeof v[0]; j++) {
+            trace_hex_id(got, 32, v[i], v[j]);
+            snprintf(want, sizeof want, "%016llx%016llx", (unsigned long long)v[i],
+                     (unsigned long long)v[j]);
+            if (!v[i] && !v[j])
+                want[31] = '1'; /* an all-zero id is invalid */
+            cr_assert_str_eq(got, want);
+            trace_hex_id(got, 16, v[i], v[j]);
+            snprintf(want, sizeof want, "%016llx", (unsigned long long)v[j]);
+            if (!v[j])
+                want[15] = '1';
+            cr_assert_str_eq(got, want);
+            trace_hex_id(got, 12, v[i], v[j]); /* the digit-by-digit path */
+            snprintf(want, sizeof want, "%012llx", (unsigned long long)(v[j] & 0xffffffffffffull));
+            if (!(v[j] & 0xffffffffffffull))
+                want[11] = '1';
+            cr_assert_str_eq(got, want);
+        }
+    }
 }

@@ -216,16 +216,19 @@ Test(cache_store, coalescing_and_pass)
     struct rcache *c = rcache_new(1 << 20, 2);
     const char *k = "h\n/k";
     uint64_t h = rcache_key_hash(k, strlen(k));
-    cr_assert_eq(rcache_fetch_begin(c, h, k, strlen(k)), 1, "the first fetches");
-    cr_assert_eq(rcache_fetch_begin(c, h, k, strlen(k)), 0, "the next waits");
+    cr_assert_eq(rcache_fetch_begin(c, h, k, strlen(k), -1), 1, "the first fetches");
+    cr_assert_eq(rcache_fetch_begin(c, h, k, strlen(k), 3), 0, "the next waits");
+    cr_assert_eq(rcache_fetch_begin(c, h, k, strlen(k), 67), 0, "worker 67 shares bit 3");
+    cr_assert_eq(rcache_fetch_begin(c, h, k, strlen(k), 5), 0);
     cr_assert(rcache_fetch_active(c, h, k, strlen(k)));
-    rcache_fetch_end(c, h, k, strlen(k), 1, 1000);
+    cr_assert_eq(rcache_fetch_end(c, h, k, strlen(k), 1, 1000), (1ull << 3) | (1ull << 5),
+                 "the waiters' workers, to wake");
     cr_assert(!rcache_fetch_active(c, h, k, strlen(k)));
-    cr_assert_eq(rcache_fetch_begin(c, h, k, strlen(k)), 1);
+    cr_assert_eq(rcache_fetch_begin(c, h, k, strlen(k), -1), 1);
     rcache_fetch_end(c, h, k, strlen(k), 0, 50);
-    cr_assert_eq(rcache_fetch_begin(c, h, k, strlen(k)), -1, "not storable: pass");
+    cr_assert_eq(rcache_fetch_begin(c, h, k, strlen(k), -1), -1, "not storable: pass");
     cr_assert(!rcache_fetch_active(c, h, k, strlen(k)));
     usleep(80 * 1000);
-    cr_assert_eq(rcache_fetch_begin(c, h, k, strlen(k)), 1, "the pass expired");
+    cr_assert_eq(rcache_fetch_begin(c, h, k, strlen(k), -1), 1, "the pass expired");
     rcache_free(c);
 }
