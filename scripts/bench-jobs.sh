@@ -35,6 +35,13 @@
 #            producer adding a batch every 10 ms with addBulk, latency =
 #            processor start - add time).
 #   rss      peak RSS (VmHWM) of each worker process.
+#   cpu      CPU time (user + system) per job of each drain, every process
+#            doing the queue's work counted: surge's worker processes (from
+#            /proc/PID/stat when the last job is done); BullMQ's node process
+#            (process.cpuUsage() over the drain) plus redis-server's CPU over
+#            the same drain; surge on Redis, its workers plus its
+#            redis-server. Far less sensitive to a shared machine's load
+#            than jobs/s.
 #   redis    the same drain and latency runs with `surge worker --queue redis://`
 #            (Redis Streams, src/jobs/queue_redis.c) on a redis-server of its own
 #            with the same AOF settings: the drain's backlog is in the outbox
@@ -65,6 +72,8 @@ log() { echo "bench-jobs: $*" >&2; }
 [ -x "$SURGE" ] || { log "build/surge is missing (run make)"; exit 2; }
 
 peak_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+cpu_us() { awk -v t="$TICK_US" '{print ($14 + $15) * t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
 new_store() {   # DIR: a seeded 4-shard store
     "$SURGE" seed --data-dir "$1" --products 1 --users 1 --password-ops 1 \
@@ -90,8 +99,8 @@ EOF
 
 done_count() { "$SURGE" jobs --data-dir "$1" stats --json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["done"])'; }
 
-surge_drain() {  # WORKERS ROUND -> prints "jobs_s peak_kb_max"
-    local w=$1 dir=$TMP/s-drain-$1-$2 pids=() t0 t1 kb=0 k p
+surge_drain() {  # WORKERS ROUND -> prints "jobs_s peak_kb_max cpu_us_per_job"
+    local w=$1 dir=$TMP/s-drain-$1-$2 pids=() t0 t1 kb=0 k p cpu=0
     new_store "$dir"
     fill_surge "$dir" "$JOBS"
     t0=$(date +%s.%N)
@@ -104,10 +113,11 @@ surge_drain() {  # WORKERS ROUND -> prints "jobs_s peak_kb_max"
     t1=$(date +%s.%N)
     for p in "${pids[@]}"; do
         k=$(peak_kb "$p"); [ "$k" -gt "$kb" ] && kb=$k
+        cpu=$((cpu + $(cpu_us "$p")))
         stop_pid "$p"
     done
     rm -rf "$dir"
-    "$PY" -c "print('%.0f %d' % ($JOBS / ($t1 - $t0), $kb))"
+    "$PY" -c "print('%.0f %d %.2f' % ($JOBS / ($t1 - $t0), $kb, $cpu / $JOBS))"
 }
 
 surge_latency() {  # ROUND -> prints "p50_ms p99_ms peak_kb achieved_rate"
@@ -144,11 +154,11 @@ EOF
 # rounds interleave the rows (round 1 of each row, then round 2, ...), so a
 # change in the machine's load hits every row alike.
 surge_round() {  # ROUND
-    local r=$1 w js kb p50 p99 rate
+    local r=$1 w js kb p50 p99 rate cpu
     for w in 1 2; do
-        read -r js kb < <(surge_drain "$w" "$r")
-        printf 'surge-drain-%d\t%s\t%s\n' "$w" "$js" "$kb" >>"$results"
-        log "round $r: surge, $w worker(s): $js jobs/s, peak RSS $kb kB"
+        read -r js kb cpu < <(surge_drain "$w" "$r")
+        printf 'surge-drain-%d\t%s\t%s\t%s\n' "$w" "$js" "$kb" "$cpu" >>"$results"
+        log "round $r: surge, $w worker(s): $js jobs/s, peak RSS $kb kB, CPU $cpu us/job"
     done
     read -r p50 p99 kb rate < <(surge_latency "$r")
     printf 'surge-latency\t%s\t%s\t%s\t%s\n' "$p50" "$p99" "$kb" "$rate" >>"$results"
@@ -171,17 +181,20 @@ bullmq_setup() {
     mkdir -p "$TMP/redis"
     redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly yes \
         --appendfsync everysec --dir "$TMP/redis" --logfile "$TMP/redis.log" &
-    PIDS+=($!)
+    RPID=$!; PIDS+=($RPID)
     for _ in $(seq 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 }
 
 bullmq_round() {  # ROUND
-    local r=$1 js kb n lp rate p50 p99
+    local r=$1 js kb n lp rate p50 p99 ncpu rcpu0 rcpu cpu
     redis-cli -p "$RPORT" flushall >/dev/null
     node "$JS" fill "$RPORT" "$JOBS"
-    read -r js kb < <(node "$JS" drain "$RPORT" "$JOBS" 50)
-    printf 'bullmq-drain-1\t%s\t%s\n' "$js" "$kb" >>"$results"
-    log "round $r: BullMQ, 1 worker at concurrency 50: $js jobs/s, peak RSS $kb kB"
+    rcpu0=$(cpu_us "$RPID")
+    read -r js kb ncpu < <(node "$JS" drain "$RPORT" "$JOBS" 50)
+    rcpu=$(($(cpu_us "$RPID") - rcpu0))
+    cpu=$("$PY" -c "print('%.2f' % (($ncpu + $rcpu) / $JOBS))")
+    printf 'bullmq-drain-1\t%s\t%s\t%s\n' "$js" "$kb" "$cpu" >>"$results"
+    log "round $r: BullMQ, 1 worker at concurrency 50: $js jobs/s, peak RSS $kb kB, CPU $cpu us/job (node $((ncpu / JOBS)), redis-server $((rcpu / JOBS)))"
     redis-cli -p "$RPORT" flushall >/dev/null
     n=$((RATE * SECONDS_RUN))
     node "$JS" latency "$RPORT" "$n" 50 >"$TMP/lat.out" &
@@ -197,10 +210,11 @@ bullmq_round() {  # ROUND
 
 redis_done() { "$SURGE" jobs --data-dir "$1" --queue "$2" stats --json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["done"])'; }
 
-surge_redis_drain() {  # WORKERS ROUND URL -> prints "jobs_s peak_kb_max"
-    local w=$1 dir=$TMP/r-drain-$1-$2 url=$3 pids=() t0 t1 kb=0 k p
+surge_redis_drain() {  # WORKERS ROUND URL -> prints "jobs_s peak_kb_max cpu_us_per_job"
+    local w=$1 dir=$TMP/r-drain-$1-$2 url=$3 pids=() t0 t1 kb=0 k p cpu
     new_store "$dir"
     fill_surge "$dir" "$JOBS"
+    cpu=$((-$(cpu_us "$QPID")))
     t0=$(date +%s.%N)
     for ((k = 0; k < w; k++)); do
         "$SURGE" worker --data-dir "$dir" --queue "$url" --concurrency 50 --batch 256 \
@@ -209,12 +223,14 @@ surge_redis_drain() {  # WORKERS ROUND URL -> prints "jobs_s peak_kb_max"
     done
     until [ "$(redis_done "$dir" "$url")" = "$JOBS" ]; do sleep 0.1; done
     t1=$(date +%s.%N)
+    cpu=$((cpu + $(cpu_us "$QPID")))
     for p in "${pids[@]}"; do
         k=$(peak_kb "$p"); [ "$k" -gt "$kb" ] && kb=$k
+        cpu=$((cpu + $(cpu_us "$p")))
         stop_pid "$p"
     done
     rm -rf "$dir"
-    "$PY" -c "print('%.0f %d' % ($JOBS / ($t1 - $t0), $kb))"
+    "$PY" -c "print('%.0f %d %.2f' % ($JOBS / ($t1 - $t0), $kb, $cpu / $JOBS))"
 }
 
 surge_redis_latency() {  # ROUND URL PORT -> prints "p50_ms p99_ms peak_kb achieved_rate"
@@ -247,18 +263,18 @@ surge_redis_setup() {
     mkdir -p "$TMP/qredis"
     redis-server --port "$QPORT" --bind 127.0.0.1 --save '' --appendonly yes \
         --appendfsync everysec --dir "$TMP/qredis" --logfile "$TMP/qredis.log" &
-    PIDS+=($!)
+    QPID=$!; PIDS+=($QPID)
     for _ in $(seq 50); do redis-cli -p "$QPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
     QURL=redis://127.0.0.1:$QPORT
 }
 
 surge_redis_round() {  # ROUND
-    local r=$1 w js kb p50 p99 rate
+    local r=$1 w js kb p50 p99 rate cpu
     for w in 1 2; do
         redis-cli -p "$QPORT" flushall >/dev/null
-        read -r js kb < <(surge_redis_drain "$w" "$r" "$QURL")
-        printf 'redis-drain-%d\t%s\t%s\n' "$w" "$js" "$kb" >>"$results"
-        log "round $r: surge on the Redis queue, $w worker(s): $js jobs/s, peak RSS $kb kB"
+        read -r js kb cpu < <(surge_redis_drain "$w" "$r" "$QURL")
+        printf 'redis-drain-%d\t%s\t%s\t%s\n' "$w" "$js" "$kb" "$cpu" >>"$results"
+        log "round $r: surge on the Redis queue, $w worker(s): $js jobs/s, peak RSS $kb kB, CPU $cpu us/job"
     done
     redis-cli -p "$QPORT" flushall >/dev/null
     read -r p50 p99 kb rate < <(surge_redis_latency "$r" "$QURL" "$QPORT")
@@ -301,16 +317,20 @@ def rng(v, fmt="{:,.0f}"):
         return fmt.format(lo)
     return "%s (%s–%s)" % (fmt.format(m), fmt.format(lo), fmt.format(hi))
 base = med([r[0] for r in rows["bullmq-drain-1"]]) if "bullmq-drain-1" in rows else None
+base_cpu = med([r[2] for r in rows["bullmq-drain-1"]]) if "bullmq-drain-1" in rows else None
 print("%s round(s), interleaved (each round runs every row in turn), backlog %s jobs, latency "
       "runs at %s jobs/s for %s s; median (range over the rounds):\n" % (rounds, jobs, rate, secs))
-print("| drain run | jobs/s | / BullMQ (medians) | peak RSS (MiB) |")
-print("|---|---|---|---|")
+print("| drain run | jobs/s | / BullMQ (medians) | CPU per job (µs) | BullMQ's CPU per job / this"
+      " (medians) | peak RSS (MiB) |")
+print("|---|---|---|---|---|---|")
 for k, v in rows.items():
     if "-drain-" not in k:
         continue
     ratio = "%.1fx" % (med([r[0] for r in v]) / base) if base else "-"
-    print("| %s | %s | %s | %s |" % (LABELS.get(k, k), rng([r[0] for r in v]), ratio,
-                                     rng([r[1] / 1024 for r in v], "{:.1f}")))
+    cpu_ratio = "%.1fx" % (base_cpu / med([r[2] for r in v])) if base_cpu else "-"
+    print("| %s | %s | %s | %s | %s | %s |" % (
+        LABELS.get(k, k), rng([r[0] for r in v]), ratio, rng([r[2] for r in v], "{:.1f}"),
+        cpu_ratio, rng([r[1] / 1024 for r in v], "{:.1f}")))
 print("\n| latency run | achieved rate (jobs/s) | p50 (ms) | p99 (ms) | peak RSS (MiB) |")
 print("|---|---|---|---|---|")
 for k, v in rows.items():

@@ -321,11 +321,11 @@ static int run_stock_reservations(struct job_run *r, struct job_thread *t)
 }
 
 static const struct job_kind kinds[] = {
-    {"order_confirmation", run_order_confirmation, 60000},
-    {"stock_reservations", run_stock_reservations, 60000},
-    {"noop", run_noop, 60000},
-    {"fail", run_fail, 60000},
-    {"sleep", run_sleep, 3600000},
+    {"order_confirmation", run_order_confirmation, 60000, 0},
+    {"stock_reservations", run_stock_reservations, 60000, 0},
+    {"noop", run_noop, 60000, 1},
+    {"fail", run_fail, 60000, 1},
+    {"sleep", run_sleep, 3600000, 0},
 };
 
 const struct job_kind *job_kind_find(const char *name)

@@ -56,6 +56,10 @@ struct job_kind {
     const char *name;
     job_fn run;
     uint64_t timeout_ms; /* a run longer than this fails (and is retried) */
+    /* Runs in microseconds in this process, without I/O, locks or the
+     * thread's context: the worker may run it on the thread that claimed
+     * it, in the claim's pass, instead of handing it to a handler thread. */
+    int inline_ok;
 };
 
 /* The kind called name, or NULL. */

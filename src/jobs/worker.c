@@ -62,6 +62,14 @@ struct psettle {
     struct queue_settle s;
 };
 
+/* A job run inline by the store thread in its claim pass (a kind with
+ * inline_ok): the result the loop settles, as a handler thread's would be. */
+struct inline_run {
+    int ran, rc;
+    uint64_t start_wall_ms, run_us;
+    char error[QUEUE_ERROR_MAX];
+};
+
 /* One pass on the store thread. */
 struct sync_op {
     struct workq_job wq;
@@ -81,6 +89,7 @@ struct sync_op {
     /* out */
     int settle_rc, renew_rc, nclaimed, stats_rc;
     struct queue_claimed *claimed; /* want_claim entries */
+    struct inline_run *inl;        /* NULL, or want_claim entries: claimed[i] ran inline */
     struct queue_claim_stats cs;
     struct queue_stats stats;
 };
@@ -92,7 +101,8 @@ struct worker {
     int waking;
     struct store_layout layout;
     const struct queue_consumer_driver *qd;
-    struct queue_conn *qc; /* the store thread's */
+    struct queue_conn *qc;      /* the store thread's */
+    struct job_thread store_jt; /* the store thread's context for inline kinds */
     /* The driver's wait(), when it has one: a thread blocked on its own
      * connection that wakes the loop when a job may be claimable. */
     struct queue_conn *wait_qc;
@@ -105,6 +115,8 @@ struct worker {
     uv_timer_t poll_timer, renew_timer, drain_timer, exit_timer, sweep_timer, echo_timer;
     uv_fs_event_t watch;
     int watching;
+    int watch_paused; /* draining full batches: the watch is off (see watch_draining) */
+    const char *watch_path;
     uv_signal_t sig_term, sig_int;
     struct http_server msrv;
     int metrics_on;
@@ -138,6 +150,7 @@ struct worker {
 static void kick(struct worker *w);
 static void maybe_finish(struct worker *w);
 static void on_poll(uv_timer_t *t);
+static void on_watch(uv_fs_event_t *h, const char *filename, int events, int status);
 static void on_exit_timer(uv_timer_t *t);
 static void close_if_async(struct worker *w);
 
@@ -153,11 +166,14 @@ static uint64_t next_rnd(struct worker *w)
 
 static void *store_thread_init(void *arg)
 {
-    return arg; /* the worker: its qc is used only on this (single) thread */
+    struct worker *w = arg;
+    job_thread_init(&w->store_jt, &w->env);
+    return w; /* the worker: its qc and store_jt are used only on this (single) thread */
 }
 
 static void store_thread_fini(void *ctx, void *arg)
 {
+    job_thread_free(&((struct worker *)ctx)->store_jt);
 }
 
 static const struct workq_ops store_ops = {store_thread_init, store_thread_fini};
@@ -285,29 +301,34 @@ static void trace_log_job(struct worker *w, const struct wjob *j)
     buf_free(&b);
 }
 
+/* A run is over (handler thread or inline): record it, settle its result
+ * unless it was settled already, and forget the job. Loop thread. */
+static void finish_job(struct worker *w, struct wjob *j)
+{
+    if (j->ran) {
+        uint64_t due = j->c.due_ms > j->c.created_ms ? j->c.due_ms : j->c.created_ms;
+        hist_record(&w->wait_hist,
+                    j->run_start_wall_ms > due ? (j->run_start_wall_ms - due) * 1000 : 0);
+        hist_record(&w->run_hist, j->run_us);
+        if (w->trace_log && !j->abandoned)
+            trace_log_job(w, j);
+    }
+    if (j->abandoned || !j->ran) {
+        log_debug("job %s: result dropped (%s)", j->c.id, j->error[0] ? j->error : "ok");
+    } else if (j->rc == 0) {
+        queue_settle(w, j, QUEUE_ACK, NULL);
+    } else {
+        settle_failure(w, j, j->rc == JOB_FATAL, j->error[0] ? j->error : "failed");
+    }
+    free_wjob(w, j);
+}
+
 static void on_task_done(struct workq_job *wq)
 {
     struct wtask *t = container_of(wq, struct wtask, wq);
     struct worker *w = t->w;
-    for (unsigned i = 0; i < t->n; i++) {
-        struct wjob *j = t->jobs[i];
-        if (j->ran) {
-            uint64_t due = j->c.due_ms > j->c.created_ms ? j->c.due_ms : j->c.created_ms;
-            hist_record(&w->wait_hist,
-                        j->run_start_wall_ms > due ? (j->run_start_wall_ms - due) * 1000 : 0);
-            hist_record(&w->run_hist, j->run_us);
-            if (w->trace_log && !j->abandoned)
-                trace_log_job(w, j);
-        }
-        if (j->abandoned || !j->ran) {
-            log_debug("job %s: result dropped (%s)", j->c.id, j->error[0] ? j->error : "ok");
-        } else if (j->rc == 0) {
-            queue_settle(w, j, QUEUE_ACK, NULL);
-        } else {
-            settle_failure(w, j, j->rc == JOB_FATAL, j->error[0] ? j->error : "failed");
-        }
-        free_wjob(w, j);
-    }
+    for (unsigned i = 0; i < t->n; i++)
+        finish_job(w, t->jobs[i]);
     free(t);
     w->claim_wanted = 1; /* slots are free */
     kick(w);
@@ -366,6 +387,28 @@ static void dispatch(struct worker *w, struct wjob **jobs, unsigned n)
 
 /* ---- the store thread's pass ---- */
 
+/* Run the claimed jobs of inline kinds here and now (store thread): no
+ * hand-off to a handler thread and back, so a batch of them costs the two
+ * transactions (claim, settle) and one wake-up of the loop. */
+static void run_inline(struct worker *w, struct sync_op *op)
+{
+    for (int i = 0; i < op->nclaimed; i++) {
+        const struct job_kind *k = job_kind_find(op->claimed[i].kind);
+        if (!k || !k->inline_ok)
+            continue;
+        if (!op->inl)
+            op->inl = xcalloc(op->want_claim, sizeof *op->inl);
+        struct inline_run *x = &op->inl[i];
+        struct job_run r = {.job = &op->claimed[i]};
+        x->start_wall_ms = clock_wall_ms();
+        uint64_t t0 = clock_mono_us();
+        x->rc = job_run(&r, &w->store_jt);
+        x->run_us = clock_mono_us() - t0;
+        memcpy(x->error, r.error, sizeof x->error);
+        x->ran = 1;
+    }
+}
+
 static void on_sync_work(struct workq_job *wq, void *ctx)
 {
     struct sync_op *op = container_of(wq, struct sync_op, wq);
@@ -387,6 +430,7 @@ static void on_sync_work(struct workq_job *wq, void *ctx)
     if (op->want_claim) {
         op->req.now_ms = clock_wall_ms();
         op->nclaimed = w->qd->claim(w->qc, &op->req, op->claimed, op->want_claim, &op->cs);
+        run_inline(w, op);
     }
     if (op->want_stats)
         op->stats_rc = w->qd->stats(w->qc, clock_wall_ms(), &op->stats);
@@ -440,6 +484,32 @@ static void arm_poll(struct worker *w)
             wait = until;
     }
     uv_timer_start(&w->poll_timer, on_poll, wait, 0);
+}
+
+/* While claims fill whole batches the worker claims again at once, so the
+ * watch has nothing to say, and its events are mostly the worker's own
+ * commits: every WAL page written raises one and wakes the loop thread (a
+ * context switch per page, a third of the drain's CPU once handlers ran
+ * inline). So the watch is off while draining (full is 1: the claim
+ * filled its batch) and back on at the first partial claim, which then
+ * claims once more: a job enqueued while the watch was off is seen by that
+ * claim, one enqueued after it raises an event. */
+static void watch_draining(struct worker *w, int full)
+{
+    if (!w->watching || w->stopping || full == w->watch_paused)
+        return;
+    if (full) {
+        uv_fs_event_stop(&w->watch);
+        w->watch_paused = 1;
+        return;
+    }
+    w->watch_paused = 0;
+    if (uv_fs_event_start(&w->watch, on_watch, w->watch_path, 0) < 0) {
+        log_warn("cannot watch %s again: waking on the poll only", w->watch_path);
+        w->watching = 0;
+        uv_close((uv_handle_t *)&w->watch, NULL);
+    }
+    w->claim_wanted = 1;
 }
 
 static void on_sync_done(struct workq_job *wq)
@@ -503,6 +573,7 @@ static void on_sync_done(struct workq_job *wq)
         w->retries_total += op->cs.expired - op->cs.expired_dead;
         w->next_due_ms = op->cs.next_due_ms;
         log_debug("claim pass: %d of %u", op->nclaimed, op->want_claim);
+        watch_draining(w, op->nclaimed >= 0 && (unsigned)op->nclaimed == op->want_claim);
         if (op->nclaimed < 0) {
             w->store_errors_total++;
             log_warn_rl("claim failed (%d); retrying at the next poll", op->nclaimed);
@@ -511,6 +582,21 @@ static void on_sync_done(struct workq_job *wq)
             struct wjob *fresh[QUEUE_CLAIM_MAX];
             unsigned nfresh = 0;
             for (int i = 0; i < op->nclaimed; i++) {
+                if (op->inl && op->inl[i].ran) {
+                    /* Ran already (even if a signal came meanwhile): settle its result. */
+                    struct wjob *j = new_wjob(w, &op->claimed[i], now);
+                    const struct inline_run *x = &op->inl[i];
+                    j->ran = 1;
+                    j->rc = x->rc;
+                    j->run_start_wall_ms = x->start_wall_ms;
+                    j->run_us = x->run_us;
+                    memcpy(j->error, x->error, sizeof j->error);
+                    finish_job(w, j);
+                    /* Its settle goes with the next claim, which also learns
+                     * when a retry it delayed falls due (the poll timer). */
+                    w->claim_wanted = 1;
+                    continue;
+                }
                 if (w->stopping) {
                     /* Claimed while the signal arrived: hand back at once. */
                     struct wjob tmpj = {.c = op->claimed[i]};
@@ -534,6 +620,7 @@ static void on_sync_done(struct workq_job *wq)
         w->qstats_ok = 1;
     }
     free(op->claimed);
+    free(op->inl);
     free(op);
     kick(w);
     maybe_finish(w);
@@ -1132,6 +1219,7 @@ int worker_new(const struct worker_config *cfg, struct worker **out, char *err, 
         every = 1000; /* also the stats and timeout tick */
     uv_timer_start(&w->renew_timer, on_renew_timer, every, every);
     const char *dir = w->qd->watch_dir(w->qc);
+    w->watch_path = dir;
     if (dir) {
         uv_fs_event_init(&w->loop, &w->watch);
         w->watch.data = w;

@@ -4,12 +4,16 @@
  * store thread that owns the queue connection and runs one "sync" at a
  * time (settle finished jobs, renew leases, claim a batch, refresh stats:
  * whatever is pending, batched into one pass), and --concurrency handler
- * threads that run jobs (src/jobs/job.c).
+ * threads that run jobs (src/jobs/job.c). Jobs of instant kinds (job.h
+ * inline_ok: no I/O, microseconds) run on the store thread in the claim
+ * pass instead: a batch of them costs its claim and settle transactions
+ * and one wake-up of the loop, not a thread hand-off per job.
  *
  * Latency without busy polling: the worker watches the queue driver's
  * watch_dir (inotify through uv_fs_event): every commit to a shard changes
  * its WAL file, so an enqueue wakes the worker at once; a claim that fills
- * its batch claims again at once; a timer wakes it when the earliest
+ * its batch claims again at once (and the watch is off meanwhile: its
+ * events would be the worker's own commits); a timer wakes it when the earliest
  * delayed job falls due; a slow poll (--poll, default 1 s) is the safety net.
  *
  * Leases are renewed every lease/3 while a handler runs; a renewal refused

@@ -185,6 +185,30 @@ def test_delayed_jobs_never_start_early(queue, workers, tmp_path):
     assert w.stop() == 0
 
 
+def test_wakes_on_enqueue_after_draining_full_batches(queue, workers, tmp_path):
+    """While claims fill whole batches the worker stops watching the store
+    (it claims again at once anyway); after the backlog it must watch again:
+    a job enqueued then starts at once, not at the 30 s poll. Runs on the
+    claiming thread (noop) and on the handler threads (sleep) alike."""
+    data = tmp_path / "data"
+    make_store(data)
+    n = 3000
+    assert jobs(data, "enqueue", "noop", "--count", n).returncode == 0
+    w = workers.start(data, "--poll", "30s", "--batch", "16", metrics=True)
+    assert wait_until(lambda: stats(data)["done"] == n, timeout=60), stats(data)
+    time.sleep(0.5)  # idle now: the 30 s poll is far away
+    for kind, payload, done in (("noop", "{}", n + 1), ("sleep", '{"ms":1}', n + 2),
+                                ("noop", "{}", n + 3)):
+        t0 = time.monotonic()
+        assert jobs(data, "enqueue", kind, "--payload", payload).returncode == 0
+        assert wait_until(lambda: stats(data)["done"] == done, timeout=10), stats(data)
+        took = time.monotonic() - t0
+        assert took < 2.0, "%s enqueued on an idle worker after a drain took %.2f s" % (kind, took)
+    want = "surge_worker_done_total %d" % (n + 3)
+    assert wait_until(lambda: want in w.metrics(), timeout=5), w.metrics()
+    assert w.stop() == 0
+
+
 def test_unique_keys_enqueue_once_while_pending(queue, workers, tmp_path):
     data = tmp_path / "data"
     make_store(data)

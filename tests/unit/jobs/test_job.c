@@ -80,3 +80,14 @@ Test(job, kinds_and_verdicts)
     cr_assert_eq(run("stock_reservations", "{}", e), JOB_FATAL);
     cr_assert_eq(run("stock_reservations", "{\"older_than_ms\":5000}", e), 0, "no store: no-op");
 }
+
+Test(job, only_instant_kinds_may_run_on_the_claiming_thread)
+{
+    /* The worker runs these in its claim pass (no I/O, microseconds)... */
+    cr_assert(job_kind_find("noop")->inline_ok);
+    cr_assert(job_kind_find("fail")->inline_ok);
+    /* ...and these, which touch the store, the mail or sleep, on handler threads. */
+    cr_assert(!job_kind_find("order_confirmation")->inline_ok);
+    cr_assert(!job_kind_find("stock_reservations")->inline_ok);
+    cr_assert(!job_kind_find("sleep")->inline_ok);
+}
