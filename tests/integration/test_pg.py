@@ -4,6 +4,7 @@ EXPLAIN of every shop statement, replicas and read-your-writes.
 (docs/operations.md "PostgreSQL", docs/contract.md section 9)"""
 import os
 import subprocess
+import threading
 import time
 
 import pytest
@@ -288,4 +289,60 @@ def test_a_write_waits_for_the_replica_so_any_reader_sees_it(start_app, tmp_path
         assert metric(b, "surge_store_reads_total", target="replica") >= 5, b.metrics()
         assert metric(a, "surge_app_replica_wait_timeouts_total") == 0, a.metrics()
     finally:
+        c.close()
+
+
+def test_product_pages_read_on_the_loop_while_every_store_thread_waits(start_app, tmp_path):
+    """The product page reads on the app's event loop (non-blocking libpq,
+    src/data/store_async.c), not on the store threads: with the only store
+    thread stuck behind a row lock, product pages still answer at once,
+    from the replica; the stuck order completes once the lock is gone."""
+    c = PgCluster()
+    holder = None
+    try:
+        rep = c.add_replica()
+        c.create_db("shop")
+        cfg = topology(tmp_path, c.url("shop"), [rep.url("shop")])
+        seed_db(tmp_path, cfg, products=5, users=1)
+        c.wait_replayed(rep)
+        app = start_app("-c", cfg, "--workers", "1", data_dir=tmp_path / "data")
+        sid = login(app, "user1@example.com")
+        holder = subprocess.Popen(
+            [os.path.join("/usr/lib/postgresql/15/bin", "psql"), "-X", "-q", "-h", "127.0.0.1",
+             "-p", str(c.port), "-U", "postgres", "-d", "shop"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        holder.stdin.write(b"BEGIN; SELECT id FROM catalog.products WHERE id = 1 FOR UPDATE;\n")
+        holder.stdin.flush()
+        idle_in_tx = "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'"
+        assert wait_until(lambda: c.psql(idle_in_tx) == "1", timeout=10)
+        order = {}
+
+        def place():
+            order["resp"] = app.post("/api/orders", {"items": [{"product_id": 1, "quantity": 1}]},
+                                     sid=sid)
+        t = threading.Thread(target=place)
+        t.start()
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        assert wait_until(lambda: c.psql(waiting) == "1", timeout=10)
+        before = metric(app, "surge_store_reads_total", target="replica")
+        started = time.monotonic()
+        for i in range(5):
+            page = app.get("/api/products?after=%d&limit=1" % i)
+            assert page.status == 200, page
+            assert [p["id"] for p in page.json()["items"]] == [i + 1], page
+        took = time.monotonic() - started
+        # The store thread is still stuck (the statement timeout is 5 s).
+        assert c.psql(waiting) == "1"
+        assert took < 2.0, took
+        assert metric(app, "surge_store_reads_total", target="replica") - before >= 5
+        holder.stdin.write(b"ROLLBACK;\n")
+        holder.stdin.close()
+        holder.wait(10)
+        holder = None
+        t.join(15)
+        assert order["resp"].status == 201, order["resp"]
+    finally:
+        if holder:
+            holder.kill()
+            holder.wait()
         c.close()
