@@ -16,10 +16,10 @@
 struct aconn {
     struct store_async *s;
     unsigned target;
-    struct store_db *db;       /* NULL: not open */
-    uv_poll_t *poll;           /* on fd; NULL when none */
-    int fd, events, ready;     /* ready: connected and idle */
-    uint64_t since_ms;         /* connect or statement start */
+    struct store_db *db;         /* NULL: not open */
+    uv_poll_t *poll;             /* on fd; NULL when none */
+    int fd, events, ready;       /* ready: connected and idle */
+    uint64_t since_ms;           /* connect or statement start */
     struct store_async_req *req; /* the statement in flight */
     struct store_rows rows;
 };
@@ -299,7 +299,7 @@ struct store_async *store_async_new(uv_loop_t *loop, const struct store_layout *
     s->replicas = l->router && l->nreplica[s->k] > 0;
     s->ntargets = s->replicas ? l->nreplica[s->k] : 1;
     for (unsigned i = 0; i < s->ntargets; i++)
-        s->targets[i].location = s->replicas              ? l->replica[s->k][i]
+        s->targets[i].location = s->replicas             ? l->replica[s->k][i]
                                  : role == STORE_CATALOG ? l->catalog
                                                          : l->directory;
     s->conns = xcalloc(s->ntargets * per, sizeof *s->conns);

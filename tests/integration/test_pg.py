@@ -30,6 +30,22 @@ def seed_db(tmp_path, cfg, products=3, users=2):
     assert res.returncode == 0, res.stderr_text
 
 
+def seeded_with_replica(tmp_path, products, users):
+    """A primary and one streaming replica with a seeded "shop" database,
+    replayed: (cluster, replica, topology file). The caller closes it."""
+    c = PgCluster()
+    try:
+        rep = c.add_replica()
+        c.create_db("shop")
+        cfg = topology(tmp_path, c.url("shop"), [rep.url("shop")])
+        seed_db(tmp_path, cfg, products=products, users=users)
+        c.wait_replayed(rep)
+    except BaseException:
+        c.close()
+        raise
+    return c, rep, cfg
+
+
 def login(app, email):
     r = app.post("/api/sessions", {"email": email, "password": SEED_PASSWORD})
     assert r.status == 201, r
@@ -234,13 +250,8 @@ def test_killing_the_replica_under_load_fails_no_read(start_app, tmp_path):
     """Reads spread on the replica; the replica is killed (SIGKILL) under
     load: not one failed read (a read that fails on the replica is retried
     on the primary); it comes back into rotation when restarted."""
-    c = PgCluster()
+    c, rep, cfg = seeded_with_replica(tmp_path, products=20, users=2)
     try:
-        rep = c.add_replica()
-        c.create_db("shop")
-        cfg = topology(tmp_path, c.url("shop"), [rep.url("shop")])
-        seed_db(tmp_path, cfg, products=20, users=2)
-        c.wait_replayed(rep)
         app = start_app("-c", cfg, "--replica-check-interval", "100ms",
                         data_dir=tmp_path / "data")
         sid = login(app, "user1@example.com")
@@ -297,14 +308,9 @@ def test_product_pages_read_on_the_loop_while_every_store_thread_waits(start_app
     src/data/store_async.c), not on the store threads: with the only store
     thread stuck behind a row lock, product pages still answer at once,
     from the replica; the stuck order completes once the lock is gone."""
-    c = PgCluster()
+    c, _, cfg = seeded_with_replica(tmp_path, products=5, users=1)
     holder = None
     try:
-        rep = c.add_replica()
-        c.create_db("shop")
-        cfg = topology(tmp_path, c.url("shop"), [rep.url("shop")])
-        seed_db(tmp_path, cfg, products=5, users=1)
-        c.wait_replayed(rep)
         app = start_app("-c", cfg, "--workers", "1", data_dir=tmp_path / "data")
         sid = login(app, "user1@example.com")
         holder = subprocess.Popen(
