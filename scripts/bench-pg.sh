@@ -267,11 +267,13 @@ TABLE=$TMP/table.md
     "$LOAD_START" "$(cut -d' ' -f1-3 /proc/loadavg)" >"$TABLE" <<'EOF'
 import statistics, sys
 runs, rounds, dur, conns, pgc, products, day, load0, load1 = sys.argv[1:]
-rows = {}
+rows, by_round = {}, {}
 for line in open(runs):
     r, st, sc, rps, p99, err, n, load, lb, apps, pg = line.rstrip("\n").split("\t")[:7] + \
         line.rstrip("\n").split("\t")[7].split()
     rows.setdefault((st, sc), []).append((rps, int(n), [float(x) for x in (load, lb, apps, pg)]))
+    if rps != "NA":
+        by_round.setdefault(r, {})[(st, sc)] = float(rps)
 def cell(st, sc):
     got = [float(x[0]) for x in rows.get((st, sc), []) if x[0] != "NA"]
     if not got:
@@ -328,11 +330,14 @@ ratio = "%.2fx" % (app / pg) if pg and app else "n/a"
 ratio_p = "%.2fx" % (app / pgp) if pgp and app else "n/a"
 cs, cp = cpu("postgres", "read-db"), cpu("postgres", "pgbench")
 cpu_ratio = "%.2fx" % (cs[5] / cp[5]) if cs and cp else "n/a"
+rounds_r = ", ".join("%.2fx" % (v[("postgres", "read-db")] / v[("postgres", "pgbench")])
+                     for _, v in sorted(by_round.items(), key=lambda kv: int(kv[0]))
+                     if v.get(("postgres", "pgbench")) and ("postgres", "read-db") in v)
 print("Cache-off reads through surge lb + 2 apps on PostgreSQL reach **%s** of `pgbench -S`'s"
-      " transactions/s on the same replica in the same run (target: >= 0.5x; %s of"
+      " transactions/s on the same replica in the same run (medians; per round: %s; target: >= 0.5x; %s of"
       " `-M prepared`'s). By CPU, a surge request costs %s a `pgbench -S` transaction's CPU"
       " (load generator and servers together): every surge request is a full HTTP request"
-      " through the balancer to an app, then an index read on the replica." % (ratio, ratio_p, cpu_ratio))
+      " through the balancer to an app, then an index read on the replica." % (ratio, rounds_r or "n/a", ratio_p, cpu_ratio))
 EOF
 cat "$TABLE"
 if [ "$DOC" != - ]; then

@@ -8,11 +8,17 @@
  * flight on each; further reads wait in a FIFO on the loop.
  *
  * A read that cannot be taken (no replica serving, queue full, a server
- * refusing connections) returns -EAGAIN at once; one whose connection
+ * in its reconnect backoff) returns -EAGAIN at once; one whose connection
  * fails, or that waits too long (STORE_ASYNC_TIMEOUT_MS), calls back with
  * a negative code: the caller then runs it on its blocking path (the
  * worker threads), which has the replica fallbacks. A failed replica is
  * taken out of rotation (store_router_down) as on the blocking path.
+ *
+ * A host name in the URL is resolved by libpq on the loop when a
+ * connection opens (PQconnectStart); numeric addresses never block. While
+ * connecting, libpq may move to another socket (another host of a
+ * multi-host URL): a new poll handle then follows it; a connect or
+ * statement stuck past STORE_ASYNC_TIMEOUT_MS is failed by a timer.
  *
  * Loop thread only. */
 #ifndef SURGE_DATA_STORE_ASYNC_H
@@ -50,8 +56,9 @@ struct store_async_req {
 struct store_async *store_async_new(uv_loop_t *loop, const struct store_layout *l,
                                     enum store_role role, const char *const *sql, unsigned nsql,
                                     unsigned per);
-/* Start req. 0: req->cb is called exactly once, later. -EAGAIN: not taken
- * (cb is never called): run the read the blocking way. */
+/* Start req. 0: req->cb is called exactly once (usually later; at once
+ * when the server's connection cannot even be started). -EAGAIN: not
+ * taken (cb is never called): run the read the blocking way. */
 int store_async_read(struct store_async *s, struct store_async_req *req);
 /* Reads in flight or waiting get -ECANCELED now; the memory goes once the
  * loop has closed the handles. */
