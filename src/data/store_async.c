@@ -79,8 +79,11 @@ static void unwatch(struct aconn *c)
 static void on_poll(uv_poll_t *h, int status, int events);
 
 /* Poll the connection's socket for want (STORE_WANT_*; 0 = idle: readable,
- * so a server that closes an idle connection is noticed). */
-static int watch(struct aconn *c, int want)
+ * so a server that closes an idle connection is noticed). renew: a fresh
+ * poll handle, for a connection still connecting: libpq may have closed
+ * its socket and opened another (the next address), often under the same
+ * descriptor number, which the old handle no longer watches. */
+static int watch(struct aconn *c, int want, int renew)
 {
     struct store_async *s = c->s;
     int fd = s->d->asocket(c->db);
@@ -88,8 +91,8 @@ static int watch(struct aconn *c, int want)
         return -EIO;
     int ev = (want & STORE_WANT_WRITE ? UV_WRITABLE : 0) |
              (want & STORE_WANT_READ || !want ? UV_READABLE : 0);
-    if (c->poll && fd != c->fd)
-        unwatch(c); /* libpq moved to another socket while connecting */
+    if (c->poll && (renew || fd != c->fd))
+        unwatch(c);
     if (!c->poll) {
         c->poll = xmalloc(sizeof *c->poll);
         if (uv_poll_init_socket(s->loop, c->poll, fd) < 0) {
@@ -157,12 +160,13 @@ static void pump(struct store_async *s, struct target *t);
 static void step(struct aconn *c)
 {
     struct store_async *s = c->s;
+    int connecting = !c->ready && !c->req;
     int rc = s->d->astep(c->db, &c->rows);
     if (rc < 0) {
         conn_failed(c, rc);
         return;
     }
-    if (watch(c, rc) < 0) {
+    if (watch(c, rc, connecting) < 0) {
         conn_failed(c, -EIO);
         return;
     }
@@ -184,10 +188,12 @@ static void on_poll(uv_poll_t *h, int status, int events)
 {
     struct aconn *c = h->data;
     (void)events;
+    /* An error on the socket (libuv: UV_EBADF for POLLERR, the handle then
+     * stopped) is libpq's to judge: a refused connect moves on to the next
+     * address, a broken connection fails in astep. */
     if (status < 0)
-        conn_failed(c, -EIO);
-    else
-        step(c);
+        c->events = 0;
+    step(c);
 }
 
 static void send_req(struct aconn *c, struct store_async_req *r)

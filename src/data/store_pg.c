@@ -727,16 +727,20 @@ static int pg_astep(struct store_db *d, struct store_rows *rows)
         }
         char setup[320];
         setup_sql(d, setup, sizeof setup);
-        if (PQsetnonblocking(d->conn, 1) < 0 || !PQsendQuery(d->conn, setup))
+        if (PQsetnonblocking(d->conn, 1) < 0 || !PQsendQuery(d->conn, setup)) {
+            log_warn_rl("postgres %s: setup: %s", d->where, PQerrorMessage(d->conn));
             return -EIO;
+        }
         next_gen(d);
         d->astate = PA_SETUP;
         d->arc = 0;
     }
     for (;;) {
         int f = PQflush(d->conn);
-        if (f < 0)
+        if (f < 0) {
+            log_warn_rl("postgres %s: send: %s", d->where, PQerrorMessage(d->conn));
             return -EIO;
+        }
         if (!PQconsumeInput(d->conn)) {
             log_warn_rl("postgres %s: connection lost: %s", d->where, PQerrorMessage(d->conn));
             return -EIO;

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from harness import Load, SURGE_BIN, metric_sum, run_surge, wait_until
-from engines import RedisServer
+from engines import RedisServer, pick_port
 from pg_harness import PgCluster
 
 SEED_PASSWORD = "password1234"
@@ -351,4 +351,29 @@ def test_product_pages_read_on_the_loop_while_every_store_thread_waits(start_app
         if holder:
             holder.kill()
             holder.wait()
+        c.close()
+
+
+def test_product_pages_follow_libpq_to_the_next_address(start_app, tmp_path):
+    """A replica URL with two addresses, the first refusing connections:
+    libpq's non-blocking connect moves on to the second (on another socket,
+    often under the same descriptor number), and the product pages read on
+    the loop are served by the replica, which stays in rotation."""
+    c, rep, _ = seeded_with_replica(tmp_path, products=5, users=1)
+    try:
+        dead = pick_port()
+        url = "postgres://postgres@127.0.0.1:%d/shop?host=127.0.0.1,127.0.0.1&port=%d,%d" % (
+            rep.port, dead, rep.port)
+        cfg = topology(tmp_path, c.url("shop"), [url], name="two-addresses.ini")
+        app = start_app("-c", cfg, data_dir=tmp_path / "data")
+        assert wait_until(lambda: metric(app, "surge_store_replica_in_rotation") == 1), \
+            app.metrics()
+        for i in range(5):
+            page = app.get("/api/products?after=%d&limit=1" % i)
+            assert page.status == 200, page
+            assert [p["id"] for p in page.json()["items"]] == [i + 1], page
+        assert metric(app, "surge_store_reads_total", target="replica") >= 5, app.metrics()
+        assert metric(app, "surge_store_reads_total", target="primary") == 0, app.metrics()
+        assert metric(app, "surge_store_replica_up") == 1, app.metrics()
+    finally:
         c.close()
