@@ -21,8 +21,15 @@
 #   order      POST /api/orders (one item) with a session: writes on the
 #              primaries, and on PostgreSQL a wait for the replica to replay
 #              it (--replica-wait)
-#   pgbench    pgbench -S -n -c 8 -j 1 on the replica (8 = the apps' store
-#              connections to it: 2 apps x --workers 4), pinned to CPU 0
+#   pgbench    pgbench -S -n -c 16 -j 1 on the replica: as many connections
+#              as surge bench's (the issue's comparison), pinned to CPU 0;
+#              the default (simple) query protocol, as the issue names it
+#   pgbench-prepared  the same with -M prepared (surge's protocol), for
+#              reference
+# CPU per request: /proc utime+stime deltas over each run of the load
+# generator (surge bench or pgbench), surge lb, both apps and PostgreSQL
+# (both servers and every backend, reaped ones too), divided by the
+# requests answered: far less sensitive to other load than req/s.
 # Each round runs every (store, scenario) once, in a rotated order; median
 # and min-max over rounds. Results replace the text between
 # <!-- bench-pg:begin --> and <!-- bench-pg:end --> in docs/benchmarks.md.
@@ -40,7 +47,7 @@ SURGE=${SURGE_BIN:-build/surge}
 PY=/usr/bin/python3
 PGBIN=/usr/lib/postgresql/15/bin
 CONNS=16
-PGCLIENTS=8
+PGCLIENTS=$CONNS
 WARMUP=1
 LOAD_CPU=0
 SERVER_CPU=1
@@ -116,15 +123,56 @@ for ((i = 0; i < 100; i++)); do
     sleep 0.1
 done
 
+# ---------------------------------------------------------------- CPU accounting
+# cpu.py snap GROUP...: CPU ms used so far by each group ("pids:P,P": those
+# processes, all threads; "tree:P,P": postmasters with their children, live
+# and reaped). cpu.py run FILE CMD...: run CMD, write its CPU ms to FILE.
+cat >"$TMP/cpu.py" <<'EOF'
+import os, resource, subprocess, sys
+tick = os.sysconf("SC_CLK_TCK")
+def fields(pid):
+    try:
+        s = open("/proc/%s/stat" % pid).read()
+    except OSError:
+        return None
+    return s[s.rindex(")") + 2:].split()
+def own(pid, reaped=False):
+    f = fields(pid)
+    if not f:
+        return 0
+    return int(f[11]) + int(f[12]) + (int(f[13]) + int(f[14]) if reaped else 0)
+if sys.argv[1] == "run":
+    rc = subprocess.call(sys.argv[3:])
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    open(sys.argv[2], "w").write("%.0f\n" % ((ru.ru_utime + ru.ru_stime) * 1000))
+    sys.exit(rc)
+kids = {}
+for d in os.listdir("/proc"):
+    f = fields(d) if d.isdigit() else None
+    if f:
+        kids.setdefault(f[1], []).append(d)
+out = []
+for g in sys.argv[2:]:
+    kind, ids = g.split(":")
+    t = 0
+    for p in ids.split(","):
+        t += own(p, True) + sum(own(k) for k in kids.get(p, [])) if kind == "tree" else own(p)
+    out.append("%.0f" % (t * 1000.0 / tick))
+print(" ".join(out))
+EOF
+PG_TREES=tree:$(head -1 "$PGD/primary/postmaster.pid"),$(head -1 "$PGD/replica/postmaster.pid")
+
 # ---------------------------------------------------------------- lb + 2 apps per store
-# start_stack NAME LB_PORT ARGS...: two apps and a balancer; sets LB_<NAME>.
-declare -A LBURL SID
+# start_stack NAME LB_PORT ARGS...: two apps and a balancer; sets LBURL,
+# APPS (the apps' pids) and LBPID for NAME.
+declare -A LBURL SID APPS LBPID
 start_stack() {
     local name=$1 port=$2 n addr addrs=() i; shift 2
     for n in 1 2; do
         taskset -c "$SERVER_CPU" "$SURGE" app --listen 127.0.0.1:0 --admin-token "$ADMIN_TOKEN" "$@" \
             >"$TMP/app-$name-$n.out" 2>"$TMP/app-$name-$n.log" &
         PIDS+=("$!")
+        APPS[$name]=${APPS[$name]:+${APPS[$name]},}$!
     done
     for n in 1 2; do
         addr=''
@@ -139,6 +187,7 @@ start_stack() {
     taskset -c "$SERVER_CPU" "$SURGE" lb --listen "127.0.0.1:$port" "${addrs[@]}" --threads 1 \
         --algorithm round_robin --health-check /readyz >"$TMP/lb-$name.log" 2>&1 &
     PIDS+=("$!")
+    LBPID[$name]=$!
     wait_http "http://127.0.0.1:$port/api/products/1" "$!" 15 || die "no 200 through surge lb ($name)"
     LBURL[$name]=http://127.0.0.1:$port
     # raise stock so no order is refused, and log in one buyer
@@ -156,9 +205,23 @@ log "stacks: sqlite ${LBURL[sqlite]}, postgres ${LBURL[postgres]}"
 # ---------------------------------------------------------------- runs
 RUNS=$TMP/runs.tsv
 : >"$RUNS"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 FAILED=0
-bench_json() {   # JSON -> "rps errors p99"
-    "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.0f %d %.2f" % (d["rps"], d["errors"], d["latency_ms"]["p99"]))' "$1" 2>/dev/null || echo "NA NA NA"
+bench_json() {   # JSON -> "rps errors p99 requests"
+    "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.0f %d %.2f %d" % (d["rps"], d["errors"], d["latency_ms"]["p99"], d["requests"]))' "$1" 2>/dev/null || echo "NA NA NA 0"
+}
+# measured STACK OUT CMD...: run the load CMD; OUT.cpu gets the CPU ms it
+# took in "load lb apps postgres" (STACK none: no lb or apps).
+measured() {
+    local st=$1 out=$2 groups before after; shift 2
+    groups=("pids:${LBPID[$st]:-0}" "pids:${APPS[$st]:-0}" "$PG_TREES")
+    before=$("$PY" "$TMP/cpu.py" snap "${groups[@]}")
+    "$PY" "$TMP/cpu.py" run "$out.load" "$@" || true
+    sleep 0.3 # the postmaster reaps pgbench's backends (their CPU counts then)
+    after=$("$PY" "$TMP/cpu.py" snap "${groups[@]}")
+    read -r l0 a0 p0 <<<"$before"
+    read -r l1 a1 p1 <<<"$after"
+    echo "$(cat "$out.load" 2>/dev/null || echo 0) $((l1 - l0)) $((a1 - a0)) $((p1 - p0))" >"$out.cpu"
 }
 run_surge() {    # ROUND STORE SCENARIO
     local r=$1 st=$2 sc=$3 url id=$((RANDOM % PRODUCTS + 1)) args=() out=$TMP/run-$1-$2-$3
@@ -170,49 +233,62 @@ run_surge() {    # ROUND STORE SCENARIO
            url="${LBURL[$st]}/api/orders" ;;
     esac
     taskset -c "$LOAD_CPU" "$SURGE" bench -t 1 -c "$CONNS" -d "$WARMUP" "${args[@]}" "$url" >/dev/null 2>&1 || true
-    taskset -c "$LOAD_CPU" "$SURGE" bench -t 1 -c "$CONNS" -d "$DURATION" --json "$out.json" "${args[@]}" "$url" \
-        >"$out.out" 2>&1 || true
-    read -r rps err p99 < <(bench_json "$out.json")
+    measured "$st" "$out" taskset -c "$LOAD_CPU" "$SURGE" bench -t 1 -c "$CONNS" -d "$DURATION" \
+        --json "$out.json" "${args[@]}" "$url" >"$out.out" 2>&1
+    read -r rps err p99 n < <(bench_json "$out.json")
     [ "$rps" != NA ] && [ "$err" = 0 ] || FAILED=1
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$st" "$sc" "$rps" "$p99" "$err" >>"$RUNS"
-    log "round $r $st $sc: $rps req/s p99 $p99 ms errors $err"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$st" "$sc" "$rps" "$p99" "$err" "$n" "$(cat "$out.cpu")" >>"$RUNS"
+    log "round $r $st $sc: $rps req/s p99 $p99 ms errors $err; CPU ms (load lb apps postgres): $(cat "$out.cpu")"
 }
-run_pgbench() {  # ROUND
-    local out=$TMP/pgbench-$1.out tps
-    taskset -c "$LOAD_CPU" "$PGBIN/pgbench" -S -n -c "$PGCLIENTS" -j 1 -T "$DURATION" -h 127.0.0.1 -p "$P_REP" \
-        -U postgres pgb >"$out" 2>&1 || true
-    tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$out" | head -1)
+run_pgbench() {  # ROUND SCENARIO (pgbench: simple protocol, pgbench-prepared: -M prepared)
+    local out=$TMP/$2-$1 tps n mode=()
+    [ "$2" = pgbench-prepared ] && mode=(-M prepared)
+    measured none "$out" taskset -c "$LOAD_CPU" "$PGBIN/pgbench" -S -n "${mode[@]}" -c "$PGCLIENTS" -j 1 \
+        -T "$DURATION" -h 127.0.0.1 -p "$P_REP" -U postgres pgb >"$out.out" 2>&1
+    tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$out.out" | head -1)
+    n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out.out" | head -1)
     [ -n "$tps" ] || { tps=NA; FAILED=1; }
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" postgres pgbench "${tps%.*}" NA 0 >>"$RUNS"
-    log "round $1 pgbench -S -c $PGCLIENTS (replica): $tps tps"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" postgres "$2" "${tps%.*}" NA 0 "${n:-0}" "$(cat "$out.cpu")" >>"$RUNS"
+    log "round $1 pgbench -S ${mode[*]} -c $PGCLIENTS (replica): $tps tps; CPU ms (load - - postgres): $(cat "$out.cpu")"
 }
-JOBS=("sqlite read-db" "postgres read-db" "pg pgbench" "sqlite read-cache" "postgres read-cache"
-      "sqlite order" "postgres order")
+JOBS=("sqlite read-db" "postgres read-db" "pg pgbench" "pg pgbench-prepared" "sqlite read-cache"
+      "postgres read-cache" "sqlite order" "postgres order")
 for ((round = 1; round <= ROUNDS; round++)); do
     k=$(((round - 1) % ${#JOBS[@]}))
     for j in "${JOBS[@]:k}" "${JOBS[@]:0:k}"; do
         read -r st sc <<<"$j"
-        if [ "$sc" = pgbench ]; then run_pgbench "$round"; else run_surge "$round" "$st" "$sc"; fi
+        if [ "$st" = pg ]; then run_pgbench "$round" "$sc"; else run_surge "$round" "$st" "$sc"; fi
     done
 done
 
 # ---------------------------------------------------------------- table
 TABLE=$TMP/table.md
 "$PY" - "$RUNS" "$ROUNDS" "$DURATION" "$CONNS" "$PGCLIENTS" "$PRODUCTS" "$(date -u +%Y-%m-%d)" \
-    "$(cut -d' ' -f1-3 /proc/loadavg)" >"$TABLE" <<'EOF'
+    "$LOAD_START" "$(cut -d' ' -f1-3 /proc/loadavg)" >"$TABLE" <<'EOF'
 import statistics, sys
-runs, rounds, dur, conns, pgc, products, day, load = sys.argv[1:]
-rows = {}
+runs, rounds, dur, conns, pgc, products, day, load0, load1 = sys.argv[1:]
+rows, by_round = {}, {}
 for line in open(runs):
-    r, st, sc, rps, p99, err = line.rstrip("\n").split("\t")
-    rows.setdefault((st, sc), []).append((rps, p99, err))
+    r, st, sc, rps, p99, err, n, load, lb, apps, pg = line.rstrip("\n").split("\t")[:7] + \
+        line.rstrip("\n").split("\t")[7].split()
+    rows.setdefault((st, sc), []).append((rps, int(n), [float(x) for x in (load, lb, apps, pg)]))
+    if rps != "NA":
+        by_round.setdefault(r, {})[(st, sc)] = float(rps)
 def cell(st, sc):
     got = [float(x[0]) for x in rows.get((st, sc), []) if x[0] != "NA"]
     if not got:
         return "not run", None
     med = statistics.median(got)
     return "%.0f (%.0f–%.0f)" % (med, min(got), max(got)), med
-print("Measured on a shared machine (2 cores, other work running: figures are noisy), %s, load average %s." % (day, load))
+def cpu(st, sc):
+    """Median CPU microseconds per request: [load, lb, apps, postgres, server total, all]."""
+    per = [[ms * 1000 / n for ms in c] for _, n, c in rows.get((st, sc), []) if n > 0]
+    if not per:
+        return None
+    cols = [statistics.median(p[i] for p in per) for i in range(4)]
+    return cols + [sum(cols[1:]), sum(cols)]
+print("Measured on a shared machine (2 cores, other work running: req/s figures are noisy; CPU per"
+      " request is the robust comparison), %s, load average %s at the start, %s at the end." % (day, load0, load1))
 print("Command: `make bench-pg` (scripts/bench-pg.sh: %s rounds, %s s runs, `surge bench -t 1 -c %s`, %s products)." % (rounds, dur, conns, products))
 print()
 print("| req/s, median (min–max) | SQLite | PostgreSQL (primary + replica) |")
@@ -223,14 +299,45 @@ names = {"read-db": "product page, cache off (`GET /api/products?after=ID&limit=
 for sc in ("read-db", "read-cache", "order"):
     print("| %s | %s | %s |" % (names[sc], cell("sqlite", sc)[0], cell("postgres", sc)[0]))
 pg_text, pg = cell("postgres", "pgbench")
+pgp_text, pgp = cell("postgres", "pgbench-prepared")
 app_text, app = cell("postgres", "read-db")
-ratio = "%.2fx" % (app / pg) if pg and app else "n/a"
 print("| `pgbench -S -c %s -j 1` on the replica, same run (tps) | | %s |" % (pgc, pg_text))
+print("| `pgbench -S -M prepared -c %s -j 1`, same run (tps) | | %s |" % (pgc, pgp_text))
 print()
-print("Cache-off reads through surge lb + 2 apps on PostgreSQL reach **%s** of pgbench -S's"
-      " transactions/s on the same replica (target: >= 0.5x). Every surge request is a full"
-      " HTTP request through the balancer to an app, then an index read on the replica;"
-      " pgbench's is one query on a local socket." % ratio)
+print("CPU per request, median over rounds (µs; load = surge bench or pgbench; PostgreSQL = both"
+      " servers, all backends):")
+print()
+print("| run | load | surge lb | 2 surge apps | PostgreSQL | servers (lb + apps + PostgreSQL) | all |")
+print("|---|---|---|---|---|---|---|")
+for label, key in (("SQLite, product page cache off", ("sqlite", "read-db")),
+                   ("PostgreSQL, product page cache off", ("postgres", "read-db")),
+                   ("`pgbench -S`", ("postgres", "pgbench")),
+                   ("`pgbench -S -M prepared`", ("postgres", "pgbench-prepared")),
+                   ("SQLite, product cache on", ("sqlite", "read-cache")),
+                   ("PostgreSQL, product cache on", ("postgres", "read-cache")),
+                   ("SQLite, order", ("sqlite", "order")),
+                   ("PostgreSQL, order", ("postgres", "order"))):
+    c = cpu(*key)
+    if c is None:
+        print("| %s | not run | | | | | |" % label)
+        continue
+    if key[1].startswith("pgbench"):
+        print("| %s | %.0f | | | %.0f | %.0f | %.0f |" % (label, c[0], c[3], c[3], c[5]))
+    else:
+        print("| %s | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f |" % ((label,) + tuple(c)))
+print()
+ratio = "%.2fx" % (app / pg) if pg and app else "n/a"
+ratio_p = "%.2fx" % (app / pgp) if pgp and app else "n/a"
+cs, cp = cpu("postgres", "read-db"), cpu("postgres", "pgbench")
+cpu_ratio = "%.2fx" % (cs[5] / cp[5]) if cs and cp else "n/a"
+rounds_r = ", ".join("%.2fx" % (v[("postgres", "read-db")] / v[("postgres", "pgbench")])
+                     for _, v in sorted(by_round.items(), key=lambda kv: int(kv[0]))
+                     if v.get(("postgres", "pgbench")) and ("postgres", "read-db") in v)
+print("Cache-off reads through surge lb + 2 apps on PostgreSQL reach **%s** of `pgbench -S`'s"
+      " transactions/s on the same replica in the same run (medians; per round: %s; target: >= 0.5x; %s of"
+      " `-M prepared`'s). By CPU, a surge request costs %s a `pgbench -S` transaction's CPU"
+      " (load generator and servers together): every surge request is a full HTTP request"
+      " through the balancer to an app, then an index read on the replica." % (ratio, rounds_r or "n/a", ratio_p, cpu_ratio))
 EOF
 cat "$TABLE"
 if [ "$DOC" != - ]; then

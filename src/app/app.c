@@ -452,6 +452,37 @@ static void on_request(struct http_request *req, void *arg)
     submit_job(a, req, def, (enum app_route)r, id, ip, q, q ? tlen - plen - 1 : 0);
 }
 
+static void on_products_read(struct store_async_req *r, int rc, const struct store_rows *rows)
+{
+    struct app_job *j = container_of(r, struct app_job, areq);
+    if (rc == 0) {
+        app_products_answer(j, rows);
+    } else if (rc != -ECANCELED && workq_submit(&j->a->db, &j->job) == 0) {
+        return; /* the store pool's path, with its fallbacks to the primary */
+    } else {
+        app_retry_later(&j->resp, 503, "the store is not available; retry later", 1000);
+    }
+    job_finish(j);
+}
+
+/* The product page on the loop (store_async.h): a non-blocking read, no
+ * thread hop. 0 when the request is answered or will be; -1: run it on
+ * the store pool. */
+static int products_on_loop(struct app *a, struct app_job *j)
+{
+    if (!a->reads || !__atomic_load_n(&a->store_ready, __ATOMIC_ACQUIRE))
+        return -1;
+    if (app_products_args(j) < 0) {
+        job_finish(j);
+        return 0;
+    }
+    j->areq.stmt = P_LIST;
+    j->areq.args = j->args;
+    j->areq.nargs = 2;
+    j->areq.cb = on_products_read;
+    return store_async_read(a->reads, &j->areq) == 0 ? 0 : -1;
+}
+
 /* Hand the request to its pool (q: the query string after the '?', qlen
  * bytes, or NULL). */
 static void submit_job(struct app *a, struct http_request *req, const struct route_def *def,
@@ -475,6 +506,8 @@ static void submit_job(struct app *a, struct http_request *req, const struct rou
     http_response_init(&j->resp);
     j->job.work = on_job_work;
     j->job.done = on_job_done;
+    if (def->handler == app_handle_products && products_on_loop(a, j) == 0)
+        return;
     if (workq_submit(def->hash_pool ? &a->hash : &a->db, &j->job) < 0) {
         /* The cheapest answer there is: no thread, no store, no hash. */
         log_warn_rl("%s pool full: 503 for %s", def->hash_pool ? "hash" : "store",
@@ -682,6 +715,8 @@ static void stop_pools(struct app *a)
     close_handle((uv_handle_t *)&a->sig_term);
     close_handle((uv_handle_t *)&a->sig_int);
     cache_detach_loop(&a->cache);
+    store_async_close(a->reads);
+    a->reads = NULL;
     workq_stop(&a->db, NULL);
     workq_stop(&a->hash, NULL);
     workq_stop(&a->signup, NULL);
@@ -877,6 +912,10 @@ int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "cannot start worker threads: %s", uv_strerror(rc));
         return -1;
     }
+    /* PostgreSQL: product pages read on the loop, as many connections per
+     * server as store threads (sqlite has no non-blocking mode: NULL). */
+    a->reads = store_async_new(&a->loop, &a->layout, STORE_CATALOG, app_sql_catalog,
+                               app_sql_catalog_n, (unsigned)cfg->workers);
     struct http_server_config hc = {
         .max_body = (size_t)cfg->max_body,
         .header_timeout_ms = (uint64_t)cfg->timeout_header_ms,

@@ -106,7 +106,8 @@ struct app_stats {
     uint64_t replica_wait_timeouts; /* writes answered before every replica had them */
 };
 
-struct writeback; /* write-back view counters (writeback.c) */
+struct writeback;   /* write-back view counters (writeback.c) */
+struct store_async; /* reads on the loop (data/store_async.h) */
 
 struct app {
     struct app_config *cfg;
@@ -114,6 +115,7 @@ struct app {
     struct http_server server;
     struct workq db, hash, signup;
     struct store_layout layout;
+    struct store_async *reads; /* catalog reads on the loop; NULL: on the store pool */
     const struct session_driver *sessions;
     const struct queue_producer_driver *queue;
     struct cache cache;

@@ -4,6 +4,7 @@
 #define SURGE_APP_APP_INT_H
 #include "base/trace.h"
 #include "app/app.h"
+#include "data/store_async.h"
 
 /* Catalog statements (app_sql_catalog). */
 enum {
@@ -71,6 +72,11 @@ struct app_job {
     /* A handler may set next: the job then goes on to a second stage
      * instead of being answered (signup: store checks, then the hash). */
     app_handler next;
+    /* The product page: its statement's arguments (app_products_args),
+     * and its read when it runs on the loop (app.c, store_async.h). */
+    long long limit;
+    struct store_val args[2];
+    struct store_async_req areq;
 };
 
 /* The client's address for limits: the TCP peer, or, when the peer is a
@@ -89,6 +95,11 @@ void app_handle_logout(struct app_job *j, struct app_thread *t);
 void app_handle_me(struct app_job *j, struct app_thread *t);
 void app_handle_user(struct app_job *j, struct app_thread *t);
 void app_handle_products(struct app_job *j, struct app_thread *t);
+/* The product page's parts, for the loop's path too: the query string's
+ * limit and after into j->limit and j->args (0), or -1 with a 400 in
+ * j->resp; and the answer from the statement's rows. Any thread. */
+int app_products_args(struct app_job *j);
+void app_products_answer(struct app_job *j, const struct store_rows *rows);
 void app_handle_product_get(struct app_job *j, struct app_thread *t);
 void app_handle_product_create(struct app_job *j, struct app_thread *t);
 void app_handle_product_update(struct app_job *j, struct app_thread *t);

@@ -647,45 +647,59 @@ void app_handle_user(struct app_job *j, struct app_thread *t)
 
 /* ---- products ---- */
 
-void app_handle_products(struct app_job *j, struct app_thread *t)
+int app_products_args(struct app_job *j)
 {
     long long limit = 20, after = 0;
     int rl = app_query_int(j->query, "limit", LIST_LIMIT_MAX, &limit);
     int ra = app_query_int(j->query, "after", 999999999999999999LL, &after);
     if (rl < 0 || (rl == 0 && limit < 1)) {
         app_json_error(&j->resp, 400, "limit must be an integer from 1 to 100");
-        return;
+        return -1;
     }
     if (ra < 0) {
         app_json_error(&j->resp, 400, "after must be a non-negative integer id");
-        return;
+        return -1;
     }
-    struct store_db *db = store_conns_reader(&t->conns, STORE_CATALOG, 0);
-    struct store_val args[2] = {store_int(after), store_int(limit + 1)};
-    if (!db || store_exec(&t->conns, db, P_LIST, args, 2, &t->rows) < 0) {
-        store_failed(&j->resp);
-        return;
-    }
+    j->limit = limit;
+    j->args[0] = store_int(after);
+    j->args[1] = store_int(limit + 1);
+    return 0;
+}
+
+void app_products_answer(struct app_job *j, const struct store_rows *rows)
+{
     struct buf *b = &j->resp.body;
-    unsigned shown = t->rows.nrows > (unsigned)limit ? (unsigned)limit : t->rows.nrows;
+    unsigned shown = rows->nrows > (unsigned)j->limit ? (unsigned)j->limit : rows->nrows;
     buf_puts(b, "{\"items\":[");
     struct buf v;
     buf_init(&v, 64 * 1024);
     for (unsigned i = 0; i < shown; i++) {
         buf_reset(&v);
-        product_value(&t->rows, i, &v);
+        product_value(rows, i, &v);
         const char *nl = memchr(v.data, '\n', v.len);
-        long long views = store_rows_int(&t->rows, i, 4) +
-                          writeback_pending(j->a->wb, store_rows_int(&t->rows, i, 0));
+        long long views =
+            store_rows_int(rows, i, 4) + writeback_pending(j->a->wb, store_rows_int(rows, i, 0));
         buf_printf(b, "%s%s%lld}", i ? "," : "", nl + 1, views);
     }
     buf_free(&v);
-    if (t->rows.nrows > (unsigned)limit)
-        buf_printf(b, "],\"next\":%lld}", (long long)store_rows_int(&t->rows, shown - 1, 0));
+    if (rows->nrows > (unsigned)j->limit)
+        buf_printf(b, "],\"next\":%lld}", (long long)store_rows_int(rows, shown - 1, 0));
     else
         buf_puts(b, "],\"next\":null}");
     j->resp.status = 200;
     j->resp.content_type = "application/json";
+}
+
+void app_handle_products(struct app_job *j, struct app_thread *t)
+{
+    if (app_products_args(j) < 0)
+        return;
+    struct store_db *db = store_conns_reader(&t->conns, STORE_CATALOG, 0);
+    if (!db || store_exec(&t->conns, db, P_LIST, j->args, 2, &t->rows) < 0) {
+        store_failed(&j->resp);
+        return;
+    }
+    app_products_answer(j, &t->rows);
 }
 
 /* 0 when the request carries the admin token; else -1 with 401/403 set. */

@@ -145,7 +145,24 @@ struct store_driver {
      * (0 or more), or negative when the connection broke. */
     int (*listen)(struct store_db *db, const char *channel);
     int (*notifications)(struct store_db *db);
+    /* Non-blocking use from an event loop (store_async.h); NULL when the
+     * driver has none. astart: begin opening location (never waits; a
+     * numeric host needs no name lookup); then call astep. asend: on an
+     * idle connection, start statement stmt (args are copied). astep:
+     * advance after socket activity, or right after astart/asend:
+     * STORE_WANT_READ and/or STORE_WANT_WRITE (> 0) while in progress, 0
+     * when idle (connected, or the statement's result is in rows), negative
+     * when the connection failed (close it). asocket: the socket to poll
+     * (it may change while connecting). */
+    int (*astart)(const char *location, const char *const *sql, unsigned nsql,
+                  struct store_db **out, char *err, size_t errlen);
+    int (*asend)(struct store_db *db, unsigned stmt, const struct store_val *args, unsigned nargs);
+    int (*astep)(struct store_db *db, struct store_rows *rows);
+    int (*asocket)(const struct store_db *db);
 };
+
+#define STORE_WANT_READ  1
+#define STORE_WANT_WRITE 2
 
 /* PostgreSQL driver helpers (store_pg.c), exposed for unit tests. The text
  * the postgres driver runs for sql (its variant when it has one). */

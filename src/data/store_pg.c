@@ -68,6 +68,12 @@ struct store_db {
     unsigned backoff_ms;
     uint64_t retry_at_ms;
     struct buf scratch; /* NUL-terminated copies of text parameters */
+    /* Non-blocking use (astart..astep): where the connection is, and the
+     * statement waiting for its PREPARE. */
+    enum { PA_NONE, PA_CONNECT, PA_SETUP, PA_IDLE, PA_PREPARE, PA_QUERY } astate;
+    int apolled, arc;
+    unsigned astmt, anargs;
+    const char *avals[PG_MAX_PARAMS];
 };
 
 const char *store_pg_text(const char *sql)
@@ -165,6 +171,29 @@ static void drop(struct store_db *d)
     d->in_tx = 0;
 }
 
+/* The session's settings, once connected. */
+static void setup_sql(struct store_db *d, char *out, size_t outlen)
+{
+    char *ident = PQescapeIdentifier(d->conn, d->schema, strlen(d->schema));
+    /* Generic plans always: with the default (auto) a statement whose
+     * custom plan looks cheaper than the generic one (any LIMIT ?, e.g.
+     * the product page) is planned again at every execution, a quarter of
+     * the server's CPU per read. Every shop statement is an index lookup
+     * whatever its values; the EXPLAIN test checks the generic plans. */
+    snprintf(out, outlen,
+             "SET search_path = %s; SET statement_timeout = %d; SET client_min_messages = warning;"
+             " SET plan_cache_mode = force_generic_plan",
+             ident ? ident : "public", PG_STATEMENT_TIMEOUT_MS);
+    PQfreemem(ident);
+}
+
+static void next_gen(struct store_db *d)
+{
+    d->gen++;
+    if (d->gen == 0)
+        d->gen = 1;
+}
+
 /* Connect and set the session up. 0, or -EIO with err set. */
 static int pg_connect(struct store_db *d, char *err, size_t errlen)
 {
@@ -177,12 +206,8 @@ static int pg_connect(struct store_db *d, char *err, size_t errlen)
         drop(d);
         return -EIO;
     }
-    char *ident = PQescapeIdentifier(d->conn, d->schema, strlen(d->schema));
-    char setup[256];
-    snprintf(setup, sizeof setup,
-             "SET search_path = %s; SET statement_timeout = %d; SET client_min_messages = warning",
-             ident ? ident : "public", PG_STATEMENT_TIMEOUT_MS);
-    PQfreemem(ident);
+    char setup[320];
+    setup_sql(d, setup, sizeof setup);
     PGresult *r = PQexec(d->conn, setup);
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok) {
@@ -194,9 +219,7 @@ static int pg_connect(struct store_db *d, char *err, size_t errlen)
         drop(d);
         return -EIO;
     }
-    d->gen++;
-    if (d->gen == 0)
-        d->gen = 1;
+    next_gen(d);
     return 0;
 }
 
@@ -268,13 +291,14 @@ static void pg_close(struct store_db *d)
     free(d);
 }
 
-static int pg_open(const char *location, const char *const *sql, unsigned nsql,
-                   struct store_db **out, char *err, size_t errlen)
+/* A closed connection to location ("URL#schema"), or NULL with err set. */
+static struct store_db *new_db(const char *location, const char *const *sql, unsigned nsql,
+                               char *err, size_t errlen)
 {
     const char *hash = strrchr(location, '#');
     if (!hash || !hash[1]) {
         snprintf(err, errlen, "'%s': no #schema in the location", location);
-        return -EINVAL;
+        return NULL;
     }
     struct store_db *d = xcalloc(1, sizeof *d);
     d->url = xstrndup(location, (size_t)(hash - location));
@@ -284,6 +308,15 @@ static int pg_open(const char *location, const char *const *sql, unsigned nsql,
     d->nsql = nsql;
     d->stmts = xcalloc(nsql ? nsql : 1, sizeof *d->stmts);
     buf_init(&d->scratch, STORE_ROWS_BYTES);
+    return d;
+}
+
+static int pg_open(const char *location, const char *const *sql, unsigned nsql,
+                   struct store_db **out, char *err, size_t errlen)
+{
+    struct store_db *d = new_db(location, sql, nsql, err, errlen);
+    if (!d)
+        return -EINVAL;
     int rc = pg_connect(d, err, errlen);
     if (rc < 0) {
         pg_close(d);
@@ -397,20 +430,14 @@ static int prepare(struct store_db *d, struct pg_stmt *st, const char *src, cons
     return rc;
 }
 
-static int run(struct store_db *d, struct pg_stmt *st, const char *src, const char *name,
-               const struct store_val *args, unsigned nargs, struct store_rows *rows)
+/* Text-format parameters must be NUL-terminated: copy them into the
+ * scratch buffer, then point vals into it once it stops growing (valid
+ * until the next call). 0 or -ENOBUFS. */
+static int bind_params(struct store_db *d, const struct store_val *args, unsigned nargs,
+                       const char **vals)
 {
-    if (nargs > PG_MAX_PARAMS)
-        return -EINVAL;
-    int rc = ensure(d);
-    if (rc < 0)
-        return rc;
-    if ((rc = prepare(d, st, src, name)) < 0)
-        return rc;
-    /* Text-format parameters must be NUL-terminated: copy them into one
-     * scratch buffer, then point into it once it stops growing. */
     size_t off[PG_MAX_PARAMS];
-    const char *vals[PG_MAX_PARAMS];
+    int rc = 0;
     buf_reset(&d->scratch);
     for (unsigned i = 0; i < nargs; i++) {
         off[i] = d->scratch.len;
@@ -423,6 +450,22 @@ static int run(struct store_db *d, struct pg_stmt *st, const char *src, const ch
     }
     for (unsigned i = 0; i < nargs; i++)
         vals[i] = args[i].type == STORE_NULL ? NULL : d->scratch.data + off[i];
+    return 0;
+}
+
+static int run(struct store_db *d, struct pg_stmt *st, const char *src, const char *name,
+               const struct store_val *args, unsigned nargs, struct store_rows *rows)
+{
+    if (nargs > PG_MAX_PARAMS)
+        return -EINVAL;
+    int rc = ensure(d);
+    if (rc < 0)
+        return rc;
+    if ((rc = prepare(d, st, src, name)) < 0)
+        return rc;
+    const char *vals[PG_MAX_PARAMS];
+    if ((rc = bind_params(d, args, nargs, vals)) < 0)
+        return rc;
     PGresult *r = PQexecPrepared(d->conn, name, (int)nargs, vals, NULL, NULL, 0);
     ExecStatusType s = PQresultStatus(r);
     if (s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK) {
@@ -514,8 +557,8 @@ static int pg_explain(struct store_db *d, unsigned stmt, struct buf *plan)
     snprintf(name, sizeof name, "s%u", stmt);
     if (rc < 0 || (rc = prepare(d, &d->stmts[stmt], d->sql[stmt], name)) < 0)
         return rc;
-    /* The generic plan (what a prepared statement runs for any values),
-     * with 1 for every parameter. */
+    /* The generic plan (what every execution runs: the session forces
+     * generic plans, see pg_connect), with 1 for every parameter. */
     PGresult *r = PQdescribePrepared(d->conn, name);
     int np = PQresultStatus(r) == PGRES_COMMAND_OK ? PQnparams(r) : 0;
     PQclear(r);
@@ -525,8 +568,6 @@ static int pg_explain(struct store_db *d, unsigned stmt, struct buf *plan)
         o += (size_t)snprintf(sql + o, sizeof sql - o, "%s'1'", i ? ", " : "(");
     if (np)
         snprintf(sql + o, sizeof sql - o, ")");
-    if ((rc = simple(d, "SET plan_cache_mode = force_generic_plan")) < 0)
-        return rc;
     r = PQexec(d->conn, sql);
     if (PQresultStatus(r) == PGRES_TUPLES_OK) {
         for (int t = 0; t < PQntuples(r); t++)
@@ -535,8 +576,7 @@ static int pg_explain(struct store_db *d, unsigned stmt, struct buf *plan)
         rc = map_result(d, r, sql);
     }
     PQclear(r);
-    int reset = simple(d, "RESET plan_cache_mode");
-    return rc < 0 ? rc : reset;
+    return rc;
 }
 
 static int pg_wal_position(struct store_db *d, int replica, int64_t *lsn, int64_t *age_ms)
@@ -594,6 +634,151 @@ static int pg_notifications(struct store_db *d)
     return n;
 }
 
+/* ---- non-blocking use (store_async.c): one statement at a time ---- */
+
+static int pg_astart(const char *location, const char *const *sql, unsigned nsql,
+                     struct store_db **out, char *err, size_t errlen)
+{
+    struct store_db *d = new_db(location, sql, nsql, err, errlen);
+    if (!d)
+        return -EINVAL;
+    const char *kw[] = {"dbname", "fallback_application_name", NULL};
+    const char *vals[] = {d->url, "surge", NULL};
+    d->conn = PQconnectStartParams(kw, vals, 1);
+    if (!d->conn || PQstatus(d->conn) == CONNECTION_BAD) {
+        snprintf(err, errlen, "%s", d->conn ? PQerrorMessage(d->conn) : "out of memory");
+        trim_nl(err);
+        pg_close(d);
+        return -EIO;
+    }
+    d->astate = PA_CONNECT;
+    *out = d;
+    return 0;
+}
+
+static int pg_asocket(const struct store_db *d)
+{
+    return d->conn ? PQsocket(d->conn) : -1;
+}
+
+static int pg_asend(struct store_db *d, unsigned stmt, const struct store_val *args, unsigned nargs)
+{
+    if (d->astate != PA_IDLE || stmt >= d->nsql || nargs > PG_MAX_PARAMS)
+        return -EINVAL;
+    int rc = bind_params(d, args, nargs, d->avals);
+    if (rc < 0)
+        return rc;
+    struct pg_stmt *st = &d->stmts[stmt];
+    if (!st->text)
+        st->text = store_pg_rewrite(store_pg_text(d->sql[stmt]));
+    char name[16];
+    snprintf(name, sizeof name, "s%u", stmt);
+    d->astmt = stmt;
+    d->anargs = nargs;
+    d->arc = 0;
+    int ok;
+    if (st->gen == d->gen) {
+        ok = PQsendQueryPrepared(d->conn, name, (int)nargs, d->avals, NULL, NULL, 0);
+        d->astate = PA_QUERY;
+    } else {
+        ok = PQsendPrepare(d->conn, name, st->text, 0, NULL);
+        d->astate = PA_PREPARE;
+    }
+    if (!ok) {
+        log_error_rl("postgres %s: %s", d->where, PQerrorMessage(d->conn));
+        return -EIO;
+    }
+    return 0;
+}
+
+/* One result of the command in progress (astate says which). */
+static void aresult(struct store_db *d, PGresult *r, struct store_rows *rows)
+{
+    ExecStatusType s = PQresultStatus(r);
+    if (d->arc < 0)
+        return;
+    if (s == PGRES_TUPLES_OK && d->astate == PA_QUERY) {
+        d->arc = rows ? read_rows(r, rows) : 0;
+    } else if (s == PGRES_COMMAND_OK) {
+        if (d->astate == PA_QUERY && rows) {
+            const char *n = PQcmdTuples(r);
+            rows->changes = *n ? strtoll(n, NULL, 10) : 0;
+        }
+    } else {
+        d->arc = map_result(d, r, d->astate == PA_SETUP ? "setup" : "statement");
+    }
+}
+
+static int pg_astep(struct store_db *d, struct store_rows *rows)
+{
+    if (!d->conn)
+        return -EIO;
+    if (d->astate == PA_CONNECT) {
+        /* libpq: before the first PQconnectPoll, wait as for WRITING. */
+        PostgresPollingStatusType ps = d->apolled ? PQconnectPoll(d->conn) : PGRES_POLLING_WRITING;
+        d->apolled = 1;
+        if (ps == PGRES_POLLING_READING)
+            return STORE_WANT_READ;
+        if (ps == PGRES_POLLING_WRITING)
+            return STORE_WANT_WRITE;
+        if (ps != PGRES_POLLING_OK) {
+            log_warn_rl("postgres %s: connect failed: %s", d->where, PQerrorMessage(d->conn));
+            return -EIO;
+        }
+        char setup[320];
+        setup_sql(d, setup, sizeof setup);
+        if (PQsetnonblocking(d->conn, 1) < 0 || !PQsendQuery(d->conn, setup)) {
+            log_warn_rl("postgres %s: setup: %s", d->where, PQerrorMessage(d->conn));
+            return -EIO;
+        }
+        next_gen(d);
+        d->astate = PA_SETUP;
+        d->arc = 0;
+    }
+    for (;;) {
+        int f = PQflush(d->conn);
+        if (f < 0) {
+            log_warn_rl("postgres %s: send: %s", d->where, PQerrorMessage(d->conn));
+            return -EIO;
+        }
+        if (!PQconsumeInput(d->conn)) {
+            log_warn_rl("postgres %s: connection lost: %s", d->where, PQerrorMessage(d->conn));
+            return -EIO;
+        }
+        if (d->astate == PA_IDLE)
+            return PQstatus(d->conn) == CONNECTION_OK ? 0 : -EIO;
+        while (!PQisBusy(d->conn)) {
+            PGresult *r = PQgetResult(d->conn);
+            if (r) {
+                aresult(d, r, rows);
+                PQclear(r);
+                if (!d->conn)
+                    return -EIO; /* map_result dropped a broken connection */
+                continue;
+            }
+            /* The command is complete. */
+            if (d->arc < 0) {
+                d->astate = PA_IDLE;
+                return d->arc;
+            }
+            if (d->astate != PA_PREPARE) {
+                d->astate = PA_IDLE;
+                return 0;
+            }
+            /* Prepared: now the statement itself. */
+            d->stmts[d->astmt].gen = d->gen;
+            char name[16];
+            snprintf(name, sizeof name, "s%u", d->astmt);
+            if (!PQsendQueryPrepared(d->conn, name, (int)d->anargs, d->avals, NULL, NULL, 0))
+                return -EIO;
+            d->astate = PA_QUERY;
+            break;
+        }
+        if (PQisBusy(d->conn))
+            return STORE_WANT_READ | (f > 0 ? STORE_WANT_WRITE : 0);
+    }
+}
+
 const struct store_driver store_pg_driver = {
     .name = "postgres",
     .alias = "postgresql",
@@ -611,4 +796,8 @@ const struct store_driver store_pg_driver = {
     .wal_position = pg_wal_position,
     .listen = pg_listen,
     .notifications = pg_notifications,
+    .astart = pg_astart,
+    .asend = pg_asend,
+    .astep = pg_astep,
+    .asocket = pg_asocket,
 };

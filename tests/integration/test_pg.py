@@ -4,12 +4,13 @@ EXPLAIN of every shop statement, replicas and read-your-writes.
 (docs/operations.md "PostgreSQL", docs/contract.md section 9)"""
 import os
 import subprocess
+import threading
 import time
 
 import pytest
 
 from harness import Load, SURGE_BIN, metric_sum, run_surge, wait_until
-from engines import RedisServer
+from engines import RedisServer, pick_port
 from pg_harness import PgCluster
 
 SEED_PASSWORD = "password1234"
@@ -27,6 +28,22 @@ def seed_db(tmp_path, cfg, products=3, users=2):
     res = run_surge("seed", "--data-dir", tmp_path / "data", "-c", cfg, "--products", products,
                     "--users", users, *FAST, timeout=120)
     assert res.returncode == 0, res.stderr_text
+
+
+def seeded_with_replica(tmp_path, products, users):
+    """A primary and one streaming replica with a seeded "shop" database,
+    replayed: (cluster, replica, topology file). The caller closes it."""
+    c = PgCluster()
+    try:
+        rep = c.add_replica()
+        c.create_db("shop")
+        cfg = topology(tmp_path, c.url("shop"), [rep.url("shop")])
+        seed_db(tmp_path, cfg, products=products, users=users)
+        c.wait_replayed(rep)
+    except BaseException:
+        c.close()
+        raise
+    return c, rep, cfg
 
 
 def login(app, email):
@@ -233,13 +250,8 @@ def test_killing_the_replica_under_load_fails_no_read(start_app, tmp_path):
     """Reads spread on the replica; the replica is killed (SIGKILL) under
     load: not one failed read (a read that fails on the replica is retried
     on the primary); it comes back into rotation when restarted."""
-    c = PgCluster()
+    c, rep, cfg = seeded_with_replica(tmp_path, products=20, users=2)
     try:
-        rep = c.add_replica()
-        c.create_db("shop")
-        cfg = topology(tmp_path, c.url("shop"), [rep.url("shop")])
-        seed_db(tmp_path, cfg, products=20, users=2)
-        c.wait_replayed(rep)
         app = start_app("-c", cfg, "--replica-check-interval", "100ms",
                         data_dir=tmp_path / "data")
         sid = login(app, "user1@example.com")
@@ -287,5 +299,81 @@ def test_a_write_waits_for_the_replica_so_any_reader_sees_it(start_app, tmp_path
             assert page.status == 200 and [p["id"] for p in page.json()["items"]] == [pid], page
         assert metric(b, "surge_store_reads_total", target="replica") >= 5, b.metrics()
         assert metric(a, "surge_app_replica_wait_timeouts_total") == 0, a.metrics()
+    finally:
+        c.close()
+
+
+def test_product_pages_read_on_the_loop_while_every_store_thread_waits(start_app, tmp_path):
+    """The product page reads on the app's event loop (non-blocking libpq,
+    src/data/store_async.c), not on the store threads: with the only store
+    thread stuck behind a row lock, product pages still answer at once,
+    from the replica; the stuck order completes once the lock is gone."""
+    c, _, cfg = seeded_with_replica(tmp_path, products=5, users=1)
+    holder = None
+    try:
+        app = start_app("-c", cfg, "--workers", "1", data_dir=tmp_path / "data")
+        sid = login(app, "user1@example.com")
+        holder = subprocess.Popen(
+            [os.path.join("/usr/lib/postgresql/15/bin", "psql"), "-X", "-q", "-h", "127.0.0.1",
+             "-p", str(c.port), "-U", "postgres", "-d", "shop"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        holder.stdin.write(b"BEGIN; SELECT id FROM catalog.products WHERE id = 1 FOR UPDATE;\n")
+        holder.stdin.flush()
+        idle_in_tx = "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'"
+        assert wait_until(lambda: c.psql(idle_in_tx) == "1", timeout=10)
+        order = {}
+
+        def place():
+            order["resp"] = app.post("/api/orders", {"items": [{"product_id": 1, "quantity": 1}]},
+                                     sid=sid)
+        t = threading.Thread(target=place)
+        t.start()
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        assert wait_until(lambda: c.psql(waiting) == "1", timeout=10)
+        before = metric(app, "surge_store_reads_total", target="replica")
+        started = time.monotonic()
+        for i in range(5):
+            page = app.get("/api/products?after=%d&limit=1" % i)
+            assert page.status == 200, page
+            assert [p["id"] for p in page.json()["items"]] == [i + 1], page
+        took = time.monotonic() - started
+        # The store thread is still stuck (the statement timeout is 5 s).
+        assert c.psql(waiting) == "1"
+        assert took < 2.0, took
+        assert metric(app, "surge_store_reads_total", target="replica") - before >= 5
+        holder.stdin.write(b"ROLLBACK;\n")
+        holder.stdin.close()
+        holder.wait(10)
+        holder = None
+        t.join(15)
+        assert order["resp"].status == 201, order["resp"]
+    finally:
+        if holder:
+            holder.kill()
+            holder.wait()
+        c.close()
+
+
+def test_product_pages_follow_libpq_to_the_next_address(start_app, tmp_path):
+    """A replica URL with two addresses, the first refusing connections:
+    libpq's non-blocking connect moves on to the second (on another socket,
+    often under the same descriptor number), and the product pages read on
+    the loop are served by the replica, which stays in rotation."""
+    c, rep, _ = seeded_with_replica(tmp_path, products=5, users=1)
+    try:
+        dead = pick_port()
+        url = "postgres://postgres@127.0.0.1:%d/shop?host=127.0.0.1,127.0.0.1&port=%d,%d" % (
+            rep.port, dead, rep.port)
+        cfg = topology(tmp_path, c.url("shop"), [url], name="two-addresses.ini")
+        app = start_app("-c", cfg, data_dir=tmp_path / "data")
+        assert wait_until(lambda: metric(app, "surge_store_replica_in_rotation") == 1), \
+            app.metrics()
+        for i in range(5):
+            page = app.get("/api/products?after=%d&limit=1" % i)
+            assert page.status == 200, page
+            assert [p["id"] for p in page.json()["items"]] == [i + 1], page
+        assert metric(app, "surge_store_reads_total", target="replica") >= 5, app.metrics()
+        assert metric(app, "surge_store_reads_total", target="primary") == 0, app.metrics()
+        assert metric(app, "surge_store_replica_up") == 1, app.metrics()
     finally:
         c.close()
