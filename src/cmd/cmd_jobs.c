@@ -44,7 +44,8 @@ void cmd_jobs_help(FILE *out)
             "reported)\n\n"
             "  --data-dir DIR  the store's directory (default ./data)\n"
             "  --store URL     store driver (default sqlite:)\n"
-            "  --queue URL     queue driver (default sqlite:; or redis://HOST:PORT)\n");
+            "  --queue URL     queue driver (default sqlite:; or redis://HOST:PORT, or\n"
+            "                  redis-sentinel://HOST:PORT[,HOST:PORT...]/MASTER)\n");
 }
 
 static int usage(const char *msg, const char *arg)
@@ -421,7 +422,7 @@ int cmd_jobs(int argc, char **argv)
     struct jobs_ctx c = {.data_dir = data_dir};
     c.qd = queue_consumer_find(queue_url);
     if (!c.qd)
-        return usage("--queue: no queue driver for this URL (built in: sqlite:, redis://HOST:PORT)",
+        return usage("--queue: no queue driver for this URL (built in: " QUEUE_URL_FORMS ")",
                      queue_url);
     struct store_layout l;
     char err[384];
