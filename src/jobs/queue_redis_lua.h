@@ -73,10 +73,14 @@
 /* ENQUEUE: P now n (id kind queue payload run_at prio ukey max created)...
  * Per job, a code and an id: {0, id} added (id '' = a new "r<n>"), {1,
  * other} a pending job holds the unique key, {3, id} the job exists
- * already (a relay repeating itself). One wake entry per call. */
+ * already (a relay repeating itself). One wake entry per call. The hash is
+ * written whole by one HSET (state and stream entry included), and the
+ * jobs' entries in P all by one ZADD per call: each redis.call costs the
+ * node a command and an AOF record. */
 #define RQ_LUA_ENQUEUE                                                                             \
     RQ_LUA_COMMON                                                                                  \
     "local now, n, out, added = tonumber(ARGV[2]), tonumber(ARGV[3]), {}, 0\n"                     \
+    "local all, seen = {}, {}\n"                                                                   \
     "for k = 0, n - 1 do\n"                                                                        \
     "  local b = 4 + k * 9\n"                                                                      \
     "  local id, uk, code = ARGV[b], ARGV[b + 6], 0\n"                                             \
@@ -92,23 +96,36 @@
     "    end\n"                                                                                    \
     "  end\n"                                                                                      \
     "  if code == 0 then\n"                                                                        \
-    "    local jk = P .. 'job:' .. id\n"                                                           \
-    "    redis.call('HSET', jk, 'kind', ARGV[b + 1], 'queue', ARGV[b + 2], 'payload', ARGV[b + "   \
-    "3],\n"                                                                                        \
-    "      'prio', ARGV[b + 5], 'attempts', 0, 'max', ARGV[b + 7], 'run_at', ARGV[b + 4],\n"       \
-    "      'created', ARGV[b + 8], 'token', 0, 'ukey', uk, 'hist', '', 'error', '', 'lease', 0,\n" \
-    "      'worker', '', 'started', 0, 'finished', 0)\n"                                           \
-    "    redis.call('ZADD', P .. 'all', ARGV[b + 8], id)\n"                                        \
+    "    local jk, q = P .. 'job:' .. id, ARGV[b + 2]\n"                                           \
+    "    local f = {'kind', ARGV[b + 1], 'queue', q, 'payload', ARGV[b + 3], 'prio', ARGV[b + "    \
+    "5],\n"                                                                                        \
+    "      'attempts', 0, 'max', ARGV[b + 7], 'run_at', ARGV[b + 4], 'created', ARGV[b + 8],\n"    \
+    "      'token', 0, 'ukey', uk, 'hist', '', 'error', '', 'lease', 0, 'worker', '',\n"           \
+    "      'started', 0, 'finished', 0, 'state', 'delayed'}\n"                                     \
     "    if tonumber(ARGV[b + 4]) > now then\n"                                                    \
-    "      redis.call('HSET', jk, 'state', 'delayed')\n"                                           \
     "      redis.call('ZADD', P .. 'delayed', ARGV[b + 4], id)\n"                                  \
-    "    else push(id, jk, ARGV[b + 2]) end\n"                                                     \
+    "    else\n"                                                                                   \
+    "      local s = P .. 'q:' .. q\n"                                                             \
+    "      if not seen[q] and redis.call('SADD', P .. 'queues', q) == 1 then\n"                    \
+    "        redis.pcall('XGROUP', 'CREATE', s, 'g', '0', 'MKSTREAM')\n"                           \
+    "      end\n"                                                                                  \
+    "      seen[q] = true\n"                                                                       \
+    "      f[#f] = 'ready'\n"                                                                      \
+    "      f[#f + 1] = 'sid'\n"                                                                    \
+    "      f[#f + 1] = redis.call('XADD', s, '*', 'id', id)\n"                                     \
+    "    end\n"                                                                                    \
+    "    redis.call('HSET', jk, unpack(f))\n"                                                      \
+    "    all[#all + 1] = ARGV[b + 8]\n"                                                            \
+    "    all[#all + 1] = id\n"                                                                     \
     "    added = added + 1\n"                                                                      \
     "  end\n"                                                                                      \
     "  out[#out + 1] = code\n"                                                                     \
     "  out[#out + 1] = id\n"                                                                       \
     "end\n"                                                                                        \
-    "if added > 0 then wake('') end\n"                                                             \
+    "if added > 0 then\n"                                                                          \
+    "  redis.call('ZADD', P .. 'all', unpack(all))\n"                                              \
+    "  wake('')\n"                                                                                 \
+    "end\n"                                                                                        \
     "return out\n"
 
 /* CLAIM: P now lease_until worker min_idle_ms backoff_base backoff_cap seed
@@ -235,10 +252,13 @@
 
 /* SETTLE: P now n (id token how retry_at error line)...; how: a ack, l
  * release (hand back unrun), r retry, d dead. One result per item: 0, or
- * -1 when the job is not running under that token any more (stale). */
+ * -1 when the job is not running under that token any more (stale). The
+ * acks of a call go out as one XACK and one XDEL per stream and one ZADD
+ * to P done (a command per job cost the node most of an ack). */
 #define RQ_LUA_SETTLE                                                                              \
     RQ_LUA_COMMON                                                                                  \
     "local now, n, res = tonumber(ARGV[2]), tonumber(ARGV[3]), {}\n"                               \
+    "local acks, done = {}, {}\n"                                                                  \
     "for k = 0, n - 1 do\n"                                                                        \
     "  local b = 4 + k * 6\n"                                                                      \
     "  local id, how = ARGV[b], ARGV[b + 2]\n"                                                     \
@@ -249,11 +269,13 @@
     "  else\n"                                                                                     \
     "    if how == 'a' then\n"                                                                     \
     "      if h[4] and h[4] ~= '' then\n"                                                          \
-    "        redis.call('XACK', P .. 'q:' .. h[3], 'g', h[4])\n"                                   \
-    "        redis.call('XDEL', P .. 'q:' .. h[3], h[4])\n"                                        \
+    "        local l = acks[h[3]] or {}\n"                                                         \
+    "        acks[h[3]] = l\n"                                                                     \
+    "        l[#l + 1] = h[4]\n"                                                                   \
     "      end\n"                                                                                  \
     "      redis.call('HSET', jk, 'state', 'done', 'finished', now, 'lease', 0, 'sid', '')\n"      \
-    "      redis.call('ZADD', P .. 'done', now, id)\n"                                             \
+    "      done[#done + 1] = now\n"                                                                \
+    "      done[#done + 1] = id\n"                                                                 \
     "      if h[5] and h[5] ~= '' and redis.call('HGET', P .. 'unique', h[5]) == id then\n"        \
     "        redis.call('HDEL', P .. 'unique', h[5])\n"                                            \
     "      end\n"                                                                                  \
@@ -270,6 +292,11 @@
     "    res[#res + 1] = 0\n"                                                                      \
     "  end\n"                                                                                      \
     "end\n"                                                                                        \
+    "for q, l in pairs(acks) do\n"                                                                 \
+    "  redis.call('XACK', P .. 'q:' .. q, 'g', unpack(l))\n"                                       \
+    "  redis.call('XDEL', P .. 'q:' .. q, unpack(l))\n"                                            \
+    "end\n"                                                                                        \
+    "if #done > 0 then redis.call('ZADD', P .. 'done', unpack(done)) end\n"                        \
     "return res\n"
 
 /* LOCK: P me ttl_ms -> 1 when me holds the relay lock (taken or
