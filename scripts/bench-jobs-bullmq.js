@@ -1,7 +1,9 @@
 // BullMQ side of scripts/bench-jobs.sh (the anchor surge worker is compared
 // with): a no-op processor on Debian's redis-server and nodejs.
 //   node bench-jobs-bullmq.js fill PORT N            add N jobs (addBulk, 1000 a call)
-//   node bench-jobs-bullmq.js drain PORT N CONC      run them; prints "jobs_s RSS_KB"
+//   node bench-jobs-bullmq.js drain PORT N CONC      run them; prints "jobs_s RSS_KB CPU_US"
+//                                                    (CPU_US: this process's user+system
+//                                                    time during the drain)
 //   node bench-jobs-bullmq.js latency PORT N CONC    run N jobs as they come; prints
 //                                                    "p50_ms p99_ms RSS_KB" (start - add time)
 //   node bench-jobs-bullmq.js produce PORT RATE N    add N jobs at RATE/s (a batch every 10 ms)
@@ -65,8 +67,10 @@ async function main() {
   if (mode === 'fill') return fill(Number(a));
   if (mode === 'produce') return produce(Number(a), Number(b));
   if (mode === 'drain') {
+    const cpu0 = process.cpuUsage();
     const s = await runWorker(Number(a), Number(b), () => {});
-    process.stdout.write(`${(Number(a) / s).toFixed(0)} ${peakRssKb()}\n`);
+    const cpu = process.cpuUsage(cpu0);
+    process.stdout.write(`${(Number(a) / s).toFixed(0)} ${peakRssKb()} ${cpu.user + cpu.system}\n`);
     return;
   }
   if (mode === 'latency') {

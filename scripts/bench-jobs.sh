@@ -35,6 +35,12 @@
 #            producer adding a batch every 10 ms with addBulk, latency =
 #            processor start - add time).
 #   rss      peak RSS (VmHWM) of each worker process.
+#   cpu      on the Redis-backed drains (BullMQ and surge --queue redis://):
+#            CPU time per job of the worker process(es) (surge: utime+stime
+#            from /proc at the end; BullMQ: node's process.cpuUsage() over the
+#            drain) and of redis-server (/proc utime+stime over the drain;
+#            surge's includes the relay's adds, BullMQ's fill is before it).
+#            Far less sensitive to other load than jobs/s.
 #   redis    the same drain and latency runs with `surge worker --queue redis://`
 #            (Redis Streams, src/jobs/queue_redis.c) on a redis-server of its own
 #            with the same AOF settings: the drain's backlog is in the outbox
@@ -65,6 +71,8 @@ log() { echo "bench-jobs: $*" >&2; }
 [ -x "$SURGE" ] || { log "build/surge is missing (run make)"; exit 2; }
 
 peak_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }  # utime+stime
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
 
 new_store() {   # DIR: a seeded 4-shard store
     "$SURGE" seed --data-dir "$1" --products 1 --users 1 --password-ops 1 \
@@ -171,17 +179,19 @@ bullmq_setup() {
     mkdir -p "$TMP/redis"
     redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly yes \
         --appendfsync everysec --dir "$TMP/redis" --logfile "$TMP/redis.log" &
-    PIDS+=($!)
+    RPID=$!; PIDS+=($RPID)
     for _ in $(seq 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 }
 
 bullmq_round() {  # ROUND
-    local r=$1 js kb n lp rate p50 p99
+    local r=$1 js kb n lp rate p50 p99 cpu rt0 wus rus
     redis-cli -p "$RPORT" flushall >/dev/null
     node "$JS" fill "$RPORT" "$JOBS"
-    read -r js kb < <(node "$JS" drain "$RPORT" "$JOBS" 50)
-    printf 'bullmq-drain-1\t%s\t%s\n' "$js" "$kb" >>"$results"
-    log "round $r: BullMQ, 1 worker at concurrency 50: $js jobs/s, peak RSS $kb kB"
+    rt0=$(cpu_ticks "$RPID")
+    read -r js kb cpu < <(node "$JS" drain "$RPORT" "$JOBS" 50)
+    wus=$((cpu / JOBS)) rus=$(( ($(cpu_ticks "$RPID") - rt0) * TICK_US / JOBS ))
+    printf 'bullmq-drain-1\t%s\t%s\t%s\t%s\n' "$js" "$kb" "$wus" "$rus" >>"$results"
+    log "round $r: BullMQ, 1 worker at concurrency 50: $js jobs/s, peak RSS $kb kB, CPU per job: worker $wus us, redis $rus us"
     redis-cli -p "$RPORT" flushall >/dev/null
     n=$((RATE * SECONDS_RUN))
     node "$JS" latency "$RPORT" "$n" 50 >"$TMP/lat.out" &
@@ -197,10 +207,11 @@ bullmq_round() {  # ROUND
 
 redis_done() { "$SURGE" jobs --data-dir "$1" --queue "$2" stats --json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["done"])'; }
 
-surge_redis_drain() {  # WORKERS ROUND URL -> prints "jobs_s peak_kb_max"
-    local w=$1 dir=$TMP/r-drain-$1-$2 url=$3 pids=() t0 t1 kb=0 k p
+surge_redis_drain() {  # WORKERS ROUND URL -> "jobs_s peak_kb_max worker_us_per_job redis_us_per_job"
+    local w=$1 dir=$TMP/r-drain-$1-$2 url=$3 pids=() t0 t1 kb=0 k p wt=0 rt0 rt1
     new_store "$dir"
     fill_surge "$dir" "$JOBS"
+    rt0=$(cpu_ticks "$QPID")
     t0=$(date +%s.%N)
     for ((k = 0; k < w; k++)); do
         "$SURGE" worker --data-dir "$dir" --queue "$url" --concurrency 50 --batch 256 \
@@ -209,12 +220,14 @@ surge_redis_drain() {  # WORKERS ROUND URL -> prints "jobs_s peak_kb_max"
     done
     until [ "$(redis_done "$dir" "$url")" = "$JOBS" ]; do sleep 0.1; done
     t1=$(date +%s.%N)
+    rt1=$(cpu_ticks "$QPID")
     for p in "${pids[@]}"; do
         k=$(peak_kb "$p"); [ "$k" -gt "$kb" ] && kb=$k
+        wt=$((wt + $(cpu_ticks "$p")))
         stop_pid "$p"
     done
     rm -rf "$dir"
-    "$PY" -c "print('%.0f %d' % ($JOBS / ($t1 - $t0), $kb))"
+    "$PY" -c "print('%.0f %d %d %d' % ($JOBS / ($t1 - $t0), $kb, $wt * $TICK_US / $JOBS, ($rt1 - $rt0) * $TICK_US / $JOBS))"
 }
 
 surge_redis_latency() {  # ROUND URL PORT -> prints "p50_ms p99_ms peak_kb achieved_rate"
@@ -247,18 +260,18 @@ surge_redis_setup() {
     mkdir -p "$TMP/qredis"
     redis-server --port "$QPORT" --bind 127.0.0.1 --save '' --appendonly yes \
         --appendfsync everysec --dir "$TMP/qredis" --logfile "$TMP/qredis.log" &
-    PIDS+=($!)
+    QPID=$!; PIDS+=($QPID)
     for _ in $(seq 50); do redis-cli -p "$QPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
     QURL=redis://127.0.0.1:$QPORT
 }
 
 surge_redis_round() {  # ROUND
-    local r=$1 w js kb p50 p99 rate
+    local r=$1 w js kb p50 p99 rate wus rus
     for w in 1 2; do
         redis-cli -p "$QPORT" flushall >/dev/null
-        read -r js kb < <(surge_redis_drain "$w" "$r" "$QURL")
-        printf 'redis-drain-%d\t%s\t%s\n' "$w" "$js" "$kb" >>"$results"
-        log "round $r: surge on the Redis queue, $w worker(s): $js jobs/s, peak RSS $kb kB"
+        read -r js kb wus rus < <(surge_redis_drain "$w" "$r" "$QURL")
+        printf 'redis-drain-%d\t%s\t%s\t%s\t%s\n' "$w" "$js" "$kb" "$wus" "$rus" >>"$results"
+        log "round $r: surge on the Redis queue, $w worker(s): $js jobs/s, peak RSS $kb kB, CPU per job: worker $wus us, redis $rus us"
     done
     redis-cli -p "$QPORT" flushall >/dev/null
     read -r p50 p99 kb rate < <(surge_redis_latency "$r" "$QURL" "$QPORT")
@@ -303,14 +316,16 @@ def rng(v, fmt="{:,.0f}"):
 base = med([r[0] for r in rows["bullmq-drain-1"]]) if "bullmq-drain-1" in rows else None
 print("%s round(s), interleaved (each round runs every row in turn), backlog %s jobs, latency "
       "runs at %s jobs/s for %s s; median (range over the rounds):\n" % (rounds, jobs, rate, secs))
-print("| drain run | jobs/s | / BullMQ (medians) | peak RSS (MiB) |")
-print("|---|---|---|---|")
+print("| drain run | jobs/s | / BullMQ (medians) | peak RSS (MiB) | CPU µs/job: worker | "
+      "CPU µs/job: redis-server |")
+print("|---|---|---|---|---|---|")
 for k, v in rows.items():
     if "-drain-" not in k:
         continue
     ratio = "%.1fx" % (med([r[0] for r in v]) / base) if base else "-"
-    print("| %s | %s | %s | %s |" % (LABELS.get(k, k), rng([r[0] for r in v]), ratio,
-                                     rng([r[1] / 1024 for r in v], "{:.1f}")))
+    cpu = [rng([r[i] for r in v]) if len(v[0]) > i else "-" for i in (2, 3)]
+    print("| %s | %s | %s | %s | %s | %s |" % (LABELS.get(k, k), rng([r[0] for r in v]), ratio,
+                                               rng([r[1] / 1024 for r in v], "{:.1f}"), *cpu))
 print("\n| latency run | achieved rate (jobs/s) | p50 (ms) | p99 (ms) | peak RSS (MiB) |")
 print("|---|---|---|---|---|")
 for k, v in rows.items():
