@@ -34,7 +34,6 @@
     "  if sid and sid ~= '' then\n"                                                                \
     "    local s = P .. 'q:' .. redis.call('HGET', jk, 'queue')\n"                                 \
     "    redis.call('XACK', s, 'g', sid)\n"                                                        \
-    "    redis.call('XDEL', s, sid)\n"                                                             \
     "    redis.call('HDEL', jk, 'sid')\n"                                                          \
     "  end\n"                                                                                      \
     "end\n"                                                                                        \
@@ -68,6 +67,35 @@
     "    push(id, jk, redis.call('HGET', jk, 'queue'))\n"                                          \
     "    wake(id)\n"                                                                               \
     "  end\n"                                                                                      \
+    "end\n"
+
+/* Streams: an entry is acked (XACK) when its job settles, moves or is
+ * found stale, never deleted one by one (XDEL costs the node several
+ * microseconds per entry, and its tombstones stop Redis from counting a
+ * group's lag); trim(s) drops every entry before the oldest pending one (or
+ * up to the last delivered when none is pending: all acked), whole stream
+ * nodes at a time, and returns the fields of the group g (XINFO GROUPS:
+ * name, pending, last-delivered-id, lag...), or nil. */
+#define RQ_LUA_TRIM                                                                                \
+    "local function group(s)\n"                                                                    \
+    "  local gs = redis.pcall('XINFO', 'GROUPS', s)\n"                                             \
+    "  if type(gs) ~= 'table' or gs.err then return nil end\n"                                     \
+    "  for _, g in ipairs(gs) do\n"                                                                \
+    "    local f = {}\n"                                                                           \
+    "    for j = 1, #g, 2 do f[g[j]] = g[j + 1] end\n"                                             \
+    "    if f.name == 'g' then return f end\n"                                                     \
+    "  end\n"                                                                                      \
+    "end\n"                                                                                        \
+    "local function trim(s)\n"                                                                     \
+    "  local g, minid = group(s), nil\n"                                                           \
+    "  if g and tonumber(g.pending) > 0 then\n"                                                    \
+    "    minid = redis.call('XPENDING', s, 'g')[2]\n"                                              \
+    "  elseif g then\n"                                                                            \
+    "    local ms, sq = string.match(g['last-delivered-id'], '^(%d+)-(%d+)$')\n"                   \
+    "    if ms then minid = ms .. '-' .. string.format('%d', tonumber(sq) + 1) end\n"              \
+    "  end\n"                                                                                      \
+    "  if minid then redis.call('XTRIM', s, 'MINID', minid) end\n"                                 \
+    "  return g\n"                                                                                 \
     "end\n"
 
 /* ENQUEUE: P now n (id kind queue payload run_at prio ukey max created)...
@@ -137,11 +165,13 @@
  * or a holder with a longer --lease) goes back to its holder with an idle
  * time that makes it due again when that lease ends; now and then, the
  * group's consumers idle for 10 minutes with nothing pending (workers gone)
- * are deleted; then XREADGROUP per queue within room and caps.
+ * are deleted; then XREADGROUP per queue within room and caps; last,
+ * each stream is trimmed (RQ_LUA_TRIM).
  * {next_due_ms, expired, expired_dead, {{id kind queue payload token
  * attempts max created run_at}...}, backlog (entries in the streams)}. */
 #define RQ_LUA_CLAIM                                                                               \
     RQ_LUA_COMMON                                                                                  \
+    RQ_LUA_TRIM                                                                                    \
     "local now, lease_until, worker = tonumber(ARGV[2]), ARGV[3], ARGV[4]\n"                       \
     "local min_idle, base, cap = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])\n"                  \
     "local seed, room = tonumber(ARGV[8]) % 2147483646 + 1, tonumber(ARGV[9])\n"                   \
@@ -167,7 +197,6 @@
     "                                  'worker', 'started')\n"                                     \
     "      if not h or h[1] ~= sid then\n"                                                         \
     "        redis.call('XACK', s, 'g', sid)\n"                                                    \
-    "        redis.call('XDEL', s, sid)\n"                                                         \
     "      elseif h[2] == 'running' and tonumber(h[3]) < now then\n"                               \
     "        local att, max = tonumber(h[4]), tonumber(h[5])\n"                                    \
     "        local ceil = base\n"                                                                  \
@@ -239,7 +268,6 @@
     "          got = got + 1\n"                                                                    \
     "        else\n"                                                                               \
     "          redis.call('XACK', s, 'g', sid)\n"                                                  \
-    "          redis.call('XDEL', s, sid)\n"                                                       \
     "        end\n"                                                                                \
     "      end\n"                                                                                  \
     "    end\n"                                                                                    \
@@ -247,14 +275,19 @@
     "end\n"                                                                                        \
     "local nd = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')\n"                        \
     "local backlog = 0\n"                                                                          \
-    "for _, q in ipairs(queues) do backlog = backlog + redis.call('XLEN', P .. 'q:' .. q) end\n"   \
+    "for _, q in ipairs(queues) do\n"                                                              \
+    "  local s = P .. 'q:' .. q\n"                                                                 \
+    "  trim(s)\n"                                                                                  \
+    "  backlog = backlog + redis.call('XLEN', s)\n"                                                \
+    "end\n"                                                                                        \
     "return {nd[2] or '0', expired, expired_dead, out, backlog}\n"
 
 /* SETTLE: P now n (id token how retry_at error line)...; how: a ack, l
  * release (hand back unrun), r retry, d dead. One result per item: 0, or
  * -1 when the job is not running under that token any more (stale). The
- * acks of a call go out as one XACK and one XDEL per stream and one ZADD
- * to P done (a command per job cost the node most of an ack). */
+ * acks of a call go out as one XACK per stream and one ZADD to P done (a
+ * command per job cost the node most of an ack); the claims trim the
+ * acked entries (RQ_LUA_TRIM). */
 #define RQ_LUA_SETTLE                                                                              \
     RQ_LUA_COMMON                                                                                  \
     "local now, n, res = tonumber(ARGV[2]), tonumber(ARGV[3]), {}\n"                               \
@@ -294,7 +327,6 @@
     "end\n"                                                                                        \
     "for q, l in pairs(acks) do\n"                                                                 \
     "  redis.call('XACK', P .. 'q:' .. q, 'g', unpack(l))\n"                                       \
-    "  redis.call('XDEL', P .. 'q:' .. q, unpack(l))\n"                                            \
     "end\n"                                                                                        \
     "if #done > 0 then redis.call('ZADD', P .. 'done', unpack(done)) end\n"                        \
     "return res\n"
@@ -329,32 +361,24 @@
     "return res\n"
 
 /* STATS: P now -> {ready, delayed, running, done, dead, oldest_ready_ms}.
- * Ready: stream entries not delivered (XLEN - pending) plus delayed jobs
- * already due; running: the groups' pending entries. */
+ * Ready: stream entries not delivered yet (the group's lag; when Redis
+ * cannot tell it, XLEN - pending after a trim: exact when nothing is
+ * pending, else it may count acked entries behind the oldest pending one)
+ * plus delayed jobs already due; running: the groups' pending entries. */
 #define RQ_LUA_STATS                                                                               \
+    RQ_LUA_TRIM                                                                                    \
     "local P, now = ARGV[1], tonumber(ARGV[2])\n"                                                  \
     "local ready, running, oldest = 0, 0, 0\n"                                                     \
     "for _, q in ipairs(redis.call('SMEMBERS', P .. 'queues')) do\n"                               \
     "  local s = P .. 'q:' .. q\n"                                                                 \
+    "  local g = trim(s)\n"                                                                        \
     "  local len = redis.call('XLEN', s)\n"                                                        \
-    "  local pend = redis.pcall('XPENDING', s, 'g')\n"                                             \
-    "  local p = 0\n"                                                                              \
-    "  if type(pend) == 'table' and not pend.err then p = tonumber(pend[1]) end\n"                 \
+    "  local p = g and tonumber(g.pending) or 0\n"                                                 \
+    "  local r = g and tonumber(g.lag) or len - p\n"                                               \
     "  running = running + p\n"                                                                    \
-    "  if len > p then\n"                                                                          \
-    "    ready = ready + len - p\n"                                                                \
-    "    local last = '0-0'\n"                                                                     \
-    "    local gs = redis.pcall('XINFO', 'GROUPS', s)\n"                                           \
-    "    if type(gs) == 'table' and not gs.err then\n"                                             \
-    "      for _, g in ipairs(gs) do\n"                                                            \
-    "        local name, ld\n"                                                                     \
-    "        for j = 1, #g, 2 do\n"                                                                \
-    "          if g[j] == 'name' then name = g[j + 1] end\n"                                       \
-    "          if g[j] == 'last-delivered-id' then ld = g[j + 1] end\n"                            \
-    "        end\n"                                                                                \
-    "        if name == 'g' and ld then last = ld end\n"                                           \
-    "      end\n"                                                                                  \
-    "    end\n"                                                                                    \
+    "  if r > 0 then\n"                                                                            \
+    "    ready = ready + r\n"                                                                      \
+    "    local last = g and g['last-delivered-id'] or '0-0'\n"                                     \
     "    local e = redis.call('XRANGE', s, '(' .. last, '+', 'COUNT', 1)\n"                        \
     "    if e[1] then\n"                                                                           \
     "      local t = tonumber(string.match(e[1][1], '^(%d+)'))\n"                                  \
