@@ -218,6 +218,8 @@ redisReply *redis_sync_reply(struct redis_sync *r)
 
 void redis_sync_set_command_timeout(struct redis_sync *r, unsigned ms)
 {
+    if (ms == r->cmd_timeout_ms)
+        return; /* set already, on this connection too (ensure applies it) */
     r->cmd_timeout_ms = ms;
     if (r->ctx)
         redisSetTimeout(r->ctx, tv_of(ms ? ms : r->timeout_ms));
