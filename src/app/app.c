@@ -829,10 +829,9 @@ int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen)
     }
     a->queue = queue_producer_find(cfg->queue_url);
     if (!a->queue) {
-        snprintf(
-            err, errlen,
-            "--queue: '%s': no queue driver for this URL (built in: sqlite:, redis://HOST:PORT)",
-            cfg->queue_url);
+        snprintf(err, errlen,
+                 "--queue: '%s': no queue driver for this URL (built in: " QUEUE_URL_FORMS ")",
+                 cfg->queue_url);
         return -1;
     }
     if (a->sessions->takes_url && a->sessions->migrate(cfg->sessions_url, err, errlen) < 0)

@@ -42,8 +42,9 @@ const struct conf_entry app_conf_table[] = {
     {"sessions", CONF_STRING, O(sessions_url), 0, 0, "sqlite:", NULL, NULL, "URL",
      "session store driver: sqlite: (sessions.db in --data-dir)"},
     {"queue", CONF_STRING, O(queue_url), 0, 0, "sqlite:", NULL, NULL, "URL",
-     "job queue driver: sqlite: (an outbox table on each shard) or redis://HOST:PORT (the same "
-     "outbox, relayed to Redis Streams by the workers)"},
+     "job queue driver: sqlite: (an outbox table on each shard) or redis://HOST:PORT or "
+     "redis-sentinel://HOST:PORT[,HOST:PORT...]/MASTER (the same outbox, relayed to Redis Streams "
+     "by the workers)"},
     {"workers", CONF_INT, O(workers), 1, 256, "4", NULL, NULL, "N", "threads that run store work"},
     {"hash-threads", CONF_INT, O(hash_threads), 1, 64, "2", NULL, NULL, "N",
      "password hashes that may run at once (each takes --password-memory-kib)"},

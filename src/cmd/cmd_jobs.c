@@ -49,7 +49,8 @@ void cmd_jobs_help(FILE *out)
         "  --store URL     store driver (default sqlite:)\n"
         "  -c FILE         data-dir, store, queue and a [store] topology from FILE\n"
         "                  (also as flags: --store.primary URL, --store.replica URL, ...)\n"
-        "  --queue URL     queue driver (default sqlite:; or redis://HOST:PORT)\n");
+        "  --queue URL     queue driver (default sqlite:; or redis://HOST:PORT, or\n"
+        "                  redis-sentinel://HOST:PORT[,HOST:PORT...]/MASTER)\n");
 }
 
 static int usage(const char *msg, const char *arg)
@@ -488,7 +489,7 @@ static int jobs_run(const struct jobs_opts *o, int argc, char **argv)
     struct jobs_ctx c = {.data_dir = o->data_dir};
     c.qd = queue_consumer_find(o->queue_url);
     if (!c.qd)
-        return usage("--queue: no queue driver for this URL (built in: sqlite:, redis://HOST:PORT)",
+        return usage("--queue: no queue driver for this URL (built in: " QUEUE_URL_FORMS ")",
                      o->queue_url);
     struct store_layout l;
     char err[384];

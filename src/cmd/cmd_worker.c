@@ -97,8 +97,8 @@ static const struct conf_entry worker_conf[] = {
     {"replica-max-lag", CONF_MS, O(replica_max_lag_ms), 0, 3600000, "1s", NULL, NULL, "MS",
      "accepted for symmetry with surge app: a worker reads and writes on primaries only"},
     {"queue", CONF_STRING, O(queue_url), 0, 0, "sqlite:", NULL, NULL, "URL",
-     "queue driver: sqlite: (the outbox table of each shard) or redis://HOST:PORT (Redis Streams "
-     "fed from that outbox)"},
+     "queue driver: sqlite: (the outbox table of each shard) or redis://HOST:PORT or "
+     "redis-sentinel://HOST:PORT[,HOST:PORT...]/MASTER (Redis Streams fed from that outbox)"},
     {"concurrency", CONF_INT, O(concurrency), 1, 1024, "16", NULL, NULL, "N",
      "jobs run at once (handler threads)"},
     {"queues", CONF_STRING, O(queues), 0, 0, NULL, NULL, check_queues, "NAME,...",

@@ -26,6 +26,7 @@ static void drop(struct redis_sync *r)
     if (r->ctx)
         redisFree(r->ctx);
     r->ctx = NULL;
+    r->pending = 0;
 }
 
 void redis_sync_free(struct redis_sync *r)
@@ -127,6 +128,10 @@ static int ensure(struct redis_sync *r)
         if (r->ctx)
             r->primary = r->target.addrs[r->node];
     }
+    if (r->ctx) {
+        if (r->cmd_timeout_ms && r->cmd_timeout_ms != r->timeout_ms)
+            redisSetTimeout(r->ctx, tv_of(r->cmd_timeout_ms));
+    }
     if (!r->ctx) {
         r->next_try_ms = clock_mono_ms() + redis_backoff_ms(r->attempt, redis_random());
         if (r->attempt < max_attempt(r))
@@ -184,4 +189,38 @@ redisReply *redis_sync_commandargv(struct redis_sync *r, int argc, const char **
     if (ensure(r) < 0)
         return NULL;
     return check(r, redisCommandArgv(r->ctx, argc, argv, argvlen));
+}
+
+int redis_sync_append(struct redis_sync *r, int argc, const char **argv, const size_t *argvlen)
+{
+    int rc = ensure(r);
+    if (rc < 0)
+        return rc;
+    if (redisAppendCommandArgv(r->ctx, argc, argv, argvlen) != REDIS_OK) {
+        drop(r);
+        return -ENOMEM;
+    }
+    r->pending++;
+    return 0;
+}
+
+redisReply *redis_sync_reply(struct redis_sync *r)
+{
+    if (!r->ctx || !r->pending)
+        return NULL;
+    void *rep = NULL;
+    if (redisGetReply(r->ctx, &rep) != REDIS_OK)
+        rep = NULL;
+    else
+        r->pending--;
+    return check(r, rep);
+}
+
+void redis_sync_set_command_timeout(struct redis_sync *r, unsigned ms)
+{
+    if (ms == r->cmd_timeout_ms)
+        return; /* set already, on this connection too (ensure applies it) */
+    r->cmd_timeout_ms = ms;
+    if (r->ctx)
+        redisSetTimeout(r->ctx, tv_of(ms ? ms : r->timeout_ms));
 }

@@ -8,8 +8,9 @@
  * (asked again after every connection loss, and whenever the node answers
  * READONLY: a demoted primary).
  *
- * Used from worker threads: by the session driver (one per thread) and the
- * cache driver (a small pool per node). Not thread-safe: one thread at a
+ * Used from worker threads: by the session driver (one per thread), the
+ * cache driver (a small pool per node) and the redis queue driver (one per
+ * queue connection). Not thread-safe: one thread at a
  * time per struct redis_sync. */
 #ifndef SURGE_DATA_REDIS_SYNC_H
 #define SURGE_DATA_REDIS_SYNC_H
@@ -22,6 +23,8 @@ struct redis_sync {
     struct redis_target target; /* a copy: sentinel, or the node at index node */
     size_t node;
     unsigned timeout_ms;
+    unsigned cmd_timeout_ms;   /* 0: timeout_ms (redis_sync_set_command_timeout) */
+    unsigned pending;          /* replies still owed for appended commands */
     redisContext *ctx;         /* NULL while disconnected */
     unsigned attempt;          /* failures in a row */
     uint64_t next_try_ms;      /* monotonic: no connect attempt before */
@@ -45,6 +48,18 @@ void redis_sync_free(struct redis_sync *r);
 redisReply *redis_sync_command(struct redis_sync *r, const char *fmt, ...);
 redisReply *redis_sync_commandargv(struct redis_sync *r, int argc, const char **argv,
                                    const size_t *argvlen);
+
+/* Pipelining: append commands (connecting first when needed; 0, or
+ * negative when the node is down or in backoff), then read their replies in
+ * order with redis_sync_reply (each checked as redis_sync_command's; NULL
+ * drops the connection, and with it the replies still owed). */
+int redis_sync_append(struct redis_sync *r, int argc, const char **argv, const size_t *argvlen);
+redisReply *redis_sync_reply(struct redis_sync *r);
+
+/* The bound on each command's answer from now on, this connection and the
+ * next ones (a blocking read such as XREAD BLOCK needs more than
+ * timeout_ms); connects stay bounded by timeout_ms. 0: back to timeout_ms. */
+void redis_sync_set_command_timeout(struct redis_sync *r, unsigned ms);
 
 /* 1 when connected (no I/O). */
 int redis_sync_connected(const struct redis_sync *r);

@@ -10,11 +10,13 @@ extern const struct queue_producer_driver queue_sqlite_producer;
 extern const struct queue_consumer_driver queue_sqlite_consumer;
 extern const struct queue_producer_driver queue_redis_producer;
 extern const struct queue_consumer_driver queue_redis_consumer;
+extern const struct queue_producer_driver queue_redis_sentinel_producer;
+extern const struct queue_consumer_driver queue_redis_sentinel_consumer;
 
-static const struct queue_producer_driver *const producers[] = {&queue_sqlite_producer,
-                                                                &queue_redis_producer};
-static const struct queue_consumer_driver *const consumers[] = {&queue_sqlite_consumer,
-                                                                &queue_redis_consumer};
+static const struct queue_producer_driver *const producers[] = {
+    &queue_sqlite_producer, &queue_redis_producer, &queue_redis_sentinel_producer};
+static const struct queue_consumer_driver *const consumers[] = {
+    &queue_sqlite_consumer, &queue_redis_consumer, &queue_redis_sentinel_consumer};
 
 const struct queue_producer_driver *queue_producer_find(const char *url)
 {

@@ -218,7 +218,11 @@ struct queue_consumer_driver {
     int (*wake_drain)(struct queue_conn *c);
 };
 
-/* The consumer driver for url ("sqlite:", "redis://HOST:PORT"), or NULL. */
+/* The queue URLs built in, for messages. */
+#define QUEUE_URL_FORMS                                                                            \
+    "sqlite:, redis://HOST:PORT, redis-sentinel://HOST:PORT[,HOST:PORT...]/MASTER"
+
+/* The consumer driver for url (one of QUEUE_URL_FORMS), or NULL. */
 const struct queue_consumer_driver *queue_consumer_find(const char *url);
 
 /* Retry delay after failed attempt n (1-based): exponential backoff with

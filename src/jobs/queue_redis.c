@@ -31,10 +31,13 @@
  * Priorities: within a queue, jobs run in the order they became ready
  * (a stream has no priorities); `priority` is stored and shown only.
  *
- * Connections: one synchronous hiredis connection per struct queue_conn
- * (one per thread), connected on first use and again after an error (at
- * most every 200 ms), with a connect and a command timeout. Scripts are
- * loaded on first use and reloaded after a restart (NOSCRIPT). */
+ * Connections: one blocking connection per struct queue_conn (one per
+ * thread; data/redis_sync.h): connected on first use and again after an
+ * error with backoff, a connect and a command timeout, and for
+ * `redis-sentinel://` URLs the primary found through Sentinel (asked again
+ * after a lost connection or a READONLY answer: a failover). Scripts are
+ * loaded on first use and reloaded, and the call sent again, when a node
+ * does not know them (NOSCRIPT: a restart, a promoted replica). */
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
@@ -48,6 +51,8 @@
 #include "base/alloc.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "data/redis.h"
+#include "data/redis_sync.h"
 #include "jobs/outbox.h"
 #include "jobs/job.h"
 #include "jobs/queue.h"
@@ -56,7 +61,6 @@
 #define PREFIX        "surge:q:"
 #define CONNECT_MS    1000
 #define COMMAND_MS    5000
-#define RECONNECT_MS  200
 #define RELAY_LOCK_MS 5000
 #define RECONCILE_MS  1000
 /* A claim pass also settles and renews the worker's jobs: the relay in it
@@ -105,10 +109,7 @@ static void args_reset(struct args *a)
 }
 
 struct queue_conn {
-    char host[256];
-    int port;
-    redisContext *rc;
-    uint64_t reconnect_at_ms;
+    struct redis_sync r;
     char sha[RS_COUNT][48];
     const struct store_layout *layout;
     struct outbox *ob;     /* NULL without a store layout */
@@ -197,50 +198,18 @@ static const redisReply *r_at(const redisReply *r, size_t i)
 
 /* ---- connection ---- */
 
-static void drop(struct queue_conn *c)
-{
-    if (c->rc)
-        redisFree(c->rc);
-    c->rc = NULL;
-    c->reconnect_at_ms = clock_mono_ms() + RECONNECT_MS;
-    /* The node may come back as another process without our scripts. */
-    memset(c->sha, 0, sizeof c->sha);
-}
-
-static int ensure(struct queue_conn *c)
-{
-    if (c->rc)
-        return 0;
-    if (clock_mono_ms() < c->reconnect_at_ms)
-        return -EAGAIN;
-    struct timeval tv = {CONNECT_MS / 1000, (CONNECT_MS % 1000) * 1000};
-    c->rc = redisConnectWithTimeout(c->host, c->port, tv);
-    if (!c->rc || c->rc->err) {
-        log_warn_rl("queue: redis %s:%d: %s", c->host, c->port,
-                    c->rc ? c->rc->errstr : "out of memory");
-        drop(c);
-        return -ECONNREFUSED;
-    }
-    struct timeval ct = {COMMAND_MS / 1000, (COMMAND_MS % 1000) * 1000};
-    redisSetTimeout(c->rc, ct);
-    return 0;
-}
-
-/* One command; NULL on a connection error (the connection is dropped).
- * The caller frees the reply (which may be an error reply). */
+/* One command; NULL when the node is down or did not answer (the
+ * connection is then dropped, and found again, with backoff). The caller
+ * frees the reply (which may be an error reply). */
 static redisReply *command(struct queue_conn *c, struct args *a)
 {
     if (a->over) {
         log_error_rl("queue: a redis command with too many arguments was not sent");
         return NULL;
     }
-    if (ensure(c) < 0)
-        return NULL;
-    redisReply *r = redisCommandArgv(c->rc, (int)a->n, a->v, a->len);
-    if (!r) {
-        log_warn_rl("queue: redis %s:%d: %s", c->host, c->port, c->rc->errstr);
-        drop(c);
-    }
+    redisReply *r = redis_sync_commandargv(&c->r, (int)a->n, a->v, a->len);
+    if (!r)
+        log_warn_rl("queue: redis %s:%d: no answer", c->r.primary.host, c->r.primary.port);
     return r;
 }
 
@@ -248,12 +217,8 @@ static int load_script(struct queue_conn *c, int s)
 {
     if (c->sha[s][0])
         return 0;
-    struct args *a = c->a;
-    args_reset(a);
-    arg_cstr(a, "SCRIPT");
-    arg_cstr(a, "LOAD");
-    arg_cstr(a, script_text[s]);
-    redisReply *r = command(c, a);
+    /* Not through c->a: run_script reloads into a command built there. */
+    redisReply *r = redis_sync_command(&c->r, "SCRIPT LOAD %s", script_text[s]);
     if (!r)
         return -EIO;
     int rc = 0;
@@ -280,16 +245,22 @@ static void script_args(struct queue_conn *c, struct args *a, int s)
 }
 
 /* Run script s with the arguments in a (built by script_args after
- * load_script). A reply (maybe an error reply: logged, and the script is
- * reloaded next time on NOSCRIPT) or NULL. */
+ * load_script). A reply (maybe an error reply: logged) or NULL. A node
+ * without the script (restarted, or a replica promoted since it was
+ * loaded) gets it loaded again and the call again, once: a->v[1] points at
+ * c->sha[s], which the reload rewrites in place. */
 static redisReply *run_script(struct queue_conn *c, struct args *a, int s)
 {
     redisReply *r = command(c, a);
-    if (r && r->type == REDIS_REPLY_ERROR) {
-        if (!strncmp(r->str, "NOSCRIPT", 8))
-            c->sha[s][0] = '\0';
-        log_error_rl("queue: redis script %d: %s", s, r->str);
+    if (r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "NOSCRIPT", 8)) {
+        freeReplyObject(r);
+        c->sha[s][0] = '\0';
+        if (load_script(c, s) < 0)
+            return NULL;
+        r = command(c, a);
     }
+    if (r && r->type == REDIS_REPLY_ERROR)
+        log_error_rl("queue: redis script %d: %s", s, r->str);
     return r;
 }
 
@@ -309,38 +280,28 @@ static int prep(struct queue_conn *c, struct args *a, int s)
 
 /* ---- open / close ---- */
 
-/* "redis://HOST:PORT[/]" -> host, port. 0 or -EINVAL. */
-static int parse_url(const char *url, char *host, size_t hostlen, int *port)
+/* One redis:// node, or a redis-sentinel:// URL. 0 or -EINVAL. */
+static int parse_url(const char *url, struct redis_target *t, char *err, size_t errlen)
 {
-    static const char scheme[] = "redis://";
-    if (strncmp(url, scheme, sizeof scheme - 1))
+    char why[256];
+    if (redis_target_parse(url, t, why, sizeof why) < 0 || (!t->sentinel && t->naddrs != 1)) {
+        snprintf(err, errlen,
+                 "'%s': want redis://HOST:PORT or redis-sentinel://HOST:PORT[,HOST:PORT...]/MASTER",
+                 url);
         return -EINVAL;
-    const char *h = url + sizeof scheme - 1;
-    const char *colon = strrchr(h, ':');
-    if (!colon || colon == h || (size_t)(colon - h) >= hostlen)
-        return -EINVAL;
-    char *end;
-    errno = 0;
-    long p = strtol(colon + 1, &end, 10);
-    if (errno || end == colon + 1 || (*end && strcmp(end, "/")) || p < 1 || p > 65535)
-        return -EINVAL;
-    memcpy(host, h, (size_t)(colon - h));
-    host[colon - h] = '\0';
-    if (strpbrk(host, "/@?#"))
-        return -EINVAL;
-    *port = (int)p;
+    }
     return 0;
 }
 
 static int rq_open(const char *url, const struct store_layout *layout, struct queue_conn **out,
                    char *err, size_t errlen)
 {
-    struct queue_conn *c = xcalloc(1, sizeof *c);
-    if (parse_url(url, c->host, sizeof c->host, &c->port) < 0) {
-        snprintf(err, errlen, "'%s': want redis://HOST:PORT", url);
-        free(c);
+    struct redis_target t;
+    if (parse_url(url, &t, err, errlen) < 0)
         return -EINVAL;
-    }
+    struct queue_conn *c = xcalloc(1, sizeof *c);
+    redis_sync_init(&c->r, &t, 0, CONNECT_MS);
+    redis_sync_set_command_timeout(&c->r, COMMAND_MS);
     c->layout = layout;
     c->a = xcalloc(1, sizeof *c->a);
     if (layout && layout->driver && layout->nshards > 0) {
@@ -351,9 +312,9 @@ static int rq_open(const char *url, const struct store_layout *layout, struct qu
                            : xstrdup(".");
         }
     }
+    /* No I/O yet: a node that is down now is not an error (calls fail,
+     * quickly, until it is up). */
     c->rnd = ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid() ^ (uint64_t)(uintptr_t)c;
-    /* A node that is down now is not an error: calls fail until it is up. */
-    ensure(c);
     *out = c;
     return 0;
 }
@@ -362,8 +323,7 @@ static void rq_close(struct queue_conn *c)
 {
     if (!c)
         return;
-    if (c->rc)
-        redisFree(c->rc);
+    redis_sync_free(&c->r);
     outbox_free(c->ob);
     if (c->wake)
         c->layout->driver->close(c->wake);
@@ -422,20 +382,14 @@ static int rq_enqueue(struct queue_conn *c, const struct queue_job *job, uint64_
     return rc;
 }
 
-/* Send the n commands queued with redisAppendCommandArgv and read their
- * replies into out[] (NULL for none). 0, or -EIO (connection dropped;
- * out[] then holds what arrived). */
+/* Read the replies of the n commands appended with redis_sync_append into
+ * out[] (NULL for none). 0, or -EIO (connection dropped; out[] then holds
+ * what arrived). */
 static int pipeline_read(struct queue_conn *c, redisReply **out, unsigned n)
 {
-    for (unsigned i = 0; i < n; i++) {
-        void *r = NULL;
-        if (redisGetReply(c->rc, &r) != 0) {
-            log_warn_rl("queue: redis %s:%d: %s", c->host, c->port, c->rc->errstr);
-            drop(c);
+    for (unsigned i = 0; i < n; i++)
+        if (!(out[i] = redis_sync_reply(&c->r)))
             return -EIO;
-        }
-        out[i] = r;
-    }
     return 0;
 }
 
@@ -545,15 +499,15 @@ static int reconcile_shard(struct queue_conn *c, unsigned s, uint64_t until_mono
             rc = n;
             break;
         }
-        if ((rc = ensure(c)) < 0)
-            break;
-        for (int i = 0; i < n; i++) {
+        for (int i = 0; rc == 0 && i < n; i++) {
             char key[QUEUE_ID_MAX + 16];
             snprintf(key, sizeof key, PREFIX "job:%s", ids[i]);
             const char *v[4] = {"HMGET", key, "state", "attempts"};
             size_t l[4] = {5, strlen(key), 5, 8};
-            redisAppendCommandArgv(c->rc, 4, v, l);
+            rc = redis_sync_append(&c->r, 4, v, l);
         }
+        if (rc < 0)
+            break;
         memset(rs, 0, (size_t)n * sizeof *rs);
         rc = pipeline_read(c, rs, (unsigned)n);
         unsigned ns = 0;
@@ -1005,10 +959,7 @@ static int rq_wake_drain(struct queue_conn *c)
 /* Block on the wake stream (a connection of its own, see queue.h). */
 static int rq_wait(struct queue_conn *c, unsigned timeout_ms)
 {
-    if (ensure(c) < 0)
-        return -EIO;
-    struct timeval tv = {(timeout_ms + 2000) / 1000, ((timeout_ms + 2000) % 1000) * 1000};
-    redisSetTimeout(c->rc, tv);
+    redis_sync_set_command_timeout(&c->r, timeout_ms + 2000);
     struct args *a = c->a;
     args_reset(a);
     if (!c->wake_last[0]) {
@@ -1064,12 +1015,8 @@ static int rq_enqueue_tx(const struct store_driver *sd, struct store_db *db,
 
 static int rq_check_url(const char *url, char *err, size_t errlen)
 {
-    char host[256];
-    int port;
-    if (parse_url(url, host, sizeof host, &port) == 0)
-        return 0;
-    snprintf(err, errlen, "'%s': want redis://HOST:PORT", url);
-    return -EINVAL;
+    struct redis_target t;
+    return parse_url(url, &t, err, errlen);
 }
 
 const struct queue_producer_driver queue_redis_producer = {
@@ -1078,22 +1025,21 @@ const struct queue_producer_driver queue_redis_producer = {
     .check_url = rq_check_url,
 };
 
-const struct queue_consumer_driver queue_redis_consumer = {
-    .name = "redis",
-    .open = rq_open,
-    .close = rq_close,
-    .enqueue = rq_enqueue,
-    .enqueue_many = rq_enqueue_many,
-    .claim = rq_claim,
-    .settle = rq_settle,
-    .renew = rq_renew,
-    .stats = rq_stats,
-    .list = rq_list,
-    .show = rq_show,
-    .retry = rq_retry,
-    .purge = rq_purge,
-    .watch_dir = rq_watch_dir,
-    .wake_fd = rq_wake_fd,
-    .wake_drain = rq_wake_drain,
-    .wait = rq_wait,
+#define RQ_CONSUMER_OPS                                                                            \
+    .open = rq_open, .close = rq_close, .enqueue = rq_enqueue, .enqueue_many = rq_enqueue_many,    \
+    .claim = rq_claim, .settle = rq_settle, .renew = rq_renew, .stats = rq_stats, .list = rq_list, \
+    .show = rq_show, .retry = rq_retry, .purge = rq_purge, .watch_dir = rq_watch_dir,              \
+    .wake_fd = rq_wake_fd, .wake_drain = rq_wake_drain, .wait = rq_wait
+
+/* The two URL schemes share every operation (redis_sync reads the scheme
+ * from the URL). */
+const struct queue_producer_driver queue_redis_sentinel_producer = {
+    .name = "redis-sentinel",
+    .enqueue_tx = rq_enqueue_tx,
+    .check_url = rq_check_url,
 };
+
+const struct queue_consumer_driver queue_redis_sentinel_consumer = {.name = "redis-sentinel",
+                                                                    RQ_CONSUMER_OPS};
+
+const struct queue_consumer_driver queue_redis_consumer = {.name = "redis", RQ_CONSUMER_OPS};

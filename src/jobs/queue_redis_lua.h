@@ -34,7 +34,6 @@
     "  if sid and sid ~= '' then\n"                                                                \
     "    local s = P .. 'q:' .. redis.call('HGET', jk, 'queue')\n"                                 \
     "    redis.call('XACK', s, 'g', sid)\n"                                                        \
-    "    redis.call('XDEL', s, sid)\n"                                                             \
     "    redis.call('HDEL', jk, 'sid')\n"                                                          \
     "  end\n"                                                                                      \
     "end\n"                                                                                        \
@@ -70,13 +69,46 @@
     "  end\n"                                                                                      \
     "end\n"
 
+/* Streams: an entry is acked (XACK) when its job settles, moves or is
+ * found stale, never deleted one by one (XDEL costs the node several
+ * microseconds per entry, and its tombstones stop Redis from counting a
+ * group's lag); trim(s) drops every entry before the oldest pending one (or
+ * up to the last delivered when none is pending: all acked), whole stream
+ * nodes at a time, and returns the fields of the group g (XINFO GROUPS:
+ * name, pending, last-delivered-id, lag...), or nil. */
+#define RQ_LUA_TRIM                                                                                \
+    "local function group(s)\n"                                                                    \
+    "  local gs = redis.pcall('XINFO', 'GROUPS', s)\n"                                             \
+    "  if type(gs) ~= 'table' or gs.err then return nil end\n"                                     \
+    "  for _, g in ipairs(gs) do\n"                                                                \
+    "    local f = {}\n"                                                                           \
+    "    for j = 1, #g, 2 do f[g[j]] = g[j + 1] end\n"                                             \
+    "    if f.name == 'g' then return f end\n"                                                     \
+    "  end\n"                                                                                      \
+    "end\n"                                                                                        \
+    "local function trim(s)\n"                                                                     \
+    "  local g, minid = group(s), nil\n"                                                           \
+    "  if g and tonumber(g.pending) > 0 then\n"                                                    \
+    "    minid = redis.call('XPENDING', s, 'g')[2]\n"                                              \
+    "  elseif g then\n"                                                                            \
+    "    local ms, sq = string.match(g['last-delivered-id'], '^(%d+)-(%d+)$')\n"                   \
+    "    if ms then minid = ms .. '-' .. string.format('%d', tonumber(sq) + 1) end\n"              \
+    "  end\n"                                                                                      \
+    "  if minid then redis.call('XTRIM', s, 'MINID', minid) end\n"                                 \
+    "  return g\n"                                                                                 \
+    "end\n"
+
 /* ENQUEUE: P now n (id kind queue payload run_at prio ukey max created)...
  * Per job, a code and an id: {0, id} added (id '' = a new "r<n>"), {1,
  * other} a pending job holds the unique key, {3, id} the job exists
- * already (a relay repeating itself). One wake entry per call. */
+ * already (a relay repeating itself). One wake entry per call. The hash is
+ * written whole by one HSET (state and stream entry included), and the
+ * jobs' entries in P all by one ZADD per call: each redis.call costs the
+ * node a command and an AOF record. */
 #define RQ_LUA_ENQUEUE                                                                             \
     RQ_LUA_COMMON                                                                                  \
     "local now, n, out, added = tonumber(ARGV[2]), tonumber(ARGV[3]), {}, 0\n"                     \
+    "local all, seen = {}, {}\n"                                                                   \
     "for k = 0, n - 1 do\n"                                                                        \
     "  local b = 4 + k * 9\n"                                                                      \
     "  local id, uk, code = ARGV[b], ARGV[b + 6], 0\n"                                             \
@@ -92,23 +124,36 @@
     "    end\n"                                                                                    \
     "  end\n"                                                                                      \
     "  if code == 0 then\n"                                                                        \
-    "    local jk = P .. 'job:' .. id\n"                                                           \
-    "    redis.call('HSET', jk, 'kind', ARGV[b + 1], 'queue', ARGV[b + 2], 'payload', ARGV[b + "   \
-    "3],\n"                                                                                        \
-    "      'prio', ARGV[b + 5], 'attempts', 0, 'max', ARGV[b + 7], 'run_at', ARGV[b + 4],\n"       \
-    "      'created', ARGV[b + 8], 'token', 0, 'ukey', uk, 'hist', '', 'error', '', 'lease', 0,\n" \
-    "      'worker', '', 'started', 0, 'finished', 0)\n"                                           \
-    "    redis.call('ZADD', P .. 'all', ARGV[b + 8], id)\n"                                        \
+    "    local jk, q = P .. 'job:' .. id, ARGV[b + 2]\n"                                           \
+    "    local f = {'kind', ARGV[b + 1], 'queue', q, 'payload', ARGV[b + 3], 'prio', ARGV[b + "    \
+    "5],\n"                                                                                        \
+    "      'attempts', 0, 'max', ARGV[b + 7], 'run_at', ARGV[b + 4], 'created', ARGV[b + 8],\n"    \
+    "      'token', 0, 'ukey', uk, 'hist', '', 'error', '', 'lease', 0, 'worker', '',\n"           \
+    "      'started', 0, 'finished', 0, 'state', 'delayed'}\n"                                     \
     "    if tonumber(ARGV[b + 4]) > now then\n"                                                    \
-    "      redis.call('HSET', jk, 'state', 'delayed')\n"                                           \
     "      redis.call('ZADD', P .. 'delayed', ARGV[b + 4], id)\n"                                  \
-    "    else push(id, jk, ARGV[b + 2]) end\n"                                                     \
+    "    else\n"                                                                                   \
+    "      local s = P .. 'q:' .. q\n"                                                             \
+    "      if not seen[q] and redis.call('SADD', P .. 'queues', q) == 1 then\n"                    \
+    "        redis.pcall('XGROUP', 'CREATE', s, 'g', '0', 'MKSTREAM')\n"                           \
+    "      end\n"                                                                                  \
+    "      seen[q] = true\n"                                                                       \
+    "      f[#f] = 'ready'\n"                                                                      \
+    "      f[#f + 1] = 'sid'\n"                                                                    \
+    "      f[#f + 1] = redis.call('XADD', s, '*', 'id', id)\n"                                     \
+    "    end\n"                                                                                    \
+    "    redis.call('HSET', jk, unpack(f))\n"                                                      \
+    "    all[#all + 1] = ARGV[b + 8]\n"                                                            \
+    "    all[#all + 1] = id\n"                                                                     \
     "    added = added + 1\n"                                                                      \
     "  end\n"                                                                                      \
     "  out[#out + 1] = code\n"                                                                     \
     "  out[#out + 1] = id\n"                                                                       \
     "end\n"                                                                                        \
-    "if added > 0 then wake('') end\n"                                                             \
+    "if added > 0 then\n"                                                                          \
+    "  redis.call('ZADD', P .. 'all', unpack(all))\n"                                              \
+    "  wake('')\n"                                                                                 \
+    "end\n"                                                                                        \
     "return out\n"
 
 /* CLAIM: P now lease_until worker min_idle_ms backoff_base backoff_cap seed
@@ -120,11 +165,13 @@
  * or a holder with a longer --lease) goes back to its holder with an idle
  * time that makes it due again when that lease ends; now and then, the
  * group's consumers idle for 10 minutes with nothing pending (workers gone)
- * are deleted; then XREADGROUP per queue within room and caps.
+ * are deleted; then XREADGROUP per queue within room and caps; last,
+ * each stream is trimmed (RQ_LUA_TRIM).
  * {next_due_ms, expired, expired_dead, {{id kind queue payload token
  * attempts max created run_at}...}, backlog (entries in the streams)}. */
 #define RQ_LUA_CLAIM                                                                               \
     RQ_LUA_COMMON                                                                                  \
+    RQ_LUA_TRIM                                                                                    \
     "local now, lease_until, worker = tonumber(ARGV[2]), ARGV[3], ARGV[4]\n"                       \
     "local min_idle, base, cap = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])\n"                  \
     "local seed, room = tonumber(ARGV[8]) % 2147483646 + 1, tonumber(ARGV[9])\n"                   \
@@ -150,7 +197,6 @@
     "                                  'worker', 'started')\n"                                     \
     "      if not h or h[1] ~= sid then\n"                                                         \
     "        redis.call('XACK', s, 'g', sid)\n"                                                    \
-    "        redis.call('XDEL', s, sid)\n"                                                         \
     "      elseif h[2] == 'running' and tonumber(h[3]) < now then\n"                               \
     "        local att, max = tonumber(h[4]), tonumber(h[5])\n"                                    \
     "        local ceil = base\n"                                                                  \
@@ -222,7 +268,6 @@
     "          got = got + 1\n"                                                                    \
     "        else\n"                                                                               \
     "          redis.call('XACK', s, 'g', sid)\n"                                                  \
-    "          redis.call('XDEL', s, sid)\n"                                                       \
     "        end\n"                                                                                \
     "      end\n"                                                                                  \
     "    end\n"                                                                                    \
@@ -230,15 +275,23 @@
     "end\n"                                                                                        \
     "local nd = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')\n"                        \
     "local backlog = 0\n"                                                                          \
-    "for _, q in ipairs(queues) do backlog = backlog + redis.call('XLEN', P .. 'q:' .. q) end\n"   \
+    "for _, q in ipairs(queues) do\n"                                                              \
+    "  local s = P .. 'q:' .. q\n"                                                                 \
+    "  trim(s)\n"                                                                                  \
+    "  backlog = backlog + redis.call('XLEN', s)\n"                                                \
+    "end\n"                                                                                        \
     "return {nd[2] or '0', expired, expired_dead, out, backlog}\n"
 
 /* SETTLE: P now n (id token how retry_at error line)...; how: a ack, l
  * release (hand back unrun), r retry, d dead. One result per item: 0, or
- * -1 when the job is not running under that token any more (stale). */
+ * -1 when the job is not running under that token any more (stale). The
+ * acks of a call go out as one XACK per stream and one ZADD to P done (a
+ * command per job cost the node most of an ack); the claims trim the
+ * acked entries (RQ_LUA_TRIM). */
 #define RQ_LUA_SETTLE                                                                              \
     RQ_LUA_COMMON                                                                                  \
     "local now, n, res = tonumber(ARGV[2]), tonumber(ARGV[3]), {}\n"                               \
+    "local acks, done = {}, {}\n"                                                                  \
     "for k = 0, n - 1 do\n"                                                                        \
     "  local b = 4 + k * 6\n"                                                                      \
     "  local id, how = ARGV[b], ARGV[b + 2]\n"                                                     \
@@ -249,11 +302,13 @@
     "  else\n"                                                                                     \
     "    if how == 'a' then\n"                                                                     \
     "      if h[4] and h[4] ~= '' then\n"                                                          \
-    "        redis.call('XACK', P .. 'q:' .. h[3], 'g', h[4])\n"                                   \
-    "        redis.call('XDEL', P .. 'q:' .. h[3], h[4])\n"                                        \
+    "        local l = acks[h[3]] or {}\n"                                                         \
+    "        acks[h[3]] = l\n"                                                                     \
+    "        l[#l + 1] = h[4]\n"                                                                   \
     "      end\n"                                                                                  \
     "      redis.call('HSET', jk, 'state', 'done', 'finished', now, 'lease', 0, 'sid', '')\n"      \
-    "      redis.call('ZADD', P .. 'done', now, id)\n"                                             \
+    "      done[#done + 1] = now\n"                                                                \
+    "      done[#done + 1] = id\n"                                                                 \
     "      if h[5] and h[5] ~= '' and redis.call('HGET', P .. 'unique', h[5]) == id then\n"        \
     "        redis.call('HDEL', P .. 'unique', h[5])\n"                                            \
     "      end\n"                                                                                  \
@@ -270,6 +325,10 @@
     "    res[#res + 1] = 0\n"                                                                      \
     "  end\n"                                                                                      \
     "end\n"                                                                                        \
+    "for q, l in pairs(acks) do\n"                                                                 \
+    "  redis.call('XACK', P .. 'q:' .. q, 'g', unpack(l))\n"                                       \
+    "end\n"                                                                                        \
+    "if #done > 0 then redis.call('ZADD', P .. 'done', unpack(done)) end\n"                        \
     "return res\n"
 
 /* LOCK: P me ttl_ms -> 1 when me holds the relay lock (taken or
@@ -302,32 +361,24 @@
     "return res\n"
 
 /* STATS: P now -> {ready, delayed, running, done, dead, oldest_ready_ms}.
- * Ready: stream entries not delivered (XLEN - pending) plus delayed jobs
- * already due; running: the groups' pending entries. */
+ * Ready: stream entries not delivered yet (the group's lag; when Redis
+ * cannot tell it, XLEN - pending after a trim: exact when nothing is
+ * pending, else it may count acked entries behind the oldest pending one)
+ * plus delayed jobs already due; running: the groups' pending entries. */
 #define RQ_LUA_STATS                                                                               \
+    RQ_LUA_TRIM                                                                                    \
     "local P, now = ARGV[1], tonumber(ARGV[2])\n"                                                  \
     "local ready, running, oldest = 0, 0, 0\n"                                                     \
     "for _, q in ipairs(redis.call('SMEMBERS', P .. 'queues')) do\n"                               \
     "  local s = P .. 'q:' .. q\n"                                                                 \
+    "  local g = trim(s)\n"                                                                        \
     "  local len = redis.call('XLEN', s)\n"                                                        \
-    "  local pend = redis.pcall('XPENDING', s, 'g')\n"                                             \
-    "  local p = 0\n"                                                                              \
-    "  if type(pend) == 'table' and not pend.err then p = tonumber(pend[1]) end\n"                 \
+    "  local p = g and tonumber(g.pending) or 0\n"                                                 \
+    "  local r = g and tonumber(g.lag) or len - p\n"                                               \
     "  running = running + p\n"                                                                    \
-    "  if len > p then\n"                                                                          \
-    "    ready = ready + len - p\n"                                                                \
-    "    local last = '0-0'\n"                                                                     \
-    "    local gs = redis.pcall('XINFO', 'GROUPS', s)\n"                                           \
-    "    if type(gs) == 'table' and not gs.err then\n"                                             \
-    "      for _, g in ipairs(gs) do\n"                                                            \
-    "        local name, ld\n"                                                                     \
-    "        for j = 1, #g, 2 do\n"                                                                \
-    "          if g[j] == 'name' then name = g[j + 1] end\n"                                       \
-    "          if g[j] == 'last-delivered-id' then ld = g[j + 1] end\n"                            \
-    "        end\n"                                                                                \
-    "        if name == 'g' and ld then last = ld end\n"                                           \
-    "      end\n"                                                                                  \
-    "    end\n"                                                                                    \
+    "  if r > 0 then\n"                                                                            \
+    "    ready = ready + r\n"                                                                      \
+    "    local last = g and g['last-delivered-id'] or '0-0'\n"                                     \
     "    local e = redis.call('XRANGE', s, '(' .. last, '+', 'COUNT', 1)\n"                        \
     "    if e[1] then\n"                                                                           \
     "      local t = tonumber(string.match(e[1][1], '^(%d+)'))\n"                                  \

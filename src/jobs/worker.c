@@ -1131,10 +1131,9 @@ int worker_new(const struct worker_config *cfg, struct worker **out, char *err, 
     snprintf(w->name, sizeof w->name, "%s:%d", host, (int)getpid());
     w->qd = queue_consumer_find(cfg->queue_url);
     if (!w->qd) {
-        snprintf(
-            err, errlen,
-            "--queue: '%s': no queue driver for this URL (built in: sqlite:, redis://HOST:PORT)",
-            cfg->queue_url);
+        snprintf(err, errlen,
+                 "--queue: '%s': no queue driver for this URL (built in: " QUEUE_URL_FORMS ")",
+                 cfg->queue_url);
         return -1;
     }
     char why[384];

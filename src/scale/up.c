@@ -128,7 +128,8 @@ static const struct conf_entry up_tab[] = {
     {"sessions", CONF_STRING, O(sessions_url), 0, 0, "sqlite:", NULL, NULL, "URL",
      "the apps' sessions: sqlite: or redis://HOST:PORT (redis-sentinel://HOST:PORT,.../MASTER)"},
     {"queue", CONF_STRING, O(queue_url), 0, 0, "sqlite:", NULL, NULL, "URL",
-     "the job queue of apps and workers: sqlite: or redis://HOST:PORT"},
+     "the job queue of apps and workers: sqlite:, redis://HOST:PORT or "
+     "redis-sentinel://HOST:PORT,.../MASTER"},
     {"trace-dir", CONF_STRING, O(trace_dir), 0, 0, "", NULL, NULL, "DIR",
      "write span logs (W3C traces) to DIR/gateway.jsonl, app.jsonl and worker.jsonl "
      "(surge trace ID reads them; off by default)"},
@@ -1167,8 +1168,8 @@ static int validate_data(const struct up_config *cfg, char *err, size_t errlen)
     }
     const struct queue_producer_driver *qp = queue_producer_find(cfg->queue_url);
     if (!qp || !queue_consumer_find(cfg->queue_url)) {
-        snprintf(err, errlen, "queue: '%s': no queue driver for this URL (built in: sqlite:, %s)",
-                 cfg->queue_url, "redis://HOST:PORT");
+        snprintf(err, errlen, "queue: '%s': no queue driver for this URL (built in: %s)",
+                 cfg->queue_url, QUEUE_URL_FORMS);
         return -1;
     }
     if (qp->check_url && qp->check_url(cfg->queue_url, why, sizeof why) < 0) {

@@ -290,6 +290,9 @@ def test_usage_errors_are_one_line_and_exit_2(tmp_path):
         ("worker", "--queue", "kafka://x"),
         ("worker", "--queue", "redis://"),
         ("worker", "--queue", "redis://127.0.0.1:notaport"),
+        ("worker", "--queue", "redis://127.0.0.1:1,redis://127.0.0.1:2"),
+        ("worker", "--queue", "redis-sentinel://127.0.0.1:26379"),
+        ("worker", "--queue", "redis-sentinel://127.0.0.1:0/shop"),
         ("worker", "--smtp", "http://x"),
         ("worker", "--metrics", "nowhere"),
         ("worker", "--queues", ",,"),
@@ -306,6 +309,7 @@ def test_usage_errors_are_one_line_and_exit_2(tmp_path):
         ("jobs", "enqueue"),
         ("jobs", "enqueue", "noop", "--payload", "{nope"),
         ("jobs", "enqueue", "noop", "--max-attempts", "0"),
+        ("jobs", "--queue", "redis-sentinel://127.0.0.1:26379/a/b", "stats"),
     ]
     for args in cases:
         full = list(args)
@@ -318,9 +322,11 @@ def test_usage_errors_are_one_line_and_exit_2(tmp_path):
         assert res.stdout_text == "", (args, res.stdout_text)
     # The app writes the outbox only, but a malformed redis:// queue URL is
     # still refused at start (contract §9).
-    res = run_surge("app", "--data-dir", tmp_path / "d", "--listen", "127.0.0.1:0",
-                    "--queue", "redis://nohost")
-    assert res.returncode == 2 and len(res.stderr_text.strip().splitlines()) == 1, res.stderr_text
+    for url in ("redis://nohost", "redis-sentinel://127.0.0.1:26379"):
+        res = run_surge("app", "--data-dir", tmp_path / "d", "--listen", "127.0.0.1:0",
+                        "--queue", url)
+        assert res.returncode == 2 and len(res.stderr_text.strip().splitlines()) == 1, \
+            res.stderr_text
     res = run_surge("jobs", "--data-dir", tmp_path / "none", "show", "64")
     assert res.returncode == 1 and "no job 64" in res.stderr_text
     res = run_surge("jobs", "--data-dir", tmp_path / "none", "stats", "--json")

@@ -131,17 +131,38 @@ Test(outbox, the_store_that_does_not_exist_has_no_shards)
 
 Test(outbox, redis_urls)
 {
-    char host[256];
-    int port = 0;
-    cr_assert_eq(parse_url("redis://127.0.0.1:6379", host, sizeof host, &port), 0);
-    cr_assert_str_eq(host, "127.0.0.1");
-    cr_assert_eq(port, 6379);
-    cr_assert_eq(parse_url("redis://cache.internal:7000/", host, sizeof host, &port), 0);
-    cr_assert_str_eq(host, "cache.internal");
-    cr_assert_eq(port, 7000);
-    static const char *const bad[] = {
-        "redis://",        "redis://host",     "redis://:6379", "redis://h:0", "redis://h:70000",
-        "redis://h:6379x", "redis://u@h:6379", "rediss://h:1",  "sqlite:",     "redis://h:6379/0"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        cr_assert_eq(parse_url(bad[i], host, sizeof host, &port), -EINVAL, "%s", bad[i]);
+    struct redis_target t;
+    char err[256];
+    cr_assert_eq(parse_url("redis://127.0.0.1:6379", &t, err, sizeof err), 0);
+    cr_assert(!t.sentinel);
+    cr_assert_eq(t.naddrs, 1);
+    cr_assert_str_eq(t.addrs[0].host, "127.0.0.1");
+    cr_assert_eq(t.addrs[0].port, 6379);
+    cr_assert_eq(parse_url("redis://cache.internal:7000/", &t, err, sizeof err), 0);
+    cr_assert_str_eq(t.addrs[0].host, "cache.internal");
+    cr_assert_eq(t.addrs[0].port, 7000);
+    cr_assert_eq(
+        parse_url("redis-sentinel://10.0.0.5:26379,10.0.0.6:26379/shop", &t, err, sizeof err), 0);
+    cr_assert(t.sentinel);
+    cr_assert_eq(t.naddrs, 2);
+    cr_assert_str_eq(t.master, "shop");
+    cr_assert_eq(t.addrs[1].port, 26379);
+    static const char *const bad[] = {"redis://",
+                                      "redis://host",
+                                      "redis://:6379",
+                                      "redis://h:0",
+                                      "redis://h:70000",
+                                      "redis://h:6379x",
+                                      "redis://u@h:6379",
+                                      "rediss://h:1",
+                                      "sqlite:",
+                                      "redis://h:6379/0",
+                                      "redis://a:1,redis://b:2",
+                                      "redis-sentinel://h:26379",
+                                      "redis-sentinel://h:26379/",
+                                      "redis-sentinel://h:26379/a/b"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert_eq(parse_url(bad[i], &t, err, sizeof err), -EINVAL, "%s", bad[i]);
+        cr_assert(strstr(err, bad[i]) != NULL, "%s: %s", bad[i], err);
+    }
 }
