@@ -80,10 +80,10 @@ new_store() {   # DIR: a seeded 4-shard store
         --password-memory-kib 8192 >/dev/null
 }
 
-fill_surge() {  # DIR N: N ready no-op jobs, spread over the shards
-    "$PY" - "$1" "$2" <<'EOF'
+fill_surge() {  # DIR N [KIND PAYLOAD]: N ready jobs (default no-op), spread over the shards
+    "$PY" - "$1" "$2" "${3:-noop}" "${4:-{\}}" <<'EOF'
 import sqlite3, sys, time, pathlib
-d, n = pathlib.Path(sys.argv[1]), int(sys.argv[2])
+d, n, kind, payload = pathlib.Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 shards = sorted(d.glob("shard-*.db"))
 now = int(time.time() * 1000)
 for i, p in enumerate(shards):
@@ -91,7 +91,7 @@ for i, p in enumerate(shards):
     con = sqlite3.connect(str(p), timeout=30)
     con.execute("BEGIN IMMEDIATE")
     con.executemany("INSERT INTO jobs (kind, payload, state, run_at_ms, created_ms)"
-                    " VALUES ('noop', '{}', 'ready', ?, ?)", [(now, now)] * k)
+                    " VALUES (?, ?, 'ready', ?, ?)", [(kind, payload, now, now)] * k)
     con.commit()
     con.close()
 EOF
@@ -99,10 +99,10 @@ EOF
 
 done_count() { "$SURGE" jobs --data-dir "$1" stats --json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["done"])'; }
 
-surge_drain() {  # WORKERS ROUND -> prints "jobs_s peak_kb_max cpu_us_per_job"
+surge_drain() {  # WORKERS ROUND [KIND PAYLOAD] -> prints "jobs_s peak_kb_max cpu_us_per_job"
     local w=$1 dir=$TMP/s-drain-$1-$2 pids=() t0 t1 kb=0 k p cpu=0
     new_store "$dir"
-    fill_surge "$dir" "$JOBS"
+    fill_surge "$dir" "$JOBS" "${3:-noop}" "${4:-{\}}"
     t0=$(date +%s.%N)
     for ((k = 0; k < w; k++)); do
         "$SURGE" worker --data-dir "$dir" --concurrency 50 --batch 256 --reservation-timeout 0 \
@@ -160,6 +160,12 @@ surge_round() {  # ROUND
         printf 'surge-drain-%d\t%s\t%s\t%s\n' "$w" "$js" "$kb" "$cpu" >>"$results"
         log "round $r: surge, $w worker(s): $js jobs/s, peak RSS $kb kB, CPU $cpu us/job"
     done
+    # noop runs on the claiming thread (an instant kind); a kind that may
+    # block (sleep 0 ms here, like the shop's mail job) goes through the
+    # handler threads: its row shows what that hand-off costs.
+    read -r js kb cpu < <(surge_drain 1 "h$r" sleep '{"ms":0}')
+    printf 'surge-drain-h1\t%s\t%s\t%s\n' "$js" "$kb" "$cpu" >>"$results"
+    log "round $r: surge, 1 worker, handler-thread kind: $js jobs/s, peak RSS $kb kB, CPU $cpu us/job"
     read -r p50 p99 kb rate < <(surge_latency "$r")
     printf 'surge-latency\t%s\t%s\t%s\t%s\n' "$p50" "$p99" "$kb" "$rate" >>"$results"
     log "round $r: surge at $rate jobs/s: enqueue-to-start p50 $p50 ms, p99 $p99 ms, peak RSS $kb kB"
@@ -305,6 +311,7 @@ for line in open(sys.argv[1]):
 rounds, jobs, rate, secs = sys.argv[2:]
 # Labels of the known rows; a row another function adds shows under its key.
 LABELS = {"surge-drain-1": "surge worker, 1 process", "surge-drain-2": "surge worker, 2 processes",
+          "surge-drain-h1": "surge worker, 1 process, a handler-thread kind (sleep 0 ms)",
           "bullmq-drain-1": "BullMQ, 1 worker, concurrency 50",
           "surge-latency": "surge worker", "bullmq-latency": "BullMQ",
           "redis-drain-1": "surge worker on the Redis queue, 1 process",
