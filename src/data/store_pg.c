@@ -18,10 +18,12 @@
  *
  * Failures: the session sets statement_timeout; a connection that breaks is
  * dropped and re-opened on the next use, with a backoff (100 ms doubling to
- * 5 s) during which calls fail at once with -EIO instead of waiting on a
- * connect; a break inside a transaction fails every call until the caller's
- * rollback. SQLSTATE: class 23 (integrity) -> -EEXIST, 40001/40P01
- * (serialization, deadlock), 55P03 (lock) and 57014 (statement timeout) ->
+ * 1 s: a failover is picked up within a second of the promotion) during which calls fail at once
+ * with -EIO instead of waiting on a connect; a break inside a transaction fails every call until
+ * the caller's rollback. A read-only server (25006: a primary demoted to standby) or one shutting
+ * down (57P01-57P03) is a break too: the next use connects again, to whichever host of a multi-host
+ * URL is the primary now (target_session_attrs=read-write). SQLSTATE: class 23 (integrity) ->
+ * -EEXIST, 40001/40P01 (serialization, deadlock), 55P03 (lock) and 57014 (statement timeout) ->
  * -EBUSY, anything else -EIO (logged, rate-limited). */
 #include <errno.h>
 #include <libpq-fe.h>
@@ -37,7 +39,7 @@
 #define PG_CONNECT_TIMEOUT_S    "3"
 #define PG_STATEMENT_TIMEOUT_MS 5000
 #define PG_BACKOFF_MIN_MS       100
-#define PG_BACKOFF_MAX_MS       5000
+#define PG_BACKOFF_MAX_MS       1000
 #define PG_MAX_PARAMS           64
 
 /* Type OIDs (server/catalog/pg_type.h, stable across versions). */
@@ -239,6 +241,17 @@ static int map_result(struct store_db *d, const PGresult *r, const char *what)
     }
     if (state && !strncmp(state, "23", 2))
         return -EEXIST;
+    if (state && (!strcmp(state, "25006") || !strcmp(state, "57P01") || !strcmp(state, "57P02") ||
+                  !strcmp(state, "57P03"))) {
+        /* A read-only server (the primary became a standby after a
+         * failover), or one shutting down or not yet accepting: drop the
+         * connection so the next use connects again, and a multi-host URL
+         * with target_session_attrs=read-write finds the new primary. */
+        log_warn_rl("postgres %s: %s: server not writable or going away (%s); reconnecting",
+                    d->where, what, state);
+        drop(d);
+        return -EIO;
+    }
     if (state && (!strcmp(state, "40001") || !strcmp(state, "40P01") || !strcmp(state, "55P03") ||
                   !strcmp(state, "57014"))) {
         log_warn_rl("postgres %s: %s: busy (%s): %s", d->where, what, state,
