@@ -16,7 +16,11 @@
  * use (PQprepare, types inferred by the server). A text may carry a
  * PostgreSQL variant (STORE_SQL_PG in store.h); this driver runs it.
  *
- * Failures: the session sets statement_timeout; a connection that breaks is
+ * Failures: the session sets statement_timeout, and the socket
+ * tcp_user_timeout (1 s) and keepalives, so a server whose host dropped off
+ * the network fails the call within about a second instead of after TCP's
+ * retransmissions (a read on a cut replica then goes to the primary in
+ * time for the gateway's upstream timeout); a connection that breaks is
  * dropped and re-opened on the next use, with a backoff (100 ms doubling to
  * 1 s: a failover is picked up within a second of the promotion) during which calls fail at once
  * with -EIO instead of waiting on a connect; a break inside a transaction fails every call until
@@ -38,6 +42,7 @@
 
 #define PG_CONNECT_TIMEOUT_S    "3"
 #define PG_STATEMENT_TIMEOUT_MS 5000
+#define PG_TCP_USER_TIMEOUT_MS  "1000" /* unacknowledged data: the peer is gone */
 #define PG_BACKOFF_MIN_MS       100
 #define PG_BACKOFF_MAX_MS       1000
 #define PG_MAX_PARAMS           64
@@ -170,8 +175,14 @@ static void drop(struct store_db *d)
 /* Connect and set the session up. 0, or -EIO with err set. */
 static int pg_connect(struct store_db *d, char *err, size_t errlen)
 {
-    const char *kw[] = {"dbname", "connect_timeout", "fallback_application_name", NULL};
-    const char *vals[] = {d->url, PG_CONNECT_TIMEOUT_S, "surge", NULL};
+    /* A server whose host drops off the network sends no reset: without
+     * tcp_user_timeout and keepalives a call would wait for TCP's own
+     * timeouts (minutes). Values after dbname override the URL's. */
+    const char *kw[] = {
+        "dbname",          "connect_timeout",     "fallback_application_name", "tcp_user_timeout",
+        "keepalives_idle", "keepalives_interval", "keepalives_count",          NULL};
+    const char *vals[] = {
+        d->url, PG_CONNECT_TIMEOUT_S, "surge", PG_TCP_USER_TIMEOUT_MS, "2", "1", "2", NULL};
     d->conn = PQconnectdbParams(kw, vals, 1);
     if (!d->conn || PQstatus(d->conn) != CONNECTION_OK) {
         snprintf(err, errlen, "%s", d->conn ? PQerrorMessage(d->conn) : "out of memory");
