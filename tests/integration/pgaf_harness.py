@@ -140,14 +140,6 @@ class AutoFailover:
                 # minutes here. Test data: no fsync, and hurry the checkpoint.
                 self._wait(lambda: self._hurry_checkpoint(self.nodes[0], h), deadline,
                            "%s to take its base backup" % h)
-            # A node demotes itself when it has been cut from the monitor and
-            # its standby this long: below the monitor's primary_demote_timeout,
-            # so a partitioned old primary stops writing before another is
-            # promoted (no split brain).
-            setting = [PG_AUTOCTL, "config", "set", "--pgdata", self.pgdata(h),
-                       "timeout.network_partition_timeout", NETWORK_PARTITION_S]
-            self._wait(lambda: self.hosts.run(h, self._argv(h, setting), timeout=20)
-                       .returncode == 0, deadline, "pg_autoctl config set on %s" % h)
             if i == 0:
                 self._wait(lambda: self.states().get(h, ("",))[0] == "single", deadline,
                            "%s to be a single node" % h)
@@ -158,6 +150,14 @@ class AutoFailover:
             self._wait(lambda: sorted(s[0] for s in self.states().values()) == sorted(want)
                        and all(s[0] == s[1] for s in self.states().values()), deadline,
                        "nodes %s in states %s" % (self.nodes[:i + 1], want))
+            # A node demotes itself when it has been cut from the monitor and
+            # its standby this long: below the monitor's primary_demote_timeout,
+            # so a partitioned old primary stops writing before another is
+            # promoted (no split brain).
+            setting = [PG_AUTOCTL, "config", "set", "--pgdata", self.pgdata(h),
+                       "timeout.network_partition_timeout", NETWORK_PARTITION_S]
+            # (set once the node is up: a SIGHUP during its creation breaks it)
+            self._run(h, setting, timeout=20)
 
     def _hurry_checkpoint(self, primary, standby):
         self.psql(primary, "CHECKPOINT", db="postgres")
