@@ -57,8 +57,7 @@ def unavailable():
     if not os.path.exists(PG_AUTOCTL):
         return ("pg_autoctl is not installed (scripts/deps.sh test installs "
                 "postgresql-15-auto-failover)")
-    if not os.path.exists(os.path.join(PGBIN, "..", "lib", "pgautofailover.so")) and \
-            not os.path.exists("/usr/lib/postgresql/15/lib/pgautofailover.so"):
+    if not os.path.exists(os.path.join(os.path.dirname(PGBIN), "lib", "pgautofailover.so")):
         return "the pgautofailover extension for PostgreSQL 15 is not installed"
     return None
 

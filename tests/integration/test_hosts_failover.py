@@ -36,8 +36,8 @@ RESUME_BOUND_S = 30.0
 @pytest.fixture
 def af_hosts(tmp_path):
     why = unavailable()
-    if why:
-        pytest.skip("pg_auto_failover unavailable: " + why)
+    if why:  # as pg_harness does for PostgreSQL itself: a missing package is a failure
+        pytest.fail(why, pytrace=False)
     with simulated_hosts(tmp_path, LAYOUT) as h:
         af = AutoFailover(h, "mon", ["pg1", "pg2"])
         try:
