@@ -40,7 +40,7 @@
 #include "base/log.h"
 #include "data/store.h"
 
-#define PG_CONNECT_TIMEOUT_S    "3"
+#define PG_CONNECT_TIMEOUT_S    "2" /* libpq's minimum; per host of a multi-host URL */
 #define PG_STATEMENT_TIMEOUT_MS 5000
 #define PG_TCP_USER_TIMEOUT_MS  "1000" /* unacknowledged data: the peer is gone */
 #define PG_BACKOFF_MIN_MS       100

@@ -27,9 +27,9 @@ FAST = ("--password-ops", "1", "--password-memory-kib", "8192")
 CLIENTS = 4
 # The longest a request may take. Killed: the port refuses at once, so a
 # request fails fast. Cut: a connect to the silent host waits libpq's connect
-# timeout (3 s) before the next host of the URL, after a call in flight
+# timeout (2 s) before the next host of the URL, after a call in flight
 # failed by tcp_user_timeout (1 s).
-SLOW_S = {"kill": 4.0, "cut": 6.0}
+SLOW_S = {"kill": 3.0, "cut": 5.0}
 RESUME_BOUND_S = 30.0
 
 
