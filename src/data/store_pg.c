@@ -16,7 +16,9 @@
  * use (PQprepare, types inferred by the server). A text may carry a
  * PostgreSQL variant (STORE_SQL_PG in store.h); this driver runs it.
  *
- * Failures: the session sets statement_timeout, and the socket
+ * Failures: a connection idle for over a second is looked at (poll, no
+ * wait) before its next statement and replaced if it died meanwhile. The
+ * session sets statement_timeout, and the socket
  * tcp_user_timeout (1 s) and keepalives, so a server whose host dropped off
  * the network fails the call within about a second instead of after TCP's
  * retransmissions (a read on a cut replica then goes to the primary in
@@ -31,6 +33,7 @@
  * -EBUSY, anything else -EIO (logged, rate-limited). */
 #include <errno.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +46,7 @@
 #define PG_CONNECT_TIMEOUT_S    "2" /* libpq's minimum; per host of a multi-host URL */
 #define PG_STATEMENT_TIMEOUT_MS 5000
 #define PG_TCP_USER_TIMEOUT_MS  "1000" /* unacknowledged data: the peer is gone */
+#define PG_IDLE_CHECK_MS        1000
 #define PG_BACKOFF_MIN_MS       100
 #define PG_BACKOFF_MAX_MS       1000
 #define PG_MAX_PARAMS           64
@@ -74,6 +78,7 @@ struct store_db {
     int in_tx, tx_broken;
     unsigned backoff_ms;
     uint64_t retry_at_ms;
+    uint64_t used_ms;   /* last statement run (run()), for the idle check */
     struct buf scratch; /* NUL-terminated copies of text parameters */
 };
 
@@ -421,11 +426,33 @@ static int prepare(struct store_db *d, struct pg_stmt *st, const char *src, cons
     return rc;
 }
 
+/* A connection idle for a while may have died meanwhile (its server
+ * killed, a failover, keepalives that went unanswered): look before using
+ * it, so the statement goes to a fresh connection instead of failing on the
+ * dead one. One poll(0) only after PG_IDLE_CHECK_MS without a statement;
+ * never inside a transaction (its state would be lost with the socket). */
+static void check_idle(struct store_db *d)
+{
+    uint64_t now = clock_mono_ms();
+    uint64_t last = d->used_ms;
+    d->used_ms = now;
+    if (!d->conn || d->in_tx || now - last < PG_IDLE_CHECK_MS)
+        return;
+    struct pollfd p = {.fd = PQsocket(d->conn), .events = POLLIN};
+    if (p.fd < 0 || poll(&p, 1, 0) <= 0)
+        return;
+    if (!PQconsumeInput(d->conn) || PQstatus(d->conn) != CONNECTION_OK) {
+        log_warn_rl("postgres %s: the idle connection was lost; reconnecting", d->where);
+        drop(d);
+    }
+}
+
 static int run(struct store_db *d, struct pg_stmt *st, const char *src, const char *name,
                const struct store_val *args, unsigned nargs, struct store_rows *rows)
 {
     if (nargs > PG_MAX_PARAMS)
         return -EINVAL;
+    check_idle(d);
     int rc = ensure(d);
     if (rc < 0)
         return rc;
