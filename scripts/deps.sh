@@ -15,7 +15,7 @@ build_pkgs=(build-essential pkg-config libuv1-dev libinih-dev
             libcjson-dev libsodium-dev libsqlite3-dev libcurl4-openssl-dev
             libpq-dev libhiredis-dev libssl-dev)
 test_pkgs=(libcriterion-dev python3 python3-pytest curl
-           postgresql redis-server redis-sentinel dnsmasq-base iproute2
+           postgresql postgresql-15-auto-failover redis-server redis-sentinel dnsmasq-base iproute2
            nodejs npm openssl
            prometheus python3-yaml chromium chromium-driver python3-selenium)
 fuzz_pkgs=(clang libclang-rt-14-dev)

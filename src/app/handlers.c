@@ -55,7 +55,7 @@ static void json_answer(struct http_response *r, int status, cJSON *o)
 
 static void store_failed(struct http_response *r)
 {
-    app_json_error(r, 503, "the store is unavailable; retry later");
+    app_retry_later(r, 503, "the store is unavailable; retry later", 1000);
 }
 
 /* ---- request helpers ---- */

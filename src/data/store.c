@@ -117,8 +117,11 @@ static char *with_schema(const char *url, const char *schema)
     return p;
 }
 
-/* A libpq URL we accept: scheme://[USER[:PASS]@]HOST[:PORT]/DB[?params],
- * no fragment (the driver's locations use it). 0 or -EINVAL with err. */
+/* A libpq URL we accept: scheme://[USER[:PASS]@]HOST[:PORT][,HOST[:PORT]...]/DB[?params],
+ * no fragment (the driver's locations use it). Several hosts are libpq's
+ * multi-host form (with target_session_attrs=read-write it connects to
+ * whichever is the primary): each HOST[:PORT] is checked, and the URL goes
+ * to libpq unchanged. 0 or -EINVAL with err. */
 static int pg_url_check(const char *url, char *err, size_t errlen)
 {
     const char *p = strstr(url, "://");
@@ -137,14 +140,23 @@ static int pg_url_check(const char *url, char *err, size_t errlen)
                  url);
         return -EINVAL;
     }
-    const char *colon = memchr(host, ':', (size_t)(slash - host));
-    if (colon) {
-        char *end;
-        long port = strtol(colon + 1, &end, 10);
-        if (end != slash || port < 1 || port > 65535) {
-            snprintf(err, errlen, "'%s': bad port (1..65535)", url);
+    for (const char *h = host; h;) {
+        const char *comma = memchr(h, ',', (size_t)(slash - h));
+        const char *stop = comma ? comma : slash;
+        if (stop == h) {
+            snprintf(err, errlen, "'%s': an empty host in the host list", url);
             return -EINVAL;
         }
+        const char *colon = memchr(h, ':', (size_t)(stop - h));
+        if (colon) {
+            char *end;
+            long port = strtol(colon + 1, &end, 10);
+            if (end != stop || colon + 1 == stop || port < 1 || port > 65535) {
+                snprintf(err, errlen, "'%s': bad port (1..65535)", url);
+                return -EINVAL;
+            }
+        }
+        h = comma ? comma + 1 : NULL;
     }
     return 0;
 }

@@ -16,15 +16,24 @@
  * use (PQprepare, types inferred by the server). A text may carry a
  * PostgreSQL variant (STORE_SQL_PG in store.h); this driver runs it.
  *
- * Failures: the session sets statement_timeout; a connection that breaks is
+ * Failures: a connection idle for over a second is looked at (poll, no
+ * wait) before its next statement and replaced if it died meanwhile. The
+ * session sets statement_timeout, and the socket
+ * tcp_user_timeout (1 s) and keepalives, so a server whose host dropped off
+ * the network fails the call within about a second instead of after TCP's
+ * retransmissions (a read on a cut replica then goes to the primary in
+ * time for the gateway's upstream timeout); a connection that breaks is
  * dropped and re-opened on the next use, with a backoff (100 ms doubling to
- * 5 s) during which calls fail at once with -EIO instead of waiting on a
- * connect; a break inside a transaction fails every call until the caller's
- * rollback. SQLSTATE: class 23 (integrity) -> -EEXIST, 40001/40P01
- * (serialization, deadlock), 55P03 (lock) and 57014 (statement timeout) ->
+ * 1 s: a failover is picked up within a second of the promotion) during which calls fail at once
+ * with -EIO instead of waiting on a connect; a break inside a transaction fails every call until
+ * the caller's rollback. A read-only server (25006: a primary demoted to standby) or one shutting
+ * down (57P01-57P03) is a break too: the next use connects again, to whichever host of a multi-host
+ * URL is the primary now (target_session_attrs=read-write). SQLSTATE: class 23 (integrity) ->
+ * -EEXIST, 40001/40P01 (serialization, deadlock), 55P03 (lock) and 57014 (statement timeout) ->
  * -EBUSY, anything else -EIO (logged, rate-limited). */
 #include <errno.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,10 +43,12 @@
 #include "base/log.h"
 #include "data/store.h"
 
-#define PG_CONNECT_TIMEOUT_S    "3"
+#define PG_CONNECT_TIMEOUT_S    "2" /* libpq's minimum; per host of a multi-host URL */
 #define PG_STATEMENT_TIMEOUT_MS 5000
+#define PG_TCP_USER_TIMEOUT_MS  "1000" /* unacknowledged data: the peer is gone */
+#define PG_IDLE_CHECK_MS        1000
 #define PG_BACKOFF_MIN_MS       100
-#define PG_BACKOFF_MAX_MS       5000
+#define PG_BACKOFF_MAX_MS       1000
 #define PG_MAX_PARAMS           64
 
 /* Type OIDs (server/catalog/pg_type.h, stable across versions). */
@@ -67,6 +78,7 @@ struct store_db {
     int in_tx, tx_broken;
     unsigned backoff_ms;
     uint64_t retry_at_ms;
+    uint64_t used_ms;   /* last statement run (run()), for the idle check */
     struct buf scratch; /* NUL-terminated copies of text parameters */
     /* Non-blocking use (astart..astep): where the connection is, and the
      * statement waiting for its PREPARE. */
@@ -194,12 +206,28 @@ static void next_gen(struct store_db *d)
         d->gen = 1;
 }
 
+/* The connection parameters of every connection, blocking or not. A
+ * server whose host drops off the network sends no reset: without
+ * tcp_user_timeout and keepalives a call would wait for TCP's own timeouts
+ * (minutes). Values after dbname override the URL's. (connect_timeout only
+ * bounds blocking connects; the loop's own deadline bounds the others.) */
+static const char *const conn_kw[] = {
+    "dbname",          "connect_timeout",     "fallback_application_name", "tcp_user_timeout",
+    "keepalives_idle", "keepalives_interval", "keepalives_count",          NULL};
+
+static void conn_vals(const struct store_db *d, const char **vals)
+{
+    const char *v[] = {d->url, PG_CONNECT_TIMEOUT_S, "surge", PG_TCP_USER_TIMEOUT_MS, "2", "1", "2",
+                       NULL};
+    memcpy(vals, v, sizeof v);
+}
+
 /* Connect and set the session up. 0, or -EIO with err set. */
 static int pg_connect(struct store_db *d, char *err, size_t errlen)
 {
-    const char *kw[] = {"dbname", "connect_timeout", "fallback_application_name", NULL};
-    const char *vals[] = {d->url, PG_CONNECT_TIMEOUT_S, "surge", NULL};
-    d->conn = PQconnectdbParams(kw, vals, 1);
+    const char *vals[sizeof conn_kw / sizeof conn_kw[0]];
+    conn_vals(d, vals);
+    d->conn = PQconnectdbParams(conn_kw, vals, 1);
     if (!d->conn || PQstatus(d->conn) != CONNECTION_OK) {
         snprintf(err, errlen, "%s", d->conn ? PQerrorMessage(d->conn) : "out of memory");
         trim_nl(err);
@@ -262,6 +290,17 @@ static int map_result(struct store_db *d, const PGresult *r, const char *what)
     }
     if (state && !strncmp(state, "23", 2))
         return -EEXIST;
+    if (state && (!strcmp(state, "25006") || !strcmp(state, "57P01") || !strcmp(state, "57P02") ||
+                  !strcmp(state, "57P03"))) {
+        /* A read-only server (the primary became a standby after a
+         * failover), or one shutting down or not yet accepting: drop the
+         * connection so the next use connects again, and a multi-host URL
+         * with target_session_attrs=read-write finds the new primary. */
+        log_warn_rl("postgres %s: %s: server not writable or going away (%s); reconnecting",
+                    d->where, what, state);
+        drop(d);
+        return -EIO;
+    }
     if (state && (!strcmp(state, "40001") || !strcmp(state, "40P01") || !strcmp(state, "55P03") ||
                   !strcmp(state, "57014"))) {
         log_warn_rl("postgres %s: %s: busy (%s): %s", d->where, what, state,
@@ -430,6 +469,27 @@ static int prepare(struct store_db *d, struct pg_stmt *st, const char *src, cons
     return rc;
 }
 
+/* A connection idle for a while may have died meanwhile (its server
+ * killed, a failover, keepalives that went unanswered): look before using
+ * it, so the statement goes to a fresh connection instead of failing on the
+ * dead one. One poll(0) only after PG_IDLE_CHECK_MS without a statement;
+ * never inside a transaction (its state would be lost with the socket). */
+static void check_idle(struct store_db *d)
+{
+    uint64_t now = clock_mono_ms();
+    uint64_t last = d->used_ms;
+    d->used_ms = now;
+    if (!d->conn || d->in_tx || now - last < PG_IDLE_CHECK_MS)
+        return;
+    struct pollfd p = {.fd = PQsocket(d->conn), .events = POLLIN};
+    if (p.fd < 0 || poll(&p, 1, 0) <= 0)
+        return;
+    if (!PQconsumeInput(d->conn) || PQstatus(d->conn) != CONNECTION_OK) {
+        log_warn_rl("postgres %s: the idle connection was lost; reconnecting", d->where);
+        drop(d);
+    }
+}
+
 /* Text-format parameters must be NUL-terminated: copy them into the
  * scratch buffer, then point vals into it once it stops growing (valid
  * until the next call). 0 or -ENOBUFS. */
@@ -458,6 +518,7 @@ static int run(struct store_db *d, struct pg_stmt *st, const char *src, const ch
 {
     if (nargs > PG_MAX_PARAMS)
         return -EINVAL;
+    check_idle(d);
     int rc = ensure(d);
     if (rc < 0)
         return rc;
@@ -642,9 +703,9 @@ static int pg_astart(const char *location, const char *const *sql, unsigned nsql
     struct store_db *d = new_db(location, sql, nsql, err, errlen);
     if (!d)
         return -EINVAL;
-    const char *kw[] = {"dbname", "fallback_application_name", NULL};
-    const char *vals[] = {d->url, "surge", NULL};
-    d->conn = PQconnectStartParams(kw, vals, 1);
+    const char *vals[sizeof conn_kw / sizeof conn_kw[0]];
+    conn_vals(d, vals);
+    d->conn = PQconnectStartParams(conn_kw, vals, 1);
     if (!d->conn || PQstatus(d->conn) == CONNECTION_BAD) {
         snprintf(err, errlen, "%s", d->conn ? PQerrorMessage(d->conn) : "out of memory");
         trim_nl(err);

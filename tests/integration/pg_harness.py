@@ -34,10 +34,13 @@ PGBIN = "/usr/lib/postgresql/15/bin"
 RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
 
 
-def _as_pg(argv, cwd, timeout=60, check=True):
-    """Run argv as the postgres user (or as ourselves when not root)."""
+def _as_pg(argv, cwd, timeout=60, check=True, netns=None):
+    """Run argv as the postgres user (or as ourselves when not root), inside
+    network namespace netns when given (a simulated host)."""
     if os.geteuid() == 0:
         argv = [RUNUSER, "-u", "postgres", "--"] + argv
+    if netns:
+        argv = ["ip", "netns", "exec", netns] + argv
     res = subprocess.run(argv, cwd=cwd, capture_output=True, timeout=timeout)
     if check and res.returncode != 0:
         pytest.fail("%s exited %d:\n%s%s" % (" ".join(argv), res.returncode,
@@ -64,18 +67,21 @@ def _value(text):
 
 
 class PgServer:
-    """One postmaster: a data dir, a port, a log."""
+    """One postmaster: a data dir, a port, a log; on 127.0.0.1, or on a
+    simulated host's address inside its network namespace (place)."""
 
-    def __init__(self, base, name, port):
+    def __init__(self, base, name, port, place=None):
         self.base, self.name, self.port = base, name, port
+        self.netns, self.addr = place or (None, "127.0.0.1")
         self.data = os.path.join(base, name)
         self.logfile = os.path.join(base, name + ".log")
 
     def start(self, timeout=30):
         for _ in range(3):
             res = _as_pg([os.path.join(PGBIN, "pg_ctl"), "-D", self.data, "-l", self.logfile,
-                          "-o", "-p %d" % self.port, "-w", "-t", str(timeout), "start"],
-                         self.base, timeout=timeout + 10, check=False)
+                          "-o", "-p %d -h %s" % (self.port, self.addr), "-w", "-t",
+                          str(timeout), "start"],
+                         self.base, timeout=timeout + 10, check=False, netns=self.netns)
             if res.returncode == 0:
                 return
             if "could not bind" in self.log():
@@ -133,12 +139,13 @@ class PgServer:
             return ""
 
     def url(self, db="postgres"):
-        return "postgres://postgres@127.0.0.1:%d/%s" % (self.port, db)
+        return "postgres://postgres@%s:%d/%s" % (self.addr, self.port, db)
 
     def psql(self, sql, db="postgres", check=True, timeout=60, extra=()):
-        res = subprocess.run([os.path.join(PGBIN, "psql"), "-X", "-q", "-At", "-v",
-                              "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(self.port),
-                              "-U", "postgres", "-d", db] + list(extra) + ["-c", sql],
+        pre = ["ip", "netns", "exec", self.netns] if self.netns else []
+        res = subprocess.run(pre + [os.path.join(PGBIN, "psql"), "-X", "-q", "-At", "-v",
+                                    "ON_ERROR_STOP=1", "-h", self.addr, "-p", str(self.port),
+                                    "-U", "postgres", "-d", db] + list(extra) + ["-c", sql],
                              capture_output=True, timeout=timeout)
         if check and res.returncode != 0:
             raise AssertionError("psql on %s: %s\n%s" % (self.name, sql,
@@ -147,9 +154,12 @@ class PgServer:
 
 
 class PgCluster:
-    """A primary (and replicas added with add_replica) in one temp dir."""
+    """A primary (and replicas added with add_replica) in one temp dir.
+    place=(netns, address) puts a server on a simulated host
+    (hosts_harness): it listens on that address only, and the cluster
+    trusts that /24 (the other hosts) besides loopback."""
 
-    def __init__(self, conf=()):
+    def __init__(self, conf=(), place=None):
         why = available()
         if why:
             pytest.fail(why, pytrace=False)
@@ -157,7 +167,7 @@ class PgCluster:
         os.chmod(self.base, 0o755)
         if os.geteuid() == 0:
             shutil.chown(self.base, "postgres", "postgres")
-        self.primary = PgServer(self.base, "primary", pick_port())
+        self.primary = PgServer(self.base, "primary", pick_port(), place)
         self.replicas = []
         _as_pg([os.path.join(PGBIN, "initdb"), "-D", self.primary.data, "-U", "postgres",
                 "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"], self.base)
@@ -169,6 +179,10 @@ class PgCluster:
                     "max_wal_senders = 10\nhot_standby_feedback = on\n" % self.base)
             for line in conf:
                 f.write(line + "\n")
+        if place:
+            lan = place[1].rsplit(".", 1)[0] + ".0/24"
+            with open(os.path.join(self.primary.data, "pg_hba.conf"), "a") as f:
+                f.write("host all all %s trust\nhost replication all %s trust\n" % (lan, lan))
         self.primary.start()
 
     @property
@@ -187,13 +201,13 @@ class PgCluster:
         return [tuple(_value(v) for v in line.split("\x1f")) for line in out.splitlines()
                 if line]
 
-    def add_replica(self, conf=()):
+    def add_replica(self, conf=(), place=None):
         """A streaming replica of the primary (pg_basebackup -R), started."""
         name = "replica%d" % (len(self.replicas) + 1)
-        rep = PgServer(self.base, name, pick_port())
-        _as_pg([os.path.join(PGBIN, "pg_basebackup"), "-h", "127.0.0.1", "-p",
+        rep = PgServer(self.base, name, pick_port(), place)
+        _as_pg([os.path.join(PGBIN, "pg_basebackup"), "-h", self.primary.addr, "-p",
                 str(self.primary.port), "-U", "postgres", "-D", rep.data, "-R", "-X", "stream",
-                "-c", "fast"], self.base, timeout=120)
+                "-c", "fast"], self.base, timeout=120, netns=rep.netns)
         if conf:
             with open(os.path.join(rep.data, "postgresql.conf"), "a") as f:
                 for line in conf:

@@ -62,6 +62,11 @@ def _start_shop(hosts, tmp_path, lb_extra=()):
                                   "--data-dir", dirs[h], "--admin-token", TOKEN,
                                   "--password-ops", "1", "--password-memory-kib", "8192"],
                               "app-" + h, ready=(addr, APP_PORT), timeout=30)
+    return apps, _start_gw(hosts, lb_extra)
+
+
+def _start_gw(hosts, lb_extra=()):
+    """surge lb on host gw in front of the app hosts (admin API on gw's loopback)."""
     gw = hosts.addr("gw")
     backends = []
     for h in APPS:
@@ -74,7 +79,7 @@ def _start_shop(hosts, tmp_path, lb_extra=()):
                             "--retries", "2", "--retry-on-timeout", "--slow-start", "0"]
                      + backends + list(lb_extra),
                      "lb-gw", ready=(gw, LB_PORT), env={"SURGE_ADMIN_TOKEN": ""})
-    return apps, lb
+    return lb
 
 
 def _backends(hosts):

@@ -90,6 +90,46 @@ def test_server_down_at_start_gives_503_until_it_is_back(own_cluster, start_app,
     assert r.status == 200 and r.json()["name"] == "Product 2", r
 
 
+def test_a_server_turned_read_only_is_left_for_a_writable_one(own_cluster, start_app, tmp_path):
+    """The primary turns read-only under the app (what a demoted primary looks
+    like: SQLSTATE 25006 on a live connection): writes answer 503 with
+    Retry-After at once, the driver drops the connection and, through a
+    target_session_attrs=read-write URL, connects only to a writable server;
+    writable again, writes resume without a restart."""
+    pg = own_cluster
+    pg.create_db("shop")
+    url = pg.url("shop") + "?target_session_attrs=read-write"
+    res = run_surge("seed", "--data-dir", tmp_path / "data", "--store", url, "--products", "3",
+                    "--users", "1", *FAST, timeout=60)
+    assert res.returncode == 0, res.stderr_text
+    app = start_app("--store", url, "--workers", "1", data_dir=tmp_path / "data")
+    sid = login(app, "user1@example.com")
+    order = {"items": [{"product_id": 1, "quantity": 1}]}
+    assert app.post("/api/orders", order, sid=sid).status == 201
+    conns = "SELECT pid FROM pg_stat_activity WHERE application_name = 'surge'"
+    before = set(pg.psql(conns).split())
+    pg.psql("ALTER SYSTEM SET default_transaction_read_only = on")
+    pg.psql("SELECT pg_reload_conf()")
+    time.sleep(0.5)
+    for _ in range(5):
+        t0 = time.monotonic()
+        r = app.post("/api/orders", order, sid=sid)
+        assert r.status == 503, r
+        assert r.header("Retry-After") == "1", r
+        assert time.monotonic() - t0 < 2.0
+        time.sleep(0.2)
+    assert "(25006); reconnecting" in app.log(), app.log()[-2000:]
+    # the connection that met the read-only server was closed, and libpq
+    # opened no new one to a server that does not accept writes
+    after = set(pg.psql(conns).split())
+    assert before - after and after <= before, (before, after)
+    pg.primary.psql("ALTER SYSTEM RESET default_transaction_read_only",
+                    extra=("-c", "SET default_transaction_read_only = off"))
+    pg.psql("SELECT pg_reload_conf()")
+    assert wait_until(lambda: app.post("/api/orders", order, sid=sid).status == 201,
+                      timeout=10), app.log()[-2000:]
+
+
 def test_every_shop_statement_reads_through_an_index(pg_cluster, tmp_path):
     """EXPLAIN (generic plans) of every shop and queue statement against a
     seeded database with large, analysed tables: no sequential scan of a

@@ -217,9 +217,18 @@ Test(store, postgres_layout_puts_each_role_in_a_schema_of_one_database)
         store_layout_init(&l, "postgresql://h/shop?sslmode=disable", "/d", 1, err, sizeof err), 0,
         "%s", err);
     store_layout_free(&l);
+    /* libpq's multi-host form reaches the driver unchanged. */
+    const char *multi = "postgres://u@10.0.0.1:5432,10.0.0.2:6432,h3/shop"
+                        "?target_session_attrs=read-write";
+    cr_assert_eq(store_layout_init(&l, multi, "/d", 1, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(l.catalog, "postgres://u@10.0.0.1:5432,10.0.0.2:6432,h3/shop"
+                                "?target_session_attrs=read-write#catalog");
+    store_layout_free(&l);
     static const char *const bad[] = {
-        "postgres://x",      "postgres://h:99999/db", "postgres:///db",    "postgres://h/",
-        "postgres://h/db#x", "postgres:h/db",         "postgres://h:5x/db"};
+        "postgres://x",       "postgres://h:99999/db", "postgres:///db",
+        "postgres://h/",      "postgres://h/db#x",     "postgres:h/db",
+        "postgres://h:5x/db", "postgres://h:1,/db",    "postgres://h:1,h2:0/db",
+        "postgres://,h:1/db", "postgres://h:,h2/db",   "postgres://h:1,,h2/db"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         cr_assert_eq(store_layout_init(&l, bad[i], "/d", 1, err, sizeof err), -EINVAL, "%s",
                      bad[i]);
