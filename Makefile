@@ -199,10 +199,14 @@ bench-jobs: all
 
 # 100,000 order confirmations, 3 workers, one killed -9 every 2 s: on the
 # embedded queue, then on Redis Streams (the test's `queue` parameter).
+# Then the stack across the simulated hosts with the FULL scenarios/blackfriday
+# (2.5 min at up to 1000 req/s, 1 ms between hosts: test_hosts_stack.py).
 soak: all
 	@scripts/deps.sh test
 	SURGE_BIN=$(CURDIR)/build/surge CHAOS_JOBS=100000 /usr/bin/python3 -m pytest -q -s \
 	    -p no:cacheprovider tests/integration/test_worker_chaos.py
+	SURGE_BIN=$(CURDIR)/build/surge SURGE_SOAK=1 /usr/bin/python3 -m pytest -q -s -rs \
+	    -p no:cacheprovider tests/integration/test_hosts_stack.py
 
 run:
 	@scripts/deps.sh build

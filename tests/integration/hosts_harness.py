@@ -17,6 +17,14 @@
     Hosts.netem(host, delay="1ms")  per-link delay/loss; returns None, or the reason
                              the kernel cannot do it (Firecracker-style kernels have no
                              sch_netem)
+    Hosts.delay(ms, routes)  ms of one-way delay on each route (src, dst, port): the
+                             kernel's netem when it has it (ms/2 on each host's link:
+                             a packet crosses two), else delay_relay.py (a relay per
+                             source host, in its namespace, ms held each way); prints
+                             and returns which ("netem" or "relay")
+    Hosts.route(src, dst, port)  the (address, port) src must connect to in order to
+                             reach dst:port (through the relay when there is one)
+    Hosts.relay_cpu()        {source host: CPU seconds its relay used so far}
     Hosts.http(host, addr, port, method, path, ...)  one HTTP request from inside host
     socket_in(ns)            a socket created inside a network namespace (setns on a
                              short-lived thread: namespaces are per thread in Linux)
@@ -34,6 +42,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -43,6 +52,8 @@ from harness import (REPO_ROOT, STOP_GRACE, SURGE_BIN, child_env, sanitizer_line
                      wait_until)
 
 HOSTS_SH = REPO_ROOT / "deploy" / "hosts" / "hosts.sh"
+DELAY_RELAY = REPO_ROOT / "tests" / "integration" / "delay_relay.py"
+RELAY_PORT0 = 21000  # relays listen on their host's own loopback: no port is shared
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -122,6 +133,9 @@ class Hosts:
         self.procs = []
         self.table = {}
         self.is_up = False
+        self.routes = {}
+        self.relays = {}
+        self.delay_mode = None
 
     def sh(self, *args, check=True, timeout=60):
         env = dict(os.environ, SURGE_HOSTS_OWNER=str(os.getpid()))
@@ -216,6 +230,48 @@ class Hosts:
             args.append("loss=" + loss)
         res = self.sh("netem", host, *args, check=False)
         return None if res.returncode == 0 else res.stderr.strip()
+
+    def delay(self, ms, routes, relay_args=()):
+        """ms of one-way delay on every route (src, dst, port); see the module
+        doc. relay_args go to each delay_relay.py (e.g. --user-timeout-ms)."""
+        routes = list(routes)
+        names = sorted({r[0] for r in routes} | {r[1] for r in routes})
+        reason = self.netem(names[0], delay="%dus" % round(ms * 500))
+        if reason is None:
+            for h in names[1:]:
+                reason = self.netem(h, delay="%dus" % round(ms * 500))
+                assert reason is None, reason
+            self.delay_mode = "netem"
+            print("\nlink delay: tc netem, %.1f ms on each host's link (%.1f ms one way, "
+                  "RTT +%.1f ms)" % (ms / 2, ms, 2 * ms))
+            return self.delay_mode
+        by_src = {}
+        for src, dst, port in routes:
+            by_src.setdefault(src, []).append((dst, port))
+        for src, dsts in sorted(by_src.items()):
+            maps = []
+            for i, (dst, port) in enumerate(dsts):
+                local = ("127.0.0.1", RELAY_PORT0 + i)
+                self.routes[(src, dst, port)] = local
+                maps.append("%s:%d=%s:%d" % (local + (self.addr(dst), port)))
+            self.relays[src] = self.start(src, [sys.executable, DELAY_RELAY, "--delay-ms", ms]
+                                          + list(relay_args) + maps, "relay-" + src,
+                                          ready=("127.0.0.1", RELAY_PORT0))
+        self.delay_mode = "relay"
+        print("\nlink delay: delay_relay.py (%s), %.1f ms held each way (RTT +%.1f ms), "
+              "relays on %s" % (reason, ms, 2 * ms, " ".join(sorted(by_src))))
+        return self.delay_mode
+
+    def route(self, src, dst, port):
+        return self.routes.get((src, dst, port), (self.addr(dst), port))
+
+    def relay_cpu(self):
+        out = {}
+        for src, hp in self.relays.items():
+            with open("/proc/%d/stat" % hp.pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[src] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return out
 
     def http(self, host, addr, port, method="GET", path="/", body=None, headers=None,
              timeout=5.0):
