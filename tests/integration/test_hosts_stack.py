@@ -12,7 +12,8 @@ One stack for the module (a PostgreSQL cluster and a Redis per run), the
 scenarios in order: sessions across app hosts, orders confirmed by the worker
 host, a shortened scenarios/blackfriday, the FULL scenarios/blackfriday when
 SURGE_SOAK=1 (make soak; skipped with that reason otherwise), then the
-replica host cut off mid-run.
+replica host cut off mid-run. SURGE_HOSTS_DELAY_MS sets the delay (0: none,
+to compare).
 """
 import json
 import os
@@ -34,7 +35,8 @@ FAST = ["--password-ops", "1", "--password-memory-kib", "8192"]
 SOAK = os.environ.get("SURGE_SOAK") == "1"
 PRODUCTS = 1000 if SOAK else 200  # the full scenario's product ids and users
 USERS = 200 if SOAK else 60
-DELAY_MS = 1
+# One-way delay between hosts; SURGE_HOSTS_DELAY_MS=0 runs without (to compare).
+DELAY_MS = float(os.environ.get("SURGE_HOSTS_DELAY_MS", "1"))
 # The app and worker hosts' relays mirror what surge's PostgreSQL driver sets
 # on its own sockets (store_pg.c: tcp_user_timeout 1 s, keepalives 2,1,2),
 # which with a relay only reach the relay.
@@ -87,6 +89,9 @@ class Stack:
                           + [("redis", REDIS_PORT)] for src in APPS + ("worker",)}
         routes = [("load", "gw", LB_PORT)] + [("gw", a, APP_PORT) for a in APPS]
         routes += [(src, dst, port) for src, ds in self.db_routes.items() for dst, port in ds]
+        if not DELAY_MS:
+            print("\nlink delay: none (SURGE_HOSTS_DELAY_MS=0)")
+            return "no delay"
         mode = h.delay(DELAY_MS, [r for r in routes if r[0] not in self.db_routes])
         h.delay(DELAY_MS, [r for r in routes if r[0] in self.db_routes], DB_RELAY_ARGS)
         return mode
@@ -104,6 +109,11 @@ class Stack:
         return ["-c", topo, "--queue", self.redis_url(src)]
 
     def close(self):
+        # surge first (gw, worker, apps: SIGTERM, exit 0 checked at teardown),
+        # while PostgreSQL still answers their last flush (view counters).
+        for hp in reversed(self.h.procs):
+            if hp.surge:
+                self.h.stop(hp)
         if self.pg:
             self.pg.close()
 
@@ -230,7 +240,7 @@ def _run_blackfriday(stack, scen, name, wait_s):
     relays = ("; relays' CPU %.1f s in all over %.0f s (busiest %s: %.0f%% of a core)" % (
         sum(cpu.values()), wall, max(cpu, key=cpu.get), 100 * max(cpu.values()) / wall)
         if cpu else "")
-    print("\n%s across hosts (%d ms each way, %s): %s requests, %s rps, %s errors, p50 %s ms, "
+    print("\n%s across hosts (%g ms each way, %s): %s requests, %s rps, %s errors, p50 %s ms, "
           "p99 %s ms, statuses %s%s" % (name, DELAY_MS, stack.delay_mode, r.get("requests"),
                                         r.get("rps"), r.get("errors"),
                                         r.get("latency_ms", {}).get("p50"),
