@@ -196,12 +196,22 @@ class Side(asyncio.Protocol):
             self.transport.close()  # after what is buffered
 
 
+class ClientSide(Side):
+    """The accepted socket: not read until the target is connected."""
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.pause()
+        self.conn.loop.create_task(self.conn.connect())
+
+
 class Conn:
     """A relayed connection: the client's socket and the target's."""
 
     def __init__(self, relay, loop):
         self.relay, self.loop = relay, loop
-        self.client = Side(self)
+        self.client = ClientSide(self)
         self.target = Side(self)
         a = Pipe(loop, relay.delay, relay.limit, self.client)  # client -> target
         b = Pipe(loop, relay.delay, relay.limit, self.target)  # target -> client
@@ -248,19 +258,8 @@ class Relay:
         self.loop = loop
 
     def accept(self):
-        conn = Conn(self, self.loop)
         Stats.conns += 1
-        side = conn.client
-        orig = side.connection_made
-
-        def made(transport):
-            orig(transport)
-            sock = transport.get_extra_info("socket")
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            side.pause()  # until the target is connected
-            self.loop.create_task(conn.connect())
-        side.connection_made = made
-        return side
+        return Conn(self, self.loop).client
 
     async def start(self):
         return await self.loop.create_server(self.accept, self.listen[0], self.listen[1],
