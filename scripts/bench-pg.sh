@@ -9,6 +9,10 @@
 #   BENCH_ROUNDS      interleaved rounds (default 2)
 #   BENCH_DURATION    seconds per measured run, after a 1 s warm-up (default 5)
 #   BENCH_PRODUCTS    products seeded (default 10000)
+#   BENCH_APP_WORKERS --workers of each surge app (default 8: the two apps
+#                     then hold 16 read connections to the replica, as many
+#                     as pgbench -c 16; the store threads and the loop's
+#                     connections both follow --workers)
 #   BENCH_DOC         markdown file to update (default docs/benchmarks.md; "-" = stdout only)
 #
 # What is measured, with `surge bench -t 1 -c 16` (closed model) pinned to
@@ -48,6 +52,7 @@ PY=/usr/bin/python3
 PGBIN=/usr/lib/postgresql/15/bin
 CONNS=16
 PGCLIENTS=$CONNS
+APP_WORKERS=${BENCH_APP_WORKERS:-8}
 WARMUP=1
 LOAD_CPU=0
 SERVER_CPU=1
@@ -58,7 +63,7 @@ die() { log "error: $*"; exit 2; }
 # shellcheck source=scripts/bench-lib.sh
 . "$ROOT/scripts/bench-lib.sh"
 
-for v in ROUNDS DURATION PRODUCTS; do
+for v in ROUNDS DURATION PRODUCTS APP_WORKERS; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "BENCH_$v must be a positive integer (got '${!v}')"
 done
 [ -x "$SURGE" ] || die "$SURGE missing (run make)"
@@ -169,7 +174,8 @@ declare -A LBURL SID APPS LBPID
 start_stack() {
     local name=$1 port=$2 n addr addrs=() i; shift 2
     for n in 1 2; do
-        taskset -c "$SERVER_CPU" "$SURGE" app --listen 127.0.0.1:0 --admin-token "$ADMIN_TOKEN" "$@" \
+        taskset -c "$SERVER_CPU" "$SURGE" app --listen 127.0.0.1:0 --admin-token "$ADMIN_TOKEN" \
+            --workers "$APP_WORKERS" "$@" \
             >"$TMP/app-$name-$n.out" 2>"$TMP/app-$name-$n.log" &
         PIDS+=("$!")
         APPS[$name]=${APPS[$name]:+${APPS[$name]},}$!
@@ -287,8 +293,9 @@ def cpu(st, sc):
         return None
     cols = [statistics.median(p[i] for p in per) for i in range(4)]
     return cols + [sum(cols[1:]), sum(cols)]
-print("Measured on a shared machine (2 cores, other work running: req/s figures are noisy; CPU per"
-      " request is the robust comparison), %s, load average %s at the start, %s at the end." % (day, load0, load1))
+print("Measured on this 2-core machine, %s, load average %s at the start, %s at the end (the"
+      " run itself keeps both CPUs busy; other work on the machine moves req/s much more than"
+      " CPU per request)." % (day, load0, load1))
 print("Command: `make bench-pg` (scripts/bench-pg.sh: %s rounds, %s s runs, `surge bench -t 1 -c %s`, %s products)." % (rounds, dur, conns, products))
 print()
 print("| req/s, median (min–max) | SQLite | PostgreSQL (primary + replica) |")
