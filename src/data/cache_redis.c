@@ -109,10 +109,16 @@ static struct redis_sync *take(struct cache_impl *c, size_t i)
     return r;
 }
 
-/* Return r after a call; ok = 0 when the node failed it (no reply). */
+/* Return r after a call; ok = 0 when the node failed it (no reply). A
+ * failure also empties the node's pool: its idle connections were opened
+ * to the same node and are most likely dead too (a killed or restarted
+ * node); kept, each would fail once after the node is back and put it in
+ * backoff again. */
 static void give(struct cache_impl *c, size_t i, struct redis_sync *r, int ok)
 {
     struct node *n = &c->nodes[i];
+    struct redis_sync *stale[POOL_MAX + 1];
+    size_t nstale = 0;
     pthread_mutex_lock(&n->mu);
     if (ok) {
         n->attempt = 0;
@@ -123,15 +129,19 @@ static void give(struct cache_impl *c, size_t i, struct redis_sync *r, int ok)
         n->down_until_ms = clock_mono_ms() + d;
         log_warn_rl("redis cache %s:%d: no answer; skipped for %llu ms (misses go to the store)",
                     c->t.addrs[i].host, c->t.addrs[i].port, (unsigned long long)d);
+        while (n->nfree)
+            stale[nstale++] = n->free[--n->nfree];
     }
     if (n->nfree < POOL_MAX) {
         n->free[n->nfree++] = r;
         r = NULL;
     }
     pthread_mutex_unlock(&n->mu);
-    if (r) {
-        redis_sync_free(r);
-        free(r);
+    if (r)
+        stale[nstale++] = r;
+    while (nstale) {
+        redis_sync_free(stale[--nstale]);
+        free(stale[nstale]);
     }
 }
 
