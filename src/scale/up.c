@@ -1156,9 +1156,23 @@ static void on_admin(struct http_request *req, void *arg)
  * rather than children that exit at once and are restarted forever.
  * Nothing here connects: a server that is down is the children's business
  * (/readyz 503 until it answers). */
+static int data_args(const char **argv, int n, const struct up_config *cfg, int app);
+
+/* The longest built-in command before its data flags: the app's head,
+ * --data-dir and --trace-log (child_argv). */
+#define UP_ARGV_HEAD 10
+
 static int validate_data(const struct up_config *cfg, char *err, size_t errlen)
 {
     char why[384];
+    const char *scratch[SV_MAX_ARGS];
+    if (data_args(scratch, UP_ARGV_HEAD, cfg, 1) >= SV_MAX_ARGS) {
+        snprintf(err, errlen,
+                 "store: too many [store] lines for the children's command line "
+                 "(at most %d flags of data URLs)",
+                 (SV_MAX_ARGS - 1 - UP_ARGV_HEAD) / 2);
+        return -1;
+    }
     if (!session_driver_find(cfg->sessions_url)) {
         snprintf(err, errlen,
                  "sessions: '%s': no session driver for this URL (built in: sqlite:, "
@@ -1231,15 +1245,18 @@ int up_slo_config(int argc, char **argv, struct slo_set *out, char *err, size_t 
  * the children's own defaults is passed; the [store] topology goes as its
  * dotted flags (--store.primary URL ...), which the children's config
  * tables accept as they accept the [store] section. The strings point into
- * cfg, which outlives the spec (build_specs runs again after a reload). */
+ * cfg, which outlives the spec (build_specs runs again after a reload).
+ * The count goes on past the room argv has, storing nothing more:
+ * validate_data refuses a config that would not fit. */
 static int data_args(const char **argv, int n, const struct up_config *cfg, int app)
 {
 #define ARG2(flag, value)                                                                          \
     do {                                                                                           \
-        if (n + 3 < SV_MAX_ARGS) {                                                                 \
-            argv[n++] = (flag);                                                                    \
-            argv[n++] = (value);                                                                   \
+        if (n + 2 < SV_MAX_ARGS) {                                                                 \
+            argv[n] = (flag);                                                                      \
+            argv[n + 1] = (value);                                                                 \
         }                                                                                          \
+        n += 2;                                                                                    \
     } while (0)
     const struct store_topology *t = &cfg->store_topo;
     if (strcmp(cfg->store_url, "sqlite:"))
