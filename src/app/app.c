@@ -72,24 +72,25 @@ struct route_def {
     app_handler handler;
     int hash_pool; /* runs a password hash: the hash pool */
     int json_body; /* takes a JSON body: Content-Type must say so (415) */
+    int session;   /* needs the caller's session (looked up on the loop when it can) */
 };
 
 /* Per path shape, the methods it answers. */
 static const struct route_def routes[] = {
-    {R_READYZ, "GET", app_handle_readyz, 0, 0},
-    {R_USERS, "POST", app_handle_signup_check, 0, 1}, /* then app_handle_signup (hash) */
-    {R_USER, "GET", app_handle_user, 0, 0},
-    {R_SESSIONS, "POST", app_handle_login, 1, 1},
-    {R_SESSIONS, "DELETE", app_handle_logout, 0, 0},
-    {R_ME, "GET", app_handle_me, 0, 0},
-    {R_PRODUCTS, "GET", app_handle_products, 0, 0},
-    {R_PRODUCTS, "POST", app_handle_product_create, 0, 1},
-    {R_PRODUCT, "GET", app_handle_product_get, 0, 0},
-    {R_PRODUCT, "PUT", app_handle_product_update, 0, 1},
-    {R_PRODUCT_VIEWS, "POST", app_handle_product_views, 0, 0},
-    {R_ORDERS, "GET", app_handle_orders_list, 0, 0},
-    {R_ORDERS, "POST", app_handle_order_create, 0, 1},
-    {R_ORDER, "GET", app_handle_order_get, 0, 0},
+    {R_READYZ, "GET", app_handle_readyz, 0, 0, 0},
+    {R_USERS, "POST", app_handle_signup_check, 0, 1, 0}, /* then app_handle_signup (hash) */
+    {R_USER, "GET", app_handle_user, 0, 0, 0},
+    {R_SESSIONS, "POST", app_handle_login, 1, 1, 0},
+    {R_SESSIONS, "DELETE", app_handle_logout, 0, 0, 0},
+    {R_ME, "GET", app_handle_me, 0, 0, 1},
+    {R_PRODUCTS, "GET", app_handle_products, 0, 0, 0},
+    {R_PRODUCTS, "POST", app_handle_product_create, 0, 1, 0},
+    {R_PRODUCT, "GET", app_handle_product_get, 0, 0, 0},
+    {R_PRODUCT, "PUT", app_handle_product_update, 0, 1, 0},
+    {R_PRODUCT_VIEWS, "POST", app_handle_product_views, 0, 0, 0},
+    {R_ORDERS, "GET", app_handle_orders_list, 0, 0, 1},
+    {R_ORDERS, "POST", app_handle_order_create, 0, 1, 1},
+    {R_ORDER, "GET", app_handle_order_get, 0, 0, 1},
 };
 
 /* splitmix64: span ids need to be unique, not secret. Loop thread. */
@@ -199,6 +200,7 @@ static void job_finish(struct app_job *j)
 {
     finish(j->a, j->req, j->route, &j->resp, &j->trace);
     http_response_free(&j->resp);
+    free(j->sess_fence);
     free(j);
 }
 
@@ -483,6 +485,51 @@ static int products_on_loop(struct app *a, struct app_job *j)
     return store_async_read(a->reads, &j->areq) == 0 ? 0 : -1;
 }
 
+static void pool_submit(struct app_job *j, int hash_pool)
+{
+    struct app *a = j->a;
+    if (workq_submit(hash_pool ? &a->hash : &a->db, &j->job) < 0) {
+        /* The cheapest answer there is: no thread, no store, no hash. */
+        log_warn_rl("%s pool full: 503 for %s", hash_pool ? "hash" : "store",
+                    app_route_name(j->route));
+        app_retry_later(&j->resp, 503, "overloaded; retry later", 1000);
+        job_finish(j);
+    }
+}
+
+static void on_session_lookup(int rc, int64_t user_id, const char *fence, void *arg)
+{
+    struct app_job *j = arg;
+    __atomic_fetch_add(&j->a->stats.session_loop_lookups, 1, __ATOMIC_RELAXED);
+    if (rc < 0) { /* 401 or 503 from here: no thread hop for a refusal */
+        app_session_failed(&j->resp, rc);
+        job_finish(j);
+        return;
+    }
+    j->sess_looked_up = 1;
+    j->sess_uid = user_id;
+    if (j->a->layout.router)
+        j->sess_fence = xstrdup(fence);
+    pool_submit(j, 0);
+}
+
+/* The session of a route that needs one, looked up from the loop (a driver
+ * with lookup_async: a network store), so the worker thread that runs the
+ * rest never blocks on it and the loop's lookups share one pipelined
+ * connection. 0 when the lookup is under way; -1: the handler looks it up
+ * (no cookie: it answers 401; no loop client or not connected now). */
+static int session_on_loop(struct app *a, struct app_job *j)
+{
+    if (!a->sess_loop || app_session_hash(j->req, j->sess_hash) < 0)
+        return -1;
+    const struct app_config *c = a->cfg;
+    return a->sessions->lookup_async(a->sess_loop, j->sess_hash, clock_wall_ms(),
+                                     (uint64_t)c->session_idle_ms, (uint64_t)c->session_max_ms,
+                                     a->layout.router != NULL, on_session_lookup, j) == 0
+               ? 0
+               : -1;
+}
+
 /* Hand the request to its pool (q: the query string after the '?', qlen
  * bytes, or NULL). */
 static void submit_job(struct app *a, struct http_request *req, const struct route_def *def,
@@ -508,13 +555,9 @@ static void submit_job(struct app *a, struct http_request *req, const struct rou
     j->job.done = on_job_done;
     if (def->handler == app_handle_products && products_on_loop(a, j) == 0)
         return;
-    if (workq_submit(def->hash_pool ? &a->hash : &a->db, &j->job) < 0) {
-        /* The cheapest answer there is: no thread, no store, no hash. */
-        log_warn_rl("%s pool full: 503 for %s", def->hash_pool ? "hash" : "store",
-                    app_route_name((enum app_route)r));
-        app_retry_later(&j->resp, 503, "overloaded; retry later", 1000);
-        job_finish(j);
-    }
+    if (def->session && session_on_loop(a, j) == 0)
+        return;
+    pool_submit(j, def->hash_pool);
 }
 
 /* ---- write-back flushing ---- */
@@ -715,6 +758,9 @@ static void stop_pools(struct app *a)
     close_handle((uv_handle_t *)&a->sig_term);
     close_handle((uv_handle_t *)&a->sig_int);
     cache_detach_loop(&a->cache);
+    if (a->sess_loop)
+        a->sessions->loop_close(a->sess_loop);
+    a->sess_loop = NULL;
     store_async_close(a->reads);
     a->reads = NULL;
     workq_stop(&a->db, NULL);
@@ -900,6 +946,8 @@ int app_init(struct app *a, struct app_config *cfg, char *err, size_t errlen)
     store_router_metrics(&a->layout, &a->metrics);
     uv_loop_init(&a->loop);
     cache_attach_loop(&a->cache, &a->loop);
+    if (a->sessions->loop_open)
+        a->sess_loop = a->sessions->loop_open(&a->loop, cfg->sessions_url);
     int rc = workq_start(&a->db, &a->loop, (unsigned)cfg->workers, DB_QUEUE_MAX, &thread_ops, a);
     if (rc == 0)
         rc = workq_start(&a->hash, &a->loop, (unsigned)cfg->hash_threads, HASH_QUEUE_MAX,

@@ -104,6 +104,7 @@ struct app_stats {
     uint64_t throttled[THR_COUNT];
     uint64_t purged_sessions, purged_failures, purge_errors;
     uint64_t replica_wait_timeouts; /* writes answered before every replica had them */
+    uint64_t session_loop_lookups;  /* sessions looked up from the loop (lookup_async) */
 };
 
 struct writeback;   /* write-back view counters (writeback.c) */
@@ -117,6 +118,7 @@ struct app {
     struct store_layout layout;
     struct store_async *reads; /* catalog reads on the loop; NULL: on the store pool */
     const struct session_driver *sessions;
+    struct session_loop *sess_loop; /* lookups on the loop; NULL: on the store pool */
     const struct queue_producer_driver *queue;
     struct cache cache;
     struct writeback *wb;

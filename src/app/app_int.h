@@ -77,12 +77,25 @@ struct app_job {
     long long limit;
     struct store_val args[2];
     struct store_async_req areq;
+    /* The session, when the loop looked it up before the hop (a driver
+     * with lookup_async): valid (errors were answered on the loop), its
+     * user, hash and read fence (malloc'd; NULL when none was asked). */
+    int sess_looked_up;
+    int64_t sess_uid;
+    char sess_hash[65];
+    char *sess_fence;
 };
 
 /* The client's address for limits: the TCP peer, or, when the peer is a
  * trusted proxy, the right-most X-Forwarded-For entry (the one that proxy
  * appended; see app_xff_client). Loop thread or any thread. */
 void app_client_ip(const struct app *a, const struct http_request *req, char *out, size_t outlen);
+
+/* The hash of the request's sid cookie (what the session store keys):
+ * 0, or -1 when there is no well-formed one. Any thread. */
+int app_session_hash(const struct http_request *req, char hash[65]);
+/* The answer to a failed session lookup: 401 for -ENOENT, else 503. */
+void app_session_failed(struct http_response *r, int rc);
 
 /* Handlers (handlers.c), run on worker threads. */
 /* Signup, stage 1 (store pool): validate, refuse a taken email (409)

@@ -109,6 +109,11 @@ static void collect_async_hits(struct metrics_emit *e, void *arg)
     metrics_emit_u64(e, NULL, 0, load(&((struct app *)arg)->cache.async_hits));
 }
 
+static void collect_session_loop(struct metrics_emit *e, void *arg)
+{
+    metrics_emit_u64(e, NULL, 0, load(&((struct app *)arg)->stats.session_loop_lookups));
+}
+
 static void collect_wb_flushes(struct metrics_emit *e, void *arg)
 {
     metrics_emit_u64(e, NULL, 0, load(&((struct app *)arg)->stats.wb_flushes));
@@ -232,6 +237,10 @@ void app_metrics_register(struct app *a)
         {"surge_app_cache_shared_loop_hits_total",
          "Product reads answered on the loop from the shared cache (local miss, no thread hop)",
          METRIC_COUNTER, collect_async_hits, a},
+        {"surge_app_session_loop_lookups_total",
+         "Session lookups made from the loop, pipelined (a Redis session store: no worker thread "
+         "waits on them)",
+         METRIC_COUNTER, collect_session_loop, a},
         {"surge_app_writeback_flushes_total", "Write-back flushes of view counters that succeeded",
          METRIC_COUNTER, collect_wb_flushes, a},
         {"surge_app_writeback_flush_errors_total", "Write-back flushes that failed (counts kept)",

@@ -150,32 +150,60 @@ static void hash_token(const char *token, char out[65])
     sodium_bin2hex(out, 65, h, sizeof h);
 }
 
+int app_session_hash(const struct http_request *req, char hash[65])
+{
+    char token[65];
+    if (session_cookie(req, token) < 0)
+        return -1;
+    hash_token(token, hash);
+    return 0;
+}
+
+void app_session_failed(struct http_response *r, int rc)
+{
+    if (rc == -ENOENT)
+        app_json_error(r, 401, "the session has expired or ended; log in again");
+    else
+        store_failed(r);
+}
+
 /* Read-your-writes (docs/operations.md "Replicas"): a session that wrote
  * keeps, in the session store, the WAL position its reads must see; every
  * process applies it to the request's reads before any of them. Without a
- * fence from the driver, the session reads from the primaries. */
-static void session_fence_apply(struct app_job *j, struct app_thread *t)
+ * fence from the driver, the session reads from the primaries. fence: the
+ * one the loop's lookup brought, or NULL to ask the driver here. */
+static void session_fence_apply(struct app_job *j, struct app_thread *t, const char *fence)
 {
     if (!j->a->layout.router)
         return;
-    char fence[STORE_FENCE_MAX];
+    char buf[STORE_FENCE_MAX];
     const struct session_driver *sd = j->a->sessions;
-    if (!sd->fence_get || sd->fence_get(t->sess, t->sess_hash, fence, sizeof fence) < 0) {
+    if (fence) {
+        snprintf(buf, sizeof buf, "%s", fence);
+    } else if (!sd->fence_get || sd->fence_get(t->sess, t->sess_hash, buf, sizeof buf) < 0) {
         /* Unknown: read the primaries (every fence is met there). */
-        snprintf(fence, sizeof fence, "%u=%lld", 0u, (long long)INT64_MAX);
+        snprintf(buf, sizeof buf, "%u=%lld", 0u, (long long)INT64_MAX);
         for (unsigned k = 1; k < STORE_DBS; k++) {
-            size_t n = strlen(fence);
-            snprintf(fence + n, sizeof fence - n, ",%u=%lld", k, (long long)INT64_MAX);
+            size_t n = strlen(buf);
+            snprintf(buf + n, sizeof buf - n, ",%u=%lld", k, (long long)INT64_MAX);
         }
     }
-    store_conns_request(&t->conns, fence);
+    store_conns_request(&t->conns, buf);
 }
 
-/* The session's user: 0; -ENOENT (401 set); other negative (503 set). */
+/* The session's user: 0; -ENOENT (401 set); other negative (503 set). A
+ * session looked up on the loop already (app.c) arrives valid: its user
+ * and fence are in the job. */
 static int session_user(struct app_job *j, struct app_thread *t, int64_t *uid)
 {
-    char token[65], hash[65];
-    if (session_cookie(j->req, token) < 0) {
+    if (j->sess_looked_up) {
+        *uid = j->sess_uid;
+        memcpy(t->sess_hash, j->sess_hash, sizeof t->sess_hash);
+        session_fence_apply(j, t, j->sess_fence ? j->sess_fence : "");
+        return 0;
+    }
+    char hash[65];
+    if (app_session_hash(j->req, hash) < 0) {
         app_json_error(&j->resp, 401, "log in first (no valid session)");
         return -ENOENT;
     }
@@ -183,19 +211,16 @@ static int session_user(struct app_job *j, struct app_thread *t, int64_t *uid)
         store_failed(&j->resp);
         return -EIO;
     }
-    hash_token(token, hash);
     const struct app_config *c = j->a->cfg;
     int rc = j->a->sessions->lookup(t->sess, hash, clock_wall_ms(), (uint64_t)c->session_idle_ms,
                                     (uint64_t)c->session_max_ms, uid);
-    if (rc == -ENOENT)
-        app_json_error(&j->resp, 401, "the session has expired or ended; log in again");
-    else if (rc < 0)
-        store_failed(&j->resp);
-    if (rc == 0) {
-        memcpy(t->sess_hash, hash, sizeof t->sess_hash);
-        session_fence_apply(j, t);
+    if (rc < 0) {
+        app_session_failed(&j->resp, rc);
+        return rc;
     }
-    return rc;
+    memcpy(t->sess_hash, hash, sizeof t->sess_hash);
+    session_fence_apply(j, t, NULL);
+    return 0;
 }
 
 static struct store_db *shard_db(struct app_thread *t, int64_t user_id)

@@ -13,11 +13,19 @@
 #define SURGE_DATA_SESSION_H
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
 #define SESSION_HASH_HEX 64
 #define SESSION_TOUCH_MS 15000
 
 struct session_conn;
+struct session_loop;
+
+/* A lookup's answer on the loop (lookup_async): rc 0 with user_id and
+ * fence (the session's read fence, as fence_get gives it: "" when it has
+ * none or none was asked for), -ENOENT (unknown or expired), or -EIO (the
+ * store did not answer in time). */
+typedef void (*session_lookup_cb)(int rc, int64_t user_id, const char *fence, void *arg);
 
 struct session_driver {
     const char *name; /* URL scheme */
@@ -70,6 +78,19 @@ struct session_driver {
     /* 0 when the store answers now (/readyz); NULL: having a connection
      * is enough (an embedded file). */
     int (*ping)(struct session_conn *s);
+    /* Optional (NULL: every call runs on worker threads): lookups on a
+     * libuv loop, for a store across the network, so the request's worker
+     * thread never blocks on them and the loop's lookups share one
+     * pipelined connection. Loop thread only. loop_open: a client, or NULL
+     * when this location has none (the caller uses lookup). lookup_async
+     * does what lookup (and, when want_fence, fence_get) does: 0 and cb is
+     * called exactly once, later; -ENOTCONN when it cannot now (cb is not
+     * called: use lookup). loop_close: pending callbacks get -EIO now; run
+     * the loop afterwards so its handles close. */
+    struct session_loop *(*loop_open)(uv_loop_t *loop, const char *location);
+    int (*lookup_async)(struct session_loop *l, const char *hash, uint64_t now_ms, uint64_t idle_ms,
+                        uint64_t max_ms, int want_fence, session_lookup_cb cb, void *arg);
+    void (*loop_close)(struct session_loop *l);
 };
 
 /* The driver for url ("sqlite:", "redis://...", "redis-sentinel://..."),

@@ -34,6 +34,7 @@
 
 #include "base/alloc.h"
 #include "base/log.h"
+#include "data/redis_async.h"
 #include "data/redis_sync.h"
 #include "data/session.h"
 
@@ -135,39 +136,60 @@ static int sr_create(struct session_conn *s, const char *hash, int64_t user_id, 
     return ok_reply(redis_sync_command(&s->r, "SET surge:s:%s %s PX %" PRIu64, hash, v, ttl));
 }
 
+/* What a lookup found in a session's value (see the keys above). */
+enum sr_verdict { SR_VALID, SR_TOUCH, SR_EXPIRED, SR_BAD };
+
+/* Judge a GET's reply r (not nil) at now_ms: *uid, and for SR_TOUCH the
+ * renewed value and PX for the SET XX that rolls last_seen forward.
+ * Anything but a value of ours is SR_BAD, logged. Shared by the blocking
+ * and the loop's lookups. */
+static enum sr_verdict sr_value(const redisReply *r, uint64_t now_ms, uint64_t idle_ms,
+                                uint64_t max_ms, int64_t *uid, char *val, size_t vallen,
+                                uint64_t *ttl)
+{
+    uint64_t x[3];
+    size_t used;
+    if (r->type != REDIS_REPLY_STRING || redis_parse_u64s(r->str, r->len, x, 3, &used) < 0 ||
+        used != r->len || x[0] > INT64_MAX) {
+        log_warn_rl("redis sessions: %s", r->type == REDIS_REPLY_ERROR
+                                              ? r->str
+                                              : "a session value is not ours; treated as unknown");
+        return SR_BAD;
+    }
+    uint64_t created = x[1], seen = x[2];
+    if (now_ms >= created + max_ms || now_ms >= seen + idle_ms)
+        return SR_EXPIRED;
+    *uid = (int64_t)x[0];
+    if (now_ms < seen + SESSION_TOUCH_MS && now_ms < seen + idle_ms / 4)
+        return SR_VALID;
+    snprintf(val, vallen, "%" PRId64 " %" PRIu64 " %" PRIu64, *uid, created, now_ms);
+    *ttl = ttl_left(now_ms, created, now_ms, idle_ms, max_ms);
+    return SR_TOUCH;
+}
+
 static int sr_lookup(struct session_conn *s, const char *hash, uint64_t now_ms, uint64_t idle_ms,
                      uint64_t max_ms, int64_t *user_id)
 {
     redisReply *r = redis_sync_command(&s->r, "GET surge:s:%s", hash);
     if (!r)
         return -EIO;
-    if (r->type == REDIS_REPLY_NIL) {
-        freeReplyObject(r);
-        return -ENOENT;
-    }
-    uint64_t v[3];
-    size_t used;
-    int ok = r->type == REDIS_REPLY_STRING && redis_parse_u64s(r->str, r->len, v, 3, &used) == 0 &&
-             used == r->len && v[0] <= INT64_MAX;
+    char val[80];
+    uint64_t ttl = 0;
+    int64_t uid = 0;
+    int nil = r->type == REDIS_REPLY_NIL;
+    enum sr_verdict v =
+        nil ? SR_BAD : sr_value(r, now_ms, idle_ms, max_ms, &uid, val, sizeof val, &ttl);
     freeReplyObject(r);
-    long long uid = ok ? (long long)v[0] : 0;
-    unsigned long long created = ok ? v[1] : 0, seen = ok ? v[2] : 0;
-    if (!ok) {
-        log_warn_rl("redis sessions: a session value is not ours; treated as unknown");
+    if (nil || v == SR_BAD)
         return -ENOENT;
-    }
-    if (now_ms >= created + max_ms || now_ms >= seen + idle_ms) {
+    if (v == SR_EXPIRED) {
         ok_reply(redis_sync_command(&s->r, "DEL surge:s:%s", hash));
         return -ENOENT;
     }
-    if (now_ms >= seen + SESSION_TOUCH_MS || now_ms >= seen + idle_ms / 4) {
-        char val[80];
-        snprintf(val, sizeof val, "%lld %llu %" PRIu64, uid, created, now_ms);
-        uint64_t ttl = ttl_left(now_ms, created, now_ms, idle_ms, max_ms);
-        /* XX: a logout that ran meanwhile is not undone. Best effort: the
-         * session stays valid until its current TTL anyway. */
+    /* XX: a logout that ran meanwhile is not undone. Best effort: the
+     * session stays valid until its current TTL anyway. */
+    if (v == SR_TOUCH)
         ok_reply(redis_sync_command(&s->r, "SET surge:s:%s %s PX %" PRIu64 " XX", hash, val, ttl));
-    }
     *user_id = uid;
     return 0;
 }
@@ -247,13 +269,118 @@ static int sr_ping(struct session_conn *s)
     return ok_reply(redis_sync_command(&s->r, "PING"));
 }
 
+/* ---- lookups on the loop ---- */
+
+struct session_loop {
+    struct redis_async *c;
+};
+
+struct sr_pending {
+    session_lookup_cb cb;
+    void *arg;
+    struct redis_async *c;
+    uint64_t now_ms, idle_ms, max_ms;
+    int want_fence;
+    char hash[SESSION_HASH_HEX + 1];
+};
+
+/* The reply of a write the lookup does on the side (expiry, touch): its
+ * failure costs nothing but a log line, as in sr_lookup. */
+static void on_side_reply(redisReply *r, void *arg)
+{
+    if (r && r->type == REDIS_REPLY_ERROR)
+        log_warn_rl("redis sessions: %s", r->str);
+}
+
+static void on_lookup_reply(redisReply *r, void *arg)
+{
+    struct sr_pending *p = arg;
+    const redisReply *v = r;
+    const char *fence = "";
+    int rc = -EIO; /* lost, late, or refused: the caller answers 503 */
+    int64_t uid = 0;
+    if (r && r->type == REDIS_REPLY_ERROR) {
+        log_warn_rl("redis sessions: %s", r->str);
+        v = NULL;
+    } else if (r && p->want_fence) {
+        int pair = r->type == REDIS_REPLY_ARRAY && r->elements == 2;
+        v = pair ? r->element[0] : NULL;
+        if (pair && r->element[1]->type == REDIS_REPLY_STRING)
+            fence = r->element[1]->str; /* hiredis ends strings with a NUL */
+    }
+    if (v && v->type == REDIS_REPLY_NIL) {
+        rc = -ENOENT;
+    } else if (v) {
+        char val[80];
+        uint64_t ttl = 0;
+        enum sr_verdict d =
+            sr_value(v, p->now_ms, p->idle_ms, p->max_ms, &uid, val, sizeof val, &ttl);
+        rc = d == SR_VALID || d == SR_TOUCH ? 0 : -ENOENT;
+        /* Pipelined behind the GET, answered or not: not waited for. */
+        if (d == SR_EXPIRED)
+            redis_async_command(p->c, on_side_reply, NULL, "DEL surge:s:%s", p->hash);
+        else if (d == SR_TOUCH)
+            redis_async_command(p->c, on_side_reply, NULL, "SET surge:s:%s %s PX %" PRIu64 " XX",
+                                p->hash, val, ttl);
+    }
+    p->cb(rc, rc == 0 ? uid : 0, rc == 0 ? fence : "", p->arg);
+    free(p);
+}
+
+/* A Sentinel-found primary moves; the loop's client knows one address, so
+ * behind Sentinel the lookups stay on the worker threads' connections
+ * (redis_sync follows the primary). */
+static struct session_loop *sr_loop_open(uv_loop_t *loop, const char *url)
+{
+    struct redis_target t;
+    if (sr_parse(url, &t) < 0 || t.sentinel)
+        return NULL;
+    struct session_loop *l = xcalloc(1, sizeof *l);
+    l->c = redis_async_new(loop, &t.addrs[0], SESSION_REDIS_TIMEOUT_MS);
+    return l;
+}
+
+static int sr_lookup_async(struct session_loop *l, const char *hash, uint64_t now_ms,
+                           uint64_t idle_ms, uint64_t max_ms, int want_fence, session_lookup_cb cb,
+                           void *arg)
+{
+    if (!redis_async_ready(l->c) || strlen(hash) != SESSION_HASH_HEX)
+        return -ENOTCONN;
+    struct sr_pending *p = xmalloc(sizeof *p);
+    *p = (struct sr_pending){.cb = cb,
+                             .arg = arg,
+                             .c = l->c,
+                             .now_ms = now_ms,
+                             .idle_ms = idle_ms,
+                             .max_ms = max_ms,
+                             .want_fence = want_fence};
+    memcpy(p->hash, hash, sizeof p->hash);
+    int rc = want_fence ? redis_async_command(l->c, on_lookup_reply, p,
+                                              "MGET surge:s:%s surge:sf:%s", hash, hash)
+                        : redis_async_command(l->c, on_lookup_reply, p, "GET surge:s:%s", hash);
+    if (rc < 0) {
+        free(p);
+        return -ENOTCONN;
+    }
+    return 0;
+}
+
+static void sr_loop_close(struct session_loop *l)
+{
+    if (!l)
+        return;
+    redis_async_close(l->c);
+    free(l);
+}
+
 /* The two URL schemes share every operation; only the name differs (the
  * redis_sync connection reads the scheme from the URL). */
 #define SESSION_REDIS_OPS                                                                          \
     .takes_url = 1, .migrate = sr_migrate, .open = sr_open, .close = sr_close,                     \
     .create = sr_create, .lookup = sr_lookup, .remove = sr_remove, .failures = sr_failures,        \
     .failures_clear = sr_failures_clear, .purge = sr_purge, .ping = sr_ping,                       \
-    .fence_get = sr_fence_get, .fence_set = sr_fence_set
+    .fence_get = sr_fence_get, .fence_set = sr_fence_set, .loop_open = sr_loop_open,               \
+    .lookup_async = sr_lookup_async, .loop_close = sr_loop_close
 
 const struct session_driver session_redis_driver = {.name = "redis", SESSION_REDIS_OPS};
 

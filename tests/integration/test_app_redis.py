@@ -6,6 +6,8 @@ restarted under load.
 
 The imported tests use the start_app fixture below, which adds the Redis
 flags; the data directory (users, products, orders) stays SQLite."""
+import os
+import signal
 import threading
 import time
 
@@ -130,6 +132,65 @@ def test_redis_down_is_503_fast_and_back_when_it_returns(start_app):
         return bool(logged)
     assert wait_until(relogin, timeout=6)
     assert wait_until(lambda: app.get("/api/me", sid=logged[0]).status == 200, timeout=6)
+
+
+def loop_lookups(app):
+    return metric_sum(app.metrics(), "surge_app_session_loop_lookups_total") or 0
+
+
+def test_session_lookup_runs_on_the_loop(start_app):
+    """/api/me and the order routes look the session up from the loop, on
+    its one pipelined connection, before the worker thread runs the rest; a
+    refusal (401) is answered there, without the hop."""
+    app = start_app()
+    _, sid = new_user(app, "loop@example.com")
+    assert wait_until(lambda: app.get("/api/me", sid=sid).status == 200 and loop_lookups(app) > 0,
+                      timeout=5), app.log()[-2000:]
+    n0 = loop_lookups(app)
+    for _ in range(5):
+        me = app.get("/api/me", sid=sid)
+        assert me.status == 200 and me.json()["email"] == "loop@example.com", me
+    assert app.get("/api/orders", sid=sid).status == 200
+    assert loop_lookups(app) == n0 + 6
+    assert_json_error(app.get("/api/me", sid="0" * 64), 401)
+    assert loop_lookups(app) == n0 + 7
+    # No cookie: the worker answers 401 as before; nothing asked of Redis.
+    assert_json_error(app.get("/api/me"), 401)
+    assert loop_lookups(app) == n0 + 7
+    # Logout everywhere holds on this path: the next lookup finds nothing.
+    assert app.delete("/api/sessions", sid=sid).status == 204
+    assert_json_error(app.get("/api/me", sid=sid), 401)
+
+
+def test_session_store_that_stops_answering_is_503_within_the_timeout(start_app):
+    """A Redis that accepts but does not answer (SIGSTOP): the loop's lookup
+    gives up after its timeout (300 ms) and the request is 503, never held;
+    when Redis answers again, so does /api/me."""
+    app = start_app()
+    _, sid = new_user(app, "stopped@example.com")
+    assert wait_until(lambda: app.get("/api/me", sid=sid).status == 200 and loop_lookups(app) > 0,
+                      timeout=5), app.log()[-2000:]
+    r = start_app.redis
+    os.kill(r.proc.pid, signal.SIGSTOP)
+    try:
+        results = []
+
+        def one():
+            t0 = time.monotonic()
+            resp = app.get("/api/me", sid=sid)
+            results.append((resp.status, time.monotonic() - t0))
+        threads = [threading.Thread(target=one) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert len(results) == 8, results
+        assert {st for st, _ in results} == {503}, results
+        assert max(took for _, took in results) < 2.0, results
+    finally:
+        os.kill(r.proc.pid, signal.SIGCONT)
+    assert wait_until(lambda: app.get("/api/me", sid=sid).status == 200, timeout=10), \
+        app.log()[-2000:]
 
 
 def test_two_processes_share_login_counters(start_app, tmp_path):
