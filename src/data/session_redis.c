@@ -271,25 +271,48 @@ static int sr_ping(struct session_conn *s)
 
 /* ---- lookups on the loop ---- */
 
+/* Behind Sentinel, how often the loop's client asks where the primary is
+ * (at once when the client is down or was refused a write): a failover
+ * moves the lookups within about this long, and meanwhile they fall back
+ * to the worker threads' connections, which follow the primary themselves. */
+#define SESSION_LOOP_CHECK_MS 500
+#define SESSION_LOOP_REASK_MS 5000
+
 struct session_loop {
-    struct redis_async *c;
+    uv_loop_t *loop;
+    struct redis_async *c; /* NULL until a primary is known (Sentinel) */
+    struct redis_addr addr;
+    /* Sentinel only: discovery with a blocking client on libuv's thread
+     * pool (never on the loop), checked by a timer. */
+    int sentinel;
+    struct redis_sync disc;
+    uv_work_t work;
+    uv_timer_t check;
+    int working, stale, closing, handles;
+    uint64_t asked_ms;
+    struct redis_addr found; /* port 0: none */
 };
 
 struct sr_pending {
     session_lookup_cb cb;
     void *arg;
-    struct redis_async *c;
+    struct session_loop *l;
     uint64_t now_ms, idle_ms, max_ms;
     int want_fence;
     char hash[SESSION_HASH_HEX + 1];
 };
 
 /* The reply of a write the lookup does on the side (expiry, touch): its
- * failure costs nothing but a log line, as in sr_lookup. */
+ * failure costs nothing but a log line, as in sr_lookup; a READONLY one
+ * says the node is a replica now (a failover): ask Sentinel again. */
 static void on_side_reply(redisReply *r, void *arg)
 {
-    if (r && r->type == REDIS_REPLY_ERROR)
-        log_warn_rl("redis sessions: %s", r->str);
+    struct session_loop *l = arg;
+    if (!r || r->type != REDIS_REPLY_ERROR)
+        return;
+    log_warn_rl("redis sessions: %s", r->str);
+    if (l->sentinel && !strncmp(r->str, "READONLY", 8))
+        l->stale = 1;
 }
 
 static void on_lookup_reply(redisReply *r, void *arg)
@@ -318,25 +341,97 @@ static void on_lookup_reply(redisReply *r, void *arg)
         rc = d == SR_VALID || d == SR_TOUCH ? 0 : -ENOENT;
         /* Pipelined behind the GET, answered or not: not waited for. */
         if (d == SR_EXPIRED)
-            redis_async_command(p->c, on_side_reply, NULL, "DEL surge:s:%s", p->hash);
+            redis_async_command(p->l->c, on_side_reply, p->l, "DEL surge:s:%s", p->hash);
         else if (d == SR_TOUCH)
-            redis_async_command(p->c, on_side_reply, NULL, "SET surge:s:%s %s PX %" PRIu64 " XX",
+            redis_async_command(p->l->c, on_side_reply, p->l, "SET surge:s:%s %s PX %" PRIu64 " XX",
                                 p->hash, val, ttl);
     }
     p->cb(rc, rc == 0 ? uid : 0, rc == 0 ? fence : "", p->arg);
     free(p);
 }
 
-/* A Sentinel-found primary moves; the loop's client knows one address, so
- * behind Sentinel the lookups stay on the worker threads' connections
- * (redis_sync follows the primary). */
+static void loop_free(struct session_loop *l)
+{
+    if (--l->handles > 0)
+        return;
+    redis_sync_free(&l->disc);
+    free(l);
+}
+
+static void on_check_closed(uv_handle_t *h)
+{
+    loop_free(h->data);
+}
+
+/* Thread pool: ask the Sentinels afresh (redis_sync checks that the node
+ * it finds calls itself a master). */
+static void discover_work(uv_work_t *w)
+{
+    struct session_loop *l = w->data;
+    redis_sync_free(&l->disc);
+    l->found.port = 0;
+    redisReply *r = redis_sync_command(&l->disc, "PING");
+    if (r) {
+        l->found = l->disc.primary;
+        freeReplyObject(r);
+    }
+    redis_sync_free(&l->disc); /* not kept: the next question starts afresh */
+}
+
+static void discover_done(uv_work_t *w, int status)
+{
+    struct session_loop *l = w->data;
+    int closing = l->closing;
+    l->working = 0;
+    loop_free(l); /* the work's reference */
+    if (closing)
+        return;
+    if (status < 0 || !l->found.port)
+        return; /* the next check asks again; lookups use the threads meanwhile */
+    l->stale = 0;
+    if (l->c && !strcmp(l->found.host, l->addr.host) && l->found.port == l->addr.port)
+        return;
+    if (l->c) {
+        log_info("redis sessions: the loop's lookups move to %s:%d", l->found.host, l->found.port);
+        redis_async_close(l->c);
+    }
+    l->addr = l->found;
+    l->c = redis_async_new(l->loop, &l->addr, SESSION_REDIS_TIMEOUT_MS);
+}
+
+static void on_check(uv_timer_t *t)
+{
+    struct session_loop *l = t->data;
+    uint64_t now = uv_now(l->loop);
+    if (l->working ||
+        (l->c && redis_async_ready(l->c) && !l->stale && now - l->asked_ms < SESSION_LOOP_REASK_MS))
+        return;
+    l->asked_ms = now;
+    if (uv_queue_work(l->loop, &l->work, discover_work, discover_done) == 0) {
+        l->working = 1;
+        l->handles++;
+    }
+}
+
 static struct session_loop *sr_loop_open(uv_loop_t *loop, const char *url)
 {
     struct redis_target t;
-    if (sr_parse(url, &t) < 0 || t.sentinel)
+    if (sr_parse(url, &t) < 0)
         return NULL;
     struct session_loop *l = xcalloc(1, sizeof *l);
-    l->c = redis_async_new(loop, &t.addrs[0], SESSION_REDIS_TIMEOUT_MS);
+    l->loop = loop;
+    l->handles = 1;
+    if (!t.sentinel) {
+        l->addr = t.addrs[0];
+        l->c = redis_async_new(loop, &l->addr, SESSION_REDIS_TIMEOUT_MS);
+        return l;
+    }
+    l->sentinel = 1;
+    redis_sync_init(&l->disc, &t, 0, SESSION_REDIS_TIMEOUT_MS);
+    l->work.data = l;
+    uv_timer_init(loop, &l->check);
+    l->check.data = l;
+    uv_timer_start(&l->check, on_check, 0, SESSION_LOOP_CHECK_MS);
     return l;
 }
 
@@ -344,12 +439,12 @@ static int sr_lookup_async(struct session_loop *l, const char *hash, uint64_t no
                            uint64_t idle_ms, uint64_t max_ms, int want_fence, session_lookup_cb cb,
                            void *arg)
 {
-    if (!redis_async_ready(l->c) || strlen(hash) != SESSION_HASH_HEX)
+    if (!l->c || l->stale || !redis_async_ready(l->c) || strlen(hash) != SESSION_HASH_HEX)
         return -ENOTCONN;
     struct sr_pending *p = xmalloc(sizeof *p);
     *p = (struct sr_pending){.cb = cb,
                              .arg = arg,
-                             .c = l->c,
+                             .l = l,
                              .now_ms = now_ms,
                              .idle_ms = idle_ms,
                              .max_ms = max_ms,
@@ -369,8 +464,16 @@ static void sr_loop_close(struct session_loop *l)
 {
     if (!l)
         return;
-    redis_async_close(l->c);
-    free(l);
+    l->closing = 1;
+    if (l->c)
+        redis_async_close(l->c); /* pending lookups get -EIO now */
+    l->c = NULL;
+    if (l->working) /* discover_done runs anyway (status UV_ECANCELED when cancelled) */
+        uv_cancel((uv_req_t *)&l->work);
+    if (l->sentinel)
+        uv_close((uv_handle_t *)&l->check, on_check_closed);
+    else
+        loop_free(l);
 }
 
 /* The two URL schemes share every operation; only the name differs (the

@@ -7,10 +7,19 @@ and bounded."""
 import threading
 import time
 
-from harness import Load, assert_json_error, wait_until
+from harness import Load, assert_json_error, metric_sum, wait_until
 from jobs_harness import _QUEUE, order_statuses, workers  # noqa: F401 (fixture)
 from redis_sentinel import SentinelGroup
 from test_app import login, new_user
+
+
+def looked_up_on_the_loop(app, sid):
+    """An /api/me answered 200 whose session the loop looked up (on the
+    primary Sentinel named), not a worker thread."""
+    def count():
+        return metric_sum(app.metrics(), "surge_app_session_loop_lookups_total") or 0
+    n = count()
+    return app.get("/api/me", sid=sid).status == 200 and count() > n
 
 
 def test_sessions_survive_a_primary_kill_through_sentinel(start_app):
@@ -19,6 +28,7 @@ def test_sessions_survive_a_primary_kill_through_sentinel(start_app):
         _, sid = new_user(app, "failover@example.com")
         assert app.get("/api/me", sid=sid).status == 200
         assert app.get("/readyz").status == 200
+        assert wait_until(lambda: looked_up_on_the_loop(app, sid), timeout=5), app.log()[-3000:]
         # The session is on the replica too before the primary dies (async
         # replication: a write in the last instant before a crash can be lost).
         assert wait_until(lambda: g.replica.cli("DBSIZE") not in ("", "0"), timeout=5)
@@ -52,6 +62,9 @@ def test_sessions_survive_a_primary_kill_through_sentinel(start_app):
         # Everything after the gap works on the new primary: a new login too.
         _, sid2 = login(app, "failover@example.com")
         assert app.get("/api/me", sid=sid2).status == 200
+        # The loop's lookups moved to the new primary too.
+        assert wait_until(lambda: looked_up_on_the_loop(app, sid2), timeout=10), \
+            app.log()[-3000:]
         assert g.replica.cli("ROLE").split()[0] == "master"
         assert app.get("/readyz").status == 200
 
