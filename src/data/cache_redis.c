@@ -287,10 +287,36 @@ static void cr_unlock(struct cache_impl *c, const char *key)
         freeReplyObject(rep);
 }
 
+/* DEL key and PUBLISH msg as one MULTI/EXEC, pipelined: one round trip,
+ * atomic (no reader can fill the key between them unannounced), and far
+ * cheaper for Redis than a Lua script (EVAL cost ~36 us of Redis CPU a
+ * call here, MULTI/DEL/PUBLISH/EXEC a few). The EXEC's reply, or NULL
+ * when the connection failed (the caller hands it back as broken). */
+static redisReply *del_and_publish(struct redis_sync *r, const char *key, const char *msg)
+{
+    char k[CACHE_KEY_MAX + 16];
+    snprintf(k, sizeof k, "surge:c:%s", key);
+    const char *argv[4][3] = {{"MULTI"}, {"DEL", k}, {"PUBLISH", INV_CHANNEL, msg}, {"EXEC"}};
+    const int argc[4] = {1, 2, 3, 1};
+    size_t lens[4][3];
+    for (int i = 0; i < 4; i++) {
+        for (int a = 0; a < argc[i]; a++)
+            lens[i][a] = strlen(argv[i][a]);
+        if (redis_sync_append(r, argc[i], argv[i], lens[i]) < 0)
+            return NULL;
+    }
+    redisReply *rep = NULL;
+    for (int i = 0; i < 4; i++) {
+        if (rep)
+            freeReplyObject(rep);
+        if (!(rep = redis_sync_reply(r)))
+            return NULL;
+    }
+    return rep;
+}
+
 static int cr_publish(struct cache_impl *c, const char *key, int del)
 {
-    static const char del_lua[] = "redis.call('DEL', KEYS[1])"
-                                  " return redis.call('PUBLISH', ARGV[1], ARGV[2])";
     size_t owner = node_of(c, key);
     int sent = 0, deleted = !del;
     char msg[CACHE_KEY_MAX + 32];
@@ -301,21 +327,24 @@ static int cr_publish(struct cache_impl *c, const char *key, int del)
         struct redis_sync *r = take(c, i);
         if (!r)
             continue;
-        redisReply *rep;
-        if (del && i == owner)
-            rep =
-                redis_sync_command(r, "EVAL %s 1 surge:c:%s " INV_CHANNEL " %s", del_lua, key, msg);
-        else
-            rep = redis_sync_command(r, "PUBLISH " INV_CHANNEL " %s", msg);
+        int both = del && i == owner;
+        redisReply *rep = both ? del_and_publish(r, key, msg)
+                               : redis_sync_command(r, "PUBLISH " INV_CHANNEL " %s", msg);
         give(c, i, r, rep != NULL);
-        if (rep) {
-            if (rep->type == REDIS_REPLY_INTEGER) {
-                sent++;
-                deleted |= i == owner;
-            } else if (rep->type == REDIS_REPLY_ERROR)
-                log_warn_rl("redis cache: PUBLISH: %s", rep->str);
-            freeReplyObject(rep);
+        if (!rep)
+            continue;
+        /* EXEC answers [deleted, receivers]; PUBLISH its receivers. */
+        const redisReply *n = rep;
+        if (both)
+            n = rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 ? rep->element[1] : NULL;
+        if (n && n->type == REDIS_REPLY_INTEGER) {
+            sent++;
+            deleted |= i == owner;
+        } else {
+            log_warn_rl("redis cache: %s: %s", both ? "DEL+PUBLISH" : "PUBLISH",
+                        rep->type == REDIS_REPLY_ERROR ? rep->str : "an unexpected reply");
         }
+        freeReplyObject(rep);
     }
     return sent && deleted ? 0 : -EIO;
 }
