@@ -8,7 +8,9 @@
  * cookies. Expiry is enforced here, server-side: a session is valid while now - last_seen < idle
  * and now - created < max; last_seen rolls forward on use (written at most every SESSION_TOUCH_MS,
  * so a busy session is not a write per request). Calls are blocking; each worker thread opens its
- * own struct session_conn. Times are wall-clock ms (shared by processes). */
+ * own struct session_conn. A driver whose store is across the network may also look sessions up
+ * from the loop, without blocking (loop_open, lookup_async). Times are wall-clock ms (shared by
+ * processes). */
 #ifndef SURGE_DATA_SESSION_H
 #define SURGE_DATA_SESSION_H
 #include <stddef.h>
