@@ -4,7 +4,7 @@ ratio Redis / embedded. Usage: redis_report.py TMPDIR DOC ("-": stdout only)."""
 import statistics
 import sys
 
-from report_lib import read_meta, read_tsv, update_doc
+from report_lib import machine_note, read_meta, read_tsv, update_doc
 
 BEGIN, END = "<!-- bench-redis:begin -->", "<!-- bench-redis:end -->"
 SCEN = [("product", "product by id (warm)", "GET /api/products/{id}"),
@@ -31,9 +31,8 @@ def main():
     meta = read_meta(tmp + "/meta.env")
     rows = read_tsv(tmp + "/runs.tsv")
     out = []
-    out.append("Measured %s by `scripts/bench-redis.sh` — **measured on a shared machine** "
-               "(other jobs ran at the same time: figures are noisy; compare the two setups "
-               "of one run, not runs of different days).\n" % meta.get("date"))
+    out.append("Measured %s by `scripts/bench-redis.sh`, %s.\n"
+               % (meta.get("date"), machine_note(meta)))
     out.append("- Machine: %s CPUs, %s" % (meta.get("nproc"), meta.get("cpu_model")))
     out.append("- Versions: %s; %s" % (meta.get("redis_version"), meta.get("surge_version")))
     out.append("- Command: `%s`" % meta.get("command"))

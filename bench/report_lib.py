@@ -52,3 +52,18 @@ def update_doc(doc, begin, end, section, heading, after=None):
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, doc)
+
+
+def machine_note(meta, threshold=90):
+    """How busy the machine was before the run: quiet when its CPUs were at
+    least threshold % idle in the seconds before the script started its
+    servers (cpu_idle_pct in scripts/bench-lib.sh), shared otherwise. The
+    load average is no guide here: it still counts the benchmark before."""
+    idle = meta.get("idle_start")
+    if idle is None or not str(idle).isdigit():
+        return "machine load before the run not recorded"
+    if int(idle) >= threshold:
+        return "quiet machine: CPUs %s%% idle in the 2 s before the run" % idle
+    return ("**shared machine**: CPUs only %s%% idle in the 2 s before the run (other work ran: "
+            "figures are noisy; compare the setups of one run, not runs of different days)"
+            % idle)

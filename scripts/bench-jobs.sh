@@ -294,6 +294,12 @@ ROWS=(surge)
 results=$TMP/results.tsv
 : >"$results"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+IDLE_START=$(cpu_idle_pct 2)
+if [ "$IDLE_START" -ge 90 ]; then
+    MACHINE="a quiet machine (CPUs $IDLE_START% idle in the 2 s before the run)"
+else
+    MACHINE="a **shared machine** (CPUs only $IDLE_START% idle in the 2 s before the run: other work ran, figures are noisy)"
+fi
 for row in "${ROWS[@]}"; do
     if declare -F "${row}_setup" >/dev/null; then "${row}_setup"; fi
 done
@@ -349,7 +355,7 @@ for k, v in rows.items():
 EOF
 cat "$TMP/table.md"
 if [ "$DOC" != - ]; then
-    section="Measured $(date -u '+%Y-%m-%d %H:%M UTC') by \`make bench-jobs\` (\`BENCH_ROUNDS=$ROUNDS BENCH_JOBS=$JOBS BENCH_RATE=$RATE BENCH_SECONDS=$SECONDS_RUN\`), surge at git $(git rev-parse --short HEAD)${BULLMQ_VERSIONS:+, $BULLMQ_VERSIONS}; load average $LOAD_START at the start, $LOAD_END at the end.
+    section="Measured $(date -u '+%Y-%m-%d %H:%M UTC') by \`make bench-jobs\` (\`BENCH_ROUNDS=$ROUNDS BENCH_JOBS=$JOBS BENCH_RATE=$RATE BENCH_SECONDS=$SECONDS_RUN\`), surge at git $(git rev-parse --short HEAD)${BULLMQ_VERSIONS:+, $BULLMQ_VERSIONS}; on $MACHINE; load average $LOAD_START at the start, $LOAD_END at the end.
 
 $(cat "$TMP/table.md")
 "

@@ -44,6 +44,17 @@ cleanup() {
 }
 
 # Free TCP ports in 20000-29999 on 127.0.0.1 (bind test; distinct).
+cpu_idle_pct() {   # SECONDS (default 1): % of all CPUs idle over that long (what else runs)
+    local a b
+    read -r -a a < <(head -1 /proc/stat)
+    sleep "${1:-1}"
+    read -r -a b < <(head -1 /proc/stat)
+    local i tot=0 idle
+    for ((i = 1; i < ${#a[@]}; i++)); do tot=$((tot + b[i] - a[i])); done
+    idle=$((b[4] - a[4] + b[5] - a[5]))
+    echo $((tot > 0 ? 100 * idle / tot : 0))
+}
+
 pick_ports() {
     "$PY" - "$1" <<'EOF'
 import random, socket, sys

@@ -64,6 +64,7 @@ if [ "$(nproc)" -lt 2 ]; then
 fi
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+IDLE_START=$(cpu_idle_pct 2)
 
 TMP=$(mktemp -d /tmp/surge-bench-redis.XXXXXX)
 PIDS=()
@@ -229,6 +230,7 @@ cmd="BENCH_ROUNDS=$ROUNDS BENCH_DURATION=$DURATION scripts/bench-redis.sh"
     echo "server_cpu=$SERVER_CPU"
     echo "product_ids=${IDS[*]}"
     echo "load_start=$LOAD_START"
+    echo "idle_start=$IDLE_START"
     echo "load_end=$(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$TMP/meta.env"
 finish_report bench/redis_report.py "some measurements did not run"
