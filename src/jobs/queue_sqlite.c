@@ -100,6 +100,11 @@ enum {
     Q_CLAIM,
     Q_CLAIM_Q,
     Q_CLAIM_EXCL,
+    Q_PICK,
+    Q_PICK_Q,
+    Q_PICK_EXCL,
+    Q_LEASE_IDS,
+    Q_DONE_IDS,
     Q_COUNTS,
     Q_OLDEST,
     Q_DUE_DELAYED,
@@ -133,6 +138,19 @@ enum {
     " lease_until_ms = ?1, started_ms = ?2, worker = ?3 FROM c WHERE jobs.id = c.id"               \
     " RETURNING jobs.id, kind, payload, token, attempts, max_attempts, created_ms, run_at_ms,"     \
     " queue, lease_until_ms"
+/* Claiming with inline runs (claim_req.run_inline): the ready rows are
+ * read first (PostgreSQL: locked, skipping rows another claimer holds),
+ * then written once each, by id lists (a JSON array): leased, or done. */
+#define PICK_COLS                                                                                  \
+    "SELECT id, kind, payload, token, attempts, max_attempts, created_ms, run_at_ms, queue FROM"   \
+    " jobs WHERE state = 'ready'"
+#define PICK(FILTER)                                                                               \
+    STORE_SQL_PG(PICK_COLS FILTER " ORDER BY priority DESC, id LIMIT ?",                           \
+                 PICK_COLS FILTER " ORDER BY priority DESC, id LIMIT ? FOR UPDATE SKIP LOCKED")
+#define IDS(SET)                                                                                   \
+    STORE_SQL_PG("UPDATE jobs SET " SET " WHERE id IN (SELECT value FROM json_each(?))",           \
+                 "UPDATE jobs SET " SET " WHERE id IN (SELECT value::bigint FROM"                  \
+                 " json_array_elements_text(?::json))")
 #define PENDING "state IN ('ready', 'delayed', 'running')"
 #define SUMMARY_COLS                                                                               \
     "id, kind, queue, state, priority, attempts, max_attempts, run_at_ms, created_ms, last_error"
@@ -170,6 +188,13 @@ static const char *const queue_sql[Q_COUNT] = {
     [Q_CLAIM_EXCL] =
         STORE_SQL_PG(CLAIM_SET " AND queue NOT IN (?, ?, ?, ?, ?, ?, ?, ?)" CLAIM_RET,
                      CLAIM_PG(" AND queue NOT IN (?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)", "?12")),
+    [Q_PICK] = PICK(""),
+    [Q_PICK_Q] = PICK(" AND queue = ?"),
+    [Q_PICK_EXCL] = PICK(" AND queue NOT IN (?, ?, ?, ?, ?, ?, ?, ?)"),
+    [Q_LEASE_IDS] = IDS("state = 'running', token = token + 1, attempts = attempts + 1,"
+                        " lease_until_ms = ?, started_ms = ?, worker = ?"),
+    [Q_DONE_IDS] = IDS("state = 'done', token = token + 1, attempts = attempts + 1,"
+                       " lease_until_ms = 0, started_ms = ?, finished_ms = ?, worker = ?"),
     [Q_COUNTS] = "SELECT (SELECT COUNT(*) FROM jobs WHERE state = 'ready'),"
                  " (SELECT COUNT(*) FROM jobs WHERE state = 'delayed'),"
                  " (SELECT COUNT(*) FROM jobs WHERE state = 'running'),"
@@ -493,7 +518,11 @@ static int reap(struct queue_conn *c, struct store_db *db, const struct queue_cl
     return 0;
 }
 
-static int take_rows(struct queue_conn *c, unsigned s, struct queue_claimed *out, unsigned room)
+/* Fill out[] from c->rows: a claim's RETURNING rows, or (picked set) the
+ * rows of a pick (Q_PICK...), given token, attempts and lease as the lease
+ * about to be written makes them. */
+static int take_rows(struct queue_conn *c, unsigned s, struct queue_claimed *out, unsigned room,
+                     const struct queue_claim_req *picked)
 {
     unsigned n = c->rows.nrows < room ? c->rows.nrows : room;
     for (unsigned i = 0; i < n; i++) {
@@ -510,9 +539,119 @@ static int take_rows(struct queue_conn *c, unsigned s, struct queue_claimed *out
         j->created_ms = (uint64_t)store_rows_int(&c->rows, i, 6);
         j->due_ms = (uint64_t)store_rows_int(&c->rows, i, 7);
         snprintf(j->queue, sizeof j->queue, "%s", store_rows_text(&c->rows, i, 8));
-        j->lease_until_ms = (uint64_t)store_rows_int(&c->rows, i, 9);
+        if (picked) {
+            j->token++;
+            j->attempts++;
+            j->lease_until_ms = picked->now_ms + picked->lease_ms;
+        } else {
+            j->lease_until_ms = (uint64_t)store_rows_int(&c->rows, i, 9);
+        }
     }
     return (int)n;
+}
+
+/* A JSON array of row ids: the argument of Q_LEASE_IDS and Q_DONE_IDS. */
+struct id_list {
+    unsigned n;
+    size_t len;
+    char text[QUEUE_CLAIM_MAX * 21 + 2];
+};
+
+static void id_list_add(struct id_list *l, int64_t id)
+{
+    char tmp[21];
+    unsigned k = 0;
+    uint64_t v = (uint64_t)id;
+    do {
+        tmp[k++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    l->text[l->len++] = l->n++ ? ',' : '[';
+    while (k)
+        l->text[l->len++] = tmp[--k];
+}
+
+/* Run Q_LEASE_IDS or Q_DONE_IDS (a: its three leading arguments) on the
+ * rows of l; every one of them must change. */
+static int ids_exec(struct queue_conn *c, struct store_db *db, unsigned stmt,
+                    const struct store_val *a, struct id_list *l)
+{
+    if (!l->n)
+        return 0;
+    l->text[l->len] = ']';
+    struct store_val v[4] = {a[0], a[1], a[2], store_text(l->text, l->len + 1)};
+    int rc = q_exec(c, db, stmt, v, 4, &c->rows2);
+    if (rc == 0 && c->rows2.changes != (int64_t)l->n)
+        rc = -EIO;
+    return rc;
+}
+
+/* One claim step with inline runs (req->run_inline), in the shard's open
+ * transaction: pick the ready rows (stmt, a/na: a Q_PICK... and its
+ * arguments), offer each to run_inline, then write each row once: done
+ * (the jobs that ran and succeeded, one statement), leased (the others,
+ * one statement). A failed run is leased and failed like a settle (history,
+ * backoff or dead): a row written twice, but failures are rare. Nothing a
+ * run did outlives a rollback (run_inline's contract). Number claimed, or
+ * negative (out[] then cleared). */
+static int claim_inline(struct queue_conn *c, struct store_db *db, unsigned s,
+                        const struct queue_claim_req *req, unsigned stmt, const struct store_val *a,
+                        unsigned na, struct queue_claimed *out, unsigned room)
+{
+    int rc = q_exec(c, db, stmt, a, na, &c->rows);
+    if (rc < 0)
+        return rc;
+    int n = take_rows(c, s, out, room, req);
+    const char *w = req->worker ? req->worker : "";
+    const struct store_val lease_args[3] = {store_int((int64_t)(req->now_ms + req->lease_ms)),
+                                            store_int((int64_t)req->now_ms),
+                                            store_text(w, strlen(w))};
+    struct id_list lease, done;
+    lease.n = done.n = 0;
+    lease.len = done.len = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        struct queue_claimed *j = &out[i];
+        int64_t id = store_rows_int(&c->rows, (unsigned)i, 0);
+        char error[QUEUE_ERROR_MAX] = "";
+        int r = req->run_inline(req->inline_arg, j, error);
+        if (r == QUEUE_INLINE_NO) {
+            id_list_add(&lease, id);
+            continue;
+        }
+        j->settled = 1;
+        j->lease_until_ms = 0;
+        if (r == QUEUE_INLINE_OK) {
+            j->settled_how = QUEUE_ACK;
+            id_list_add(&done, id);
+            continue;
+        }
+        struct id_list one = {0};
+        id_list_add(&one, id);
+        int dead = r == QUEUE_INLINE_FATAL || j->attempts >= j->max_attempts;
+        uint64_t at = req->now_ms + queue_backoff_ms(j->attempts, req->backoff_base_ms,
+                                                     req->backoff_cap_ms, next_rnd(c));
+        j->settled_how = dead ? QUEUE_DEAD : QUEUE_RETRY;
+        rc = ids_exec(c, db, Q_LEASE_IDS, lease_args, &one);
+        if (rc == 0)
+            rc = fail_one(c, db, id, j->token, dead, at, error[0] ? error : "failed", j->attempts,
+                          w, req->now_ms, clock_wall_ms());
+        if (rc == -ESTALE)
+            rc = -EIO; /* cannot be: this transaction leased it */
+    }
+    if (rc == 0)
+        rc = ids_exec(c, db, Q_LEASE_IDS, lease_args, &lease);
+    if (rc == 0 && done.n) {
+        const struct store_val done_args[3] = {store_int((int64_t)req->now_ms),
+                                               store_int((int64_t)clock_wall_ms()),
+                                               store_text(w, strlen(w))};
+        rc = ids_exec(c, db, Q_DONE_IDS, done_args, &done);
+    }
+    if (rc < 0) {
+        for (int i = 0; i < n; i++)
+            queue_claimed_clear(&out[i]);
+        return rc;
+    }
+    return n;
 }
 
 static int claim_shard(struct queue_conn *c, unsigned s, const struct queue_claim_req *req,
@@ -579,9 +718,18 @@ static int claim_shard(struct queue_conn *c, unsigned s, const struct queue_clai
             a[3] = store_int(limit);
             na = 4, stmt = Q_CLAIM;
         }
-        rc = q_exec(c, db, stmt, a, na, &c->rows);
-        if (rc == 0) {
-            int n = take_rows(c, s, out + got, room - (unsigned)got);
+        int n;
+        if (req->run_inline) {
+            /* The same step as a pick: its arguments without the first three. */
+            n = claim_inline(c, db, s, req, stmt - Q_CLAIM + Q_PICK, a + 3, na - 3, out + got,
+                             room - (unsigned)got);
+        } else {
+            rc = q_exec(c, db, stmt, a, na, &c->rows);
+            n = rc < 0 ? rc : take_rows(c, s, out + got, room - (unsigned)got, NULL);
+        }
+        if (n < 0) {
+            rc = n;
+        } else {
             got += n;
             if (capi < QUEUE_CAPS_MAX)
                 cap_left[capi] -= (unsigned)n;
