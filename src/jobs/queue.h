@@ -82,7 +82,9 @@ enum queue_outcome {
     QUEUE_RELEASE, /* handed back unrun (shutdown): ready now, the attempt not counted */
 };
 
-/* A claimed job; payload is malloc'd (queue_claimed_clear frees it). */
+/* A claimed job; payload is malloc'd (queue_claimed_clear frees it),
+ * except in a run_inline call, where it is the driver's (valid during the
+ * call), and in a job settled by its claim, where it is NULL. */
 struct queue_claimed {
     char id[QUEUE_ID_MAX];
     char kind[QUEUE_KIND_MAX + 1];

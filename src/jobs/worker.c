@@ -69,6 +69,7 @@ struct inline_run {
     int ran, rc;
     uint64_t start_wall_ms, run_us;
     char error[QUEUE_ERROR_MAX];
+    char *payload; /* settled in the claim with --trace-log on: its span's parent is in here */
 };
 
 /* One pass on the store thread. */
@@ -380,12 +381,15 @@ static struct wjob *new_wjob(struct worker *w, struct queue_claimed *c, uint64_t
 
 /* A job the driver ran inline and settled in its claim's transaction (x:
  * the run): count and record it like any other run, no settle to send. */
-static void account_settled(struct worker *w, struct queue_claimed *c, const struct inline_run *x)
+static void account_settled(struct worker *w, struct queue_claimed *c, struct inline_run *x)
 {
     take_limit(w, c->queue, 0);
     struct wjob j = {
         .c = *c, .ran = 1, .rc = x->rc, .run_start_wall_ms = x->start_wall_ms, .run_us = x->run_us};
+    j.c.payload = x->payload;
     record_run(w, &j);
+    free(x->payload);
+    x->payload = NULL;
     switch (c->settled_how) {
     case QUEUE_ACK:
         w->done_total++;
@@ -460,10 +464,23 @@ static int claim_inline_cb(void *arg, const struct queue_claimed *c, char *error
     struct inline_run *x = &op->inl[c - op->claimed];
     if (!run_one_inline(op->w, c, x))
         return QUEUE_INLINE_NO;
+    /* The payload is the driver's until this returns; the span needs it.
+     * (A claim that failed on a later shard may reuse this slot.) */
+    if (op->w->trace_log) {
+        free(x->payload);
+        x->payload = xstrndup(c->payload, c->payload_len);
+    }
     if (x->rc == 0)
         return QUEUE_INLINE_OK;
     snprintf(error, QUEUE_ERROR_MAX, "%s", x->error[0] ? x->error : "failed");
     return x->rc == JOB_FATAL ? QUEUE_INLINE_FATAL : QUEUE_INLINE_FAILED;
+}
+
+static void free_inline_runs(struct sync_op *op)
+{
+    for (unsigned i = 0; op->inl && i < op->want_claim; i++)
+        free(op->inl[i].payload);
+    free(op->inl);
 }
 
 /* A driver without run_inline claimed jobs of instant kinds: run them now
@@ -690,7 +707,7 @@ static void on_sync_done(struct workq_job *wq)
         w->qstats_ok = 1;
     }
     free(op->claimed);
-    free(op->inl);
+    free_inline_runs(op);
     free(op);
     kick(w);
     maybe_finish(w);
@@ -805,7 +822,7 @@ static void kick(struct worker *w)
         free(op->renews);
         free(op->renew_ids);
         free(op->claimed);
-        free(op->inl);
+        free_inline_runs(op);
         free(op);
     }
 }
