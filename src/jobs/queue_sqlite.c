@@ -129,10 +129,11 @@ enum {
 #define PICK(FILTER)                                                                               \
     STORE_SQL_PG(PICK_COLS FILTER " ORDER BY priority DESC, id LIMIT ?",                           \
                  PICK_COLS FILTER " ORDER BY priority DESC, id LIMIT ? FOR UPDATE SKIP LOCKED")
+/* PostgreSQL reads the same text as an array literal ('[1,2]' -> '{1,2}'):
+ * id = ANY (array) is an index lookup per id. */
 #define IDS(SET)                                                                                   \
     STORE_SQL_PG("UPDATE jobs SET " SET " WHERE id IN (SELECT value FROM json_each(?))",           \
-                 "UPDATE jobs SET " SET " WHERE id IN (SELECT value::bigint FROM"                  \
-                 " json_array_elements_text(?::json))")
+                 "UPDATE jobs SET " SET " WHERE id = ANY (translate(?, '[]', '{}')::bigint[])")
 #define PENDING "state IN ('ready', 'delayed', 'running')"
 #define SUMMARY_COLS                                                                               \
     "id, kind, queue, state, priority, attempts, max_attempts, run_at_ms, created_ms, last_error"
