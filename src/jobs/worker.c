@@ -232,6 +232,25 @@ static void settle_failure(struct worker *w, const struct wjob *j, int fatal, co
     log_failure(&j->c, dead, error);
 }
 
+/* A settle took effect (loop thread). */
+static void count_outcome(struct worker *w, enum queue_outcome how)
+{
+    switch (how) {
+    case QUEUE_ACK:
+        w->done_total++;
+        break;
+    case QUEUE_RETRY:
+        w->retries_total++;
+        break;
+    case QUEUE_DEAD:
+        w->dead_total++;
+        break;
+    case QUEUE_RELEASE:
+        w->released_total++;
+        break;
+    }
+}
+
 static void free_wjob(struct worker *w, struct wjob *j)
 {
     if (j->limit >= 0)
@@ -390,17 +409,7 @@ static void account_settled(struct worker *w, struct queue_claimed *c, struct in
     record_run(w, &j);
     free(x->payload);
     x->payload = NULL;
-    switch (c->settled_how) {
-    case QUEUE_ACK:
-        w->done_total++;
-        break;
-    case QUEUE_RETRY:
-        w->retries_total++;
-        break;
-    default:
-        w->dead_total++;
-        break;
-    }
+    count_outcome(w, c->settled_how);
     if (c->settled_how != QUEUE_ACK)
         log_failure(c, c->settled_how == QUEUE_DEAD, x->error[0] ? x->error : "failed");
     queue_claimed_clear(c);
@@ -617,20 +626,7 @@ static void on_sync_done(struct workq_job *wq)
             log_error_rl("job %s: settle failed (%d); the lease will expire and it runs again",
                          p->id, p->s.result);
         } else {
-            switch (p->s.how) {
-            case QUEUE_ACK:
-                w->done_total++;
-                break;
-            case QUEUE_RETRY:
-                w->retries_total++;
-                break;
-            case QUEUE_DEAD:
-                w->dead_total++;
-                break;
-            case QUEUE_RELEASE:
-                w->released_total++;
-                break;
-            }
+            count_outcome(w, p->s.how);
         }
         list_remove(&p->node);
         free(p);
