@@ -127,8 +127,9 @@ struct queue_claim_req {
     uint64_t backoff_base_ms, backoff_cap_ms; /* expired leases, failed inline runs */
     /* Optional (NULL: every claimed job is leased). A driver that supports
      * it calls run_inline(inline_arg, job) for each job it claims, inside
-     * the claim's transaction before it commits, job filled in as claim()
-     * returns it (attempts, token). The callback returns QUEUE_INLINE_NO to
+     * the claim's transaction before it commits, job being the entry of
+     * claim()'s out[] it fills (attempts, token as claimed; the payload
+     * lent for the call). The callback returns QUEUE_INLINE_NO to
      * have the job leased as usual, or runs it there and then and returns
      * how it went (error: QUEUE_ERROR_MAX bytes for a failure's text); the
      * driver then writes the job's final state instead of a lease (done;
