@@ -51,6 +51,8 @@
 #define STORE_PG_MARK              "/*pg*/"
 #define STORE_SQL_PG(portable, pg) STORE_PG_MARK portable "\0" pg
 
+#define STORE_BEGIN_TRY 2 /* begin(): the write lock if free now, else -EBUSY */
+
 enum store_type { STORE_NULL = 0, STORE_INT, STORE_TEXT };
 
 struct store_val {
@@ -110,7 +112,9 @@ struct store_driver {
     void (*close)(struct store_db *db);
     /* Begin a transaction; write=1 takes the write lock at once (sqlite:
      * BEGIN IMMEDIATE), so a transaction that reads then writes cannot fail
-     * on a snapshot conflict. */
+     * on a snapshot conflict; write=STORE_BEGIN_TRY does too but does not
+     * wait for a lock another connection holds: -EBUSY at once (drivers
+     * that lock rows, not the database, treat it as 1). */
     int (*begin)(struct store_db *db, int write);
     int (*commit)(struct store_db *db);
     int (*rollback)(struct store_db *db);

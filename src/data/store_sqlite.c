@@ -123,6 +123,13 @@ static int sq_open(const char *location, const char *const *sql, unsigned nsql,
 
 static int sq_begin(struct store_db *d, int write)
 {
+    if (write == STORE_BEGIN_TRY) {
+        /* No busy handler for this one statement: a held lock is -EBUSY now. */
+        sqlite3_busy_timeout(d->db, 0);
+        int rc = exec_quiet(d, "BEGIN IMMEDIATE");
+        sqlite3_busy_timeout(d->db, BUSY_TIMEOUT_MS);
+        return rc;
+    }
     return simple(d, write ? "BEGIN IMMEDIATE" : "BEGIN");
 }
 

@@ -75,7 +75,16 @@ const struct queue_producer_driver *queue_producer_find(const char *url);
 
 /* ---- consumer side ---- */
 
-/* A claimed job; payload is malloc'd (queue_claimed_clear frees it). */
+enum queue_outcome {
+    QUEUE_ACK,     /* done */
+    QUEUE_RETRY,   /* failed: delayed until retry_at_ms */
+    QUEUE_DEAD,    /* failed for good */
+    QUEUE_RELEASE, /* handed back unrun (shutdown): ready now, the attempt not counted */
+};
+
+/* A claimed job; payload is malloc'd (queue_claimed_clear frees it),
+ * except in a run_inline call, where it is the driver's (valid during the
+ * call), and in a job settled by its claim, where it is NULL. */
 struct queue_claimed {
     char id[QUEUE_ID_MAX];
     char kind[QUEUE_KIND_MAX + 1];
@@ -86,6 +95,12 @@ struct queue_claimed {
     unsigned attempts; /* including this one */
     unsigned max_attempts;
     uint64_t created_ms, due_ms, lease_until_ms;
+    /* 1 when the driver ran the job through queue_claim_req.run_inline and
+     * wrote its final state (settled_how: QUEUE_ACK, QUEUE_RETRY or
+     * QUEUE_DEAD) in the claim's own transaction: no lease is held and there
+     * is nothing to settle. 0: a leased job, the caller runs and settles it. */
+    int settled;
+    enum queue_outcome settled_how;
 };
 
 /* Free j's payload and zero it (any thread; j is the caller's). */
@@ -109,20 +124,36 @@ struct queue_claim_req {
      * bounded only by max. */
     const struct queue_cap *caps;
     unsigned ncaps;                           /* <= QUEUE_CAPS_MAX */
-    uint64_t backoff_base_ms, backoff_cap_ms; /* for jobs whose lease expired */
+    uint64_t backoff_base_ms, backoff_cap_ms; /* expired leases, failed inline runs */
+    /* Optional (NULL: every claimed job is leased). A driver that supports
+     * it calls run_inline(inline_arg, job) for each job it claims, inside
+     * the claim's transaction before it commits, job being the entry of
+     * claim()'s out[] it fills (attempts, token as claimed; the payload
+     * lent for the call). The callback returns QUEUE_INLINE_NO to
+     * have the job leased as usual, or runs it there and then and returns
+     * how it went (error: QUEUE_ERROR_MAX bytes for a failure's text); the
+     * driver then writes the job's final state instead of a lease (done;
+     * retry with backoff; dead after max_attempts or when fatal, with its
+     * history), so the row is written once and the batch costs one
+     * transaction. Only for jobs whose run has no effect outside this
+     * process: if the transaction does not commit, the run never happened
+     * and the job is still ready. Drivers without it (redis) ignore it: the
+     * caller then runs those jobs after claim() and settles them. */
+    int (*run_inline)(void *inline_arg, const struct queue_claimed *job, char *error);
+    void *inline_arg;
+};
+
+enum {
+    QUEUE_INLINE_NO,     /* not run: lease it */
+    QUEUE_INLINE_OK,     /* ran and succeeded: done */
+    QUEUE_INLINE_FAILED, /* failed: retry with backoff, or dead when out of attempts */
+    QUEUE_INLINE_FATAL,  /* failed for good: dead */
 };
 
 struct queue_claim_stats {
     unsigned expired;      /* leases found expired and taken back */
     unsigned expired_dead; /* ... of which went dead (no attempts left) */
     uint64_t next_due_ms;  /* earliest run_at of a delayed job in the shards visited; 0 none */
-};
-
-enum queue_outcome {
-    QUEUE_ACK,     /* done */
-    QUEUE_RETRY,   /* failed: delayed until retry_at_ms */
-    QUEUE_DEAD,    /* failed for good */
-    QUEUE_RELEASE, /* handed back unrun (shutdown): ready now, the attempt not counted */
 };
 
 struct queue_settle {

@@ -6,12 +6,17 @@
  *
  * Claiming: one write transaction (BEGIN IMMEDIATE) per shard visited:
  * expired leases are taken back (retry with backoff, or dead), due delayed
- * jobs become ready, then up to N ready jobs are taken by one conditional
- * UPDATE ... WHERE id IN (SELECT ... LIMIT N) RETURNING, which bumps each
- * job's fencing token. Every later change names the token it holds
+ * jobs become ready, then up to N ready jobs are read (SELECT ... LIMIT N)
+ * and written by one UPDATE ... WHERE id IN (the ids), which bumps each
+ * job's fencing token. Jobs the caller runs inline (claim_req.run_inline)
+ * run before the commit and get their final state in that transaction
+ * instead of a lease. Every later change names the token it holds
  * (`WHERE id = ? AND token = ? AND state = 'running'`), so a stale holder
  * changes no row and learns it from the change count. Shards are visited
- * round robin from a moving start, so no shard starves.
+ * round robin from a moving start (random in each process, so workers
+ * start apart), and a shard whose write lock another worker holds is
+ * skipped at first rather than waited for, so no shard starves and two
+ * workers rarely queue on one lock.
  *
  * History: each failed attempt appends one JSON line; the last 32 KiB are
  * kept (show skips a line cut at the front).
@@ -97,9 +102,11 @@ enum {
     Q_PROMOTE,
     Q_NEXT_DUE,
     Q_WORK,
-    Q_CLAIM,
-    Q_CLAIM_Q,
-    Q_CLAIM_EXCL,
+    Q_PICK,
+    Q_PICK_Q,
+    Q_PICK_EXCL,
+    Q_LEASE_IDS,
+    Q_DONE_IDS,
     Q_COUNTS,
     Q_OLDEST,
     Q_DUE_DELAYED,
@@ -112,27 +119,21 @@ enum {
     Q_COUNT
 };
 
-#define CLAIM_SET                                                                                  \
-    "UPDATE jobs SET state = 'running', token = token + 1, attempts = attempts + 1,"               \
-    " lease_until_ms = ?, started_ms = ?, worker = ? WHERE id IN (SELECT id FROM jobs"             \
-    " WHERE state = 'ready'"
-#define CLAIM_RET                                                                                  \
-    " ORDER BY priority DESC, id LIMIT ?) RETURNING id, kind, payload, token, attempts,"           \
-    " max_attempts, created_ms, run_at_ms, queue, lease_until_ms"
-/* PostgreSQL: the ready rows are picked and locked first, skipping rows
- * another claimer holds (FOR UPDATE SKIP LOCKED), in a MATERIALIZED CTE:
- * as a plain IN (subquery) the planner may rescan it, and every rescan
- * skips to other rows, so one claim could take more than its LIMIT.
- * Placeholders are numbered as in the SQLite text (lease, started, worker,
- * queues..., limit). SQLite's IMMEDIATE transaction already runs one
- * claimer at a time. */
-#define CLAIM_PG(FILTER, LIMIT)                                                                    \
-    "WITH c AS MATERIALIZED (SELECT id FROM jobs WHERE state = 'ready'" FILTER                     \
-    " ORDER BY priority DESC, id LIMIT " LIMIT " FOR UPDATE SKIP LOCKED)"                          \
-    " UPDATE jobs SET state = 'running', token = token + 1, attempts = attempts + 1,"              \
-    " lease_until_ms = ?1, started_ms = ?2, worker = ?3 FROM c WHERE jobs.id = c.id"               \
-    " RETURNING jobs.id, kind, payload, token, attempts, max_attempts, created_ms, run_at_ms,"     \
-    " queue, lease_until_ms"
+/* Claiming: the ready rows are read first (PostgreSQL: locked, skipping
+ * rows another claimer holds; SQLite's IMMEDIATE transaction already runs
+ * one claimer at a time), then written once each, by id lists (a JSON
+ * array): leased, or done (claim_req.run_inline ran them). */
+#define PICK_COLS                                                                                  \
+    "SELECT id, kind, payload, token, attempts, max_attempts, created_ms, run_at_ms, queue FROM"   \
+    " jobs WHERE state = 'ready'"
+#define PICK(FILTER)                                                                               \
+    STORE_SQL_PG(PICK_COLS FILTER " ORDER BY priority DESC, id LIMIT ?",                           \
+                 PICK_COLS FILTER " ORDER BY priority DESC, id LIMIT ? FOR UPDATE SKIP LOCKED")
+/* PostgreSQL reads the same text as an array literal ('[1,2]' -> '{1,2}'):
+ * id = ANY (array) is an index lookup per id. */
+#define IDS(SET)                                                                                   \
+    STORE_SQL_PG("UPDATE jobs SET " SET " WHERE id IN (SELECT value FROM json_each(?))",           \
+                 "UPDATE jobs SET " SET " WHERE id = ANY (translate(?, '[]', '{}')::bigint[])")
 #define PENDING "state IN ('ready', 'delayed', 'running')"
 #define SUMMARY_COLS                                                                               \
     "id, kind, queue, state, priority, attempts, max_attempts, run_at_ms, created_ms, last_error"
@@ -164,12 +165,13 @@ static const char *const queue_sql[Q_COUNT] = {
                " EXISTS (SELECT 1 FROM jobs WHERE state = 'delayed' AND run_at_ms <= ?),"
                " EXISTS (SELECT 1 FROM jobs WHERE state = 'running' AND lease_until_ms < ?),"
                " (SELECT MIN(run_at_ms) FROM jobs WHERE state = 'delayed')",
-    [Q_CLAIM] = STORE_SQL_PG(CLAIM_SET CLAIM_RET, CLAIM_PG("", "?4")),
-    [Q_CLAIM_Q] =
-        STORE_SQL_PG(CLAIM_SET " AND queue = ?" CLAIM_RET, CLAIM_PG(" AND queue = ?4", "?5")),
-    [Q_CLAIM_EXCL] =
-        STORE_SQL_PG(CLAIM_SET " AND queue NOT IN (?, ?, ?, ?, ?, ?, ?, ?)" CLAIM_RET,
-                     CLAIM_PG(" AND queue NOT IN (?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)", "?12")),
+    [Q_PICK] = PICK(""),
+    [Q_PICK_Q] = PICK(" AND queue = ?"),
+    [Q_PICK_EXCL] = PICK(" AND queue NOT IN (?, ?, ?, ?, ?, ?, ?, ?)"),
+    [Q_LEASE_IDS] = IDS("state = 'running', token = token + 1, attempts = attempts + 1,"
+                        " lease_until_ms = ?, started_ms = ?, worker = ?"),
+    [Q_DONE_IDS] = IDS("state = 'done', token = token + 1, attempts = attempts + 1,"
+                       " lease_until_ms = 0, started_ms = ?, finished_ms = ?, worker = ?"),
     [Q_COUNTS] = "SELECT (SELECT COUNT(*) FROM jobs WHERE state = 'ready'),"
                  " (SELECT COUNT(*) FROM jobs WHERE state = 'delayed'),"
                  " (SELECT COUNT(*) FROM jobs WHERE state = 'running'),"
@@ -204,7 +206,8 @@ struct queue_conn {
     struct store_db *shard[STORE_MAX_SHARDS];
     struct store_db *wake; /* LISTEN connection (postgres), loop thread only */
     struct store_rows rows, rows2;
-    unsigned rr;
+    unsigned rr;       /* enqueue's round robin */
+    unsigned claim_rr; /* claim's: starts at a random shard in each process */
     uint64_t rnd;
     char *dir;
 };
@@ -270,9 +273,39 @@ static int q_exec(struct queue_conn *c, struct store_db *db, unsigned stmt,
     return c->sd->exec(db, stmt, args, nargs, rows);
 }
 
+/* v in decimal at out (no terminator; at most 20 bytes); its length. A
+ * claim formats a few hundred ids a batch: no printf. */
+static size_t u64_text(uint64_t v, char *out)
+{
+    char tmp[20];
+    size_t k = 0, n = 0;
+    do {
+        tmp[k++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (k)
+        out[n++] = tmp[--k];
+    return n;
+}
+
 static void format_id(int64_t rowid, unsigned shard, char *out, size_t outlen)
 {
-    snprintf(out, outlen, "%" PRId64, rowid * ID_SHARDS + (int64_t)shard);
+    char t[21];
+    uint64_t v = (uint64_t)(rowid * ID_SHARDS + (int64_t)shard);
+    size_t n = u64_text(v, t);
+    if (n >= outlen)
+        n = outlen ? outlen - 1 : 0;
+    memcpy(out, t, n);
+    if (outlen)
+        out[n] = '\0';
+}
+
+/* src cut to cap - 1 bytes into out (what snprintf "%s" would write). */
+static void copy_text(char *out, size_t cap, const char *src)
+{
+    size_t n = strnlen(src, cap - 1);
+    memcpy(out, src, n);
+    out[n] = '\0';
 }
 
 /* Split a job id into shard and row id. 0 or -ENOENT. */
@@ -301,6 +334,7 @@ static int sq_open(const char *url, const struct store_layout *layout, struct qu
     store_rows_init(&c->rows);
     store_rows_init(&c->rows2);
     c->rnd = ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid() ^ (uint64_t)(uintptr_t)c;
+    c->claim_rr = (unsigned)(next_rnd(c) >> 32);
     /* The directory that holds the shard files: their WAL files change on
      * every commit, enqueues included. */
     const char *slash = strrchr(layout->directory, '/');
@@ -493,31 +527,135 @@ static int reap(struct queue_conn *c, struct store_db *db, const struct queue_cl
     return 0;
 }
 
-static int take_rows(struct queue_conn *c, unsigned s, struct queue_claimed *out, unsigned room)
+/* Fill out[] from c->rows, the rows of a pick (Q_PICK...), with token,
+ * attempts and lease as the claim about to be written makes them, and no
+ * payload yet (claim_step lends the row's to run_inline and copies it for a
+ * leased job only). */
+static int take_rows(struct queue_conn *c, unsigned s, struct queue_claimed *out, unsigned room,
+                     const struct queue_claim_req *req)
 {
     unsigned n = c->rows.nrows < room ? c->rows.nrows : room;
     for (unsigned i = 0; i < n; i++) {
         struct queue_claimed *j = &out[i];
         memset(j, 0, sizeof *j);
         format_id(store_rows_int(&c->rows, i, 0), s, j->id, sizeof j->id);
-        snprintf(j->kind, sizeof j->kind, "%s", store_rows_text(&c->rows, i, 1));
-        const char *p = store_rows_text(&c->rows, i, 2);
-        j->payload_len = strlen(p);
-        j->payload = xstrndup(p, j->payload_len);
-        j->token = (uint64_t)store_rows_int(&c->rows, i, 3);
-        j->attempts = (unsigned)store_rows_int(&c->rows, i, 4);
+        copy_text(j->kind, sizeof j->kind, store_rows_text(&c->rows, i, 1));
+        j->payload_len = strlen(store_rows_text(&c->rows, i, 2));
+        j->token = (uint64_t)store_rows_int(&c->rows, i, 3) + 1;
+        j->attempts = (unsigned)store_rows_int(&c->rows, i, 4) + 1;
         j->max_attempts = (unsigned)store_rows_int(&c->rows, i, 5);
         j->created_ms = (uint64_t)store_rows_int(&c->rows, i, 6);
         j->due_ms = (uint64_t)store_rows_int(&c->rows, i, 7);
-        snprintf(j->queue, sizeof j->queue, "%s", store_rows_text(&c->rows, i, 8));
-        j->lease_until_ms = (uint64_t)store_rows_int(&c->rows, i, 9);
+        copy_text(j->queue, sizeof j->queue, store_rows_text(&c->rows, i, 8));
+        j->lease_until_ms = req->now_ms + req->lease_ms;
     }
     return (int)n;
 }
 
+/* A JSON array of row ids: the argument of Q_LEASE_IDS and Q_DONE_IDS. */
+struct id_list {
+    unsigned n;
+    size_t len;
+    char text[QUEUE_CLAIM_MAX * 21 + 2];
+};
+
+static void id_list_add(struct id_list *l, int64_t id)
+{
+    l->text[l->len++] = l->n++ ? ',' : '[';
+    l->len += u64_text((uint64_t)id, l->text + l->len);
+}
+
+/* Run Q_LEASE_IDS or Q_DONE_IDS (a: its three leading arguments) on the
+ * rows of l; every one of them must change. */
+static int ids_exec(struct queue_conn *c, struct store_db *db, unsigned stmt,
+                    const struct store_val *a, struct id_list *l)
+{
+    if (!l->n)
+        return 0;
+    l->text[l->len] = ']';
+    struct store_val v[4] = {a[0], a[1], a[2], store_text(l->text, l->len + 1)};
+    int rc = q_exec(c, db, stmt, v, 4, &c->rows2);
+    if (rc == 0 && c->rows2.changes != (int64_t)l->n)
+        rc = -EIO;
+    return rc;
+}
+
+/* One claim step, in the shard's open transaction: pick the ready rows
+ * (stmt, a/na: a Q_PICK... and its arguments), offer each to run_inline
+ * when the caller gave one, then write each row once: done (the jobs that
+ * ran and succeeded, one statement), leased (the others, one statement). A
+ * failed run is leased and failed like a settle (history, backoff or dead):
+ * a row written twice, but failures are rare. Nothing a run did outlives a
+ * rollback (run_inline's contract). Number claimed, or negative (out[]
+ * then cleared). */
+static int claim_step(struct queue_conn *c, struct store_db *db, unsigned s,
+                      const struct queue_claim_req *req, unsigned stmt, const struct store_val *a,
+                      unsigned na, struct queue_claimed *out, unsigned room)
+{
+    int rc = q_exec(c, db, stmt, a, na, &c->rows);
+    if (rc < 0)
+        return rc;
+    int n = take_rows(c, s, out, room, req);
+    const char *w = req->worker ? req->worker : "";
+    const struct store_val lease_args[3] = {store_int((int64_t)(req->now_ms + req->lease_ms)),
+                                            store_int((int64_t)req->now_ms),
+                                            store_text(w, strlen(w))};
+    struct id_list lease, done;
+    lease.n = done.n = 0;
+    lease.len = done.len = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        struct queue_claimed *j = &out[i];
+        int64_t id = store_rows_int(&c->rows, (unsigned)i, 0);
+        char error[QUEUE_ERROR_MAX] = "";
+        /* Lent for the call: rows is not touched until the next pick. */
+        const char *payload = store_rows_text(&c->rows, (unsigned)i, 2);
+        j->payload = (char *)payload;
+        int r = req->run_inline ? req->run_inline(req->inline_arg, j, error) : QUEUE_INLINE_NO;
+        j->payload = NULL;
+        if (r == QUEUE_INLINE_NO) {
+            j->payload = xstrndup(payload, j->payload_len);
+            id_list_add(&lease, id);
+            continue;
+        }
+        j->settled = 1;
+        j->lease_until_ms = 0;
+        if (r == QUEUE_INLINE_OK) {
+            j->settled_how = QUEUE_ACK;
+            id_list_add(&done, id);
+            continue;
+        }
+        struct id_list one = {0};
+        id_list_add(&one, id);
+        int dead = r == QUEUE_INLINE_FATAL || j->attempts >= j->max_attempts;
+        uint64_t at = req->now_ms + queue_backoff_ms(j->attempts, req->backoff_base_ms,
+                                                     req->backoff_cap_ms, next_rnd(c));
+        j->settled_how = dead ? QUEUE_DEAD : QUEUE_RETRY;
+        rc = ids_exec(c, db, Q_LEASE_IDS, lease_args, &one);
+        if (rc == 0)
+            rc = fail_one(c, db, id, j->token, dead, at, error[0] ? error : "failed", j->attempts,
+                          w, req->now_ms, clock_wall_ms());
+        if (rc == -ESTALE)
+            rc = -EIO; /* cannot be: this transaction leased it */
+    }
+    if (rc == 0)
+        rc = ids_exec(c, db, Q_LEASE_IDS, lease_args, &lease);
+    if (rc == 0 && done.n) {
+        const struct store_val done_args[3] = {store_int((int64_t)req->now_ms),
+                                               store_int((int64_t)clock_wall_ms()),
+                                               store_text(w, strlen(w))};
+        rc = ids_exec(c, db, Q_DONE_IDS, done_args, &done);
+    }
+    if (rc < 0) {
+        for (int i = 0; i < n; i++)
+            queue_claimed_clear(&out[i]);
+        return rc;
+    }
+    return n;
+}
+
 static int claim_shard(struct queue_conn *c, unsigned s, const struct queue_claim_req *req,
                        struct queue_claimed *out, unsigned room, struct queue_claim_stats *st,
-                       unsigned *cap_left)
+                       unsigned *cap_left, int try)
 {
     struct store_db *db = shard_db(c, s);
     if (!db)
@@ -537,7 +675,7 @@ static int claim_shard(struct queue_conn *c, unsigned s, const struct queue_clai
         }
         return 0;
     }
-    rc = c->sd->begin(db, 1);
+    rc = c->sd->begin(db, try ? STORE_BEGIN_TRY : 1);
     if (rc < 0)
         return rc;
     int got = 0;
@@ -547,7 +685,6 @@ static int claim_shard(struct queue_conn *c, unsigned s, const struct queue_clai
         rc = q_exec(c, db, Q_PROMOTE, &now, 1, NULL);
     /* Steps: each named queue (--queues), or every queue but the capped
      * ones and then each capped one, each within what is left of its cap. */
-    const char *w = req->worker ? req->worker : "";
     unsigned ncaps = req->ncaps < QUEUE_CAPS_MAX ? req->ncaps : QUEUE_CAPS_MAX;
     unsigned nsteps = req->nqueues ? req->nqueues : ncaps ? 1 + ncaps : 1;
     for (unsigned q = 0; rc == 0 && q < nsteps && (unsigned)got < room; q++) {
@@ -562,26 +699,26 @@ static int claim_shard(struct queue_conn *c, unsigned s, const struct queue_clai
             limit = cap_left[capi];
         if (limit == 0)
             continue;
-        struct store_val a[12] = {store_int((int64_t)(req->now_ms + req->lease_ms)), now,
-                                  store_text(w, strlen(w))};
+        struct store_val a[9];
         unsigned na, stmt;
         if (name) {
-            a[3] = store_text(name, strlen(name));
-            a[4] = store_int(limit);
-            na = 5, stmt = Q_CLAIM_Q;
+            a[0] = store_text(name, strlen(name));
+            a[1] = store_int(limit);
+            na = 2, stmt = Q_PICK_Q;
         } else if (ncaps) {
             for (unsigned k = 0; k < 8; k++)
-                a[3 + k] = k < ncaps ? store_text(req->caps[k].name, strlen(req->caps[k].name))
-                                     : store_text("", 0);
-            a[11] = store_int(limit);
-            na = 12, stmt = Q_CLAIM_EXCL;
+                a[k] = k < ncaps ? store_text(req->caps[k].name, strlen(req->caps[k].name))
+                                 : store_text("", 0);
+            a[8] = store_int(limit);
+            na = 9, stmt = Q_PICK_EXCL;
         } else {
-            a[3] = store_int(limit);
-            na = 4, stmt = Q_CLAIM;
+            a[0] = store_int(limit);
+            na = 1, stmt = Q_PICK;
         }
-        rc = q_exec(c, db, stmt, a, na, &c->rows);
-        if (rc == 0) {
-            int n = take_rows(c, s, out + got, room - (unsigned)got);
+        int n = claim_step(c, db, s, req, stmt, a, na, out + got, room - (unsigned)got);
+        if (n < 0) {
+            rc = n;
+        } else {
             got += n;
             if (capi < QUEUE_CAPS_MAX)
                 cap_left[capi] -= (unsigned)n;
@@ -614,13 +751,28 @@ static int sq_claim(struct queue_conn *c, const struct queue_claim_req *req,
         max = QUEUE_CLAIM_MAX;
     if (discover(c) < 0 || max == 0)
         return 0;
-    unsigned got = 0, start = c->rr++;
+    unsigned got = 0, start = c->claim_rr++;
     unsigned cap_left[QUEUE_CAPS_MAX];
     for (unsigned k = 0; k < QUEUE_CAPS_MAX; k++)
         cap_left[k] = k < req->ncaps ? req->caps[k].max : 0;
+    /* Shards another worker is claiming from (its write lock held) are
+     * skipped at first, not waited for: two processes then work on two
+     * shards at once instead of taking turns on one. They get a waiting
+     * try at the end if the batch is not full yet. */
+    unsigned busy[STORE_MAX_SHARDS], nbusy = 0;
     int err = 0;
     for (unsigned k = 0; k < c->nshards && got < max; k++) {
-        int n = claim_shard(c, (start + k) % c->nshards, req, out + got, max - got, st, cap_left);
+        unsigned s = (start + k) % c->nshards;
+        int n = claim_shard(c, s, req, out + got, max - got, st, cap_left, 1);
+        if (n == -EBUSY)
+            busy[nbusy++] = s;
+        else if (n < 0)
+            err = n;
+        else
+            got += (unsigned)n;
+    }
+    for (unsigned k = 0; k < nbusy && got < max; k++) {
+        int n = claim_shard(c, busy[k], req, out + got, max - got, st, cap_left, 0);
         if (n < 0)
             err = n;
         else

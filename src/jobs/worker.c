@@ -63,11 +63,13 @@ struct psettle {
 };
 
 /* A job run inline by the store thread in its claim pass (a kind with
- * inline_ok): the result the loop settles, as a handler thread's would be. */
+ * inline_ok): the run the loop records (and settles, unless the driver
+ * settled it in the claim's transaction), as a handler thread's would be. */
 struct inline_run {
     int ran, rc;
     uint64_t start_wall_ms, run_us;
     char error[QUEUE_ERROR_MAX];
+    char *payload; /* settled in the claim with --trace-log on: its span's parent is in here */
 };
 
 /* One pass on the store thread. */
@@ -89,7 +91,7 @@ struct sync_op {
     /* out */
     int settle_rc, renew_rc, nclaimed, stats_rc;
     struct queue_claimed *claimed; /* want_claim entries */
-    struct inline_run *inl;        /* NULL, or want_claim entries: claimed[i] ran inline */
+    struct inline_run *inl;        /* want_claim entries (with claimed): runs of instant kinds */
     struct queue_claim_stats cs;
     struct queue_stats stats;
 };
@@ -217,12 +219,36 @@ static void queue_settle(struct worker *w, const struct wjob *j, enum queue_outc
 }
 
 /* A failed run: retry with backoff, or dead when fatal or out of attempts. */
+static void log_failure(const struct queue_claimed *c, int dead, const char *error)
+{
+    log_info_rl("job %s (%s) attempt %u/%u failed%s: %s", c->id, c->kind, c->attempts,
+                c->max_attempts, dead ? ", dead" : ", will retry", error);
+}
+
 static void settle_failure(struct worker *w, const struct wjob *j, int fatal, const char *error)
 {
     int dead = fatal || j->c.attempts >= j->c.max_attempts;
     queue_settle(w, j, dead ? QUEUE_DEAD : QUEUE_RETRY, error);
-    log_info_rl("job %s (%s) attempt %u/%u failed%s: %s", j->c.id, j->c.kind, j->c.attempts,
-                j->c.max_attempts, dead ? ", dead" : ", will retry", error);
+    log_failure(&j->c, dead, error);
+}
+
+/* A settle took effect (loop thread). */
+static void count_outcome(struct worker *w, enum queue_outcome how)
+{
+    switch (how) {
+    case QUEUE_ACK:
+        w->done_total++;
+        break;
+    case QUEUE_RETRY:
+        w->retries_total++;
+        break;
+    case QUEUE_DEAD:
+        w->dead_total++;
+        break;
+    case QUEUE_RELEASE:
+        w->released_total++;
+        break;
+    }
 }
 
 static void free_wjob(struct worker *w, struct wjob *j)
@@ -301,18 +327,23 @@ static void trace_log_job(struct worker *w, const struct wjob *j)
     buf_free(&b);
 }
 
+/* A run happened: its wait and run times, its span. Loop thread. */
+static void record_run(struct worker *w, const struct wjob *j)
+{
+    uint64_t due = j->c.due_ms > j->c.created_ms ? j->c.due_ms : j->c.created_ms;
+    hist_record(&w->wait_hist,
+                j->run_start_wall_ms > due ? (j->run_start_wall_ms - due) * 1000 : 0);
+    hist_record(&w->run_hist, j->run_us);
+    if (w->trace_log && !j->abandoned)
+        trace_log_job(w, j);
+}
+
 /* A run is over (handler thread or inline): record it, settle its result
  * unless it was settled already, and forget the job. Loop thread. */
 static void finish_job(struct worker *w, struct wjob *j)
 {
-    if (j->ran) {
-        uint64_t due = j->c.due_ms > j->c.created_ms ? j->c.due_ms : j->c.created_ms;
-        hist_record(&w->wait_hist,
-                    j->run_start_wall_ms > due ? (j->run_start_wall_ms - due) * 1000 : 0);
-        hist_record(&w->run_hist, j->run_us);
-        if (w->trace_log && !j->abandoned)
-            trace_log_job(w, j);
-    }
+    if (j->ran)
+        record_run(w, j);
     if (j->abandoned || !j->ran) {
         log_debug("job %s: result dropped (%s)", j->c.id, j->error[0] ? j->error : "ok");
     } else if (j->rc == 0) {
@@ -335,6 +366,23 @@ static void on_task_done(struct workq_job *wq)
     maybe_finish(w);
 }
 
+/* Count a claimed job against its queue's limits (index, or -1); a job
+ * settled in its claim takes a rate token but no running slot. */
+static int take_limit(struct worker *w, const char *queue, int running)
+{
+    int limit = -1;
+    for (unsigned i = 0; i < w->cfg->nlimits; i++) {
+        if (!strcmp(w->cfg->limits[i].name, queue)) {
+            limit = (int)i;
+            w->lim_inflight[i] += (unsigned)running;
+            if (w->cfg->limits[i].rate > 0)
+                w->lim_tokens[i] -= 1.0;
+        }
+    }
+    w->claimed_total++;
+    return limit;
+}
+
 static struct wjob *new_wjob(struct worker *w, struct queue_claimed *c, uint64_t now_wall)
 {
     struct wjob *j = xcalloc(1, sizeof *j);
@@ -344,19 +392,27 @@ static struct wjob *new_wjob(struct worker *w, struct queue_claimed *c, uint64_t
     j->kind = job_kind_find(j->c.kind);
     j->start_mono_ms = uv_now(&w->loop);
     j->start_wall_ms = now_wall;
-    j->limit = -1;
-    for (unsigned i = 0; i < w->cfg->nlimits; i++) {
-        if (!strcmp(w->cfg->limits[i].name, j->c.queue)) {
-            j->limit = (int)i;
-            w->lim_inflight[i]++;
-            if (w->cfg->limits[i].rate > 0)
-                w->lim_tokens[i] -= 1.0;
-        }
-    }
+    j->limit = take_limit(w, j->c.queue, 1);
     list_insert_tail(&w->running, &j->node);
     w->nrunning++;
-    w->claimed_total++;
     return j;
+}
+
+/* A job the driver ran inline and settled in its claim's transaction (x:
+ * the run): count and record it like any other run, no settle to send. */
+static void account_settled(struct worker *w, struct queue_claimed *c, struct inline_run *x)
+{
+    take_limit(w, c->queue, 0);
+    struct wjob j = {
+        .c = *c, .ran = 1, .rc = x->rc, .run_start_wall_ms = x->start_wall_ms, .run_us = x->run_us};
+    j.c.payload = x->payload;
+    record_run(w, &j);
+    free(x->payload);
+    x->payload = NULL;
+    count_outcome(w, c->settled_how);
+    if (c->settled_how != QUEUE_ACK)
+        log_failure(c, c->settled_how == QUEUE_DEAD, x->error[0] ? x->error : "failed");
+    queue_claimed_clear(c);
 }
 
 /* Hand n new jobs to the handler threads in groups of n / concurrency (at
@@ -387,26 +443,62 @@ static void dispatch(struct worker *w, struct wjob **jobs, unsigned n)
 
 /* ---- the store thread's pass ---- */
 
-/* Run the claimed jobs of inline kinds here and now (store thread): no
- * hand-off to a handler thread and back, so a batch of them costs the two
- * transactions (claim, settle) and one wake-up of the loop. */
+/* Run claimed job c if its kind is an instant one (inline_ok), here on
+ * the store thread, into x; 0 when it is not (x->ran = 0). */
+static int run_one_inline(struct worker *w, const struct queue_claimed *c, struct inline_run *x)
+{
+    const struct job_kind *k = job_kind_find(c->kind);
+    x->ran = 0;
+    if (!k || !k->inline_ok)
+        return 0;
+    struct job_run r = {.job = c};
+    x->start_wall_ms = clock_wall_ms();
+    uint64_t t0 = clock_mono_us();
+    x->rc = job_run(&r, &w->store_jt);
+    x->run_us = clock_mono_us() - t0;
+    memcpy(x->error, r.error, sizeof x->error);
+    x->ran = 1;
+    return 1;
+}
+
+/* queue_claim_req.run_inline: the driver offers each job it claims, inside
+ * the claim's transaction. Instant kinds run here: no hand-off to a handler
+ * thread and back, and the driver writes their final state with the claim
+ * (one transaction a batch, each row written once). Their handlers have no
+ * effect outside this process (inline_ok), so a claim that does not commit
+ * (crash, store error) leaves nothing behind: the jobs are still ready. */
+static int claim_inline_cb(void *arg, const struct queue_claimed *c, char *error)
+{
+    struct sync_op *op = arg;
+    struct inline_run *x = &op->inl[c - op->claimed];
+    if (!run_one_inline(op->w, c, x))
+        return QUEUE_INLINE_NO;
+    /* The payload is the driver's until this returns; the span needs it.
+     * (A claim that failed on a later shard may reuse this slot.) */
+    if (op->w->trace_log) {
+        free(x->payload);
+        x->payload = xstrndup(c->payload, c->payload_len);
+    }
+    if (x->rc == 0)
+        return QUEUE_INLINE_OK;
+    snprintf(error, QUEUE_ERROR_MAX, "%s", x->error[0] ? x->error : "failed");
+    return x->rc == JOB_FATAL ? QUEUE_INLINE_FATAL : QUEUE_INLINE_FAILED;
+}
+
+static void free_inline_runs(struct sync_op *op)
+{
+    for (unsigned i = 0; op->inl && i < op->want_claim; i++)
+        free(op->inl[i].payload);
+    free(op->inl);
+}
+
+/* A driver without run_inline claimed jobs of instant kinds: run them now
+ * (store thread); the loop settles them with the next pass. */
 static void run_inline(struct worker *w, struct sync_op *op)
 {
-    for (int i = 0; i < op->nclaimed; i++) {
-        const struct job_kind *k = job_kind_find(op->claimed[i].kind);
-        if (!k || !k->inline_ok)
-            continue;
-        if (!op->inl)
-            op->inl = xcalloc(op->want_claim, sizeof *op->inl);
-        struct inline_run *x = &op->inl[i];
-        struct job_run r = {.job = &op->claimed[i]};
-        x->start_wall_ms = clock_wall_ms();
-        uint64_t t0 = clock_mono_us();
-        x->rc = job_run(&r, &w->store_jt);
-        x->run_us = clock_mono_us() - t0;
-        memcpy(x->error, r.error, sizeof x->error);
-        x->ran = 1;
-    }
+    for (int i = 0; i < op->nclaimed; i++)
+        if (!op->claimed[i].settled)
+            run_one_inline(w, &op->claimed[i], &op->inl[i]);
 }
 
 static void on_sync_work(struct workq_job *wq, void *ctx)
@@ -534,20 +626,7 @@ static void on_sync_done(struct workq_job *wq)
             log_error_rl("job %s: settle failed (%d); the lease will expire and it runs again",
                          p->id, p->s.result);
         } else {
-            switch (p->s.how) {
-            case QUEUE_ACK:
-                w->done_total++;
-                break;
-            case QUEUE_RETRY:
-                w->retries_total++;
-                break;
-            case QUEUE_DEAD:
-                w->dead_total++;
-                break;
-            case QUEUE_RELEASE:
-                w->released_total++;
-                break;
-            }
+            count_outcome(w, p->s.how);
         }
         list_remove(&p->node);
         free(p);
@@ -582,7 +661,11 @@ static void on_sync_done(struct workq_job *wq)
             struct wjob *fresh[QUEUE_CLAIM_MAX];
             unsigned nfresh = 0;
             for (int i = 0; i < op->nclaimed; i++) {
-                if (op->inl && op->inl[i].ran) {
+                if (op->claimed[i].settled) {
+                    account_settled(w, &op->claimed[i], &op->inl[i]);
+                    continue;
+                }
+                if (op->inl[i].ran) {
                     /* Ran already (even if a signal came meanwhile): settle its result. */
                     struct wjob *j = new_wjob(w, &op->claimed[i], now);
                     const struct inline_run *x = &op->inl[i];
@@ -620,7 +703,7 @@ static void on_sync_done(struct workq_job *wq)
         w->qstats_ok = 1;
     }
     free(op->claimed);
-    free(op->inl);
+    free_inline_runs(op);
     free(op);
     kick(w);
     maybe_finish(w);
@@ -705,6 +788,9 @@ static void kick(struct worker *w)
         op->req.ncaps = w->cfg->nlimits;
         op->want_claim = want;
         op->claimed = xcalloc(want, sizeof *op->claimed);
+        op->inl = xcalloc(want, sizeof *op->inl);
+        op->req.run_inline = claim_inline_cb;
+        op->req.inline_arg = op;
         op->req.lease_ms = w->cfg->lease_ms;
         op->req.worker = w->name;
         op->req.queues = w->cfg->queues;
@@ -732,6 +818,7 @@ static void kick(struct worker *w)
         free(op->renews);
         free(op->renew_ids);
         free(op->claimed);
+        free_inline_runs(op);
         free(op);
     }
 }

@@ -404,3 +404,59 @@ def test_per_queue_concurrency_and_rate_limits(queue, workers, tmp_path):
     assert res.returncode == 2 and len(res.stderr_text.strip().splitlines()) == 1
     res = run_surge("worker", "--data-dir", data, "--queue-rate", "fast=0")
     assert res.returncode == 2 and len(res.stderr_text.strip().splitlines()) == 1
+
+
+def test_instant_jobs_settle_in_their_claim_exactly_once_even_when_killed(workers, tmp_path):
+    """The embedded queue runs instant kinds (noop, fail) inside the claim's
+    own transaction and writes their final state there: such a job is never
+    seen running, a worker killed with -9 mid-drain leaves no lease to
+    expire (its uncommitted batch is simply still ready), and every job is
+    done exactly once: one attempt, no history, the done counters add up.
+    A failing instant kind still goes through its retries to dead with the
+    history of every attempt. (Redis Streams keeps the claim-then-settle
+    path: the other tests cover it.)"""
+    data = tmp_path / "data"
+    make_store(data)
+    n = 40000
+    assert jobs(data, "enqueue", "noop", "--count", n).returncode == 0
+    a = workers.start(data, "--batch", "64", metrics=True)
+    assert wait_until(lambda: stats(data)["done"] > 0, timeout=30, interval=0.005)
+    a.kill9()
+    s = stats(data)
+    assert s["done"] < n, "drained before the kill: the test proves nothing (%s)" % s
+    assert s["running"] == 0, s
+    b = workers.start(data, "--batch", "64", metrics=True)
+    c = workers.start(data, "--batch", "64", metrics=True)
+    seen_running = 0
+    while stats(data)["done"] < n:
+        seen_running = max(seen_running, stats(data)["running"])
+        time.sleep(0.02)
+    assert seen_running == 0
+    rows = [r for _, r in shard_rows(data, "SELECT state, attempts, token, history, worker,"
+                                           " started_ms, finished_ms FROM jobs")]
+    assert len(rows) == n
+    assert all(r[:4] == ("done", 1, 1, "") for r in rows), [r for r in rows if r[1] != 1][:5]
+    assert all(r[4] and r[5] and r[6] >= r[5] for r in rows), rows[:3]
+    done_bc = b.metric("surge_worker_done_total") + c.metric("surge_worker_done_total")
+    by_worker = {}
+    for r in rows:
+        by_worker[r[4]] = by_worker.get(r[4], 0) + 1
+    assert done_bc == by_worker.get(b.name, 0) + by_worker.get(c.name, 0), (done_bc, by_worker)
+    assert b.metric("surge_worker_claimed_total") == b.metric("surge_worker_done_total")
+    assert b.metric("surge_worker_lease_expiries_total") == 0
+    assert c.metric("surge_worker_lease_expiries_total") == 0
+    assert b.metric("surge_worker_enqueue_to_start_seconds_count") == \
+        b.metric("surge_worker_done_total")
+    # A failing instant kind: retried with backoff in later claims, then dead.
+    m, attempts = 5, 3
+    assert jobs(data, "enqueue", "fail", "--max-attempts", attempts, "--count", m).returncode == 0
+    assert wait_until(lambda: stats(data)["dead"] == m, timeout=30), stats(data)
+    for j in jobs_json(data, "list", "--state", "dead", "--json"):
+        j = jobs_json(data, "show", j["id"])
+        assert j["attempts"] == attempts and "always fails" in j["last_error"], j
+        assert [h["attempt"] for h in j["history"]] == [1, 2, 3], j
+        assert all(h["worker"] in (b.name, c.name) for h in j["history"]), j
+    retries = b.metric("surge_worker_retries_total") + c.metric("surge_worker_retries_total")
+    dead = b.metric("surge_worker_dead_total") + c.metric("surge_worker_dead_total")
+    assert (retries, dead) == (m * (attempts - 1), m)
+    assert b.stop() == 0 and c.stop() == 0

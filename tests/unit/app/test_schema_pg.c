@@ -58,9 +58,10 @@ Test(schema_pg, every_statement_reads_through_an_index)
     /* The queue: what a worker runs per job or per pass. */
     struct store_db *q;
     cr_assert_eq(l.driver->open(l.shard[0], queue_sql, Q_COUNT, &q, err, sizeof err), 0, "%s", err);
-    const unsigned hot[] = {Q_WORK,        Q_CLAIM, Q_CLAIM_Q, Q_EXPIRED, Q_PROMOTE,     Q_NEXT_DUE,
-                            Q_ACK,         Q_FAIL,  Q_RENEW,   Q_RELEASE, Q_PENDING_KEY, Q_OLDEST,
-                            Q_DUE_DELAYED, Q_SHOW,  Q_SHOW2,   Q_LIST,    Q_ENQUEUE};
+    const unsigned hot[] = {Q_WORK,    Q_PICK,    Q_PICK_Q,      Q_LEASE_IDS, Q_DONE_IDS,
+                            Q_EXPIRED, Q_PROMOTE, Q_NEXT_DUE,    Q_ACK,       Q_FAIL,
+                            Q_RENEW,   Q_RELEASE, Q_PENDING_KEY, Q_OLDEST,    Q_DUE_DELAYED,
+                            Q_SHOW,    Q_SHOW2,   Q_LIST,        Q_ENQUEUE};
     for (size_t i = 0; i < sizeof hot / sizeof hot[0]; i++)
         expect_no_seq_scan(l.driver, q, hot[i], "queue");
     l.driver->close(q);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "data/store.h"
@@ -199,6 +200,28 @@ Test(store, concurrent_writers_all_succeed)
     cr_assert_eq(d->exec_sql(db, "SELECT COUNT(*) FROM t", &n, err, sizeof err), 0);
     cr_assert_eq(n, 800);
     d->close(db);
+}
+
+Test(store, try_begin_does_not_wait_for_a_held_write_lock)
+{
+    const struct store_driver *d = store_driver_find("sqlite:");
+    struct store_db *a = open_db("d.db"), *b = open_db("d.db");
+    char err[256];
+    cr_assert_eq(store_migrate(d, a, steps, 2, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(d->begin(a, 1), 0);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    cr_assert_eq(d->begin(b, STORE_BEGIN_TRY), -EBUSY, "the lock is held");
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    cr_assert_lt(ms, 500.0, "a try waited %.0f ms (the busy timeout is 5 s)", ms);
+    struct store_val v[2] = {store_int(1), store_text("v", 1)};
+    cr_assert_eq(d->exec(a, 0, v, 2, NULL), 0);
+    cr_assert_eq(d->commit(a), 0);
+    cr_assert_eq(d->begin(b, STORE_BEGIN_TRY), 0, "free now");
+    cr_assert_eq(d->rollback(b), 0);
+    d->close(a);
+    d->close(b);
 }
 
 Test(store, postgres_layout_puts_each_role_in_a_schema_of_one_database)

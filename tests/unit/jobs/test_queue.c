@@ -295,14 +295,104 @@ Test(queue, release_hands_back_without_using_an_attempt_and_purge)
 
 /* Every statement a worker runs per job or per pass finds its rows through
  * an index (a partial one per state), never by scanning the table. */
+/* `show` of job id has needle in it. */
+static void show_has(const char *id, const char *needle)
+{
+    struct buf b;
+    buf_init(&b, 64 * 1024);
+    cr_assert_eq(qd->show(qc, id, &b), 0);
+    buf_puts(&b, "");
+    cr_assert_not_null(strstr(b.data, needle), "%s not in %s", needle, b.data);
+    buf_free(&b);
+}
+
+/* run_inline for the test below: kind "ok" succeeds, "bad" fails, "boom"
+ * fails for good, anything else is leased; counts its calls. */
+static int inline_calls;
+static int run_inline_test(void *arg, const struct queue_claimed *j, char *error)
+{
+    inline_calls++;
+    cr_assert_str_eq(j->payload, "{}", "the payload is lent to the call");
+    cr_assert_eq(j->attempts, (unsigned)(uintptr_t)arg, "attempts as the claim makes them");
+    if (!strcmp(j->kind, "ok"))
+        return QUEUE_INLINE_OK;
+    if (!strcmp(j->kind, "bad") || !strcmp(j->kind, "boom")) {
+        snprintf(error, QUEUE_ERROR_MAX, "%s failed", j->kind);
+        return j->kind[0] == 'b' && j->kind[1] == 'o' ? QUEUE_INLINE_FATAL : QUEUE_INLINE_FAILED;
+    }
+    return QUEUE_INLINE_NO;
+}
+
+Test(queue, inline_runs_are_settled_in_the_claim_transaction)
+{
+    char ok[QUEUE_ID_MAX], bad[QUEUE_ID_MAX], boom[QUEUE_ID_MAX], other[QUEUE_ID_MAX];
+    add("ok", 0, 0, NULL, ok, 0);
+    add("bad", 0, 0, NULL, bad, 0);
+    add("boom", 0, 0, NULL, boom, 0);
+    add("other", 0, 0, NULL, other, 0);
+    struct queue_claimed c[8];
+    struct queue_claim_req r = req_at(2000);
+    r.run_inline = run_inline_test;
+    r.inline_arg = (void *)(uintptr_t)1;
+    int n = qd->claim(qc, &r, c, 8, NULL);
+    cr_assert_eq(n, 4);
+    cr_assert_eq(inline_calls, 4);
+    for (int i = 0; i < n; i++) {
+        const char *k = c[i].kind;
+        if (!strcmp(k, "other")) {
+            cr_assert_str_eq(c[i].payload, "{}", "a leased job owns its payload");
+            cr_assert_eq(c[i].settled, 0);
+            cr_assert_eq(c[i].lease_until_ms, 2100);
+        } else {
+            cr_assert_null(c[i].payload, "%s: settled, nothing to hand over", k);
+            cr_assert_eq(c[i].settled, 1, "%s", k);
+            cr_assert_eq(c[i].settled_how,
+                         !strcmp(k, "ok")    ? QUEUE_ACK
+                         : !strcmp(k, "bad") ? QUEUE_RETRY
+                                             : QUEUE_DEAD,
+                         "%s", k);
+        }
+    }
+    struct queue_stats st;
+    cr_assert_eq(qd->stats(qc, 2000, &st), 0);
+    cr_assert_eq(st.done, 1);
+    cr_assert_eq(st.dead, 1);
+    cr_assert_eq(st.running, 1, "only the leased one");
+    cr_assert_eq(st.ready + st.delayed, 1, "the failed one waits for its retry");
+    const char *const dead[] = {"\"state\":\"dead\"", "\"error\":\"boom failed\"",
+                                "\"attempt\":1,\"worker\":\"w1\""};
+    const char *const done[] = {"\"state\":\"done\"", "\"attempts\":1,", "\"history\":[]"};
+    for (int k = 0; k < 3; k++) {
+        show_has(boom, dead[k]);
+        show_has(ok, done[k]);
+    }
+    /* The leased one settles as ever; the failed one comes back, attempt 2. */
+    for (int i = 0; i < n; i++) {
+        if (c[i].settled)
+            continue;
+        struct queue_settle s = {.id = c[i].id, .token = c[i].token, .how = QUEUE_ACK};
+        cr_assert_eq(qd->settle(qc, &s, 1, 2050), 0);
+        cr_assert_eq(s.result, 0);
+    }
+    free_claimed(c, n);
+    r = req_at(5000);
+    r.run_inline = run_inline_test;
+    r.inline_arg = (void *)(uintptr_t)2;
+    cr_assert_eq(qd->claim(qc, &r, c, 8, NULL), 1);
+    cr_assert_str_eq(c[0].id, bad);
+    cr_assert_eq(c[0].settled_how, QUEUE_RETRY);
+    free_claimed(c, 1);
+}
+
 Test(queue, hot_statements_use_indexes)
 {
     struct store_db *db;
     char err[256];
     cr_assert_eq(layout.driver->open(layout.shard[0], queue_sql, Q_COUNT, &db, err, sizeof err), 0,
                  "%s", err);
-    const unsigned hot[] = {Q_WORK, Q_CLAIM, Q_EXPIRED, Q_PROMOTE,     Q_NEXT_DUE, Q_ACK,
-                            Q_FAIL, Q_RENEW, Q_RELEASE, Q_PENDING_KEY, Q_OLDEST,   Q_DUE_DELAYED};
+    const unsigned hot[] = {Q_WORK,    Q_PICK,        Q_LEASE_IDS, Q_DONE_IDS,   Q_EXPIRED,
+                            Q_PROMOTE, Q_NEXT_DUE,    Q_ACK,       Q_FAIL,       Q_RENEW,
+                            Q_RELEASE, Q_PENDING_KEY, Q_OLDEST,    Q_DUE_DELAYED};
     for (size_t i = 0; i < sizeof hot / sizeof hot[0]; i++) {
         struct buf plan;
         buf_init(&plan, 64 * 1024);
