@@ -11,6 +11,7 @@
 #   BENCH_RATE     arrival rate of the latency runs, jobs/s (default 5000)
 #   BENCH_SECONDS  length of the latency runs (default 10)
 #   BENCH_BULLMQ   0 skips BullMQ (default 1: npm install bullmq into build/bullmq once)
+#   BENCH_BULLMQ_VERSION, BENCH_IOREDIS_VERSION  the npm versions (default 6.7.6, 6.1.0: what docs/benchmarks.md measured)
 #   BENCH_REDIS    0 skips the surge-on-Redis rows (default 1)
 #   BENCH_DOC      markdown file whose bench-jobs section is replaced (default
 #                  docs/benchmarks.md; "-" = print only)
@@ -174,10 +175,16 @@ surge_round() {  # ROUND
 bullmq_setup() {
     command -v node >/dev/null && command -v redis-server >/dev/null || {
         log "BullMQ needs nodejs, npm and redis-server (apt-get install nodejs npm redis-server)"; exit 2; }
-    if [ ! -d build/bullmq/node_modules/bullmq ] || [ ! -d build/bullmq/node_modules/ioredis ]; then
-        log "installing bullmq (and its redis client, ioredis) from npm into build/bullmq"
+    # Pinned, so runs of different days compare the same BullMQ (the
+    # versions measured in docs/benchmarks.md); BENCH_BULLMQ_VERSION and
+    # BENCH_IOREDIS_VERSION choose others.
+    local want_b=${BENCH_BULLMQ_VERSION:-6.7.6} want_i=${BENCH_IOREDIS_VERSION:-6.1.0} have_b=''
+    [ -f build/bullmq/node_modules/bullmq/package.json ] &&
+        have_b=$(node -p "require('$ROOT/build/bullmq/node_modules/bullmq/package.json').version")
+    if [ "$have_b" != "$want_b" ] || [ ! -d build/bullmq/node_modules/ioredis ]; then
+        log "installing bullmq $want_b (and its redis client, ioredis $want_i) from npm into build/bullmq"
         mkdir -p build/bullmq
-        npm install --silent --prefix build/bullmq bullmq ioredis >/dev/null
+        npm install --silent --prefix build/bullmq "bullmq@$want_b" "ioredis@$want_i" >/dev/null
     fi
     BULLMQ_VERSIONS="bullmq $(node -p "require('$ROOT/build/bullmq/node_modules/bullmq/package.json').version"), node $(node --version), redis $(redis-server --version | cut -d' ' -f3 | cut -d= -f2)"
     log "$BULLMQ_VERSIONS"
