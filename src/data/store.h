@@ -150,15 +150,21 @@ struct store_driver {
     int (*listen)(struct store_db *db, const char *channel);
     int (*notifications)(struct store_db *db);
     /* Non-blocking use from an event loop (store_async.h); NULL when the
-     * driver has none. astart: begin opening location (never waits; a
-     * numeric host needs no name lookup); then call astep. asend: on an
+     * driver has none. astart: begin opening location (never waits when
+     * every host is numeric or given an address by hostaddr); then call
+     * astep. asend: on an
      * idle connection, start statement stmt (args are copied). astep:
      * advance after socket activity, or right after astart/asend:
      * STORE_WANT_READ and/or STORE_WANT_WRITE (> 0) while in progress, 0
      * when idle (connected, or the statement's result is in rows), negative
      * when the connection failed (close it). asocket: the socket to poll
-     * (it may change while connecting). */
-    int (*astart)(const char *location, const char *const *sql, unsigned nsql,
+     * (it may change while connecting). aresolve (optional, blocking: a
+     * thread pool's, never the loop's): look up location's host names and
+     * give the addresses astart is to use (hostaddr: a driver text, ""
+     * when location names no host to look up); 0, or -EIO with a one-line
+     * reason. astart's hostaddr: what aresolve gave, or NULL. */
+    int (*aresolve)(const char *location, char *hostaddr, size_t len, char *err, size_t errlen);
+    int (*astart)(const char *location, const char *hostaddr, const char *const *sql, unsigned nsql,
                   struct store_db **out, char *err, size_t errlen);
     int (*asend)(struct store_db *db, unsigned stmt, const struct store_val *args, unsigned nargs);
     int (*astep)(struct store_db *db, struct store_rows *rows);

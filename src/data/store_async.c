@@ -12,6 +12,12 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define TICK_MS        250
+/* Host names are looked up again this often (and after a connection of
+ * the target failed), in the background: connections keep the previous
+ * answer meanwhile. */
+#define RESOLVE_EVERY_MS 30000
+#define RESOLVE_RETRY_MS 1000
+#define HOSTADDR_MAX     1024
 
 struct aconn {
     struct store_async *s;
@@ -30,6 +36,14 @@ struct target {
     unsigned queued;
     uint64_t retry_at_ms;
     unsigned backoff_ms;
+    /* Name look-ups (a driver with aresolve): on libuv's thread pool, never
+     * on the loop; hostaddr is the last answer ("" none needed), unset
+     * until the first one. */
+    struct store_async *s;
+    uv_work_t work;
+    int resolving, resolved, found_rc;
+    uint64_t resolve_at_ms; /* the next look-up, at the earliest */
+    char hostaddr[HOSTADDR_MAX], found[HOSTADDR_MAX], err[256];
 };
 
 struct store_async {
@@ -142,6 +156,7 @@ static void conn_failed(struct aconn *c, int rc)
         if (t->backoff_ms > BACKOFF_MAX_MS)
             t->backoff_ms = BACKOFF_MAX_MS;
         t->retry_at_ms = uv_now(s->loop) + t->backoff_ms;
+        t->resolve_at_ms = 0; /* the server may have moved: ask again before the retry */
         if (s->replicas)
             store_router_down(s->l->router, s->k, c->target);
     }
@@ -210,12 +225,57 @@ static void send_req(struct aconn *c, struct store_async_req *r)
     step(c);
 }
 
+static void resolve_work(uv_work_t *w)
+{
+    struct target *t = w->data;
+    t->found_rc = t->s->d->aresolve(t->location, t->found, sizeof t->found, t->err, sizeof t->err);
+}
+
+static void resolve_done(uv_work_t *w, int status)
+{
+    struct target *t = w->data;
+    struct store_async *s = t->s;
+    t->resolving = 0;
+    s->handles--;
+    if (s->closing) {
+        maybe_free(s);
+        return;
+    }
+    uint64_t now = uv_now(s->loop);
+    if (status == 0 && t->found_rc == 0) {
+        memcpy(t->hostaddr, t->found, sizeof t->hostaddr);
+        t->resolved = 1;
+        t->resolve_at_ms = now + RESOLVE_EVERY_MS;
+    } else {
+        log_warn_rl("store: %s: %s", t->location, status < 0 ? uv_strerror(status) : t->err);
+        t->resolve_at_ms = now + RESOLVE_RETRY_MS;
+    }
+}
+
+/* Look t's host names up in the background when due. 0 when t may be
+ * connected now (addresses known, or the driver needs none). */
+static int resolve(struct store_async *s, struct target *t)
+{
+    if (!s->d->aresolve)
+        return 0;
+    if (!t->resolving && !s->closing && uv_now(s->loop) >= t->resolve_at_ms) {
+        t->s = s;
+        t->work.data = t;
+        if (uv_queue_work(s->loop, &t->work, resolve_work, resolve_done) == 0) {
+            t->resolving = 1;
+            s->handles++;
+        }
+    }
+    return t->resolved ? 0 : -1;
+}
+
 /* Start connection c of target t (not open). */
 static void open_conn(struct aconn *c, struct target *t)
 {
     struct store_async *s = c->s;
     char err[256];
-    if (s->d->astart(t->location, s->sql, s->nsql, &c->db, err, sizeof err) < 0) {
+    if (s->d->astart(t->location, s->d->aresolve ? t->hostaddr : NULL, s->sql, s->nsql, &c->db, err,
+                     sizeof err) < 0) {
         c->db = NULL;
         log_warn_rl("store: cannot connect to %s: %s", t->location, err);
         conn_failed(c, -EIO);
@@ -252,7 +312,7 @@ static void pump(struct store_async *s, struct target *t)
             send_req(idle, r);
             continue;
         }
-        if (closed && !connecting && uv_now(s->loop) >= t->retry_at_ms)
+        if (closed && !connecting && uv_now(s->loop) >= t->retry_at_ms && resolve(s, t) == 0)
             open_conn(closed, t);
         return;
     }
@@ -320,6 +380,8 @@ struct store_async *store_async_new(uv_loop_t *loop, const struct store_layout *
     s->handles = 1;
     uv_timer_start(&s->tick, on_tick, TICK_MS, TICK_MS);
     uv_unref((uv_handle_t *)&s->tick);
+    for (unsigned i = 0; i < s->ntargets; i++)
+        resolve(s, &s->targets[i]); /* the first look-ups start with the loop */
     return s;
 }
 
@@ -342,7 +404,8 @@ int store_async_read(struct store_async *s, struct store_async_req *req)
         ti = (unsigned)i;
     }
     struct target *t = &s->targets[ti];
-    if (t->queued >= STORE_ASYNC_QUEUE_MAX || uv_now(s->loop) < t->retry_at_ms)
+    if (t->queued >= STORE_ASYNC_QUEUE_MAX || uv_now(s->loop) < t->retry_at_ms ||
+        resolve(s, t) < 0) /* addresses not known yet: the store pool reads meanwhile */
         return -EAGAIN;
     req->next_ = NULL;
     req->queued_ms_ = uv_now(s->loop);
@@ -365,8 +428,11 @@ void store_async_close(struct store_async *s)
     for (unsigned i = 0; i < s->ntargets * s->per; i++)
         if (s->conns[i].db)
             conn_failed(&s->conns[i], -ECANCELED);
-    for (unsigned ti = 0; ti < s->ntargets; ti++)
+    for (unsigned ti = 0; ti < s->ntargets; ti++) {
         fail_queue(s, &s->targets[ti], -ECANCELED);
+        if (s->targets[ti].resolving) /* resolve_done runs anyway, then frees */
+            uv_cancel((uv_req_t *)&s->targets[ti].work);
+    }
     uv_close((uv_handle_t *)&s->tick, on_handle_closed);
     s->handles--;
     maybe_free(s);

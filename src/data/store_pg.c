@@ -31,8 +31,11 @@
  * URL is the primary now (target_session_attrs=read-write). SQLSTATE: class 23 (integrity) ->
  * -EEXIST, 40001/40P01 (serialization, deadlock), 55P03 (lock) and 57014 (statement timeout) ->
  * -EBUSY, anything else -EIO (logged, rate-limited). */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <libpq-fe.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +52,7 @@
 #define PG_IDLE_CHECK_MS        1000
 #define PG_BACKOFF_MIN_MS       100
 #define PG_BACKOFF_MAX_MS       1000
+#define HOSTADDR_LIST           1024 /* one of pg_aresolve's lists (sscanf's width in pg_astart) */
 #define PG_MAX_PARAMS           64
 
 /* Type OIDs (server/catalog/pg_type.h, stable across versions). */
@@ -697,15 +701,126 @@ static int pg_notifications(struct store_db *d)
 
 /* ---- non-blocking use (store_async.c): one statement at a time ---- */
 
-static int pg_astart(const char *location, const char *const *sql, unsigned nsql,
-                     struct store_db **out, char *err, size_t errlen)
+/* Append item to the comma-separated list at out (n used of len). */
+static int list_add(char *out, size_t len, size_t *n, const char *item, size_t il)
+{
+    int w = snprintf(out + *n, len - *n, "%s%.*s", *n ? "," : "", (int)il, item);
+    if (w < 0 || (size_t)w >= len - *n)
+        return -1;
+    *n += (size_t)w;
+    return 0;
+}
+
+/* libpq looks host names up inside PQconnectStart and PQconnectPoll,
+ * blocking; so, on a thread pool, look them up here and give astart the
+ * numeric addresses: "HOSTS\tPORTS\tHOSTADDRS", each a comma-separated
+ * list with one entry per address (a host with several addresses is
+ * repeated, so libpq still tries each in turn, as it would its own
+ * answer), an empty hostaddr entry for a numeric host or a socket
+ * directory (nothing to look up); "" when no host needs a look-up. */
+static int pg_aresolve(const char *location, char *out, size_t len, char *err, size_t errlen)
+{
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(location, &perr);
+    if (!opts) {
+        snprintf(err, errlen, "%s", perr ? perr : "out of memory");
+        trim_nl(err);
+        PQfreemem(perr);
+        return -EIO;
+    }
+    const char *hosts = "", *ports = "", *given = "";
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!strcmp(o->keyword, "host") && o->val)
+            hosts = o->val;
+        else if (!strcmp(o->keyword, "port") && o->val)
+            ports = o->val;
+        else if (!strcmp(o->keyword, "hostaddr") && o->val)
+            given = o->val;
+    }
+    char hl[HOSTADDR_LIST], pl[HOSTADDR_LIST], al[HOSTADDR_LIST];
+    size_t hn = 0, pn = 0, an = 0;
+    int rc = 0, named = 0, port_list = strchr(ports, ',') != NULL;
+    const char *h = *given ? "" : hosts, *p = ports;
+    while (*h && rc == 0) {
+        size_t hlen = strcspn(h, ","), plen = port_list ? strcspn(p, ",") : strlen(p);
+        char name[256];
+        unsigned char bin[sizeof(struct in6_addr)];
+        snprintf(name, sizeof name, "%.*s", (int)(hlen < 255 ? hlen : 255), h);
+        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+        if (!name[0] || name[0] == '/' || inet_pton(AF_INET, name, bin) == 1 ||
+            inet_pton(AF_INET6, name, bin) == 1) {
+            rc = list_add(hl, sizeof hl, &hn, h, hlen) | list_add(pl, sizeof pl, &pn, p, plen) |
+                 list_add(al, sizeof al, &an, "", 0);
+        } else {
+            int g = getaddrinfo(name, NULL, &hints, &res);
+            if (g != 0) {
+                snprintf(err, errlen, "cannot look up %s: %s", name, gai_strerror(g));
+                rc = -EIO;
+                break;
+            }
+            named = 1;
+            for (struct addrinfo *ai = res; ai && rc == 0; ai = ai->ai_next) {
+                char addr[INET6_ADDRSTRLEN];
+                const void *in =
+                    ai->ai_family == AF_INET6
+                        ? (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr
+                        : (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr;
+                if (!inet_ntop(ai->ai_family, in, addr, sizeof addr))
+                    continue;
+                rc = list_add(hl, sizeof hl, &hn, h, hlen) | list_add(pl, sizeof pl, &pn, p, plen) |
+                     list_add(al, sizeof al, &an, addr, strlen(addr));
+            }
+            freeaddrinfo(res);
+        }
+        if (rc < 0 && rc != -EIO)
+            snprintf(err, errlen, "too many hosts or addresses");
+        h += hlen + (h[hlen] == ',');
+        if (port_list)
+            p += plen + (p[plen] == ',');
+    }
+    int some_port = port_list || *ports;
+    PQconninfoFree(opts); /* hosts and ports pointed into it */
+    out[0] = '\0';
+    if (rc < 0)
+        return -EIO;
+    if (named && (size_t)snprintf(out, len, "%s\t%s\t%s", hl, some_port ? pl : "", al) >= len) {
+        out[0] = '\0';
+        snprintf(err, errlen, "too many hosts or addresses");
+        return -EIO;
+    }
+    return 0;
+}
+
+static int pg_astart(const char *location, const char *hostaddr, const char *const *sql,
+                     unsigned nsql, struct store_db **out, char *err, size_t errlen)
 {
     struct store_db *d = new_db(location, sql, nsql, err, errlen);
     if (!d)
         return -EINVAL;
-    const char *vals[sizeof conn_kw / sizeof conn_kw[0]];
+    enum { NKW = sizeof conn_kw / sizeof conn_kw[0] };
+    const char *kw[NKW + 3], *vals[NKW + 3];
+    char lists[3 * HOSTADDR_LIST];
     conn_vals(d, vals);
-    d->conn = PQconnectStartParams(conn_kw, vals, 1);
+    memcpy(kw, conn_kw, sizeof conn_kw);
+    /* aresolve's lists, after dbname's URL: they override its host and
+     * port (the same hosts, repeated per address) and add hostaddr. An
+     * empty port list is left out (libpq's default port). */
+    size_t hlen = hostaddr ? strlen(hostaddr) : 0;
+    if (hlen && hlen < sizeof lists) {
+        static const char *const names[3] = {"host", "port", "hostaddr"};
+        char *f = memcpy(lists, hostaddr, hlen + 1);
+        size_t k = NKW - 1;
+        for (int i = 0; i < 3 && f; i++) {
+            char *tab = strchr(f, '\t');
+            if (tab)
+                *tab = '\0';
+            if (*f)
+                kw[k] = names[i], vals[k++] = f;
+            f = tab ? tab + 1 : NULL;
+        }
+        kw[k] = vals[k] = NULL;
+    }
+    d->conn = PQconnectStartParams(kw, vals, 1);
     if (!d->conn || PQstatus(d->conn) == CONNECTION_BAD) {
         snprintf(err, errlen, "%s", d->conn ? PQerrorMessage(d->conn) : "out of memory");
         trim_nl(err);
@@ -857,6 +972,7 @@ const struct store_driver store_pg_driver = {
     .wal_position = pg_wal_position,
     .listen = pg_listen,
     .notifications = pg_notifications,
+    .aresolve = pg_aresolve,
     .astart = pg_astart,
     .asend = pg_asend,
     .astep = pg_astep,

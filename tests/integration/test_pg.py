@@ -343,15 +343,27 @@ def test_a_write_waits_for_the_replica_so_any_reader_sees_it(start_app, tmp_path
         c.close()
 
 
-def test_product_pages_read_on_the_loop_while_every_store_thread_waits(start_app, tmp_path):
+@pytest.mark.parametrize("replica_host", ["127.0.0.1", "localhost"])
+def test_product_pages_read_on_the_loop_while_every_store_thread_waits(start_app, tmp_path,
+                                                                        replica_host):
     """The product page reads on the app's event loop (non-blocking libpq,
     src/data/store_async.c), not on the store threads: with the only store
     thread stuck behind a row lock, product pages still answer at once,
-    from the replica; the stuck order completes once the lock is gone."""
-    c, _, cfg = seeded_with_replica(tmp_path, products=5, users=1)
+    from the replica; the stuck order completes once the lock is gone.
+    Also with a replica named by a host name (looked up on libuv's thread
+    pool, store_async.c; libpq gets every address: localhost may answer ::1
+    first, where this server does not listen)."""
+    c, rep, cfg = seeded_with_replica(tmp_path, products=5, users=1)
     holder = None
     try:
+        if replica_host != "127.0.0.1":
+            named = rep.url("shop").replace("127.0.0.1", replica_host)
+            assert replica_host in named, named
+            cfg = topology(tmp_path, c.url("shop"), [named], name="named.ini")
         app = start_app("-c", cfg, "--workers", "1", data_dir=tmp_path / "data")
+        assert wait_until(lambda: metric(app, "surge_store_replica_in_rotation") == 1), \
+            app.metrics()
+        assert app.get("/api/products?limit=1").status == 200
         sid = login(app, "user1@example.com")
         holder = subprocess.Popen(
             [os.path.join("/usr/lib/postgresql/15/bin", "psql"), "-X", "-q", "-h", "127.0.0.1",

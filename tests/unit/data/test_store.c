@@ -288,3 +288,43 @@ Test(store, pg_variant_marker_selects_the_text_per_driver)
     /* What SQLite reads: up to the first NUL, the marker being a comment. */
     cr_assert_str_eq(both, STORE_PG_MARK "SELECT 1");
 }
+
+/* The postgres driver's look-ups for the loop's connections (aresolve):
+ * names become numeric addresses, each address its own entry with its
+ * host and port repeated; numeric hosts and socket directories get an
+ * empty entry; nothing to look up gives "". */
+Test(store, postgres_resolves_host_names_off_the_loop)
+{
+    const struct store_driver *d = store_driver_find("postgres://x/db");
+    cr_assert(d && d->aresolve && d->astart);
+    char out[1024], err[256];
+    cr_assert_eq(d->aresolve("postgresql://127.0.0.1:5433/db", out, sizeof out, err, sizeof err),
+                 0);
+    cr_assert_str_eq(out, "");
+    cr_assert_eq(d->aresolve("postgresql://localhost:5433,127.0.0.1:5434/db", out, sizeof out, err,
+                             sizeof err),
+                 0, "%s", err);
+    char *t1 = strchr(out, '\t'), *t2 = t1 ? strchr(t1 + 1, '\t') : NULL;
+    cr_assert(t1 && t2, "three lists: %s", out);
+    *t1 = *t2 = '\0';
+    const char *hosts = out, *ports = t1 + 1, *addrs = t2 + 1;
+    /* localhost may have an IPv4 and an IPv6 address: one entry each,
+     * then the numeric host with an empty address. */
+    cr_assert(strstr(hosts, "localhost,") == hosts, "%s", hosts);
+    cr_assert(strlen(hosts) > 10 && !strcmp(hosts + strlen(hosts) - 10, ",127.0.0.1"), "%s", hosts);
+    cr_assert(!strcmp(ports + strlen(ports) - 5, ",5434") && !strncmp(ports, "5433,", 5), "%s",
+              ports);
+    cr_assert(addrs[strlen(addrs) - 1] == ',', "the numeric host's entry is empty: %s", addrs);
+    cr_assert(strstr(addrs, "127.0.0.1") == addrs || strstr(addrs, "::1") == addrs, "%s", addrs);
+    /* Each list has as many entries. */
+    size_t n[3] = {0, 0, 0};
+    const char *l[3] = {hosts, ports, addrs};
+    for (int i = 0; i < 3; i++)
+        for (const char *c = l[i]; *c; c++)
+            n[i] += *c == ',';
+    cr_assert(n[0] == n[1] && n[1] == n[2], "%s | %s | %s", hosts, ports, addrs);
+    cr_assert_lt(
+        d->aresolve("postgresql://no-such-host.invalid:5432/db", out, sizeof out, err, sizeof err),
+        0);
+    cr_assert(strstr(err, "no-such-host.invalid"), "%s", err);
+}
