@@ -760,12 +760,9 @@ static int pg_aresolve(const char *location, char *out, size_t len, char *err, s
             }
             named = 1;
             for (struct addrinfo *ai = res; ai && rc == 0; ai = ai->ai_next) {
-                char addr[INET6_ADDRSTRLEN];
-                const void *in =
-                    ai->ai_family == AF_INET6
-                        ? (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr
-                        : (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr;
-                if (!inet_ntop(ai->ai_family, in, addr, sizeof addr))
+                char addr[NI_MAXHOST];
+                if (getnameinfo(ai->ai_addr, ai->ai_addrlen, addr, sizeof addr, NULL, 0,
+                                NI_NUMERICHOST) != 0)
                     continue;
                 rc = list_add(hl, sizeof hl, &hn, h, hlen) | list_add(pl, sizeof pl, &pn, p, plen) |
                      list_add(al, sizeof al, &an, addr, strlen(addr));
