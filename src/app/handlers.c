@@ -178,9 +178,7 @@ static void session_fence_apply(struct app_job *j, struct app_thread *t, const c
         return;
     char buf[STORE_FENCE_MAX];
     const struct session_driver *sd = j->a->sessions;
-    if (fence) {
-        snprintf(buf, sizeof buf, "%s", fence);
-    } else if (!sd->fence_get || sd->fence_get(t->sess, t->sess_hash, buf, sizeof buf) < 0) {
+    if (!fence && (!sd->fence_get || sd->fence_get(t->sess, t->sess_hash, buf, sizeof buf) < 0)) {
         /* Unknown: read the primaries (every fence is met there). */
         snprintf(buf, sizeof buf, "%u=%lld", 0u, (long long)INT64_MAX);
         for (unsigned k = 1; k < STORE_DBS; k++) {
@@ -188,7 +186,7 @@ static void session_fence_apply(struct app_job *j, struct app_thread *t, const c
             snprintf(buf + n, sizeof buf - n, ",%u=%lld", k, (long long)INT64_MAX);
         }
     }
-    store_conns_request(&t->conns, buf);
+    store_conns_request(&t->conns, fence ? fence : buf);
 }
 
 /* The session's user: 0; -ENOENT (401 set); other negative (503 set). A
@@ -448,11 +446,9 @@ void app_handle_login(struct app_job *j, struct app_thread *t)
     a->sessions->failures_clear(t->sess, ekey);
     a->sessions->failures(t->sess, akey, now, window, -1, &n, &reset);
     /* A new id at every login (no session fixation); the old one ends. */
-    char old[65], hash[65], token[65];
-    if (session_cookie(j->req, old) == 0) {
-        hash_token(old, hash);
+    char hash[65], token[65];
+    if (app_session_hash(j->req, hash) == 0)
         a->sessions->remove(t->sess, hash);
-    }
     unsigned char raw[32];
     randombytes_buf(raw, sizeof raw);
     sodium_bin2hex(token, sizeof token, raw, sizeof raw);
@@ -477,13 +473,11 @@ out:
 
 void app_handle_logout(struct app_job *j, struct app_thread *t)
 {
-    char token[65], hash[65];
-    if (session_cookie(j->req, token) == 0) {
-        hash_token(token, hash);
-        if (!t->sess || j->a->sessions->remove(t->sess, hash) < 0) {
-            store_failed(&j->resp);
-            return;
-        }
+    char hash[65];
+    if (app_session_hash(j->req, hash) == 0 &&
+        (!t->sess || j->a->sessions->remove(t->sess, hash) < 0)) {
+        store_failed(&j->resp);
+        return;
     }
     j->resp.status = 204;
     http_response_header(&j->resp, "Set-Cookie", "sid=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0");

@@ -102,3 +102,22 @@ void buf_free(struct buf *b)
     b->data = NULL;
     b->len = b->cap = 0;
 }
+
+size_t buf_u64_text(uint64_t v, char *out)
+{
+    char tmp[BUF_U64_DIGITS];
+    size_t k = 0, n = 0;
+    do {
+        tmp[k++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (k)
+        out[n++] = tmp[--k];
+    return n;
+}
+
+int buf_put_u64(struct buf *b, uint64_t v)
+{
+    char t[BUF_U64_DIGITS];
+    return buf_append(b, t, buf_u64_text(v, t));
+}

@@ -5,6 +5,7 @@
 #define SURGE_BASE_BUF_H
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct buf {
     char *data;      /* NULL until the first append; always NUL-terminated after */
@@ -24,6 +25,12 @@ int buf_puts(struct buf *b, const char *s);
 /* printf-style append. 0, or -ENOBUFS (buffer unchanged). */
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int buf_vprintf(struct buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+/* v in decimal at out, without a NUL (at most BUF_U64_DIGITS bytes): its
+ * length. No printf, for paths that format many numbers. */
+#define BUF_U64_DIGITS 20
+size_t buf_u64_text(uint64_t v, char *out);
+/* Append v in decimal. 0 or -ENOBUFS. */
+int buf_put_u64(struct buf *b, uint64_t v);
 /* Drop the first n bytes (n <= len), moving the rest to the front. */
 void buf_consume(struct buf *b, size_t n);
 /* Empty the buffer but keep its memory. */

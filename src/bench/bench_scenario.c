@@ -16,6 +16,7 @@
 #include <strings.h>
 
 #include "base/alloc.h"
+#include "base/buf.h"
 #include "bench/bench.h"
 
 #define REQ_LINE_EXTRA 64 /* " HTTP/1.1\r\n", "Content-Length: N\r\n", the blank line */
@@ -304,24 +305,13 @@ static uint64_t rng_below(uint64_t *state, uint64_t n)
     }
 }
 
-static int put_u64(struct buf *out, uint64_t v)
-{
-    char tmp[24];
-    size_t i = sizeof tmp;
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    return buf_append(out, tmp + i, sizeof tmp - i);
-}
-
 static int put_i64(struct buf *out, int64_t v)
 {
     if (v >= 0)
-        return put_u64(out, (uint64_t)v);
+        return buf_put_u64(out, (uint64_t)v);
     if (buf_append(out, "-", 1) < 0)
         return -ENOBUFS;
-    return put_u64(out, (uint64_t)(-(v + 1)) + 1);
+    return buf_put_u64(out, (uint64_t)(-(v + 1)) + 1);
 }
 
 int bench_tmpl_render(const struct bench_tmpl *t, const struct bench_render *r, struct buf *out)
@@ -334,10 +324,10 @@ int bench_tmpl_render(const struct bench_tmpl *t, const struct bench_render *r, 
             rc = buf_append(out, t->src + pt->off, pt->len);
             break;
         case BT_SEQ:
-            rc = put_u64(out, r->seq);
+            rc = buf_put_u64(out, r->seq);
             break;
         case BT_VU:
-            rc = put_u64(out, r->vu);
+            rc = buf_put_u64(out, r->vu);
             break;
         case BT_RAND: {
             uint64_t span = (uint64_t)(pt->b - pt->a) + 1; /* |a|,|b| <= 1e18: no overflow */
@@ -871,7 +861,7 @@ int bench_scenario_build(const struct bench_scenario *sc, const struct bench_sce
     /* POST, PUT and PATCH say their (maybe empty) length: some servers
      * answer 411 without it. */
     if ((rq->body.src || rq->needs_length) &&
-        (buf_puts(req, "Content-Length: ") < 0 || put_u64(req, body->len) < 0 ||
+        (buf_puts(req, "Content-Length: ") < 0 || buf_put_u64(req, body->len) < 0 ||
          buf_puts(req, "\r\n") < 0))
         return -ENOBUFS;
     if (buf_puts(req, "\r\n") < 0 || (body->len && buf_append(req, body->data, body->len) < 0))

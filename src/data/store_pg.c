@@ -702,13 +702,29 @@ static int pg_notifications(struct store_db *d)
 /* ---- non-blocking use (store_async.c): one statement at a time ---- */
 
 /* Append item to the comma-separated list at out (n used of len). */
-static int list_add(char *out, size_t len, size_t *n, const char *item, size_t il)
+/* pg_aresolve's three lists, an entry a connection attempt. */
+struct addr_lists {
+    char host[HOSTADDR_LIST], port[HOSTADDR_LIST], addr[HOSTADDR_LIST];
+    size_t hn, pn, an;
+};
+
+static int list_add(char *out, size_t *n, const char *item, size_t il)
 {
-    int w = snprintf(out + *n, len - *n, "%s%.*s", *n ? "," : "", (int)il, item);
-    if (w < 0 || (size_t)w >= len - *n)
+    int w = snprintf(out + *n, HOSTADDR_LIST - *n, "%s%.*s", *n ? "," : "", (int)il, item);
+    if (w < 0 || (size_t)w >= HOSTADDR_LIST - *n)
         return -1;
     *n += (size_t)w;
     return 0;
+}
+
+/* One entry: host and port as written, addr ("" for none). 0 or -1 (full). */
+static int entry_add(struct addr_lists *l, const char *h, size_t hlen, const char *p, size_t plen,
+                     const char *addr)
+{
+    return list_add(l->host, &l->hn, h, hlen) < 0 || list_add(l->port, &l->pn, p, plen) < 0 ||
+                   list_add(l->addr, &l->an, addr, strlen(addr)) < 0
+               ? -1
+               : 0;
 }
 
 /* libpq looks host names up inside PQconnectStart and PQconnectPoll,
@@ -737,55 +753,46 @@ static int pg_aresolve(const char *location, char *out, size_t len, char *err, s
         else if (!strcmp(o->keyword, "hostaddr") && o->val)
             given = o->val;
     }
-    char hl[HOSTADDR_LIST], pl[HOSTADDR_LIST], al[HOSTADDR_LIST];
-    size_t hn = 0, pn = 0, an = 0;
-    int rc = 0, named = 0, port_list = strchr(ports, ',') != NULL;
-    const char *h = *given ? "" : hosts, *p = ports;
-    while (*h && rc == 0) {
+    struct addr_lists *l = xcalloc(1, sizeof *l);
+    int rc = 0, named = 0, port_list = strchr(ports, ',') != NULL, some_port = *ports != '\0';
+    for (const char *h = *given ? "" : hosts, *p = ports; *h && rc == 0;) {
         size_t hlen = strcspn(h, ","), plen = port_list ? strcspn(p, ",") : strlen(p);
         char name[256];
         unsigned char bin[sizeof(struct in6_addr)];
         snprintf(name, sizeof name, "%.*s", (int)(hlen < 255 ? hlen : 255), h);
         struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+        int g = 0;
         if (!name[0] || name[0] == '/' || inet_pton(AF_INET, name, bin) == 1 ||
             inet_pton(AF_INET6, name, bin) == 1) {
-            rc = list_add(hl, sizeof hl, &hn, h, hlen) | list_add(pl, sizeof pl, &pn, p, plen) |
-                 list_add(al, sizeof al, &an, "", 0);
+            rc = entry_add(l, h, hlen, p, plen, ""); /* nothing to look up */
+        } else if ((g = getaddrinfo(name, NULL, &hints, &res)) != 0) {
+            snprintf(err, errlen, "cannot look up %s: %s", name, gai_strerror(g));
+            rc = -EIO;
         } else {
-            int g = getaddrinfo(name, NULL, &hints, &res);
-            if (g != 0) {
-                snprintf(err, errlen, "cannot look up %s: %s", name, gai_strerror(g));
-                rc = -EIO;
-                break;
-            }
             named = 1;
             for (struct addrinfo *ai = res; ai && rc == 0; ai = ai->ai_next) {
                 char addr[NI_MAXHOST];
                 if (getnameinfo(ai->ai_addr, ai->ai_addrlen, addr, sizeof addr, NULL, 0,
-                                NI_NUMERICHOST) != 0)
-                    continue;
-                rc = list_add(hl, sizeof hl, &hn, h, hlen) | list_add(pl, sizeof pl, &pn, p, plen) |
-                     list_add(al, sizeof al, &an, addr, strlen(addr));
+                                NI_NUMERICHOST) == 0)
+                    rc = entry_add(l, h, hlen, p, plen, addr);
             }
             freeaddrinfo(res);
         }
-        if (rc < 0 && rc != -EIO)
-            snprintf(err, errlen, "too many hosts or addresses");
         h += hlen + (h[hlen] == ',');
         if (port_list)
             p += plen + (p[plen] == ',');
     }
-    int some_port = port_list || *ports;
     PQconninfoFree(opts); /* hosts and ports pointed into it */
     out[0] = '\0';
-    if (rc < 0)
-        return -EIO;
-    if (named && (size_t)snprintf(out, len, "%s\t%s\t%s", hl, some_port ? pl : "", al) >= len) {
+    if (rc == 0 && named &&
+        (size_t)snprintf(out, len, "%s\t%s\t%s", l->host, some_port ? l->port : "", l->addr) >= len)
+        rc = -1;
+    if (rc == -1) {
         out[0] = '\0';
         snprintf(err, errlen, "too many hosts or addresses");
-        return -EIO;
     }
-    return 0;
+    free(l);
+    return rc < 0 ? -EIO : 0;
 }
 
 static int pg_astart(const char *location, const char *hostaddr, const char *const *sql,

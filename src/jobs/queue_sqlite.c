@@ -34,6 +34,7 @@
 
 #include "base/clock.h"
 #include "base/alloc.h"
+#include "base/buf.h"
 #include "base/log.h"
 #include "jobs/job.h"
 #include "jobs/queue.h"
@@ -273,26 +274,11 @@ static int q_exec(struct queue_conn *c, struct store_db *db, unsigned stmt,
     return c->sd->exec(db, stmt, args, nargs, rows);
 }
 
-/* v in decimal at out (no terminator; at most 20 bytes); its length. A
- * claim formats a few hundred ids a batch: no printf. */
-static size_t u64_text(uint64_t v, char *out)
-{
-    char tmp[20];
-    size_t k = 0, n = 0;
-    do {
-        tmp[k++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (k)
-        out[n++] = tmp[--k];
-    return n;
-}
-
 static void format_id(int64_t rowid, unsigned shard, char *out, size_t outlen)
 {
-    char t[21];
+    char t[BUF_U64_DIGITS];
     uint64_t v = (uint64_t)(rowid * ID_SHARDS + (int64_t)shard);
-    size_t n = u64_text(v, t);
+    size_t n = buf_u64_text(v, t);
     if (n >= outlen)
         n = outlen ? outlen - 1 : 0;
     memcpy(out, t, n);
@@ -562,7 +548,7 @@ struct id_list {
 static void id_list_add(struct id_list *l, int64_t id)
 {
     l->text[l->len++] = l->n++ ? ',' : '[';
-    l->len += u64_text((uint64_t)id, l->text + l->len);
+    l->len += buf_u64_text((uint64_t)id, l->text + l->len);
 }
 
 /* Run Q_LEASE_IDS or Q_DONE_IDS (a: its three leading arguments) on the
